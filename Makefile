@@ -1,0 +1,53 @@
+# Two entry points: `make demo` (export a sample model, verify it in tract) and `make test`.
+# The virtualenv and the cargo target live under $HOME so that every checkout reuses them.
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/torch_to_nnef
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+export PYO3_PYTHON := $(PY)
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+REQ_HASH := $(shell sha256sum requirements-dev.txt | cut -c1-12)
+VENV_STAMP := $(VENV)/.ready-$(REQ_HASH)
+RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml
+
+
+.PHONY: demo test build venv lint test-rust test-python bench clean-cache
+
+demo: build
+	$(PY) -m torch_to_nnef.demo
+
+test: lint test-rust test-python
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+build: venv
+	$(VENV)/bin/maturin develop --release --quiet
+
+lint: build
+	cargo fmt --check
+	cargo clippy --release --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	cd /tmp && $(PY) -m mypy.stubtest torch_to_nnef._rust
+
+test-rust:
+	cargo test --release
+
+test-python: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) benches/bench_dat_write.py
+	$(PY) benches/bench_q4_0.py
+	$(PY) benches/bench_runner.py
+
+clean-cache:
+	rm -rf $(CACHE)

@@ -1,0 +1,263 @@
+//! Q4_0 block quantization, the GGML `block_q4_0` layout that tract reads.
+//!
+//! A block packs 32 consecutive values of the row-major tensor in 18 bytes: the scale `d` as a
+//! little-endian f16, then 16 bytes where `byte[j] = q[j] | q[j + 16] << 4`.
+//!
+//! Encoding follows tract-linalg's quantizer exactly (and is tested byte for byte against it):
+//! `m` is the value of largest magnitude with its sign (the first one on a tie, `+0.0` when the
+//! block is all zeros or NaNs); `d = m / -8`; `id = 1 / d` (0 when `d == 0`);
+//! `q = min(15, x * id + 8.5 as i8)` (a saturating cast, NaN -> 0). Decoding is `(q - 8) * f16(d)`.
+//!
+//! Non-finite input: NaN values are ignored when choosing the scale and encode as nibble 0
+//! (they decode to `-8 * d`); a block holding an infinity gets an infinite scale, so every value
+//! in it decodes to an infinity or NaN. Callers that need finite weights must reject them first.
+
+use half::{bf16, f16, slice::HalfFloatSliceExt};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Values per block.
+pub const BLOCK_LEN: usize = 32;
+/// Bytes per block: an f16 scale and 16 bytes of nibbles.
+pub const BLOCK_BYTES: usize = 18;
+/// Blocks handled per parallel task.
+const BLOCKS_PER_TASK: usize = 2048;
+
+/// Nibble order of the 16 data bytes of a block, as stored in a `.dat` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Q40Layout {
+    /// GGML order, item type 0x3040 (tract >= 0.21.11): `byte[j] = q[j] | q[j + 16] << 4`.
+    Ggml,
+    /// Neighbour pairs, item type 0x2040 (tract < 0.21.11): `byte[j] = q[2j] | q[2j + 1] << 4`.
+    Legacy,
+}
+
+impl Q40Layout {
+    /// The `.dat` item type of this layout.
+    pub fn item_type(self) -> u16 {
+        match self {
+            Q40Layout::Ggml => 0x3040,
+            Q40Layout::Legacy => 0x2040,
+        }
+    }
+}
+
+/// Checks that `shape` can be stored as Q4_0: rank >= 2 and a trailing size multiple of 32.
+pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
+    let bad = |reason: String| Err(Error::Shape { what: what.to_string(), reason });
+    if shape.len() < 2 {
+        return bad(format!(
+            "Q4_0 needs a tensor of rank >= 2, got shape {shape:?}; keep it in float"
+        ));
+    }
+    let last = shape[shape.len() - 1];
+    if last % BLOCK_LEN != 0 {
+        return bad(format!(
+            "Q4_0 packs blocks of {BLOCK_LEN} along the last axis, but shape {shape:?} ends \
+             with {last}, not a multiple of {BLOCK_LEN}; keep this tensor in float"
+        ));
+    }
+    Ok(())
+}
+
+/// Input element types the quantizer accepts.
+pub enum Q40Input<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// f16 values.
+    F16(&'a [f16]),
+    /// bf16 values (converted exactly to f32 first).
+    Bf16(&'a [bf16]),
+}
+
+impl Q40Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Q40Input::F32(x) => x.len(),
+            Q40Input::F16(x) => x.len(),
+            Q40Input::Bf16(x) => x.len(),
+        }
+    }
+}
+
+/// Quantizes one block of 32 f32 values.
+#[inline(always)]
+fn quantize_block(x: &[f32; BLOCK_LEN], out: &mut [u8]) {
+    // Largest magnitude, NaN ignored (f32::max keeps the non-NaN operand).
+    let mut lanes = [0f32; 8];
+    for chunk in x.chunks_exact(8) {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l = l.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |a, &b| a.max(b));
+    let max = if amax == 0.0 {
+        0.0
+    } else {
+        // The first value reaching it, with its sign.
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+    };
+    let scale = max / -8.0;
+    let r_scale = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+    out[..2].copy_from_slice(&f16::from_f32(scale).to_bits().to_le_bytes());
+    let mut q = [0u8; BLOCK_LEN];
+    for (q, &v) in q.iter_mut().zip(x) {
+        // Not fused: a multiply then an add, as the reference computes it.
+        *q = ((v * r_scale + 8.5) as i8).min(15) as u8;
+    }
+    for j in 0..BLOCK_LEN / 2 {
+        out[2 + j] = q[j] | (q[j + BLOCK_LEN / 2] << 4);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+// SAFETY (callers): only called after `is_x86_feature_detected!("avx2")`.
+unsafe fn quantize_blocks_f32_avx2(input: &[f32], out: &mut [u8]) {
+    quantize_blocks_f32_generic(input, out)
+}
+
+#[inline(always)]
+fn quantize_blocks_f32_generic(input: &[f32], out: &mut [u8]) {
+    for (x, o) in input.chunks_exact(BLOCK_LEN).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
+        quantize_block(x.try_into().expect("32 values"), o);
+    }
+}
+
+fn quantize_blocks_f32(input: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { quantize_blocks_f32_avx2(input, out) };
+        return;
+    }
+    quantize_blocks_f32_generic(input, out)
+}
+
+fn quantize_task(input: &Q40Input, first_block: usize, out: &mut [u8]) {
+    let n_blocks = out.len() / BLOCK_BYTES;
+    let range = first_block * BLOCK_LEN..(first_block + n_blocks) * BLOCK_LEN;
+    let convert = |dst: &mut Vec<f32>| {
+        dst.resize(range.len(), 0.0);
+        match input {
+            Q40Input::F32(_) => unreachable!(),
+            Q40Input::F16(x) => x[range.clone()].convert_to_f32_slice(dst),
+            Q40Input::Bf16(x) => x[range.clone()].convert_to_f32_slice(dst),
+        }
+    };
+    match input {
+        Q40Input::F32(x) => quantize_blocks_f32(&x[range.clone()], out),
+        _ => {
+            let mut tmp = Vec::new();
+            convert(&mut tmp);
+            quantize_blocks_f32(&tmp, out)
+        }
+    }
+}
+
+/// Quantizes a tensor to Q4_0 blocks (GGML order), on the current rayon pool, or on `threads`
+/// threads when given (`Some(1)` runs on the calling thread only).
+pub fn quantize(what: &str, input: Q40Input, shape: &[usize], threads: Option<usize>) -> Result<Vec<u8>> {
+    check_shape(what, shape)?;
+    let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
+    if numel != input.len() {
+        return Err(Error::Shape {
+            what: what.to_string(),
+            reason: format!("shape {shape:?} has {numel} values but {} were given", input.len()),
+        });
+    }
+    let mut out = vec![0u8; numel / BLOCK_LEN * BLOCK_BYTES];
+    let run = |out: &mut [u8]| {
+        out.par_chunks_mut(BLOCKS_PER_TASK * BLOCK_BYTES)
+            .enumerate()
+            .for_each(|(i, o)| quantize_task(&input, i * BLOCKS_PER_TASK, o));
+    };
+    match threads {
+        Some(1) => quantize_task(&input, 0, &mut out),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?
+            .install(|| run(&mut out)),
+        None => run(&mut out),
+    }
+    Ok(out)
+}
+
+/// Decodes Q4_0 blocks (GGML order) to f32 values.
+pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
+    if blocks.len() % BLOCK_BYTES != 0 {
+        return Err(Error::Shape {
+            what: "Q4_0 blocks".into(),
+            reason: format!("{} bytes is not a whole number of {BLOCK_BYTES}-byte blocks", blocks.len()),
+        });
+    }
+    let mut out = vec![0f32; blocks.len() / BLOCK_BYTES * BLOCK_LEN];
+    out.par_chunks_mut(BLOCK_LEN * BLOCKS_PER_TASK)
+        .zip(blocks.par_chunks(BLOCK_BYTES * BLOCKS_PER_TASK))
+        .for_each(|(o, b)| {
+            for (o, b) in o.chunks_exact_mut(BLOCK_LEN).zip(b.chunks_exact(BLOCK_BYTES)) {
+                let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+                for j in 0..BLOCK_LEN / 2 {
+                    o[j] = ((b[2 + j] & 0x0F) as i32 - 8) as f32 * d;
+                    o[j + BLOCK_LEN / 2] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+        });
+    Ok(out)
+}
+
+/// Unpacks the 32 nibbles of a block in element order.
+fn nibbles(data: &[u8], layout: Q40Layout) -> [u8; BLOCK_LEN] {
+    let mut q = [0u8; BLOCK_LEN];
+    for j in 0..BLOCK_LEN / 2 {
+        let (lo, hi) = (data[j] & 0x0F, data[j] >> 4);
+        match layout {
+            Q40Layout::Ggml => (q[j], q[j + BLOCK_LEN / 2]) = (lo, hi),
+            Q40Layout::Legacy => (q[2 * j], q[2 * j + 1]) = (lo, hi),
+        }
+    }
+    q
+}
+
+fn pack(q: &[u8; BLOCK_LEN], layout: Q40Layout, data: &mut [u8]) {
+    for j in 0..BLOCK_LEN / 2 {
+        data[j] = match layout {
+            Q40Layout::Ggml => q[j] | (q[j + BLOCK_LEN / 2] << 4),
+            Q40Layout::Legacy => q[2 * j] | (q[2 * j + 1] << 4),
+        };
+    }
+}
+
+fn relayout(blocks: &mut [u8], from: Q40Layout, to: Q40Layout) {
+    for b in blocks.chunks_exact_mut(BLOCK_BYTES) {
+        let q = nibbles(&b[2..], from);
+        pack(&q, to, &mut b[2..]);
+    }
+}
+
+/// Converts blocks in place from GGML order to the legacy (0x2040) order.
+pub fn ggml_to_legacy(blocks: &mut [u8]) {
+    relayout(blocks, Q40Layout::Ggml, Q40Layout::Legacy)
+}
+
+/// Converts blocks in place from the legacy (0x2040) order to GGML order.
+pub fn legacy_to_ggml(blocks: &mut [u8]) {
+    relayout(blocks, Q40Layout::Legacy, Q40Layout::Ggml)
+}
+
+/// tract-linalg's own Q4_0 quantizer, single-threaded: the reference our kernel is checked and
+/// benchmarked against.
+pub fn tract_reference_quantize(input: &[f32]) -> Vec<u8> {
+    use tract_linalg::block_quant::{BlockQuant, Q4_0};
+    let blob = Q4_0.quant_f32(input).expect("tract Q4_0 quantizer");
+    blob.as_bytes().to_vec()
+}
+
+/// tract-linalg's own Q4_0 quantizer on f16 input.
+pub fn tract_reference_quantize_f16(input: &[f16]) -> Vec<u8> {
+    use tract_linalg::block_quant::{BlockQuant, Q4_0};
+    let blob = Q4_0.quant_f16(input).expect("tract Q4_0 quantizer");
+    blob.as_bytes().to_vec()
+}
