@@ -27,8 +27,11 @@ $(VENV_STAMP): requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Full (editable) install the first time in a checkout; afterwards only the extension is rebuilt.
 build: venv
-	$(VENV)/bin/maturin develop --release --quiet
+	if $(PY) -c "import sys, torch_to_nnef as t; sys.exit(not t.__file__.startswith('$(CURDIR)/python/'))" 2>/dev/null; \
+	then $(VENV)/bin/maturin develop --release --quiet --skip-install; \
+	else $(VENV)/bin/maturin develop --release --quiet; fi
 
 lint: build
 	cargo fmt --check

@@ -25,7 +25,10 @@ pub enum ArchiveKind {
 impl ArchiveKind {
     /// The kind a path asks for: `.tgz` / `.tar.gz` gzip, `.tar` tar, anything else a folder.
     pub fn from_path(path: &Path, compression_level: u32) -> ArchiveKind {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         if name.ends_with(".tgz") || name.ends_with(".tar.gz") {
             ArchiveKind::TarGz(compression_level)
         } else if name.ends_with(".tar") {
@@ -61,7 +64,9 @@ pub fn write_archive(
     for (label, source) in &files.tensors {
         validate_label("tensor", label)?;
         if !seen.insert(label.as_str()) {
-            return Err(Error::DuplicateLabel { label: label.clone() });
+            return Err(Error::DuplicateLabel {
+                label: label.clone(),
+            });
         }
         source.header(label, opts)?;
     }
@@ -79,7 +84,11 @@ pub fn write_archive(
             let mut out = AtomicFile::create(path, overwrite)?;
             let w = BufWriter::with_capacity(1 << 20, out.file());
             let w = write_tar(w, files, opts)?;
-            finish(w.into_inner().map_err(|e| Error::io(path, e.into_error()))?, path)?;
+            finish(
+                w.into_inner()
+                    .map_err(|e| Error::io(path, e.into_error()))?,
+                path,
+            )?;
             out.commit(overwrite)
         }
         ArchiveKind::TarGz(level) => {
@@ -92,7 +101,11 @@ pub fn write_archive(
             let w = BufWriter::with_capacity(1 << 20, out.file());
             let gz = write_tar(GzEncoder::new(w, Compression::new(level)), files, opts)?;
             let w = gz.finish().map_err(|e| Error::io(path, e))?;
-            finish(w.into_inner().map_err(|e| Error::io(path, e.into_error()))?, path)?;
+            finish(
+                w.into_inner()
+                    .map_err(|e| Error::io(path, e.into_error()))?,
+                path,
+            )?;
             out.commit(overwrite)
         }
     }
@@ -119,9 +132,14 @@ fn write_tar<W: Write>(w: W, files: &ModelFiles, opts: &DatOptions) -> Result<W>
     let mut b = tar::Builder::new(w);
     let io = |e| Error::io("archive", e);
     let mut add = |name: &str, size: u64, data: &mut dyn Read| {
-        b.append_data(&mut member_header(size), name, data).map_err(io)
+        b.append_data(&mut member_header(size), name, data)
+            .map_err(io)
     };
-    add("graph.nnef", files.graph_nnef.len() as u64, &mut files.graph_nnef.as_bytes())?;
+    add(
+        "graph.nnef",
+        files.graph_nnef.len() as u64,
+        &mut files.graph_nnef.as_bytes(),
+    )?;
     if let Some(q) = files.graph_quant {
         add("graph.quant", q.len() as u64, &mut q.as_bytes())?;
     }
@@ -158,7 +176,10 @@ pub fn scan_archive(what: &str, reader: impl Read) -> Result<Vec<String>> {
     let mut magic = [0u8; 2];
     let n = reader.read(&mut magic).map_err(|e| Error::io(what, e))?;
     let stream = Cursor::new(magic[..n].to_vec()).chain(reader);
-    let bad = |reason: String| Error::Format { path: what.to_string(), reason };
+    let bad = |reason: String| Error::Format {
+        path: what.to_string(),
+        reason,
+    };
     let mut names = Vec::new();
     let mut visit = |ar: &mut tar::Archive<Box<dyn Read>>| -> Result<()> {
         for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
@@ -180,8 +201,11 @@ pub fn scan_archive(what: &str, reader: impl Read) -> Result<Vec<String>> {
         }
         Ok(())
     };
-    let inner: Box<dyn Read> =
-        if n == 2 && magic == [0x1f, 0x8b] { Box::new(GzDecoder::new(stream)) } else { Box::new(stream) };
+    let inner: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(GzDecoder::new(stream))
+    } else {
+        Box::new(stream)
+    };
     visit(&mut tar::Archive::new(inner))?;
     Ok(names)
 }
@@ -211,5 +235,7 @@ pub fn scan_folder(dir: &Path) -> Result<()> {
 
 /// Validates a label list without writing (used by callers that prepare archives).
 pub fn validate_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<()> {
-    labels.into_iter().try_for_each(|l| validate_label("tensor", l))
+    labels
+        .into_iter()
+        .try_for_each(|l| validate_label("tensor", l))
 }

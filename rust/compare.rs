@@ -87,13 +87,16 @@ pub fn values_f64(t: &RawTensor) -> Vec<f64> {
     let b = &t.bytes;
     macro_rules! conv {
         ($ty:ty, $n:expr) => {
-            b.chunks_exact($n).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+            b.chunks_exact($n)
+                .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect()
         };
     }
     match t.dtype {
-        DType::F16 => {
-            b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64()).collect()
-        }
+        DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
         DType::F32 => conv!(f32, 4),
         DType::F64 => conv!(f64, 8),
         DType::I8 => conv!(i8, 1),
@@ -108,7 +111,8 @@ pub fn values_f64(t: &RawTensor) -> Vec<f64> {
 }
 
 /// Compares `got` (from tract) with `expected` (from PyTorch). An element passes when both are
-/// NaN, both the same infinity, or `|expected - got| <= atol + rtol * |got|`; integers and
+/// NaN, both the same infinity, or both finite with `|expected - got| <= atol + rtol * |got|`;
+/// integers and
 /// booleans must match exactly. The f16 tolerances apply when `got` is f16.
 pub fn compare(expected: &RawTensor, got: &RawTensor, tolerance: Tolerance) -> Report {
     let (atol, rtol, allowed) = tolerance.atol_rtol_outliers(got.dtype);
@@ -125,13 +129,17 @@ pub fn compare(expected: &RawTensor, got: &RawTensor, tolerance: Tolerance) -> R
         first_outlier: None,
     };
     if expected.shape != got.shape {
-        report.problem =
-            format!("shape mismatch: expected {:?}, got {:?}", expected.shape, got.shape);
+        report.problem = format!(
+            "shape mismatch: expected {:?}, got {:?}",
+            expected.shape, got.shape
+        );
         return report;
     }
     if expected.dtype.is_float() != got.dtype.is_float() {
-        report.problem =
-            format!("dtype mismatch: expected {}, got {}", expected.dtype, got.dtype);
+        report.problem = format!(
+            "dtype mismatch: expected {}, got {}",
+            expected.dtype, got.dtype
+        );
         return report;
     }
     let exact = tolerance == Tolerance::Exact || !got.dtype.is_float();
@@ -148,7 +156,10 @@ pub fn compare(expected: &RawTensor, got: &RawTensor, tolerance: Tolerance) -> R
         if a != 0.0 && diff > 0.0 {
             report.max_rel_err = report.max_rel_err.max(diff / a.abs());
         }
-        if !same_special && !(diff <= atol + rtol * b.abs()) {
+        // Unlike a plain `diff <= atol + rtol * |got|`, an infinity never matches a finite
+        // value or the opposite infinity.
+        let within = a.is_finite() && b.is_finite() && diff <= atol + rtol * b.abs();
+        if !same_special && !within {
             report.outliers += 1;
             report.first_outlier.get_or_insert(i);
         }

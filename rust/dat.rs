@@ -56,7 +56,10 @@ impl DatHeader {
 
     /// Parses and validates a header (magic, version, rank).
     pub fn decode(path: &str, h: &[u8; HEADER_LEN]) -> Result<DatHeader> {
-        let bad = |reason: String| Error::Format { path: path.to_string(), reason };
+        let bad = |reason: String| Error::Format {
+            path: path.to_string(),
+            reason,
+        };
         if h[0..2] != MAGIC {
             return Err(bad(format!(
                 "not an NNEF tensor file: magic bytes are {:02X} {:02X}, expected 4E EF",
@@ -64,12 +67,17 @@ impl DatHeader {
             )));
         }
         if (h[2], h[3]) != (1, 0) {
-            return Err(bad(format!("unsupported .dat version {}.{} (expected 1.0)", h[2], h[3])));
+            return Err(bad(format!(
+                "unsupported .dat version {}.{} (expected 1.0)",
+                h[2], h[3]
+            )));
         }
         let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let rank = u32_at(8) as usize;
         if rank > MAX_RANK {
-            return Err(bad(format!("rank {rank} is above the maximum of {MAX_RANK}")));
+            return Err(bad(format!(
+                "rank {rank} is above the maximum of {MAX_RANK}"
+            )));
         }
         Ok(DatHeader {
             data_size: u32_at(4),
@@ -85,9 +93,19 @@ impl DatHeader {
         let dims = dims_u32(what, shape)?;
         let (item_type, bits) = dtype.item_code(flavor);
         let n = numel(shape).ok_or_else(|| too_large(what, "its element count overflows"))?;
-        let size = if bits == 1 { n.div_ceil(8) } else { n.saturating_mul(dtype.size_of()) };
+        let size = if bits == 1 {
+            n.div_ceil(8)
+        } else {
+            n.saturating_mul(dtype.size_of())
+        };
         let data_size = payload_u32(what, size)?;
-        Ok(DatHeader { data_size, dims, bits_per_item: bits, item_type, vendor: 0 })
+        Ok(DatHeader {
+            data_size,
+            dims,
+            bits_per_item: bits,
+            item_type,
+            vendor: 0,
+        })
     }
 
     /// The header of a Q4_0 tensor.
@@ -106,21 +124,30 @@ impl DatHeader {
 }
 
 fn too_large(what: &str, reason: &str) -> Error {
-    Error::TooLarge { what: what.to_string(), reason: reason.to_string() }
+    Error::TooLarge {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn dims_u32(what: &str, shape: &[usize]) -> Result<Vec<u32>> {
     if shape.len() > MAX_RANK {
         return Err(too_large(
             what,
-            &format!("rank {} is above the NNEF maximum of {MAX_RANK}", shape.len()),
+            &format!(
+                "rank {} is above the NNEF maximum of {MAX_RANK}",
+                shape.len()
+            ),
         ));
     }
     shape
         .iter()
         .map(|&d| {
             u32::try_from(d).map_err(|_| {
-                too_large(what, &format!("dimension {d} does not fit the u32 field of .dat"))
+                too_large(
+                    what,
+                    &format!("dimension {d} does not fit the u32 field of .dat"),
+                )
             })
         })
         .collect()
@@ -193,7 +220,10 @@ pub struct DatOptions {
 
 impl Default for DatOptions {
     fn default() -> Self {
-        DatOptions { flavor: Flavor::Tract, q40_layout: Q40Layout::Ggml }
+        DatOptions {
+            flavor: Flavor::Tract,
+            q40_layout: Q40Layout::Ggml,
+        }
     }
 }
 
@@ -253,12 +283,21 @@ impl DatSource<'_> {
 fn pack_bits(bools: &[u8]) -> Vec<u8> {
     bools
         .chunks(8)
-        .map(|c| c.iter().enumerate().fold(0u8, |acc, (i, &b)| acc | (((b != 0) as u8) << (7 - i))))
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |acc, (i, &b)| acc | (((b != 0) as u8) << (7 - i)))
+        })
         .collect()
 }
 
 /// Writes one tensor to `path`, atomically.
-pub fn write_dat(path: &Path, source: &DatSource, opts: &DatOptions, overwrite: bool) -> Result<()> {
+pub fn write_dat(
+    path: &Path,
+    source: &DatSource,
+    opts: &DatOptions,
+    overwrite: bool,
+) -> Result<()> {
     let what = path.display().to_string();
     source.header(&what, opts)?;
     let mut out = AtomicFile::create(path, overwrite)?;
@@ -279,7 +318,9 @@ pub fn write_dats(
     for (label, source) in tensors {
         validate_label("tensor", label)?;
         if !seen.insert(label.as_str()) {
-            return Err(Error::DuplicateLabel { label: label.clone() });
+            return Err(Error::DuplicateLabel {
+                label: label.clone(),
+            });
         }
         source.header(label, opts)?;
     }
@@ -310,40 +351,49 @@ pub fn read_dat(path: &Path) -> Result<DatTensor> {
 /// Reads a `.dat` stream. When `stream_len` is known, a header whose size disagrees with it is
 /// refused before any allocation; otherwise the payload is read without trusting the header.
 pub fn read_dat_from(what: &str, mut r: impl Read, stream_len: Option<u64>) -> Result<DatTensor> {
-    let bad = |reason: String| Error::Format { path: what.to_string(), reason };
+    let bad = |reason: String| Error::Format {
+        path: what.to_string(),
+        reason,
+    };
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h).map_err(|_| {
-        bad(format!("truncated: shorter than the {HEADER_LEN}-byte .dat header"))
+        bad(format!(
+            "truncated: shorter than the {HEADER_LEN}-byte .dat header"
+        ))
     })?;
     let header = DatHeader::decode(what, &h)?;
     let shape: Vec<usize> = header.dims.iter().map(|&d| d as usize).collect();
     let n = numel(&shape).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-    let (expected, kind) = if header.vendor == VENDOR_TRACT
-        && matches!(header.item_type, 0x3040 | 0x2040)
-    {
-        let layout =
-            if header.item_type == 0x3040 { Q40Layout::Ggml } else { Q40Layout::Legacy };
-        q4_0::check_shape(what, &shape).map_err(|e| bad(e.to_string()))?;
-        (n / q4_0::BLOCK_LEN * q4_0::BLOCK_BYTES, Err(layout))
-    } else if header.vendor == 0 {
-        let dtype = DType::from_item_code(header.item_type, header.bits_per_item).ok_or_else(|| {
-            bad(format!(
-                "unsupported item type {} with {} bits per item",
-                header.item_type, header.bits_per_item
-            ))
-        })?;
-        let size = if header.bits_per_item == 1 {
-            n.div_ceil(8)
+    let (expected, kind) =
+        if header.vendor == VENDOR_TRACT && matches!(header.item_type, 0x3040 | 0x2040) {
+            let layout = if header.item_type == 0x3040 {
+                Q40Layout::Ggml
+            } else {
+                Q40Layout::Legacy
+            };
+            q4_0::check_shape(what, &shape).map_err(|e| bad(e.to_string()))?;
+            (n / q4_0::BLOCK_LEN * q4_0::BLOCK_BYTES, Err(layout))
+        } else if header.vendor == 0 {
+            let dtype =
+                DType::from_item_code(header.item_type, header.bits_per_item).ok_or_else(|| {
+                    bad(format!(
+                        "unsupported item type {} with {} bits per item",
+                        header.item_type, header.bits_per_item
+                    ))
+                })?;
+            let size = if header.bits_per_item == 1 {
+                n.div_ceil(8)
+            } else {
+                n.checked_mul(dtype.size_of())
+                    .ok_or_else(|| bad("size overflows".into()))?
+            };
+            (size, Ok((dtype, header.bits_per_item == 1)))
         } else {
-            n.checked_mul(dtype.size_of()).ok_or_else(|| bad("size overflows".into()))?
+            return Err(bad(format!(
+                "unsupported vendor 0x{:04X} / item type 0x{:04X}",
+                header.vendor, header.item_type
+            )));
         };
-        (size, Ok((dtype, header.bits_per_item == 1)))
-    } else {
-        return Err(bad(format!(
-            "unsupported vendor 0x{:04X} / item type 0x{:04X}",
-            header.vendor, header.item_type
-        )));
-    };
     if expected != header.data_size as usize {
         return Err(bad(format!(
             "header says {} payload bytes but shape {shape:?} needs {expected}",
@@ -360,7 +410,10 @@ pub fn read_dat_from(what: &str, mut r: impl Read, stream_len: Option<u64>) -> R
     }
     // Never trust the header for the allocation: grow from what actually arrives.
     let mut payload = Vec::new();
-    r.by_ref().take(expected as u64).read_to_end(&mut payload).map_err(|e| Error::io(what, e))?;
+    r.by_ref()
+        .take(expected as u64)
+        .read_to_end(&mut payload)
+        .map_err(|e| Error::io(what, e))?;
     if payload.len() != expected {
         return Err(bad(format!(
             "truncated: payload has {} of {expected} bytes",
@@ -369,17 +422,28 @@ pub fn read_dat_from(what: &str, mut r: impl Read, stream_len: Option<u64>) -> R
     }
     let content = match kind {
         Ok((dtype, packed)) => {
-            let bytes = if packed { unpack_bits(&payload, n) } else { payload };
+            let bytes = if packed {
+                unpack_bits(&payload, n)
+            } else {
+                payload
+            };
             DatContent::Dense { dtype, bytes }
         }
         Err(layout) => {
             if layout == Q40Layout::Legacy {
                 q4_0::legacy_to_ggml(&mut payload);
             }
-            DatContent::Q40 { layout, blocks: payload }
+            DatContent::Q40 {
+                layout,
+                blocks: payload,
+            }
         }
     };
-    Ok(DatTensor { header, shape, content })
+    Ok(DatTensor {
+        header,
+        shape,
+        content,
+    })
 }
 
 fn unpack_bits(bytes: &[u8], n: usize) -> Vec<u8> {
@@ -393,7 +457,9 @@ mod tests {
     fn dense(dtype: DType, shape: &[usize], bytes: &[u8]) -> Vec<u8> {
         let view = TensorView::contiguous(dtype, shape, bytes).unwrap();
         let mut out = Vec::new();
-        DatSource::Dense(view).write_to("t", &DatOptions::default(), &mut out).unwrap();
+        DatSource::Dense(view)
+            .write_to("t", &DatOptions::default(), &mut out)
+            .unwrap();
         out
     }
 

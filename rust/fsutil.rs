@@ -59,10 +59,15 @@ pub fn validate_member_path(what: &str, path: &Path) -> Result<()> {
 pub fn check_output_path(path: &Path, overwrite: bool) -> Result<()> {
     let parent = parent_of(path);
     if !parent.is_dir() {
-        return Err(Error::MissingParent { path: path.to_path_buf(), parent });
+        return Err(Error::MissingParent {
+            path: path.to_path_buf(),
+            parent,
+        });
     }
     if !overwrite && fs::symlink_metadata(path).is_ok() {
-        return Err(Error::OutputExists { path: path.to_path_buf() });
+        return Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -76,7 +81,10 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// A sibling temporary name for `path`, unique within this process.
 fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     parent_of(path).join(format!(".{name}.{}-{n}.partial", std::process::id()))
 }
@@ -99,7 +107,11 @@ impl AtomicFile {
             .create_new(true)
             .open(&temp_path)
             .map_err(|e| Error::io(&temp_path, e))?;
-        Ok(AtomicFile { final_path: path.to_path_buf(), temp_path, file: Some(file) })
+        Ok(AtomicFile {
+            final_path: path.to_path_buf(),
+            temp_path,
+            file: Some(file),
+        })
     }
 
     /// The open temporary file.
@@ -116,7 +128,9 @@ impl AtomicFile {
     pub fn commit(mut self, overwrite: bool) -> Result<()> {
         drop(self.file.take());
         if !overwrite && fs::symlink_metadata(&self.final_path).is_ok() {
-            return Err(Error::OutputExists { path: self.final_path.clone() });
+            return Err(Error::OutputExists {
+                path: self.final_path.clone(),
+            });
         }
         fs::rename(&self.temp_path, &self.final_path)
             .map_err(|e| Error::io(&self.final_path, e))?;
@@ -147,7 +161,10 @@ impl AtomicDir {
         check_output_path(path, overwrite)?;
         let temp_path = temp_sibling(path);
         fs::create_dir(&temp_path).map_err(|e| Error::io(&temp_path, e))?;
-        Ok(AtomicDir { final_path: path.to_path_buf(), temp_path })
+        Ok(AtomicDir {
+            final_path: path.to_path_buf(),
+            temp_path,
+        })
     }
 
     /// The temporary folder to fill.
@@ -162,7 +179,9 @@ impl AtomicDir {
         let mut aside = None;
         if let Some(meta) = existing {
             if !overwrite {
-                return Err(Error::OutputExists { path: self.final_path.clone() });
+                return Err(Error::OutputExists {
+                    path: self.final_path.clone(),
+                });
             }
             let old = temp_sibling(&self.final_path);
             fs::rename(&self.final_path, &old).map_err(|e| Error::io(&self.final_path, e))?;
@@ -176,7 +195,11 @@ impl AtomicDir {
         }
         self.temp_path = PathBuf::new();
         if let Some((old, is_dir)) = aside {
-            let removed = if is_dir { fs::remove_dir_all(&old) } else { fs::remove_file(&old) };
+            let removed = if is_dir {
+                fs::remove_dir_all(&old)
+            } else {
+                fs::remove_file(&old)
+            };
             removed.map_err(|e| Error::io(&old, e))?;
         }
         Ok(())
@@ -198,7 +221,10 @@ mod tests {
     #[test]
     fn labels_that_escape_are_refused() {
         for bad in ["", "/abs", "a/../../b", "..", "a//b", "a/", "./a", "a\\b"] {
-            assert!(validate_label("t", bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                validate_label("t", bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         for good in ["a", "encoder.layers.0.weight", "a/b/c", "a..b"] {
             validate_label("t", good).unwrap();
@@ -222,7 +248,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("x");
         fs::write(&target, b"old").unwrap();
-        assert!(matches!(AtomicFile::create(&target, false), Err(Error::OutputExists { .. })));
+        assert!(matches!(
+            AtomicFile::create(&target, false),
+            Err(Error::OutputExists { .. })
+        ));
         let d = AtomicDir::create(&target, true).unwrap();
         fs::write(d.path().join("inner"), b"new").unwrap();
         d.commit(true).unwrap();
@@ -234,6 +263,9 @@ mod tests {
     fn missing_parent_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("nope").join("x.dat");
-        assert!(matches!(AtomicFile::create(&target, false), Err(Error::MissingParent { .. })));
+        assert!(matches!(
+            AtomicFile::create(&target, false),
+            Err(Error::MissingParent { .. })
+        ));
     }
 }

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use numpy::{
-    PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -124,7 +122,10 @@ fn as_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyU
     obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
         PyTypeError::new_err(format!(
             "{what}: expected a numpy array, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })
 }
@@ -132,7 +133,11 @@ fn as_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyU
 fn options(flavor: &str, q4_0_legacy: bool) -> PyResult<DatOptions> {
     Ok(DatOptions {
         flavor: Flavor::parse(flavor).py_err()?,
-        q40_layout: if q4_0_legacy { Q40Layout::Legacy } else { Q40Layout::Ggml },
+        q40_layout: if q4_0_legacy {
+            Q40Layout::Legacy
+        } else {
+            Q40Layout::Ggml
+        },
     })
 }
 
@@ -175,7 +180,11 @@ impl Q40Tensor {
             _ => {
                 return Err(to_pyerr(Error::UnsupportedDtype {
                     what: format!("Q4_0 of {name}"),
-                    dtype: if bf16 { format!("{dtype} as bf16 bits") } else { dtype.to_string() },
+                    dtype: if bf16 {
+                        format!("{dtype} as bf16 bits")
+                    } else {
+                        dtype.to_string()
+                    },
                     hint: "Q4_0 quantizes f32, f16 or bf16 values".into(),
                 }))
             }
@@ -185,7 +194,9 @@ impl Q40Tensor {
                 "{name}: misaligned array memory; pass a copy (numpy.array(x))"
             ))));
         }
-        let blocks = py.detach(|| q4_0::quantize(name, input, &shape, threads)).py_err()?;
+        let blocks = py
+            .detach(|| q4_0::quantize(name, input, &shape, threads))
+            .py_err()?;
         Ok(Q40Tensor { shape, blocks })
     }
 
@@ -203,7 +214,10 @@ impl Q40Tensor {
                 ),
             }));
         }
-        Ok(Q40Tensor { shape, blocks: blocks.to_vec() })
+        Ok(Q40Tensor {
+            shape,
+            blocks: blocks.to_vec(),
+        })
     }
 
     /// Logical shape.
@@ -230,7 +244,11 @@ impl Q40Tensor {
     }
 
     fn __repr__(&self) -> String {
-        format!("Q40Tensor(shape={:?}, nbytes={})", self.shape, self.blocks.len())
+        format!(
+            "Q40Tensor(shape={:?}, nbytes={})",
+            self.shape,
+            self.blocks.len()
+        )
     }
 }
 
@@ -264,7 +282,10 @@ fn source_of<'a>(held: &'a Held<'_>, what: &str) -> PyResult<DatSource<'a>> {
         Held::Dense(arr) => DatSource::Dense(view_of(arr, what)?),
         Held::Q40(q) => {
             let q = q.get();
-            DatSource::Q40 { shape: q.shape.clone(), blocks: &q.blocks }
+            DatSource::Q40 {
+                shape: q.shape.clone(),
+                blocks: &q.blocks,
+            }
         }
     })
 }
@@ -284,7 +305,8 @@ fn write_dat(
     let what = path.display().to_string();
     let held = hold(tensor, &what)?;
     let source = source_of(&held, &what)?;
-    py.detach(|| dat::write_dat(&path, &source, &opts, overwrite)).py_err()
+    py.detach(|| dat::write_dat(&path, &source, &opts, overwrite))
+        .py_err()
 }
 
 fn hold_all<'py>(tensors: &Bound<'py, PyDict>) -> PyResult<Vec<(String, Held<'py>)>> {
@@ -301,7 +323,9 @@ fn hold_all<'py>(tensors: &Bound<'py, PyDict>) -> PyResult<Vec<(String, Held<'py
 }
 
 fn sources<'a>(held: &'a [(String, Held<'_>)]) -> PyResult<Vec<(String, DatSource<'a>)>> {
-    held.iter().map(|(l, h)| Ok((l.clone(), source_of(h, l)?))).collect()
+    held.iter()
+        .map(|(l, h)| Ok((l.clone(), source_of(h, l)?)))
+        .collect()
 }
 
 /// Writes many tensors into a folder in parallel; returns the paths written.
@@ -318,7 +342,8 @@ fn write_dats(
     let opts = options(flavor, q4_0_legacy)?;
     let held = hold_all(tensors)?;
     let srcs = sources(&held)?;
-    py.detach(|| dat::write_dats(&directory, &srcs, &opts, overwrite)).py_err()
+    py.detach(|| dat::write_dats(&directory, &srcs, &opts, overwrite))
+        .py_err()
 }
 
 fn numpy_from_raw<'py>(py: Python<'py>, t: RawTensor) -> PyResult<Bound<'py, PyAny>> {
@@ -346,28 +371,45 @@ fn numpy_from_raw<'py>(py: Python<'py>, t: RawTensor) -> PyResult<Bound<'py, PyA
 fn read_dat<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let t = py.detach(|| dat::read_dat(&path)).py_err()?;
     match t.content {
-        DatContent::Dense { dtype, bytes } => {
-            numpy_from_raw(py, RawTensor { dtype, shape: t.shape, bytes })
-        }
-        DatContent::Q40 { blocks, .. } => {
-            Ok(Bound::new(py, Q40Tensor { shape: t.shape, blocks })?.into_any())
-        }
+        DatContent::Dense { dtype, bytes } => numpy_from_raw(
+            py,
+            RawTensor {
+                dtype,
+                shape: t.shape,
+                bytes,
+            },
+        ),
+        DatContent::Q40 { blocks, .. } => Ok(Bound::new(
+            py,
+            Q40Tensor {
+                shape: t.shape,
+                blocks,
+            },
+        )?
+        .into_any()),
     }
 }
 
 /// Reads a `.dat` file with tract's own reader; Q4_0 is dequantized to float32.
 #[pyfunction]
 fn tract_read_dat<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-    let t = py.detach(|| crate::runner::tract_read_dat(&path)).py_err()?;
+    let t = py
+        .detach(|| crate::runner::tract_read_dat(&path))
+        .py_err()?;
     numpy_from_raw(py, t)
 }
 
 /// tract-linalg's own Q4_0 quantizer (single thread), for checks and benchmarks.
 #[pyfunction]
-fn tract_q4_0_reference<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+fn tract_q4_0_reference<'py>(
+    py: Python<'py>,
+    array: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let arr = as_array(array, "array")?;
     if !arr.is_c_contiguous() {
-        return Err(to_pyerr(Error::InvalidArgument("array must be C-contiguous".into())));
+        return Err(to_pyerr(Error::InvalidArgument(
+            "array must be C-contiguous".into(),
+        )));
     }
     let dtype = numpy_dtype(&arr, "array")?;
     let view = view_of(&arr, "array")?;
@@ -375,7 +417,9 @@ fn tract_q4_0_reference<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyRe
     let out = match dtype {
         // SAFETY: aligned numpy buffers of these element types.
         DType::F32 => py.detach(|| q4_0::tract_reference_quantize(unsafe { cast_slice(bytes) })),
-        DType::F16 => py.detach(|| q4_0::tract_reference_quantize_f16(unsafe { cast_slice(bytes) })),
+        DType::F16 => {
+            py.detach(|| q4_0::tract_reference_quantize_f16(unsafe { cast_slice(bytes) }))
+        }
         _ => {
             return Err(to_pyerr(Error::UnsupportedDtype {
                 what: "tract Q4_0 reference".into(),
@@ -417,8 +461,13 @@ fn write_archive(
         }
     };
     let held = hold_all(tensors)?;
-    let files = ModelFiles { graph_nnef, graph_quant, tensors: sources(&held)? };
-    py.detach(|| archive::write_archive(&path, kind, &files, &opts, overwrite)).py_err()
+    let files = ModelFiles {
+        graph_nnef,
+        graph_quant,
+        tensors: sources(&held)?,
+    };
+    py.detach(|| archive::write_archive(&path, kind, &files, &opts, overwrite))
+        .py_err()
 }
 
 /// Lists the members of a .tar/.tgz (path or bytes), refusing unsafe ones.
@@ -426,7 +475,9 @@ fn write_archive(
 fn scan_archive(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(b) = source.cast::<PyBytes>() {
         let bytes = b.as_bytes();
-        return py.detach(|| archive::scan_archive("archive bytes", bytes)).py_err();
+        return py
+            .detach(|| archive::scan_archive("archive bytes", bytes))
+            .py_err();
     }
     let path: PathBuf = source.extract()?;
     py.detach(|| {
@@ -440,8 +491,13 @@ fn raw_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<RawTensor> {
     let arr = as_array(obj, what)?;
     let view = view_of(&arr, what)?;
     let mut bytes = Vec::with_capacity(view.nbytes());
-    view.write_elements(&mut bytes).map_err(|e| to_pyerr(Error::io(what, e)))?;
-    Ok(RawTensor { dtype: view.dtype(), shape: view.shape().to_vec(), bytes })
+    view.write_elements(&mut bytes)
+        .map_err(|e| to_pyerr(Error::io(what, e)))?;
+    Ok(RawTensor {
+        dtype: view.dtype(),
+        shape: view.shape().to_vec(),
+        bytes,
+    })
 }
 
 /// An NNEF model loaded into the linked tract.
@@ -498,17 +554,29 @@ impl TractModel {
     /// `(name, dtype, shape)` of each input.
     #[getter]
     fn inputs(&self) -> Vec<(String, String, String)> {
-        self.inner.inputs().iter().map(|f| (f.name.clone(), f.dtype.clone(), f.shape.clone())).collect()
+        self.inner
+            .inputs()
+            .iter()
+            .map(|f| (f.name.clone(), f.dtype.clone(), f.shape.clone()))
+            .collect()
     }
 
     /// `(name, dtype, shape)` of each output.
     #[getter]
     fn outputs(&self) -> Vec<(String, String, String)> {
-        self.inner.outputs().iter().map(|f| (f.name.clone(), f.dtype.clone(), f.shape.clone())).collect()
+        self.inner
+            .outputs()
+            .iter()
+            .map(|f| (f.name.clone(), f.dtype.clone(), f.shape.clone()))
+            .collect()
     }
 
     /// Runs the model on numpy inputs; returns numpy outputs.
-    fn run<'py>(&self, py: Python<'py>, inputs: Vec<Bound<'py, PyAny>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let raws = inputs
             .iter()
             .enumerate()

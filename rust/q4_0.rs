@@ -45,7 +45,12 @@ impl Q40Layout {
 
 /// Checks that `shape` can be stored as Q4_0: rank >= 2 and a trailing size multiple of 32.
 pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
-    let bad = |reason: String| Err(Error::Shape { what: what.to_string(), reason });
+    let bad = |reason: String| {
+        Err(Error::Shape {
+            what: what.to_string(),
+            reason,
+        })
+    };
     if shape.len() < 2 {
         return bad(format!(
             "Q4_0 needs a tensor of rank >= 2, got shape {shape:?}; keep it in float"
@@ -120,7 +125,10 @@ unsafe fn quantize_blocks_f32_avx2(input: &[f32], out: &mut [u8]) {
 
 #[inline(always)]
 fn quantize_blocks_f32_generic(input: &[f32], out: &mut [u8]) {
-    for (x, o) in input.chunks_exact(BLOCK_LEN).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
+    for (x, o) in input
+        .chunks_exact(BLOCK_LEN)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+    {
         quantize_block(x.try_into().expect("32 values"), o);
     }
 }
@@ -158,13 +166,21 @@ fn quantize_task(input: &Q40Input, first_block: usize, out: &mut [u8]) {
 
 /// Quantizes a tensor to Q4_0 blocks (GGML order), on the current rayon pool, or on `threads`
 /// threads when given (`Some(1)` runs on the calling thread only).
-pub fn quantize(what: &str, input: Q40Input, shape: &[usize], threads: Option<usize>) -> Result<Vec<u8>> {
+pub fn quantize(
+    what: &str,
+    input: Q40Input,
+    shape: &[usize],
+    threads: Option<usize>,
+) -> Result<Vec<u8>> {
     check_shape(what, shape)?;
     let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
     if numel != input.len() {
         return Err(Error::Shape {
             what: what.to_string(),
-            reason: format!("shape {shape:?} has {numel} values but {} were given", input.len()),
+            reason: format!(
+                "shape {shape:?} has {numel} values but {} were given",
+                input.len()
+            ),
         });
     }
     let mut out = vec![0u8; numel / BLOCK_LEN * BLOCK_BYTES];
@@ -190,14 +206,20 @@ pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
     if blocks.len() % BLOCK_BYTES != 0 {
         return Err(Error::Shape {
             what: "Q4_0 blocks".into(),
-            reason: format!("{} bytes is not a whole number of {BLOCK_BYTES}-byte blocks", blocks.len()),
+            reason: format!(
+                "{} bytes is not a whole number of {BLOCK_BYTES}-byte blocks",
+                blocks.len()
+            ),
         });
     }
     let mut out = vec![0f32; blocks.len() / BLOCK_BYTES * BLOCK_LEN];
     out.par_chunks_mut(BLOCK_LEN * BLOCKS_PER_TASK)
         .zip(blocks.par_chunks(BLOCK_BYTES * BLOCKS_PER_TASK))
         .for_each(|(o, b)| {
-            for (o, b) in o.chunks_exact_mut(BLOCK_LEN).zip(b.chunks_exact(BLOCK_BYTES)) {
+            for (o, b) in o
+                .chunks_exact_mut(BLOCK_LEN)
+                .zip(b.chunks_exact(BLOCK_BYTES))
+            {
                 let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
                 for j in 0..BLOCK_LEN / 2 {
                     o[j] = ((b[2 + j] & 0x0F) as i32 - 8) as f32 * d;

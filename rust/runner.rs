@@ -36,11 +36,17 @@ pub struct Registries {
 
 impl Registries {
     /// Every registry this package links.
-    pub const ALL: Registries =
-        Registries { tract_core: true, tract_transformers: true, tract_pulse: true };
+    pub const ALL: Registries = Registries {
+        tract_core: true,
+        tract_transformers: true,
+        tract_pulse: true,
+    };
     /// Only the operators of the NNEF specification.
-    pub const STANDARD: Registries =
-        Registries { tract_core: false, tract_transformers: false, tract_pulse: false };
+    pub const STANDARD: Registries = Registries {
+        tract_core: false,
+        tract_transformers: false,
+        tract_pulse: false,
+    };
 }
 
 /// Where a model comes from.
@@ -75,9 +81,17 @@ fn facts(model: &TypedModel, outlets: &[OutletId]) -> Result<Vec<IoFact>> {
         .map(|o| {
             let fact = model.outlet_fact(*o).map_err(Error::tract)?;
             Ok(IoFact {
-                name: model.node(o.node).name.clone(),
+                name: model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone()),
                 dtype: format!("{:?}", fact.datum_type),
-                shape: fact.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+                shape: fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
             })
         })
         .collect()
@@ -124,12 +138,21 @@ impl TractModel {
         }
         .map_err(Error::tract)?;
         let model = bind_symbols(model, symbols)?;
-        let model = if optimize { model.into_optimized() } else { model.into_decluttered() }
-            .map_err(Error::tract)?;
+        // Names as the document gives them: optimization may rename the nodes it fuses.
         let inputs = facts(&model, model.input_outlets().map_err(Error::tract)?)?;
         let outputs = facts(&model, model.output_outlets().map_err(Error::tract)?)?;
+        let model = if optimize {
+            model.into_optimized()
+        } else {
+            model.into_decluttered()
+        }
+        .map_err(Error::tract)?;
         let plan = model.into_runnable().map_err(Error::tract)?;
-        Ok(TractModel { plan, inputs, outputs })
+        Ok(TractModel {
+            plan,
+            inputs,
+            outputs,
+        })
     }
 
     /// The model inputs, in order.
@@ -148,7 +171,11 @@ impl TractModel {
             return Err(Error::InvalidArgument(format!(
                 "the model takes {} inputs ({}), {} were given",
                 self.inputs.len(),
-                self.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+                self.inputs
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 inputs.len()
             )));
         }
@@ -168,11 +195,19 @@ fn bind_symbols(model: TypedModel, symbols: &[(String, i64)]) -> Result<TypedMod
     let mut subs = HashMap::new();
     for (name, value) in symbols {
         let Some(sym) = model.symbols.get(name) else {
-            let known: Vec<String> =
-                model.symbols.all_symbols().iter().map(|s| s.to_string()).collect();
+            let known: Vec<String> = model
+                .symbols
+                .all_symbols()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             return Err(Error::InvalidArgument(format!(
                 "symbol {name:?} is not declared by the model (declared: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         subs.insert(sym, TDim::Val(*value));
@@ -193,10 +228,17 @@ fn to_tract(t: RawTensor) -> Result<Tensor> {
 
 fn from_tract(t: &Tensor) -> Result<RawTensor> {
     let dtype = DType::from_tract(t.datum_type()).ok_or_else(|| {
-        Error::Tract(format!("output of type {:?} cannot be returned", t.datum_type()))
+        Error::Tract(format!(
+            "output of type {:?} cannot be returned",
+            t.datum_type()
+        ))
     })?;
     let plain = t.try_as_plain_ram().map_err(Error::tract)?;
-    Ok(RawTensor { dtype, shape: t.shape().to_vec(), bytes: plain.as_bytes().to_vec() })
+    Ok(RawTensor {
+        dtype,
+        shape: t.shape().to_vec(),
+        bytes: plain.as_bytes().to_vec(),
+    })
 }
 
 /// Reads a `.dat` file with tract's own reader (tract-nnef), as a dense tensor, dequantizing
@@ -205,7 +247,10 @@ pub fn tract_read_dat(path: &Path) -> Result<RawTensor> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let t = tract_nnef::tensors::read_tensor(std::io::BufReader::new(f)).map_err(Error::tract)?;
     if let Some(bqs) = t.storage_as::<tract_linalg::block_quant::BlockQuantStorage>() {
-        let values = bqs.format().dequant_f32(bqs.value()).map_err(Error::tract)?;
+        let values = bqs
+            .format()
+            .dequant_f32(bqs.value())
+            .map_err(Error::tract)?;
         let values = values.into_shape(t.shape()).map_err(Error::tract)?;
         return from_tract(&values);
     }

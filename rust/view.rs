@@ -50,7 +50,11 @@ impl<'a> TensorView<'a> {
                 bytes.len()
             ));
         }
-        Ok(TensorView { dtype, shape: shape.to_vec(), memory: Memory::Contiguous(bytes) })
+        Ok(TensorView {
+            dtype,
+            shape: shape.to_vec(),
+            memory: Memory::Contiguous(bytes),
+        })
     }
 
     /// A view of strided memory.
@@ -134,8 +138,11 @@ impl<'a> TensorView<'a> {
         let mut buffer: Vec<u8> = Vec::with_capacity(GATHER_CHUNK.max(item));
         let mut index = vec![0usize; rank - 1];
         loop {
-            let offset: isize =
-                index.iter().zip(&s.byte_strides).map(|(&i, &st)| i as isize * st).sum();
+            let offset: isize = index
+                .iter()
+                .zip(&s.byte_strides)
+                .map(|(&i, &st)| i as isize * st)
+                .sum();
             // SAFETY: `offset` addresses an element inside the view (constructor contract).
             let row = unsafe { s.base.offset(offset) };
             if inner_stride == item as isize {
@@ -197,8 +204,10 @@ mod tests {
         let view = unsafe { TensorView::strided(DType::I16, &[3, 2], bytes.as_ptr(), &[2, 6]) };
         let mut out = Vec::new();
         view.write_elements(&mut out).unwrap();
-        let got: Vec<i16> =
-            out.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+        let got: Vec<i16> = out
+            .chunks(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
         assert_eq!(got, vec![0, 10, 1, 11, 2, 12]);
     }
 

@@ -1,0 +1,157 @@
+//! Our Q4_0 kernel against tract-linalg's own quantizer: byte-identical output, and a bounded
+//! round-trip error.
+
+use half::f16;
+use proptest::prelude::*;
+use torch_to_nnef_core::q4_0::{
+    self, tract_reference_quantize, tract_reference_quantize_f16, Q40Input,
+};
+
+fn ours(values: &[f32], threads: Option<usize>) -> Vec<u8> {
+    q4_0::quantize(
+        "t",
+        Q40Input::F32(values),
+        &[values.len() / 32, 32],
+        threads,
+    )
+    .unwrap()
+}
+
+fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn random_inputs_match_tract_bytes() {
+    for (seed, scale) in [(1, 1.0), (2, 1e-3), (3, 1e4), (4, 2.0e-30), (5, 3.0e30)] {
+        let v = lcg(32 * 5000, seed, scale);
+        let reference = tract_reference_quantize(&v);
+        assert_eq!(ours(&v, None), reference, "seed {seed} all threads");
+        assert_eq!(ours(&v, Some(1)), reference, "seed {seed} one thread");
+        assert_eq!(ours(&v, Some(2)), reference, "seed {seed} two threads");
+    }
+}
+
+#[test]
+fn edge_cases_match_tract_bytes() {
+    let block = |f: &dyn Fn(usize) -> f32| (0..32).map(f).collect::<Vec<f32>>();
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        ("zeros", vec![0.0; 32]),
+        ("negative zeros", vec![-0.0; 32]),
+        (
+            "tie positive first",
+            block(&|i| {
+                if i == 3 {
+                    2.0
+                } else if i == 9 {
+                    -2.0
+                } else {
+                    0.5
+                }
+            }),
+        ),
+        (
+            "tie negative first",
+            block(&|i| {
+                if i == 3 {
+                    -2.0
+                } else if i == 9 {
+                    2.0
+                } else {
+                    0.5
+                }
+            }),
+        ),
+        ("negative maximum", block(&|i| -(i as f32))),
+        ("positive maximum", block(&|i| i as f32)),
+        (
+            "f16 max",
+            block(&|i| if i % 2 == 0 { 65504.0 } else { -1.0 }),
+        ),
+        (
+            "beyond f16",
+            block(&|i| if i == 0 { 1e6 } else { i as f32 }),
+        ),
+        ("f16 subnormal scale", block(&|i| (i as f32) * 1e-7)),
+        ("tiny", block(&|i| (i as f32 - 16.0) * 1e-40)),
+        (
+            "smallest subnormals",
+            block(&|i| if i % 3 == 0 { 1e-45 } else { -1e-45 }),
+        ),
+        (
+            "infinite reciprocal",
+            block(&|i| if i == 5 { -1e-44 } else { 3e-45 }),
+        ),
+        ("f32 max", block(&|i| if i == 7 { f32::MAX } else { 1.0 })),
+        ("constant", vec![0.25; 32]),
+        ("rounding ties", block(&|i| (i as f32 - 16.0) / 2.0)),
+        (
+            "with NaN",
+            block(&|i| if i == 4 { f32::NAN } else { i as f32 }),
+        ),
+        ("all NaN", vec![f32::NAN; 32]),
+        (
+            "with inf",
+            block(&|i| if i == 4 { f32::INFINITY } else { i as f32 }),
+        ),
+        (
+            "with -inf",
+            block(&|i| if i == 0 { f32::NEG_INFINITY } else { 1.0 }),
+        ),
+    ];
+    for (name, v) in cases {
+        assert_eq!(ours(&v, Some(1)), tract_reference_quantize(&v), "{name}");
+    }
+}
+
+#[test]
+fn f16_input_matches_tract_bytes() {
+    let v: Vec<f16> = lcg(32 * 3000, 9, 200.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let mut extremes: Vec<f16> = (0..32).map(|i| f16::from_bits(i as u16 * 0x0401)).collect();
+    extremes[0] = f16::MAX;
+    extremes[1] = f16::MIN;
+    let all = [v, extremes].concat();
+    let got = q4_0::quantize("t", Q40Input::F16(&all), &[all.len() / 32, 32], None).unwrap();
+    assert_eq!(got, tract_reference_quantize_f16(&all));
+}
+
+#[test]
+fn shapes_that_cannot_be_blocked_are_refused() {
+    let v = vec![0f32; 48];
+    for shape in [vec![48], vec![2, 24], vec![3, 16]] {
+        let err = q4_0::quantize("w", Q40Input::F32(&v), &shape, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Q4_0"), "{shape:?}: {err}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn round_trip_error_is_bounded(v in prop::collection::vec(-1000f32..1000f32, 32..=32 * 8)) {
+        let n = v.len() / 32 * 32;
+        let v = &v[..n];
+        let blocks = ours(v, None);
+        let back = q4_0::dequantize(&blocks).unwrap();
+        for (b, (x, y)) in v.chunks(32).zip(back.chunks(32)).enumerate() {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 8.0;
+            // Half a step of rounding, one step at the clamped end, plus the f16 rounding of d.
+            let bound = d * (1.0 + 8.0 / 1024.0) + 8.0 * 2f32.powi(-24);
+            for (a, c) in x.iter().zip(y) {
+                prop_assert!((a - c).abs() <= bound, "block {}: {} -> {} (bound {})", b, a, c, bound);
+            }
+        }
+    }
+}
