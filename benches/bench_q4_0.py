@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from _common import GB, MiB, PeakRss, best_of
 
+from _common import GB, MiB, PeakRss, best_of
 from torch_to_nnef import quantize_q4_0
 from torch_to_nnef.q4_0 import tract_reference_q4_0
 

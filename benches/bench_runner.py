@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import tract
-from _common import best_of
 
+from _common import best_of
 from torch_to_nnef import TRACT_VERSION, TractModel, write_nnef_archive
 
 LAYERS, WIDTH, S = 6, 1024, 64
@@ -59,8 +59,10 @@ def main() -> None:
         np.testing.assert_allclose(ours(), pypi(), rtol=1e-4, atol=1e-4)
         t_ours, t_pypi = best_of(ours, repeat=5), best_of(pypi, repeat=5)
         print(f"tract {TRACT_VERSION} (ours) vs tract {tract.version()} (PyPI)")
-        print(f"load + run, {LAYERS}x{WIDTH} MLP: ours {t_ours * 1e3:.1f} ms, PyPI tract {t_pypi * 1e3:.1f} ms, "
-              f"ratio {t_pypi / t_ours:.2f}x (goal >= 1)")
+        print(
+            f"load + run, {LAYERS}x{WIDTH} MLP: ours {t_ours * 1e3:.1f} ms, PyPI tract {t_pypi * 1e3:.1f} ms, "
+            f"ratio {t_pypi / t_ours:.2f}x (goal >= 1)"
+        )
         m_ours, m_pypi = TractModel(path), tract.nnef().load(str(path)).into_runnable()
         runs = 20
         t0 = time.perf_counter()

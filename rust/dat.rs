@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn golden_header_f32() {
         let out = dense(DType::F32, &[2, 3], &[0u8; 24]);
-        let mut expected = vec![0u8; 128];
+        let mut expected = [0u8; 128];
         expected[..4].copy_from_slice(&[0x4E, 0xEF, 1, 0]);
         expected[4] = 24; // payload size
         expected[8] = 2; // rank

@@ -171,6 +171,11 @@ impl Q40Tensor {
         let view = view_of(&arr, name)?;
         let bytes = view.as_contiguous().expect("contiguous");
         let shape = view.shape().to_vec();
+        if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
+            return Err(to_pyerr(Error::InvalidArgument(format!(
+                "{name}: misaligned array memory; pass a copy (numpy.array(x))"
+            ))));
+        }
         let input = match (dtype, bf16) {
             // SAFETY (all three casts): the bytes come from an aligned numpy buffer of this
             // element type, and f32 / f16 / bf16 accept every bit pattern.
@@ -189,11 +194,6 @@ impl Q40Tensor {
                 }))
             }
         };
-        if arr.dtype().alignment() > 1 && (bytes.as_ptr() as usize) % dtype.size_of() != 0 {
-            return Err(to_pyerr(Error::InvalidArgument(format!(
-                "{name}: misaligned array memory; pass a copy (numpy.array(x))"
-            ))));
-        }
         let blocks = py
             .detach(|| q4_0::quantize(name, input, &shape, threads))
             .py_err()?;
@@ -414,6 +414,11 @@ fn tract_q4_0_reference<'py>(
     let dtype = numpy_dtype(&arr, "array")?;
     let view = view_of(&arr, "array")?;
     let bytes = view.as_contiguous().expect("contiguous");
+    if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
+        return Err(to_pyerr(Error::InvalidArgument(
+            "misaligned array memory".into(),
+        )));
+    }
     let out = match dtype {
         // SAFETY: aligned numpy buffers of these element types.
         DType::F32 => py.detach(|| q4_0::tract_reference_quantize(unsafe { cast_slice(bytes) })),

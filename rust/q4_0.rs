@@ -57,7 +57,7 @@ pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
         ));
     }
     let last = shape[shape.len() - 1];
-    if last % BLOCK_LEN != 0 {
+    if !last.is_multiple_of(BLOCK_LEN) {
         return bad(format!(
             "Q4_0 packs blocks of {BLOCK_LEN} along the last axis, but shape {shape:?} ends \
              with {last}, not a multiple of {BLOCK_LEN}; keep this tensor in float"
@@ -203,7 +203,7 @@ pub fn quantize(
 
 /// Decodes Q4_0 blocks (GGML order) to f32 values.
 pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
-    if blocks.len() % BLOCK_BYTES != 0 {
+    if !blocks.len().is_multiple_of(BLOCK_BYTES) {
         return Err(Error::Shape {
             what: "Q4_0 blocks".into(),
             reason: format!(

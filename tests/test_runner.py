@@ -77,9 +77,11 @@ def test_tract_errors_carry_tracts_message(tmp_path):
 
 
 def test_standard_registry_refuses_tract_extensions(tmp_path):
-    path = write_nnef_archive(tmp_path / "q.nnef", q40_linear_graph(32, 32), {
-        "layer/weight": np.zeros((32, 32), np.float32), "layer/bias": np.zeros((1, 32), np.float32)
-    })
+    path = write_nnef_archive(
+        tmp_path / "q.nnef",
+        q40_linear_graph(32, 32),
+        {"layer/weight": np.zeros((32, 32), np.float32), "layer/bias": np.zeros((1, 32), np.float32)},
+    )
     with pytest.raises(TractError):
         TractModel(path, registries=())
     plain = SYMBOLIC.replace("extension tract_registry tract_core;\n", "")

@@ -7,6 +7,21 @@ import numpy as np
 
 _Path = str | PathLike[str]
 
+__all__ = [
+    "Q40Tensor",
+    "TractModel",
+    "check_labels",
+    "compare",
+    "read_dat",
+    "scan_archive",
+    "tract_q4_0_reference",
+    "tract_read_dat",
+    "tract_version",
+    "write_archive",
+    "write_dat",
+    "write_dats",
+]
+
 @final
 class Q40Tensor:
     """Q4_0 blocks (GGML order) with their logical shape."""

@@ -78,7 +78,8 @@ def write_nnef_archive(
 
 def list_archive(source: PathLike | bytes) -> list[str]:
     """Lists the files of a ``.tar``/``.tgz``; raises :class:`UnsafePathError` on a member that is
-    not a regular file or whose path escapes the archive."""
+    not a regular file or whose path escapes the archive.
+    """
     if isinstance(source, bytes):
         return _rust.scan_archive(source)
     return _rust.scan_archive(os.fspath(source))

@@ -55,7 +55,7 @@ def run(workdir: Path, *, seed: int = 0) -> None:
     say = print
 
     say(f"torch_to_nnef demo: tract {TRACT_VERSION} linked in-process, working in {workdir}")
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "f32/transposed": rng.standard_normal((64, 48)).astype(np.float32).T,
         "i64/positions": np.arange(100, dtype=np.int64).reshape(10, 10),
         "bool/mask": rng.integers(0, 2, (7, 9)).astype(bool),
@@ -67,7 +67,8 @@ def run(workdir: Path, *, seed: int = 0) -> None:
         assert isinstance(ours, np.ndarray)
         np.testing.assert_array_equal(ours, tensors[label])
         np.testing.assert_array_equal(theirs, tensors[label])
-        say(f"  [ok] {label}.dat {tensors[label].dtype}{list(tensors[label].shape)}: read back identical by us and by tract")
+        kind = f"{tensors[label].dtype}{list(tensors[label].shape)}"
+        say(f"  [ok] {label}.dat {kind}: read back identical by us and by tract")
 
     n, k = 64, 128
     weight = (rng.standard_normal((n, k)) * 0.2).astype(np.float32)

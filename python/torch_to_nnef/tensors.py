@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
@@ -42,9 +43,8 @@ def _is_torch_tensor(obj: object) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
-def _torch_if_loaded():  # type: ignore[no-untyped-def]
-    import sys
-
+def _torch_if_loaded() -> Any:
+    """The torch module if it is imported already (never imports it)."""
     return sys.modules.get("torch")
 
 

@@ -149,7 +149,8 @@ def check_outputs(
     names: Sequence[str] | None = None,
 ) -> list[OutputReport]:
     """Like :func:`compare_outputs`, raising :class:`IOMismatchError` (with every output's
-    errors in the message) when any output fails."""
+    errors in the message) when any output fails.
+    """
     reports = compare_outputs(expected, got, tolerance=tolerance, names=names)
     for r in reports:
         LOGGER.info("%s", r.describe())
