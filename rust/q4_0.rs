@@ -89,19 +89,28 @@ impl Q40Input<'_> {
 /// Quantizes one block of 32 f32 values.
 #[inline(always)]
 fn quantize_block(x: &[f32; BLOCK_LEN], out: &mut [u8]) {
-    // Largest magnitude, NaN ignored (f32::max keeps the non-NaN operand).
-    let mut lanes = [0f32; 8];
+    // Largest positive and most negative values, NaN ignored (f32::max/min keep the non-NaN
+    // operand); lanes of 8 so that the compiler vectorizes the reduction.
+    let mut hi = [0f32; 8];
+    let mut lo = [0f32; 8];
     for chunk in x.chunks_exact(8) {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l = l.max(v.abs());
+        for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(chunk) {
+            *h = h.max(v);
+            *l = l.min(v);
         }
     }
-    let amax = lanes.iter().fold(0f32, |a, &b| a.max(b));
-    let max = if amax == 0.0 {
+    let hi = hi.iter().fold(0f32, |a, &b| a.max(b));
+    let lo = lo.iter().fold(0f32, |a, &b| a.min(b));
+    // The value of largest magnitude with its sign; on a tie between +a and -a the first one
+    // in the block wins; +0.0 for a block of zeros and NaNs.
+    let max = if hi > -lo {
+        hi
+    } else if -lo > hi {
+        lo
+    } else if hi == 0.0 {
         0.0
     } else {
-        // The first value reaching it, with its sign.
-        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+        x.iter().copied().find(|v| v.abs() == hi).unwrap_or(0.0)
     };
     let scale = max / -8.0;
     let r_scale = if scale == 0.0 { 0.0 } else { 1.0 / scale };
