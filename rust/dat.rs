@@ -299,8 +299,11 @@ pub fn write_dat(
     overwrite: bool,
 ) -> Result<()> {
     let what = path.display().to_string();
-    source.header(&what, opts)?;
+    let len = source.file_len(&what, opts)?;
     let mut out = AtomicFile::create(path, overwrite)?;
+    if len >= 1 << 20 {
+        out.preallocate(len);
+    }
     source.write_to(&what, opts, out.file())?;
     out.commit(overwrite)
 }

@@ -119,6 +119,28 @@ impl AtomicFile {
         self.file.as_mut().expect("file present until commit")
     }
 
+    /// Reserves `len` bytes of disk for the file ahead of writing (as numpy's `tofile` does):
+    /// large writes then skip block allocation. A file system without support is left as is.
+    pub fn preallocate(&mut self, len: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.file().as_raw_fd();
+            // SAFETY: `fd` is an open, writable descriptor owned by `self.file`; fallocate only
+            // reserves blocks (KEEP_SIZE leaves the file length alone) and its failure is harmless.
+            unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    len.min(i64::MAX as u64) as i64,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = len;
+    }
+
     /// The temporary path (for error messages).
     pub fn temp_path(&self) -> &Path {
         &self.temp_path

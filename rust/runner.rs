@@ -124,16 +124,19 @@ impl TractModel {
                 }
                 if p.is_dir() {
                     scan_folder(p)?;
+                    nnef.model_for_path(p)
                 } else {
-                    let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-                    scan_archive(&p.display().to_string(), std::io::BufReader::new(f))?;
+                    // Decompressed once, then checked and handed to tract as a plain tar.
+                    let raw = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+                    let tar = gunzip_if_needed(&p.display().to_string(), raw)?;
+                    scan_archive(&p.display().to_string(), tar.as_slice())?;
+                    nnef.model_for_read(&mut tar.as_slice())
                 }
-                nnef.model_for_path(p)
             }
             ModelSource::Bytes(b) => {
-                scan_archive("model bytes", b)?;
-                let mut reader: &[u8] = b;
-                nnef.model_for_read(&mut reader)
+                let tar = gunzip_if_needed("model bytes", b.to_vec())?;
+                scan_archive("model bytes", tar.as_slice())?;
+                nnef.model_for_read(&mut tar.as_slice())
             }
         }
         .map_err(Error::tract)?;
@@ -186,6 +189,20 @@ impl TractModel {
         let outputs = self.plan.run(values).map_err(Error::tract)?;
         outputs.into_iter().map(|t| from_tract(&t)).collect()
     }
+}
+
+/// The tar bytes of an archive: gzip data is decompressed, a plain tar returned as is.
+fn gunzip_if_needed(what: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() * 2);
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(raw.as_slice()), &mut out)
+        .map_err(|e| Error::Format {
+            path: what.to_string(),
+            reason: format!("bad gzip data: {e}"),
+        })?;
+    Ok(out)
 }
 
 fn bind_symbols(model: TypedModel, symbols: &[(String, i64)]) -> Result<TypedModel> {
