@@ -116,9 +116,24 @@ fn quantize_block(x: &[f32; BLOCK_LEN], out: &mut [u8]) {
     let r_scale = if scale == 0.0 { 0.0 } else { 1.0 / scale };
     out[..2].copy_from_slice(&f16::from_f32(scale).to_bits().to_le_bytes());
     let mut q = [0u8; BLOCK_LEN];
-    for (q, &v) in q.iter_mut().zip(x) {
-        // Not fused: a multiply then an add, as the reference computes it.
-        *q = ((v * r_scale + 8.5) as i8).min(15) as u8;
+    let mut nan = false;
+    for &v in x {
+        nan |= v.is_nan();
+    }
+    if !nan && hi.is_finite() && lo.is_finite() && r_scale.is_finite() {
+        // Every |v * r_scale| <= 8 (up to rounding), so `v * r_scale + 8.5` lies in
+        // [0, 17): a plain truncation gives what the saturating cast below gives.
+        for i in 0..BLOCK_LEN {
+            // Not fused: a multiply then an add, as the reference computes it.
+            let y = x[i] * r_scale + 8.5;
+            // SAFETY: `y` is finite and within i32's range (see above).
+            let t: i32 = unsafe { y.to_int_unchecked() };
+            q[i] = t.min(15) as u8;
+        }
+    } else {
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = ((v * r_scale + 8.5) as i8).min(15) as u8;
+        }
     }
     for j in 0..BLOCK_LEN / 2 {
         out[2 + j] = q[j] | (q[j + BLOCK_LEN / 2] << 4);

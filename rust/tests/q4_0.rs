@@ -92,6 +92,18 @@ fn edge_cases_match_tract_bytes() {
         ),
         ("f32 max", block(&|i| if i == 7 { f32::MAX } else { 1.0 })),
         ("constant", vec![0.25; 32]),
+        (
+            "subnormal scale, finite reciprocal",
+            block(&|i| (i as f32 - 20.0) * 3e-39),
+        ),
+        (
+            "reciprocal near f32 max",
+            block(&|i| if i == 2 { 2.4e-38 } else { -(i as f32) * 1e-39 }),
+        ),
+        (
+            "reciprocal just infinite",
+            block(&|i| if i == 2 { 2.2e-38 } else { (i as f32) * 1e-40 }),
+        ),
         ("rounding ties", block(&|i| (i as f32 - 16.0) / 2.0)),
         (
             "with NaN",
