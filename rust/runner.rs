@@ -126,17 +126,30 @@ impl TractModel {
                     scan_folder(p)?;
                     nnef.model_for_path(p)
                 } else {
-                    // Decompressed once, then checked and handed to tract as a plain tar.
-                    let raw = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-                    let tar = gunzip_if_needed(&p.display().to_string(), raw)?;
-                    scan_archive(&p.display().to_string(), tar.as_slice())?;
-                    nnef.model_for_read(&mut tar.as_slice())
+                    // The safety scan runs beside tract's own read, on another core: the
+                    // archive is decompressed twice but the wall time is that of one read.
+                    let what = p.display().to_string();
+                    let (model, scanned) = std::thread::scope(|s| {
+                        let scan = s.spawn(|| -> Result<()> {
+                            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+                            scan_archive(&what, std::io::BufReader::new(f)).map(|_| ())
+                        });
+                        let model = nnef.model_for_path(p);
+                        (model, scan.join().expect("archive scan thread panicked"))
+                    });
+                    scanned?;
+                    model
                 }
             }
             ModelSource::Bytes(b) => {
-                let tar = gunzip_if_needed("model bytes", b.to_vec())?;
-                scan_archive("model bytes", tar.as_slice())?;
-                nnef.model_for_read(&mut tar.as_slice())
+                let (model, scanned) = std::thread::scope(|s| {
+                    let scan = s.spawn(|| scan_archive("model bytes", b).map(|_| ()));
+                    let mut reader: &[u8] = b;
+                    let model = nnef.model_for_read(&mut reader);
+                    (model, scan.join().expect("archive scan thread panicked"))
+                });
+                scanned?;
+                model
             }
         }
         .map_err(Error::tract)?;
@@ -189,20 +202,6 @@ impl TractModel {
         let outputs = self.plan.run(values).map_err(Error::tract)?;
         outputs.into_iter().map(|t| from_tract(&t)).collect()
     }
-}
-
-/// The tar bytes of an archive: gzip data is decompressed, a plain tar returned as is.
-fn gunzip_if_needed(what: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len() * 2);
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(raw.as_slice()), &mut out)
-        .map_err(|e| Error::Format {
-            path: what.to_string(),
-            reason: format!("bad gzip data: {e}"),
-        })?;
-    Ok(out)
 }
 
 fn bind_symbols(model: TypedModel, symbols: &[(String, i64)]) -> Result<TypedModel> {
