@@ -80,27 +80,22 @@ pub fn write_archive(
             write_dats(dir.path(), &files.tensors, opts, false)?;
             dir.commit(overwrite)
         }
-        ArchiveKind::Tar => {
-            let mut out = AtomicFile::create(path, overwrite)?;
-            let w = BufWriter::with_capacity(1 << 20, out.file());
-            let w = write_tar(w, files, opts)?;
-            finish(
-                w.into_inner()
-                    .map_err(|e| Error::io(path, e.into_error()))?,
-                path,
-            )?;
-            out.commit(overwrite)
-        }
-        ArchiveKind::TarGz(level) => {
-            if level > 9 {
+        ArchiveKind::Tar | ArchiveKind::TarGz(_) => {
+            if let ArchiveKind::TarGz(level @ 10..) = kind {
                 return Err(Error::InvalidArgument(format!(
                     "gzip compression level {level} is out of range: use 0 (none) to 9 (best)"
                 )));
             }
             let mut out = AtomicFile::create(path, overwrite)?;
             let w = BufWriter::with_capacity(1 << 20, out.file());
-            let gz = write_tar(GzEncoder::new(w, Compression::new(level)), files, opts)?;
-            let w = gz.finish().map_err(|e| Error::io(path, e))?;
+            let w = match kind {
+                ArchiveKind::TarGz(level) => {
+                    write_tar(GzEncoder::new(w, Compression::new(level)), files, opts)?
+                        .finish()
+                        .map_err(|e| Error::io(path, e))?
+                }
+                _ => write_tar(w, files, opts)?,
+            };
             finish(
                 w.into_inner()
                     .map_err(|e| Error::io(path, e.into_error()))?,
