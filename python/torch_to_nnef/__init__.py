@@ -1,5 +1,7 @@
 """torch_to_nnef: export PyTorch models and tensors to NNEF, for tract and the Khronos specification."""
 
+from typing import TYPE_CHECKING, Any
+
 from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.archive import list_archive, write_nnef_archive
 from torch_to_nnef.errors import T2NError
@@ -7,15 +9,39 @@ from torch_to_nnef.q4_0 import quantize_q4_0
 from torch_to_nnef.tensors import read_dat, write_dat, write_dats
 from torch_to_nnef.tract import TRACT_VERSION, TractModel, check_outputs, compare_outputs
 
+if TYPE_CHECKING:
+    from torch_to_nnef.export import export_model_to_nnef
+    from torch_to_nnef.inference_target import KhronosNNEF, TractNNEF
+
 __version__ = "0.1.0"
+
+# The model exporter needs torch; it is imported on first use so that `import torch_to_nnef`
+# stays cheap and free of side effects.
+_LAZY = {
+    "export_model_to_nnef": "torch_to_nnef.export",
+    "TractNNEF": "torch_to_nnef.inference_target",
+    "KhronosNNEF": "torch_to_nnef.inference_target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'torch_to_nnef' has no attribute {name!r}")
+
 
 __all__ = [
     "TRACT_VERSION",
+    "KhronosNNEF",
     "Q40Tensor",
     "T2NError",
     "TractModel",
+    "TractNNEF",
     "check_outputs",
     "compare_outputs",
+    "export_model_to_nnef",
     "list_archive",
     "quantize_q4_0",
     "read_dat",

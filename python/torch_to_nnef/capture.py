@@ -1,0 +1,227 @@
+"""Capturing a PyTorch module into the IR with ``torch.export``.
+
+The module is exported once (its ATen graph carries dtypes, shapes and symbolic dims on every
+node); nothing is re-run per node. Dynamic axes become ``torch.export.Dim`` objects named after
+the user's letters, and torch's own symbols are renamed back to those letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from torch_to_nnef.errors import T2NError
+from torch_to_nnef.ir import Graph, Node, Parameter, SymInt, Value
+
+LOGGER = logging.getLogger(__name__)
+
+_DTYPES = {
+    torch.float16: "f16",
+    torch.float32: "f32",
+    torch.float64: "f64",
+    torch.int8: "i8",
+    torch.int16: "i16",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.uint8: "u8",
+    torch.bool: "bool",
+}
+
+
+class CaptureError(T2NError, ValueError):
+    """torch.export could not capture the model; the message says where and what to change."""
+
+
+def _dtype(t: torch.dtype, where: str) -> str:
+    try:
+        return _DTYPES[t]
+    except KeyError:
+        raise CaptureError(f"{where}: dtype {t} cannot be exported to NNEF; cast it") from None
+
+
+class _Symbols:
+    """Renames torch's symbols (``s53``) to the user's letters (``S``)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def expr(self, value: Any) -> int | str:
+        if isinstance(value, int):
+            return value
+        node_expr = value.node.expr
+        if node_expr.is_number:
+            return int(node_expr)
+        text = str(node_expr)
+        return re.sub(r"\b[su]\d+\b", lambda m: self.names.get(m.group(0), m.group(0)), text)
+
+
+def _source_line(node: torch.fx.Node) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)', trace)
+    user = [f for f in frames if "/torch/" not in f[0]]
+    if not user:
+        return ""
+    file, line, func, code = user[-1]
+    return f"{file}:{line} in {func}: {code.strip()}"
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, kind = list(stack.values())[-1]
+    name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
+    return f"{path} ({name})" if path else name
+
+
+def capture(
+    model: torch.nn.Module,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> tuple[Graph, Any]:
+    """Exports ``model`` on ``args`` and converts the ATen graph to the IR.
+
+    Returns:
+        The graph and the flattened output structure's spec (for naming).
+    """
+    dims: dict[str, Any] = {}
+    dynamic_shapes: list[dict[int, Any] | None] = []
+    for name, arg in zip(input_names, args):
+        axes = (dynamic_axes or {}).get(name)
+        if not axes:
+            dynamic_shapes.append(None)
+            continue
+        spec = {}
+        for axis, letter in axes.items():
+            if not -arg.dim() <= axis < arg.dim():
+                raise CaptureError(f"dynamic axis {axis} of input {name!r} is out of range for shape {list(arg.shape)}")
+            dims[letter] = True
+            spec[axis % arg.dim()] = torch.export.Dim.DYNAMIC
+        dynamic_shapes.append(spec)
+    try:
+        exported = torch.export.export(
+            model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
+        )
+        exported = exported.run_decompositions({})
+    except Exception as exc:  # torch raises many types here; all mean "cannot capture"
+        message = str(exc).strip().splitlines()
+        head = "\n".join(message[:12])
+        raise CaptureError(
+            f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: {head}\n"
+            "Data-dependent control flow or a dynamic axis that the code specialises are the usual "
+            "causes: see the lines above."
+        ) from exc
+    return _to_ir(exported, input_names, dynamic_axes or {}), exported
+
+
+def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]]) -> Graph:
+    symbols = _Symbols()
+    sig = exported.graph_signature
+    param_targets = {spec.arg.name: spec for spec in sig.input_specs if spec.kind.name != "USER_INPUT"}
+    state = {**exported.state_dict, **exported.constants}
+    values: dict[str, Any] = {}
+    inputs: list[Value] = []
+    parameters: dict[str, Parameter] = {}
+    nodes: list[Node] = []
+    user_index = 0
+
+    def value_of(node: torch.fx.Node, meta: Any, suffix: str = "") -> Value:
+        where = node.name
+        return Value(
+            name=node.name + suffix,
+            dtype=_dtype(meta.dtype, where),
+            shape=tuple(symbols.expr(d) for d in meta.shape),
+        )
+
+    def convert_arg(a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            return values[a.name]
+        if isinstance(a, (list, tuple)):
+            return type(a)(convert_arg(x) for x in a)
+        if isinstance(a, torch.dtype):
+            return _dtype(a, "argument")
+        return a
+
+    for node in exported.graph.nodes:
+        if node.op == "placeholder":
+            meta = node.meta["val"]
+            if node.name in param_targets:
+                spec = param_targets[node.name]
+                tensor = state[spec.target]
+                v = value_of(node, meta)
+                values[node.name] = v
+                parameters[node.name] = Parameter(spec.target, tensor)
+                continue
+            name = input_names[user_index]
+            for axis, letter in dynamic_axes.get(name, {}).items():
+                d = meta.shape[axis]
+                if isinstance(d, int):
+                    raise CaptureError(
+                        f"dynamic axis {axis} ({letter}) of input {name!r} was specialised to {d} by the model's "
+                        "code: it only works at that size"
+                    )
+                symbols.names.setdefault(str(d.node.expr), letter)
+            user_index += 1
+            v = value_of(node, meta)
+            v = Value(name=name, dtype=v.dtype, shape=v.shape)
+            values[node.name] = v
+            inputs.append(v)
+        elif node.op == "call_function":
+            if node.target.__name__ == "getitem":
+                source, index = node.args
+                values[node.name] = values[source.name][index]
+                continue
+            meta = node.meta.get("val")
+            kind = _kind(node.target)
+            if isinstance(meta, (list, tuple)):
+                outs = tuple(
+                    value_of(node, m, f"_{i}") if isinstance(m, torch.Tensor) else None for i, m in enumerate(meta)
+                )
+                values[node.name] = outs
+            elif isinstance(meta, torch.Tensor):
+                outs = (value_of(node, meta),)
+                values[node.name] = outs[0]
+            else:  # a symbolic integer (x.size(2) under a dynamic axis)
+                values[node.name] = SymInt(str(symbols.expr(meta)))
+                continue
+            args = tuple(convert_arg(a) for a in node.args)
+            kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
+            if kwargs:
+                args = (*args, kwargs)
+            nodes.append(
+                Node(
+                    kind=kind,
+                    args=args,
+                    outputs=tuple(o for o in outs if o is not None),
+                    module_path=_module_path(node),
+                    source=_source_line(node),
+                )
+            )
+        elif node.op == "output":
+            flat = node.args[0]
+            outputs = [values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
+    symbols_range = {
+        letter: (int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper))
+        for sym, letter in symbols.names.items()
+        for s, r in exported.range_constraints.items()
+        if str(s) == sym
+    }
+    return Graph(
+        inputs=inputs,
+        outputs=[o for o in outputs if isinstance(o, Value)],
+        nodes=nodes,
+        parameters=parameters,
+        symbols=symbols_range,
+    )
+
+
+def _kind(target: Any) -> str:
+    name = getattr(target, "__name__", str(target))  # e.g. "conv1d.default"
+    base = name.split(".")[0]
+    namespace = getattr(getattr(target, "namespace", None), "__str__", lambda: "aten")()
+    return f"{namespace}::{base}"

@@ -1,0 +1,206 @@
+"""``export_model_to_nnef``: capture -> IR -> op registry -> NNEF document -> archive -> check."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torch_to_nnef import ops
+from torch_to_nnef.archive import write_nnef_archive
+from torch_to_nnef.capture import capture
+from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError, T2NError
+from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF
+from torch_to_nnef.ir import Graph, Node, Value
+from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+from torch_to_nnef.tract import TractModel, check_outputs
+
+LOGGER = logging.getLogger(__name__)
+
+
+class UnsupportedOpsError(T2NError, NotImplementedError):
+    """Ops the exporter cannot translate; the message lists every one of them at once."""
+
+
+def _flatten_args(args: Any) -> list[torch.Tensor]:
+    if isinstance(args, torch.Tensor):
+        return [args]
+    if isinstance(args, (list, tuple)):
+        flat: list[torch.Tensor] = []
+        for a in args:
+            flat.extend(_flatten_args(a))
+        return flat
+    raise InvalidArgumentError(f"args must be a tensor or a (nested) tuple/list of tensors, got {type(args).__name__}")
+
+
+def _flatten_outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        flat: list[torch.Tensor] = []
+        for o in out:
+            flat.extend(_flatten_outputs(o))
+        return flat
+    return []
+
+
+def _unsupported(graph: Graph) -> list[Node]:
+    return [n for n in graph.nodes if ops.lookup(n.kind) is None]
+
+
+def _describe(node: Node) -> str:
+    shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in node.args if isinstance(a, Value))
+    return f"  - {node.kind}({shapes}) at {node.where()}"
+
+
+def translate(
+    graph: Graph, target: InferenceTarget, input_names: Sequence[str], output_names: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """Translates a captured graph to an NNEF document and its tensors."""
+    missing = _unsupported(graph)
+    if missing:
+        kinds = sorted({n.kind for n in missing})
+        lines = "\n".join(_describe(n) for n in missing)
+        raise UnsupportedOpsError(
+            f"{len(missing)} operation(s) of {len(kinds)} kind(s) cannot be exported yet ({', '.join(kinds)}):\n{lines}"
+        )
+    g = NNEFBuilder(tract=target.is_tract)
+    for letter in graph.symbols:
+        g.need(f"tract_symbol {letter}")
+    labels: dict[int, Ref] = {}
+
+    def declare(v: Value) -> Ref:
+        p = graph.parameters.get(v.name)
+        if p is None:
+            raise KeyError(v.name)
+        key = id(p.tensor)
+        if key not in labels:
+            labels[key] = g.variable(p.tensor, p.torch_name)
+        return labels[key]
+
+    ctx = ops.Context(g=g, tract=target.is_tract, declare=declare)
+    input_refs = []
+    for v, name in zip(graph.inputs, input_names):
+        ref = g.external(v, name)
+        ctx.refs[v.name] = ref
+        input_refs.append(ref)
+    for node in graph.nodes:
+        translation = ops.lookup(node.kind)
+        assert translation is not None  # checked above
+        result = translation(ctx, node)
+        refs: list[Ref] = [result] if isinstance(result, Ref) else list(result)
+        for out, ref in zip(node.outputs, refs):
+            ctx.refs[out.name] = ref
+    output_refs = []
+    for v, name in zip(graph.outputs, output_names):
+        output_refs.append(g.op("copy", ctx.ref(v), out=name))
+    if target.is_tract:
+        g.need("tract_registry tract_core")
+    doc = g.document("network", input_refs, output_refs, header=[])
+    return doc, g.variables
+
+
+def export_model_to_nnef(
+    model: torch.nn.Module,
+    args: Any,
+    file_path_export: str | os.PathLike[str],
+    inference_target: InferenceTarget,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    compression_level: int = 0,
+    log_level: int = logging.INFO,
+    overwrite: bool = False,
+) -> Path:
+    """Exports ``model`` called on ``args`` to an NNEF archive for ``inference_target``.
+
+    The archive kind follows the path (``.nnef.tgz`` gzip, ``.nnef.tar``, otherwise a folder).
+    With ``inference_target.check_io``, the archive is run in the linked tract and its outputs
+    compared with PyTorch's; with dynamic axes also at a second length.
+
+    Returns:
+        The path written.
+    """
+    LOGGER.setLevel(log_level)
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inference_target, (TractNNEF, KhronosNNEF)):
+        raise InvalidArgumentError("inference_target must be TractNNEF(...) or KhronosNNEF(...)")
+    path = Path(file_path_export)
+    if not path.parent.is_dir():
+        raise MissingFolderError(f"cannot write {path}: its folder {path.parent} does not exist")
+    flat_args = _flatten_args(args)
+    input_names = list(input_names or [f"input_{i}" for i in range(len(flat_args))])
+    if len(input_names) != len(flat_args):
+        raise NameClashError(f"{len(input_names)} input names for {len(flat_args)} input tensors")
+    model.eval()
+    with torch.no_grad():
+        expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
+    output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
+    if len(output_names) != len(expected):
+        raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
+    names = input_names + output_names
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise NameClashError(f"names used more than once among inputs and outputs: {clashes}")
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
+            raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
+    graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
+    doc, tensors = translate(graph, inference_target, input_names, output_names)
+    written = write_nnef_archive(
+        path,
+        doc,
+        tensors,
+        compression_level=compression_level,
+        target="tract" if inference_target.is_tract else "khronos",
+        overwrite=overwrite,
+    )
+    LOGGER.info("exported %s to %s", type(model).__name__, written)
+    if inference_target.check_io:
+        _check(model, args, flat_args, expected, written, inference_target, input_names, output_names)
+    return written
+
+
+def _check(
+    model: torch.nn.Module,
+    args: Any,
+    flat_args: list[torch.Tensor],
+    expected: list[torch.Tensor],
+    path: Path,
+    target: InferenceTarget,
+    input_names: list[str],
+    output_names: list[str],
+) -> None:
+    registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
+    tmodel = TractModel(path, registries=registries)
+    got = tmodel.run([a.detach().cpu() for a in flat_args])
+    check_outputs([e.detach().cpu() for e in expected], got, tolerance=target.check_io_tolerance, names=output_names)
+    LOGGER.info("check_io passed for %s", output_names)
+    axes = target.dynamic_axes or {}
+    if not axes:
+        return
+    # A second length: a model that only works at the traced size is an error.
+    grown = []
+    for name, a in zip(input_names, flat_args):
+        shape = list(a.shape)
+        for axis in axes.get(name, {}):
+            shape[axis] += 7
+        if shape == list(a.shape):
+            grown.append(a)
+        elif a.dtype.is_floating_point:
+            grown.append(torch.randn(shape, dtype=a.dtype))
+        else:
+            grown.append(torch.randint(0, 2, shape, dtype=a.dtype))
+    with torch.no_grad():
+        expected2 = _flatten_outputs(model(*grown))
+    got2 = tmodel.run(grown)
+    check_outputs(
+        expected2, got2, tolerance=target.check_io_tolerance, names=[f"{n} (length +7)" for n in output_names]
+    )

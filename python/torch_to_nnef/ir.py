@@ -1,0 +1,74 @@
+"""The exporter's own graph representation, independent of how the model was captured.
+
+A :class:`Graph` holds typed values (dtype and shape, dimensions either ints or expressions over
+the user's single-letter symbols) and nodes keyed by their ATen kind (``"aten::conv1d"``), each
+remembering the module path and the user's source line it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+Dim = Union[int, str]
+"""A dimension: a static size, or an expression over symbols such as ``"S"`` or ``"S - 2"``."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor flowing in the graph."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def rank(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+
+@dataclass
+class Node:
+    """One operation: ``outputs = kind(*args)``.
+
+    ``args`` mirror the ATen schema: :class:`Value` for tensors, Python numbers, bools, strings,
+    lists, ``None``; symbolic integers are given as :class:`SymInt`.
+    """
+
+    kind: str
+    args: tuple[Any, ...]
+    outputs: tuple[Value, ...]
+    module_path: str = ""
+    source: str = ""
+
+    def where(self) -> str:
+        """``module path (source line)`` for messages."""
+        place = self.module_path or "<top>"
+        return f"{place} ({self.source})" if self.source else place
+
+
+@dataclass(frozen=True)
+class SymInt:
+    """An integer known only symbolically (e.g. ``x.size(2)`` under a dynamic axis)."""
+
+    expr: str
+
+
+@dataclass
+class Parameter:
+    """A weight of the model: its PyTorch name and its tensor."""
+
+    torch_name: str
+    tensor: Any
+
+
+@dataclass
+class Graph:
+    """A captured model."""
+
+    inputs: list[Value]
+    outputs: list[Value]
+    nodes: list[Node]
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    symbols: dict[str, tuple[int, int | None]] = field(default_factory=dict)

@@ -1,0 +1,388 @@
+"""Translations of the core ATen ops used by common CNNs, MLPs and transformer blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch_to_nnef.errors import T2NError
+from torch_to_nnef.ir import Node, SymInt, Value
+from torch_to_nnef.nnef_graph import Ref, dim_literal
+from torch_to_nnef.ops.registry import Context, register
+
+
+class TranslationError(T2NError, ValueError):
+    """An op whose arguments this exporter cannot express (the message says which and why)."""
+
+
+def _arg(node: Node, index: int, name: str, default: Any = None) -> Any:
+    """Positional argument ``index`` or keyword ``name`` of an ATen call."""
+    kwargs = node.args[-1] if node.args and isinstance(node.args[-1], dict) else {}
+    positional = node.args[:-1] if kwargs else node.args
+    if index < len(positional):
+        return positional[index]
+    return kwargs.get(name, default)
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis % rank if rank else 0
+
+
+def _align(ctx: Context, x: Any, rank: int, out: Value) -> Any:
+    """Unsqueezes a tensor of lower rank on the left (numpy broadcasting)."""
+    if isinstance(x, Value) and x.rank < rank:
+        return ctx.g.op("unsqueeze", ctx.ref(x), axes=list(range(rank - x.rank)), out=x.name + "_aligned")
+    return ctx.ref(x)
+
+
+UNARY = {
+    "aten::relu": "relu",
+    "aten::sigmoid": "sigmoid",
+    "aten::tanh": "tanh",
+    "aten::exp": "exp",
+    "aten::log": "log",
+    "aten::sqrt": "sqrt",
+    "aten::rsqrt": "rsqrt",
+    "aten::abs": "abs",
+    "aten::neg": "neg",
+    "aten::sin": "sin",
+    "aten::cos": "cos",
+    "aten::floor": "floor",
+    "aten::ceil": "ceil",
+    "aten::sign": "sign",
+}
+
+
+def _unary(ctx: Context, node: Node) -> Ref:
+    return ctx.g.op(UNARY[node.kind], ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+for _kind in UNARY:
+    register(_kind)(_unary)
+
+
+@register("aten::reciprocal")
+def aten_reciprocal(ctx: Context, node: Node) -> Ref:
+    """reciprocal(Tensor self) -> Tensor (``div(1.0, x)`` for Khronos: tract lacks the spec's ``rcp``)."""
+    if ctx.tract:
+        return ctx.g.op("recip", ctx.ref(node.args[0]), out=node.outputs[0].name)
+    return ctx.g.op("div", 1.0, ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+BINARY = {"aten::add": "add", "aten::sub": "sub", "aten::mul": "mul", "aten::div": "div"}
+
+
+@register(*BINARY)
+def aten_binary(ctx: Context, node: Node) -> Ref:
+    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); mul/div(self, other)."""
+    out = node.outputs[0]
+    a, b = _arg(node, 0, "self"), _arg(node, 1, "other")
+    if node.kind == "aten::div" and _arg(node, 2, "rounding_mode") is not None:
+        raise TranslationError(f"{node.where()}: div with rounding_mode is not supported yet")
+    alpha = _arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
+    ra, rb = _align(ctx, a, out.rank, out), _align(ctx, b, out.rank, out)
+    if not isinstance(rb, Ref) and isinstance(rb, (int, float)) and out.dtype.startswith("f"):
+        rb = float(rb)
+    if not isinstance(ra, Ref) and isinstance(ra, (int, float)) and out.dtype.startswith("f"):
+        ra = float(ra)
+    if alpha != 1:
+        rb = ctx.g.op("mul", rb, float(alpha), out=out.name + "_alpha")
+    return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
+
+
+@register("aten::rsub")
+def aten_rsub(ctx: Context, node: Node) -> Ref:
+    """rsub(Tensor self, Tensor|Scalar other, Scalar alpha=1) -> other - alpha * self."""
+    out = node.outputs[0]
+    a, b = _align(ctx, node.args[0], out.rank, out), _align(ctx, node.args[1], out.rank, out)
+    if isinstance(b, (int, float)) and not isinstance(b, Ref) and out.dtype.startswith("f"):
+        b = float(b)
+    alpha = _arg(node, 2, "alpha", 1)
+    if alpha != 1:
+        a = ctx.g.op("mul", a, float(alpha), out=out.name + "_alpha")
+    return ctx.g.op("sub", b, a, out=out.name)
+
+
+@register("aten::silu")
+def aten_silu(ctx: Context, node: Node) -> Ref:
+    """silu(Tensor self) -> Tensor."""
+    x = ctx.ref(node.args[0])
+    return ctx.g.op("mul", x, ctx.g.op("sigmoid", x), out=node.outputs[0].name)
+
+
+@register("aten::hardtanh", "aten::clamp")
+def aten_clamp(ctx: Context, node: Node) -> Ref:
+    """clamp(Tensor self, Scalar? min, Scalar? max); hardtanh(self, min_val=-1, max_val=1)."""
+    default = (-1.0, 1.0) if node.kind == "aten::hardtanh" else (None, None)
+    lo, hi = _arg(node, 1, "min", default[0]), _arg(node, 2, "max", default[1])
+    y = ctx.ref(node.args[0])
+    if lo is not None:
+        y = ctx.g.op("max", y, float(lo))
+    if hi is not None:
+        y = ctx.g.op("min", y, float(hi))
+    return ctx.g.op("copy", y, out=node.outputs[0].name)
+
+
+@register("aten::softmax", "aten::_softmax")
+def aten_softmax(ctx: Context, node: Node) -> Ref:
+    """softmax(Tensor self, int dim, ScalarType? dtype) -> Tensor."""
+    x = node.args[0]
+    return ctx.g.op("softmax", ctx.ref(x), axes=[_axis(node.args[1], x.rank)], out=node.outputs[0].name)
+
+
+@register("aten::linear")
+def aten_linear(ctx: Context, node: Node) -> Ref:
+    """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor."""
+    x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
+    out = node.outputs[0]
+    wr = _align(ctx, w, x.rank, out)
+    y = ctx.g.op("matmul", ctx.ref(x), wr, transposeA=False, transposeB=True, out=out.name + "_mm")
+    if b is None:
+        return ctx.g.op("copy", y, out=out.name)
+    return ctx.g.op("add", y, _align(ctx, b, out.rank, out), out=out.name)
+
+
+@register("aten::matmul", "aten::mm", "aten::bmm")
+def aten_matmul(ctx: Context, node: Node) -> Ref:
+    """matmul(Tensor self, Tensor other) -> Tensor (ranks >= 2)."""
+    a, b = node.args[0], node.args[1]
+    if a.rank < 2 or b.rank < 2:
+        raise TranslationError(f"{node.where()}: matmul of 1-D tensors is not supported yet")
+    rank = max(a.rank, b.rank)
+    out = node.outputs[0]
+    return ctx.g.op("matmul", _align(ctx, a, rank, out), _align(ctx, b, rank, out), out=out.name)
+
+
+def _pairs(values: list[int]) -> list[tuple[int, int]]:
+    return [(v, v) for v in values]
+
+
+@register("aten::conv1d", "aten::conv2d")
+def aten_conv(ctx: Context, node: Node) -> Ref:
+    """conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[]|str padding, int[] dilation,
+    int groups).
+    """
+    x, w = node.args[0], node.args[1]
+    b = _arg(node, 2, "bias")
+    spatial = x.rank - 2
+    stride = list(_arg(node, 3, "stride", [1] * spatial))
+    padding = _arg(node, 4, "padding", [0] * spatial)
+    dilation = list(_arg(node, 5, "dilation", [1] * spatial))
+    groups = _arg(node, 6, "groups", 1)
+    stride, dilation = stride * (spatial // len(stride)), dilation * (spatial // len(dilation))
+    if padding == "valid":
+        pads: list[tuple[int, int]] = [(0, 0)] * spatial
+    elif padding == "same":
+        pads = []
+        for k, d in zip(w.shape[2:], dilation):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))
+    else:
+        padding = list(padding)
+        pads = _pairs(padding * (spatial // len(padding)))
+    bias: Any = 0.0
+    if b is not None:
+        bias = ctx.g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
+    return ctx.g.op(
+        "conv",
+        ctx.ref(x),
+        ctx.ref(w),
+        bias,
+        border="constant",
+        padding=pads,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        out=node.outputs[0].name,
+    )
+
+
+@register("aten::_native_batch_norm_legit_no_training")
+def aten_batch_norm(ctx: Context, node: Node) -> Ref:
+    """_native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)."""
+    x, w, b, mean, var = node.args[:5]
+    eps = float(node.args[6])
+
+    def chan(v: Value | None, fill: float) -> Any:
+        if v is None:
+            return fill
+        return ctx.g.op("unsqueeze", ctx.ref(v), axes=[0], out=v.name + "_2d")
+
+    return ctx.g.op(
+        "batch_normalization",
+        ctx.ref(x),
+        chan(mean, 0.0),
+        chan(var, 1.0),
+        chan(b, 0.0),
+        chan(w, 1.0),
+        epsilon=eps,
+        out=node.outputs[0].name,
+    )
+
+
+@register("aten::layer_norm")
+def aten_layer_norm(ctx: Context, node: Node) -> Ref:
+    """layer_norm(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, float eps=1e-05)."""
+    x = node.args[0]
+    n = len(node.args[1])
+    w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
+    eps = float(_arg(node, 4, "eps", 1e-5))
+    out = node.outputs[0]
+    axes = list(range(x.rank - n, x.rank))
+    g = ctx.g
+    xr = ctx.ref(x)
+    mean = g.op("mean_reduce", xr, axes=axes)
+    centered = g.op("sub", xr, mean)
+    var = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
+    y = g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
+    if w is not None:
+        y = g.op("mul", y, _align(ctx, w, out.rank, out))
+    if b is not None:
+        y = g.op("add", y, _align(ctx, b, out.rank, out))
+    return g.op("copy", y, out=out.name)
+
+
+@register("aten::transpose")
+def aten_transpose(ctx: Context, node: Node) -> Ref:
+    """transpose.int(Tensor self, int dim0, int dim1) -> Tensor."""
+    x = node.args[0]
+    perm = list(range(x.rank))
+    a, b = _axis(node.args[1], x.rank), _axis(node.args[2], x.rank)
+    perm[a], perm[b] = perm[b], perm[a]
+    return ctx.g.op("transpose", ctx.ref(x), axes=perm, out=node.outputs[0].name)
+
+
+@register("aten::t")
+def aten_t(ctx: Context, node: Node) -> Ref:
+    """t(Tensor self) -> Tensor."""
+    x = node.args[0]
+    if x.rank < 2:
+        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
+    return ctx.g.op("transpose", ctx.ref(x), axes=[1, 0], out=node.outputs[0].name)
+
+
+@register("aten::permute")
+def aten_permute(ctx: Context, node: Node) -> Ref:
+    """permute(Tensor self, int[] dims) -> Tensor."""
+    x = node.args[0]
+    return ctx.g.op("transpose", ctx.ref(x), axes=[_axis(d, x.rank) for d in node.args[1]], out=node.outputs[0].name)
+
+
+def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
+    out = node.outputs[0]
+    symbolic = [i for i, d in enumerate(out.shape) if not isinstance(d, int)]
+    shape: list[Any] = list(out.shape)
+    if len(symbolic) == 1:
+        shape[symbolic[0]] = -1
+    elif symbolic:
+        if not ctx.tract:
+            raise TranslationError(f"{node.where()}: symbolic reshape needs TractNNEF")
+        shape = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in shape]
+    return ctx.g.op("reshape", ctx.ref(x), shape=shape, out=out.name)
+
+
+@register("aten::view", "aten::reshape", "aten::_unsafe_view", "aten::flatten", "aten::unflatten")
+def aten_view(ctx: Context, node: Node) -> Ref:
+    """view(Tensor self, SymInt[] size) and friends: the output shape is known from the IR."""
+    return _reshape_to(ctx, node, node.args[0])
+
+
+@register("aten::unsqueeze")
+def aten_unsqueeze(ctx: Context, node: Node) -> Ref:
+    """unsqueeze(Tensor self, int dim) -> Tensor."""
+    x = node.args[0]
+    return ctx.g.op("unsqueeze", ctx.ref(x), axes=[_axis(node.args[1], x.rank + 1)], out=node.outputs[0].name)
+
+
+@register("aten::squeeze")
+def aten_squeeze(ctx: Context, node: Node) -> Ref:
+    """squeeze.dim(s)(Tensor self, int[]? dim) -> Tensor; only axes of size 1 are removed."""
+    x = node.args[0]
+    dims = _arg(node, 1, "dim")
+    dims = list(range(x.rank)) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+    axes = [_axis(d, x.rank) for d in dims if x.shape[_axis(d, x.rank)] == 1]
+    if not axes:
+        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
+    return ctx.g.op("squeeze", ctx.ref(x), axes=axes, out=node.outputs[0].name)
+
+
+@register("aten::mean", "aten::sum")
+def aten_reduce(ctx: Context, node: Node) -> Ref:
+    """mean.dim / sum.dim_IntList(Tensor self, int[]? dim, bool keepdim=False, ScalarType? dtype)."""
+    x = node.args[0]
+    dims = _arg(node, 1, "dim")
+    axes = list(range(x.rank)) if not dims else sorted(_axis(d, x.rank) for d in dims)
+    keep = bool(_arg(node, 2, "keepdim", False))
+    op = "mean_reduce" if node.kind == "aten::mean" else "sum_reduce"
+    out = node.outputs[0]
+    y = ctx.g.op(op, ctx.ref(x), axes=axes, out=out.name if keep else out.name + "_keep")
+    return y if keep else ctx.g.op("squeeze", y, axes=axes, out=out.name)
+
+
+@register("aten::cat")
+def aten_cat(ctx: Context, node: Node) -> Ref:
+    """cat(Tensor[] tensors, int dim=0) -> Tensor."""
+    tensors = [t for t in node.args[0] if t.shape != (0,)]
+    out = node.outputs[0]
+    return ctx.g.op(
+        "concat", [ctx.ref(t) for t in tensors], axis=_axis(_arg(node, 1, "dim", 0), out.rank), out=out.name
+    )
+
+
+def _pool(ctx: Context, node: Node, op: str, border: str) -> Ref:
+    x = node.args[0]
+    spatial = x.rank - 2
+    kernel = list(node.args[1])
+    kernel = kernel * (spatial // len(kernel))
+    stride = list(_arg(node, 2, "stride", []) or kernel)
+    stride = stride * (spatial // len(stride))
+    padding = list(_arg(node, 3, "padding", [0]))
+    padding = padding * (spatial // len(padding))
+    if _arg(node, 5 if op == "max_pool" else 4, "ceil_mode", False):
+        raise TranslationError(f"{node.where()}: pooling with ceil_mode=True is not supported yet")
+    return ctx.g.op(
+        op,
+        ctx.ref(x),
+        size=[1, 1, *kernel],
+        stride=[1, 1, *stride],
+        padding=[(0, 0), (0, 0), *_pairs(padding)],
+        border=border,
+        out=node.outputs[0].name,
+    )
+
+
+@register("aten::max_pool1d", "aten::max_pool2d")
+def aten_max_pool(ctx: Context, node: Node) -> Ref:
+    """max_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode)."""
+    dilation = list(_arg(node, 4, "dilation", [1]))
+    if any(d != 1 for d in dilation):
+        raise TranslationError(f"{node.where()}: max pooling with dilation is not supported yet")
+    return _pool(ctx, node, "max_pool", "ignore")
+
+
+@register("aten::avg_pool1d", "aten::avg_pool2d")
+def aten_avg_pool(ctx: Context, node: Node) -> Ref:
+    """avg_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode,
+    bool count_include_pad).
+    """
+    include_pad = _arg(node, 5, "count_include_pad", True)
+    return _pool(ctx, node, "avg_pool", "constant" if include_pad else "ignore")
+
+
+@register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
+def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
+    """adaptive_avg_pool2d(Tensor self, SymInt[] output_size); global pooling (output size 1)."""
+    x = node.args[0]
+    if any(s != 1 for s in node.args[1]):
+        raise TranslationError(f"{node.where()}: adaptive pooling to sizes other than 1 is not supported yet")
+    return ctx.g.op("mean_reduce", ctx.ref(x), axes=list(range(2, x.rank)), out=node.outputs[0].name)
+
+
+@register("aten::dropout", "aten::clone", "aten::contiguous", "aten::alias", "aten::detach")
+def aten_identity(ctx: Context, node: Node) -> Ref:
+    """Ops that are the identity at inference (dropout in eval, copies, aliases)."""
+    return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+def symint_literal(v: Any) -> Any:
+    """A symbolic integer argument as an NNEF expression."""
+    return Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v

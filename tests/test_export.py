@@ -1,0 +1,198 @@
+"""export_model_to_nnef: an op table and small models, each checked numerically in tract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import nnef
+import pytest
+import torch
+from torch import nn
+
+from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError
+from torch_to_nnef.export import UnsupportedOpsError
+
+
+class Fn(nn.Module):
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*xs)
+
+
+def r(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape)
+
+
+# (id, module, inputs, also for Khronos)
+CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
+    ("relu", Fn(torch.relu), (r(2, 5),), True),
+    ("sigmoid", Fn(torch.sigmoid), (r(2, 5),), True),
+    ("tanh", Fn(torch.tanh), (r(2, 5),), True),
+    ("exp", Fn(torch.exp), (r(2, 5),), True),
+    ("log", Fn(lambda x: torch.log(x.abs() + 0.1)), (r(2, 5),), True),
+    ("sqrt", Fn(lambda x: torch.sqrt(x.abs())), (r(2, 5),), True),
+    ("rsqrt", Fn(lambda x: torch.rsqrt(x.abs() + 0.5)), (r(2, 5),), True),
+    ("abs-neg", Fn(lambda x: -torch.abs(x)), (r(2, 5),), True),
+    ("sin-cos", Fn(lambda x: torch.sin(x) + torch.cos(x)), (r(2, 5),), True),
+    ("floor-ceil", Fn(lambda x: torch.floor(x * 3) + torch.ceil(x * 3)), (r(2, 5),), True),
+    ("sign", Fn(torch.sign), (r(2, 5),), True),
+    ("reciprocal", Fn(lambda x: torch.reciprocal(x.abs() + 1)), (r(2, 5),), True),
+    ("add-broadcast", Fn(lambda a, b: a + b), (r(2, 3, 4), r(4)), True),
+    ("sub-alpha", Fn(lambda a, b: torch.sub(a, b, alpha=2)), (r(2, 3), r(2, 3)), True),
+    ("mul-scalar", Fn(lambda a: a * 3), (r(2, 3),), True),
+    ("div", Fn(lambda a, b: a / (b.abs() + 1)), (r(2, 3), r(3)), True),
+    ("rsub-scalar", Fn(lambda a: 1 - a), (r(2, 3),), True),
+    ("silu", nn.SiLU(), (r(2, 8),), True),
+    ("hardtanh", nn.Hardtanh(-0.5, 0.5), (r(2, 8),), True),
+    ("clamp-min", Fn(lambda x: torch.clamp(x, min=0.1)), (r(2, 8),), True),
+    ("relu6", nn.ReLU6(), (r(2, 8) * 8,), True),
+    ("softmax", nn.Softmax(dim=1), (r(2, 5, 3),), True),
+    ("linear-2d", nn.Linear(6, 4), (r(3, 6),), True),
+    ("linear-3d", nn.Linear(6, 4), (r(2, 3, 6),), True),
+    ("linear-no-bias", nn.Linear(6, 4, bias=False), (r(3, 6),), True),
+    ("matmul", Fn(torch.matmul), (r(2, 3, 4), r(2, 4, 5)), True),
+    ("matmul-broadcast", Fn(torch.matmul), (r(2, 3, 4), r(4, 5)), True),
+    ("conv1d", nn.Conv1d(3, 4, 3), (r(1, 3, 10),), True),
+    ("conv1d-stride-pad-dil", nn.Conv1d(3, 4, 3, stride=2, padding=2, dilation=2), (r(1, 3, 16),), True),
+    ("conv1d-same", nn.Conv1d(3, 4, 4, padding="same"), (r(1, 3, 10),), True),
+    ("conv2d", nn.Conv2d(3, 4, 3, padding=1), (r(1, 3, 8, 8),), True),
+    ("conv2d-depthwise", nn.Conv2d(4, 4, 3, groups=4, bias=False), (r(1, 4, 8, 8),), True),
+    ("conv2d-stride", nn.Conv2d(3, 4, (3, 2), stride=(2, 1)), (r(2, 3, 9, 7),), True),
+    ("batchnorm2d", nn.BatchNorm2d(3), (r(2, 3, 4, 4),), True),
+    ("layernorm", nn.LayerNorm(6), (r(2, 3, 6),), True),
+    ("layernorm-no-affine", nn.LayerNorm(6, elementwise_affine=False), (r(2, 3, 6),), True),
+    ("transpose", Fn(lambda x: x.transpose(0, 2)), (r(2, 3, 4),), True),
+    ("permute", Fn(lambda x: x.permute(2, 0, 1)), (r(2, 3, 4),), True),
+    ("t", Fn(lambda x: x.t()), (r(2, 3),), True),
+    ("view", Fn(lambda x: x.view(6, 4)), (r(2, 3, 4),), True),
+    ("reshape-infer", Fn(lambda x: x.reshape(-1, 2)), (r(2, 3, 4),), True),
+    ("flatten", nn.Flatten(), (r(2, 3, 4),), True),
+    ("unsqueeze", Fn(lambda x: x.unsqueeze(-1)), (r(2, 3),), True),
+    ("squeeze", Fn(lambda x: x.squeeze(1)), (r(2, 1, 3),), True),
+    ("mean", Fn(lambda x: x.mean(1)), (r(2, 3, 4),), True),
+    ("mean-keepdim", Fn(lambda x: x.mean((1, 2), keepdim=True)), (r(2, 3, 4),), True),
+    ("sum", Fn(lambda x: x.sum(-1)), (r(2, 3, 4),), True),
+    ("cat", Fn(lambda a, b: torch.cat([a, b], dim=1)), (r(2, 3), r(2, 5)), True),
+    ("maxpool2d", nn.MaxPool2d(2), (r(1, 2, 6, 6),), True),
+    ("maxpool2d-pad", nn.MaxPool2d(3, stride=2, padding=1), (r(1, 2, 7, 7),), True),
+    ("avgpool2d", nn.AvgPool2d(2), (r(1, 2, 6, 6),), True),
+    ("avgpool2d-pad-exclude", nn.AvgPool2d(3, 1, 1, count_include_pad=False), (r(1, 2, 5, 5),), True),
+    ("adaptive-avgpool", nn.AdaptiveAvgPool2d(1), (r(1, 3, 5, 5),), True),
+    ("dropout-eval", nn.Dropout(0.5), (r(2, 3),), True),
+]
+
+
+@pytest.mark.parametrize(("module", "inputs", "khronos"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("target", ["tract", "khronos"])
+def test_op_table(tmp_path: Path, module: nn.Module, inputs: tuple[torch.Tensor, ...], khronos: bool, target: str):
+    if target == "khronos" and not khronos:
+        pytest.skip("not expressible in the NNEF specification")
+    tgt = TractNNEF(check_io=True) if target == "tract" else KhronosNNEF(check_io=True)
+    path = export_model_to_nnef(module, inputs, tmp_path / "m.nnef", tgt)
+    if target == "khronos":
+        graph = nnef.load_graph(str(path))  # the independent Khronos parser accepts it
+        assert len(graph.inputs) == len(inputs)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.Conv2d(8, 16, 1),
+            nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+class AudioEncoder(nn.Module):
+    """1-D conv front end and a feed-forward block over a dynamic time axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(20, 32, 5, padding=2)
+        self.norm = nn.LayerNorm(32)
+        self.ff = nn.Sequential(nn.Linear(32, 64), nn.SiLU(), nn.Linear(64, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x)).transpose(1, 2)
+        y = y + self.ff(self.norm(y))
+        return y.softmax(-1)
+
+
+def test_small_cnn_both_targets(tmp_path):
+    x = torch.randn(2, 3, 16, 16)
+    export_model_to_nnef(SmallCNN(), x, tmp_path / "cnn.nnef.tgz", TractNNEF(check_io=True))
+    export_model_to_nnef(SmallCNN(), x, tmp_path / "cnn_k.nnef.tgz", KhronosNNEF(check_io=True))
+
+
+def test_dynamic_time_axis_is_checked_at_two_lengths(tmp_path):
+    model = AudioEncoder()
+    path = export_model_to_nnef(
+        model,
+        torch.randn(1, 20, 50),
+        tmp_path / "audio.nnef.tgz",
+        TractNNEF(version="0.21.5", check_io=True, dynamic_axes={"mel": {2: "T"}}),
+        input_names=["mel"],
+        output_names=["encoded"],
+    )
+    tm = TractModel(path)
+    assert tm.inputs == [("mel", "F32", "1,20,T")]
+    x = torch.randn(1, 20, 123)
+    (got,) = tm.run([x])
+    torch.testing.assert_close(torch.from_numpy(got), model.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_parameters_keep_their_pytorch_names_and_model_is_untouched(tmp_path):
+    model = SmallCNN().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = export_model_to_nnef(model, torch.randn(1, 3, 8, 8), tmp_path / "m.nnef", TractNNEF())
+    labels = {str(p.relative_to(path))[: -len(".dat")] for p in path.rglob("*.dat")}
+    assert "features.0.weight" in labels and "head.bias" in labels
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and type(v) is torch.Tensor
+
+
+def test_unsupported_ops_are_all_listed_at_once(tmp_path):
+    class Bad(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 0) + torch.flip(x, [1])
+
+    with pytest.raises(UnsupportedOpsError) as err:
+        export_model_to_nnef(Bad(), torch.randn(3, 4), tmp_path / "b.nnef", TractNNEF())
+    message = str(err.value)
+    assert "aten::cumsum" in message and "aten::flip" in message and "f32[3, 4]" in message
+    assert "test_export.py" in message  # the user's source line
+    assert not (tmp_path / "b.nnef").exists()
+
+
+def test_bad_inputs(tmp_path):
+    x = torch.randn(2, 3)
+    with pytest.raises(InvalidArgumentError, match="nn.Module"):
+        export_model_to_nnef(lambda t: t, x, tmp_path / "a.nnef", TractNNEF())  # type: ignore[arg-type]
+    with pytest.raises(NameClashError, match="2 input names for 1"):
+        export_model_to_nnef(nn.ReLU(), x, tmp_path / "a.nnef", TractNNEF(), input_names=["a", "b"])
+    with pytest.raises(NameClashError, match="more than once"):
+        export_model_to_nnef(nn.ReLU(), x, tmp_path / "a.nnef", TractNNEF(), input_names=["x"], output_names=["x"])
+    with pytest.raises(InvalidArgumentError, match="single letter"):
+        TractNNEF(dynamic_axes={"x": {0: "batch"}})
+    with pytest.raises(InvalidArgumentError, match="older than the oldest supported"):
+        TractNNEF(version="0.19.2")
+    with pytest.raises(MissingFolderError):
+        export_model_to_nnef(nn.ReLU(), x, tmp_path / "missing" / "a.nnef", TractNNEF())
+    with pytest.raises(InvalidArgumentError, match="tensor or a"):
+        export_model_to_nnef(nn.ReLU(), "x", tmp_path / "a.nnef", TractNNEF())
+    assert list(tmp_path.iterdir()) == []
