@@ -576,6 +576,12 @@ impl TractModel {
             .collect()
     }
 
+    /// The model's `tract_core_properties` as `(key, text)` pairs.
+    #[getter]
+    fn properties(&self) -> Vec<(String, String)> {
+        self.inner.properties().to_vec()
+    }
+
     /// Runs the model on numpy inputs; returns numpy outputs.
     fn run<'py>(
         &self,

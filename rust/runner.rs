@@ -73,6 +73,7 @@ pub struct TractModel {
     plan: Arc<TypedSimplePlan>,
     inputs: Vec<IoFact>,
     outputs: Vec<IoFact>,
+    properties: Vec<(String, String)>,
 }
 
 fn facts(model: &TypedModel, outlets: &[OutletId]) -> Result<Vec<IoFact>> {
@@ -157,6 +158,18 @@ impl TractModel {
         // Names as the document gives them: optimization may rename the nodes it fuses.
         let inputs = facts(&model, model.input_outlets().map_err(Error::tract)?)?;
         let outputs = facts(&model, model.output_outlets().map_err(Error::tract)?)?;
+        let mut properties: Vec<(String, String)> = model
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let text = v
+                    .try_as_plain_ram()
+                    .and_then(|p| p.to_scalar::<String>().cloned())
+                    .unwrap_or_else(|_| format!("{v:?}"));
+                (k.clone(), text)
+            })
+            .collect();
+        properties.sort();
         let model = if optimize {
             model.into_optimized()
         } else {
@@ -168,12 +181,18 @@ impl TractModel {
             plan,
             inputs,
             outputs,
+            properties,
         })
     }
 
     /// The model inputs, in order.
     pub fn inputs(&self) -> &[IoFact] {
         &self.inputs
+    }
+
+    /// The model's `tract_core_properties`, as text, sorted by key.
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.properties
     }
 
     /// The model outputs, in order.

@@ -196,3 +196,52 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InvalidArgumentError, match="tensor or a"):
         export_model_to_nnef(nn.ReLU(), "x", tmp_path / "a.nnef", TractNNEF())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    test_input = torch.rand(1, 10, 100)
+    model = nn.Sequential(nn.Conv1d(10, 20, 3))
+    export_model_to_nnef(
+        model=model,
+        args=test_input,
+        file_path_export=Path("mybeautifulmodel.nnef.tgz"),
+        inference_target=TractNNEF(version="0.21.5", check_io=True, dynamic_axes={"input": {2: "S"}}),
+        input_names=["input"],
+        output_names=["output"],
+        debug_bundle_path=Path("./debug.tgz"),
+    )
+    props = TractModel("mybeautifulmodel.nnef.tgz").properties
+    assert props["inference_target"] == "TractNNEF 0.21.5"
+    assert props["exported_class"] == "torch.nn.modules.container.Sequential"
+    assert props["torch_version"] == torch.__version__
+    assert not Path("debug.tgz").exists()  # only written when the check fails
+
+
+def test_failed_check_writes_a_replayable_bundle(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tarfile
+
+    from torch_to_nnef.errors import IOMismatchError
+    from torch_to_nnef.ops import core
+
+    monkeypatch.setitem(core.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
+    bundle = tmp_path / "debug.tgz"
+    with pytest.raises(IOMismatchError, match="(?s)MISMATCH.*debug bundle written to"):
+        export_model_to_nnef(
+            nn.Sigmoid(),
+            torch.randn(2, 8),
+            tmp_path / "m.nnef.tgz",
+            TractNNEF(check_io=True),
+            input_names=["x"],
+            output_names=["y"],
+            debug_bundle_path=bundle,
+        )
+    with tarfile.open(bundle) as tar:
+        names = set(tar.getnames())
+    assert {"model/m.nnef.tgz", "inputs.npz", "expected.npz", "report.json", "versions.json", "replay.sh"} <= names
+    replay = subprocess.run(
+        [sys.executable, "-m", "torch_to_nnef.debug_bundle", str(bundle)], capture_output=True, text=True
+    )
+    assert replay.returncode == 1 and "y: MISMATCH" in replay.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -14,10 +15,18 @@ import torch
 from torch_to_nnef import ops
 from torch_to_nnef.archive import write_nnef_archive
 from torch_to_nnef.capture import capture
-from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError, T2NError
+from torch_to_nnef.debug_bundle import write_debug_bundle
+from torch_to_nnef.errors import (
+    InvalidArgumentError,
+    IOMismatchError,
+    MissingFolderError,
+    NameClashError,
+    T2NError,
+    TractError,
+)
 from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF
 from torch_to_nnef.ir import Graph, Node, Value
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+from torch_to_nnef.nnef_graph import NNEFBuilder, Ref, literal
 from torch_to_nnef.tract import TractModel, check_outputs
 
 LOGGER = logging.getLogger(__name__)
@@ -60,8 +69,40 @@ def _describe(node: Node) -> str:
     return f"  - {node.kind}({shapes}) at {node.where()}"
 
 
+def _properties_fragment(properties: dict[str, str]) -> list[str]:
+    """The ``tract_core_properties`` fragment: export metadata as strings."""
+    items = ",\n".join(f"    ({literal(k)}, {literal(v)})" for k, v in properties.items())
+    return [
+        "",
+        "fragment tract_core_properties(",
+        ") -> (properties: (string, tensor<scalar>)[])",
+        "{",
+        f"  properties = [\n{items}\n  ];",
+        "}",
+    ]
+
+
+def export_metadata(model: torch.nn.Module, target: InferenceTarget) -> dict[str, str]:
+    """What an archive records about its making (no host, user or command line)."""
+    from torch_to_nnef import __version__
+
+    kind = "TractNNEF" if target.is_tract else "KhronosNNEF"
+    cls = type(model)
+    return {
+        "torch_to_nnef_version": __version__,
+        "torch_version": torch.__version__,
+        "inference_target": f"{kind} {target.version}",
+        "exported_class": f"{cls.__module__}.{cls.__qualname__}",
+        "export_date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def translate(
-    graph: Graph, target: InferenceTarget, input_names: Sequence[str], output_names: Sequence[str]
+    graph: Graph,
+    target: InferenceTarget,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    properties: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Translates a captured graph to an NNEF document and its tensors."""
     missing = _unsupported(graph)
@@ -103,7 +144,8 @@ def translate(
         output_refs.append(g.op("copy", ctx.ref(v), out=name))
     if target.is_tract:
         g.need("tract_registry tract_core")
-    doc = g.document("network", input_refs, output_refs, header=[])
+    header = _properties_fragment(properties) if (properties and target.is_tract) else []
+    doc = g.document("network", input_refs, output_refs, header=header)
     return doc, g.variables
 
 
@@ -114,6 +156,7 @@ def export_model_to_nnef(
     inference_target: InferenceTarget,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    debug_bundle_path: str | os.PathLike[str] | None = None,
     compression_level: int = 0,
     log_level: int = logging.INFO,
     overwrite: bool = False,
@@ -122,7 +165,21 @@ def export_model_to_nnef(
 
     The archive kind follows the path (``.nnef.tgz`` gzip, ``.nnef.tar``, otherwise a folder).
     With ``inference_target.check_io``, the archive is run in the linked tract and its outputs
-    compared with PyTorch's; with dynamic axes also at a second length.
+    compared with PyTorch's; with dynamic axes also at a second length. When the check fails and
+    ``debug_bundle_path`` is set, a bundle to replay it is written there (see
+    :mod:`torch_to_nnef.debug_bundle`).
+
+    Args:
+        model: the module to export (put in eval mode; its parameters are not modified).
+        args: a tensor or a (nested) tuple/list of tensors, as ``model(*args)`` takes them.
+        file_path_export: ``.nnef.tgz``, ``.nnef.tar`` or a folder path.
+        inference_target: :class:`TractNNEF` or :class:`KhronosNNEF`.
+        input_names: names of the graph inputs (default ``input_0``, ...).
+        output_names: names of the graph outputs (default ``output_0``, ...).
+        debug_bundle_path: where to write a replayable bundle if the check fails.
+        compression_level: gzip level for ``.tgz``.
+        log_level: logging level of this export.
+        overwrite: replace an existing output.
 
     Returns:
         The path written.
@@ -153,7 +210,9 @@ def export_model_to_nnef(
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
             raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
     graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
-    doc, tensors = translate(graph, inference_target, input_names, output_names)
+    doc, tensors = translate(
+        graph, inference_target, input_names, output_names, export_metadata(model, inference_target)
+    )
     written = write_nnef_archive(
         path,
         doc,
@@ -164,24 +223,52 @@ def export_model_to_nnef(
     )
     LOGGER.info("exported %s to %s", type(model).__name__, written)
     if inference_target.check_io:
-        _check(model, args, flat_args, expected, written, inference_target, input_names, output_names)
+        _check(model, flat_args, expected, written, inference_target, input_names, output_names, debug_bundle_path)
     return written
 
 
 def _check(
     model: torch.nn.Module,
-    args: Any,
     flat_args: list[torch.Tensor],
     expected: list[torch.Tensor],
     path: Path,
     target: InferenceTarget,
     input_names: list[str],
     output_names: list[str],
+    debug_bundle_path: str | os.PathLike[str] | None,
 ) -> None:
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
-    tmodel = TractModel(path, registries=registries)
-    got = tmodel.run([a.detach().cpu() for a in flat_args])
-    check_outputs([e.detach().cpu() for e in expected], got, tolerance=target.check_io_tolerance, names=output_names)
+
+    loaded: list[TractModel] = []
+
+    def run_and_compare(inputs: list[torch.Tensor], wanted: list[torch.Tensor], names: list[str]) -> None:
+        arrays = [a.detach().cpu().numpy() for a in inputs]
+        references = [e.detach().cpu().numpy() for e in wanted]
+        try:
+            if not loaded:
+                loaded.append(TractModel(path, registries=registries))
+            got = loaded[0].run(arrays)
+            check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
+        except (IOMismatchError, TractError) as exc:
+            if debug_bundle_path is None:
+                raise
+            bundle = write_debug_bundle(
+                debug_bundle_path,
+                path,
+                arrays,
+                references,
+                input_names,
+                output_names,
+                tolerance=target.check_io_tolerance,
+                registries=registries,
+                error=str(exc),
+                versions=export_metadata(model, target),
+            )
+            raise type(exc)(
+                f"{exc}\ndebug bundle written to {bundle}: replay with python -m torch_to_nnef.debug_bundle {bundle}"
+            ) from exc
+
+    run_and_compare(flat_args, expected, output_names)
     LOGGER.info("check_io passed for %s", output_names)
     axes = target.dynamic_axes or {}
     if not axes:
@@ -200,7 +287,4 @@ def _check(
             grown.append(torch.randint(0, 2, shape, dtype=a.dtype))
     with torch.no_grad():
         expected2 = _flatten_outputs(model(*grown))
-    got2 = tmodel.run(grown)
-    check_outputs(
-        expected2, got2, tolerance=target.check_io_tolerance, names=[f"{n} (length +7)" for n in output_names]
-    )
+    run_and_compare(grown, expected2, [f"{n} (length +7)" for n in output_names])

@@ -85,6 +85,11 @@ class TractModel:
         """``(name, dtype, shape)`` of each output."""
         return self._model.outputs
 
+    @property
+    def properties(self) -> dict[str, str]:
+        """The model's ``tract_core_properties`` (export metadata), as text."""
+        return dict(self._model.properties)
+
     def run(self, inputs: Sequence[TensorLike]) -> list[np.ndarray]:
         """Runs the model on numpy arrays or torch tensors, in input order."""
         arrays = [as_numpy(t, name=f"input {i}") for i, t in enumerate(inputs)]

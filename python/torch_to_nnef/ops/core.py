@@ -53,6 +53,7 @@ UNARY = {
 
 
 def _unary(ctx: Context, node: Node) -> Ref:
+    """op(Tensor self) -> Tensor: one-to-one elementwise ops (the UNARY table)."""
     return ctx.g.op(UNARY[node.kind], ctx.ref(node.args[0]), out=node.outputs[0].name)
 
 
