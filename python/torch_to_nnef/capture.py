@@ -186,6 +186,10 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
             elif isinstance(meta, torch.Tensor):
                 outs = (value_of(node, meta),)
                 values[node.name] = outs[0]
+            elif meta is None:  # no result: runtime assertions are dropped, anything else is kept
+                if kind.startswith("aten::_assert") or kind == "aten::sym_constrain_range_for_size":
+                    continue
+                outs = ()
             else:  # a symbolic integer (x.size(2) under a dynamic axis)
                 values[node.name] = SymInt(str(symbols.expr(meta)))
                 continue

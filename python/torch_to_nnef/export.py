@@ -57,6 +57,7 @@ def _flatten_outputs(out: Any) -> list[torch.Tensor]:
         for o in out:
             flat.extend(_flatten_outputs(o))
         return flat
+    LOGGER.warning("the model returns a %s among its outputs: it is not a tensor and is dropped", type(out).__name__)
     return []
 
 

@@ -49,7 +49,16 @@ UNARY = {
     "aten::floor": "floor",
     "aten::ceil": "ceil",
     "aten::sign": "sign",
+    "aten::tan": "tan",
+    "aten::asin": "asin",
+    "aten::acos": "acos",
+    "aten::atan": "atan",
+    "aten::sinh": "sinh",
+    "aten::cosh": "cosh",
+    "aten::logical_not": "not",
 }
+
+BOOLEAN_ONLY = {"aten::bitwise_not": "not"}
 
 
 def _unary(ctx: Context, node: Node) -> Ref:
@@ -88,6 +97,162 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
     if alpha != 1:
         rb = ctx.g.op("mul", rb, float(alpha), out=out.name + "_alpha")
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
+
+
+COMPARE = {
+    "aten::eq": "eq",
+    "aten::ne": "ne",
+    "aten::lt": "lt",
+    "aten::le": "le",
+    "aten::gt": "gt",
+    "aten::ge": "ge",
+    "aten::minimum": "min",
+    "aten::maximum": "max",
+    "aten::logical_and": "and",
+    "aten::logical_or": "or",
+}
+BITWISE = {
+    "aten::__and__": "and",
+    "aten::__or__": "or",
+    "aten::bitwise_and": "and",
+    "aten::bitwise_or": "or",
+}
+
+
+@register(*BITWISE)
+def aten_bitwise(ctx: Context, node: Node) -> Ref:
+    """bitwise_and/or(Tensor self, Tensor other) on booleans (``&``, ``|``)."""
+    out = node.outputs[0]
+    if out.dtype != "bool":
+        raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet (booleans only)")
+    a, b = (_align(ctx, v, out.rank, out) for v in node.args[:2])
+    return ctx.g.op(BITWISE[node.kind], a, b, out=out.name)
+
+
+@register(*BOOLEAN_ONLY)
+def aten_bitwise_not(ctx: Context, node: Node) -> Ref:
+    """bitwise_not(Tensor self) on booleans (``~``)."""
+    out = node.outputs[0]
+    if out.dtype != "bool":
+        raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet (booleans only)")
+    return ctx.g.op("not", ctx.ref(node.args[0]), out=out.name)
+
+
+@register("aten::round")
+def aten_round(ctx: Context, node: Node) -> Ref:
+    """round(Tensor self): half to even, as tract_core_round_even (the spec's round differs)."""
+    if not ctx.tract or (_arg(node, 1, "decimals", 0) or 0) != 0:
+        raise TranslationError(f"{node.where()}: round (half to even, no decimals) needs TractNNEF")
+    return ctx.g.op("tract_core_round_even", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+@register(*COMPARE)
+def aten_compare(ctx: Context, node: Node) -> Ref:
+    """eq/ne/lt/le/gt/ge(Tensor self, Tensor|Scalar other); minimum/maximum; logical_and/or."""
+    out = node.outputs[0]
+    a, b = node.args[0], node.args[1]
+    ra, rb = _align(ctx, a, out.rank, out), _align(ctx, b, out.rank, out)
+    if isinstance(a, Value) and a.dtype.startswith("f") and isinstance(rb, int) and not isinstance(rb, bool):
+        rb = float(rb)
+    return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
+
+
+@register("aten::where")
+def aten_where(ctx: Context, node: Node) -> Ref:
+    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor."""
+    out = node.outputs[0]
+    c, a, b = (_align(ctx, v, out.rank, out) for v in node.args[:3])
+    return ctx.g.op("select", c, a, b, out=out.name)
+
+
+@register("aten::pow")
+def aten_pow(ctx: Context, node: Node) -> Ref:
+    """pow.Tensor_Scalar(Tensor self, Scalar exponent); pow.Tensor_Tensor(self, Tensor exponent)."""
+    out = node.outputs[0]
+    a, b = node.args[0], node.args[1]
+    if not isinstance(a, Value):
+        raise TranslationError(f"{node.where()}: pow with a scalar base is not supported yet")
+    if b == 2:
+        return ctx.g.op("sqr", ctx.ref(a), out=out.name)
+    rb = _align(ctx, b, out.rank, out)
+    return ctx.g.op("pow", ctx.ref(a), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
+
+
+@register("aten::leaky_relu")
+def aten_leaky_relu(ctx: Context, node: Node) -> Ref:
+    """leaky_relu(Tensor self, Scalar negative_slope=0.01) -> Tensor."""
+    slope = float(_arg(node, 1, "negative_slope", 0.01))
+    return ctx.g.op("leaky_relu", ctx.ref(node.args[0]), alpha=slope, out=node.outputs[0].name)
+
+
+@register("aten::elu")
+def aten_elu(ctx: Context, node: Node) -> Ref:
+    """elu(Tensor self, Scalar alpha=1, Scalar scale=1, Scalar input_scale=1): also selu and celu."""
+    alpha = float(_arg(node, 1, "alpha", 1.0))
+    scale = float(_arg(node, 2, "scale", 1.0))
+    input_scale = float(_arg(node, 3, "input_scale", 1.0))
+    g, x = ctx.g, ctx.ref(node.args[0])
+    negative = g.op("mul", g.op("sub", g.op("exp", g.op("mul", x, input_scale)), 1.0), alpha)
+    y = g.op("select", g.op("gt", x, 0.0), x, negative)
+    return (
+        g.op("mul", y, scale, out=node.outputs[0].name) if scale != 1.0 else g.op("copy", y, out=node.outputs[0].name)
+    )
+
+
+@register("aten::selu")
+def aten_selu(ctx: Context, node: Node) -> Ref:
+    """selu(Tensor self) = 1.0507 * elu(x, alpha=1.6733)."""
+    g, x = ctx.g, ctx.ref(node.args[0])
+    negative = g.op("mul", g.op("sub", g.op("exp", x), 1.0), 1.6732632423543772)
+    y = g.op("select", g.op("gt", x, 0.0), x, negative)
+    return g.op("mul", y, 1.0507009873554805, out=node.outputs[0].name)
+
+
+@register("aten::celu")
+def aten_celu(ctx: Context, node: Node) -> Ref:
+    """celu(Tensor self, Scalar alpha=1) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    alpha = float(_arg(node, 1, "alpha", 1.0))
+    g, x = ctx.g, ctx.ref(node.args[0])
+    negative = g.op("mul", g.op("sub", g.op("exp", g.op("div", x, alpha)), 1.0), alpha)
+    return g.op("add", g.op("max", x, 0.0), g.op("min", negative, 0.0), out=node.outputs[0].name)
+
+
+@register("aten::hardsigmoid", "aten::hardswish")
+def aten_hard(ctx: Context, node: Node) -> Ref:
+    """hardsigmoid(x) = clamp(x / 6 + 0.5, 0, 1); hardswish(x) = x * hardsigmoid(x)."""
+    g, x = ctx.g, ctx.ref(node.args[0])
+    hs = g.op("min", g.op("max", g.op("add", g.op("div", x, 6.0), 0.5), 0.0), 1.0)
+    if node.kind == "aten::hardsigmoid":
+        return g.op("copy", hs, out=node.outputs[0].name)
+    return g.op("mul", x, hs, out=node.outputs[0].name)
+
+
+@register("aten::gelu")
+def aten_gelu(ctx: Context, node: Node) -> Ref:
+    """gelu(Tensor self, str approximate='none'): tanh form anywhere, exact form with tract's erf."""
+    g, x = ctx.g, ctx.ref(node.args[0])
+    approximate = _arg(node, 1, "approximate", "none")
+    if approximate == "tanh":
+        inner = g.op("mul", g.op("add", x, g.op("mul", g.op("pow", x, 3.0), 0.044715)), 0.7978845608028654)
+        return g.op("mul", g.op("mul", x, 0.5), g.op("add", g.op("tanh", inner), 1.0), out=node.outputs[0].name)
+    if not ctx.tract:
+        raise TranslationError(
+            f"{node.where()}: exact gelu needs erf, which the NNEF specification lacks: "
+            "use gelu(approximate='tanh') or TractNNEF"
+        )
+    erf = g.op("tract_core_erf", g.op("mul", x, 0.7071067811865476))
+    return g.op("mul", g.op("mul", x, 0.5), g.op("add", erf, 1.0), out=node.outputs[0].name)
+
+
+@register("aten::log_softmax", "aten::_log_softmax")
+def aten_log_softmax(ctx: Context, node: Node) -> Ref:
+    """log_softmax(Tensor self, int dim, ScalarType? dtype): x - max - log(sum(exp(x - max)))."""
+    x = node.args[0]
+    axes = [_axis(node.args[1], x.rank)]
+    g, xr = ctx.g, ctx.ref(x)
+    shifted = g.op("sub", xr, g.op("max_reduce", xr, axes=axes))
+    lse = g.op("log", g.op("sum_reduce", g.op("exp", shifted), axes=axes))
+    return g.op("sub", shifted, lse, out=node.outputs[0].name)
 
 
 @register("aten::rsub")
@@ -376,6 +541,22 @@ def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
     if any(s != 1 for s in node.args[1]):
         raise TranslationError(f"{node.where()}: adaptive pooling to sizes other than 1 is not supported yet")
     return ctx.g.op("mean_reduce", ctx.ref(x), axes=list(range(2, x.rank)), out=node.outputs[0].name)
+
+
+@register("aten::_to_copy", "aten::to")
+def aten_to(ctx: Context, node: Node) -> Ref:
+    """_to_copy(Tensor self, *, ScalarType? dtype, ...): a cast (device and layout are ignored)."""
+    x, out = node.args[0], node.outputs[0]
+    if x.dtype == out.dtype:
+        return ctx.g.op("copy", ctx.ref(x), out=out.name)
+    if ctx.tract:
+        ctx.g.need("tract_registry tract_core")
+        return ctx.g.op("tract_core_cast", ctx.ref(x), to=out.dtype, out=out.name)
+    if x.dtype == "bool" and out.dtype.startswith("f"):
+        return ctx.g.op("select", ctx.ref(x), 1.0, 0.0, out=out.name)
+    raise TranslationError(
+        f"{node.where()}: the NNEF specification cannot cast {x.dtype} to {out.dtype}; use TractNNEF"
+    )
 
 
 @register("aten::dropout", "aten::clone", "aten::contiguous", "aten::alias", "aten::detach")
