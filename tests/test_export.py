@@ -108,6 +108,28 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ("gelu-tanh", nn.GELU(approximate="tanh"), (r(2, 8) * 3,), True),
     ("gelu", nn.GELU(), (r(2, 8) * 3,), False),
     ("log-softmax", nn.LogSoftmax(dim=-1), (r(2, 3, 8) * 5,), True),
+    ("slice", Fn(lambda x: x[:, 1:3]), (r(2, 5),), True),
+    ("slice-step-negative", Fn(lambda x: x[..., ::2] + x[..., -3:]), (r(2, 3, 6),), True),
+    ("select", Fn(lambda x: x[:, 1] * x[-1]), (r(3, 3),), True),
+    ("split", Fn(lambda x: torch.split(x, [2, 3], dim=1)[1]), (r(2, 5),), True),
+    ("chunk", Fn(lambda x: sum(torch.chunk(x, 3, dim=-1))), (r(2, 6),), True),
+    ("stack", Fn(lambda a, b: torch.stack([a, b], dim=1)), (r(2, 3), r(2, 3)), True),
+    ("expand", Fn(lambda x: x.expand(2, 3, 4)), (r(3, 1),), True),
+    ("repeat", Fn(lambda x: x.repeat(2, 1, 3)), (r(3, 2),), True),
+    ("pad-constant", Fn(lambda x: nn.functional.pad(x, (1, 2, 0, 1), value=0.5)), (r(1, 2, 3, 3),), True),
+    ("pad-reflect", nn.ReflectionPad1d((2, 1)), (r(1, 2, 5),), True),
+    # Khronos 'replicate' is written as the specification spells it, which tract's reader lacks.
+    ("pad-replicate", nn.ReplicationPad2d((1, 0, 2, 1)), (r(1, 2, 3, 3),), False),
+    ("embedding", nn.Embedding(10, 4), (torch.tensor([[1, 2, 9], [0, 0, 3]]),), False),
+    ("index-select", Fn(lambda x, i: torch.index_select(x, 1, i)), (r(3, 5), torch.tensor([4, 0, 2])), False),
+    ("amax-amin", Fn(lambda x: x.amax(1) - x.amin(-1, keepdim=True).squeeze(-1)), (r(2, 5),), True),
+    ("max-dim", Fn(lambda x: x.max(1).values + x.min(1)[0]), (r(2, 5),), True),
+    ("max-indices", Fn(lambda x: x.max(-1, keepdim=True).indices), (r(2, 5),), True),
+    ("max-all", Fn(lambda x: x.max()), (r(2, 5),), True),
+    ("argmax", Fn(lambda x: x.argmax(1)), (r(3, 7),), True),
+    ("argmin-flat", Fn(lambda x: x.argmin()), (r(3, 7),), True),
+    ("var", Fn(lambda x: x.var(1)), (r(3, 7),), True),
+    ("std-keepdim-biased", Fn(lambda x: x.std(-1, keepdim=True, correction=0)), (r(3, 7),), True),
 ]
 
 

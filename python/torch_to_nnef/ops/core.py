@@ -565,6 +565,223 @@ def aten_identity(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
 
 
+_BIG = 1 << 62
+
+
+def _bound(value: Any, dim: Any) -> Any:
+    """A slice bound as NNEF can take it: negative ones counted from the end, clamped to the dim."""
+    if isinstance(value, SymInt):
+        return Ref(dim_literal(value.expr))
+    if isinstance(dim, int):
+        if value < 0:
+            value += dim
+        return max(0, min(value, dim))
+    if value >= _BIG:
+        return Ref(dim_literal(dim))
+    if value < 0:
+        return Ref(f"{dim_literal(dim)}-{-value}")
+    return value
+
+
+def _slice(ctx: Context, x: Value, axis: int, start: Any, end: Any, step: int, out: str) -> Ref:
+    dim = x.shape[axis]
+    return ctx.g.op(
+        "slice",
+        ctx.ref(x),
+        axes=[axis],
+        begin=[_bound(start, dim)],
+        end=[_bound(end, dim)],
+        stride=[step],
+        out=out,
+    )
+
+
+@register("aten::slice")
+def aten_slice(ctx: Context, node: Node) -> Ref:
+    """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1)."""
+    x = node.args[0]
+    axis = _axis(_arg(node, 1, "dim", 0), x.rank)
+    start = _arg(node, 2, "start") or 0
+    end = _arg(node, 3, "end")
+    end = _BIG if end is None else end
+    step = _arg(node, 4, "step", 1)
+    return _slice(ctx, x, axis, start, end, step, node.outputs[0].name)
+
+
+@register("aten::select")
+def aten_select(ctx: Context, node: Node) -> Ref:
+    """select.int(Tensor self, int dim, SymInt index) -> Tensor (the axis is removed)."""
+    x = node.args[0]
+    axis = _axis(node.args[1], x.rank)
+    index = node.args[2]
+    end = index + 1 if isinstance(index, int) and index != -1 else _BIG
+    y = _slice(ctx, x, axis, index, end, 1, node.outputs[0].name + "_slice")
+    return ctx.g.op("squeeze", y, axes=[axis], out=node.outputs[0].name)
+
+
+@register("aten::split_with_sizes", "aten::split")
+def aten_split(ctx: Context, node: Node) -> list[Ref]:
+    """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0); split.Tensor(self, int size, dim)."""
+    x = node.args[0]
+    axis = _axis(_arg(node, 2, "dim", 0), x.rank)
+    refs, start = [], 0
+    for out in node.outputs:
+        size = out.shape[axis]
+        if not isinstance(size, int):
+            raise TranslationError(f"{node.where()}: splitting a dynamic axis is not supported yet")
+        refs.append(_slice(ctx, x, axis, start, start + size, 1, out.name))
+        start += size
+    return refs
+
+
+@register("aten::stack")
+def aten_stack(ctx: Context, node: Node) -> Ref:
+    """stack(Tensor[] tensors, int dim=0) -> Tensor."""
+    out = node.outputs[0]
+    axis = _axis(_arg(node, 1, "dim", 0), out.rank)
+    return ctx.g.op("stack", [ctx.ref(t) for t in node.args[0]], axis=axis, out=out.name)
+
+
+@register("aten::expand", "aten::repeat")
+def aten_tile(ctx: Context, node: Node) -> Ref:
+    """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats): both as tile."""
+    x, out = node.args[0], node.outputs[0]
+    xr = _align(ctx, x, out.rank, out)
+    src = (1,) * (out.rank - x.rank) + tuple(x.shape)
+    repeats: list[Any] = []
+    for have, want in zip(src, out.shape):
+        if have == want:
+            repeats.append(1)
+        elif have == 1:
+            repeats.append(want if isinstance(want, int) else Ref(dim_literal(want)))
+        elif isinstance(have, int) and isinstance(want, int):
+            repeats.append(want // have)
+        else:
+            raise TranslationError(f"{node.where()}: cannot tile {list(src)} to {list(out.shape)}")
+    return ctx.g.op("tile", xr, repeats=repeats, out=out.name)
+
+
+@register("aten::constant_pad_nd", "aten::pad")
+def aten_pad(ctx: Context, node: Node) -> Ref:
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(self, pad, str mode, float? value).
+
+    Pad pairs run from the last axis; modes constant, reflect and replicate.
+    """
+    x = node.args[0]
+    pad = list(node.args[1])
+    if node.kind == "aten::pad":
+        mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value")
+    else:
+        mode, value = "constant", _arg(node, 2, "value", 0.0)
+    if mode not in ("constant", "reflect", "replicate"):
+        raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
+    if any(p < 0 for p in pad):
+        raise TranslationError(f"{node.where()}: negative padding (cropping) is not supported yet")
+    pairs = [(0, 0)] * x.rank
+    for i in range(len(pad) // 2):
+        pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    # tract spells the specification's 'replicate' border 'replicated'.
+    border = "replicated" if (mode == "replicate" and ctx.tract) else mode
+    attrs: dict[str, Any] = {"padding": pairs, "border": border}
+    if mode == "constant":
+        attrs["value"] = float(value or 0.0)
+    return ctx.g.op("pad", ctx.ref(x), out=node.outputs[0].name, **attrs)
+
+
+def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
+    if not ctx.tract:
+        raise TranslationError(f"{node.where()}: {node.kind} needs a gather, which the NNEF specification lacks")
+    ctx.g.need("tract_registry tract_core")
+    return ctx.g.op("tract_core_gather", ctx.ref(data), ctx.ref(indices), axis=axis, out=node.outputs[0].name)
+
+
+@register("aten::embedding")
+def aten_embedding(ctx: Context, node: Node) -> Ref:
+    """embedding(Tensor weight, Tensor indices, ...) -> weight[indices]."""
+    return _gather(ctx, node, node.args[0], node.args[1], 0)
+
+
+@register("aten::index_select")
+def aten_index_select(ctx: Context, node: Node) -> Ref:
+    """index_select(Tensor self, int dim, Tensor index) -> Tensor."""
+    x = node.args[0]
+    return _gather(ctx, node, x, node.args[2], _axis(node.args[1], x.rank))
+
+
+def _reduce_axes(x: Value, dims: Any) -> list[int]:
+    if dims is None or dims == []:
+        return list(range(x.rank))
+    dims = [dims] if isinstance(dims, int) else dims
+    return sorted(_axis(d, x.rank) for d in dims)
+
+
+def _reduce(ctx: Context, op: str, x: Value, axes: list[int], keep: bool, out: str) -> Ref:
+    y = ctx.g.op(op, ctx.ref(x), axes=axes, out=out if keep else out + "_keep")
+    return y if keep or not axes else ctx.g.op("squeeze", y, axes=axes, out=out)
+
+
+@register("aten::amax", "aten::amin")
+def aten_amax(ctx: Context, node: Node) -> Ref:
+    """amax/amin(Tensor self, int[] dim=[], bool keepdim=False) -> Tensor."""
+    x = node.args[0]
+    op = "max_reduce" if node.kind == "aten::amax" else "min_reduce"
+    axes = _reduce_axes(x, _arg(node, 1, "dim"))
+    return _reduce(ctx, op, x, axes, bool(_arg(node, 2, "keepdim", False)), node.outputs[0].name)
+
+
+@register("aten::max", "aten::min")
+def aten_max_dim(ctx: Context, node: Node) -> list[Ref]:
+    """max.dim/min.dim(Tensor self, int dim, bool keepdim=False) -> (values, indices); max(self)."""
+    x = node.args[0]
+    red = "max_reduce" if node.kind == "aten::max" else "min_reduce"
+    if len(node.outputs) == 1:  # max(self): over every axis
+        return [_reduce(ctx, red, x, list(range(x.rank)), False, node.outputs[0].name)]
+    axis = _axis(node.args[1], x.rank)
+    keep = bool(_arg(node, 2, "keepdim", False))
+    values = _reduce(ctx, red, x, [axis], keep, node.outputs[0].name)
+    arg = "argmax_reduce" if node.kind == "aten::max" else "argmin_reduce"
+    indices = _reduce(ctx, arg, x, [axis], keep, node.outputs[1].name)
+    return [values, indices]
+
+
+@register("aten::argmax", "aten::argmin")
+def aten_argmax(ctx: Context, node: Node) -> Ref:
+    """argmax/argmin(Tensor self, int? dim=None, bool keepdim=False) -> Tensor."""
+    x = node.args[0]
+    dim = _arg(node, 1, "dim")
+    op = "argmax_reduce" if node.kind == "aten::argmax" else "argmin_reduce"
+    keep = bool(_arg(node, 2, "keepdim", False))
+    if dim is None:
+        flat = ctx.g.op("reshape", ctx.ref(x), shape=[-1])
+        return ctx.g.op("squeeze", ctx.g.op(op, flat, axes=[0]), axes=[0], out=node.outputs[0].name)
+    return _reduce(ctx, op, x, [_axis(dim, x.rank)], keep, node.outputs[0].name)
+
+
+@register("aten::var", "aten::std")
+def aten_var(ctx: Context, node: Node) -> Ref:
+    """var/std.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)."""
+    x = node.args[0]
+    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
+    dims = node.args[1] if len(node.args) > 1 and not isinstance(node.args[1], dict) else None
+    axes = _reduce_axes(x, dims)
+    correction = kwargs.get("correction", 1)
+    correction = 1 if correction is None else correction
+    keep = bool(kwargs.get("keepdim", False))
+    count = 1
+    for a in axes:
+        if not isinstance(x.shape[a], int):
+            raise TranslationError(f"{node.where()}: variance over a dynamic axis is not supported yet")
+        count *= x.shape[a]
+    g, xr = ctx.g, ctx.ref(x)
+    centered = g.op("sub", xr, g.op("mean_reduce", xr, axes=axes))
+    total = g.op("sum_reduce", g.op("sqr", centered), axes=axes)
+    var = g.op("div", total, float(max(count - correction, 0)))
+    if node.kind == "aten::std":
+        var = g.op("sqrt", var)
+    out = node.outputs[0].name
+    return g.op("copy", var, out=out) if keep else g.op("squeeze", var, axes=axes, out=out)
+
+
 def symint_literal(v: Any) -> Any:
     """A symbolic integer argument as an NNEF expression."""
     return Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v
