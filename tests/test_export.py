@@ -129,6 +129,32 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ("argmax", Fn(lambda x: x.argmax(1)), (r(3, 7),), True),
     ("argmin-flat", Fn(lambda x: x.argmin()), (r(3, 7),), True),
     ("var", Fn(lambda x: x.var(1)), (r(3, 7),), True),
+    (
+        "masked-fill-inf",
+        Fn(lambda x: x.masked_fill(x > 0.5, float("-inf")).softmax(-1) + x.masked_fill(x < 0, 2.0)),
+        (r(3, 7),),
+        True,
+    ),
+    ("full-like", Fn(lambda x: torch.full_like(x, 3.5) + torch.zeros_like(x) * torch.ones_like(x)), (r(2, 3),), True),
+    ("sdpa", Fn(nn.functional.scaled_dot_product_attention), (r(2, 4, 5, 8), r(2, 4, 6, 8), r(2, 4, 6, 8)), True),
+    (
+        "sdpa-causal-scale",
+        Fn(lambda q, k, v: nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)),
+        (r(1, 2, 5, 8), r(1, 2, 5, 8), r(1, 2, 5, 8)),
+        True,
+    ),
+    (
+        "sdpa-bool-mask",
+        Fn(lambda q, k, v, m: nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)),
+        (r(1, 2, 4, 8), r(1, 2, 6, 8), r(1, 2, 6, 8), torch.arange(24).reshape(4, 6) % 3 != 0),
+        True,
+    ),
+    (
+        "sdpa-float-mask",
+        Fn(lambda q, k, v, m: nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)),
+        (r(1, 2, 4, 8), r(1, 2, 6, 8), r(1, 2, 6, 8), r(1, 1, 4, 6)),
+        True,
+    ),
     ("std-keepdim-biased", Fn(lambda x: x.std(-1, keepdim=True, correction=0)), (r(3, 7),), True),
 ]
 
@@ -306,3 +332,24 @@ def test_non_tensor_outputs_are_dropped_with_a_warning(tmp_path, caplog):
     path = export_model_to_nnef(Mixed(), torch.randn(2, 3), tmp_path / "m.nnef", TractNNEF(check_io=True))
     assert [n for n, _, _ in TractModel(path).outputs] == ["output_0", "output_1"]
     assert "NoneType among its outputs" in caplog.text and "int among its outputs" in caplog.text
+
+
+class TinyEncoder(nn.Module):
+    """A BERT-style encoder layer: multi-head attention with a key padding mask, then a GELU MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation="gelu", batch_first=True)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.embed(ids), src_key_padding_mask=mask)
+
+
+def test_transformer_encoder_layer(tmp_path):
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    export_model_to_nnef(
+        TinyEncoder(), (ids, mask), tmp_path / "enc.nnef.tgz", TractNNEF(check_io=True), input_names=["ids", "mask"]
+    )

@@ -53,6 +53,7 @@ class NNEFBuilder:
         self.lines: list[str] = []
         self.extensions: list[str] = []
         self.variables: dict[str, Any] = {}
+        self._variable_refs: dict[str, Ref] = {}
         self._used: set[str] = set()
 
     def need(self, extension: str) -> None:
@@ -92,13 +93,18 @@ class NNEFBuilder:
         return ref
 
     def variable(self, tensor: Any, label: str) -> Ref:
-        """Declares a weight stored as ``<label>.dat``."""
+        """Declares a weight stored as ``<label>.dat`` (once per label: the same label gives the
+        same ref, so callers must use one label per content).
+        """
+        if label in self._variable_refs:
+            return self._variable_refs[label]
         array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
         ref = self.fresh(label.replace(".", "_").replace("/", "_"))
         kind = "scalar" if array.dtype.kind == "f" else "logical" if array.dtype == bool else "integer"
         shape = "[" + ", ".join(str(d) for d in array.shape) + "]"
         self.lines.append(f"{ref} = variable<{kind}>(label = {literal(label)}, shape = {shape});")
         self.variables[label] = tensor
+        self._variable_refs[label] = ref
         return ref
 
     def document(self, name: str, inputs: list[Ref], outputs: list[Ref], header: list[str]) -> str:

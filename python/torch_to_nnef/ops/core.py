@@ -782,6 +782,99 @@ def aten_var(ctx: Context, node: Node) -> Ref:
     return g.op("copy", var, out=out) if keep else g.op("squeeze", var, axes=axes, out=out)
 
 
+_NP_DTYPES = {
+    "f16": "float16",
+    "f32": "float32",
+    "f64": "float64",
+    "i8": "int8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+    "u8": "uint8",
+    "bool": "bool",
+}
+
+
+def _scalar(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
+    """A scalar operand: an NNEF literal when it has one, else a one-element variable."""
+    import math
+
+    import numpy as np
+
+    if dtype.startswith("f") and isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    if dtype == "bool" or not dtype.startswith("f"):
+        if isinstance(value, bool) or (dtype != "bool" and isinstance(value, int)):
+            return value if dtype != "bool" else bool(value)
+    array = np.full((1,) * rank, value, dtype=_NP_DTYPES[dtype])
+    return ctx.g.variable(array, f"constant_{dtype}_{str(value).replace('-', 'minus_')}_r{rank}")
+
+
+@register("aten::masked_fill")
+def aten_masked_fill(ctx: Context, node: Node) -> Ref:
+    """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> where(mask, value, self)."""
+    out = node.outputs[0]
+    x, mask, value = node.args[:3]
+    fill = _align(ctx, value, out.rank, out) if isinstance(value, Value) else _scalar(ctx, value, out.dtype, out.rank)
+    return ctx.g.op("select", _align(ctx, mask, out.rank, out), fill, _align(ctx, x, out.rank, out), out=out.name)
+
+
+@register("aten::zeros_like", "aten::ones_like", "aten::full_like")
+def aten_full_like(ctx: Context, node: Node) -> Ref:
+    """zeros_like/ones_like(Tensor self, *, dtype...); full_like(Tensor self, Scalar fill_value, ...)."""
+    out = node.outputs[0]
+    value = {"aten::zeros_like": 0, "aten::ones_like": 1}.get(node.kind)
+    if value is None:
+        value = node.args[1]
+    import numpy as np
+
+    array = np.full((1,) * out.rank, value, dtype=_NP_DTYPES[out.dtype])
+    one = ctx.g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
+    repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
+    return ctx.g.op("tile", one, repeats=repeats, out=out.name)
+
+
+_NEG = -3.4028234663852886e38  # lowest f32: masked scores vanish in the softmax
+
+
+@register("aten::scaled_dot_product_attention")
+def aten_sdpa(ctx: Context, node: Node) -> Ref:
+    """scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
+    float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False).
+
+    Expanded as matmul, scale, mask, softmax, matmul (dropout is off at inference).
+    """
+    import numpy as np
+
+    q, k, v = node.args[:3]
+    mask = _arg(node, 3, "attn_mask")
+    causal = bool(_arg(node, 5, "is_causal", False))
+    scale = _arg(node, 6, "scale")
+    if _arg(node, 7, "enable_gqa", False) and q.shape[-3] != k.shape[-3]:
+        raise TranslationError(f"{node.where()}: grouped-query attention is not supported yet")
+    head = q.shape[-1]
+    if scale is None:
+        if not isinstance(head, int):
+            raise TranslationError(f"{node.where()}: attention with a dynamic head size needs an explicit scale")
+        scale = 1.0 / float(np.sqrt(head))
+    g, out = ctx.g, node.outputs[0]
+    rank = max(q.rank, k.rank)
+    qr, kr, vr = (_align(ctx, t, rank, out) for t in (q, k, v))
+    scores = g.op("mul", g.op("matmul", qr, kr, transposeA=False, transposeB=True), float(scale))
+    if causal:
+        lq, lk = q.shape[-2], k.shape[-2]
+        if not (isinstance(lq, int) and isinstance(lk, int)):
+            raise TranslationError(f"{node.where()}: causal attention over a dynamic length is not supported yet")
+        keep = np.tril(np.ones((lq, lk), dtype=bool), k=lk - lq)
+        mask_ref = g.variable(np.broadcast_to(keep, (1,) * (rank - 2) + keep.shape).copy(), f"sdpa_causal_{lq}x{lk}")
+        scores = g.op("select", mask_ref, scores, _NEG)
+    if mask is not None:
+        m = _align(ctx, mask, rank, out)
+        scores = g.op("select", m, scores, _NEG) if mask.dtype == "bool" else g.op("add", scores, m)
+    weights = g.op("softmax", scores, axes=[rank - 1])
+    return g.op("matmul", weights, vr, transposeA=False, transposeB=False, out=out.name)
+
+
 def symint_literal(v: Any) -> Any:
     """A symbolic integer argument as an NNEF expression."""
     return Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v
