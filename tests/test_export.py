@@ -129,6 +129,13 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ("argmax", Fn(lambda x: x.argmax(1)), (r(3, 7),), True),
     ("argmin-flat", Fn(lambda x: x.argmin()), (r(3, 7),), True),
     ("var", Fn(lambda x: x.var(1)), (r(3, 7),), True),
+    ("softplus", nn.Softplus(beta=2.0, threshold=5.0), (r(2, 8) * 4,), True),
+    ("mish", nn.Mish(), (r(2, 8) * 4,), True),
+    ("softsign", nn.Softsign(), (r(2, 8) * 4,), True),
+    ("prelu-channels", nn.PReLU(3, init=0.1), (r(2, 3, 5),), True),
+    ("prelu-single", nn.PReLU(), (r(2, 4),), True),
+    ("glu", nn.GLU(dim=1), (r(2, 6, 3),), True),
+    ("groupnorm", nn.GroupNorm(2, 4), (r(2, 4, 3, 3),), True),
     (
         "masked-fill-inf",
         Fn(lambda x: x.masked_fill(x > 0.5, float("-inf")).softmax(-1) + x.masked_fill(x < 0, 2.0)),

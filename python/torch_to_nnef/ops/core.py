@@ -217,6 +217,88 @@ def aten_celu(ctx: Context, node: Node) -> Ref:
     return g.op("add", g.op("max", x, 0.0), g.op("min", negative, 0.0), out=node.outputs[0].name)
 
 
+def _softplus(ctx: Context, x: Ref, beta: float, threshold: float) -> Ref:
+    g = ctx.g
+    bx = g.op("mul", x, beta) if beta != 1.0 else x
+    soft = g.op("log", g.op("add", g.op("exp", bx), 1.0))
+    if beta != 1.0:
+        soft = g.op("div", soft, beta)
+    return g.op("select", g.op("gt", bx, threshold), x, soft)
+
+
+@register("aten::softplus")
+def aten_softplus(ctx: Context, node: Node) -> Ref:
+    """softplus(Tensor self, Scalar beta=1, Scalar threshold=20): linear above the threshold."""
+    beta, threshold = float(_arg(node, 1, "beta", 1.0)), float(_arg(node, 2, "threshold", 20.0))
+    return ctx.g.op("copy", _softplus(ctx, ctx.ref(node.args[0]), beta, threshold), out=node.outputs[0].name)
+
+
+@register("aten::mish")
+def aten_mish(ctx: Context, node: Node) -> Ref:
+    """mish(Tensor self) = x * tanh(softplus(x))."""
+    x = ctx.ref(node.args[0])
+    return ctx.g.op("mul", x, ctx.g.op("tanh", _softplus(ctx, x, 1.0, 20.0)), out=node.outputs[0].name)
+
+
+@register("aten::softsign")
+def aten_softsign(ctx: Context, node: Node) -> Ref:
+    """softsign(Tensor self) = x / (1 + |x|)."""
+    x = ctx.ref(node.args[0])
+    return ctx.g.op("div", x, ctx.g.op("add", ctx.g.op("abs", x), 1.0), out=node.outputs[0].name)
+
+
+@register("aten::prelu")
+def aten_prelu(ctx: Context, node: Node) -> Ref:
+    """prelu(Tensor self, Tensor weight): one slope, or one per channel (axis 1)."""
+    x, w = node.args[0], node.args[1]
+    g = ctx.g
+    slope = ctx.ref(w)
+    if x.rank >= 2 and w.rank == 1:
+        slope = g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "_channels")
+    elif x.rank == 1 and w.rank == 1:
+        slope = ctx.ref(w)
+    xr = ctx.ref(x)
+    return g.op("select", g.op("gt", xr, 0.0), xr, g.op("mul", xr, slope), out=node.outputs[0].name)
+
+
+@register("aten::glu")
+def aten_glu(ctx: Context, node: Node) -> Ref:
+    """glu(Tensor self, int dim=-1) = first half * sigmoid(second half)."""
+    x = node.args[0]
+    axis = _axis(_arg(node, 1, "dim", -1), x.rank)
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise TranslationError(f"{node.where()}: glu over a dynamic axis is not supported yet")
+    half = size // 2
+    a = _slice(ctx, x, axis, 0, half, 1, node.outputs[0].name + "_a")
+    b = _slice(ctx, x, axis, half, size, 1, node.outputs[0].name + "_b")
+    return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=node.outputs[0].name)
+
+
+@register("aten::group_norm")
+def aten_group_norm(ctx: Context, node: Node) -> Ref:
+    """group_norm(Tensor input, int num_groups, Tensor? weight, Tensor? bias, float eps=1e-05)."""
+    x = node.args[0]
+    groups = node.args[1]
+    w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
+    eps = float(_arg(node, 4, "eps", 1e-5))
+    if not isinstance(x.shape[0], int) or not isinstance(x.shape[1], int):
+        raise TranslationError(f"{node.where()}: group_norm with dynamic batch or channels is not supported yet")
+    g, out = ctx.g, node.outputs[0]
+    grouped = g.op("reshape", ctx.ref(x), shape=[x.shape[0], groups, -1])
+    mean = g.op("mean_reduce", grouped, axes=[2])
+    centered = g.op("sub", grouped, mean)
+    var = g.op("mean_reduce", g.op("sqr", centered), axes=[2])
+    normed = g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
+    y = g.op("reshape", normed, shape=[d if isinstance(d, int) else 0 for d in x.shape])
+    channel_axes = [0, *range(2, x.rank)]
+    if w is not None:
+        y = g.op("mul", y, g.op("unsqueeze", ctx.ref(w), axes=channel_axes))
+    if b is not None:
+        y = g.op("add", y, g.op("unsqueeze", ctx.ref(b), axes=channel_axes))
+    return g.op("copy", y, out=out.name)
+
+
 @register("aten::hardsigmoid", "aten::hardswish")
 def aten_hard(ctx: Context, node: Node) -> Ref:
     """hardsigmoid(x) = clamp(x / 6 + 0.5, 0, 1); hardswish(x) = x * hardsigmoid(x)."""
