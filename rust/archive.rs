@@ -227,10 +227,3 @@ pub fn scan_folder(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-/// Validates a label list without writing (used by callers that prepare archives).
-pub fn validate_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<()> {
-    labels
-        .into_iter()
-        .try_for_each(|l| validate_label("tensor", l))
-}

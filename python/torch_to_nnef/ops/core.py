@@ -955,8 +955,3 @@ def aten_sdpa(ctx: Context, node: Node) -> Ref:
         scores = g.op("select", m, scores, _NEG) if mask.dtype == "bool" else g.op("add", scores, m)
     weights = g.op("softmax", scores, axes=[rank - 1])
     return g.op("matmul", weights, vr, transposeA=False, transposeB=False, out=out.name)
-
-
-def symint_literal(v: Any) -> Any:
-    """A symbolic integer argument as an NNEF expression."""
-    return Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v
