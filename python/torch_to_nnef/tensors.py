@@ -172,13 +172,10 @@ def write_dats(
     """
     labels = list(tensors)
     _rust.check_labels(labels)
-    for label in labels:  # metadata checks up front: nothing is written if one fails
-        t = tensors[label]
-        if not isinstance(t, (np.ndarray, _rust.Q40Tensor)) and getattr(t, "device", None) is not None:
-            if t.device.type == "meta":
-                as_numpy(t, name=label, bf16=bf16)
-            elif t.device.type != "cpu":
-                _check_torch_dtype(t, label, bf16)
+    for label in labels:  # device tensors checked up front on empty slices: nothing written if one fails
+        t: Any = tensors[label]
+        if not _on_cpu(t):
+            as_numpy(t.detach().reshape(-1)[:0], name=label, bf16=bf16)
     local = {k: _prepare(v, k, bf16) for k, v in tensors.items() if _on_cpu(v)}
     _rust.write_dats(os.fspath(directory), local, flavor=target, q4_0_legacy=q4_0_legacy, overwrite=overwrite)
     for label, t in tensors.items():
@@ -188,29 +185,6 @@ def write_dats(
         path.parent.mkdir(parents=True, exist_ok=True)
         write_dat(path, t, target=target, q4_0_legacy=q4_0_legacy, overwrite=overwrite, bf16=bf16)
     return {label: Path(directory, f"{label}.dat") for label in labels}
-
-
-def _check_torch_dtype(t: torch.Tensor, name: str, bf16: Bf16Policy) -> None:
-    import torch
-
-    if t.dtype == torch.bfloat16 and bf16 != "error":
-        return
-    supported = {
-        torch.float16,
-        torch.float32,
-        torch.float64,
-        torch.int8,
-        torch.int16,
-        torch.int32,
-        torch.int64,
-        torch.uint8,
-        torch.uint16,
-        torch.uint32,
-        torch.uint64,
-        torch.bool,
-    }
-    if t.dtype not in supported:
-        as_numpy(t[:0] if t.dim() else t.reshape(1)[:0], name=name, bf16=bf16)
 
 
 def read_dat(path: PathLike) -> np.ndarray | _rust.Q40Tensor:
