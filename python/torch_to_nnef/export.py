@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef import ops
+from torch_to_nnef import op as ops
 from torch_to_nnef.archive import write_nnef_archive
 from torch_to_nnef.capture import capture
 from torch_to_nnef.debug_bundle import write_debug_bundle

@@ -7,7 +7,7 @@ from typing import Any
 from torch_to_nnef.errors import T2NError
 from torch_to_nnef.ir import Node, SymInt, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.ops.registry import Context, register
+from torch_to_nnef.op.registry import Context, register
 
 
 class TranslationError(T2NError, ValueError):

@@ -1,6 +1,6 @@
 """Generates ``docs/supported_ops.md`` from the op registry.
 
-python -m torch_to_nnef.ops.coverage docs/supported_ops.md
+python -m torch_to_nnef.op.coverage docs/supported_ops.md
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from torch_to_nnef.ops import lookup, supported_kinds
+from torch_to_nnef.op import lookup, supported_kinds
 
 
 def render() -> str:
@@ -24,7 +24,7 @@ def render() -> str:
         [
             "# Supported ATen operators",
             "",
-            "Generated from the op registry by `python -m torch_to_nnef.ops.coverage docs/supported_ops.md`;",
+            "Generated from the op registry by `python -m torch_to_nnef.op.coverage docs/supported_ops.md`;",
             "a test fails when this file is stale.",
             "",
             f"{len(rows)} kinds.",

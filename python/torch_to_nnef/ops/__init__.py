@@ -1,6 +1,0 @@
-"""ATen -> NNEF translations. Importing this package registers them all."""
-
-from torch_to_nnef.ops import core  # noqa: F401  (registration side effect)
-from torch_to_nnef.ops.registry import Context, lookup, register, supported_kinds
-
-__all__ = ["Context", "lookup", "register", "supported_kinds"]
