@@ -76,14 +76,20 @@ pub struct TractModel {
     properties: Vec<(String, String)>,
 }
 
-fn facts(model: &TypedModel, outlets: &[OutletId]) -> Result<Vec<IoFact>> {
+/// Inputs are named after their source node (an outlet's label may be an output's name when the
+/// graph passes an input straight through); outputs after their outlet label.
+fn facts(model: &TypedModel, outlets: &[OutletId], by_label: bool) -> Result<Vec<IoFact>> {
     outlets
         .iter()
         .map(|o| {
             let fact = model.outlet_fact(*o).map_err(Error::tract)?;
+            let label = if by_label {
+                model.outlet_label(*o)
+            } else {
+                None
+            };
             Ok(IoFact {
-                name: model
-                    .outlet_label(*o)
+                name: label
                     .map(str::to_string)
                     .unwrap_or_else(|| model.node(o.node).name.clone()),
                 dtype: format!("{:?}", fact.datum_type),
@@ -156,8 +162,8 @@ impl TractModel {
         .map_err(Error::tract)?;
         let model = bind_symbols(model, symbols)?;
         // Names as the document gives them: optimization may rename the nodes it fuses.
-        let inputs = facts(&model, model.input_outlets().map_err(Error::tract)?)?;
-        let outputs = facts(&model, model.output_outlets().map_err(Error::tract)?)?;
+        let inputs = facts(&model, model.input_outlets().map_err(Error::tract)?, false)?;
+        let outputs = facts(&model, model.output_outlets().map_err(Error::tract)?, true)?;
         let mut properties: Vec<(String, String)> = model
             .properties
             .iter()

@@ -69,13 +69,22 @@ def _source_line(node: torch.fx.Node) -> str:
     return f"{file}:{line} in {func}: {code.strip()}"
 
 
-def _module_path(node: torch.fx.Node) -> str:
+def _module_path(node: torch.fx.Node) -> tuple[str, str]:
+    """The dotted path and class name of the innermost module that ran ``node``."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
-        return ""
+        return "", ""
     path, kind = list(stack.values())[-1]
     name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
-    return f"{path} ({name})" if path else name
+    return _clean_path(path), name
+
+
+def _clean_path(path: str) -> str:
+    """``L['self'].encoder.layers[0]`` or ``encoder.layers.0`` -> ``encoder.layers.0``."""
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    path = re.sub(r"\[['\"]([^'\"]+)['\"]\]", r".\1", path)
+    return path.strip(".")
 
 
 def capture(
@@ -197,12 +206,14 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)
+            module_path, module_class = _module_path(node)
             nodes.append(
                 Node(
                     kind=kind,
                     args=args,
                     outputs=tuple(o for o in outs if o is not None),
-                    module_path=_module_path(node),
+                    module_path=module_path,
+                    module_class=module_class,
                     source=_source_line(node),
                 )
             )

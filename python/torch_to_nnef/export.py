@@ -6,7 +6,8 @@ import datetime
 import logging
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from torch_to_nnef.errors import (
 )
 from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF
 from torch_to_nnef.ir import Graph, Node, Value
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref, literal
+from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
+from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.tract import TractModel, check_outputs
 
 LOGGER = logging.getLogger(__name__)
@@ -89,13 +91,26 @@ def export_metadata(model: torch.nn.Module, target: InferenceTarget) -> dict[str
 
     kind = "TractNNEF" if target.is_tract else "KhronosNNEF"
     cls = type(model)
-    return {
+    props = {
         "torch_to_nnef_version": __version__,
         "torch_version": torch.__version__,
         "inference_target": f"{kind} {target.version}",
         "exported_class": f"{cls.__module__}.{cls.__qualname__}",
         "export_date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if isinstance(target, TractNNEF):
+        if target.dump_identity_properties:
+            import getpass
+            import socket
+
+            props["hostname"] = socket.gethostname()
+            props["user"] = getpass.getuser()
+            props["command_line"] = " ".join(sys.argv)
+        clash = sorted(set(props) & set(target.specific_properties or {}))
+        if clash:
+            raise NameClashError(f"specific_properties may not redefine {clash}: the exporter writes these itself")
+        props.update(target.specific_properties or {})
+    return props
 
 
 def translate(
@@ -104,18 +119,25 @@ def translate(
     input_names: Sequence[str],
     output_names: Sequence[str],
     properties: dict[str, str] | None = None,
+    naming_scheme: str = "natural_verbose",
+    custom_extensions: Sequence[str] = (),
+    opaque: Mapping[str, extractors.ModuleInfoExtractor] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Translates a captured graph to an NNEF document and its tensors."""
-    missing = _unsupported(graph)
+    opaque = opaque or {}
+    missing = [n for n in _unsupported(graph) if n.kind not in opaque]
     if missing:
         kinds = sorted({n.kind for n in missing})
         lines = "\n".join(_describe(n) for n in missing)
         raise UnsupportedOpsError(
             f"{len(missing)} operation(s) of {len(kinds)} kind(s) cannot be exported yet ({', '.join(kinds)}):\n{lines}"
         )
-    g = NNEFBuilder(tract=target.is_tract)
+    g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme)
+    g.reserve([*input_names, *output_names])
     for letter in graph.symbols:
         g.need(f"tract_symbol {letter}")
+    for extension in custom_extensions:
+        g.need(extension)
     labels: dict[int, Ref] = {}
 
     def declare(v: Value) -> Ref:
@@ -127,22 +149,29 @@ def translate(
             labels[key] = g.variable(p.tensor, p.torch_name)
         return labels[key]
 
-    ctx = ops.Context(g=g, tract=target.is_tract, declare=declare)
+    ctx = ops.Context(g=g, tract=target.is_tract, declare=declare, target=target)
     input_refs = []
     for v, name in zip(graph.inputs, input_names):
         ref = g.external(v, name)
         ctx.refs[v.name] = ref
         input_refs.append(ref)
     for node in graph.nodes:
-        translation = ops.lookup(node.kind)
-        assert translation is not None  # checked above
-        result = translation(ctx, node)
+        g.scope = node.module_path.replace(".", "_")
+        extractor = opaque.get(node.kind)
+        if extractor is not None:
+            g.scope = extractor.path.replace(".", "_")
+            for v in node.args[0]:
+                ctx.ref(v)
+            result = extractor.convert_to_nnef(g, node, ctx.refs, Ref("0.0"), graph, inference_target=target, ctx=ctx)
+        else:
+            translation = ops.lookup(node.kind)
+            assert translation is not None  # checked above
+            result = translation(ctx, node)
         refs: list[Ref] = [result] if isinstance(result, Ref) else list(result)
         for out, ref in zip(node.outputs, refs):
             ctx.refs[out.name] = ref
-    output_refs = []
-    for v, name in zip(graph.outputs, output_names):
-        output_refs.append(g.op("copy", ctx.ref(v), out=name))
+    g.scope = ""
+    output_refs = [g.output(ctx.ref(v), name) for v, name in zip(graph.outputs, output_names)]
     if target.is_tract:
         g.need("tract_registry tract_core")
     header = _properties_fragment(properties) if (properties and target.is_tract) else []
@@ -160,6 +189,9 @@ def export_model_to_nnef(
     debug_bundle_path: str | os.PathLike[str] | None = None,
     compression_level: int = 0,
     log_level: int = logging.INFO,
+    nnef_variable_naming_scheme: str = "natural_verbose",
+    check_io_names_qte_match: bool = True,
+    custom_extensions: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Exports ``model`` called on ``args`` to an NNEF archive for ``inference_target``.
@@ -171,7 +203,8 @@ def export_model_to_nnef(
     :mod:`torch_to_nnef.debug_bundle`).
 
     Args:
-        model: the module to export (put in eval mode; its parameters are not modified).
+        model: the module to export (run in eval mode; its parameters, mode and outputs are left
+            as they were).
         args: a tensor or a (nested) tuple/list of tensors, as ``model(*args)`` takes them.
         file_path_export: ``.nnef.tgz``, ``.nnef.tar`` or a folder path.
         inference_target: :class:`TractNNEF` or :class:`KhronosNNEF`.
@@ -180,6 +213,12 @@ def export_model_to_nnef(
         debug_bundle_path: where to write a replayable bundle if the check fails.
         compression_level: gzip level for ``.tgz``.
         log_level: logging level of this export.
+        nnef_variable_naming_scheme: how intermediate identifiers are named: ``raw``,
+            ``natural_verbose``, ``natural_verbose_camel`` or ``numeric`` (see
+            :data:`torch_to_nnef.nnef_graph.NAMING_SCHEMES`).
+        check_io_names_qte_match: with ``check_io``, also require the exported graph's inputs and
+            outputs to carry exactly the given names, in order.
+        custom_extensions: extra ``extension`` lines for ``graph.nnef`` (e.g. ``"tract_assert S <= 4096"``).
         overwrite: replace an existing output.
 
     Returns:
@@ -190,6 +229,11 @@ def export_model_to_nnef(
         raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inference_target, (TractNNEF, KhronosNNEF)):
         raise InvalidArgumentError("inference_target must be TractNNEF(...) or KhronosNNEF(...)")
+    if nnef_variable_naming_scheme not in NAMING_SCHEMES:
+        raise InvalidArgumentError(
+            f"nnef_variable_naming_scheme {nnef_variable_naming_scheme!r} is unknown: use one of {NAMING_SCHEMES}"
+        )
+    extensions = _check_extensions(custom_extensions, inference_target)
     path = Path(file_path_export)
     if not path.parent.is_dir():
         raise MissingFolderError(f"cannot write {path}: its folder {path.parent} does not exist")
@@ -197,35 +241,73 @@ def export_model_to_nnef(
     input_names = list(input_names or [f"input_{i}" for i in range(len(flat_args))])
     if len(input_names) != len(flat_args):
         raise NameClashError(f"{len(input_names)} input names for {len(flat_args)} input tensors")
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
-    output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
-    if len(output_names) != len(expected):
-        raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
-    names = input_names + output_names
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise NameClashError(f"names used more than once among inputs and outputs: {clashes}")
-    for n in names:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
-            raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
-    graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
-    doc, tensors = translate(
-        graph, inference_target, input_names, output_names, export_metadata(model, inference_target)
-    )
-    written = write_nnef_archive(
-        path,
-        doc,
-        tensors,
-        compression_level=compression_level,
-        target="tract" if inference_target.is_tract else "khronos",
-        overwrite=overwrite,
-    )
-    LOGGER.info("exported %s to %s", type(model).__name__, written)
-    if inference_target.check_io:
-        _check(model, flat_args, expected, written, inference_target, input_names, output_names, debug_bundle_path)
+    try:
+        with torch.no_grad():
+            expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
+        output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
+        if len(output_names) != len(expected):
+            raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
+        names = input_names + output_names
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise NameClashError(f"names used more than once among inputs and outputs: {clashes}")
+        for n in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
+                raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
+        with extractors.opaque(model) as opaque:
+            graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
+            doc, tensors = translate(
+                graph,
+                inference_target,
+                input_names,
+                output_names,
+                export_metadata(model, inference_target),
+                naming_scheme=nnef_variable_naming_scheme,
+                custom_extensions=extensions,
+                opaque=opaque,
+            )
+        written = write_nnef_archive(
+            path,
+            doc,
+            tensors,
+            compression_level=compression_level,
+            target="tract" if inference_target.is_tract else "khronos",
+            overwrite=overwrite,
+        )
+        LOGGER.info("exported %s to %s", type(model).__name__, written)
+        if inference_target.check_io:
+            _check(
+                model,
+                flat_args,
+                expected,
+                written,
+                inference_target,
+                input_names,
+                output_names,
+                debug_bundle_path,
+                check_io_names_qte_match,
+            )
+    finally:
+        model.train(was_training)
     return written
+
+
+def _check_extensions(extensions: Sequence[str] | None, target: InferenceTarget) -> list[str]:
+    if extensions is None:
+        return []
+    if isinstance(extensions, str) or not all(isinstance(e, str) for e in extensions):
+        raise InvalidArgumentError("custom_extensions must be a list of strings such as ['tract_assert S <= 4096']")
+    cleaned = []
+    for e in extensions:
+        e = e.strip().removeprefix("extension").strip().rstrip(";").strip()
+        if not re.fullmatch(r"[A-Za-z_][\w ,.<>=+\-*/()]*", e):
+            raise InvalidArgumentError(f"custom extension {e!r} is not a valid NNEF extension line")
+        if not target.is_tract and e.startswith("tract_"):
+            raise InvalidArgumentError(f"custom extension {e!r} is tract's: use TractNNEF")
+        cleaned.append(e)
+    return cleaned
 
 
 def _check(
@@ -237,6 +319,7 @@ def _check(
     input_names: list[str],
     output_names: list[str],
     debug_bundle_path: str | os.PathLike[str] | None,
+    names_must_match: bool = True,
 ) -> None:
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
 
@@ -248,6 +331,8 @@ def _check(
         try:
             if not loaded:
                 loaded.append(TractModel(path, registries=registries))
+                if names_must_match:
+                    _check_names(loaded[0], input_names, output_names)
             got = loaded[0].run(arrays)
             check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
         except (IOMismatchError, TractError) as exc:
@@ -283,9 +368,19 @@ def _check(
         if shape == list(a.shape):
             grown.append(a)
         elif a.dtype.is_floating_point:
-            grown.append(torch.randn(shape, dtype=a.dtype))
+            grown.append(torch.randn(shape, dtype=a.dtype, device=a.device))
         else:
-            grown.append(torch.randint(0, 2, shape, dtype=a.dtype))
+            low, high = (int(a.min()), int(a.max()) + 1) if a.numel() else (0, 2)
+            grown.append(torch.randint(low, high, shape, dtype=a.dtype, device=a.device))
     with torch.no_grad():
         expected2 = _flatten_outputs(model(*grown))
     run_and_compare(grown, expected2, [f"{n} (length +7)" for n in output_names])
+
+
+def _check_names(model: TractModel, input_names: list[str], output_names: list[str]) -> None:
+    got_in, got_out = [i[0] for i in model.inputs], [o[0] for o in model.outputs]
+    if got_in != input_names or got_out != output_names:
+        raise IOMismatchError(
+            f"the exported graph's inputs {got_in} and outputs {got_out} differ from the names asked for "
+            f"({input_names} -> {output_names})"
+        )

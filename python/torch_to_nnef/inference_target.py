@@ -12,6 +12,10 @@ from torch_to_nnef.tract import Tolerance
 
 OLDEST_TRACT = (0, 21, 0)
 """The oldest tract release whose NNEF dialect this exporter writes."""
+TRANSFORMERS_TRACT = (0, 21, 13)
+"""First tract release with the ``tract_transformers`` registry (rms_norm, ...)."""
+SDPA_TRACT = (0, 22, 0)
+"""First tract release with ``tract_transformers_sdpa``."""
 
 
 def _parse_version(version: str) -> tuple[int, int, int]:
@@ -32,12 +36,27 @@ class TractNNEF:
             outputs with PyTorch's.
         dynamic_axes: ``{input_or_output_name: {axis: "S"}}``; symbols are single letters.
         check_io_tolerance: tract tolerance level used by the check.
+        force_attention_inner_in_f32: in f16 models, compute attention scores and softmax in f32.
+        force_linear_accumulation_in_f32: in f16 models, run linear/matmul in f32 and cast back.
+        force_norm_in_f32: in f16 models, compute normalisations (layer, group, batch, RMS,
+            instance) in f32 and cast back.
+        reify_sdpa_operator: write ``scaled_dot_product_attention`` as tract's fused
+            ``tract_transformers_sdpa`` (tract >= 0.22.0) instead of its expansion.
+        specific_properties: extra ``key -> value`` strings stored in ``tract_core_properties``.
+        dump_identity_properties: also store the host name, user name and command line of the
+            export (off by default: archives carry no personal data unless asked).
     """
 
     version: str = "0.23.9"
     check_io: bool = False
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
     check_io_tolerance: Tolerance = "approximate"
+    force_attention_inner_in_f32: bool = False
+    force_linear_accumulation_in_f32: bool = False
+    force_norm_in_f32: bool = False
+    reify_sdpa_operator: bool = False
+    specific_properties: Mapping[str, str] | None = None
+    dump_identity_properties: bool = False
     version_tuple: tuple[int, int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,10 +75,25 @@ class TractNNEF:
                         "letter, e.g. {'input': {2: 'S'}}"
                     )
 
+        for key, value in (self.specific_properties or {}).items():
+            if not (isinstance(key, str) and isinstance(value, str)):
+                raise InvalidArgumentError(
+                    f"specific_properties must map strings to strings, got {key!r}: {type(value).__name__}"
+                )
+        if self.reify_sdpa_operator and self.version_tuple < SDPA_TRACT:
+            raise InvalidArgumentError(
+                f"reify_sdpa_operator needs tract >= {'.'.join(map(str, SDPA_TRACT))} "
+                f"(tract_transformers_sdpa); the target is {self.version}"
+            )
+
     @property
     def is_tract(self) -> bool:
         """True: tract's extensions are available."""
         return True
+
+    def has(self, feature: tuple[int, int, int]) -> bool:
+        """Whether the target tract release is at least ``feature`` (one of the ``*_TRACT`` versions)."""
+        return self.version_tuple >= feature
 
 
 @dataclass

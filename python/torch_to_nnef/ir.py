@@ -40,11 +40,15 @@ class Node:
     args: tuple[Any, ...]
     outputs: tuple[Value, ...]
     module_path: str = ""
+    """Dotted path of the innermost module that ran it (``encoder.layers.0.linear1``); "" at the top."""
+    module_class: str = ""
     source: str = ""
 
     def where(self) -> str:
-        """``module path (source line)`` for messages."""
+        """``module path (class) (source line)`` for messages."""
         place = self.module_path or "<top>"
+        if self.module_class:
+            place = f"{place} ({self.module_class})"
         return f"{place} ({self.source})" if self.source else place
 
 

@@ -45,24 +45,50 @@ def dim_literal(d: Dim) -> str:
     return str(d) if isinstance(d, int) else re.sub(r"\s+", "", d)
 
 
+NAMING_SCHEMES = ("raw", "natural_verbose", "natural_verbose_camel", "numeric")
+"""How intermediate identifiers are named: after the ATen node (``raw``: ``conv2d_1``), after the
+module path and node (``natural_verbose``: ``features_0_conv2d``; ``natural_verbose_camel``:
+``features0Conv2d``), or by a counter (``numeric``: ``v12``). Inputs and outputs keep their names.
+"""
+
+
+def _camel(text: str) -> str:
+    parts = [p for p in re.split(r"[\W_]+", text) if p]
+    return (parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])) if parts else text
+
+
 class NNEFBuilder:
     """Accumulates the body of an NNEF graph for one target."""
 
-    def __init__(self, *, tract: bool) -> None:
+    def __init__(self, *, tract: bool, naming_scheme: str = "raw") -> None:
+        if naming_scheme not in NAMING_SCHEMES:
+            raise ValueError(f"unknown naming scheme {naming_scheme!r}: use one of {', '.join(NAMING_SCHEMES)}")
         self.tract = tract
+        self.naming_scheme = naming_scheme
+        self.scope = ""
+        """The module path of the node being translated (used by the natural schemes)."""
         self.lines: list[str] = []
         self.extensions: list[str] = []
         self.variables: dict[str, Any] = {}
         self._variable_refs: dict[str, Ref] = {}
         self._used: set[str] = set()
+        self._reserved: set[str] = set()
+        self._counter = 0
 
     def need(self, extension: str) -> None:
         """Declares an extension (``tract_registry tract_core``, ``tract_symbol S``)."""
         if extension not in self.extensions:
             self.extensions.append(extension)
 
-    def fresh(self, base: str) -> Ref:
-        """A new identifier derived from ``base``."""
+    def fresh(self, base: str, *, keep: bool = False) -> Ref:
+        """A new identifier derived from ``base`` under the naming scheme (as is when ``keep``)."""
+        if not keep and self.naming_scheme == "numeric":
+            base = f"v{self._counter}"
+            self._counter += 1
+        elif not keep and self.naming_scheme.startswith("natural") and self.scope:
+            base = f"{self.scope}_{base}"
+            if self.naming_scheme == "natural_verbose_camel":
+                base = _camel(base)
         name = re.sub(r"\W", "_", base) or "t"
         if not (name[0].isalpha() or name[0] == "_"):
             name = "t_" + name
@@ -80,9 +106,26 @@ class NNEFBuilder:
         self.lines.append(f"{result} = {name}({', '.join(parts)});")
         return result
 
+    def reserve(self, names: list[str]) -> None:
+        """Keeps the graph's input and output names for :meth:`external` and :meth:`output`."""
+        self._reserved = set(names)
+        self._used.update(names)
+
+    def _claim(self, name: str) -> Ref:
+        if name in self._reserved:
+            self._reserved.discard(name)
+            return Ref(name)
+        return self.fresh(name, keep=True)
+
+    def output(self, value: Ref, name: str) -> Ref:
+        """Emits the graph output ``name`` (kept as given, whatever the naming scheme)."""
+        ref = self._claim(name)
+        self.lines.append(f"{ref} = copy({value});")
+        return ref
+
     def external(self, value: Value, name: str) -> Ref:
         """Declares a graph input."""
-        ref = self.fresh(name)
+        ref = self._claim(name)
         shape = "[" + ", ".join(dim_literal(d) for d in value.shape) + "]"
         if self.tract:
             self.lines.append(f"{ref} = tract_core_external(shape = {shape}, datum_type = '{value.dtype}');")
@@ -99,7 +142,11 @@ class NNEFBuilder:
         if label in self._variable_refs:
             return self._variable_refs[label]
         array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
-        ref = self.fresh(label.replace(".", "_").replace("/", "_"))
+        base = label.replace(".", "_").replace("/", "_")
+        if self.naming_scheme == "numeric":
+            ref = self.fresh(base)
+        else:
+            ref = self.fresh(_camel(base) if self.naming_scheme == "natural_verbose_camel" else base, keep=True)
         kind = "scalar" if array.dtype.kind == "f" else "logical" if array.dtype == bool else "integer"
         shape = "[" + ", ".join(str(d) for d in array.shape) + "]"
         self.lines.append(f"{ref} = variable<{kind}>(label = {literal(label)}, shape = {shape});")

@@ -24,6 +24,15 @@ class Context:
     tract: bool
     refs: dict[str, Ref] = field(default_factory=dict)
     declare: Callable[[Value], Ref] | None = None
+    target: Any = None
+
+    def flag(self, name: str) -> bool:
+        """A boolean option of the inference target (``force_norm_in_f32``...); False if it has none."""
+        return bool(getattr(self.target, name, False))
+
+    def tract_at_least(self, version: tuple[int, int, int]) -> bool:
+        """Whether the target is tract at ``version`` or later."""
+        return self.tract and tuple(getattr(self.target, "version_tuple", (0, 0, 0))) >= version
 
     def ref(self, v: Any) -> Any:
         """The NNEF expression of an argument: a ref for a tensor, the value itself otherwise."""

@@ -1,0 +1,253 @@
+"""Custom extractors: a user-written NNEF translation that takes over a whole submodule.
+
+Subclass :class:`ModuleInfoExtractor`, set ``MODULE_CLASS`` and write ``convert_to_nnef``; defining
+the subclass registers it. During export, every outermost submodule of that class is captured as
+one opaque node (a ``torch.library`` op whose fake implementation only derives output shapes), so
+the exporter neither traces inside it nor lets it specialise dynamic dimensions::
+
+    class ScaledTanhExtractor(ModuleInfoExtractor):
+        MODULE_CLASS = ScaledTanh
+
+        def convert_to_nnef(self, g, node, name_to_tensor, null_ref, torch_graph, **kwargs):
+            (x,) = node.args[0]
+            scale = self.variable(g, "scale")
+            return g.op("mul", g.op("tanh", name_to_tensor[x.name]), scale, out=node.outputs[0].name)
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch.utils import _pytree as pytree
+
+from torch_to_nnef.errors import T2NError
+from torch_to_nnef.ir import Graph, Node
+from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+
+LOGGER = logging.getLogger(__name__)
+
+NAMESPACE = "t2n_extract"
+_LIBRARY: torch.library.Library | None = None
+_COUNTER = itertools.count()
+
+
+class ExtractorError(T2NError, ValueError):
+    """A custom extractor that cannot be used as written (the message says why)."""
+
+
+class ModuleInfoExtractor(abc.ABC):
+    """Takes over the export of every module of class ``MODULE_CLASS``.
+
+    Attributes:
+        module: the submodule being exported.
+        path: its dotted path in the exported model (``encoder.rnn``); parameter labels start with it.
+    """
+
+    MODULE_CLASS: ClassVar[type[torch.nn.Module] | None] = None
+    _registry: ClassVar[dict[type[torch.nn.Module], type[ModuleInfoExtractor]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        target = cls.__dict__.get("MODULE_CLASS")
+        if target is None:
+            return
+        if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
+            raise ExtractorError(f"{cls.__name__}.MODULE_CLASS must be an nn.Module subclass, got {target!r}")
+        previous = ModuleInfoExtractor._registry.get(target)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            LOGGER.warning("%s replaces %s as the extractor of %s", cls.__name__, previous.__name__, target.__name__)
+        ModuleInfoExtractor._registry[target] = cls
+
+    def __init__(self, module: torch.nn.Module, path: str) -> None:
+        self.module = module
+        self.path = path
+
+    @abc.abstractmethod
+    def convert_to_nnef(
+        self,
+        g: NNEFBuilder,
+        node: Node,
+        name_to_tensor: dict[str, Ref],
+        null_ref: Ref,
+        torch_graph: Graph,
+        **kwargs: Any,
+    ) -> Ref | Sequence[Ref]:
+        """Emits the NNEF of one call of the module.
+
+        Args:
+            g: the graph builder (``g.op(...)``, :meth:`variable` for weights).
+            node: the opaque call: ``node.args[0]`` lists the tensor inputs of ``forward`` (flattened
+                in argument order, ``None`` arguments left out), ``node.outputs`` its tensor outputs
+                (flattened in the order ``forward`` returns them).
+            name_to_tensor: the NNEF identifier of every tensor already emitted, by value name.
+            null_ref: ``0.0``, for an absent optional tensor (e.g. a conv without bias).
+            torch_graph: the whole captured graph.
+            **kwargs: ``inference_target`` and ``ctx`` (the op registry's context).
+
+        Returns:
+            One identifier per output, in order.
+        """
+
+    def variable(self, g: NNEFBuilder, name: str, tensor: torch.Tensor | None = None) -> Ref:
+        """Declares the module's parameter or buffer ``name`` (or ``tensor``) as an NNEF variable
+        labelled ``<path>.<name>``.
+        """
+        if tensor is None:
+            tensor = self.module.get_parameter(name) if "." in name else getattr(self.module, name)
+        label = f"{self.path}.{name}" if self.path else name
+        return g.variable(tensor, label)
+
+
+def extractor_for(module: torch.nn.Module) -> type[ModuleInfoExtractor] | None:
+    """The registered extractor class of ``module``'s exact class, if any."""
+    return ModuleInfoExtractor._registry.get(type(module))
+
+
+def _library() -> torch.library.Library:
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = torch.library.Library(NAMESPACE, "FRAGMENT")  # type: ignore[no-untyped-call]
+    return _LIBRARY
+
+
+class _OpaqueCall:
+    """One module made opaque: a custom op whose real kernel runs the module and whose fake kernel
+    derives symbolic output shapes by probing the module at a few concrete sizes.
+    """
+
+    def __init__(self, module: torch.nn.Module, path: str, extractor: ModuleInfoExtractor) -> None:
+        self.module = module
+        self.path = path
+        self.extractor = extractor
+        self.forward = module.forward
+        self.name = f"m{next(_COUNTER)}"
+        self.kind = f"{NAMESPACE}::{self.name}"
+        self.in_spec: Any = None
+        self.out_spec: Any = None
+        lib = _library()
+        lib.define(f"{self.name}(Tensor[] xs) -> Tensor[]")  # type: ignore[no-untyped-call]
+        lib.impl(self.name, self._real, "CompositeExplicitAutograd")  # type: ignore[no-untyped-call]
+        torch.library.register_fake(self.kind, self._fake, lib=lib)
+        self.op = getattr(getattr(torch.ops, NAMESPACE), self.name)
+
+    def _call(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        args = pytree.tree_unflatten(list(xs), self.in_spec)
+        with torch.no_grad():
+            out = self.forward(*args)
+        flat, spec = pytree.tree_flatten(out)
+        if not all(isinstance(f, torch.Tensor) for f in flat):
+            kinds = sorted({type(f).__name__ for f in flat if not isinstance(f, torch.Tensor)})
+            raise ExtractorError(f"{self.path}: forward of a module with a custom extractor returned {kinds}")
+        self.out_spec = spec
+        return flat
+
+    def _real(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        inputs = {id(x) for x in xs}
+        return [f.clone() if id(f) in inputs else f for f in self._call(xs)]
+
+    def _fake(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        from torch._guards import detect_fake_mode
+
+        mode = detect_fake_mode(list(xs))
+        env = getattr(mode, "shape_env", None)
+        symbols: dict[str, Any] = {}
+        for x in xs:
+            for d in x.shape:
+                if isinstance(d, torch.SymInt) and d.node.expr.is_symbol:
+                    symbols.setdefault(str(d.node.expr), d)
+        hints = {k: _hint(s) for k, s in symbols.items()}
+
+        def probe(bump: dict[str, int]) -> list[tuple[list[int], torch.dtype]]:
+            concrete = []
+            for x in xs:
+                shape = [
+                    hints[str(d.node.expr)] + bump.get(str(d.node.expr), 0)
+                    if isinstance(d, torch.SymInt) and str(d.node.expr) in hints
+                    else int(d)
+                    for d in x.shape
+                ]
+                concrete.append(torch.empty(shape, dtype=x.dtype, device=x.device))
+            ctx = env.suppress_guards() if env is not None else contextlib.nullcontext()
+            with ctx:
+                return [([int(s) for s in o.shape], o.dtype) for o in self._call(concrete)]
+
+        base = probe({})
+        slopes: dict[str, list[list[int]]] = {}
+        for key in symbols:
+            one, two = probe({key: 1}), probe({key: 2})
+            slope = []
+            for (b, _), (o, _), (t, _) in zip(base, one, two):
+                if len(b) != len(o) or len(b) != len(t) or any(t[i] - o[i] != o[i] - b[i] for i in range(len(b))):
+                    raise ExtractorError(
+                        f"{self.path} ({type(self.module).__name__}): its output shapes do not follow its dynamic "
+                        "input dims linearly; export it without dynamic axes or reshape inside the module"
+                    )
+                slope.append([o[i] - b[i] for i in range(len(b))])
+            slopes[key] = slope
+        outs = []
+        for k, (shape, dtype) in enumerate(base):
+            sym_shape: list[Any] = []
+            for i, size in enumerate(shape):
+                dim: Any = size
+                for key, sym in symbols.items():
+                    a = slopes[key][k][i]
+                    if a:
+                        dim = dim + a * (sym - hints[key])
+                sym_shape.append(dim)
+            outs.append(torch.empty(sym_shape, dtype=dtype, device=xs[0].device if xs else "cpu"))
+        return outs
+
+    def wrapped_forward(self, *args: Any) -> Any:
+        flat, self.in_spec = pytree.tree_flatten(args)
+        if not all(isinstance(f, torch.Tensor) for f in flat):
+            kinds = sorted({type(f).__name__ for f in flat if not isinstance(f, torch.Tensor)})
+            raise ExtractorError(
+                f"{self.path} ({type(self.module).__name__}): a module with a custom extractor takes tensor "
+                f"arguments only (or None); got {kinds}"
+            )
+        outs = self.op(flat)
+        return pytree.tree_unflatten(list(outs), self.out_spec)
+
+
+def _hint(size: torch.SymInt) -> int:
+    """The example value behind a symbolic size, read without recording a guard."""
+    hint = getattr(size.node, "hint", None)
+    if hint is None:
+        raise ExtractorError(f"cannot read the example value of the symbolic size {size}")
+    return int(hint)
+
+
+@contextlib.contextmanager
+def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
+    """Makes every outermost submodule with a registered extractor opaque while the block runs.
+
+    Yields:
+        The extractor of each opaque op kind (``"t2n_extract::m3"``), for the translation step.
+    """
+    calls: list[_OpaqueCall] = []
+    skip: list[str] = []
+    for path, module in model.named_modules():
+        if any(s == "" or path.startswith(s + ".") for s in skip):
+            continue
+        cls = extractor_for(module)
+        if cls is None:
+            continue
+        skip.append(path)
+        calls.append(_OpaqueCall(module, path, cls(module, path)))
+    own = [call.module.__dict__.get("forward") for call in calls]
+    try:
+        for call in calls:
+            call.module.forward = call.wrapped_forward  # type: ignore[method-assign]
+        yield {call.kind: call.extractor for call in calls}
+    finally:
+        for call, previous in zip(calls, own):
+            if previous is None:
+                del call.module.forward
+            else:
+                call.module.forward = previous  # type: ignore[method-assign]
