@@ -1,3 +1,445 @@
 """Translations of neural-network layers: convolutions, normalisations, pooling and resizing."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from torch_to_nnef.ir import Node, Value
+from torch_to_nnef.nnef_graph import Ref
+from torch_to_nnef.op.core import TranslationError, _align, _arg, _axis
+from torch_to_nnef.op.registry import Context, register
+
+
+def _ints(value: Any, n: int) -> list[int]:
+    """An int or an int list of one or ``n`` entries, as ``n`` ints."""
+    values = [value] if isinstance(value, int) else list(value)
+    return values * n if len(values) == 1 else values
+
+
+def _static(node: Node, x: Value, axes: list[int], what: str) -> list[int]:
+    """The static sizes of ``x`` on ``axes``; a clear error when one is symbolic."""
+    dims = [x.shape[a] for a in axes]
+    if not all(isinstance(d, int) for d in dims):
+        raise TranslationError(
+            f"{node.where()}: {what} over a dynamic axis (shape {list(x.shape)}) is not supported yet"
+        )
+    return [int(d) for d in dims]
+
+
+def _channels(ctx: Context, v: Value, rank: int) -> Ref:
+    """A per-channel vector ``[C]`` as ``[1, C, 1, ...]`` against an input of rank ``rank``."""
+    return ctx.g.op("unsqueeze", ctx.ref(v), axes=[0, *range(2, rank)], out=v.name + "_channels")
+
+
+# --- convolutions -----------------------------------------------------------------------------
+
+
+@register("aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d")
+def aten_conv_transpose(ctx: Context, node: Node) -> Ref:
+    """conv_transpose2d.input(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1, SymInt[2] padding=0,
+    SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1) -> Tensor.
+
+    NNEF ``deconv``; ``output_padding`` shortens the end crop, or pads the end with the bias where it exceeds it.
+    """
+    x, w = node.args[0], node.args[1]
+    b = _arg(node, 2, "bias")
+    spatial = x.rank - 2
+    stride = _ints(_arg(node, 3, "stride", 1), spatial)
+    padding = _ints(_arg(node, 4, "padding", 0), spatial)
+    output_padding = _ints(_arg(node, 5, "output_padding", 0), spatial)
+    groups = int(_arg(node, 6, "groups", 1))
+    dilation = _ints(_arg(node, 7, "dilation", 1), spatial)
+    g, out = ctx.g, node.outputs[0]
+    if not ctx.tract:
+        return _conv_transpose_as_conv(ctx, node, stride, padding, output_padding, groups, dilation)
+    crops = [(p, p - op) if op <= p else (p, 0) for p, op in zip(padding, output_padding)]
+    overhang = [max(op - p, 0) for p, op in zip(padding, output_padding)]
+    # tract reads a deconv filter as [C_out, C_in / groups, ...] (the specification and torch: [C_in, C_out / groups]).
+    filt = _swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
+    bias: Any = 0.0
+    if b is not None and not any(overhang):
+        bias = g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
+    y = g.op(
+        "deconv",
+        ctx.ref(x),
+        filt,
+        bias,
+        border="constant",
+        padding=crops,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        out=out.name if not any(overhang) else out.name + "_deconv",
+    )
+    if not any(overhang):
+        return y
+    y = g.op("pad", y, padding=[(0, 0), (0, 0), *((0, e) for e in overhang)], border="constant", value=0.0)
+    if b is None:
+        return g.op("copy", y, out=out.name)
+    return g.op("add", y, _channels(ctx, b, x.rank), out=out.name)
+
+
+def _swap_filter_channels(ctx: Context, node: Node, w: Value, groups: int, name: str) -> Ref:
+    """A ``[C_in, C_out / groups, ...]`` filter as ``[C_out, C_in / groups, ...]`` (channels swapped per group)."""
+    c_in, c_out_g, *kernel = _static(node, w, list(range(w.rank)), "a transposed convolution's filter")
+    g = ctx.g
+    filt = g.op("reshape", ctx.ref(w), shape=[groups, c_in // groups, c_out_g, *kernel], out=name + "_grouped")
+    filt = g.op("transpose", filt, axes=[0, 2, 1, *range(3, w.rank + 1)], out=name + "_swapped")
+    return g.op("reshape", filt, shape=[groups * c_out_g, c_in // groups, *kernel], out=name)
+
+
+def _conv_transpose_as_conv(
+    ctx: Context,
+    node: Node,
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    groups: int,
+    dilation: list[int],
+) -> Ref:
+    """A transposed convolution as the specification's ``conv`` (for Khronos).
+
+    tract's reader takes ``deconv``'s filter as ``[C_out, C_in / groups, ...]`` where the specification says
+    ``[C_in, C_out / groups, ...]``, so a Khronos ``deconv`` could neither run nor be checked there. The
+    equivalent convolution reads the input with ``stride - 1`` zeros between samples, padded by
+    ``dilation * (kernel - 1) - padding`` (plus ``output_padding`` at the end), with the channel-swapped,
+    spatially flipped filter. Exact, and only operators of the specification.
+    """
+    x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
+    g, out = ctx.g, node.outputs[0]
+    rank = x.rank
+    kernel = _static(node, w, list(range(2, w.rank)), "a transposed convolution's filter")
+    sizes = _static(node, x, list(range(2, rank)), "a transposed convolution (KhronosNNEF)")
+    y = ctx.ref(x)
+    for i, (s, size) in enumerate(zip(stride, sizes)):
+        if s == 1:
+            continue
+        axis = 2 + i
+        y = g.op("unsqueeze", y, axes=[axis + 1])
+        y = g.op("pad", y, padding=[(0, s - 1) if a == axis + 1 else (0, 0) for a in range(rank + 1)], value=0.0)
+        y = g.op("reshape", y, shape=[size * s], axis_start=axis, axis_count=2)
+        y = g.op("slice", y, axes=[axis], begin=[0], end=[(size - 1) * s + 1], stride=[1])
+    pads = []
+    for i, (k, d, p, op) in enumerate(zip(kernel, dilation, padding, output_padding)):
+        before, after = d * (k - 1) - p, d * (k - 1) - p + op
+        if before < 0 or after < 0:  # more padding than kernel reach: crop the stuffed input instead
+            length = (sizes[i] - 1) * stride[i] + 1
+            y = g.op("slice", y, axes=[2 + i], begin=[max(-before, 0)], end=[length - max(-after, 0)], stride=[1])
+        pads.append((max(before, 0), max(after, 0)))
+    filt = _swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
+    for i, k in enumerate(kernel):
+        if k > 1:
+            axis = 2 + i
+            taps = [g.op("slice", filt, axes=[axis], begin=[j], end=[j + 1], stride=[1]) for j in reversed(range(k))]
+            filt = g.op("concat", taps, axis=axis, out=out.name + "_flipped")
+    bias: Any = 0.0 if b is None else g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
+    return g.op(
+        "conv",
+        y,
+        filt,
+        bias,
+        border="constant",
+        padding=pads,
+        stride=[1] * len(kernel),
+        dilation=dilation,
+        groups=groups,
+        out=out.name,
+    )
+
+
+# --- normalisations ---------------------------------------------------------------------------
+
+
+@register("aten::instance_norm")
+def aten_instance_norm(ctx: Context, node: Node) -> Ref:
+    """instance_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, Tensor? running_var,
+    bool use_input_stats, float momentum, float eps, bool cudnn_enabled) -> Tensor.
+    """
+    x = node.args[0]
+    w, b, mean, var = (
+        _arg(node, i, name) for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
+    )
+    use_input_stats = bool(_arg(node, 5, "use_input_stats", True))
+    eps = float(_arg(node, 7, "eps", 1e-5))
+    g, out = ctx.g, node.outputs[0]
+    xr = ctx.ref(x)
+    if use_input_stats or mean is None or var is None:
+        axes = list(range(2, x.rank))
+        centered = g.op("sub", xr, g.op("mean_reduce", xr, axes=axes))
+        variance = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
+        y = g.op("mul", centered, g.op("rsqrt", g.op("add", variance, eps)))
+    else:
+        centered = g.op("sub", xr, _channels(ctx, mean, x.rank))
+        y = g.op("mul", centered, g.op("rsqrt", g.op("add", _channels(ctx, var, x.rank), eps)))
+    if w is not None:
+        y = g.op("mul", y, _channels(ctx, w, x.rank))
+    if b is not None:
+        y = g.op("add", y, _channels(ctx, b, x.rank))
+    return g.op("copy", y, out=out.name)
+
+
+_EPS = {
+    "f16": float(np.finfo(np.float16).eps),
+    "f32": float(np.finfo(np.float32).eps),
+    "f64": float(np.finfo(float).eps),
+}
+
+
+@register("aten::rms_norm")
+def aten_rms_norm(ctx: Context, node: Node) -> Ref:
+    """rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, float? eps=None) -> Tensor.
+
+    ``eps=None`` is the machine epsilon of the input's dtype, as in PyTorch.
+    """
+    x = node.args[0]
+    n = len(node.args[1])
+    w = _arg(node, 2, "weight")
+    eps = _arg(node, 3, "eps")
+    eps = _EPS.get(x.dtype, _EPS["f32"]) if eps is None else float(eps)
+    g, out = ctx.g, node.outputs[0]
+    xr = ctx.ref(x)
+    mean_square = g.op("mean_reduce", g.op("sqr", xr), axes=list(range(x.rank - n, x.rank)))
+    y = g.op("mul", xr, g.op("rsqrt", g.op("add", mean_square, eps)))
+    if w is None:
+        return g.op("copy", y, out=out.name)
+    return g.op("mul", y, _align(ctx, w, out.rank, out), out=out.name)
+
+
+@register("aten::_weight_norm")
+def aten_weight_norm(ctx: Context, node: Node) -> Ref:
+    """_weight_norm(Tensor v, Tensor g, int dim=0) -> Tensor: ``v * g / ||v||`` (norm over every axis but ``dim``)."""
+    v, gain = node.args[0], node.args[1]
+    dim = _arg(node, 2, "dim", 0)
+    axes = list(range(v.rank)) if dim == -1 else [a for a in range(v.rank) if a != _axis(dim, v.rank)]
+    g, out = ctx.g, node.outputs[0]
+    vr = ctx.ref(v)
+    norm = g.op("sqrt", g.op("sum_reduce", g.op("sqr", vr), axes=axes), out=out.name + "_norm")
+    return g.op("mul", vr, g.op("div", _align(ctx, gain, v.rank, out), norm), out=out.name)
+
+
+@register("aten::baddbmm")
+def aten_baddbmm(ctx: Context, node: Node) -> Ref:
+    """baddbmm(Tensor self, Tensor batch1, Tensor batch2, *, Scalar beta=1, Scalar alpha=1) -> Tensor:
+    ``beta * self + alpha * batch1 @ batch2``.
+    """
+    s, b1, b2 = node.args[0], node.args[1], node.args[2]
+    beta, alpha = float(_arg(node, 3, "beta", 1)), float(_arg(node, 4, "alpha", 1))
+    g, out = ctx.g, node.outputs[0]
+    y = g.op("matmul", ctx.ref(b1), ctx.ref(b2), transposeA=False, transposeB=False, out=out.name + "_mm")
+    if alpha != 1.0:
+        y = g.op("mul", y, alpha)
+    if beta == 0.0:
+        return g.op("copy", y, out=out.name)
+    bias = _align(ctx, s, out.rank, out)
+    if beta != 1.0:
+        bias = g.op("mul", bias, beta)
+    return g.op("add", bias, y, out=out.name)
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+
+def _regions(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows: ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
+    """Adaptive pooling, axis by axis (both reductions are separable over a window's axes).
+
+    An axis of size 1 is a reduction, one divided evenly a strided pool; otherwise each window is sliced,
+    reduced and the results concatenated, which gives the exact windows of PyTorch.
+    """
+    x, out = node.args[0], node.outputs[0]
+    axes = list(range(2, x.rank))
+    sizes = _static(node, x, axes, "adaptive pooling")
+    wanted = [int(s) for s in out.shape[2:]]
+    g = ctx.g
+    y = ctx.ref(x)
+    pool = "avg_pool" if reduce == "mean_reduce" else "max_pool"
+    for axis, size, n in zip(axes, sizes, wanted):
+        if size == n:
+            continue
+        if n == 1:
+            y = g.op(reduce, y, axes=[axis])
+        elif size % n == 0:
+            k = size // n
+            window = [k if a == axis else 1 for a in range(x.rank)]
+            y = g.op(pool, y, size=window, stride=window, padding=[(0, 0)] * x.rank, border="ignore")
+        else:
+            parts = []
+            for start, end in _regions(size, n):
+                part = g.op("slice", y, axes=[axis], begin=[start], end=[end], stride=[1])
+                parts.append(part if end - start == 1 else g.op(reduce, part, axes=[axis]))
+            y = g.op("concat", parts, axis=axis)
+    return g.op("copy", y, out=out.name)
+
+
+@register("aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d")
+def aten_adaptive_max_pool(ctx: Context, node: Node) -> list[Ref]:
+    """adaptive_max_pool2d(Tensor self, int[2] output_size) -> (Tensor, Tensor): the values (indices are not
+    exported: a model that uses them fails with an unknown tensor).
+    """
+    return [adaptive_pool(ctx, node, "max_reduce")]
+
+
+# --- resizing ---------------------------------------------------------------------------------
+
+
+def _resize_args(node: Node, linear: bool) -> tuple[bool, list[float | None]]:
+    """``(align_corners, per-axis scale factors or None)`` from either overload of an upsample op.
+
+    ``.vec``: ``(input, output_size, [align_corners,] scale_factors)``;
+    default: ``(input, output_size, [align_corners,] scales_1, ..., scales_n)``.
+    """
+    x = node.args[0]
+    spatial = x.rank - 2
+    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
+    positional = list(node.args[:-1] if kwargs else node.args)
+    align = bool(positional[2] if linear and len(positional) > 2 else kwargs.get("align_corners", False))
+    rest = positional[3 if linear else 2 :]
+    scales: list[float | None]
+    if rest and isinstance(rest[0], (list, tuple)):
+        scales = [float(s) for s in rest[0]]
+    elif "scale_factors" in kwargs and kwargs["scale_factors"] is not None:
+        scales = [float(s) for s in kwargs["scale_factors"]]
+    else:
+        names = (
+            ["scales"]
+            if spatial == 1
+            else ["scales_h", "scales_w"]
+            if spatial == 2
+            else ["scales_d", "scales_h", "scales_w"]
+        )
+        scales = [rest[i] if i < len(rest) else kwargs.get(name) for i, name in enumerate(names)]
+    scales = [None if s is None else float(s) for s in scales]
+    scales = scales * spatial if len(scales) == 1 else scales
+    return align, scales
+
+
+def _source_scale(size: int, out: int, factor: float | None, align_corners: bool) -> float:
+    """PyTorch's step from an output coordinate to an input coordinate."""
+    if align_corners:
+        return (size - 1) / (out - 1) if out > 1 else 0.0
+    return 1.0 / factor if factor is not None and factor > 0 else size / out
+
+
+def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, align_corners: bool) -> np.ndarray:
+    """The ``[out, size]`` matrix that resizes one axis as PyTorch does (two taps for linear, one for nearest)."""
+    scale = np.float32(_source_scale(size, out, factor, align_corners))
+    m = np.zeros((out, size), dtype=np.float64)
+    dst = np.arange(out, dtype=np.float32)
+    if mode == "nearest":
+        src = np.minimum(np.floor(dst * scale).astype(np.int64), size - 1)
+        m[np.arange(out), src] = 1.0
+    elif mode == "nearest-exact":
+        src = np.minimum(np.floor((dst + np.float32(0.5)) * scale).astype(np.int64), size - 1)
+        m[np.arange(out), src] = 1.0
+    else:
+        pos = dst * scale if align_corners else np.maximum((dst + np.float32(0.5)) * scale - np.float32(0.5), 0)
+        low = np.minimum(np.floor(pos).astype(np.int64), size - 1)
+        high = np.minimum(low + 1, size - 1)
+        frac = (pos - low).astype(np.float64)
+        np.add.at(m, (np.arange(out), low), 1.0 - frac)
+        np.add.at(m, (np.arange(out), high), frac)
+    return m
+
+
+def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
+    x, out = node.args[0], node.outputs[0]
+    axes = list(range(2, x.rank))
+    sizes = _static(node, x, axes, f"{mode} resizing")
+    wanted = [int(d) for d in out.shape[2:]]
+    align, factors = _resize_args(node, linear)
+    g = ctx.g
+    if mode == "nearest" and all(
+        n % s == 0 and (f is None or f == n // s) for s, n, f in zip(sizes, wanted, factors)
+    ):  # whole factors: each sample repeated
+        factors = [n // s for s, n in zip(sizes, wanted)]
+        if ctx.tract:
+            return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
+        # tract runs the specification's nearest_upsample only through its own registry: repeat by tiling.
+        y = g.op("unsqueeze", ctx.ref(x), axes=[3 + 2 * i for i in range(len(axes))])
+        y = g.op("tile", y, repeats=[1, 1, *(r for f in factors for r in (1, f))])
+        return g.op("reshape", y, shape=[x.shape[0], x.shape[1], *wanted], out=out.name)
+    if x.rank > 4:
+        raise TranslationError(f"{node.where()}: {mode} resizing of a {x.rank}-D tensor is not supported yet")
+    y = ctx.ref(x)
+    for axis, size, n, f in zip(axes, sizes, wanted, factors):
+        if size == n and (f is None or f == 1.0):
+            continue
+        matrix = _interpolation_matrix(mode, size, n, f, align).astype(_NP_FLOAT.get(x.dtype, "float32"))
+        lead = (1,) * (x.rank - 2)
+        label = f"{out.name}_{mode.replace('-', '_')}_axis{axis}"
+        if axis == x.rank - 1:
+            m = g.variable(matrix.T.reshape(lead + matrix.T.shape).copy(), label)
+            y = g.op("matmul", y, m, transposeA=False, transposeB=False)
+        else:
+            m = g.variable(matrix.reshape(lead + matrix.shape).copy(), label)
+            y = g.op("matmul", m, y, transposeA=False, transposeB=False)
+    return g.op("copy", y, out=out.name)
+
+
+_NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
+
+
+@register("aten::upsample_nearest1d", "aten::upsample_nearest2d")
+def aten_upsample_nearest(ctx: Context, node: Node) -> Ref:
+    """upsample_nearest2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor.
+
+    Whole factors as ``nearest_upsample``, other sizes as a constant selection matrix (exact).
+    """
+    return _resize(ctx, node, "nearest", linear=False)
+
+
+@register("aten::_upsample_nearest_exact1d", "aten::_upsample_nearest_exact2d")
+def aten_upsample_nearest_exact(ctx: Context, node: Node) -> Ref:
+    """_upsample_nearest_exact2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor."""
+    return _resize(ctx, node, "nearest-exact", linear=False)
+
+
+@register("aten::upsample_linear1d", "aten::upsample_bilinear2d")
+def aten_upsample_linear(ctx: Context, node: Node) -> Ref:
+    """upsample_bilinear2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors).
+
+    Each spatial axis is a matmul with a constant interpolation matrix built from the static sizes: exact for
+    any size, scale factor and ``align_corners``, on both targets.
+    """
+    return _resize(ctx, node, "linear", linear=True)
+
+
+# --- channel rearrangements -------------------------------------------------------------------
+
+
+@register("aten::pixel_shuffle")
+def aten_pixel_shuffle(ctx: Context, node: Node) -> Ref:
+    """pixel_shuffle(Tensor self, int upscale_factor) -> Tensor: ``[..., C*r*r, H, W] -> [..., C, H*r, W*r]``."""
+    x, r = node.args[0], int(node.args[1])
+    g, b = ctx.g, x.rank - 3
+    y = g.op("reshape", ctx.ref(x), shape=[-1, r, r], axis_start=b, axis_count=1)
+    y = g.op("transpose", y, axes=[*range(b), b, b + 3, b + 1, b + 4, b + 2])
+    y = g.op("reshape", y, shape=[-1], axis_start=b + 1, axis_count=2)
+    return g.op("reshape", y, shape=[-1], axis_start=b + 2, axis_count=2, out=node.outputs[0].name)
+
+
+@register("aten::pixel_unshuffle")
+def aten_pixel_unshuffle(ctx: Context, node: Node) -> Ref:
+    """pixel_unshuffle(Tensor self, int downscale_factor) -> Tensor: ``[..., C, H*r, W*r] -> [..., C*r*r, H, W]``."""
+    x, r = node.args[0], int(node.args[1])
+    g, b = ctx.g, x.rank - 3
+    y = g.op("reshape", ctx.ref(x), shape=[-1, r], axis_start=b + 1, axis_count=1)
+    y = g.op("reshape", y, shape=[-1, r], axis_start=b + 3, axis_count=1)
+    y = g.op("transpose", y, axes=[*range(b), b, b + 2, b + 4, b + 1, b + 3])
+    return g.op("reshape", y, shape=[-1], axis_start=b, axis_count=3, out=node.outputs[0].name)
+
+
+@register("aten::channel_shuffle", "aten::native_channel_shuffle")
+def aten_channel_shuffle(ctx: Context, node: Node) -> Ref:
+    """channel_shuffle(Tensor self, SymInt groups) -> Tensor: ``[N, g*k, ...] -> [N, k*g, ...]`` (transposed groups)."""
+    x, groups = node.args[0], int(node.args[1])
+    g = ctx.g
+    y = g.op("reshape", ctx.ref(x), shape=[groups, -1], axis_start=1, axis_count=1)
+    y = g.op("transpose", y, axes=[0, 2, 1, *range(3, x.rank + 1)])
+    return g.op("reshape", y, shape=[-1], axis_start=1, axis_count=2, out=node.outputs[0].name)
