@@ -223,3 +223,59 @@ def test_without_its_extractor_the_loop_specialises_the_axis(tmp_path):
             M(), torch.randn(2, 9, 6), tmp_path / "m.nnef", TractNNEF(dynamic_axes={"x": {1: "T"}}), ["x"]
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- f16 models, target flags, attention -----------------------------------------------------------
+
+
+class HalfBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.lin(x).view(x.shape[0], x.shape[1], 2, 8).transpose(1, 2)
+        a = nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+        return self.norm(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], 16))
+
+
+@pytest.mark.parametrize(
+    ("flags", "casts"),
+    [
+        ({}, 0),
+        ({"force_linear_accumulation_in_f32": True}, 4),  # input, weight, bias up; output down
+        ({"force_norm_in_f32": True}, 4),
+        ({"force_attention_inner_in_f32": True}, 2),
+        ({"force_attention_inner_in_f32": True, "reify_sdpa_operator": True}, 2),
+    ],
+)
+def test_f16_model_with_f32_islands(tmp_path, flags, casts):
+    model = HalfBlock().half()
+    path = export_model_to_nnef(
+        model,
+        torch.randn(1, 6, 16).half(),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}, **flags),
+        input_names=["x"],
+    )
+    text = _graph_text(path)
+    assert text.count("tract_core_cast(") == casts
+    assert ("tract_transformers_sdpa(" in text) == bool(flags.get("reify_sdpa_operator"))
+    assert TractModel(path).outputs[0][1] == "F16"
+
+
+@pytest.mark.parametrize("reify", [False, True])
+def test_causal_attention_over_a_dynamic_length(tmp_path, reify):
+    class Att(nn.Module):
+        def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True)
+
+    x = torch.randn(2, 3, 7, 8)
+    export_model_to_nnef(
+        Att(),
+        (x, x.clone()),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, reify_sdpa_operator=reify, dynamic_axes={"q": {2: "S"}, "kv": {2: "S"}}),
+        input_names=["q", "kv"],
+    )

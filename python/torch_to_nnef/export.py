@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -166,7 +167,10 @@ def translate(
         else:
             translation = ops.lookup(node.kind)
             assert translation is not None  # checked above
-            result = translation(ctx, node)
+            if target.is_tract and any(ctx.flag(f) and node.kind in kinds for f, kinds in F32_FORCED.items()):
+                result = _in_f32(ctx, node, translation)
+            else:
+                result = translation(ctx, node)
         refs: list[Ref] = [result] if isinstance(result, Ref) else list(result)
         for out, ref in zip(node.outputs, refs):
             ctx.refs[out.name] = ref
@@ -177,6 +181,54 @@ def translate(
     header = _properties_fragment(properties) if (properties and target.is_tract) else []
     doc = g.document("network", input_refs, output_refs, header=header)
     return doc, g.variables
+
+
+F32_FORCED = {
+    "force_linear_accumulation_in_f32": frozenset(
+        f"aten::{k}" for k in ("linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum")
+    ),
+    "force_norm_in_f32": frozenset(
+        f"aten::{k}"
+        for k in (
+            "layer_norm",
+            "group_norm",
+            "rms_norm",
+            "instance_norm",
+            "batch_norm",
+            "_native_batch_norm_legit_no_training",
+        )
+    ),
+    "force_attention_inner_in_f32": frozenset({"aten::scaled_dot_product_attention"}),
+}
+"""The ATen kinds each ``TractNNEF.force_*_in_f32`` flag computes in f32 when the model is f16."""
+
+
+def _in_f32(ctx: ops.Context, node: Node, translation: ops.registry.Translation) -> list[Ref]:
+    """Runs ``translation`` on f32 copies of the node's f16 tensors and casts its outputs back."""
+    g = ctx.g
+
+    def up(a: Any) -> Any:
+        if isinstance(a, Value) and a.dtype == "f16":
+            wide = Value(a.name + "_f32", "f32", a.shape)
+            if wide.name not in ctx.refs:
+                ctx.refs[wide.name] = g.op("tract_core_cast", ctx.ref(a), to="f32", out=wide.name)
+            return wide
+        if isinstance(a, (list, tuple)):
+            return type(a)(up(x) for x in a)
+        if isinstance(a, dict):
+            return {k: up(v) for k, v in a.items()}
+        return a
+
+    wide_outputs = tuple(
+        Value(o.name + "_f32", "f32", o.shape) if o.dtype == "f16" else o for o in node.outputs
+    )
+    wide = dataclasses.replace(node, args=tuple(up(a) for a in node.args), outputs=wide_outputs)
+    result = translation(ctx, wide)
+    refs = [result] if isinstance(result, Ref) else list(result)
+    return [
+        g.op("tract_core_cast", r, to="f16", out=o.name) if o.dtype == "f16" else r
+        for r, o in zip(refs, node.outputs)
+    ]
 
 
 def export_model_to_nnef(
