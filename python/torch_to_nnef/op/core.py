@@ -405,7 +405,7 @@ def _pairs(values: list[int]) -> list[tuple[int, int]]:
     return [(v, v) for v in values]
 
 
-@register("aten::conv1d", "aten::conv2d")
+@register("aten::conv1d", "aten::conv2d", "aten::conv3d")
 def aten_conv(ctx: Context, node: Node) -> Ref:
     """conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[]|str padding, int[] dilation,
     int groups).
@@ -577,7 +577,7 @@ def aten_cat(ctx: Context, node: Node) -> Ref:
     )
 
 
-def _pool(ctx: Context, node: Node, op: str, border: str) -> Ref:
+def _pool(ctx: Context, node: Node, op: str, border: str, out: str | None = None) -> Ref:
     x = node.args[0]
     spatial = x.rank - 2
     kernel = list(node.args[1])
@@ -586,43 +586,63 @@ def _pool(ctx: Context, node: Node, op: str, border: str) -> Ref:
     stride = stride * (spatial // len(stride))
     padding = list(_arg(node, 3, "padding", [0]))
     padding = padding * (spatial // len(padding))
+    dilation = list(_arg(node, 4, "dilation", [1])) if op == "max_pool" else [1]
+    dilation = dilation * (spatial // len(dilation))
+    pads, xr = _pairs(padding), ctx.ref(x)
     if _arg(node, 5 if op == "max_pool" else 4, "ceil_mode", False):
-        raise TranslationError(f"{node.where()}: pooling with ceil_mode=True is not supported yet")
+        # The last windows may overhang the padded input: pad its end further, outside of any count.
+        sizes, wanted = x.shape[2:], node.outputs[0].shape[2:]
+        if not all(isinstance(d, int) for d in (*sizes, *wanted)):
+            raise TranslationError(f"{node.where()}: pooling with ceil_mode=True over a dynamic axis is not supported")
+        overhang = [
+            max(0, (n - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+            for n, s, d, k, size, p in zip(wanted, stride, dilation, kernel, sizes, padding)
+        ]
+        if any(overhang) and border == "constant":  # counted padding: explicit zeros, then an ignored overhang
+            xr = ctx.g.op("pad", xr, padding=[(0, 0), (0, 0), *pads], border="constant", value=0.0)
+            pads, border = [(0, e) for e in overhang], "ignore"
+        else:
+            pads = [(p, p + e) for p, e in zip(padding, overhang)]
+    attrs: dict[str, Any] = {"dilation": [1, 1, *dilation]} if any(d != 1 for d in dilation) else {}
     return ctx.g.op(
         op,
-        ctx.ref(x),
+        xr,
         size=[1, 1, *kernel],
         stride=[1, 1, *stride],
-        padding=[(0, 0), (0, 0), *_pairs(padding)],
+        padding=[(0, 0), (0, 0), *pads],
         border=border,
-        out=node.outputs[0].name,
+        out=out or node.outputs[0].name,
+        **attrs,
     )
 
 
 @register("aten::max_pool1d", "aten::max_pool2d")
 def aten_max_pool(ctx: Context, node: Node) -> Ref:
     """max_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode)."""
-    dilation = list(_arg(node, 4, "dilation", [1]))
-    if any(d != 1 for d in dilation):
-        raise TranslationError(f"{node.where()}: max pooling with dilation is not supported yet")
     return _pool(ctx, node, "max_pool", "ignore")
 
 
 @register("aten::avg_pool1d", "aten::avg_pool2d")
 def aten_avg_pool(ctx: Context, node: Node) -> Ref:
     """avg_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode,
-    bool count_include_pad).
+    bool count_include_pad, int? divisor_override).
     """
     include_pad = _arg(node, 5, "count_include_pad", True)
+    divisor = _arg(node, 6, "divisor_override")
+    if divisor:  # the window sums ('box'), over the given divisor
+        out = node.outputs[0].name
+        return ctx.g.op("div", _pool(ctx, node, "box", "constant", out=out + "_sum"), float(divisor), out=out)
     return _pool(ctx, node, "avg_pool", "constant" if include_pad else "ignore")
 
 
 @register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
 def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
-    """adaptive_avg_pool2d(Tensor self, SymInt[] output_size); global pooling (output size 1)."""
+    """adaptive_avg_pool2d(Tensor self, SymInt[] output_size): global pooling, strided pooling or exact windows."""
     x = node.args[0]
     if any(s != 1 for s in node.args[1]):
-        raise TranslationError(f"{node.where()}: adaptive pooling to sizes other than 1 is not supported yet")
+        from torch_to_nnef.op.nn_ops import adaptive_pool
+
+        return adaptive_pool(ctx, node, "mean_reduce")
     return ctx.g.op("mean_reduce", ctx.ref(x), axes=list(range(2, x.rank)), out=node.outputs[0].name)
 
 
