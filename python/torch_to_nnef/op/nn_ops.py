@@ -337,6 +337,15 @@ def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, 
     elif mode == "nearest-exact":
         src = np.minimum(np.floor((dst + np.float32(0.5)) * scale).astype(np.int64), size - 1)
         m[np.arange(out), src] = 1.0
+    elif mode == "linear-antialias":  # a triangle filter widened by the downscaling factor, rows normalised
+        support = float(scale) if scale >= 1.0 else 1.0
+        stretch = 1.0 / float(scale) if scale >= 1.0 else 1.0
+        for i in range(out):
+            center = float(scale) * (i + 0.5)
+            first = max(int(center - support + 0.5), 0)
+            last = min(int(center + support + 0.5), size)
+            taps = np.maximum(0.0, 1.0 - np.abs((np.arange(first, last) - center + 0.5) * stretch))
+            m[i, first:last] = taps / taps.sum() if taps.sum() else taps
     else:
         pos = dst * scale if align_corners else np.maximum((dst + np.float32(0.5)) * scale - np.float32(0.5), 0)
         low = np.minimum(np.floor(pos).astype(np.int64), size - 1)
@@ -408,6 +417,15 @@ def aten_upsample_linear(ctx: Context, node: Node) -> Ref:
     any size, scale factor and ``align_corners``, on both targets.
     """
     return _resize(ctx, node, "linear", linear=True)
+
+
+@register("aten::_upsample_bilinear2d_aa")
+def aten_upsample_bilinear_aa(ctx: Context, node: Node) -> Ref:
+    """_upsample_bilinear2d_aa.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors).
+
+    Antialiased bilinear resizing (``antialias=True``): a constant matrix per axis, as for plain bilinear.
+    """
+    return _resize(ctx, node, "linear-antialias", linear=True)
 
 
 # --- channel rearrangements -------------------------------------------------------------------
