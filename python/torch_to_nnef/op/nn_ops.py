@@ -356,6 +356,9 @@ def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, 
     return m
 
 
+_NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
+
+
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
@@ -389,9 +392,6 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
             m = g.variable(matrix.reshape(lead + matrix.shape).copy(), label)
             y = g.op("matmul", m, y, transposeA=False, transposeB=False)
     return g.op("copy", y, out=out.name)
-
-
-_NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
 
 
 @register("aten::upsample_nearest1d", "aten::upsample_nearest2d")
