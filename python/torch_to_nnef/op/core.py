@@ -84,19 +84,32 @@ BINARY = {"aten::add": "add", "aten::sub": "sub", "aten::mul": "mul", "aten::div
 
 @register(*BINARY)
 def aten_binary(ctx: Context, node: Node) -> Ref:
-    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); mul/div(self, other)."""
+    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); mul/div(self, other, *, str? rounding_mode)."""
     out = node.outputs[0]
     a, b = _arg(node, 0, "self"), _arg(node, 1, "other")
     if node.kind == "aten::div" and _arg(node, 2, "rounding_mode") is not None:
-        raise TranslationError(f"{node.where()}: div with rounding_mode is not supported yet")
+        from torch_to_nnef.op.tensor_ops import div_rounded
+
+        return div_rounded(ctx, node)
     alpha = _arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
+    if any(isinstance(v, SymInt) for v in (a, b)) or (out.dtype[0] in "iu" and ctx.tract):
+        # Dynamic sizes and integer scalars become typed tensors (tract reads integer literals as sizes).
+        from torch_to_nnef.op.tensor_ops import _operand
+
+        a, b = (v if isinstance(v, Value) else _operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     ra, rb = _align(ctx, a, out.rank, out), _align(ctx, b, out.rank, out)
     if not isinstance(rb, Ref) and isinstance(rb, (int, float)) and out.dtype.startswith("f"):
         rb = float(rb)
     if not isinstance(ra, Ref) and isinstance(ra, (int, float)) and out.dtype.startswith("f"):
         ra = float(ra)
     if alpha != 1:
-        rb = ctx.g.op("mul", rb, float(alpha), out=out.name + "_alpha")
+        if out.dtype.startswith("f"):
+            alpha = float(alpha)
+        elif ctx.tract:
+            from torch_to_nnef.op.tensor_ops import _typed
+
+            alpha = _typed(ctx, alpha, out.dtype, out.rank)
+        rb = ctx.g.op("mul", rb, alpha, out=out.name + "_alpha")
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
 
 
@@ -122,20 +135,24 @@ BITWISE = {
 
 @register(*BITWISE)
 def aten_bitwise(ctx: Context, node: Node) -> Ref:
-    """bitwise_and/or(Tensor self, Tensor other) on booleans (``&``, ``|``)."""
+    """bitwise_and/or(Tensor self, Tensor other) (``&``, ``|``): booleans; integers with TractNNEF."""
     out = node.outputs[0]
     if out.dtype != "bool":
-        raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet (booleans only)")
+        from torch_to_nnef.op.tensor_ops import bitwise_integer
+
+        return bitwise_integer(ctx, node, "bitand" if BITWISE[node.kind] == "and" else "bitor")
     a, b = (_align(ctx, v, out.rank, out) for v in node.args[:2])
     return ctx.g.op(BITWISE[node.kind], a, b, out=out.name)
 
 
 @register(*BOOLEAN_ONLY)
 def aten_bitwise_not(ctx: Context, node: Node) -> Ref:
-    """bitwise_not(Tensor self) on booleans (``~``)."""
+    """bitwise_not(Tensor self) (``~``): booleans; integers with TractNNEF."""
     out = node.outputs[0]
     if out.dtype != "bool":
-        raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet (booleans only)")
+        from torch_to_nnef.op.tensor_ops import bitwise_integer
+
+        return bitwise_integer(ctx, node, "bitnot")
     return ctx.g.op("not", ctx.ref(node.args[0]), out=out.name)
 
 
@@ -392,13 +409,20 @@ def aten_linear(ctx: Context, node: Node) -> Ref:
 
 @register("aten::matmul", "aten::mm", "aten::bmm")
 def aten_matmul(ctx: Context, node: Node) -> Ref:
-    """matmul(Tensor self, Tensor other) -> Tensor (ranks >= 2)."""
+    """matmul(Tensor self, Tensor other) -> Tensor; a 1-D operand is a row (left) or a column (right)."""
     a, b = node.args[0], node.args[1]
-    if a.rank < 2 or b.rank < 2:
-        raise TranslationError(f"{node.where()}: matmul of 1-D tensors is not supported yet")
-    rank = max(a.rank, b.rank)
-    out = node.outputs[0]
-    return ctx.g.op("matmul", _align(ctx, a, rank, out), _align(ctx, b, rank, out), out=out.name)
+    out, g = node.outputs[0], ctx.g
+    rank = max(a.rank, b.rank, 2)
+    ra = g.op("unsqueeze", ctx.ref(a), axes=[0]) if a.rank == 1 else ctx.ref(a)
+    rb = g.op("unsqueeze", ctx.ref(b), axes=[1]) if b.rank == 1 else ctx.ref(b)
+    if max(a.rank, 2) < rank:
+        ra = g.op("unsqueeze", ra, axes=list(range(rank - max(a.rank, 2))))
+    if max(b.rank, 2) < rank:
+        rb = g.op("unsqueeze", rb, axes=list(range(rank - max(b.rank, 2))))
+    squeezed = ([rank - 2] if a.rank == 1 else []) + ([rank - 1] if b.rank == 1 else [])
+    if not squeezed:
+        return g.op("matmul", ra, rb, out=out.name)
+    return g.op("squeeze", g.op("matmul", ra, rb), axes=squeezed, out=out.name)
 
 
 def _pairs(values: list[int]) -> list[tuple[int, int]]:
