@@ -120,6 +120,9 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ("pad-reflect", nn.ReflectionPad1d((2, 1)), (r(1, 2, 5),), True),
     # Khronos 'replicate' is written as the specification spells it, which tract's reader lacks.
     ("pad-replicate", nn.ReplicationPad2d((1, 0, 2, 1)), (r(1, 2, 3, 3),), False),
+    ("pad-circular", Fn(lambda x: nn.functional.pad(x, (1, 2, 2, 0), mode="circular")), (r(1, 2, 5, 6),), True),
+    ("pad-negative-crops", Fn(lambda x: nn.functional.pad(x, (-1, 2, 0, -2))), (r(1, 2, 5, 6),), True),
+    ("conv2d-circular", nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (r(1, 2, 5, 6),), True),
     ("embedding", nn.Embedding(10, 4), (torch.tensor([[1, 2, 9], [0, 0, 3]]),), False),
     ("index-select", Fn(lambda x, i: torch.index_select(x, 1, i)), (r(3, 5), torch.tensor([4, 0, 2])), False),
     ("amax-amin", Fn(lambda x: x.amax(1) - x.amin(-1, keepdim=True).squeeze(-1)), (r(2, 5),), True),

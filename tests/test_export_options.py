@@ -279,3 +279,31 @@ def test_causal_attention_over_a_dynamic_length(tmp_path, reify):
         TractNNEF(check_io=True, reify_sdpa_operator=reify, dynamic_axes={"q": {2: "S"}, "kv": {2: "S"}}),
         input_names=["q", "kv"],
     )
+
+
+def test_data_dependent_control_flow_names_the_line(tmp_path):
+    class Branchy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # the line the message must point at
+                return x * 2
+            return x
+
+    with pytest.raises(CaptureError) as err:
+        export_model_to_nnef(Branchy(), torch.randn(2, 3), tmp_path / "m.nnef", TractNNEF())
+    message = str(err.value)
+    assert "test_export_options.py" in message and "depends on the values inside a tensor" in message
+    assert "torch.where" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_untranslated_output_in_use_is_named(tmp_path):
+    class Indices(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            values, indices = nn.functional.adaptive_max_pool1d(x, 2, return_indices=True)
+            return values + indices.float()
+
+    from torch_to_nnef.export import UnsupportedOpsError
+
+    with pytest.raises(UnsupportedOpsError, match="adaptive_max_pool1d.*indices"):
+        export_model_to_nnef(Indices(), torch.randn(1, 2, 8), tmp_path / "m.nnef", TractNNEF())
+    assert list(tmp_path.iterdir()) == []

@@ -118,14 +118,75 @@ def capture(
         )
         exported = exported.run_decompositions({})
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
-        message = str(exc).strip().splitlines()
-        head = "\n".join(message[:12])
-        raise CaptureError(
-            f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: {head}\n"
-            "Data-dependent control flow or a dynamic axis that the code specialises are the usual "
-            "causes: see the lines above."
-        ) from exc
+        raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
     return _to_ir(exported, input_names, dynamic_axes or {}), exported
+
+
+def _user_frame(exc: BaseException) -> str:
+    """``file:line in function: code`` of the deepest frame of the user's code in the traceback."""
+    import traceback
+
+    text = str(exc)
+    m = re.search(
+        r'The following call raised this error:\n\s*File "([^"]+)", line (\d+), in (\S+)\n(?:[ \t]+(\S.*))?', text
+    )
+    if m:
+        file, line, func, code = m.groups()
+        return f"{file}:{line} in {func}" + (f": {code.strip()}" if code else "")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename]
+    frames = [f for f in frames if "torch_to_nnef" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+
+
+def _explain(
+    exc: BaseException,
+    model: torch.nn.Module,
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> str:
+    """What went wrong in terms of the user's model: which line, which input and axis, what to do."""
+    import inspect
+
+    name = type(model).__name__
+    text = str(exc)
+    where = _user_frame(exc)
+    at = f" at {where}" if where else ""
+    if "data-dependent" in text or type(exc).__name__ in (
+        "GuardOnDataDependentSymNode",
+        "DataDependentOutputException",
+    ):
+        return (
+            f"torch.export could not capture {name}: its code{at} depends on the values inside a tensor "
+            "(an `if` on a tensor, .item(), .tolist(), nonzero() or a size computed from data). Rewrite it "
+            "with torch.where / torch.cond, or compute that part outside the exported module."
+        )
+    specialised = re.findall(r"L\['(\w+)'\](?:\[(\d+)\])*\.size\(\)\[(\d+)\]", text)
+    if "specialized" in text and specialised:
+        try:
+            params = list(inspect.signature(model.forward).parameters)
+        except (TypeError, ValueError):
+            params = []
+        value = re.search(r"to be a constant \((\d+)\)", text)
+        parts = []
+        for param, index, axis in specialised:
+            position = int(index) if param == "args" and index else (params.index(param) if param in params else -1)
+            input_name = input_names[position] if 0 <= position < len(input_names) else param
+            letter = dynamic_axes.get(input_name, {}).get(int(axis), "?")
+            part = f"axis {axis} ('{letter}') of input {input_name!r}"
+            if part not in parts:
+                parts.append(part)
+        return (
+            f"torch.export could not keep {', '.join(parts)} dynamic in {name}: the model's code specialised it "
+            f"to {value.group(1) if value else 'a constant'}{at}. Common causes: a Python loop or int() over that "
+            "size, an assert on the shape, or a module that torch.export unrolls over time (nn.LSTM, nn.GRU, "
+            "nn.RNN). Register a ModuleInfoExtractor for that submodule, or export without this dynamic axis; "
+            "TORCH_LOGS=+dynamic shows the line that specialised it."
+        )
+    head = "\n".join(text.strip().splitlines()[:12])
+    return f"torch.export could not capture {name}{at}: {type(exc).__name__}: {head}"
 
 
 def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]]) -> Graph:

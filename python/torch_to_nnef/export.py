@@ -141,9 +141,17 @@ def translate(
         g.need(extension)
     labels: dict[int, Ref] = {}
 
+    unproduced: dict[str, Node] = {}
+
     def declare(v: Value) -> Ref:
         p = graph.parameters.get(v.name)
         if p is None:
+            producer = unproduced.get(v.name)
+            if producer is not None:
+                raise UnsupportedOpsError(
+                    f"{producer.kind} at {producer.where()}: its output {v.name} is used by the model, but this "
+                    "exporter translates only its other outputs (e.g. the indices of a max pool)"
+                )
             raise KeyError(v.name)
         key = id(p.tensor)
         if key not in labels:
@@ -174,6 +182,8 @@ def translate(
         refs: list[Ref] = [result] if isinstance(result, Ref) else list(result)
         for out, ref in zip(node.outputs, refs):
             ctx.refs[out.name] = ref
+        for out in node.outputs[len(refs) :]:
+            unproduced[out.name] = node
     g.scope = ""
     output_refs = [g.output(ctx.ref(v), name) for v, name in zip(graph.outputs, output_names)]
     if target.is_tract:
@@ -219,15 +229,12 @@ def _in_f32(ctx: ops.Context, node: Node, translation: ops.registry.Translation)
             return {k: up(v) for k, v in a.items()}
         return a
 
-    wide_outputs = tuple(
-        Value(o.name + "_f32", "f32", o.shape) if o.dtype == "f16" else o for o in node.outputs
-    )
+    wide_outputs = tuple(Value(o.name + "_f32", "f32", o.shape) if o.dtype == "f16" else o for o in node.outputs)
     wide = dataclasses.replace(node, args=tuple(up(a) for a in node.args), outputs=wide_outputs)
     result = translation(ctx, wide)
     refs = [result] if isinstance(result, Ref) else list(result)
     return [
-        g.op("tract_core_cast", r, to="f16", out=o.name) if o.dtype == "f16" else r
-        for r, o in zip(refs, node.outputs)
+        g.op("tract_core_cast", r, to="f16", out=o.name) if o.dtype == "f16" else r for r, o in zip(refs, node.outputs)
     ]
 
 

@@ -792,7 +792,8 @@ def aten_tile(ctx: Context, node: Node) -> Ref:
 def aten_pad(ctx: Context, node: Node) -> Ref:
     """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(self, pad, str mode, float? value).
 
-    Pad pairs run from the last axis; modes constant, reflect and replicate.
+    Pad pairs run from the last axis; modes constant, reflect, replicate and circular; negative
+    amounts crop.
     """
     x = node.args[0]
     pad = list(node.args[1])
@@ -800,19 +801,51 @@ def aten_pad(ctx: Context, node: Node) -> Ref:
         mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value")
     else:
         mode, value = "constant", _arg(node, 2, "value", 0.0)
-    if mode not in ("constant", "reflect", "replicate"):
+    if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
-    if any(p < 0 for p in pad):
-        raise TranslationError(f"{node.where()}: negative padding (cropping) is not supported yet")
+    if any(not isinstance(p, int) for p in pad):
+        raise TranslationError(f"{node.where()}: padding by a symbolic amount is not supported yet")
     pairs = [(0, 0)] * x.rank
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    g, out = ctx.g, node.outputs[0]
+    y: Any = ctx.ref(x)
+    shape = list(x.shape)
+    for axis, (before, after) in enumerate(pairs):  # negative amounts: crop first
+        if before < 0 or after < 0:
+            end: Any = _BIG if after >= 0 else after
+            y = g.op(
+                "slice",
+                y,
+                axes=[axis],
+                begin=[max(-before, 0)],
+                end=[_bound(end, shape[axis])],
+                stride=[1],
+            )
+            if isinstance(shape[axis], int):
+                shape[axis] = shape[axis] - max(-before, 0) - max(-after, 0)
+            pairs[axis] = (max(before, 0), max(after, 0))
+    if mode == "circular":
+        for axis, (before, after) in enumerate(pairs):
+            if not (before or after):
+                continue
+            size = shape[axis]
+            parts = []
+            if before:
+                parts.append(g.op("slice", y, axes=[axis], begin=[_bound(-before, size)], end=[_bound(_BIG, size)]))
+            parts.append(y)
+            if after:
+                parts.append(g.op("slice", y, axes=[axis], begin=[0], end=[after]))
+            y = g.op("concat", parts, axis=axis)
+        return g.op("copy", y, out=out.name)
+    if all(p == (0, 0) for p in pairs):
+        return g.op("copy", y, out=out.name)
     # tract spells the specification's 'replicate' border 'replicated'.
     border = "replicated" if (mode == "replicate" and ctx.tract) else mode
     attrs: dict[str, Any] = {"padding": pairs, "border": border}
     if mode == "constant":
         attrs["value"] = float(value or 0.0)
-    return ctx.g.op("pad", ctx.ref(x), out=node.outputs[0].name, **attrs)
+    return g.op("pad", y, out=out.name, **attrs)
 
 
 def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
@@ -959,8 +992,6 @@ def aten_full_like(ctx: Context, node: Node) -> Ref:
     one = ctx.g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
     repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
     return ctx.g.op("tile", one, repeats=repeats, out=out.name)
-
-
 
 
 @register("aten::scaled_dot_product_attention")

@@ -1,0 +1,120 @@
+"""Model export: time and peak memory of ours (check_io off and on) vs the published torch-to-nnef
+0.24.12, side by side on the same models built with the same seed.
+
+Each export runs in its own process so that its peak RSS is its own. The published exporter runs in
+its own virtual environment (same import name), set up by ../shared/tools/published-exporter.sh; its
+check_io needs a tract binary, so it is measured with the check off. Set T2N_PUBLISHED_PYTHON to skip
+the set-up script, or T2N_SKIP_PUBLISHED=1 to measure ours alone.
+
+    python benches/bench_export.py [transformer|mlp ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = {
+    # 12 layers, d = 768, seq 128: ~85M parameters
+    "transformer": (
+        "nn.TransformerEncoder(nn.TransformerEncoderLayer(768, 12, 3072, batch_first=True), 12, "
+        "enable_nested_tensor=False)",
+        "torch.randn(1, 128, 768)",
+    ),
+    # 30 x Linear(4096, 4096): ~503M parameters, 2 GB of f32
+    "mlp": ("nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(30)])", "torch.randn(4, 4096)"),
+}
+
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from pathlib import Path
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    model = {model}.eval()
+    x = {inputs}
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from torch_to_nnef import TractNNEF, export_model_to_nnef
+    target = TractNNEF({target})
+    t0 = time.perf_counter()
+    export_model_to_nnef(model, x, Path(sys.argv[1]), target, input_names=["x"], output_names=["y"])
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({{"seconds": elapsed, "peak": peak, "before": rss_before, "size": size}}))
+    """
+)
+
+
+def published_python() -> str | None:
+    if os.environ.get("T2N_SKIP_PUBLISHED"):
+        return None
+    if "T2N_PUBLISHED_PYTHON" in os.environ:
+        return os.environ["T2N_PUBLISHED_PYTHON"]
+    script = ROOT.parent / "shared" / "tools" / "published-exporter.sh"
+    if not script.exists():
+        return None
+    out = subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("python: "):
+            return line.split(": ", 1)[1]
+    return None
+
+
+def stand_in_tract() -> Path:
+    home = Path(os.environ.get("T2N_PUBLISHED_HOME", Path.home() / ".cache" / "t2n-published"))
+    return home / "bin" / "tract"
+
+
+def run(python: str, model: str, target: str, out: Path, env: dict[str, str]) -> dict[str, float]:
+    code = CHILD.format(model=MODELS[model][0], inputs=MODELS[model][1], target=target)
+    proc = subprocess.run(
+        [python, "-c", code, str(out)], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{python} failed on {model} ({target}):\n{proc.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    wanted = sys.argv[1:] or list(MODELS)
+    theirs = published_python()
+    ours_env = {**os.environ}
+    theirs_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    gib = 1 << 30
+    with tempfile.TemporaryDirectory(prefix="t2n-bench-export-") as tmp:
+        for model in wanted:
+            rows = {
+                "ours check_io=False": run(sys.executable, model, "check_io=False", Path(tmp, "a.nnef.tgz"), ours_env),
+                "ours check_io=True": run(sys.executable, model, "check_io=True", Path(tmp, "b.nnef.tgz"), ours_env),
+            }
+            if theirs:
+                target = f'version="0.23.8", check_io=False, specific_tract_binary_path=Path("{stand_in_tract()}")'
+                rows["published 0.24.12 check_io=False"] = run(
+                    theirs, model, target, Path(tmp, "c.nnef.tgz"), theirs_env
+                )
+            size = next(iter(rows.values()))["size"]
+            print(f"{model}: {size / 1e6:.0f} MB of parameters")
+            for name, r in rows.items():
+                print(
+                    f"  {name:34s} {r['seconds']:7.2f} s  {size / r['seconds'] / 1e6:7.0f} MB/s  "
+                    f"peak RSS {r['peak'] / gib:5.2f} GiB = {r['peak'] / size:4.2f}x model "
+                    f"(export adds {(r['peak'] - r['before']) / size:4.2f}x)"
+                )
+            if theirs:
+                base = rows["published 0.24.12 check_io=False"]["seconds"]
+                print(f"  speed-up, check off: {base / rows['ours check_io=False']['seconds']:.1f}x", end="")
+                print(f"; with our check on: {base / rows['ours check_io=True']['seconds']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
