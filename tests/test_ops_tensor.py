@@ -229,6 +229,13 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ),
     ("einsum-chain-sum", Fn(lambda a, b, c: torch.einsum("ij,jk,kl->i", a, b, c)), (r(2, 3), r(3, 4), r(4, 5)), True),
     ("einsum-reduce", Fn(lambda a: torch.einsum("bij->j", a)), (r(2, 3, 4),), True),
+    ("einsum-transposed-operands", Fn(lambda a, b: torch.einsum("ji,kj->ik", a, b)), (r(4, 3), r(5, 4)), True),
+    (
+        "einsum-weights-values",
+        Fn(lambda w, v: torch.einsum("bhqk,bhkd->bhqd", w, v)),
+        (r(2, 3, 4, 5), r(2, 3, 5, 8)),
+        True,
+    ),
 ]
 
 

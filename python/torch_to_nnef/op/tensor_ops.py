@@ -28,9 +28,9 @@ from torch_to_nnef.op.registry import Context, register
 
 
 def _tract_only(ctx: Context, node: Node, why: str) -> None:
-    """Raises unless the target is tract (``why`` says what the specification lacks)."""
+    """Raises unless the target is tract (``why`` says what plain NNEF lacks)."""
     if not ctx.tract:
-        raise TranslationError(f"{node.where()}: {node.kind} {why}, which the NNEF specification lacks: use TractNNEF")
+        raise TranslationError(f"{node.where()}: {node.kind} {why}: use TractNNEF")
     ctx.g.need("tract_registry tract_core")
 
 
@@ -64,7 +64,7 @@ def _cast(ctx: Context, node: Node, ref: Any, src: str, dst: str) -> Any:
 
 def _symbolic(ctx: Context, node: Node, value: SymInt, dtype: str, rank: int) -> Ref:
     """A symbolic integer (``x.size(1)`` under a dynamic axis) as a tensor of ``dtype``."""
-    _tract_only(ctx, node, "uses a dynamic size as a value")
+    _tract_only(ctx, node, "uses a dynamic size as a value, which plain NNEF cannot express")
     ref = ctx.g.op("tract_core_cast", Ref(dim_literal(value.expr)), to=dtype)
     return ctx.g.op("unsqueeze", ref, axes=list(range(rank))) if rank else ref
 
@@ -193,7 +193,7 @@ def aten_floor_divide(ctx: Context, node: Node) -> Ref:
 def bitwise_integer(ctx: Context, node: Node, op: str) -> Ref:
     """An integer bitwise op as tract's ``tract_core_bit*`` (the specification has none)."""
     out = node.outputs[0]
-    _tract_only(ctx, node, f"on {out.dtype} needs bitwise integer operators")
+    _tract_only(ctx, node, f"on {out.dtype} needs bitwise integer operators, which the NNEF specification lacks")
     if op == "bitnot":
         return ctx.g.op("tract_core_bitnot", _operand(ctx, node, node.args[0], out.dtype, out.rank), out=out.name)
     a, b = (_operand(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
@@ -433,7 +433,7 @@ def _filled(ctx: Context, node: Node, value: Any) -> Ref:
     if not out.rank:
         return g.op("copy", one, out=out.name)
     if any(not isinstance(d, int) for d in out.shape):
-        _tract_only(ctx, node, "has a dynamic shape")
+        _tract_only(ctx, node, "has a dynamic shape, which plain NNEF cannot express")
     return g.op("tile", one, repeats=[_dim(d) for d in out.shape], out=out.name)
 
 
@@ -484,7 +484,7 @@ def aten_arange(ctx: Context, node: Node) -> Ref:
         array = values.astype(_NP_DTYPES[out.dtype])
         label = f"arange_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{_label_value(step)}"
         return g.op("copy", g.variable(array, label), out=out.name)
-    _tract_only(ctx, node, "with a dynamic length needs tract_core_range")
+    _tract_only(ctx, node, "with a dynamic length needs tract_core_range, which the NNEF specification lacks")
     if all(isinstance(v, (int, SymInt)) and not isinstance(v, bool) for v in (start, end, step)):
         bounds = [Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v for v in (start, end, step)]
         return g.op("tract_core_cast", g.op("tract_core_range", *bounds), to=out.dtype, out=out.name)
@@ -632,7 +632,7 @@ def aten_repeat_interleave(ctx: Context, node: Node) -> Ref:
 def aten_gather(ctx: Context, node: Node) -> Ref:
     """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor."""
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs an elementwise gather")
+    _tract_only(ctx, node, "needs an elementwise gather, which the NNEF specification lacks")
     axis = _axis(node.args[1], x.rank)
     return ctx.g.op("tract_core_gather_elements", ctx.ref(x), ctx.ref(node.args[2]), axis=axis, out=out.name)
 
@@ -659,7 +659,7 @@ def aten_index(ctx: Context, node: Node) -> Ref:
     """index.Tensor(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``."""
     x, out = node.args[0], node.outputs[0]
     indices = list(node.args[1])
-    _tract_only(ctx, node, "needs a gather")
+    _tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
     if any(isinstance(i, Value) and i.dtype == "bool" for i in indices):
         raise TranslationError(f"{node.where()}: indexing with a boolean mask gives a data-dependent shape")
     g = ctx.g
@@ -786,11 +786,16 @@ def _contract(ctx: Context, node: Node, a: _Term, b: _Term, keep: set[str], size
         if free_a:
             yb = g.op("unsqueeze", yb, axes=list(range(nb, nb + len(free_a))))
         return _Term(g.op("mul", ya, yb), batch + free_a + free_b)
-    ya = _permute(ctx, a, batch + free_a + contracted)
-    ya = _merge(ctx, _merge(ctx, ya, nb + len(free_a), len(contracted)), nb, len(free_a))
-    yb = _permute(ctx, b, batch + contracted + free_b)
-    yb = _merge(ctx, _merge(ctx, yb, nb + len(contracted), len(free_b)), nb, len(contracted))
-    y = g.op("matmul", ya, yb, transposeA=False, transposeB=False)
+    # An operand already laid out as the transpose of what matmul wants is read with transposeA/B.
+    transpose_a = a.letters == batch + contracted + free_a != batch + free_a + contracted
+    groups_a = [contracted, free_a] if transpose_a else [free_a, contracted]
+    ya = _permute(ctx, a, batch + groups_a[0] + groups_a[1])
+    ya = _merge(ctx, _merge(ctx, ya, nb + len(groups_a[0]), len(groups_a[1])), nb, len(groups_a[0]))
+    transpose_b = b.letters == batch + free_b + contracted != batch + contracted + free_b
+    groups_b = [free_b, contracted] if transpose_b else [contracted, free_b]
+    yb = _permute(ctx, b, batch + groups_b[0] + groups_b[1])
+    yb = _merge(ctx, _merge(ctx, yb, nb + len(groups_b[0]), len(groups_b[1])), nb, len(groups_b[0]))
+    y = g.op("matmul", ya, yb, transposeA=transpose_a, transposeB=transpose_b)
     y = _unmerge(ctx, node, y, nb + 1, [sizes[c] for c in free_b])
     y = _unmerge(ctx, node, y, nb, [sizes[c] for c in free_a])
     return _Term(y, batch + free_a + free_b)
