@@ -87,9 +87,13 @@ def _expressible(d: Dim) -> bool:
     return re.fullmatch(r"[\w+\-*() ]+", d) is not None and all(len(n) == 1 for n in names)
 
 
-def _dim(d: Dim) -> Any:
+def _dim(node: Node, d: Dim) -> Any:
     """A dimension as an NNEF integer: an int, or tract's expression of the symbols."""
-    return d if isinstance(d, int) else Ref(dim_literal(d))
+    if isinstance(d, int):
+        return d
+    if not _expressible(d):
+        raise TranslationError(f"{node.where()}: {node.kind}: the size {d} has no tract expression")
+    return Ref(dim_literal(d))
 
 
 def _shape_attr(ctx: Context, node: Node, shape: tuple[Dim, ...] | list[Dim]) -> list[Any]:
@@ -99,7 +103,7 @@ def _shape_attr(ctx: Context, node: Node, shape: tuple[Dim, ...] | list[Dim]) ->
         return [-1 if i == symbolic[0] else d for i, d in enumerate(shape)]
     if symbolic and not ctx.tract:
         raise TranslationError(f"{node.where()}: {node.kind} needs a symbolic reshape: use TractNNEF")
-    return [_dim(d) for d in shape]
+    return [_dim(node, d) for d in shape]
 
 
 def _product(dims: list[Dim]) -> Dim:
@@ -434,7 +438,7 @@ def _filled(ctx: Context, node: Node, value: Any) -> Ref:
         return g.op("copy", one, out=out.name)
     if any(not isinstance(d, int) for d in out.shape):
         _tract_only(ctx, node, "has a dynamic shape, which plain NNEF cannot express")
-    return g.op("tile", one, repeats=[_dim(d) for d in out.shape], out=out.name)
+    return g.op("tile", one, repeats=[_dim(node, d) for d in out.shape], out=out.name)
 
 
 _FILL_VALUE = {
@@ -489,9 +493,7 @@ def aten_arange(ctx: Context, node: Node) -> Ref:
         bounds = [Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v for v in (start, end, step)]
         return g.op("tract_core_cast", g.op("tract_core_range", *bounds), to=out.dtype, out=out.name)
     # Float bounds: start + step * [0, 1, ..., length - 1].
-    if not _expressible(length):
-        raise TranslationError(f"{node.where()}: arange of length {length} (float bounds) is not supported")
-    y = g.op("tract_core_cast", g.op("tract_core_range", 0, _dim(length), 1), to=out.dtype)
+    y = g.op("tract_core_cast", g.op("tract_core_range", 0, _dim(node, length), 1), to=out.dtype)
     if step != 1:
         y = g.op("mul", y, _operand(ctx, node, step, out.dtype, 1))
     if start != 0:
@@ -576,7 +578,7 @@ def aten_flip(ctx: Context, node: Node) -> Ref:
         return g.op("copy", ctx.ref(x), out=out.name)
     if ctx.tract:
         # tract slices [begin, end) then walks it backwards for a negative stride.
-        ends = [_dim(x.shape[a]) for a in axes]
+        ends = [_dim(node, x.shape[a]) for a in axes]
         return g.op(
             "slice", ctx.ref(x), axes=axes, begin=[0] * len(axes), end=ends, stride=[-1] * len(axes), out=out.name
         )
@@ -637,10 +639,10 @@ def aten_gather(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("tract_core_gather_elements", ctx.ref(x), ctx.ref(node.args[2]), axis=axis, out=out.name)
 
 
-def _broadcast_to(ctx: Context, v: Value, shape: list[Dim]) -> Any:
+def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
     ref = _align(ctx, v, len(shape), v)
     have = (1,) * (len(shape) - v.rank) + tuple(v.shape)
-    repeats = [_dim(w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
+    repeats = [_dim(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
     return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref
 
 
@@ -676,7 +678,7 @@ def aten_index(ctx: Context, node: Node) -> Ref:
     dtype = "i64"
     columns = []
     for k in positions:
-        idx = _cast(ctx, node, _broadcast_to(ctx, indices[k], batch), indices[k].dtype, dtype)
+        idx = _cast(ctx, node, _broadcast_to(ctx, node, indices[k], batch), indices[k].dtype, dtype)
         size = _operand(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), dtype, len(batch)
         )
