@@ -274,6 +274,12 @@ DYNAMIC_CASES: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], tuple[int
     ("cumsum-logsumexp-dynamic", lambda x: x.cumsum(1) + x.logsumexp(1, keepdim=True), (2, 5)),
     ("norm-prod-dynamic", lambda x: x.norm(dim=1) + x.prod(1) + x.amax(1), (2, 5)),
     ("repeat-interleave-dynamic", lambda x: x.repeat_interleave(2, dim=1) * 2, (2, 5)),
+    (
+        "index-pair-dynamic",
+        lambda x: x[torch.tensor([1, 0, 1]), torch.tensor([-1, 2, 0])] + x[:, torch.tensor([0, -1])].sum(),
+        (2, 5),
+    ),
+    ("gather-dynamic", lambda x: x.gather(1, torch.tensor([[0, 1], [1, 0]])) + x.unbind(0)[1].sum(), (2, 5)),
     ("numel-dynamic", lambda x: x / x.numel() + x.size(1), (2, 5)),
     ("einsum-dynamic", lambda x: torch.einsum("bs,cs->bc", x, x) + torch.einsum("bs->s", x).sum(), (2, 5)),
 ]
