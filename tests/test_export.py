@@ -118,11 +118,21 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
     ("repeat", Fn(lambda x: x.repeat(2, 1, 3)), (r(3, 2),), True),
     ("pad-constant", Fn(lambda x: nn.functional.pad(x, (1, 2, 0, 1), value=0.5)), (r(1, 2, 3, 3),), True),
     ("pad-reflect", nn.ReflectionPad1d((2, 1)), (r(1, 2, 5),), True),
-    # Khronos 'replicate' is written as the specification spells it, which tract's reader lacks.
-    ("pad-replicate", nn.ReplicationPad2d((1, 0, 2, 1)), (r(1, 2, 3, 3),), False),
+    # Khronos 'replicate' is written as the specification spells it, which tract's reader lacks:
+    # only the Khronos interpreter checks it.
+    ("pad-replicate", nn.ReplicationPad2d((1, 0, 2, 1)), (r(1, 2, 3, 3),), True),
     ("pad-circular", Fn(lambda x: nn.functional.pad(x, (1, 2, 2, 0), mode="circular")), (r(1, 2, 5, 6),), True),
     ("pad-negative-crops", Fn(lambda x: nn.functional.pad(x, (-1, 2, 0, -2))), (r(1, 2, 5, 6),), True),
     ("conv2d-circular", nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (r(1, 2, 5, 6),), True),
+    ("promote-f32-i64", Fn(lambda a, b: a + b), (r(2, 3), torch.arange(3)), False),
+    (
+        "promote-i32-i64-alpha",
+        Fn(lambda a, b: torch.sub(a, b, alpha=3)),
+        (torch.arange(6).int(), torch.arange(6)),
+        False,
+    ),
+    ("promote-compare-int-float", Fn(lambda a: (a > 1.5).float()), (torch.arange(6),), False),
+    ("f16-scalar-ops", Fn(lambda a: (a * 3 + 1).masked_fill(a > 0, 2.0)), (r(2, 5).half(),), False),
     ("embedding", nn.Embedding(10, 4), (torch.tensor([[1, 2, 9], [0, 0, 3]]),), False),
     ("index-select", Fn(lambda x, i: torch.index_select(x, 1, i)), (r(3, 5), torch.tensor([4, 0, 2])), False),
     ("amax-amin", Fn(lambda x: x.amax(1) - x.amin(-1, keepdim=True).squeeze(-1)), (r(2, 5),), True),
@@ -303,6 +313,22 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     assert props["exported_class"] == "torch.nn.modules.container.Sequential"
     assert props["torch_version"] == torch.__version__
     assert not Path("debug.tgz").exists()  # only written when the check fails
+
+
+def test_khronos_check_runs_the_khronos_interpreter(tmp_path, monkeypatch, caplog):
+    from torch_to_nnef.errors import IOMismatchError
+    from torch_to_nnef.op import core
+
+    caplog.set_level("INFO", logger="torch_to_nnef.export")
+    export_model_to_nnef(nn.Sigmoid(), torch.randn(2, 8), tmp_path / "a.nnef.tgz", KhronosNNEF(check_io=True))
+    checks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checking with")]
+    assert checks == [
+        "checking with tract (standard NNEF registry)",
+        "checking with the Khronos NNEF-Tools interpreter",
+    ]
+    monkeypatch.setitem(core.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
+    with pytest.raises(IOMismatchError):
+        export_model_to_nnef(nn.Sigmoid(), torch.randn(2, 8), tmp_path / "b.nnef", KhronosNNEF(check_io=True))
 
 
 def test_failed_check_writes_a_replayable_bundle(tmp_path, monkeypatch):

@@ -8,10 +8,12 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from torch_to_nnef import op as ops
@@ -382,18 +384,27 @@ def _check(
 ) -> None:
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
 
-    loaded: list[TractModel] = []
+    loaded: list[tuple[str, Callable[[list[np.ndarray]], list[np.ndarray]]]] = []
 
     def run_and_compare(inputs: list[torch.Tensor], wanted: list[torch.Tensor], names: list[str]) -> None:
         arrays = [a.detach().cpu().numpy() for a in inputs]
         references = [e.detach().cpu().numpy() for e in wanted]
         try:
             if not loaded:
-                loaded.append(TractModel(path, registries=registries))
-                if names_must_match:
-                    _check_names(loaded[0], input_names, output_names)
-            got = loaded[0].run(arrays)
-            check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
+                loaded.extend(_interpreters(path, target, registries, input_names, output_names, names_must_match))
+            checked = 0
+            for label, run in loaded:
+                LOGGER.info("checking with %s", label)
+                try:
+                    got = run(arrays)
+                except _InterpreterFailure as failure:
+                    if len(loaded) == 1:
+                        raise TractError(f"{label} could not run this export: {failure}") from failure
+                    LOGGER.warning("%s could not run this export (%s); checked with the others", label, failure)
+                    continue
+                check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
+                checked += 1
+            assert checked, "at least one interpreter ran"
         except (IOMismatchError, TractError) as exc:
             if debug_bundle_path is None:
                 raise
@@ -434,6 +445,75 @@ def _check(
     with torch.no_grad():
         expected2 = _flatten_outputs(model(*grown))
     run_and_compare(grown, expected2, [f"{n} (length +7)" for n in output_names])
+
+
+def _interpreters(
+    path: Path,
+    target: InferenceTarget,
+    registries: Sequence[Any],
+    input_names: list[str],
+    output_names: list[str],
+    names_must_match: bool,
+) -> list[tuple[str, Callable[[list[np.ndarray]], list[np.ndarray]]]]:
+    """What runs the export for the check: tract with its registries for TractNNEF; for KhronosNNEF,
+    tract restricted to the standard NNEF registry (when it has every op used) and the Khronos
+    NNEF-Tools interpreter (when installed), each compared with PyTorch.
+    """
+    found: list[tuple[str, Callable[[list[np.ndarray]], list[np.ndarray]]]] = []
+    tract_failure: TractError | None = None
+    try:
+        model = TractModel(path, registries=registries)
+        if names_must_match:
+            _check_names(model, input_names, output_names)
+        found.append(("tract" if target.is_tract else "tract (standard NNEF registry)", model.run))
+    except TractError as exc:
+        if target.is_tract:
+            raise
+        tract_failure = exc
+    if target.is_tract:
+        return found
+    try:
+        from nnef_tools.interpreter.pytorch import Interpreter
+    except ImportError:
+        if tract_failure is not None:
+            raise TractError(
+                f"no interpreter of the NNEF specification could check this export: tract's standard registry "
+                f"cannot read it ({tract_failure}), and the Khronos interpreter is not installed: "
+                "pip install 'torch_to_nnef[khronos]'"
+            ) from tract_failure
+        LOGGER.info("the Khronos NNEF-Tools interpreter is not installed: checked with tract alone")
+        return found
+    found.append(("the Khronos NNEF-Tools interpreter", _khronos_interpreter(Interpreter, path)))
+    return found
+
+
+class _InterpreterFailure(T2NError, RuntimeError):
+    """The Khronos interpreter failed inside (e.g. an operator rank it does not implement)."""
+
+
+def _khronos_interpreter(interpreter: Any, path: Path) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    import tarfile
+    import tempfile
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="t2n-khronos-") as tmp:
+            folder = path
+            if path.is_file():
+                with tarfile.open(path) as tar:  # our own archive, already written and scanned
+                    if hasattr(tarfile, "data_filter"):
+                        tar.extractall(tmp, filter="data")
+                    else:  # Python < 3.11.4
+                        tar.extractall(tmp)
+                folder = Path(tmp)
+            try:
+                with warnings.catch_warnings():  # the interpreter's own use of torch warns
+                    warnings.simplefilter("ignore")
+                    outputs = interpreter(str(folder), device="cpu")(arrays)
+            except Exception as exc:  # any failure inside the third-party interpreter
+                raise _InterpreterFailure(f"{type(exc).__name__}: {exc}") from exc
+            return [np.asarray(v) for v in outputs.values()]
+
+    return run
 
 
 def _check_names(model: TractModel, input_names: list[str], output_names: list[str]) -> None:

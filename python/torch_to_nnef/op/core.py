@@ -92,24 +92,13 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
 
         return div_rounded(ctx, node)
     alpha = _arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
-    if any(isinstance(v, SymInt) for v in (a, b)) or (out.dtype[0] in "iu" and ctx.tract):
-        # Dynamic sizes and integer scalars become typed tensors (tract reads integer literals as sizes).
-        from torch_to_nnef.op.tensor_ops import _operand
+    from torch_to_nnef.op.tensor_ops import _operand
 
-        a, b = (v if isinstance(v, Value) else _operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
-    ra, rb = _align(ctx, a, out.rank, out), _align(ctx, b, out.rank, out)
-    if not isinstance(rb, Ref) and isinstance(rb, (int, float)) and out.dtype.startswith("f"):
-        rb = float(rb)
-    if not isinstance(ra, Ref) and isinstance(ra, (int, float)) and out.dtype.startswith("f"):
-        ra = float(ra)
+    # Tensors of another dtype are cast to the result's (type promotion); scalars and dynamic sizes
+    # become operands of that dtype.
+    ra, rb = (_operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
-        if out.dtype.startswith("f"):
-            alpha = float(alpha)
-        elif ctx.tract:
-            from torch_to_nnef.op.tensor_ops import _typed
-
-            alpha = _typed(ctx, alpha, out.dtype, out.rank)
-        rb = ctx.g.op("mul", rb, alpha, out=out.name + "_alpha")
+        rb = ctx.g.op("mul", rb, _scalar(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
 
 
@@ -169,10 +158,27 @@ def aten_compare(ctx: Context, node: Node) -> Ref:
     """eq/ne/lt/le/gt/ge(Tensor self, Tensor|Scalar other); minimum/maximum; logical_and/or."""
     out = node.outputs[0]
     a, b = node.args[0], node.args[1]
-    ra, rb = _align(ctx, a, out.rank, out), _align(ctx, b, out.rank, out)
-    if isinstance(a, Value) and a.dtype.startswith("f") and isinstance(rb, int) and not isinstance(rb, bool):
-        rb = float(rb)
+    from torch_to_nnef.op.tensor_ops import _operand
+
+    dtype = out.dtype if out.dtype != "bool" or node.kind.startswith("aten::logical") else _promoted(a, b)
+    ra, rb = (_operand(ctx, node, v, dtype, out.rank) for v in (a, b))
     return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
+
+
+_FLOATS = ("f16", "f32", "f64")
+_INTS = ("bool", "u8", "i8", "i16", "i32", "i64")
+
+
+def _promoted(a: Any, b: Any) -> str:
+    """The dtype torch compares ``a`` and ``b`` in (tensors first, then the kind of a Python scalar)."""
+    tensors = [v.dtype for v in (a, b) if isinstance(v, Value)]
+    floats = [d for d in tensors if d in _FLOATS]
+    if floats:
+        return max(floats, key=_FLOATS.index)
+    if any(isinstance(v, float) for v in (a, b)):
+        return "f32"
+    ints = [d for d in tensors if d in _INTS]
+    return max(ints, key=_INTS.index) if ints else tensors[0]
 
 
 @register("aten::where")
@@ -956,18 +962,21 @@ _NP_DTYPES = {
 
 
 def _scalar(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
-    """A scalar operand: an NNEF literal when it has one, else a one-element variable."""
+    """A scalar operand of ``dtype``: a literal for f32/f64 and booleans, else a one-element variable
+    (tract reads float literals as f32, so an f16 operand needs an f16 constant, and integer literals
+    as dimensions, which do not mix with integer tensors).
+    """
     import math
 
     import numpy as np
 
     if dtype in ("f32", "f64") and isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)  # tract reads float literals as f32; an f16 operand needs an f16 constant
-    if dtype == "bool" or not dtype.startswith("f"):
-        if isinstance(value, bool) or (dtype != "bool" and isinstance(value, int)):
-            return value if dtype != "bool" else bool(value)
+        return float(value)
+    if dtype == "bool" and isinstance(value, (bool, int)):
+        return bool(value)
     array = np.full((1,) * rank, value, dtype=_NP_DTYPES[dtype])
-    return ctx.g.variable(array, f"constant_{dtype}_{str(value).replace('-', 'minus_')}_r{rank}")
+    label = str(value).replace("-", "minus_").replace(".", "p")
+    return ctx.g.variable(array, f"constant_{dtype}_{label}_r{rank}")
 
 
 @register("aten::masked_fill")

@@ -19,6 +19,7 @@ from torch_to_nnef.op.core import (
     _axis,
     _bound,
     _reduce_axes,
+    _scalar,
     aten_matmul,
 )
 from torch_to_nnef.op.registry import Context, register
@@ -36,18 +37,6 @@ def _tract_only(ctx: Context, node: Node, why: str) -> None:
 
 def _label_value(value: Any) -> str:
     return str(value).replace("-", "minus_").replace(".", "p")
-
-
-def _typed(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
-    """A scalar of ``dtype``: a literal for floats and booleans, a one-element variable otherwise
-    (tract reads integer literals as dimensions, which do not mix with integer tensors).
-    """
-    if dtype.startswith("f") and isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    if dtype == "bool" and isinstance(value, (bool, int)):
-        return bool(value)
-    array = np.full((1,) * rank, value, dtype=_NP_DTYPES[dtype])
-    return ctx.g.variable(array, f"constant_{dtype}_{_label_value(value)}_r{rank}")
 
 
 def _cast(ctx: Context, node: Node, ref: Any, src: str, dst: str) -> Any:
@@ -76,7 +65,7 @@ def _operand(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
         return _cast(ctx, node, aligned, v.dtype, dtype)
     if isinstance(v, SymInt):
         return _symbolic(ctx, node, v, dtype, rank)
-    return _typed(ctx, v, dtype, rank)
+    return _scalar(ctx, v, dtype, rank)
 
 
 def _expressible(d: Dim) -> bool:
@@ -161,7 +150,7 @@ def aten_remainder(ctx: Context, node: Node) -> Ref:
     a, b, out = _binary_operands(ctx, node)
     g = ctx.g
     r = _fmod(ctx, a, b, out.dtype)
-    zero = _typed(ctx, 0, out.dtype, out.rank)
+    zero = _scalar(ctx, 0, out.dtype, out.rank)
     # A non-zero fmod whose sign differs from the divisor's is shifted by the divisor.
     wrong_sign = g.op("lt", g.op("mul", r, b), zero)
     return g.op("select", wrong_sign, g.op("add", r, b), r, out=out.name)
@@ -180,7 +169,7 @@ def div_rounded(ctx: Context, node: Node) -> Ref:
     if mode == "trunc":
         return g.op("copy", q, out=out.name)
     r = g.op("sub", a, g.op("mul", q, b))
-    zero, one = _typed(ctx, 0, out.dtype, out.rank), _typed(ctx, 1, out.dtype, out.rank)
+    zero, one = _scalar(ctx, 0, out.dtype, out.rank), _scalar(ctx, 1, out.dtype, out.rank)
     return g.op("select", g.op("lt", g.op("mul", r, b), zero), g.op("sub", q, one), q, out=out.name)
 
 
@@ -210,7 +199,7 @@ def _as_bool(ctx: Context, node: Node, v: Any, rank: int) -> Any:
         if v.dtype == "bool":
             return ref
         _int_arith(ctx, node, v.dtype)
-        return ctx.g.op("ne", ref, _typed(ctx, 0, v.dtype, rank))
+        return ctx.g.op("ne", ref, _scalar(ctx, 0, v.dtype, rank))
     return bool(v)
 
 
@@ -534,7 +523,7 @@ def aten_tril_triu(ctx: Context, node: Node) -> Ref:
     ones = np.ones((rows, cols), dtype=bool)
     keep = (np.triu(ones, diagonal) if upper else np.tril(ones, diagonal)).reshape((1,) * (x.rank - 2) + (rows, cols))
     mask = g.variable(keep, f"{'triu' if upper else 'tril'}_{rows}x{cols}_{_label_value(diagonal)}_r{x.rank}")
-    return g.op("select", mask, ctx.ref(x), _typed(ctx, 0, x.dtype, x.rank), out=out.name)
+    return g.op("select", mask, ctx.ref(x), _scalar(ctx, 0, x.dtype, x.rank), out=out.name)
 
 
 def _roll_axis(ctx: Context, x: Any, dim: Dim, axis: int, shift: int) -> Any:
@@ -682,7 +671,7 @@ def aten_index(ctx: Context, node: Node) -> Ref:
         size = _operand(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), dtype, len(batch)
         )
-        wrapped = g.op("select", g.op("lt", idx, _typed(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
+        wrapped = g.op("select", g.op("lt", idx, _scalar(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
         columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
     stacked = g.op("concat", columns, axis=len(batch))
     y = g.op("tract_core_gather_nd", xr, stacked, batch_dims=0)
