@@ -359,12 +359,72 @@ def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, 
 _NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
 
 
+def _whole_factor_taps(factor: int) -> list[float]:
+    """Per output phase ``k`` of a whole ``factor`` (``align_corners=False``), the offset ``(k + 0.5) / factor - 0.5``
+    of its source position from the input sample ``i`` it falls on (within ``(-0.5, 0.5)``).
+    """
+    return [(k + 0.5) / factor - 0.5 for k in range(factor)]
+
+
+def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> Ref:
+    """Resizing by whole factors over axes whose size is symbolic, without any size-dependent constant.
+
+    Output ``f * i + k`` takes input ``i`` (nearest), or for linear, input ``i`` blended with its neighbour
+    ``i - 1`` or ``i + 1`` (edges repeated, as PyTorch clamps) by the offset of :func:`_whole_factor_taps`:
+    a depthwise 3-tap convolution of the edge-padded input per phase ``k``, so that no slice bound depends on
+    the symbolic size. The ``f`` phases are stacked after the axis and merged into it.
+    """
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    if mode == "nearest" and ctx.tract:
+        return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
+    (channels,) = _static(node, x, [1], f"{mode} resizing with dynamic channels")
+    spatial = x.rank - 2
+    y = ctx.ref(x)
+    for i, f in enumerate(factors):
+        if f == 1:
+            continue
+        axis = 2 + i
+        phases = [y] * f
+        if mode == "linear":
+            border = "replicated" if ctx.tract else "replicate"
+            padded = g.op("pad", y, padding=[(1, 1) if a == axis else (0, 0) for a in range(x.rank)], border=border)
+            kernel = [3 if a == i else 1 for a in range(spatial)]
+            for k, offset in enumerate(_whole_factor_taps(f)):
+                if offset == 0.0:
+                    continue
+                taps = np.array([max(-offset, 0.0), 1.0 - abs(offset), max(offset, 0.0)]).reshape(kernel)
+                weights = np.broadcast_to(taps, (channels, 1, *kernel)).astype(_NP_FLOAT.get(x.dtype, "float32"))
+                filt = g.variable(weights.copy(), f"{out.name}_linear_axis{axis}_phase{k}")
+                phases[k] = g.op(
+                    "conv",
+                    padded,
+                    filt,
+                    0.0,
+                    border="constant",
+                    padding=[(0, 0)] * spatial,
+                    stride=[1] * spatial,
+                    dilation=[1] * spatial,
+                    groups=channels,
+                )
+        y = g.op("stack", phases, axis=axis + 1)
+        y = g.op("reshape", y, shape=[-1], axis_start=axis, axis_count=2)
+    return g.op("copy", y, out=out.name)
+
+
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
+    align, factors = _resize_args(node, linear)
+    if (
+        mode in ("nearest", "linear")
+        and not align
+        and any(not isinstance(x.shape[a], int) for a in axes)
+        and all(f is not None and f >= 1 and float(f).is_integer() for f in factors)
+    ):
+        return _resize_dynamic(ctx, node, mode, [int(f or 1) for f in factors])
     sizes = _static(node, x, axes, f"{mode} resizing")
     wanted = [int(d) for d in out.shape[2:]]
-    align, factors = _resize_args(node, linear)
     g = ctx.g
     if mode == "nearest" and all(
         n % s == 0 and (f is None or f == n // s) for s, n, f in zip(sizes, wanted, factors)
