@@ -307,3 +307,23 @@ def test_an_untranslated_output_in_use_is_named(tmp_path):
     with pytest.raises(UnsupportedOpsError, match="adaptive_max_pool1d.*indices"):
         export_model_to_nnef(Indices(), torch.randn(1, 2, 8), tmp_path / "m.nnef", TractNNEF())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_splits_and_reshapes_over_a_dynamic_axis(tmp_path):
+    class Shapes(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            a, b = x.chunk(2, dim=1)  # sizes (S + 1) // 2 and S - (S + 1) // 2
+            _, d = torch.split(x, [3, x.shape[1] - 3], dim=1)
+            y = x.view(2, 1, -1, 1)
+            z = x.unsqueeze(0).view(2, x.shape[1], 1, 1)
+            return a[:, : b.shape[1]] * b, d, y.flatten(1), x.reshape(-1), z.squeeze((2, 3))
+
+    path = export_model_to_nnef(
+        Shapes(),
+        torch.randn(2, 10),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}),  # also checked at S = 17
+        input_names=["x"],
+    )
+    text = _graph_text(path)
+    assert "(S+1)/2" in text  # chunk bounds stay symbolic

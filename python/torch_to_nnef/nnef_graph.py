@@ -41,8 +41,10 @@ def literal(value: Any) -> str:
 
 
 def dim_literal(d: Dim) -> str:
-    """A dimension: an int or a symbol expression (written without spaces)."""
-    return str(d) if isinstance(d, int) else re.sub(r"\s+", "", d)
+    """A dimension: an int or a symbol expression in tract's syntax (no spaces; torch's floor
+    division ``//`` is tract's ``/`` on these non-negative sizes).
+    """
+    return str(d) if isinstance(d, int) else re.sub(r"\s+", "", d).replace("//", "/")
 
 
 NAMING_SCHEMES = ("raw", "natural_verbose", "natural_verbose_camel", "numeric")

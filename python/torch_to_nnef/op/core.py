@@ -547,16 +547,36 @@ def aten_permute(ctx: Context, node: Node) -> Ref:
 
 
 def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
+    """Reshape to the node's output shape, preferring what needs no symbol arithmetic: the sizes the
+    code asked for (ints and -1), 0 for a dimension kept from the input, one -1 for the remaining
+    symbolic one; only then tract's expressions of the symbols.
+    """
     out = node.outputs[0]
-    symbolic = [i for i, d in enumerate(out.shape) if not isinstance(d, int)]
-    shape: list[Any] = list(out.shape)
-    if len(symbolic) == 1:
+    asked = node.args[1] if node.kind in _SIZED_RESHAPES and len(node.args) > 1 else None
+    if not isinstance(asked, (list, tuple)) or len(asked) != out.rank:
+        asked = [None] * out.rank
+    shape: list[Any] = []
+    symbolic: list[int] = []
+    for i, (want, d) in enumerate(zip(asked, out.shape)):
+        if isinstance(want, int) and not isinstance(want, bool):
+            shape.append(want)
+        elif isinstance(d, int):
+            shape.append(d)
+        elif i < x.rank and x.shape[i] == d:
+            shape.append(0)  # NNEF: keep the input's dimension
+        else:
+            shape.append(d)
+            symbolic.append(i)
+    if len(symbolic) == 1 and -1 not in shape:
         shape[symbolic[0]] = -1
     elif symbolic:
         if not ctx.tract:
             raise TranslationError(f"{node.where()}: symbolic reshape needs TractNNEF")
-        shape = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in shape]
+        shape = [Ref(dim_literal(d)) if i in symbolic else d for i, d in enumerate(shape)]
     return ctx.g.op("reshape", ctx.ref(x), shape=shape, out=out.name)
+
+
+_SIZED_RESHAPES = ("aten::view", "aten::reshape", "aten::_unsafe_view")
 
 
 @register("aten::view", "aten::reshape", "aten::_unsafe_view", "aten::flatten", "aten::unflatten")
@@ -757,13 +777,25 @@ def aten_split(ctx: Context, node: Node) -> list[Ref]:
     """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0); split.Tensor(self, int size, dim)."""
     x = node.args[0]
     axis = _axis(_arg(node, 2, "dim", 0), x.rank)
-    refs, start = [], 0
+    refs: list[Ref] = []
+    start: Any = 0
     for out in node.outputs:
         size = out.shape[axis]
-        if not isinstance(size, int):
-            raise TranslationError(f"{node.where()}: splitting a dynamic axis is not supported yet")
-        refs.append(_slice(ctx, x, axis, start, start + size, 1, out.name))
-        start += size
+        end: Any = start + size if isinstance(start, int) and isinstance(size, int) else f"{start}+({size})"
+        if not isinstance(end, int) and not ctx.tract:
+            raise TranslationError(f"{node.where()}: splitting a dynamic axis needs TractNNEF")
+        refs.append(
+            ctx.g.op(
+                "slice",
+                ctx.ref(x),
+                axes=[axis],
+                begin=[_dim_ref(start)],
+                end=[_dim_ref(end)],
+                stride=[1],
+                out=out.name,
+            )
+        )
+        start = end
     return refs
 
 

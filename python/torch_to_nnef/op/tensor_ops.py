@@ -73,7 +73,7 @@ def _expressible(d: Dim) -> bool:
     if isinstance(d, int):
         return True
     names = re.findall(r"[A-Za-z_]\w*", d)
-    return re.fullmatch(r"[\w+\-*() ]+", d) is not None and all(len(n) == 1 for n in names)
+    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(len(n) == 1 for n in names)
 
 
 def _dim(node: Node, d: Dim) -> Any:
