@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import nnef
 import pytest
 import torch
 from torch import nn
 
+from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError
 from torch_to_nnef.export import UnsupportedOpsError
 
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*xs)
-
-
-def r(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape)
-
-
 # (id, module, inputs, also for Khronos)
-CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
+CASES: list[Case] = [
     ("relu", Fn(torch.relu), (r(2, 5),), True),
     ("sigmoid", Fn(torch.sigmoid), (r(2, 5),), True),
     ("tanh", Fn(torch.tanh), (r(2, 5),), True),
@@ -179,21 +164,13 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
 ]
 
 
-OP_PARAMS = [
-    pytest.param(target, module, inputs, id=f"{target}-{name}")
-    for name, module, inputs, khronos in CASES
-    for target in (["tract", "khronos"] if khronos else ["tract"])
-]
+OP_PARAMS = op_params(CASES)
 
 
 @pytest.mark.parametrize(("target", "module", "inputs"), OP_PARAMS)
 def test_op_table(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """Each op case is exported and verified in tract; Khronos cases also by the Khronos parser."""
-    tgt = TractNNEF(check_io=True) if target == "tract" else KhronosNNEF(check_io=True)
-    path = export_model_to_nnef(module, inputs, tmp_path / "m.nnef", tgt)
-    if target == "khronos":
-        graph = nnef.load_graph(str(path))  # the independent Khronos parser accepts it
-        assert len(graph.inputs) == len(inputs)
+    export_and_check(tmp_path, target, module, inputs)
 
 
 class SmallCNN(nn.Module):

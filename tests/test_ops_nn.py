@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import nnef
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.op.core import TranslationError
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*xs)
 
 
 class Attention(nn.Module):
@@ -65,10 +55,6 @@ class AdaptiveMaxValues(nn.Module):
         return self.pool(x) * 2
 
 
-def r(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape)
-
-
 def running_stats(norm: nn.Module) -> nn.Module:
     """Gives a norm layer's running statistics values other than their 0 / 1 defaults."""
     norm.running_mean.uniform_(-1, 1)
@@ -100,7 +86,7 @@ QKV_BATCH_FIRST = (r(2, 5, 8), r(2, 6, 8), r(2, 6, 8))
 QKV_SEQUENCE_FIRST = (r(5, 2, 8), r(6, 2, 8), r(6, 2, 8))
 
 # (id, module, inputs, also for Khronos)
-CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
+CASES: list[Case] = [
     # convolutions
     ("conv3d", nn.Conv3d(2, 3, 3, padding=1), (r(1, 2, 5, 6, 4),), True),
     ("conv3d-stride-groups", nn.Conv3d(4, 6, (3, 1, 2), stride=(2, 1, 1), groups=2), (r(2, 4, 7, 5, 6),), True),
@@ -247,21 +233,13 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
 ]
 
 
-OP_PARAMS = [
-    pytest.param(target, module, inputs, id=f"{target}-{name}")
-    for name, module, inputs, khronos in CASES
-    for target in (["tract", "khronos"] if khronos else ["tract"])
-]
+OP_PARAMS = op_params(CASES)
 
 
 @pytest.mark.parametrize(("target", "module", "inputs"), OP_PARAMS)
 def test_nn_op_table(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """Each layer case is exported and verified in tract; Khronos cases also by the Khronos parser."""
-    tgt = TractNNEF(check_io=True) if target == "tract" else KhronosNNEF(check_io=True)
-    path = export_model_to_nnef(module.eval(), inputs, tmp_path / "m.nnef", tgt)
-    if target == "khronos":
-        graph = nnef.load_graph(str(path))  # the independent Khronos parser accepts it
-        assert len(graph.inputs) == len(inputs)
+    export_and_check(tmp_path, target, module, inputs)
 
 
 class Decoder(nn.Module):

@@ -5,22 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import nnef
 import pytest
 import torch
 from torch import nn
 
+from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.op.core import TranslationError
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*xs)
 
 
 class Fn1(nn.Module):
@@ -32,10 +23,6 @@ class Fn1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
-
-
-def r(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape)
 
 
 def ints(*shape: int, low: int = -9, high: int = 10) -> torch.Tensor:
@@ -52,7 +39,7 @@ DIVISOR = torch.tensor([[1.5, -2.0, 0.7, -0.9], [3.0, -1.25, 2.5, -4.0]])
 DIVIDEND = torch.tensor([[7.3, -7.3, 5.0, -5.5], [-0.4, 2.6, -9.1, 8.8]])
 
 # (id, module, inputs, also for Khronos)
-CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
+CASES: list[Case] = [
     # remainder, fmod, rounding division
     ("remainder-tensor", Fn(torch.remainder), (DIVIDEND, DIVISOR), True),
     ("remainder-scalar-negative", Fn(lambda a: torch.remainder(a, -1.5)), (DIVIDEND,), True),
@@ -239,21 +226,13 @@ CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool]] = [
 ]
 
 
-OP_PARAMS = [
-    pytest.param(target, module, inputs, id=f"{target}-{name}")
-    for name, module, inputs, khronos in CASES
-    for target in (["tract", "khronos"] if khronos else ["tract"])
-]
+OP_PARAMS = op_params(CASES)
 
 
 @pytest.mark.parametrize(("target", "module", "inputs"), OP_PARAMS)
 def test_tensor_op_table(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """Each case is exported and verified in tract; Khronos cases also by the Khronos parser."""
-    tgt = TractNNEF(check_io=True) if target == "tract" else KhronosNNEF(check_io=True)
-    path = export_model_to_nnef(module, inputs, tmp_path / "m.nnef", tgt)
-    if target == "khronos":
-        graph = nnef.load_graph(str(path))  # the independent Khronos parser accepts it
-        assert len(graph.inputs) == len(inputs)
+    export_and_check(tmp_path, target, module, inputs)
 
 
 DYNAMIC_CASES: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] = [
