@@ -10,8 +10,10 @@ from torch_to_nnef.tensors import read_dat, write_dat, write_dats
 from torch_to_nnef.tract import TRACT_VERSION, TractModel, check_outputs, compare_outputs
 
 if TYPE_CHECKING:
+    from torch_to_nnef.compress import compress_model, load_compression_registry
     from torch_to_nnef.export import export_model_to_nnef
     from torch_to_nnef.inference_target import KhronosNNEF, TractNNEF
+    from torch_to_nnef.qtensor import QTensor, QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,11 @@ _LAZY = {
     "export_model_to_nnef": "torch_to_nnef.export",
     "TractNNEF": "torch_to_nnef.inference_target",
     "KhronosNNEF": "torch_to_nnef.inference_target",
+    "QTensor": "torch_to_nnef.qtensor",
+    "QTensorTractScaleOnly": "torch_to_nnef.qtensor",
+    "fp_to_tract_q4_0_with_min_max_calibration": "torch_to_nnef.qtensor",
+    "compress_model": "torch_to_nnef.compress",
+    "load_compression_registry": "torch_to_nnef.compress",
 }
 
 
@@ -36,13 +43,18 @@ __all__ = [
     "TRACT_VERSION",
     "KhronosNNEF",
     "Q40Tensor",
+    "QTensor",
+    "QTensorTractScaleOnly",
     "T2NError",
     "TractModel",
     "TractNNEF",
     "check_outputs",
     "compare_outputs",
+    "compress_model",
     "export_model_to_nnef",
+    "fp_to_tract_q4_0_with_min_max_calibration",
     "list_archive",
+    "load_compression_registry",
     "quantize_q4_0",
     "read_dat",
     "write_dat",

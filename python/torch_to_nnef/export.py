@@ -32,6 +32,7 @@ from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNN
 from torch_to_nnef.ir import Graph, Node, Value
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
+from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, q4_0_weights_for_export
 from torch_to_nnef.tract import TractModel, check_outputs
 
 LOGGER = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def translate(
     for extension in custom_extensions:
         g.need(extension)
     labels: dict[int, Ref] = {}
+    widened = frozenset(k for flag, kinds in F32_FORCED.items() if getattr(target, flag, False) for k in kinds)
+    q4_0_blocks = q4_0_weights_for_export(graph, target, widened)
 
     unproduced: dict[str, Node] = {}
 
@@ -157,7 +160,7 @@ def translate(
             raise KeyError(v.name)
         key = id(p.tensor)
         if key not in labels:
-            labels[key] = g.variable(p.tensor, p.torch_name)
+            labels[key] = g.variable(q4_0_blocks.get(v.name, p.tensor), p.torch_name)
         return labels[key]
 
     ctx = ops.Context(g=g, tract=target.is_tract, declare=declare, target=target)
@@ -335,6 +338,7 @@ def export_model_to_nnef(
             tensors,
             compression_level=compression_level,
             target="tract" if inference_target.is_tract else "khronos",
+            q4_0_legacy=isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT,
             overwrite=overwrite,
         )
         LOGGER.info("exported %s to %s", type(model).__name__, written)

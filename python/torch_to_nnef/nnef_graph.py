@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.errors import DTypeError
 from torch_to_nnef.ir import Dim, Value
 
@@ -73,6 +74,8 @@ class NNEFBuilder:
         self.extensions: list[str] = []
         self.variables: dict[str, Any] = {}
         self._variable_refs: dict[str, Ref] = {}
+        self.block_quantized: set[str] = set()
+        """Refs of the variables stored as Q4_0 blocks (ops reading them may need extra attributes)."""
         self._used: set[str] = set()
         self._reserved: set[str] = set()
         self._counter = 0
@@ -139,18 +142,24 @@ class NNEFBuilder:
 
     def variable(self, tensor: Any, label: str) -> Ref:
         """Declares a weight stored as ``<label>.dat`` (once per label: the same label gives the
-        same ref, so callers must use one label per content).
+        same ref, so callers must use one label per content). A :class:`Q40Tensor` is declared as
+        a float variable of its logical shape and listed in :attr:`block_quantized`.
         """
         if label in self._variable_refs:
             return self._variable_refs[label]
-        array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
         base = label.replace(".", "_").replace("/", "_")
         if self.naming_scheme == "numeric":
             ref = self.fresh(base)
         else:
             ref = self.fresh(_camel(base) if self.naming_scheme == "natural_verbose_camel" else base, keep=True)
-        kind = "scalar" if array.dtype.kind == "f" else "logical" if array.dtype == bool else "integer"
-        shape = "[" + ", ".join(str(d) for d in array.shape) + "]"
+        if isinstance(tensor, Q40Tensor):  # tract reads the blocks as a block-quantized float constant
+            kind, dims = "scalar", tuple(tensor.shape)
+            self.block_quantized.add(ref)
+        else:
+            array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+            kind = "scalar" if array.dtype.kind == "f" else "logical" if array.dtype == bool else "integer"
+            dims = array.shape
+        shape = "[" + ", ".join(str(d) for d in dims) + "]"
         self.lines.append(f"{ref} = variable<{kind}>(label = {literal(label)}, shape = {shape});")
         self.variables[label] = tensor
         self._variable_refs[label] = ref

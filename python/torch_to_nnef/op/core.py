@@ -890,7 +890,10 @@ def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) ->
     if not ctx.tract:
         raise TranslationError(f"{node.where()}: {node.kind} needs a gather, which the NNEF specification lacks")
     ctx.g.need("tract_registry tract_core")
-    return ctx.g.op("tract_core_gather", ctx.ref(data), ctx.ref(indices), axis=axis, out=node.outputs[0].name)
+    table = ctx.ref(data)
+    # tract gathers rows of Q4_0 blocks only when told the dtype to decode them to.
+    attrs = {"datum_type": node.outputs[0].dtype} if table in ctx.g.block_quantized else {}
+    return ctx.g.op("tract_core_gather", table, ctx.ref(indices), axis=axis, out=node.outputs[0].name, **attrs)
 
 
 @register("aten::embedding")
