@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from torch_to_nnef.compress import compress_model, load_compression_registry
     from torch_to_nnef.export import export_model_to_nnef
     from torch_to_nnef.inference_target import KhronosNNEF, TractNNEF
+    from torch_to_nnef.peft import export_peft_to_nnef
     from torch_to_nnef.qtensor import QTensor, QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
+    from torch_to_nnef.tensor_export import export_tensors_from_disk_to_nnef, export_tensors_to_nnef
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,9 @@ _LAZY = {
     "fp_to_tract_q4_0_with_min_max_calibration": "torch_to_nnef.qtensor",
     "compress_model": "torch_to_nnef.compress",
     "load_compression_registry": "torch_to_nnef.compress",
+    "export_tensors_to_nnef": "torch_to_nnef.tensor_export",
+    "export_tensors_from_disk_to_nnef": "torch_to_nnef.tensor_export",
+    "export_peft_to_nnef": "torch_to_nnef.peft",
 }
 
 
@@ -52,6 +57,9 @@ __all__ = [
     "compare_outputs",
     "compress_model",
     "export_model_to_nnef",
+    "export_peft_to_nnef",
+    "export_tensors_from_disk_to_nnef",
+    "export_tensors_to_nnef",
     "fp_to_tract_q4_0_with_min_max_calibration",
     "list_archive",
     "load_compression_registry",

@@ -35,6 +35,10 @@ class UnsafePathError(T2NError, ValueError):
     """A tensor label or archive member whose path would escape its folder."""
 
 
+class UnsafeFileError(T2NError, ValueError):
+    """A file whose loading would run code it carries (a pickle of arbitrary objects): refused unread."""
+
+
 class NameClashError(T2NError, ValueError):
     """Two tensors, inputs or outputs that would get the same name."""
 
