@@ -51,6 +51,7 @@ bench: build
 	$(PY) benches/bench_dat_write.py
 	$(PY) benches/bench_q4_0.py
 	$(PY) benches/bench_runner.py
+	$(PY) benches/bench_tensor_export.py
 
 clean-cache:
 	rm -rf $(CACHE)
