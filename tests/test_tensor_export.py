@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,3 +374,17 @@ def test_import_does_not_import_torch():
         "assert names <= set(t.__all__)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_example(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Export tensors alone") :]
+    code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert sorted(scope["name_to_tensor"]) == ["0.bias", "0.weight"]
+    model = scope["model"]
+    assert_dat_equals(tmp_path / "my-nnef-tensor-dump-dir/linear_0.dat", model[0].weight)
+    assert_dat_equals(tmp_path / "weights-nnef/0.weight.dat", model[0].weight)
+    assert_dat_equals(tmp_path / "weights-nnef/0.bias.dat", model[0].bias)
