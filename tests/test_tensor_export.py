@@ -107,6 +107,19 @@ def test_export_from_memory_every_kind_of_value(tmp_path):
     assert from_qtensor.to_bytes() == quantize_q4_0(q_source).to_bytes()
 
 
+def test_package_qtensors_are_written_as_q4_0(tmp_path):
+    from torch_to_nnef.qtensor import fp_to_tract_q4_0_with_min_max_calibration
+
+    weight = torch.randn(16, 64, generator=torch.Generator().manual_seed(3))
+    q = fp_to_tract_q4_0_with_min_max_calibration(weight)
+    export_tensors_to_nnef({"layer/weight": q, "bias": torch.ones(16)}, tmp_path / "out")
+    got = read_dat(tmp_path / "out/layer/weight.dat")
+    assert isinstance(got, Q40Tensor)
+    assert got.shape == [16, 64]
+    assert got.to_bytes() == quantize_q4_0(weight).to_bytes()
+    assert_dat_equals(tmp_path / "out/bias.dat", torch.ones(16))
+
+
 def test_name_tensor_pairs_and_duplicate_names(tmp_path):
     a, b = torch.ones(2), torch.zeros(3)
     export_tensors_to_nnef([("a", a), ("b", b)], tmp_path / "pairs")
