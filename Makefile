@@ -50,6 +50,7 @@ test-python: build
 bench: build
 	$(PY) benches/bench_dat_write.py
 	$(PY) benches/bench_q4_0.py
+	$(PY) benches/bench_q4_0_model.py
 	$(PY) benches/bench_runner.py
 	$(PY) benches/bench_tensor_export.py
 
