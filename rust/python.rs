@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -241,6 +244,42 @@ impl Q40Tensor {
     fn dequantize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let values = py.detach(|| q4_0::dequantize(&self.blocks)).py_err()?;
         PyArray1::from_vec(py, values).call_method1("reshape", (self.shape.clone(),))
+    }
+
+    /// Decodes into `out`, a writable C-contiguous float32 array with as many values (e.g. the
+    /// buffer that was quantized: no new memory is touched).
+    fn dequantize_into(&self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut array = out
+            .cast::<PyArrayDyn<f32>>()
+            .map_err(|_| {
+                to_pyerr(Error::InvalidArgument(
+                    "dequantize_into needs a float32 numpy array".into(),
+                ))
+            })?
+            .try_readwrite()
+            .map_err(|_| {
+                to_pyerr(Error::InvalidArgument(
+                    "dequantize_into needs a writable array that nothing else borrows".into(),
+                ))
+            })?;
+        let values = array.as_slice_mut().map_err(|_| {
+            to_pyerr(Error::InvalidArgument(
+                "dequantize_into needs a C-contiguous array".into(),
+            ))
+        })?;
+        let n: usize = self.shape.iter().product();
+        if values.len() != n {
+            return Err(to_pyerr(Error::Shape {
+                what: "dequantize_into".into(),
+                reason: format!(
+                    "the output holds {} values, the tensor {n} (shape {:?})",
+                    values.len(),
+                    self.shape
+                ),
+            }));
+        }
+        let blocks = &self.blocks;
+        py.detach(|| q4_0::dequantize_into(blocks, values)).py_err()
     }
 
     fn __repr__(&self) -> String {

@@ -43,7 +43,8 @@ impl Q40Layout {
     }
 }
 
-/// Checks that `shape` can be stored as Q4_0: rank >= 2 and a trailing size multiple of 32.
+/// Checks that `shape` can be stored as Q4_0: rank >= 2, and each row (the product of the
+/// dimensions after the first) a whole number of 32-value blocks, as tract reads it.
 pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
     let bad = |reason: String| {
         Err(Error::Shape {
@@ -56,11 +57,11 @@ pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
             "Q4_0 needs a tensor of rank >= 2, got shape {shape:?}; keep it in float"
         ));
     }
-    let last = shape[shape.len() - 1];
-    if !last.is_multiple_of(BLOCK_LEN) {
+    let row: usize = shape[1..].iter().product();
+    if !row.is_multiple_of(BLOCK_LEN) {
         return bad(format!(
-            "Q4_0 packs blocks of {BLOCK_LEN} along the last axis, but shape {shape:?} ends \
-             with {last}, not a multiple of {BLOCK_LEN}; keep this tensor in float"
+            "Q4_0 packs each row (the dimensions after the first) in blocks of {BLOCK_LEN}, but \
+             shape {shape:?} has rows of {row}, not a multiple of {BLOCK_LEN}; keep this tensor in float"
         ));
     }
     Ok(())
@@ -227,16 +228,32 @@ pub fn quantize(
 
 /// Decodes Q4_0 blocks (GGML order) to f32 values.
 pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
-    if !blocks.len().is_multiple_of(BLOCK_BYTES) {
-        return Err(Error::Shape {
-            what: "Q4_0 blocks".into(),
-            reason: format!(
-                "{} bytes is not a whole number of {BLOCK_BYTES}-byte blocks",
-                blocks.len()
-            ),
-        });
-    }
     let mut out = vec![0f32; blocks.len() / BLOCK_BYTES * BLOCK_LEN];
+    dequantize_into(blocks, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes Q4_0 blocks (GGML order) into `out`, which must hold exactly their values (no
+/// allocation: a caller can decode over the buffer it quantized).
+pub fn dequantize_into(blocks: &[u8], out: &mut [f32]) -> Result<()> {
+    let shape_error = |reason: String| Error::Shape {
+        what: "Q4_0 blocks".into(),
+        reason,
+    };
+    if !blocks.len().is_multiple_of(BLOCK_BYTES) {
+        return Err(shape_error(format!(
+            "{} bytes is not a whole number of {BLOCK_BYTES}-byte blocks",
+            blocks.len()
+        )));
+    }
+    if out.len() != blocks.len() / BLOCK_BYTES * BLOCK_LEN {
+        return Err(shape_error(format!(
+            "{} blocks decode to {} values, but the output holds {}",
+            blocks.len() / BLOCK_BYTES,
+            blocks.len() / BLOCK_BYTES * BLOCK_LEN,
+            out.len()
+        )));
+    }
     out.par_chunks_mut(BLOCK_LEN * BLOCKS_PER_TASK)
         .zip(blocks.par_chunks(BLOCK_BYTES * BLOCKS_PER_TASK))
         .for_each(|(o, b)| {
@@ -251,7 +268,7 @@ pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
                 }
             }
         });
-    Ok(out)
+    Ok(())
 }
 
 /// Unpacks the 32 nibbles of a block in element order.

@@ -76,15 +76,18 @@ class EmbedLinear(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """A Conv2d whose kernel's last axis is 32 wide (Q4_0 packs the last axis), and one that is not."""
+    """Conv2d kernels whose rows (all dimensions after the first) hold whole 32-value blocks, through
+    a wide last axis or a 2x2 kernel over 8 channels, and one whose rows do not (8 x 3 x 3 = 72).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.wide = nn.Conv2d(4, 8, kernel_size=(3, 32))
         self.small = nn.Conv2d(8, 8, kernel_size=3, padding=1)
+        self.square = nn.Conv2d(8, 16, kernel_size=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.small(torch.relu(self.wide(x)))
+        return self.square(self.small(torch.relu(self.wide(x))))
 
 
 class TiedLM(nn.Module):
@@ -268,7 +271,7 @@ def test_conv2d(tmp_path: Path, version: str, conv_item: int, caplog: pytest.Log
     model = ConvNet()
     with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
         compress_model(model, "min_max_q4_0_all")
-    assert isinstance(model.wide.weight, QTensor)
+    assert isinstance(model.wide.weight, QTensor) and isinstance(model.square.weight, QTensor)
     assert type(model.small.weight) is nn.Parameter  # kernel [8, 8, 3, 3]: stays float
     assert "small.weight stays float" in caplog.text
     x = torch.randn(1, 4, 6, 40)
@@ -277,12 +280,14 @@ def test_conv2d(tmp_path: Path, version: str, conv_item: int, caplog: pytest.Log
         out = export(model, (x,), tmp_path / "m", TractNNEF(version=version, check_io=True))
     assert dat_header(out / "wide.weight.dat") == ([8, 4, 3, 32], conv_item)
     assert dat_header(out / "small.weight.dat") == ([8, 8, 3, 3], FLOAT)
+    assert dat_header(out / "square.weight.dat") == ([16, 8, 2, 2], conv_item)
     if conv_item == FLOAT:
         assert "wide.weight written as dequantized floats" in caplog.text and "0.21.12" in caplog.text
         values = np.frombuffer(payload(out / "wide.weight.dat"), dtype=np.float32).reshape(8, 4, 3, 32)
         assert np.array_equal(values, model.wide.weight.detach().numpy())
     else:
         assert payload(out / "wide.weight.dat") == model.wide.weight.to_q4_0().to_bytes()
+        assert payload(out / "square.weight.dat") == model.square.weight.to_q4_0().to_bytes()
         assert not caplog.text
 
 
@@ -341,7 +346,7 @@ def test_default_registry() -> None:
 
 
 def test_non_quantizable_weights_stay_float(caplog: pytest.LogCaptureFixture) -> None:
-    model = nn.Sequential(nn.Linear(30, 8), nn.Linear(8, 64), nn.Conv1d(64, 4, 3), nn.Embedding(10, 20))
+    model = nn.Sequential(nn.Linear(30, 8), nn.Linear(8, 64), nn.Conv1d(60, 4, 3), nn.Embedding(10, 20))
     weights = [m.weight for m in model]
     with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
         compress_model(model, "min_max_q4_0_all")

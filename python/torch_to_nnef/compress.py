@@ -7,7 +7,7 @@ same model (``copy.deepcopy(model)`` first to keep the float one). They never to
 
 - a weight shared with a module of another class (a language-model head tied to an embedding
   table under ``min_max_q4_0``) stays float, with the reason logged;
-- a weight Q4_0 cannot hold (rank 1, a last dimension that is not a multiple of 32, non-finite
+- a weight Q4_0 cannot hold (rank 1, rows whose size is not a multiple of 32, non-finite
   values) stays float, with the reason logged;
 - a weight that is a QTensor already is left as it is.
 
@@ -100,7 +100,7 @@ def quantize_weights_min_max_q4_0(
                 LOGGER.warning("%s stays float: it is shared with %s, not asked for", label, ", ".join(others))
                 continue
             try:
-                quantized = fp_to_tract_q4_0_with_min_max_calibration(weight, percentile, threads=threads)
+                quantized = fp_to_tract_q4_0_with_min_max_calibration(weight, percentile, threads=threads, inplace=True)
             except (ShapeError, DTypeError, QTensorError) as exc:
                 LOGGER.warning("%s stays float: %s", label, exc)
                 continue

@@ -1,6 +1,7 @@
 """Q4_0 block quantization (GGML ``block_q4_0``), byte-identical to tract's own quantizer.
 
-Blocks of 32 consecutive values (along the last axis) are stored in 18 bytes: an f16 scale
+Blocks of 32 consecutive values (of the row-major flattened tensor; each row, the dimensions after
+the first, holds whole blocks) are stored in 18 bytes: an f16 scale
 ``d = m / -8`` (``m`` the value of largest magnitude, with its sign) and 32 4-bit codes
 ``q = min(15, trunc(x / d + 8.5))``; values decode as ``(q - 8) * d``.
 
@@ -30,12 +31,14 @@ def quantize_q4_0(tensor: TensorLike, *, threads: int | None = None, name: str =
     """Quantizes an f32, f16 or bf16 tensor of rank >= 2 to Q4_0, on all cores.
 
     Args:
-        tensor: numpy array or torch tensor; its last dimension must be a multiple of 32.
+        tensor: numpy array or torch tensor; the product of its dimensions after the first must be
+            a multiple of 32 (e.g. ``[N, K]`` with ``K % 32 == 0``, or a conv kernel ``[O, I, 3, 3]``
+            with ``I * 9 % 32 == 0``).
         threads: number of threads (default: all cores; 1 runs on the calling thread).
         name: used in error messages.
 
     Raises:
-        ShapeError: rank below 2 or a last dimension that is not a multiple of 32.
+        ShapeError: rank below 2, or rows whose size is not a multiple of 32.
         DTypeError: a dtype other than f32, f16 or bf16.
     """
     if not isinstance(tensor, np.ndarray):

@@ -93,7 +93,7 @@ class QTensor(torch.nn.Parameter):
 
 
 class QTensorTractScaleOnly(QTensor):
-    """Q4_0 blocks (GGML ``block_q4_0``: 32 values along the last axis share one f16 scale, no
+    """Q4_0 blocks (GGML ``block_q4_0``: 32 consecutive values of a row share one f16 scale, no
     offset) and the float tensor of their dequantized values, which PyTorch computes with.
 
     Build one with :func:`fp_to_tract_q4_0_with_min_max_calibration`, or from blocks:
@@ -177,24 +177,27 @@ def _clip_to_percentile(values: torch.Tensor, percentile: float) -> torch.Tensor
 
 
 def fp_to_tract_q4_0_with_min_max_calibration(
-    tensor: torch.Tensor, percentile: float = 1.0, *, threads: int | None = None
+    tensor: torch.Tensor, percentile: float = 1.0, *, threads: int | None = None, inplace: bool = False
 ) -> QTensorTractScaleOnly:
-    """Quantizes a float weight to Q4_0 with min-max calibration (each block of 32 values along
-    the last axis is scaled by its value of largest magnitude), byte-identical to tract's own
-    quantizer. The input is left unchanged.
+    """Quantizes a float weight to Q4_0 with min-max calibration (each block of 32 consecutive
+    values of a row is scaled by its value of largest magnitude), byte-identical to tract's own
+    quantizer. The input is left unchanged unless ``inplace``.
 
     Args:
-        tensor: f32, f16, bf16 or f64 weight (an ``nn.Parameter`` too) of rank >= 2 whose last
-            dimension is a multiple of 32, with finite values.
+        tensor: f32, f16, bf16 or f64 weight (an ``nn.Parameter`` too) of rank >= 2 whose rows (the
+            dimensions after the first) hold a multiple of 32 values, with finite values.
         percentile: below 1, the values of each block are first clipped to that quantile of their
             magnitudes (outliers saturate, the others keep a finer scale).
         threads: quantization threads (default: all cores).
+        inplace: for a contiguous f32 CPU tensor, decode the dequantized values over its own memory
+            (the QTensor then shares it): no second full-size buffer, as when a model's weights are
+            replaced (:mod:`torch_to_nnef.compress`).
 
     Returns:
         A :class:`QTensorTractScaleOnly` of the same dtype and device, ``requires_grad=False``.
 
     Raises:
-        ShapeError: rank below 2, or a last dimension that is not a multiple of 32.
+        ShapeError: rank below 2, or rows whose size is not a multiple of 32.
         DTypeError: not a float tensor.
         QTensorError: non-finite values (a block holding one would decode to NaN or infinities),
             or a percentile outside (0, 1].
@@ -202,10 +205,10 @@ def fp_to_tract_q4_0_with_min_max_calibration(
     values = tensor.detach()
     if values.dtype not in _FLOATS:
         raise DTypeError(f"Q4_0 quantizes float weights, not {values.dtype}")
-    if values.dim() < 2 or values.shape[-1] % _BLOCK:
+    if values.dim() < 2 or math.prod(values.shape[1:]) % _BLOCK:
         raise ShapeError(
-            f"Q4_0 packs blocks of {_BLOCK} along the last axis of a tensor of rank >= 2; shape {list(values.shape)} "
-            "cannot be packed"
+            f"Q4_0 packs each row (the dimensions after the first) in blocks of {_BLOCK}, for tensors of rank >= 2; "
+            f"shape {list(values.shape)} cannot be packed"
         )
     if not 0.0 < percentile <= 1.0:
         raise QTensorError(f"percentile must be in (0, 1], got {percentile}")
@@ -219,6 +222,9 @@ def fp_to_tract_q4_0_with_min_max_calibration(
     if percentile < 1.0:
         source = _clip_to_percentile(source, percentile)
     blocks = quantize_q4_0(source, threads=threads, name="weight")
+    if inplace and values.dtype == torch.float32 and values.device.type == "cpu" and values.is_contiguous():
+        blocks.dequantize_into(values.numpy())
+        return QTensorTractScaleOnly(values, blocks)
     dequantized = torch.from_numpy(blocks.dequantize())
     if values.dtype != torch.float32 or values.device.type != "cpu":
         dequantized = dequantized.to(device=values.device, dtype=values.dtype)

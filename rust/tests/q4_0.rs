@@ -149,6 +149,28 @@ fn shapes_that_cannot_be_blocked_are_refused() {
     }
 }
 
+#[test]
+fn rows_of_whole_blocks_are_accepted_whatever_the_last_axis() {
+    // A conv kernel [16, 8, 2, 2]: rows of 32 values, as tract reads them.
+    let v = lcg(16 * 32, 7, 3.0);
+    let ours = q4_0::quantize("k", Q40Input::F32(&v), &[16, 8, 2, 2], None).unwrap();
+    assert_eq!(ours, tract_reference_quantize(&v));
+}
+
+#[test]
+fn dequantize_into_writes_the_same_values_in_place() {
+    let v = lcg(32 * 64, 11, 5.0);
+    let blocks = ours(&v, None);
+    let mut out = vec![f32::NAN; v.len()];
+    q4_0::dequantize_into(&blocks, &mut out).unwrap();
+    assert_eq!(out, q4_0::dequantize(&blocks).unwrap());
+    let mut short = vec![0f32; v.len() - 32];
+    let err = q4_0::dequantize_into(&blocks, &mut short)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("decode to"), "{err}");
+}
+
 proptest! {
     #[test]
     fn round_trip_error_is_bounded(v in prop::collection::vec(-1000f32..1000f32, 32..=32 * 8)) {
