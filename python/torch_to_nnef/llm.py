@@ -1,0 +1,788 @@
+"""HuggingFace causal language models exported to NNEF for tract, with their key-value cache as graph I/O.
+
+Command line: ``export_llm_to_tract -d SAVED_MODEL_DIR -e EXPORT_DIR`` (or ``python -m
+torch_to_nnef.llm``); from Python: :func:`export_llm_to_tract`. Needs ``pip install
+'torch_to_nnef[llm_tract]'`` (transformers).
+
+The exported graph (``<export_dir>/model/model.nnef.tgz``) has this contract, for a model of ``L``
+layers with ``H`` key-value heads of size ``D``:
+
+- inputs: ``input_ids`` (i64 ``[1, S]``), then per layer ``in_cache_key_{i}`` and
+  ``in_cache_value_{i}`` (``[1, H, P, D]``), layer after layer;
+- outputs: ``logits`` (``[1, K, vocab]``, ``K`` = ``S`` when every position's logits are kept,
+  else the number kept), then per layer ``out_cache_key_{i}`` and ``out_cache_value_{i}``
+  (``[1, H, P + S, D]``) in the same order.
+
+``S`` (new tokens) and ``P`` (tokens already in the cache) are tract symbols; the position of the
+first new token is ``P``. A prompt is run with ``P = 0`` (empty caches), each following step with
+the caches the previous one returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from torch_to_nnef.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
+from torch_to_nnef.errors import InvalidArgumentError, IOMismatchError, MissingFolderError, OutputExistsError, T2NError
+from torch_to_nnef.export import export_model_to_nnef
+from torch_to_nnef.inference_target import TractNNEF
+from torch_to_nnef.nnef_graph import NAMING_SCHEMES
+from torch_to_nnef.qtensor import QTensor
+from torch_to_nnef.tract import Tolerance, TractModel, check_outputs
+
+__all__ = [
+    "CausalLMGraph",
+    "LLMExportError",
+    "LLMExportResult",
+    "export_llm_to_tract",
+    "io_names",
+    "main",
+    "wrap_causal_lm",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+DType = Literal["f32", "f16", "bf16"]
+_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16}
+_TOLERANCES: tuple[Tolerance, ...] = ("exact", "close", "approximate", "very", "super", "ultra")
+DEFAULT_TOLERANCE: dict[str, Tolerance] = {"f32": "approximate", "f16": "super"}
+"""Check tolerance per exported float type when ``-tt`` is not given."""
+
+TRACE_NEW_TOKENS = 3
+TRACE_PAST_TOKENS = 2
+"""Sizes the graph is traced at: torch.export cannot trace ``P = 0`` as a dynamic size, so the
+prompt step (``P = 0``) is verified separately, by running the export."""
+
+_DEFAULT_TRACT_VERSION: str = TractNNEF().version
+
+MODEL_DIRNAME = "model"
+ARCHIVE_NAME = "model.nnef.tgz"
+IO_SPEC_NAME = "io_spec.json"
+TESTS_DIRNAME = "tests"
+
+
+class LLMExportError(T2NError, ValueError):
+    """A model or an option that :func:`export_llm_to_tract` cannot work with (the message says why)."""
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as exc:
+        raise LLMExportError(
+            "exporting a language model needs transformers: pip install 'torch_to_nnef[llm_tract]'"
+        ) from exc
+    return transformers
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """The graph's input and output names for a model of ``num_layers`` layers."""
+    caches = [f"{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+    return ["input_ids", *(f"in_cache_{c}" for c in caches)], ["logits", *(f"out_cache_{c}" for c in caches)]
+
+
+class CausalLMGraph(nn.Module):
+    """A HuggingFace causal LM as ``(input_ids, *caches) -> (logits, *new_caches)``.
+
+    The transformers cache object is rebuilt from the flat tensors at each call
+    (``DynamicCache(ddp_cache_data=...)``), and positions start at the cache length. Build it
+    with :func:`wrap_causal_lm`, which gives ``forward`` one named parameter per cache tensor
+    (torch.export needs them to give each its own dynamic axis).
+
+    Args:
+        model: a ``transformers`` causal LM (``AutoModelForCausalLM``).
+        num_layers: layers whose key and value caches are graph inputs and outputs.
+        num_logits_to_keep: logits of the last positions kept (0 keeps every position's).
+    """
+
+    def __init__(self, model: nn.Module, num_layers: int, num_logits_to_keep: int = 1) -> None:
+        super().__init__()
+        if num_logits_to_keep < 0:
+            raise InvalidArgumentError(f"num_logits_to_keep must be >= 0, got {num_logits_to_keep}")
+        self.model = model
+        self.num_layers = num_layers
+        self.num_logits_to_keep = num_logits_to_keep
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+
+    def forward(self, input_ids: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Runs ``input_ids`` after the ``P`` tokens held by ``caches``."""
+        if len(caches) != 2 * self.num_layers:
+            raise InvalidArgumentError(f"{2 * self.num_layers} cache tensors expected, got {len(caches)}")
+        cache_cls = _transformers().DynamicCache
+        cache = cache_cls(ddp_cache_data=[(caches[2 * i], caches[2 * i + 1]) for i in range(self.num_layers)])
+        past = caches[0].shape[2]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) + past
+        out = self.model(
+            input_ids=input_ids,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=self.num_logits_to_keep,
+            **{self._cache_kwarg: cache},
+        )
+        new_cache = _output_cache(out)
+        return (out.logits, *_flat_cache(new_cache, self.num_layers))
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if cache is None:
+        raise LLMExportError("the model returned no cache: it does not support use_cache=True")
+    return cache
+
+
+def _flat_cache(cache: Any, num_layers: int) -> list[torch.Tensor]:
+    layers = getattr(cache, "layers", None)
+    if layers is None or len(layers) != num_layers:
+        found = "no layers" if layers is None else f"{len(layers)} layers"
+        raise LLMExportError(f"the model's cache has {found}, {num_layers} expected")
+    flat: list[torch.Tensor] = []
+    for i, layer in enumerate(layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor)):
+            raise LLMExportError(
+                f"cache layer {i} ({type(layer).__name__}) holds no key and value tensors: only attention "
+                "layers with a key-value cache can be exported"
+            )
+        flat.extend((keys, values))
+    return flat
+
+
+def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[CausalLMGraph, tuple[int, int, int]]:
+    """Wraps ``model`` into a :class:`CausalLMGraph`.
+
+    The model is run once on two tokens to learn its cache layout.
+
+    Returns:
+        The wrapper, and ``(num_layers, key-value heads, head size)``.
+    """
+    model.eval()
+    first = next(iter(model.parameters()))
+    with torch.no_grad():
+        out = model(input_ids=torch.zeros(1, 2, dtype=torch.int64, device=first.device), use_cache=True)
+    cache = _output_cache(out)
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        raise LLMExportError(f"the cache of {type(model).__name__} ({type(cache).__name__}) has no layers")
+    flat = _flat_cache(cache, len(layers))
+    shapes = {tuple(t.shape[:2]) + tuple(t.shape[3:]) for t in flat}
+    if len(shapes) != 1 or len(flat[0].shape) != 4:
+        raise LLMExportError(
+            f"the caches of {type(model).__name__} are not all [1, heads, length, head size] of one size: "
+            f"{sorted({tuple(t.shape) for t in flat})}"
+        )
+    num_layers = len(layers)
+    _, heads, _, head_dim = flat[0].shape
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in io_names(num_layers)[0]]
+    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
+
+    def forward(self: CausalLMGraph, input_ids: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return CausalLMGraph.forward(self, input_ids, *caches)
+
+    forward.__signature__ = signature  # type: ignore[attr-defined]
+    forward.__doc__ = CausalLMGraph.forward.__doc__
+    cls = type(CausalLMGraph.__name__, (CausalLMGraph,), {"forward": forward, "__module__": __name__})
+    wrapper = cls(model, num_layers, num_logits_to_keep).eval()
+    return wrapper, (num_layers, int(heads), int(head_dim))
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _load_model(
+    model_slug: str | None,
+    local_dir: str | os.PathLike[str] | None,
+    *,
+    trust_remote_code: bool,
+    attn_implementation: str,
+) -> tuple[nn.Module, Any, Any]:
+    """The model (f32), its config, and its tokenizer (None when the source has none)."""
+    transformers = _transformers()
+    if (model_slug is None) == (local_dir is None):
+        raise LLMExportError("pass the model with one of -s/--model-slug or -d/--local-dir")
+    common = {"trust_remote_code": trust_remote_code}
+    if local_dir is not None:
+        folder = Path(local_dir)
+        if not (folder / "config.json").is_file():
+            raise LLMExportError(
+                f"{local_dir} is not a saved model folder (no config.json): give a folder written by save_pretrained"
+            )
+        source: str = os.fspath(folder)
+        common["local_files_only"] = True
+    else:
+        assert model_slug is not None
+        source = model_slug
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, **common)
+    except OSError as exc:
+        if local_dir is not None:
+            raise LLMExportError(f"cannot read the model config of {local_dir}: {exc}") from exc
+        raise LLMExportError(
+            f"cannot get {model_slug!r} from the Hugging Face Hub (offline, unknown or private model?): "
+            f"{' '.join(str(exc).split())[:300]}; save the model with save_pretrained and pass its folder with "
+            "-d/--local-dir"
+        ) from exc
+    except ValueError as exc:  # unknown architecture, or code that trust_remote_code would run
+        raise LLMExportError(f"cannot load the config of {source}: {exc}") from exc
+    try:
+        chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            source, config=config, dtype=torch.float32, **chosen, **common
+        )
+    except (OSError, ValueError) as exc:
+        raise LLMExportError(f"cannot load {source} as a causal language model: {exc}") from exc
+    tokenizer = None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        LOGGER.info("no tokenizer exported: %s has none that loads (%s)", source, type(exc).__name__)
+    return model, config, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+@dataclass(frozen=True)
+class LLMExportResult:
+    """What :func:`export_llm_to_tract` wrote and checked."""
+
+    export_dir: Path
+    archive: Path
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: str
+    compression: str | None
+    tolerance: Tolerance | None
+    """The tolerance the export was verified at (None: not verified)."""
+    generated_tokens: list[int]
+    """The tokens of the greedy generation the verification ran (empty: not verified)."""
+
+
+def _pick_dtype(dtype: DType) -> str:
+    if dtype == "bf16":
+        LOGGER.warning("bf16 is exported as f16: tract runs no bf16 graphs; the check compares with PyTorch in f16")
+        return "f16"
+    if dtype not in _TORCH_DTYPES:
+        raise InvalidArgumentError(f"dtype must be one of f32, f16, bf16, got {dtype!r}")
+    return dtype
+
+
+def _prepare_export_dir(export_dir: Path, ignore_already_exist_dir: bool) -> None:
+    if export_dir.exists() and not export_dir.is_dir():
+        raise OutputExistsError(f"{export_dir} exists and is not a folder")
+    if export_dir.is_dir() and any(export_dir.iterdir()):
+        if not ignore_already_exist_dir:
+            raise OutputExistsError(
+                f"{export_dir} exists and is not empty: pick another folder or pass --ignore-already-exist-dir"
+            )
+        LOGGER.warning("%s is not empty: its export files are replaced", export_dir)
+    if not export_dir.parent.is_dir():
+        raise MissingFolderError(f"cannot write {export_dir}: its folder {export_dir.parent} does not exist")
+
+
+def _caches(num_layers: int, heads: int, past: int, head_dim: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, heads, past, head_dim, generator=generator).to(dtype) for _ in range(2 * num_layers)]
+
+
+def _token_ids(vocab: int, length: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (1, length), generator=generator, dtype=torch.int64)
+
+
+def _run_torch(wrapper: CausalLMGraph, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    wrapper.eval()
+    with torch.no_grad():
+        return list(wrapper(*inputs))
+
+
+def _npz(path: Path, names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
+    arrays: dict[str, Any] = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+    np.savez(path, **arrays)
+
+
+def _verify(
+    archive: Path,
+    wrapper: CausalLMGraph,
+    prompt: torch.Tensor,
+    empty: list[torch.Tensor],
+    output_names: list[str],
+    tolerance: Tolerance,
+    new_tokens: int,
+) -> list[int]:
+    """Runs the prompt step (``P = 0``) and a greedy generation of ``new_tokens`` tokens in tract,
+    each step fed the caches tract returned, and compares every output with PyTorch's.
+
+    Both runs are driven by PyTorch's greedy choices, so that a near tie between two logits cannot
+    send them down different paths.
+    """
+    tract = TractModel(archive)
+    ids = prompt
+    torch_caches, tract_caches = list(empty), [c.detach().cpu().numpy() for c in empty]
+    generated: list[int] = []
+    for step in range(new_tokens + 1):
+        expected = _run_torch(wrapper, [ids, *torch_caches])
+        got = tract.run([ids.numpy(), *tract_caches])
+        label = "prompt" if step == 0 else f"generation step {step}"
+        try:
+            check_outputs(expected, got, tolerance=tolerance, names=[f"{n} ({label})" for n in output_names])
+        except IOMismatchError as exc:
+            raise IOMismatchError(f"tract and PyTorch differ at the {label}: {exc}") from exc
+        token = int(expected[0][0, -1].float().argmax())
+        generated.append(token)
+        ids = torch.tensor([[token]], dtype=torch.int64)
+        torch_caches, tract_caches = expected[1:], got[1:]
+    LOGGER.info("tract matches PyTorch at tolerance %r over the prompt and %d generated tokens", tolerance, new_tokens)
+    return generated
+
+
+def export_llm_to_tract(
+    export_dirpath: str | os.PathLike[str],
+    *,
+    model_slug: str | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    dtype: DType = "f32",
+    compression_method: str | None = None,
+    compression_registry: str = DEFAULT_COMPRESSION_REGISTRY,
+    tract_version: str | None = None,
+    tolerance: Tolerance | None = None,
+    naming_scheme: str = "natural_verbose_camel",
+    force_f32_attention: bool = False,
+    force_f32_linear_accumulator: bool = False,
+    force_f32_normalization: bool = False,
+    reify_sdpa_operator: bool = False,
+    attn_implementation: str = "auto",
+    num_logits_to_keep: int = 1,
+    trust_remote_code: bool = False,
+    ignore_already_exist_dir: bool = False,
+    verify: bool = True,
+    prompt_length: int = 5,
+    generated_tokens: int = 3,
+) -> LLMExportResult:
+    """Exports a HuggingFace causal LM to ``<export_dirpath>/model/model.nnef.tgz`` for tract.
+
+    The export dir also gets the model's ``config.json``, its tokenizer when it has one,
+    ``model/io_spec.json`` (the graph's inputs and outputs) and ``tests/*.npz`` (inputs and
+    PyTorch outputs of a prompt step and of a step with a past). See the module documentation
+    for the graph's inputs and outputs.
+
+    Args:
+        export_dirpath: the folder to write (created; an existing one must be empty unless
+            ``ignore_already_exist_dir``).
+        model_slug: a Hugging Face Hub model id (needs the network or the Hub cache).
+        local_dir: a folder written by ``save_pretrained`` (exclusive with ``model_slug``).
+        dtype: float type of the export; ``bf16`` is exported as ``f16`` (with a warning).
+        compression_method: name of a compressor of ``compression_registry`` (e.g.
+            ``"min_max_q4_0"``), applied after the cast to ``dtype``.
+        compression_registry: dotted path of the registry (see
+            :func:`torch_to_nnef.compress.load_compression_registry`).
+        tract_version: tract release to target (default: :class:`TractNNEF`'s).
+        tolerance: tolerance of the checks (default ``approximate`` in f32, ``super`` in f16).
+        naming_scheme: how the graph's intermediate identifiers are named.
+        force_f32_attention: in f16, compute attention in f32.
+        force_f32_linear_accumulator: in f16, compute linear layers and matmuls in f32.
+        force_f32_normalization: in f16, compute normalisations in f32.
+        reify_sdpa_operator: write attention as tract's fused SDPA operator (traces the model with
+            ``attn_implementation="sdpa"``).
+        attn_implementation: transformers' attention implementation: ``sdpa``, ``eager``, or
+            ``auto`` (transformers' choice: sdpa where the model has it; sdpa with
+            ``reify_sdpa_operator``).
+        num_logits_to_keep: logits of the last positions output (0: every position's).
+        trust_remote_code: let transformers run the model repository's own code.
+        ignore_already_exist_dir: write into a non-empty ``export_dirpath``.
+        verify: check the export in tract against PyTorch (trace-time check at two lengths, then
+            the prompt step with empty caches and a greedy generation through the caches).
+        prompt_length: prompt size of the verification and of the test bundles.
+        generated_tokens: tokens generated by the verification.
+
+    Raises:
+        LLMExportError: the model cannot be loaded or is not a causal LM with a key-value cache.
+        CompressionRegistryError: the registry cannot be loaded or has no ``compression_method``.
+        OutputExistsError: ``export_dirpath`` is not empty.
+        And those of :func:`torch_to_nnef.export_model_to_nnef` (capture errors, unsupported ops,
+        mismatches with tract).
+    """
+    started = time.monotonic()
+    export_dir = Path(export_dirpath)
+    float_type = _pick_dtype(dtype)
+    if tolerance is not None and tolerance not in _TOLERANCES:
+        raise InvalidArgumentError(f"tolerance must be one of {', '.join(_TOLERANCES)}, got {tolerance!r}")
+    if naming_scheme not in NAMING_SCHEMES:
+        raise InvalidArgumentError(
+            f"naming scheme {naming_scheme!r} is unknown: use one of {', '.join(NAMING_SCHEMES)}"
+        )
+    if attn_implementation not in ("auto", "sdpa", "eager"):
+        raise InvalidArgumentError(f"attn_implementation must be auto, sdpa or eager, got {attn_implementation!r}")
+    if reify_sdpa_operator:
+        if attn_implementation == "eager":
+            raise InvalidArgumentError("reify_sdpa_operator needs the sdpa attention implementation, not eager")
+        attn_implementation = "sdpa"
+    if prompt_length < 1 or generated_tokens < 0:
+        raise InvalidArgumentError("prompt_length must be >= 1 and generated_tokens >= 0")
+    if compression_method is not None:
+        registry = load_compression_registry(compression_registry)
+        if compression_method not in registry:
+            raise InvalidArgumentError(
+                f"no compression method {compression_method!r} in {compression_registry}; available: "
+                f"{', '.join(sorted(registry)) or 'none'}"
+            )
+    target = TractNNEF(
+        version=tract_version or _DEFAULT_TRACT_VERSION,
+        check_io=verify,
+        check_io_tolerance=tolerance or DEFAULT_TOLERANCE[float_type],
+        force_attention_inner_in_f32=force_f32_attention,
+        force_linear_accumulation_in_f32=force_f32_linear_accumulator,
+        force_norm_in_f32=force_f32_normalization,
+        reify_sdpa_operator=reify_sdpa_operator,
+    )
+    _prepare_export_dir(export_dir, ignore_already_exist_dir)
+
+    model, config, tokenizer = _load_model(
+        model_slug, local_dir, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+    )
+    torch_dtype = _TORCH_DTYPES[float_type]
+    model = model.to(torch_dtype)
+    wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
+    if compression_method is not None:
+        compressed = compress_model(wrapper, compression_method, compression_registry)
+        if not isinstance(compressed, CausalLMGraph):
+            raise InvalidArgumentError(
+                f"compressor {compression_method!r} returned a {type(compressed).__name__}: it must return the "
+                "model it was given"
+            )
+        wrapper = compressed
+        quantized = sum(isinstance(p, QTensor) for p in wrapper.parameters())
+        if quantized == 0:
+            LOGGER.warning("compression %r quantized no weight of %s", compression_method, type(model).__name__)
+        else:
+            LOGGER.info("compression %r quantized %d weights", compression_method, quantized)
+    vocab = _vocab_size(model)
+
+    input_names, output_names = io_names(num_layers)
+    dynamic_axes: dict[str, dict[int, str]] = {"input_ids": {1: "S"}}
+    dynamic_axes.update({n: {2: "P"} for n in input_names[1:]})
+    target.dynamic_axes = dynamic_axes
+    source = model_slug if model_slug is not None else Path(os.fspath(local_dir or "")).name
+    target.specific_properties = {
+        "llm_source": str(source),
+        "llm_model_class": type(model).__name__,
+        "llm_dtype": float_type,
+        "llm_compression": compression_method or "none",
+        "llm_num_layers": str(num_layers),
+        "llm_num_logits_to_keep": str(num_logits_to_keep),
+    }
+    trace_inputs = [
+        _token_ids(vocab, TRACE_NEW_TOKENS, seed=1),
+        *_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, torch_dtype, seed=2),
+    ]
+    archive = export_dir / MODEL_DIRNAME / ARCHIVE_NAME
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    export_model_to_nnef(
+        wrapper,
+        tuple(trace_inputs),
+        archive,
+        target,
+        input_names=input_names,
+        output_names=output_names,
+        nnef_variable_naming_scheme=naming_scheme,
+        log_level=LOGGER.getEffectiveLevel(),
+        overwrite=True,
+    )
+    config.save_pretrained(export_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(export_dir / "tokenizer")
+
+    prompt = _token_ids(vocab, prompt_length, seed=3)
+    empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
+    tests = export_dir / TESTS_DIRNAME
+    tests.mkdir(exist_ok=True)
+    prompt_outputs = _run_torch(wrapper, [prompt, *empty])
+    _npz(tests / "prompt_inputs.npz", input_names, [prompt, *empty])
+    _npz(tests / "prompt_outputs.npz", output_names, prompt_outputs)
+    next_ids = prompt_outputs[0][:, -1:].float().argmax(-1)
+    past_inputs = [next_ids, *prompt_outputs[1:]]
+    _npz(tests / "prompt_with_past_inputs.npz", input_names, past_inputs)
+    _npz(tests / "prompt_with_past_outputs.npz", output_names, _run_torch(wrapper, past_inputs))
+    _write_io_spec(
+        export_dir / MODEL_DIRNAME / IO_SPEC_NAME,
+        input_names,
+        output_names,
+        float_type,
+        heads,
+        head_dim,
+        vocab,
+        num_logits_to_keep,
+        target,
+    )
+
+    generated: list[int] = []
+    if verify:
+        generated = _verify(archive, wrapper, prompt, empty, output_names, target.check_io_tolerance, generated_tokens)
+    LOGGER.info("exported %s to %s in %.1f s", type(model).__name__, archive, time.monotonic() - started)
+    return LLMExportResult(
+        export_dir=export_dir,
+        archive=archive,
+        num_layers=num_layers,
+        kv_heads=heads,
+        head_dim=head_dim,
+        dtype=float_type,
+        compression=compression_method,
+        tolerance=target.check_io_tolerance if verify else None,
+        generated_tokens=generated,
+    )
+
+
+def _vocab_size(model: nn.Module) -> int:
+    getter = getattr(model, "get_output_embeddings", None)
+    weight = getattr(getter() if callable(getter) else None, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise LLMExportError(f"{type(model).__name__} has no output embeddings (language-model head)")
+    return int(weight.shape[0])
+
+
+def _write_io_spec(
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    float_type: str,
+    heads: int,
+    head_dim: int,
+    vocab: int,
+    num_logits_to_keep: int,
+    target: TractNNEF,
+) -> None:
+    kept: int | str = num_logits_to_keep if num_logits_to_keep else "S"
+    cache_in = [1, heads, "P", head_dim]
+    cache_out = [1, heads, "P+S", head_dim]
+    document = {
+        "archive": ARCHIVE_NAME,
+        "tract_version": target.version,
+        "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
+        "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
+        + [{"name": n, "dtype": float_type, "shape": cache_in} for n in input_names[1:]],
+        "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
+        + [{"name": n, "dtype": float_type, "shape": cache_out} for n in output_names[1:]],
+        "tests": {
+            "prompt": ["prompt_inputs.npz", "prompt_outputs.npz"],
+            "prompt_with_past": ["prompt_with_past_inputs.npz", "prompt_with_past_outputs.npz"],
+        },
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+_DESCRIPTION = """\
+Export a HuggingFace causal language model (Llama, GPT-2, ...) to NNEF for tract, with its
+key-value cache as graph inputs and outputs, then check the export in tract against PyTorch.
+
+Writes into EXPORT_DIR: model/model.nnef.tgz, model/io_spec.json (the graph's inputs and
+outputs), config.json, the tokenizer (when the model has one) and tests/*.npz (inputs and
+PyTorch outputs of a prompt step and of a step with a past).
+
+Graph: inputs input_ids (i64 [1, S]) then, per layer, in_cache_key_{i} and in_cache_value_{i}
+([1, heads, P, head size]); outputs logits then out_cache_key_{i} and out_cache_value_{i}
+([1, heads, P + S, head size]). Run a prompt with P = 0 and each next token with the caches
+the previous step returned."""
+
+_EPILOG = """\
+examples:
+  # a model saved with save_pretrained, in f16 with Q4_0 linear weights
+  export_llm_to_tract -d ./my-llama -e ./llama_f16_q4_0 -f16 -c min_max_q4_0
+
+  # from the Hugging Face Hub (needs the network, or the model in the Hub cache)
+  export_llm_to_tract -s apple/OpenELM-1_1B-Instruct -e ./openelm_f16_q4_0 -f16 -c min_max_q4_0
+
+  # a compressor of your own: MY_REGISTRY maps names to function(model, **options) -> model
+  export_llm_to_tract -d ./my-llama -e ./out --compression-registry my_pkg.compressors.MY_REGISTRY -c gptq_q4_0
+
+exit status: 0 on success, 1 on any error (a one-line message; --verbose shows the traceback),
+2 on a bad command line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="export_llm_to_tract",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_argument_group("model to export (one of)")
+    source.add_argument(
+        "-s",
+        "--model-slug",
+        metavar="SLUG",
+        help="Hugging Face Hub model id, e.g. -s meta-llama/Llama-3.2-1B (needs the network or the Hub cache)",
+    )
+    source.add_argument(
+        "-d",
+        "--local-dir",
+        metavar="DIR",
+        help="a folder written by save_pretrained (config.json and weights), e.g. -d ./my-llama",
+    )
+    parser.add_argument(
+        "-e",
+        "--export-dirpath",
+        required=True,
+        metavar="EXPORT_DIR",
+        help="folder to write (created; its parent must exist; an existing one must be empty)",
+    )
+    parser.add_argument(
+        "--ignore-already-exist-dir",
+        "-iaed",
+        action="store_true",
+        help="write into EXPORT_DIR even if it is not empty (the export's own files are replaced)",
+    )
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("-f16", "--as-float16", action="store_true", help="export in float16 (same as -dt f16)")
+    precision.add_argument(
+        "-dt",
+        "--dtype",
+        choices=["f32", "f16", "bf16"],
+        help="float type of the export (default: f32); bf16 is exported as f16, with a warning",
+    )
+    parser.add_argument(
+        "-c",
+        "--compression-method",
+        metavar="NAME",
+        help="compressor of the registry applied after the float cast, e.g. -c min_max_q4_0 (Q4_0 linear "
+        "weights); built in: min_max_q4_0, min_max_q4_0_with_embeddings, min_max_q4_0_all",
+    )
+    parser.add_argument(
+        "--compression-registry",
+        default=DEFAULT_COMPRESSION_REGISTRY,
+        metavar="PKG.MODULE.REGISTRY",
+        help="dotted path of the mapping of compressors -c picks from (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tract-specific-version",
+        metavar="X.Y.Z",
+        help=f"tract release to target (default: this package's default, {_DEFAULT_TRACT_VERSION})",
+    )
+    parser.add_argument(
+        "-tt",
+        "--tract-check-io-tolerance",
+        choices=list(_TOLERANCES),
+        help="tolerance of the checks against PyTorch (default: approximate in f32, super in f16)",
+    )
+    parser.add_argument(
+        "-n",
+        "--naming-scheme",
+        choices=list(NAMING_SCHEMES),
+        default="natural_verbose_camel",
+        help="how the graph's intermediate identifiers are named (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-f32-attn", "--force-f32-attention", action="store_true", help="in f16, compute attention in f32"
+    )
+    parser.add_argument(
+        "-f32-lin-acc",
+        "--force-f32-linear-accumulator",
+        action="store_true",
+        help="in f16, compute linear layers and matmuls in f32",
+    )
+    parser.add_argument(
+        "-f32-norm", "--force-f32-normalization", action="store_true", help="in f16, compute normalisations in f32"
+    )
+    parser.add_argument(
+        "--reify-sdpa-operator",
+        action="store_true",
+        help="write attention as tract's fused SDPA operator (tract >= 0.22.0)",
+    )
+    parser.add_argument(
+        "--attn-implementation",
+        choices=["auto", "sdpa", "eager"],
+        default="auto",
+        help="transformers' attention implementation traced; auto: sdpa where the model has it, else eager "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-logits-to-keep",
+        type=int,
+        default=1,
+        metavar="K",
+        help="logits output for the last K positions; 0 outputs every position's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the code of the model's repository (off by default)",
+    )
+    parser.add_argument(
+        "-nv",
+        "--no-verify",
+        action="store_true",
+        help="skip the checks in tract (the test .npz files are still written)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    LOGGER.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    prog = "export_llm_to_tract"
+    if (args.model_slug is None) == (args.local_dir is None):
+        which = "both" if args.model_slug is not None else "neither"
+        print(f"{prog}: error: pass one of -s/--model-slug or -d/--local-dir ({which} given)", file=sys.stderr)
+        return 2
+    dtype: DType = "f16" if args.as_float16 else (args.dtype or "f32")
+    try:
+        result = export_llm_to_tract(
+            args.export_dirpath,
+            model_slug=args.model_slug,
+            local_dir=args.local_dir,
+            dtype=dtype,
+            compression_method=args.compression_method,
+            compression_registry=args.compression_registry,
+            tract_version=args.tract_specific_version,
+            tolerance=args.tract_check_io_tolerance,
+            naming_scheme=args.naming_scheme,
+            force_f32_attention=args.force_f32_attention,
+            force_f32_linear_accumulator=args.force_f32_linear_accumulator,
+            force_f32_normalization=args.force_f32_normalization,
+            reify_sdpa_operator=args.reify_sdpa_operator,
+            attn_implementation=args.attn_implementation,
+            num_logits_to_keep=args.num_logits_to_keep,
+            trust_remote_code=args.trust_remote_code,
+            ignore_already_exist_dir=args.ignore_already_exist_dir,
+            verify=not args.no_verify,
+        )
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    checked = f"checked in tract at tolerance {result.tolerance!r}" if result.tolerance else "not checked"
+    print(f"exported {result.num_layers} layers ({result.dtype}) to {result.archive}, {checked}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
