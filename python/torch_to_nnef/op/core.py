@@ -271,18 +271,27 @@ def aten_softsign(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("div", x, ctx.g.op("add", ctx.g.op("abs", x), 1.0), out=node.outputs[0].name)
 
 
+def _prelu(ctx: Context, x: Value, slope: Any, out: str) -> Ref:
+    """``x`` where positive, else ``x * slope`` (a slope broadcastable to ``x``)."""
+    g, xr = ctx.g, ctx.ref(x)
+    return g.op("select", g.op("gt", xr, 0.0), xr, g.op("mul", xr, slope), out=out)
+
+
 @register("aten::prelu")
 def aten_prelu(ctx: Context, node: Node) -> Ref:
     """prelu(Tensor self, Tensor weight): one slope, or one per channel (axis 1)."""
     x, w = node.args[0], node.args[1]
-    g = ctx.g
     slope = ctx.ref(w)
     if x.rank >= 2 and w.rank == 1:
-        slope = g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "_channels")
-    elif x.rank == 1 and w.rank == 1:
-        slope = ctx.ref(w)
-    xr = ctx.ref(x)
-    return g.op("select", g.op("gt", xr, 0.0), xr, g.op("mul", xr, slope), out=node.outputs[0].name)
+        slope = ctx.g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "_channels")
+    return _prelu(ctx, x, slope, node.outputs[0].name)
+
+
+@register("aten::_prelu_kernel")
+def aten_prelu_kernel(ctx: Context, node: Node) -> Ref:
+    """_prelu_kernel(Tensor self, Tensor weight) -> Tensor: the weight already broadcastable to the input."""
+    x, w, out = node.args[0], node.args[1], node.outputs[0]
+    return _prelu(ctx, x, _align(ctx, w, out.rank, out), out.name)
 
 
 @register("aten::glu")
@@ -299,21 +308,36 @@ def aten_glu(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=node.outputs[0].name)
 
 
+def standardize(ctx: Context, x: Any, axes: list[int], eps: float) -> Ref:
+    """``(x - mean) / sqrt(var + eps)`` with the mean and the biased variance over ``axes``."""
+    g = ctx.g
+    centered = g.op("sub", x, g.op("mean_reduce", x, axes=axes))
+    var = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
+    return g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
+
+
 @register("aten::group_norm")
 def aten_group_norm(ctx: Context, node: Node) -> Ref:
     """group_norm(Tensor input, int num_groups, Tensor? weight, Tensor? bias, float eps=1e-05)."""
-    x = node.args[0]
-    groups = node.args[1]
     w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
-    eps = float(_arg(node, 4, "eps", 1e-5))
+    return _group_norm(ctx, node, node.args[1], w, b, float(_arg(node, 4, "eps", 1e-5)))
+
+
+@register("aten::native_group_norm")
+def aten_native_group_norm(ctx: Context, node: Node) -> Ref:
+    """native_group_norm(Tensor input, Tensor? weight, Tensor? bias, SymInt N, SymInt C, SymInt HxW, int group,
+    float eps) -> (Tensor, Tensor, Tensor): the output only (the mean and rstd are not exported).
+    """
+    return _group_norm(ctx, node, node.args[6], node.args[1], node.args[2], float(node.args[7]))
+
+
+def _group_norm(ctx: Context, node: Node, groups: int, w: Value | None, b: Value | None, eps: float) -> Ref:
+    x = node.args[0]
     if not isinstance(x.shape[0], int) or not isinstance(x.shape[1], int):
         raise TranslationError(f"{node.where()}: group_norm with dynamic batch or channels is not supported yet")
     g, out = ctx.g, node.outputs[0]
     grouped = g.op("reshape", ctx.ref(x), shape=[x.shape[0], groups, -1])
-    mean = g.op("mean_reduce", grouped, axes=[2])
-    centered = g.op("sub", grouped, mean)
-    var = g.op("mean_reduce", g.op("sqr", centered), axes=[2])
-    normed = g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
+    normed = standardize(ctx, grouped, [2], eps)
     y = g.op("reshape", normed, shape=[d if isinstance(d, int) else 0 for d in x.shape])
     channel_axes = [0, *range(2, x.rank)]
     if w is not None:
@@ -386,12 +410,21 @@ def aten_clamp(ctx: Context, node: Node) -> Ref:
     """clamp(Tensor self, Scalar? min, Scalar? max); hardtanh(self, min_val=-1, max_val=1)."""
     default = (-1.0, 1.0) if node.kind == "aten::hardtanh" else (None, None)
     lo, hi = _arg(node, 1, "min", default[0]), _arg(node, 2, "max", default[1])
+    out = node.outputs[0]
     y = ctx.ref(node.args[0])
+
+    def bound(v: Any) -> Any:  # a dynamic size (clamping indices to it) as an operand of the input's dtype
+        if isinstance(v, (SymInt, Value)):
+            from torch_to_nnef.op.tensor_ops import _operand
+
+            return _operand(ctx, node, v, out.dtype, out.rank)
+        return float(v)
+
     if lo is not None:
-        y = ctx.g.op("max", y, float(lo))
+        y = ctx.g.op("max", y, bound(lo))
     if hi is not None:
-        y = ctx.g.op("min", y, float(hi))
-    return ctx.g.op("copy", y, out=node.outputs[0].name)
+        y = ctx.g.op("min", y, bound(hi))
+    return ctx.g.op("copy", y, out=out.name)
 
 
 @register("aten::softmax", "aten::_softmax")
@@ -440,13 +473,18 @@ def aten_conv(ctx: Context, node: Node) -> Ref:
     """conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[]|str padding, int[] dilation,
     int groups).
     """
-    x, w = node.args[0], node.args[1]
-    b = _arg(node, 2, "bias")
-    spatial = x.rank - 2
+    spatial = node.args[0].rank - 2
     stride = list(_arg(node, 3, "stride", [1] * spatial))
     padding = _arg(node, 4, "padding", [0] * spatial)
     dilation = list(_arg(node, 5, "dilation", [1] * spatial))
-    groups = _arg(node, 6, "groups", 1)
+    return conv(ctx, node, stride, padding, dilation, int(_arg(node, 6, "groups", 1)))
+
+
+def conv(ctx: Context, node: Node, stride: list[int], padding: Any, dilation: list[int], groups: int) -> Ref:
+    """NNEF ``conv`` of ``node``'s (input, weight, bias) arguments; ``padding`` a list, 'valid' or 'same'."""
+    x, w = node.args[0], node.args[1]
+    b = _arg(node, 2, "bias")
+    spatial = x.rank - 2
     stride, dilation = stride * (spatial // len(stride)), dilation * (spatial // len(dilation))
     if padding == "valid":
         pads: list[tuple[int, int]] = [(0, 0)] * spatial
@@ -479,7 +517,20 @@ def aten_conv(ctx: Context, node: Node) -> Ref:
 def aten_batch_norm(ctx: Context, node: Node) -> Ref:
     """_native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)."""
     x, w, b, mean, var = node.args[:5]
-    eps = float(node.args[6])
+    return batch_norm(ctx, node, x, w, b, mean, var, float(node.args[6]))
+
+
+def batch_norm(
+    ctx: Context,
+    node: Node,
+    x: Value,
+    w: Value | None,
+    b: Value | None,
+    mean: Value | None,
+    var: Value | None,
+    eps: float,
+) -> Ref:
+    """NNEF ``batch_normalization`` with the running statistics ``mean`` and ``var``."""
 
     def chan(v: Value | None, fill: float) -> Any:
         if v is None:
@@ -498,21 +549,19 @@ def aten_batch_norm(ctx: Context, node: Node) -> Ref:
     )
 
 
-@register("aten::layer_norm")
+@register("aten::layer_norm", "aten::native_layer_norm")
 def aten_layer_norm(ctx: Context, node: Node) -> Ref:
-    """layer_norm(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, float eps=1e-05)."""
+    """layer_norm/native_layer_norm(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, float eps).
+
+    ``native_layer_norm`` returns ``(out, mean, rstd)``: the output only is exported.
+    """
     x = node.args[0]
     n = len(node.args[1])
     w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
     eps = float(_arg(node, 4, "eps", 1e-5))
     out = node.outputs[0]
-    axes = list(range(x.rank - n, x.rank))
     g = ctx.g
-    xr = ctx.ref(x)
-    mean = g.op("mean_reduce", xr, axes=axes)
-    centered = g.op("sub", xr, mean)
-    var = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
-    y = g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
+    y = standardize(ctx, ctx.ref(x), list(range(x.rank - n, x.rank)), eps)
     if w is not None:
         y = g.op("mul", y, _align(ctx, w, out.rank, out))
     if b is not None:
@@ -552,6 +601,10 @@ def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
     symbolic one; only then tract's expressions of the symbols.
     """
     out = node.outputs[0]
+    if out.rank == 0 and all(d == 1 for d in x.shape):  # tract cannot read a reshape to the shape []
+        if not x.rank:
+            return ctx.g.op("copy", ctx.ref(x), out=out.name)
+        return ctx.g.op("squeeze", ctx.ref(x), axes=list(range(x.rank)), out=out.name)
     asked = node.args[1] if node.kind in _SIZED_RESHAPES and len(node.args) > 1 else None
     if not isinstance(asked, (list, tuple)) or len(asked) != out.rank:
         asked = [None] * out.rank
@@ -666,13 +719,21 @@ def _pool(ctx: Context, node: Node, op: str, border: str, out: str | None = None
     )
 
 
-@register("aten::max_pool1d", "aten::max_pool2d")
+@register("aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d")
 def aten_max_pool(ctx: Context, node: Node) -> Ref:
     """max_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode)."""
     return _pool(ctx, node, "max_pool", "ignore")
 
 
-@register("aten::avg_pool1d", "aten::avg_pool2d")
+@register("aten::max_pool1d_with_indices", "aten::max_pool2d_with_indices", "aten::max_pool3d_with_indices")
+def aten_max_pool_with_indices(ctx: Context, node: Node) -> list[Ref]:
+    """max_pool2d_with_indices(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
+    int[2] dilation=1, bool ceil_mode=False) -> (Tensor, Tensor): the values (the indices are not exported).
+    """
+    return [_pool(ctx, node, "max_pool", "ignore")]
+
+
+@register("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d")
 def aten_avg_pool(ctx: Context, node: Node) -> Ref:
     """avg_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode,
     bool count_include_pad, int? divisor_override).
@@ -685,7 +746,13 @@ def aten_avg_pool(ctx: Context, node: Node) -> Ref:
     return _pool(ctx, node, "avg_pool", "constant" if include_pad else "ignore")
 
 
-@register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
+@register(
+    "aten::adaptive_avg_pool1d",
+    "aten::adaptive_avg_pool2d",
+    "aten::adaptive_avg_pool3d",
+    "aten::_adaptive_avg_pool2d",
+    "aten::_adaptive_avg_pool3d",
+)
 def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
     """adaptive_avg_pool2d(Tensor self, SymInt[] output_size): global pooling, strided pooling or exact windows."""
     x = node.args[0]
@@ -761,6 +828,46 @@ def aten_slice(ctx: Context, node: Node) -> Ref:
     return _slice(ctx, x, axis, start, end, step, node.outputs[0].name)
 
 
+def _scatter_slice(ctx: Context, node: Node, x: Value, src: Any, axis: int, start: Any, end: Any) -> Ref:
+    """``x`` with ``x[start:end]`` on ``axis`` replaced by ``src``: the parts of ``x`` around it, concatenated."""
+    dim, out = x.shape[axis], node.outputs[0]
+    start = 0 if start is None else start
+    end = _BIG if end is None else end
+    parts = []
+    if _bound(start, dim) != 0:
+        parts.append(_slice(ctx, x, axis, 0, start, 1, out.name + "_before"))
+    parts.append(src)
+    if _bound(end, dim) != _bound(_BIG, dim):
+        parts.append(_slice(ctx, x, axis, end, _BIG, 1, out.name + "_after"))
+    return ctx.g.op("concat", parts, axis=axis, out=out.name)
+
+
+@register("aten::slice_scatter")
+def aten_slice_scatter(ctx: Context, node: Node) -> Ref:
+    """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1).
+
+    ``x[..., start:end] = src`` out of place (in-place writes into a slice): slices of ``self`` around
+    ``src``, concatenated; steps other than 1 are not supported.
+    """
+    x, src = node.args[0], node.args[1]
+    axis = _axis(_arg(node, 2, "dim", 0), x.rank)
+    if _arg(node, 5, "step", 1) != 1:
+        raise TranslationError(f"{node.where()}: slice_scatter with a step other than 1 is not supported yet")
+    return _scatter_slice(ctx, node, x, ctx.ref(src), axis, _arg(node, 3, "start"), _arg(node, 4, "end"))
+
+
+@register("aten::select_scatter")
+def aten_select_scatter(ctx: Context, node: Node) -> Ref:
+    """select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor: ``x[..., index] = src``."""
+    x, src, index = node.args[0], node.args[1], node.args[3]
+    axis = _axis(node.args[2], x.rank)
+    if not isinstance(index, int):
+        raise TranslationError(f"{node.where()}: select_scatter at a symbolic index is not supported yet")
+    row = ctx.g.op("unsqueeze", ctx.ref(src), axes=[axis], out=node.outputs[0].name + "_row")
+    end = index + 1 if index != -1 else None
+    return _scatter_slice(ctx, node, x, row, axis, index, end)
+
+
 @register("aten::select")
 def aten_select(ctx: Context, node: Node) -> Ref:
     """select.int(Tensor self, int dim, SymInt index) -> Tensor (the axis is removed)."""
@@ -833,12 +940,32 @@ def aten_pad(ctx: Context, node: Node) -> Ref:
     Pad pairs run from the last axis; modes constant, reflect, replicate and circular; negative
     amounts crop.
     """
-    x = node.args[0]
-    pad = list(node.args[1])
     if node.kind == "aten::pad":
         mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value")
     else:
         mode, value = "constant", _arg(node, 2, "value", 0.0)
+    return pad_nd(ctx, node, list(node.args[1]), mode, value)
+
+
+_BORDER_PADS = {
+    f"aten::{mode}_pad{n}d": border
+    for mode, border in (("reflection", "reflect"), ("replication", "replicate"))
+    for n in (1, 2, 3)
+}
+
+
+@register(*_BORDER_PADS)
+def aten_border_pad(ctx: Context, node: Node) -> Ref:
+    """reflection_pad2d(Tensor self, SymInt[4] padding) -> Tensor; replication_pad1d/2d/3d alike.
+
+    Pad pairs from the last axis, as for ``pad`` in the modes 'reflect' and 'replicate'.
+    """
+    return pad_nd(ctx, node, list(node.args[1]), _BORDER_PADS[node.kind], None)
+
+
+def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> Ref:
+    """Pads ``node``'s first argument by ``pad`` (pairs from the last axis) in ``mode``; negative amounts crop."""
+    x = node.args[0]
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
     if any(not isinstance(p, int) for p in pad):
@@ -1045,14 +1172,30 @@ def aten_sdpa(ctx: Context, node: Node) -> Ref:
 
     Expanded as matmul, scale, mask, softmax, matmul (dropout is off at inference).
     """
+    q, k = node.args[:2]
+    mask = _arg(node, 3, "attn_mask")
+    causal = bool(_arg(node, 5, "is_causal", False))
+    if _arg(node, 7, "enable_gqa", False) and q.shape[-3] != k.shape[-3]:
+        raise TranslationError(f"{node.where()}: grouped-query attention is not supported yet")
+    return sdpa(ctx, node, mask, causal, _arg(node, 6, "scale"))
+
+
+@register("aten::_scaled_dot_product_flash_attention_for_cpu")
+def aten_sdpa_flash_cpu(ctx: Context, node: Node) -> Ref:
+    """_scaled_dot_product_flash_attention_for_cpu(Tensor query, Tensor key, Tensor value, float dropout_p=0.0,
+    bool is_causal=False, *, Tensor? attn_mask=None, float? scale=None) -> (Tensor output, Tensor logsumexp).
+
+    The attention output only (the log-sum-exp is not exported).
+    """
+    causal = bool(_arg(node, 4, "is_causal", False))
+    return sdpa(ctx, node, _arg(node, 5, "attn_mask"), causal, _arg(node, 6, "scale"))
+
+
+def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: float | None) -> Ref:
+    """Attention of ``node``'s (query, key, value) arguments into its first output."""
     import numpy as np
 
     q, k, v = node.args[:3]
-    mask = _arg(node, 3, "attn_mask")
-    causal = bool(_arg(node, 5, "is_causal", False))
-    scale = _arg(node, 6, "scale")
-    if _arg(node, 7, "enable_gqa", False) and q.shape[-3] != k.shape[-3]:
-        raise TranslationError(f"{node.where()}: grouped-query attention is not supported yet")
     head = q.shape[-1]
     if scale is None:
         if not isinstance(head, int):

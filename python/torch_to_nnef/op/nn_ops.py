@@ -8,7 +8,7 @@ import numpy as np
 
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef_graph import Ref
-from torch_to_nnef.op.core import TranslationError, _align, _arg, _axis
+from torch_to_nnef.op.core import TranslationError, _align, _arg, _axis, batch_norm, conv, standardize
 from torch_to_nnef.op.registry import Context, register
 
 
@@ -43,14 +43,42 @@ def aten_conv_transpose(ctx: Context, node: Node) -> Ref:
 
     NNEF ``deconv``; ``output_padding`` shortens the end crop, or pads the end with the bias where it exceeds it.
     """
-    x, w = node.args[0], node.args[1]
-    b = _arg(node, 2, "bias")
-    spatial = x.rank - 2
+    spatial = node.args[0].rank - 2
     stride = _ints(_arg(node, 3, "stride", 1), spatial)
     padding = _ints(_arg(node, 4, "padding", 0), spatial)
     output_padding = _ints(_arg(node, 5, "output_padding", 0), spatial)
     groups = int(_arg(node, 6, "groups", 1))
     dilation = _ints(_arg(node, 7, "dilation", 1), spatial)
+    return _conv_transpose(ctx, node, stride, padding, output_padding, groups, dilation)
+
+
+@register("aten::convolution")
+def aten_convolution(ctx: Context, node: Node) -> Ref:
+    """convolution(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation,
+    bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor: a convolution or a transposed one.
+    """
+    spatial = node.args[0].rank - 2
+    stride, padding, dilation = (_ints(node.args[i], spatial) for i in (3, 4, 5))
+    groups = int(node.args[8])
+    if not node.args[6]:
+        return conv(ctx, node, stride, padding, dilation, groups)
+    return _conv_transpose(ctx, node, stride, padding, _ints(node.args[7], spatial), groups, dilation)
+
+
+def _conv_transpose(
+    ctx: Context,
+    node: Node,
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    groups: int,
+    dilation: list[int],
+) -> Ref:
+    """A transposed convolution of ``node``'s (input, weight, bias) arguments: tract's ``deconv``, or for Khronos
+    the equivalent ``conv``.
+    """
+    x, w = node.args[0], node.args[1]
+    b = _arg(node, 2, "bias")
     g, out = ctx.g, node.outputs[0]
     if not ctx.tract:
         return _conv_transpose_as_conv(ctx, node, stride, padding, output_padding, groups, dilation)
@@ -166,13 +194,34 @@ def aten_instance_norm(ctx: Context, node: Node) -> Ref:
     g, out = ctx.g, node.outputs[0]
     xr = ctx.ref(x)
     if use_input_stats or mean is None or var is None:
-        axes = list(range(2, x.rank))
-        centered = g.op("sub", xr, g.op("mean_reduce", xr, axes=axes))
-        variance = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
-        y = g.op("mul", centered, g.op("rsqrt", g.op("add", variance, eps)))
+        y = standardize(ctx, xr, list(range(2, x.rank)), eps)
     else:
         centered = g.op("sub", xr, _channels(ctx, mean, x.rank))
         y = g.op("mul", centered, g.op("rsqrt", g.op("add", _channels(ctx, var, x.rank), eps)))
+    if w is not None:
+        y = g.op("mul", y, _channels(ctx, w, x.rank))
+    if b is not None:
+        y = g.op("add", y, _channels(ctx, b, x.rank))
+    return g.op("copy", y, out=out.name)
+
+
+@register("aten::_native_batch_norm_legit")
+def aten_batch_norm_legit(ctx: Context, node: Node) -> Ref:
+    """_native_batch_norm_legit(Tensor input, Tensor? weight, Tensor? bias, Tensor running_mean, Tensor running_var,
+    bool training, float momentum, float eps) -> (Tensor, Tensor, Tensor); .no_stats (no running statistics).
+
+    Training mode normalises with the batch's statistics (over every axis but the channels'); the running
+    statistics are not updated. Only the output is exported.
+    """
+    x, w, b = node.args[:3]
+    positional = node.args[:-1] if isinstance(node.args[-1], dict) else node.args
+    stats = len(positional) >= 8  # the overload with running statistics
+    mean, var = (node.args[3], node.args[4]) if stats else (None, None)
+    training, eps = bool(positional[5 if stats else 3]), float(positional[7 if stats else 5])
+    if not training and mean is not None and var is not None:
+        return batch_norm(ctx, node, x, w, b, mean, var, eps)
+    g, out = ctx.g, node.outputs[0]
+    y = standardize(ctx, ctx.ref(x), [0, *range(2, x.rank)], eps)
     if w is not None:
         y = g.op("mul", y, _channels(ctx, w, x.rank))
     if b is not None:
@@ -207,9 +256,13 @@ def aten_rms_norm(ctx: Context, node: Node) -> Ref:
     return g.op("mul", y, _align(ctx, w, out.rank, out), out=out.name)
 
 
-@register("aten::_weight_norm")
+@register("aten::_weight_norm", "aten::_weight_norm_interface")
 def aten_weight_norm(ctx: Context, node: Node) -> Ref:
-    """_weight_norm(Tensor v, Tensor g, int dim=0) -> Tensor: ``v * g / ||v||`` (norm over every axis but ``dim``)."""
+    """_weight_norm(Tensor v, Tensor g, int dim=0) -> Tensor; _weight_norm_interface(v, g, dim) -> (Tensor, Tensor).
+
+    ``v * g / ||v||`` (norm over every axis but ``dim``); of ``_weight_norm_interface``'s ``(w, norm)``, the weight
+    only is exported.
+    """
     v, gain = node.args[0], node.args[1]
     dim = _arg(node, 2, "dim", 0)
     axes = list(range(v.rank)) if dim == -1 else [a for a in range(v.rank) if a != _axis(dim, v.rank)]
@@ -219,10 +272,11 @@ def aten_weight_norm(ctx: Context, node: Node) -> Ref:
     return g.op("mul", vr, g.op("div", _align(ctx, gain, v.rank, out), norm), out=out.name)
 
 
-@register("aten::baddbmm")
+@register("aten::baddbmm", "aten::addmm")
 def aten_baddbmm(ctx: Context, node: Node) -> Ref:
-    """baddbmm(Tensor self, Tensor batch1, Tensor batch2, *, Scalar beta=1, Scalar alpha=1) -> Tensor:
-    ``beta * self + alpha * batch1 @ batch2``.
+    """baddbmm/addmm(Tensor self, Tensor batch1|mat1, Tensor batch2|mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
+
+    ``beta * self + alpha * batch1 @ batch2`` (``addmm``: on matrices).
     """
     s, b1, b2 = node.args[0], node.args[1], node.args[2]
     beta, alpha = float(_arg(node, 3, "beta", 1)), float(_arg(node, 4, "alpha", 1))

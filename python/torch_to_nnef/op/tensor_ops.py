@@ -598,7 +598,7 @@ def aten_unbind(ctx: Context, node: Node) -> list[Ref]:
 def aten_repeat_interleave(ctx: Context, node: Node) -> Ref:
     """repeat_interleave.self_int(Tensor self, SymInt repeats, int? dim=None, *, SymInt? output_size=None)."""
     x, out = node.args[0], node.outputs[0]
-    repeats = node.args[1]
+    repeats = _arg(node, 1, "repeats")  # repeat_interleave.Tensor(Tensor repeats) has no int
     if not isinstance(repeats, int):
         raise TranslationError(
             f"{node.where()}: repeat_interleave with per-item repeats gives a data-dependent shape: use an int"
@@ -635,6 +635,45 @@ def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
     return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref
 
 
+@register("aten::diagonal")
+def aten_diagonal(ctx: Context, node: Node) -> Ref:
+    """diagonal(Tensor(a) self, int offset=0, int dim1=0, int dim2=1) -> Tensor(a): the diagonal as a last axis.
+
+    ``dim1`` and ``dim2`` move to the end and merge; from the first diagonal element on, rows of ``dim2 + 1``
+    elements start with one (static sizes; tract cannot take the strided slice of a reshape).
+    """
+    x, out = node.args[0], node.outputs[0]
+    offset = int(_arg(node, 1, "offset", 0))
+    a, b = _axis(_arg(node, 2, "dim1", 0), x.rank), _axis(_arg(node, 3, "dim2", 1), x.rank)
+    n, m, count = x.shape[a], x.shape[b], out.shape[-1]
+    if not all(isinstance(d, int) for d in (n, m, count)) or not count:
+        raise TranslationError(f"{node.where()}: the diagonal of a dynamic or empty axis is not supported yet")
+    g, last = ctx.g, x.rank - 2
+    perm = [d for d in range(x.rank) if d not in (a, b)] + [a, b]
+    y = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
+    y = g.op("reshape", y, shape=[n * m], axis_start=last, axis_count=2)
+    begin = offset if offset >= 0 else -offset * m
+    end = min(begin + count * (m + 1), n * m)
+    y = g.op("slice", y, axes=[last], begin=[begin], end=[end], stride=[1])
+    if begin + count * (m + 1) > end:
+        rest = begin + count * (m + 1) - end
+        y = g.op("pad", y, padding=[(0, rest) if d == last else (0, 0) for d in range(last + 1)], value=0.0)
+    y = g.op("reshape", y, shape=[count, m + 1], axis_start=last, axis_count=1)
+    y = g.op("slice", y, axes=[last + 1], begin=[0], end=[1], stride=[1])
+    return g.op("squeeze", y, axes=[last + 1], out=out.name)
+
+
+@register("aten::copy")
+def aten_copy(ctx: Context, node: Node) -> Ref:
+    """copy(Tensor self, Tensor src, bool non_blocking=False) -> Tensor: ``src`` broadcast to the shape of
+    ``self`` and cast to its dtype (out-of-place ``self.copy_(src)``).
+    """
+    src, out = node.args[1], node.outputs[0]
+    y = _broadcast_to(ctx, node, src, list(out.shape)) if tuple(src.shape) != tuple(out.shape) else ctx.ref(src)
+    y = _cast(ctx, node, y, src.dtype, out.dtype)
+    return ctx.g.op("copy", y, out=out.name)
+
+
 def _broadcast_shape(shapes: list[tuple[Dim, ...]]) -> list[Dim]:
     rank = max(len(s) for s in shapes)
     result: list[Dim] = []
@@ -645,9 +684,12 @@ def _broadcast_shape(shapes: list[tuple[Dim, ...]]) -> list[Dim]:
     return result
 
 
-@register("aten::index")
+@register("aten::index", "aten::_unsafe_index")
 def aten_index(ctx: Context, node: Node) -> Ref:
-    """index.Tensor(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``."""
+    """index.Tensor/_unsafe_index(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``.
+
+    ``_unsafe_index`` (indices not checked) is translated alike.
+    """
     x, out = node.args[0], node.outputs[0]
     indices = list(node.args[1])
     _tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
