@@ -510,7 +510,7 @@ def export_llm_to_tract(
     )
     config.save_pretrained(export_dir)
     if tokenizer is not None:
-        tokenizer.save_pretrained(export_dir / "tokenizer")
+        tokenizer.save_pretrained(export_dir)
 
     prompt = _token_ids(vocab, prompt_length, seed=3)
     empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
