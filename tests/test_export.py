@@ -117,6 +117,8 @@ CASES: list[Case] = [
         False,
     ),
     ("promote-compare-int-float", Fn(lambda a: (a > 1.5).float()), (torch.arange(6),), False),
+    ("type-as", Fn(lambda a, b: a.type_as(b) * b), (torch.arange(6).reshape(2, 3), r(2, 3)), False),
+    ("type-as-half", Fn(lambda a, b: (a.half() * 2).type_as(b) + b), (r(2, 3), r(2, 3)), False),
     ("f16-scalar-ops", Fn(lambda a: (a * 3 + 1).masked_fill(a > 0, 2.0)), (r(2, 5).half(),), False),
     ("embedding", nn.Embedding(10, 4), (torch.tensor([[1, 2, 9], [0, 0, 3]]),), False),
     ("index-select", Fn(lambda x, i: torch.index_select(x, 1, i)), (r(3, 5), torch.tensor([4, 0, 2])), False),

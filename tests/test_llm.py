@@ -37,6 +37,7 @@ CONFIGS = {
     "mistral": lambda: transformers.MistralConfig(**COMMON, sliding_window=None),
     "phi3": lambda: transformers.Phi3Config(**COMMON),
     "qwen3": lambda: transformers.Qwen3Config(**COMMON, head_dim=HIDDEN // HEADS),
+    "gemma": lambda: transformers.GemmaConfig(**COMMON, head_dim=HIDDEN // HEADS),
 }
 KV_HEADS_OF = {"gpt2": HEADS}
 ATTENTION_WEIGHT = {"gpt2": "transformer.h.0.attn.c_attn", "phi3": "model.layers.0.self_attn.qkv_proj"}
@@ -102,6 +103,7 @@ CASES = [
     ("qwen3", "f32", ["--attn-implementation", "eager"]),
     ("mistral", "f32", []),
     ("phi3", "f32", []),
+    ("gemma", "f16", ["-f16"]),
 ]
 
 

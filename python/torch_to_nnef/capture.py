@@ -87,6 +87,19 @@ def _clean_path(path: str) -> str:
     return path.strip(".")
 
 
+def _dynamic_dim(letter: str) -> Any:
+    """How torch.export is told an axis is dynamic: ``Dim.DYNAMIC`` (torch >= 2.6), or the
+    automatic hint of older releases; each axis gets its own symbol, renamed to the user's letter
+    afterwards (an axis the code specialises is reported by :func:`capture`).
+    """
+    dynamic = getattr(torch.export.Dim, "DYNAMIC", None)
+    if dynamic is not None:
+        return dynamic
+    from torch.export.dynamic_shapes import _DimHint  # torch 2.5
+
+    return _DimHint.AUTO
+
+
 def capture(
     model: torch.nn.Module,
     args: Sequence[torch.Tensor],
@@ -109,8 +122,9 @@ def capture(
         for axis, letter in axes.items():
             if not -arg.dim() <= axis < arg.dim():
                 raise CaptureError(f"dynamic axis {axis} of input {name!r} is out of range for shape {list(arg.shape)}")
-            dims[letter] = True
-            spec[axis % arg.dim()] = torch.export.Dim.DYNAMIC
+            if letter not in dims:
+                dims[letter] = _dynamic_dim(letter)
+            spec[axis % arg.dim()] = dims[letter]
         dynamic_shapes.append(spec)
     try:
         exported = torch.export.export(

@@ -211,9 +211,15 @@ F32_FORCED = {
             "instance_norm",
             "batch_norm",
             "_native_batch_norm_legit_no_training",
+            # as older torch releases lower them
+            "native_layer_norm",
+            "native_group_norm",
+            "_native_batch_norm_legit",
         )
     ),
-    "force_attention_inner_in_f32": frozenset({"aten::scaled_dot_product_attention"}),
+    "force_attention_inner_in_f32": frozenset(
+        {"aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"}
+    ),
 }
 """The ATen kinds each ``TractNNEF.force_*_in_f32`` flag computes in f32 when the model is f16."""
 

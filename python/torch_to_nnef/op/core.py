@@ -763,9 +763,11 @@ def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("mean_reduce", ctx.ref(x), axes=list(range(2, x.rank)), out=node.outputs[0].name)
 
 
-@register("aten::_to_copy", "aten::to")
+@register("aten::_to_copy", "aten::to", "aten::type_as")
 def aten_to(ctx: Context, node: Node) -> Ref:
-    """_to_copy(Tensor self, *, ScalarType? dtype, ...): a cast (device and layout are ignored)."""
+    """_to_copy(Tensor self, *, ScalarType? dtype, ...); type_as(self, other): a cast to the output's
+    dtype (device and layout are ignored).
+    """
     x, out = node.args[0], node.outputs[0]
     if x.dtype == out.dtype:
         return ctx.g.op("copy", ctx.ref(x), out=out.name)
