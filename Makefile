@@ -53,6 +53,7 @@ bench: build
 	$(PY) benches/bench_q4_0_model.py
 	$(PY) benches/bench_runner.py
 	$(PY) benches/bench_tensor_export.py
+	$(PY) benches/bench_export.py
 
 clean-cache:
 	rm -rf $(CACHE)
