@@ -94,13 +94,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="t2n-bench-export-") as tmp:
         for model in wanted:
             rows = {
-                "ours check_io=False": run(sys.executable, model, "check_io=False", Path(tmp, "a.nnef.tgz"), ours_env),
-                "ours check_io=True": run(sys.executable, model, "check_io=True", Path(tmp, "b.nnef.tgz"), ours_env),
+                "ours check_io=False": run(
+                    sys.executable, model, "check_io=False", Path(tmp, f"{model}-a.nnef.tgz"), ours_env
+                ),
+                "ours check_io=True": run(
+                    sys.executable, model, "check_io=True", Path(tmp, f"{model}-b.nnef.tgz"), ours_env
+                ),
             }
             if theirs:
                 target = f'version="0.23.8", check_io=False, specific_tract_binary_path=Path("{stand_in_tract()}")'
                 rows["published 0.24.12 check_io=False"] = run(
-                    theirs, model, target, Path(tmp, "c.nnef.tgz"), theirs_env
+                    theirs, model, target, Path(tmp, f"{model}-c.nnef.tgz"), theirs_env
                 )
             size = next(iter(rows.values()))["size"]
             print(f"{model}: {size / 1e6:.0f} MB of parameters")
