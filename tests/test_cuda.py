@@ -56,3 +56,15 @@ def test_cuda_f16_model_with_f32_islands(tmp_path):
         TractNNEF(check_io=True, force_linear_accumulation_in_f32=True, force_norm_in_f32=True),
     )
     assert TractModel(path).outputs[0][1] == "F16"
+
+
+def test_cuda_q4_0_model(tmp_path):
+    from torch_to_nnef.compress import compress_model
+
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32)).cuda().eval()
+    compress_model(model, "min_max_q4_0")
+    x = torch.randn(3, 64, device="cuda")
+    expected = model(x)
+    path = export_model_to_nnef(model, x, tmp_path / "q.nnef", TractNNEF(check_io=True))
+    assert (path / "0.weight.dat").stat().st_size == 128 + 96 * 64 // 32 * 18  # Q4_0 blocks, not floats
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
