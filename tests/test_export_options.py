@@ -256,7 +256,9 @@ def test_f16_model_with_f32_islands(tmp_path, flags, casts):
         model,
         torch.randn(1, 6, 16).half(),
         tmp_path / "m.nnef",
-        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}, **flags),
+        # PyTorch's reference runs wholly in f16 while the islands compute in f32: values near zero
+        # may differ by an f16 step, hence the 'very' level
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}, check_io_tolerance="very", **flags),
         input_names=["x"],
     )
     text = _graph_text(path)

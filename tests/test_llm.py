@@ -1,6 +1,7 @@
 """export_llm_to_tract on tiny causal LMs built from configs (random weights, saved with save_pretrained),
 checked against transformers' own outputs by running the exported archive in tract."""
 
+import inspect
 import json
 import logging
 import tarfile
@@ -84,6 +85,16 @@ def empty_caches(family: str, dtype: np.dtype) -> list[np.ndarray]:
     return [np.zeros((1, heads, 0, HEAD_DIM), dtype=dtype) for _ in range(2 * LAYERS)]
 
 
+def cache_of(out):
+    """The cache a forward returned (``cache`` in recent transformers, ``past_key_values`` before)."""
+    return out.cache if "cache" in out else out.past_key_values
+
+
+def past(model: torch.nn.Module, cache) -> dict:
+    """The keyword that passes a cache to ``model`` in this transformers release."""
+    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
+
+
 def flat(cache) -> list[torch.Tensor]:
     return [t for layer in cache.layers for t in (layer.keys, layer.values)]
 
@@ -148,22 +159,22 @@ def test_export_runs_like_transformers(
     got = tract.run([ids.numpy(), *empty_caches(family, np.float16 if f16 else np.float32)])
     assert got[0].shape == (1, 1, VOCAB)
     assert got[1].shape == (1, KV_HEADS_OF.get(family, KV_HEADS), 6, HEAD_DIM)
-    check_outputs([ref.logits[:, -1:], *flat(ref.cache)], got, tolerance=tolerance, names=outputs)
+    check_outputs([ref.logits[:, -1:], *flat(cache_of(ref))], got, tolerance=tolerance, names=outputs)
 
     # a step with a past: the next token after the caches tract returned
     token = ref.logits[:, -1:].float().argmax(-1)
     with torch.no_grad():
-        ref2 = model(input_ids=token, cache=ref.cache, use_cache=True)
+        ref2 = model(input_ids=token, **past(model, cache_of(ref)), use_cache=True)
     got2 = tract.run([token.numpy(), *got[1:]])
     assert got2[1].shape[2] == 7
-    check_outputs([ref2.logits[:, -1:], *flat(ref2.cache)], got2, tolerance=tolerance, names=outputs)
+    check_outputs([ref2.logits[:, -1:], *flat(cache_of(ref2))], got2, tolerance=tolerance, names=outputs)
 
     # a second short prompt with past
     more = torch.randint(0, VOCAB, (1, 3), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
-        ref3 = model(input_ids=more, cache=ref2.cache, use_cache=True)
+        ref3 = model(input_ids=more, **past(model, cache_of(ref2)), use_cache=True)
     got3 = tract.run([more.numpy(), *got2[1:]])
-    check_outputs([ref3.logits[:, -1:], *flat(ref3.cache)], got3, tolerance=tolerance, names=outputs)
+    check_outputs([ref3.logits[:, -1:], *flat(cache_of(ref3))], got3, tolerance=tolerance, names=outputs)
 
 
 def test_bundles_io_spec_and_all_logits(saved, tmp_path: Path):
