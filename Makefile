@@ -54,6 +54,7 @@ bench: build
 	$(PY) benches/bench_runner.py
 	$(PY) benches/bench_tensor_export.py
 	$(PY) benches/bench_export.py
+	$(PY) benches/bench_llm.py
 
 clean-cache:
 	rm -rf $(CACHE)
