@@ -213,8 +213,11 @@ def _load_model(
     *,
     trust_remote_code: bool,
     attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, Any, Any]:
-    """The model (f32), its config, and its tokenizer (None when the source has none)."""
+    """The model (its weights cast to ``dtype`` as they load: one copy in memory), its config, and its
+    tokenizer (None when the source has none).
+    """
     transformers = _transformers()
     if (model_slug is None) == (local_dir is None):
         raise LLMExportError("pass the model with one of -s/--model-slug or -d/--local-dir")
@@ -245,7 +248,7 @@ def _load_model(
     try:
         chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            source, config=config, dtype=torch.float32, **chosen, **common
+            source, config=config, dtype=dtype, **chosen, **common
         )
     except (OSError, ValueError) as exc:
         raise LLMExportError(f"cannot load {source} as a causal language model: {exc}") from exc
@@ -457,11 +460,15 @@ def export_llm_to_tract(
     )
     _prepare_export_dir(export_dir, ignore_already_exist_dir)
 
-    model, config, tokenizer = _load_model(
-        model_slug, local_dir, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
-    )
     torch_dtype = _TORCH_DTYPES[float_type]
-    model = model.to(torch_dtype)
+    model, config, tokenizer = _load_model(
+        model_slug,
+        local_dir,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        dtype=torch_dtype,
+    )
+    model = model.to(torch_dtype)  # a no-op unless the checkpoint holds other dtypes
     wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
     if compression_method is not None:
         compressed = compress_model(wrapper, compression_method, compression_registry)
