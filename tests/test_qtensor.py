@@ -420,3 +420,14 @@ def test_user_registry_errors(user_registry: str, path: str, match: str) -> None
 def test_compressor_must_return_the_model(user_registry: str) -> None:
     with pytest.raises(CompressionRegistryError, match="returned a NoneType"):
         compress_model(nn.Linear(64, 8), "none", f"{user_registry}.reg.RETURNS_NONE")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_inplace_quantization_reuses_the_weight_memory(dtype: torch.dtype) -> None:
+    weight = torch.randn(8, 64).to(dtype)
+    copy = weight.clone()
+    fresh = fp_to_tract_q4_0_with_min_max_calibration(copy)
+    reused = fp_to_tract_q4_0_with_min_max_calibration(weight, inplace=True)
+    assert reused.data_ptr() == weight.data_ptr()  # no second buffer
+    assert torch.equal(weight, fresh.dequantize()) and torch.equal(reused.dequantize(), fresh.dequantize())
+    assert reused.to_q4_0().to_bytes() == fresh.to_q4_0().to_bytes()

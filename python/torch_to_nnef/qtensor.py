@@ -189,8 +189,8 @@ def fp_to_tract_q4_0_with_min_max_calibration(
         percentile: below 1, the values of each block are first clipped to that quantile of their
             magnitudes (outliers saturate, the others keep a finer scale).
         threads: quantization threads (default: all cores).
-        inplace: for a contiguous f32 CPU tensor, decode the dequantized values over its own memory
-            (the QTensor then shares it): no second full-size buffer, as when a model's weights are
+        inplace: for a contiguous CPU tensor, write the dequantized values over its own memory (the
+            QTensor then shares it): no second full-size buffer, as when a model's weights are
             replaced (:mod:`torch_to_nnef.compress`).
 
     Returns:
@@ -222,8 +222,11 @@ def fp_to_tract_q4_0_with_min_max_calibration(
     if percentile < 1.0:
         source = _clip_to_percentile(source, percentile)
     blocks = quantize_q4_0(source, threads=threads, name="weight")
-    if inplace and values.dtype == torch.float32 and values.device.type == "cpu" and values.is_contiguous():
-        blocks.dequantize_into(values.numpy())
+    if inplace and values.device.type == "cpu" and values.is_contiguous():
+        if values.dtype == torch.float32:
+            blocks.dequantize_into(values.numpy())
+        else:  # decoded in f32 (one weight's worth, transient), rounded into the weight's own memory
+            values.copy_(torch.from_numpy(blocks.dequantize()).view(values.shape))
         return QTensorTractScaleOnly(values, blocks)
     dequantized = torch.from_numpy(blocks.dequantize())
     if values.dtype != torch.float32 or values.device.type != "cpu":
