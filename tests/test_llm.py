@@ -137,6 +137,9 @@ def test_export_runs_like_transformers(
 
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
+    graph = (tmp_path / "unpacked" / "graph.nnef").read_text()
+    for bound in ("S>=1", "P>=0", "S+P<=64"):  # max_position_embeddings / n_positions of the configs
+        assert f"extension tract_assert {bound};" in graph
     weight = read_dat(
         tmp_path / "unpacked" / f"model.{ATTENTION_WEIGHT.get(family, 'model.layers.0.self_attn.q_proj')}.weight.dat"
     )

@@ -207,6 +207,18 @@ def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[Causa
 # loading
 
 
+def _length_bounds(config: Any) -> list[str]:
+    """Assertions for tract on the symbols: ``S >= 1``, ``P >= 0`` and, when the config gives the
+    model's context, ``S + P <= max positions``.
+    """
+    bounds = ["tract_assert S>=1", "tract_assert P>=0"]
+    text = getattr(config, "get_text_config", lambda: config)()
+    limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+    if isinstance(limit, int) and limit > 0:
+        bounds.append(f"tract_assert S+P<={limit}")
+    return bounds
+
+
 def _load_model(
     model_slug: str | None,
     local_dir: str | os.PathLike[str] | None,
@@ -512,6 +524,7 @@ def export_llm_to_tract(
         input_names=input_names,
         output_names=output_names,
         nnef_variable_naming_scheme=naming_scheme,
+        custom_extensions=_length_bounds(config),
         log_level=LOGGER.getEffectiveLevel(),
         overwrite=True,
     )
