@@ -155,8 +155,12 @@ class NNEFBuilder:
         if isinstance(tensor, Q40Tensor):  # tract reads the blocks as a block-quantized float constant
             kind, dims = "scalar", tuple(tensor.shape)
             self.block_quantized.add(ref)
+        elif hasattr(tensor, "detach"):  # a torch tensor: its dtype and shape, not its data (it may be on a GPU)
+            dtype = tensor.dtype
+            kind = "scalar" if dtype.is_floating_point else "logical" if str(dtype) == "torch.bool" else "integer"
+            dims = tuple(tensor.shape)
         else:
-            array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+            array = np.asarray(tensor)
             kind = "scalar" if array.dtype.kind == "f" else "logical" if array.dtype == bool else "integer"
             dims = array.shape
         shape = "[" + ", ".join(str(d) for d in dims) + "]"
