@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from torch_to_nnef import _rust
-from torch_to_nnef.tensors import Bf16Policy, PathLike, Target, TensorLike, as_numpy
+from torch_to_nnef.tensors import Bf16Policy, PathLike, Target, TensorLike, writable
 
 ArchiveKind = Literal["folder", "tar", "tgz"]
 
@@ -58,10 +58,7 @@ def write_nnef_archive(
         The path written.
     """
     _rust.check_labels(list(tensors))
-    prepared = {
-        label: t if isinstance(t, _rust.Q40Tensor) else as_numpy(t, name=label, bf16=bf16)
-        for label, t in tensors.items()
-    }
+    prepared = {label: writable(t, label, bf16) for label, t in tensors.items()}
     _rust.write_archive(
         os.fspath(path),
         graph_nnef,

@@ -118,7 +118,8 @@ def _on_cpu(tensor: object) -> bool:
     return device is None or device.type in ("cpu", "meta")
 
 
-def _prepare(tensor: object, name: str, bf16: Bf16Policy) -> np.ndarray | _rust.Q40Tensor:
+def writable(tensor: object, name: str, bf16: Bf16Policy) -> np.ndarray | _rust.Q40Tensor:
+    """What the Rust writers take: a Q4_0 tensor as is, anything else as a host numpy array."""
     if isinstance(tensor, _rust.Q40Tensor):
         return tensor
     return as_numpy(tensor, name=name, bf16=bf16)  # type: ignore[arg-type]
@@ -146,7 +147,7 @@ def write_dat(
     Returns:
         The path written.
     """
-    prepared = _prepare(tensor, str(path), bf16)
+    prepared = writable(tensor, str(path), bf16)
     _rust.write_dat(os.fspath(path), prepared, flavor=target, q4_0_legacy=q4_0_legacy, overwrite=overwrite)
     return Path(path)
 
@@ -176,7 +177,7 @@ def write_dats(
         t: Any = tensors[label]
         if not _on_cpu(t):
             as_numpy(t.detach().reshape(-1)[:0], name=label, bf16=bf16)
-    local = {k: _prepare(v, k, bf16) for k, v in tensors.items() if _on_cpu(v)}
+    local = {k: writable(v, k, bf16) for k, v in tensors.items() if _on_cpu(v)}
     _rust.write_dats(os.fspath(directory), local, flavor=target, q4_0_legacy=q4_0_legacy, overwrite=overwrite)
     for label, t in tensors.items():
         if label in local:
