@@ -36,8 +36,8 @@ build: venv
 lint: build
 	cargo fmt --check
 	cargo clippy --release --all-targets --features python -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches tools
+	$(VENV)/bin/ruff format --check python tests benches tools
 	$(VENV)/bin/mypy
 	cd /tmp && $(PY) -m mypy.stubtest torch_to_nnef._rust
 

@@ -34,6 +34,7 @@ from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, q4_0_weights_for_export
 from torch_to_nnef.tract import TractModel, check_outputs
+from torch_to_nnef.tract_versions import version_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def translate(
         raise UnsupportedOpsError(
             f"{len(missing)} operation(s) of {len(kinds)} kind(s) cannot be exported yet ({', '.join(kinds)}):\n{lines}"
         )
-    g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme)
+    tract_version = getattr(target, "version_tuple", None) if target.is_tract else None
+    g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme, tract_version=tract_version)
     g.reserve([*input_names, *output_names])
     for letter in graph.symbols:
         g.need(f"tract_symbol {letter}")
@@ -171,6 +173,7 @@ def translate(
         input_refs.append(ref)
     for node in graph.nodes:
         g.scope = node.module_path.replace(".", "_")
+        g.where = f"{node.kind} at {node.where()}"
         extractor = opaque.get(node.kind)
         if extractor is not None:
             g.scope = extractor.path.replace(".", "_")
@@ -190,7 +193,14 @@ def translate(
         for out in node.outputs[len(refs) :]:
             unproduced[out.name] = node
     g.scope = ""
-    output_refs = [g.output(ctx.ref(v), name) for v, name in zip(graph.outputs, output_names)]
+    output_refs = [g.output(ctx.ref(v), name, v.dtype) for v, name in zip(graph.outputs, output_names)]
+    if g.too_new:
+        lines = "\n".join(f"  {where}: {op} needs tract >= {version_text(since)}" for op, since, where in g.too_new)
+        newest = version_text(max(since for _, since, _ in g.too_new))
+        raise UnsupportedOpsError(
+            f"tract {version_text(tract_version or (0, 0, 0))} cannot run {len(g.too_new)} operation(s) of this "
+            f"model:\n{lines}\ntarget TractNNEF(version='{newest}') or later"
+        )
     if target.is_tract:
         g.need("tract_registry tract_core")
     header = _properties_fragment(properties) if (properties and target.is_tract) else []

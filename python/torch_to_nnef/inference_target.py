@@ -9,13 +9,9 @@ from typing import Union
 
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.tract import Tolerance
+from torch_to_nnef.tract_versions import OLDEST_TRACT, SDPA_TRACT, TRANSFORMERS_TRACT
 
-OLDEST_TRACT = (0, 21, 0)
-"""The oldest tract release whose NNEF dialect this exporter writes."""
-TRANSFORMERS_TRACT = (0, 21, 13)
-"""First tract release with the ``tract_transformers`` registry (rms_norm, ...)."""
-SDPA_TRACT = (0, 22, 0)
-"""First tract release with ``tract_transformers_sdpa``."""
+__all__ = ["OLDEST_TRACT", "SDPA_TRACT", "TRANSFORMERS_TRACT", "InferenceTarget", "KhronosNNEF", "TractNNEF"]
 
 
 def _parse_version(version: str) -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ import numpy as np
 from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.errors import DTypeError
 from torch_to_nnef.ir import Dim, Value
+from torch_to_nnef.tract_versions import needs_newer
 
 _TRACT_DTYPES = {"f16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool"}
 
@@ -30,7 +31,7 @@ def literal(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DTypeError(f"NNEF has no literal for {value}")
-        text = repr(value)
+        text = repr(value).replace("e+", "e")  # tract < 0.23 reads 1e38, not 1e+38
         return text if any(c in text for c in ".e") else text + ".0"
     if isinstance(value, str):
         return "'" + value.replace("'", "\\'") + "'"
@@ -63,7 +64,15 @@ def _camel(text: str) -> str:
 class NNEFBuilder:
     """Accumulates the body of an NNEF graph for one target."""
 
-    def __init__(self, *, tract: bool, naming_scheme: str = "raw") -> None:
+    def __init__(
+        self, *, tract: bool, naming_scheme: str = "raw", tract_version: tuple[int, int, int] | None = None
+    ) -> None:
+        """Args:
+        tract: tract's extensions may be used.
+        naming_scheme: how intermediate identifiers are named (one of :data:`NAMING_SCHEMES`).
+        tract_version: the target tract release: operators it cannot read are listed in
+            :attr:`too_new`.
+        """
         if naming_scheme not in NAMING_SCHEMES:
             raise ValueError(f"unknown naming scheme {naming_scheme!r}: use one of {', '.join(NAMING_SCHEMES)}")
         self.tract = tract
@@ -79,6 +88,14 @@ class NNEFBuilder:
         self._used: set[str] = set()
         self._reserved: set[str] = set()
         self._counter = 0
+        self.tract_version = tract_version
+        self.too_new: list[tuple[str, tuple[int, int, int], str]] = []
+        """(operator, release it needs, :attr:`where`) of each operator the target cannot read."""
+        self.where = ""
+        """What is being translated (``aten::cumsum at encoder.norm (model.py:12)``), for :attr:`too_new`."""
+        self._defined_at: dict[str, int] = {}
+        """Line index of the assignment of each op result (inputs and variables are not listed)."""
+        self._renamed: dict[str, Ref] = {}
 
     def need(self, extension: str) -> None:
         """Declares an extension (``tract_registry tract_core``, ``tract_symbol S``)."""
@@ -105,9 +122,20 @@ class NNEFBuilder:
         return Ref(candidate)
 
     def op(self, name: str, *args: Any, out: str | None = None, **attrs: Any) -> Ref:
-        """Emits ``out = name(args, key = value, ...)`` and returns ``out``."""
+        """Emits ``out = name(args, key = value, ...)`` and returns ``out``.
+
+        ``copy`` of an identifier emits nothing and returns the identifier: translations use it to
+        name a result, and the graph's outputs are named by :meth:`output`.
+        """
+        if name == "copy" and len(args) == 1 and not attrs and isinstance(args[0], Ref):
+            return args[0]
+        if self.tract_version is not None:
+            since = needs_newer(name, self.tract_version)
+            if since is not None:
+                self.too_new.append((name, since, self.where))
         result = self.fresh(out or name)
         parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
+        self._defined_at[result] = len(self.lines)
         self.lines.append(f"{result} = {name}({', '.join(parts)});")
         return result
 
@@ -122,11 +150,37 @@ class NNEFBuilder:
             return Ref(name)
         return self.fresh(name, keep=True)
 
-    def output(self, value: Ref, name: str) -> Ref:
-        """Emits the graph output ``name`` (kept as given, whatever the naming scheme)."""
+    def output(self, value: Ref, name: str, dtype: str | None = None) -> Ref:
+        """Names the graph output ``name`` (kept as given, whatever the naming scheme).
+
+        Called once the body is complete. The op that computes ``value`` is renamed to ``name``;
+        only an output that repeats an input, a variable or another output gets an identity op:
+        ``copy``, or for tract a cast to ``dtype`` (tract merges a ``copy`` into its operand, so two
+        outputs would share one name; releases before 0.23.0 do not read ``copy`` at all).
+        """
+        value = self._renamed.get(value, value)
         ref = self._claim(name)
-        self.lines.append(f"{ref} = copy({value});")
+        if ref == value:
+            return ref
+        at = self._defined_at.get(value)
+        if at is not None and value not in self._renamed.values():
+            self._rename(value, ref, at)
+            return ref
+        if not self.tract or dtype is None:
+            self.lines.append(f"{ref} = copy({value});")
+        else:
+            self.lines.append(f"{ref} = tract_core_cast({value}, to = {literal(dtype)});")
+            self.need("tract_registry tract_core")
         return ref
+
+    def _rename(self, old: Ref, new: Ref, start: int) -> None:
+        """Renames identifier ``old`` to ``new`` from line ``start`` on (literals and op names untouched)."""
+        word = re.compile(rf"(?<![\w.]){re.escape(old)}(?!\w)(?!\s*\()")  # not an operator's name
+        for i in range(start, len(self.lines)):
+            pieces = re.split(r"('[^']*')", self.lines[i])
+            self.lines[i] = "".join(p if p.startswith("'") else word.sub(new, p) for p in pieces)
+        self._renamed[old] = new
+        self._defined_at[new] = self._defined_at.pop(old)
 
     def external(self, value: Value, name: str) -> Ref:
         """Declares a graph input."""

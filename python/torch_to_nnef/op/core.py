@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.inference_target import SDPA_TRACT
 from torch_to_nnef.ir import Node, SymInt, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.tract_versions import POOL_PADDING_TRACT, SDPA_TRACT
 
 
 class TranslationError(T2NError, ValueError):
@@ -706,6 +706,11 @@ def _pool(ctx: Context, node: Node, op: str, border: str, out: str | None = None
             pads, border = [(0, e) for e in overhang], "ignore"
         else:
             pads = [(p, p + e) for p, e in zip(padding, overhang)]
+    counted = op == "box" or (op == "avg_pool" and border == "constant")
+    if counted and any(p != (0, 0) for p in pads) and ctx.tract and not ctx.tract_at_least(POOL_PADDING_TRACT):
+        # Older tract releases miscount padded windows (measured): write the zeros explicitly.
+        xr = ctx.g.op("pad", xr, padding=[(0, 0), (0, 0), *pads], border="constant", value=0.0)
+        pads = [(0, 0)] * spatial
     attrs: dict[str, Any] = {"dilation": [1, 1, *dilation]} if any(d != 1 for d in dilation) else {}
     return ctx.g.op(
         op,

@@ -10,6 +10,7 @@ from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef_graph import Ref
 from torch_to_nnef.op.core import TranslationError, _align, _arg, _axis, batch_norm, conv, standardize
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.tract_versions import NEAREST_UPSAMPLE_TRACT
 
 
 def _ints(value: Any, n: int) -> list[int]:
@@ -430,7 +431,7 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
     """
     x, out = node.args[0], node.outputs[0]
     g = ctx.g
-    if mode == "nearest" and ctx.tract:
+    if mode == "nearest" and ctx.tract_at_least(NEAREST_UPSAMPLE_TRACT):
         return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
     (channels,) = _static(node, x, [1], f"{mode} resizing with dynamic channels")
     spatial = x.rank - 2
@@ -484,9 +485,10 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
         n % s == 0 and (f is None or f == n // s) for s, n, f in zip(sizes, wanted, factors)
     ):  # whole factors: each sample repeated
         factors = [n // s for s, n in zip(sizes, wanted)]
-        if ctx.tract:
+        if ctx.tract_at_least(NEAREST_UPSAMPLE_TRACT):
             return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
-        # tract runs the specification's nearest_upsample only through its own registry: repeat by tiling.
+        # tract runs the specification's nearest_upsample only through its own registry (and from
+        # NEAREST_UPSAMPLE_TRACT on): repeat by tiling.
         y = g.op("unsqueeze", ctx.ref(x), axes=[3 + 2 * i for i in range(len(axes))])
         y = g.op("tile", y, repeats=[1, 1, *(r for f in factors for r in (1, f))])
         return g.op("reshape", y, shape=[x.shape[0], x.shape[1], *wanted], out=out.name)

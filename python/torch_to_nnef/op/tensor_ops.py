@@ -23,6 +23,7 @@ from torch_to_nnef.op.core import (
     aten_matmul,
 )
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.tract_versions import COPY_TRACT, CUMSUM_TRACT
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
@@ -359,9 +360,15 @@ def aten_any_all(ctx: Context, node: Node) -> Ref:
     dim = _dims_arg(node, 1, "dim")
     axes = _reduce_axes(x, dim)
     keep = bool(_arg(node, 2, "keepdim", False)) if dim is not None else False
-    op = "any_reduce" if node.kind == "aten::any" else "all_reduce"
+    g = ctx.g
     truth = _as_bool(ctx, node, x, x.rank)
-    y = ctx.g.op(op, truth, axes=axes) if axes else ctx.g.op("copy", truth)
+    if not axes:
+        y = truth
+    elif not ctx.tract or ctx.tract_at_least(COPY_TRACT):
+        y = g.op("any_reduce" if node.kind == "aten::any" else "all_reduce", truth, axes=axes)
+    else:  # older tract: the largest (any) or smallest (all) of 0/1 values
+        ones = g.op("select", truth, 1.0, 0.0)
+        y = g.op("gt", g.op("max_reduce" if node.kind == "aten::any" else "min_reduce", ones, axes=axes), 0.5)
     return _finish(ctx, y, axes, keep, out.name)
 
 
@@ -372,12 +379,13 @@ def aten_cumsum(ctx: Context, node: Node) -> Ref:
     axis = _axis(node.args[1], x.rank)
     g = ctx.g
     xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
-    if ctx.tract:
-        ctx.g.need("tract_registry tract_core")
-        return g.op("tract_core_cumsum", xr, axis=axis, exclusive=False, reverse=False, out=out.name)
     n = x.shape[axis] if x.rank else 1
-    if not out.dtype.startswith("f") or not isinstance(n, int):
-        raise TranslationError(f"{node.where()}: cumsum of {out.dtype} needs TractNNEF")
+    by_product = out.dtype.startswith("f") and isinstance(n, int)
+    if ctx.tract_at_least(CUMSUM_TRACT) or (ctx.tract and not by_product):
+        ctx.g.need("tract_registry tract_core")  # refused by name below tract_core_cumsum's release
+        return g.op("tract_core_cumsum", xr, axis=axis, exclusive=False, reverse=False, out=out.name)
+    if not by_product:
+        raise TranslationError(f"{node.where()}: cumsum of {out.dtype} or over a dynamic axis needs TractNNEF")
     # A product by the upper triangle of ones: y[..., j] = sum over i <= j of x[..., i].
     rank = max(x.rank, 2)
     if x.rank < 2:
