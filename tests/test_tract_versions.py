@@ -122,7 +122,9 @@ def test_padded_average_pools(tmp_path: Path, version: str, pool: nn.Module):
     graph = export(tmp_path, pool, (x,), version)
     (pool_line,) = [line for line in graph.splitlines() if re.search(r"= (avg_pool|box)\(", line)]
     padding = re.search(r"padding = (\[.*?\])", pool_line).group(1)
-    assert (set(re.findall(r"\d+", padding)) == {"0"}) == (version != version_text(POOL_PADDING_TRACT))
+    old = version != version_text(POOL_PADDING_TRACT)
+    assert (set(re.findall(r"\d+", padding)) == {"0"}) == old
+    assert ("box" in operators(graph)) == (not old and isinstance(pool, nn.AvgPool2d))
 
 
 def test_large_float_literals_without_plus_sign(tmp_path: Path):

@@ -29,8 +29,9 @@ NEAREST_UPSAMPLE_TRACT = (0, 23, 3)
 fragment calls); before it, nearest resizing is written as tiling."""
 
 POOL_PADDING_TRACT = (0, 23, 6)
-"""First release counting padded windows of ``avg_pool`` (border 'constant') and ``box`` as
-PyTorch does; before it, the zeros are written with an explicit ``pad``."""
+"""First release computing padded ``avg_pool`` windows (border 'constant') and ``box`` sums as
+PyTorch does; before it, the zeros are written with an explicit ``pad`` and a box sum is an
+average times the window's size."""
 
 CUMSUM_TRACT = (0, 23, 9)
 """First release with ``tract_core_cumsum``; before it, float cumulative sums over a static axis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch_to_nnef.errors import T2NError
@@ -706,12 +707,25 @@ def _pool(ctx: Context, node: Node, op: str, border: str, out: str | None = None
             pads, border = [(0, e) for e in overhang], "ignore"
         else:
             pads = [(p, p + e) for p, e in zip(padding, overhang)]
-    counted = op == "box" or (op == "avg_pool" and border == "constant")
-    if counted and any(p != (0, 0) for p in pads) and ctx.tract and not ctx.tract_at_least(POOL_PADDING_TRACT):
-        # Older tract releases miscount padded windows (measured): write the zeros explicitly.
-        xr = ctx.g.op("pad", xr, padding=[(0, 0), (0, 0), *pads], border="constant", value=0.0)
-        pads = [(0, 0)] * spatial
     attrs: dict[str, Any] = {"dilation": [1, 1, *dilation]} if any(d != 1 for d in dilation) else {}
+    counted = op == "box" or (op == "avg_pool" and border == "constant")
+    if counted and ctx.tract and not ctx.tract_at_least(POOL_PADDING_TRACT):
+        # Older tract releases miscount padded windows and sum boxes differently (measured): the
+        # zeros are written explicitly, and a box is an average times the window's size.
+        if any(p != (0, 0) for p in pads):
+            xr = ctx.g.op("pad", xr, padding=[(0, 0), (0, 0), *pads], border="constant", value=0.0)
+            pads = [(0, 0)] * spatial
+        if op == "box":
+            mean = ctx.g.op(
+                "avg_pool",
+                xr,
+                size=[1, 1, *kernel],
+                stride=[1, 1, *stride],
+                padding=[(0, 0)] * (spatial + 2),
+                border="constant",
+                **attrs,
+            )
+            return ctx.g.op("mul", mean, float(math.prod(kernel)), out=out or node.outputs[0].name)
     return ctx.g.op(
         op,
         xr,
