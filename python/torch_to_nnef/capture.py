@@ -251,7 +251,7 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
             name = input_names[user_index]
             for axis, letter in dynamic_axes.get(name, {}).items():
                 d = meta.shape[axis]
-                if isinstance(d, int):
+                if isinstance(d, int) or d.node.expr.is_number:  # specialised, maybe only by the decompositions
                     raise CaptureError(
                         f"dynamic axis {axis} ({letter}) of input {name!r} was specialised to {d} by the model's "
                         "code: it only works at that size"
