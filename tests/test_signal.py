@@ -99,6 +99,8 @@ CASES: list[Case] = [
         True,
     ),
     ("fft-ifft-roundtrip", Fn(lambda x: torch.fft.ifft(torch.fft.fft(x, dim=-1), dim=-1).real), (r(3, 10),), True),
+    ("fft-two-ranks-one-length", Fn(lambda x: real(torch.fft.fft(x)) + real(torch.fft.fft(x[0]))), (r(2, 3, 8),), True),
+    ("fft-f64", Fn(lambda x: real(torch.fft.fft(x, dim=0))), (r(6, 3).double(),), False),
     # rfft / irfft
     ("rfft-last-forward-abs", Fn(lambda x: torch.fft.rfft(x, dim=-1, norm="forward").abs()), (r(4, 8),), True),
     ("rfft-axis0-n7", Fn(lambda x: real(torch.fft.rfft(x, n=7, dim=0))), (r(4, 8),), True),
@@ -196,15 +198,22 @@ def no_center_normalized(x: torch.Tensor) -> torch.Tensor:
     return torch.istft(spec, 16, 4, center=False, normalized=True)
 
 
-# torch warns about these (no window given; a length past the signal padded with zeros): what is checked here.
+# torch warns about these (no window given, a length past the signal padded with zeros, real pairs out of stft):
+# what is checked here.
 WARNED: list[Case] = [
     ("istft-length-past-signal", Fn(lambda x: roundtrip(x, hop=5, length=70)), (r(64),), True),
     ("istft-no-window-no-center-normalized", Fn(no_center_normalized), (r(2, 64),), True),
+    (
+        "stft-return-complex-false",
+        Fn(lambda x: torch.stft(x, 16, 4, window=hann(16), return_complex=False)),
+        (r(2, 40),),
+        True,
+    ),
 ]
 
 
 @pytest.mark.parametrize("target, module, inputs", op_params(WARNED))
-def test_istft_warned_by_torch(
+def test_signal_warned_by_torch(
     tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]
 ) -> None:
     with warnings.catch_warnings():

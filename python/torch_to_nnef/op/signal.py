@@ -142,7 +142,7 @@ def _matmul_dft(
     y, perm = _to_last(ctx, y, rank, axis, complex_in)
     if complex_in:
         y = g.op("reshape", y, shape=[matrix.shape[0]], axis_start=rank - 1, axis_count=2)
-    weights = _variable(ctx, matrix.reshape((1,) * (rank - 2) + matrix.shape), _parts_dtype(out), label)
+    weights = _variable(ctx, matrix.reshape((1,) * (rank - 2) + matrix.shape), _parts_dtype(out), f"{label}_r{rank}")
     y = g.op("matmul", y, weights, transposeA=False, transposeB=False)
     if complex_out:
         y = g.op("reshape", y, shape=[matrix.shape[1] // 2, 2], axis_start=rank - 1, axis_count=1)
