@@ -1,5 +1,5 @@
-"""Translations of the signal-processing ops: FFTs, STFT and its inverse, window functions and the
-complex views around them.
+"""Translations of the signal-processing ops: FFTs, STFT and its inverse, window functions, and the
+complex views and products around them (``view_as_real``, ``abs``, ``.real``/``.imag``, slices, ``mul``).
 
 A complex value is held in NNEF as a real tensor with a trailing axis of size 2 (real and imaginary
 parts), as tract's own FFT operators take it; the capture keys every node touching one in the
@@ -21,6 +21,7 @@ import numpy as np
 
 from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
+from torch_to_nnef.op import core
 from torch_to_nnef.op.core import TranslationError, _arg, _axis
 from torch_to_nnef.op.registry import Context, register
 
@@ -467,3 +468,49 @@ def aten_conj(ctx: Context, node: Node) -> Ref:
 def aten_neg_view(ctx: Context, node: Node) -> Ref:
     """_neg_view(Tensor self) -> Tensor: the negation (as ``.imag`` of a conjugate leaves it)."""
     return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+# Views and gathers that move whole elements along the logical axes: the core translations index the
+# logical axes only (an NNEF transpose leaves the axes past its list in place), so the parts axis stays last.
+_ELEMENT_OPS = {
+    "complex::slice": core.aten_slice,
+    "complex::select": core.aten_select,
+    "complex::transpose": core.aten_transpose,
+    "complex::permute": core.aten_permute,
+    "complex::unsqueeze": core.aten_unsqueeze,
+    "complex::squeeze": core.aten_squeeze,
+    "complex::cat": core.aten_cat,
+}
+for _kind, _fn in _ELEMENT_OPS.items():
+    register(_kind)(_fn)
+
+
+@register("complex::mul")
+def aten_complex_mul(ctx: Context, node: Node) -> Ref:
+    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product, or the parts
+    scaled by a real tensor or scalar.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+
+    def operand(v: Any) -> Any:
+        if isinstance(v, complex):
+            raise TranslationError(f"{node.where()}: a product with the complex scalar {v} is not supported yet")
+        if not isinstance(v, Value):
+            return float(v)
+        ref = ctx.ref(v)
+        if v.rank < out.rank:
+            ref = g.op("unsqueeze", ref, axes=list(range(out.rank - v.rank)))
+        return ref if _is_complex(v) else g.op("unsqueeze", ref, axes=[out.rank])  # the same for both parts
+
+    if not (isinstance(a, Value) and _is_complex(a) and isinstance(b, Value) and _is_complex(b)):
+        return g.op("mul", operand(a), operand(b), out=out.name)
+
+    def part(x: Ref, index: int) -> Ref:
+        return g.op("slice", x, axes=[out.rank], begin=[index], end=[index + 1], stride=[1])
+
+    x, y = operand(a), operand(b)
+    (re_x, im_x), (re_y, im_y) = (part(x, 0), part(x, 1)), (part(y, 0), part(y, 1))
+    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
+    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
+    return g.op("concat", [re, im], axis=out.rank, out=out.name)
