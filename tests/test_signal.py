@@ -131,6 +131,7 @@ CASES: list[Case] = [
         True,
     ),
     ("irfft-forward-n12", Fn(lambda x: torch.fft.irfft(torch.fft.rfft(x), n=12, norm="forward")), (r(2, 8),), True),
+    ("irfft-of-real", Fn(lambda x: torch.fft.irfft(x, n=7, dim=0)), (r(4, 3),), True),
     ("irfft-view-as-complex", Fn(lambda x: torch.fft.irfft(torch.view_as_complex(x), n=6)), (r(3, 4, 2),), True),
     # stft: windows, center and its pad modes, onesided, normalized
     ("stft-hann-reflect", Fn(lambda x: real(stft(x, window=hann(16)))), (r(2, 64),), True),

@@ -226,11 +226,12 @@ def aten_fft_rfft(ctx: Context, node: Node) -> Ref:
     return _fft(ctx, node, inverse=False, onesided=True)
 
 
-@register("complex::fft_irfft")
+@register("complex::fft_irfft", "aten::fft_irfft")
 def aten_fft_irfft(ctx: Context, node: Node) -> Ref:
     """fft_irfft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor: real, n = 2 (m - 1) by default.
 
-    A real inverse DFT as one matmul (static lengths), for both targets.
+    A real inverse DFT as one matmul (static lengths), for both targets; a real input is read as bins
+    with no imaginary part.
     """
     x = node.args[0]
     n, norm = _arg(node, 1, "n"), _arg(node, 3, "norm")
@@ -238,11 +239,12 @@ def aten_fft_irfft(ctx: Context, node: Node) -> Ref:
     axis = _axis(_arg(node, 2, "dim", -1), x.rank)
     m = _static(node, x.shape[axis], f"number of bins on axis {axis}")
     n = 2 * (m - 1) if n is None else _static(node, n, "output length n")
-    if not _is_complex(x):
-        raise TranslationError(f"{node.where()}: irfft of a real tensor: pass torch.view_as_complex of its parts")
     scale = _scale(n, norm, inverse=True)
     matrix = _irfft_matrix(m, n, scale)
-    return _matmul_dft(ctx, node, x, axis, matrix, f"irdft_{m}_n{n}_s{scale:.6g}", complex_out=False)
+    if not _is_complex(x):
+        matrix = matrix[0::2]  # the rows of the real parts
+    label = f"irdft_{'c' if _is_complex(x) else 'r'}{m}_n{n}_s{scale:.6g}"
+    return _matmul_dft(ctx, node, x, axis, matrix, label, complex_out=False)
 
 
 def _known_tensor(ctx: Context, v: Value) -> np.ndarray | None:
