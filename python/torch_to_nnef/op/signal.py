@@ -315,7 +315,11 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
     batched = x.rank == 2
     if ctx.tract:
         g.need("tract_registry tract_core")
-        taper = _variable(ctx, window, dtype, f"stft_window_{_digest(window)}")
+        given = _arg(node, 4, "window")
+        if isinstance(given, Value) and given.shape == (n_fft,) and given.dtype == dtype:
+            taper = ctx.ref(given)  # the constant itself, already in the document
+        else:
+            taper = _variable(ctx, window, dtype, f"stft_window_{_digest(window)}")
         y = g.op("tract_core_stft", _as_complex(ctx, x), axis=x.rank - 1, frame=n_fft, stride=hop, window=taper)
         if onesided:
             y = g.op("slice", y, axes=[x.rank], begin=[0], end=[bins], stride=[1])
