@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.ir import Graph, Node, Parameter, SymInt, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SymInt, Value
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ _DTYPES = {
     torch.int64: "i64",
     torch.uint8: "u8",
     torch.bool: "bool",
+    torch.complex64: "c64",
+    torch.complex128: "c128",
 }
 
 
@@ -238,13 +240,18 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
                 spec = param_targets[node.name]
                 tensor = state[spec.target]
                 v = value_of(node, meta)
+                if v.dtype in COMPLEX_DTYPES:
+                    raise CaptureError(
+                        f"weight {spec.target!r} is {meta.dtype}: NNEF has no complex tensors; store "
+                        "torch.view_as_real of it and call torch.view_as_complex in forward"
+                    )
                 values[node.name] = v
                 parameters[node.name] = Parameter(spec.target, tensor)
                 continue
             name = input_names[user_index]
             for axis, letter in dynamic_axes.get(name, {}).items():
                 d = meta.shape[axis]
-                if isinstance(d, int):
+                if isinstance(d, int) or d.node.expr.is_number:  # specialised, maybe only by the decompositions
                     raise CaptureError(
                         f"dynamic axis {axis} ({letter}) of input {name!r} was specialised to {d} by the model's "
                         "code: it only works at that size"
@@ -252,6 +259,11 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
                 symbols.names.setdefault(str(d.node.expr), letter)
             user_index += 1
             v = value_of(node, meta)
+            if v.dtype in COMPLEX_DTYPES:
+                raise CaptureError(
+                    f"input {name!r} is {meta.dtype}: NNEF has no complex tensors; pass torch.view_as_real of it "
+                    "and call torch.view_as_complex inside the model"
+                )
             v = Value(name=name, dtype=v.dtype, shape=v.shape)
             values[node.name] = v
             inputs.append(v)
@@ -281,6 +293,8 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)
+            if _touches_complex((*args, *outs)):  # keyed apart: real translations must not see complex operands
+                kind = "complex::" + kind.split("::", 1)[1]
             module_path, module_class = _module_path(node)
             nodes.append(
                 Node(
@@ -295,6 +309,12 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
         elif node.op == "output":
             flat = node.args[0]
             outputs = [values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
+            for o in outputs:
+                if isinstance(o, Value) and o.dtype in COMPLEX_DTYPES:
+                    raise CaptureError(
+                        f"output {o.name} is complex ({o.dtype}): NNEF has no complex tensors; return "
+                        "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
+                    )
     symbols_range = {
         letter: (int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper))
         for sym, letter in symbols.names.items()
@@ -308,6 +328,18 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
         parameters=parameters,
         symbols=symbols_range,
     )
+
+
+def _touches_complex(items: Sequence[Any]) -> bool:
+    """Whether a complex :class:`Value` is among ``items`` (nested in lists, tuples and dicts)."""
+    for item in items:
+        if isinstance(item, Value) and item.dtype in COMPLEX_DTYPES:
+            return True
+        if isinstance(item, (list, tuple)) and _touches_complex(item):
+            return True
+        if isinstance(item, dict) and _touches_complex(list(item.values())):
+            return True
+    return False
 
 
 def _kind(target: Any) -> str:

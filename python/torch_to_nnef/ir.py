@@ -13,6 +13,13 @@ from typing import Any, Union
 Dim = Union[int, str]
 """A dimension: a static size, or an expression over symbols such as ``"S"`` or ``"S - 2"``."""
 
+COMPLEX_DTYPES = {"c64": "f32", "c128": "f64"}
+"""Complex dtypes and the real dtype of their parts. A complex value of shape ``S`` is held in NNEF
+as a real tensor of shape ``S + [2]`` (real and imaginary parts on a trailing axis, as tract does);
+nodes touching one are keyed in the ``complex::`` namespace (``complex::abs``), so that only
+translations written for that layout see them.
+"""
+
 
 @dataclass(frozen=True)
 class Value:

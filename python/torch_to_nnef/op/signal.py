@@ -1,0 +1,522 @@
+"""Translations of the signal-processing ops: FFTs, STFT and its inverse, window functions, and the
+complex views and products around them (``view_as_real``, ``abs``, ``.real``/``.imag``, slices, ``mul``).
+
+A complex value is held in NNEF as a real tensor with a trailing axis of size 2 (real and imaginary
+parts), as tract's own FFT operators take it; the capture keys every node touching one in the
+``complex::`` namespace, so only the translations below see that layout.
+
+TractNNEF runs forward and inverse complex FFTs with ``tract_core_fft`` (any length, dynamic
+included) and framed FFTs with ``tract_core_stft``. The NNEF specification has no FFT: there the
+transforms are DFTs as a matmul against a constant cos/sin matrix (static lengths) and the STFT a
+strided ``conv`` whose filters are the windowed DFT rows. ``irfft`` and ``istft`` are such products
+for both targets (a matmul; for ``istft`` then an overlap-add of shifted, padded blocks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
+from torch_to_nnef.nnef_graph import Ref, dim_literal
+from torch_to_nnef.op import core
+from torch_to_nnef.op.core import TranslationError, _arg, _axis
+from torch_to_nnef.op.registry import Context, register
+
+_NORMS = ("backward", "ortho", "forward")
+
+
+def _parts_dtype(v: Value) -> str:
+    """The real dtype holding ``v``'s values (the parts' dtype for a complex value)."""
+    return COMPLEX_DTYPES.get(v.dtype, v.dtype)
+
+
+def _is_complex(v: Value) -> bool:
+    return v.dtype in COMPLEX_DTYPES
+
+
+def _static(node: Node, size: Any, what: str) -> int:
+    if not isinstance(size, int):
+        raise TranslationError(
+            f"{node.where()}: {node.kind} needs a static {what} (got {size!r}); "
+            "export with that axis static, or use TractNNEF where it may be dynamic"
+        )
+    return size
+
+
+def _as_complex(ctx: Context, v: Value) -> Ref:
+    """``v`` in the complex layout: a real tensor gets a zero imaginary part on a new trailing axis."""
+    if _is_complex(v):
+        return Ref(ctx.ref(v))
+    g = ctx.g
+    x = g.op("unsqueeze", ctx.ref(v), axes=[v.rank], out=v.name + "_re")
+    return g.op("pad", x, padding=[(0, 0)] * v.rank + [(0, 1)], border="constant", value=0.0, out=v.name + "_complex")
+
+
+def _scale(n: int, norm: str | None, inverse: bool) -> float:
+    """The factor torch applies to a transform of length ``n`` under ``norm``."""
+    norm = norm or "backward"
+    if norm == "ortho":
+        return 1.0 / math.sqrt(n)
+    if norm == ("backward" if inverse else "forward"):
+        return 1.0 / n
+    return 1.0
+
+
+def _check_norm(node: Node, norm: Any) -> None:
+    if norm is not None and norm not in _NORMS:
+        raise TranslationError(f"{node.where()}: unknown fft norm {norm!r}: use one of {', '.join(_NORMS)}")
+
+
+def _variable(ctx: Context, array: np.ndarray, dtype: str, label: str) -> Ref:
+    """A constant of the given real dtype, labelled by what it holds (one label per content)."""
+    return ctx.g.variable(np.ascontiguousarray(array.astype(dtype.replace("f", "float"))), f"{label}_{dtype}")
+
+
+def _angles(rows: int, cols: int, n: int) -> np.ndarray:
+    """``2 pi (j k mod n) / n`` for j < rows, k < cols (the exact phase of each DFT term)."""
+    j = np.arange(rows, dtype=np.int64)[:, None]
+    k = np.arange(cols, dtype=np.int64)[None, :]
+    return 2.0 * np.pi * ((j * k) % n) / n
+
+
+def _dft_matrix(m: int, n: int, bins: int, inverse: bool, complex_in: bool, scale: float) -> np.ndarray:
+    """The matrix of an ``n``-point DFT read from ``m`` samples (the ones past ``n`` ignored, the
+    missing ones zeros), giving ``bins`` interleaved (re, im) outputs; complex inputs interleaved too.
+    """
+    theta = _angles(min(m, n), bins, n) * (1.0 if inverse else -1.0)
+    cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
+    if not complex_in:
+        matrix = np.zeros((m, 2 * bins))
+        matrix[: min(m, n), 0::2], matrix[: min(m, n), 1::2] = cos, sin
+        return matrix
+    matrix = np.zeros((2 * m, 2 * bins))
+    used = 2 * min(m, n)
+    matrix[0:used:2, 0::2], matrix[1:used:2, 0::2] = cos, -sin  # real part of the output
+    matrix[0:used:2, 1::2], matrix[1:used:2, 1::2] = sin, cos  # imaginary part
+    return matrix
+
+
+def _irfft_matrix(m: int, n: int, scale: float) -> np.ndarray:
+    """The matrix of a real inverse DFT of ``n`` samples from ``m`` interleaved one-sided bins: the
+    bins past ``n // 2`` ignored, the others but DC and Nyquist counted twice (Hermitian symmetry).
+    """
+    used = min(m, n // 2 + 1)
+    weight = np.full(used, 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0 and used == n // 2 + 1:
+        weight[-1] = 1.0
+    theta = _angles(used, n, n)
+    matrix = np.zeros((2 * m, n))
+    matrix[0 : 2 * used : 2] = np.cos(theta) * weight[:, None] * scale
+    matrix[1 : 2 * used : 2] = -np.sin(theta) * weight[:, None] * scale
+    return matrix
+
+
+def _to_last(ctx: Context, x: Ref, rank: int, axis: int, complex_layout: bool) -> tuple[Ref, list[int] | None]:
+    """Moves ``axis`` to the last logical position (before the parts axis); returns the permutation."""
+    if axis == rank - 1:
+        return x, None
+    perm = [i for i in range(rank) if i != axis] + [axis] + ([rank] if complex_layout else [])
+    return ctx.g.op("transpose", x, axes=perm), perm
+
+
+def _from_last(ctx: Context, y: Ref, perm: list[int] | None, out: str) -> Ref:
+    """Undoes :func:`_to_last` (``perm`` over the logical axes; a parts axis after them is left in place)."""
+    if perm is None:
+        return ctx.g.op("copy", y, out=out)
+    inverse = [perm.index(i) for i in range(len(perm))]
+    return ctx.g.op("transpose", y, axes=inverse, out=out)
+
+
+def _matmul_dft(
+    ctx: Context, node: Node, x: Value, axis: int, matrix: np.ndarray, label: str, complex_out: bool
+) -> Ref:
+    """Applies ``matrix`` along ``axis`` of ``x`` (interleaved parts in and out where complex)."""
+    g, out = ctx.g, node.outputs[0]
+    complex_in = _is_complex(x)
+    y, rank = ctx.ref(x), x.rank
+    if rank == 1:  # matmul takes matrices: a row of one
+        y, rank, axis = g.op("unsqueeze", y, axes=[0]), 2, 1
+    y, perm = _to_last(ctx, y, rank, axis, complex_in)
+    if complex_in:
+        y = g.op("reshape", y, shape=[matrix.shape[0]], axis_start=rank - 1, axis_count=2)
+    weights = _variable(ctx, matrix.reshape((1,) * (rank - 2) + matrix.shape), _parts_dtype(out), f"{label}_r{rank}")
+    y = g.op("matmul", y, weights, transposeA=False, transposeB=False)
+    if complex_out:
+        y = g.op("reshape", y, shape=[matrix.shape[1] // 2, 2], axis_start=rank - 1, axis_count=1)
+    if x.rank == 1:
+        return g.op("squeeze", y, axes=[0], out=out.name)
+    if perm is not None:
+        perm = perm[:rank]  # the parts axis, if any, stays last
+    return _from_last(ctx, y, perm, out.name)
+
+
+def _fft(ctx: Context, node: Node, inverse: bool, onesided: bool) -> Ref:
+    """fft/ifft/rfft: the transform of length ``n`` along ``dim`` of a real or complex input."""
+    x = node.args[0]
+    n, dim, norm = _arg(node, 1, "n"), _arg(node, 2, "dim", -1), _arg(node, 3, "norm")
+    _check_norm(node, norm)
+    axis = _axis(dim, x.rank)
+    size = x.shape[axis]
+    if ctx.tract:
+        return _tract_fft(ctx, node, x, axis, size if n is None else n, norm, inverse, onesided)
+    m = _static(node, size, f"length on axis {axis}")
+    n = m if n is None else _static(node, n, "transform length n")
+    bins = n // 2 + 1 if onesided else n
+    scale = _scale(n, norm, inverse)
+    matrix = _dft_matrix(m, n, bins, inverse, _is_complex(x), scale)
+    label = f"{'idft' if inverse else 'dft'}_{'c' if _is_complex(x) else 'r'}{m}_n{n}_b{bins}_s{scale:.6g}"
+    return _matmul_dft(ctx, node, x, axis, matrix, label, complex_out=True)
+
+
+def _tract_fft(
+    ctx: Context, node: Node, x: Value, axis: int, n: Any, norm: str | None, inverse: bool, onesided: bool
+) -> Ref:
+    """``tract_core_fft`` on ``x`` brought to ``n`` samples along ``axis`` (cropped or zero-padded)."""
+    g, out = ctx.g, node.outputs[0]
+    g.need("tract_registry tract_core")
+    y = _as_complex(ctx, x)
+    size = x.shape[axis]
+    if n != size:
+        m = _static(node, size, f"length on axis {axis} when n is given")
+        n = _static(node, n, "transform length n")
+        if m > n:
+            y = g.op("slice", y, axes=[axis], begin=[0], end=[n], stride=[1])
+        else:
+            pads = [(0, n - m if i == axis else 0) for i in range(x.rank + 1)]
+            y = g.op("pad", y, padding=pads, border="constant", value=0.0)
+    y = g.op("tract_core_fft", y, axis=axis, inverse=inverse)
+    if isinstance(n, int):
+        scale = _scale(n, norm, inverse)
+    elif _scale(2, norm, inverse) == 1.0:
+        scale = 1.0
+    else:
+        raise TranslationError(
+            f"{node.where()}: {node.kind} over a dynamic length with norm={norm!r} is not supported yet "
+            "(its scale depends on the length): scale the result in the model instead"
+        )
+    if scale != 1.0:
+        y = g.op("mul", y, scale)
+    if onesided:
+        bins = n // 2 + 1 if isinstance(n, int) else Ref(dim_literal(f"({n})/2+1"))
+        y = g.op("slice", y, axes=[axis], begin=[0], end=[bins], stride=[1])
+    return g.op("copy", y, out=out.name)
+
+
+@register("complex::fft_fft")
+def aten_fft_fft(ctx: Context, node: Node) -> Ref:
+    """fft_fft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor."""
+    return _fft(ctx, node, inverse=False, onesided=False)
+
+
+@register("complex::fft_ifft")
+def aten_fft_ifft(ctx: Context, node: Node) -> Ref:
+    """fft_ifft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor."""
+    return _fft(ctx, node, inverse=True, onesided=False)
+
+
+@register("complex::fft_rfft")
+def aten_fft_rfft(ctx: Context, node: Node) -> Ref:
+    """fft_rfft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor: the n // 2 + 1 first bins."""
+    if _is_complex(node.args[0]):
+        raise TranslationError(f"{node.where()}: rfft takes a real input; use torch.fft.fft for a complex one")
+    return _fft(ctx, node, inverse=False, onesided=True)
+
+
+@register("complex::fft_irfft", "aten::fft_irfft")
+def aten_fft_irfft(ctx: Context, node: Node) -> Ref:
+    """fft_irfft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor: real, n = 2 (m - 1) by default.
+
+    A real inverse DFT as one matmul (static lengths), for both targets; a real input is read as bins
+    with no imaginary part.
+    """
+    x = node.args[0]
+    n, norm = _arg(node, 1, "n"), _arg(node, 3, "norm")
+    _check_norm(node, norm)
+    axis = _axis(_arg(node, 2, "dim", -1), x.rank)
+    m = _static(node, x.shape[axis], f"number of bins on axis {axis}")
+    n = 2 * (m - 1) if n is None else _static(node, n, "output length n")
+    scale = _scale(n, norm, inverse=True)
+    matrix = _irfft_matrix(m, n, scale)
+    if not _is_complex(x):
+        matrix = matrix[0::2]  # the rows of the real parts
+    label = f"irdft_{'c' if _is_complex(x) else 'r'}{m}_n{n}_s{scale:.6g}"
+    return _matmul_dft(ctx, node, x, axis, matrix, label, complex_out=False)
+
+
+def _known_tensor(ctx: Context, v: Value) -> np.ndarray | None:
+    """The contents of ``v`` when it is a constant of the document (a weight, a buffer, a window)."""
+    ref = ctx.ref(v)
+    for label, tensor in list(ctx.g.variables.items()):
+        if ctx.g.variable(tensor, label) == ref:  # the same label gives back the same ref
+            if hasattr(tensor, "detach"):
+                tensor = tensor.detach().cpu().double().numpy()
+            return np.asarray(tensor, dtype=np.float64)
+    return None
+
+
+def _window(ctx: Context, node: Node, window: Value | None, win_length: int, n_fft: int) -> np.ndarray:
+    """The window zero-padded to ``n_fft`` on both sides (as torch centres it); ones by default."""
+    if window is None:
+        values = np.ones(win_length)
+    else:
+        known = _known_tensor(ctx, window)
+        if known is None:
+            raise TranslationError(
+                f"{node.where()}: the window of {node.kind.split('::')[1]} must be a constant (a buffer, a "
+                "parameter or torch.hann_window(...) and its siblings); register a computed window as a buffer"
+            )
+        values = known.reshape(-1)
+    if values.shape[0] > n_fft:
+        raise TranslationError(f"{node.where()}: a window of {values.shape[0]} samples is longer than n_fft={n_fft}")
+    left = (n_fft - values.shape[0]) // 2
+    padded = np.zeros(n_fft)
+    padded[left : left + values.shape[0]] = values
+    return padded
+
+
+def _stft_options(ctx: Context, node: Node) -> tuple[int, int, np.ndarray, bool, bool]:
+    """(n_fft, hop, padded window, normalized, onesided) of an stft or istft node."""
+    x = node.args[0]
+    n_fft = int(node.args[1])
+    hop = _arg(node, 2, "hop_length") or n_fft // 4
+    win_length = _arg(node, 3, "win_length") or n_fft
+    window = _window(ctx, node, _arg(node, 4, "window"), win_length, n_fft)
+    if node.kind.endswith("::stft"):
+        normalized, onesided = bool(_arg(node, 5, "normalized", False)), _arg(node, 6, "onesided")
+        onesided = not _is_complex(x) if onesided is None else bool(onesided)
+    else:
+        normalized, onesided = bool(_arg(node, 6, "normalized", False)), _arg(node, 7, "onesided")
+        onesided = x.shape[-2] != n_fft if onesided is None else bool(onesided)
+    return n_fft, int(hop), window, normalized, onesided
+
+
+@register("complex::stft", "aten::stft")
+def aten_stft(ctx: Context, node: Node) -> Ref:
+    """stft(Tensor self, int n_fft, int? hop_length=None, int? win_length=None, Tensor? window=None,
+    bool normalized=False, bool? onesided=None, bool? return_complex=None, bool? align_to_window=None) -> Tensor.
+
+    Frames of ``n_fft`` samples every ``hop_length``, windowed and transformed: ``[B?, bins, frames]``
+    (the padding of ``center=True`` is a separate pad node). The window must be a constant.
+    """
+    x, out = node.args[0], node.outputs[0]
+    if _is_complex(x):
+        raise TranslationError(f"{node.where()}: stft of a complex signal is not supported yet")
+    if _arg(node, 8, "align_to_window"):
+        raise TranslationError(f"{node.where()}: stft with align_to_window=True is not supported yet")
+    n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
+    bins = n_fft // 2 + 1 if onesided else n_fft
+    scale = 1.0 / math.sqrt(n_fft) if normalized else 1.0
+    dtype = _parts_dtype(out)
+    g = ctx.g
+    batched = x.rank == 2
+    if ctx.tract:
+        g.need("tract_registry tract_core")
+        given = _arg(node, 4, "window")
+        if isinstance(given, Value) and given.shape == (n_fft,) and given.dtype == dtype:
+            taper = ctx.ref(given)  # the constant itself, already in the document
+        else:
+            taper = _variable(ctx, window, dtype, f"stft_window_{_digest(window)}")
+        y = g.op("tract_core_stft", _as_complex(ctx, x), axis=x.rank - 1, frame=n_fft, stride=hop, window=taper)
+        if onesided:
+            y = g.op("slice", y, axes=[x.rank], begin=[0], end=[bins], stride=[1])
+        y = g.op("transpose", y, axes=[0, 2, 1, 3] if batched else [1, 0, 2])
+        return g.op("mul", y, scale, out=out.name) if scale != 1.0 else g.op("copy", y, out=out.name)
+    # The specification: a strided conv whose 2 * bins filters are the windowed DFT rows.
+    theta = -_angles(bins, n_fft, n_fft)
+    filters = np.zeros((2 * bins, 1, n_fft))
+    filters[0::2, 0] = np.cos(theta) * window * scale
+    filters[1::2, 0] = np.sin(theta) * window * scale
+    label = f"stft_filters_{n_fft}_b{bins}_s{scale:.6g}_{_digest(window)}"
+    signal = g.op("unsqueeze", ctx.ref(x), axes=[0, 1] if not batched else [1])
+    y = g.op("conv", signal, _variable(ctx, filters, dtype, label), 0.0, stride=[hop], padding=[(0, 0)])
+    y = g.op("reshape", y, shape=[bins, 2], axis_start=1, axis_count=1)
+    y = g.op("transpose", y, axes=[0, 1, 3, 2])
+    return g.op("squeeze", y, axes=[0], out=out.name) if not batched else g.op("copy", y, out=out.name)
+
+
+def _digest(window: np.ndarray) -> str:
+    """A short content label for a window (constants are shared by label)."""
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(window, dtype=np.float64).tobytes()).hexdigest()[:10]
+
+
+@register("complex::istft")
+def aten_istft(ctx: Context, node: Node) -> Ref:
+    """istft(Tensor self, int n_fft, int? hop_length=None, int? win_length=None, Tensor? window=None,
+    bool center=True, bool normalized=False, bool? onesided=None, int? length=None, bool return_complex=False).
+
+    Each frame's windowed inverse DFT (one matmul), overlap-added, divided by the overlap-added squared
+    window and cropped as torch crops it.
+    """
+    x, out = node.args[0], node.outputs[0]
+    if _arg(node, 9, "return_complex", False):
+        raise TranslationError(f"{node.where()}: istft with return_complex=True gives a complex output: not supported")
+    n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
+    center, length = bool(_arg(node, 5, "center", True)), _arg(node, 8, "length")
+    bins, frames = _static(node, x.shape[-2], "number of frequency bins"), x.shape[-1]
+    if not isinstance(frames, int) and not ctx.tract:
+        raise TranslationError(f"{node.where()}: istft over a dynamic number of frames needs TractNNEF")
+    scale = (math.sqrt(n_fft) if normalized else 1.0) / n_fft
+    if onesided:
+        basis = _irfft_matrix(bins, n_fft, scale)
+    else:
+        basis = _dft_matrix(bins, n_fft, n_fft, True, True, scale)[:, 0::2]  # the real part
+    blocks = -(-n_fft // hop)  # each frame spans this many hops (zeros past n_fft)
+    matrix = np.zeros((2 * bins, blocks * hop))
+    matrix[:, :n_fft] = basis * window[None, :]
+    dtype = _parts_dtype(out)
+    g = ctx.g
+    spec = ctx.ref(x) if x.rank == 3 else g.op("unsqueeze", ctx.ref(x), axes=[0])
+    spec = g.op("transpose", spec, axes=[0, 2, 1, 3])  # [B, frames, bins, 2]
+    spec = g.op("reshape", spec, shape=[2 * bins], axis_start=2, axis_count=2)
+    label = f"istft_basis_{n_fft}_b{bins}_h{hop}_{'o' if onesided else 't'}_s{scale:.6g}_{_digest(window)}"
+    y = g.op("matmul", spec, _variable(ctx, matrix[None], dtype, label), transposeA=False, transposeB=False)
+    y = _overlap_add(ctx, y, blocks, hop)
+    squares = np.zeros((1, 1, blocks * hop))
+    squares[0, 0, :n_fft] = window**2
+    envelope = _variable(ctx, squares, dtype, f"istft_squared_window_{blocks * hop}_{_digest(window)}")
+    if isinstance(frames, int):
+        envelope = g.op("tile", envelope, repeats=[1, frames, 1])
+    else:
+        envelope = g.op("tile", envelope, repeats=[1, Ref(dim_literal(frames)), 1])
+    envelope = _overlap_add(ctx, envelope, blocks, hop)
+    start = n_fft // 2 if center else 0
+    keep = out.shape[-1]
+    available: Any
+    if isinstance(frames, int):
+        total = (frames - 1) * hop + n_fft
+        available = total - 2 * start if length is None else min(int(length), total - start)
+        end: Any = start + available
+    else:
+        end = Ref(dim_literal(f"({frames}-1)*{hop}+{n_fft - start}")) if length is None else int(length) + start
+        available = keep
+    y = g.op("slice", y, axes=[1], begin=[start], end=[end], stride=[1])
+    envelope = g.op("slice", envelope, axes=[1], begin=[start], end=[end], stride=[1])
+    y = g.op("div", y, envelope)
+    if isinstance(keep, int) and isinstance(available, int) and keep > available:  # length past the signal: zeros
+        y = g.op("pad", y, padding=[(0, 0), (0, keep - available)], border="constant", value=0.0)
+    return g.op("squeeze", y, axes=[0], out=out.name) if x.rank == 2 else g.op("copy", y, out=out.name)
+
+
+def _overlap_add(ctx: Context, frames: Ref, blocks: int, hop: int) -> Ref:
+    """``[B, F, blocks * hop]`` frames, each starting ``hop`` after the previous, summed into ``[B, (F + blocks - 1)
+    * hop]``: block k of every frame shifted by k frames, then added.
+    """
+    g = ctx.g
+    split = g.op("reshape", frames, shape=[blocks, hop], axis_start=2, axis_count=1)  # [B, F, blocks, hop]
+    total: Ref | None = None
+    for k in range(blocks):
+        block = g.op("squeeze", g.op("slice", split, axes=[2], begin=[k], end=[k + 1], stride=[1]), axes=[2])
+        if blocks > 1:
+            block = g.op("pad", block, padding=[(0, 0), (k, blocks - 1 - k), (0, 0)], border="constant", value=0.0)
+        total = block if total is None else g.op("add", total, block)
+    assert total is not None
+    return g.op("reshape", total, shape=[-1], axis_start=1, axis_count=2)
+
+
+_WINDOWS = {
+    "aten::hann_window": "hann_window",
+    "aten::hamming_window": "hamming_window",
+    "aten::blackman_window": "blackman_window",
+    "aten::bartlett_window": "bartlett_window",
+}
+
+
+@register(*_WINDOWS)
+def aten_window(ctx: Context, node: Node) -> Ref:
+    """hann_window(int window_length, bool periodic=True, *, ScalarType? dtype...); hamming_window (with
+    optional alpha, beta), blackman_window, bartlett_window: a constant computed by torch itself.
+    """
+    import torch
+
+    length = _static(node, node.args[0], "window length")
+    positional = [a for a in node.args[1:] if not isinstance(a, dict)]
+    out = node.outputs[0]
+    fn = getattr(torch, _WINDOWS[node.kind])
+    values = fn(length, *positional, dtype=torch.float64).numpy()
+    options = "_".join(str(a) for a in positional)
+    array = values.astype(_parts_dtype(out).replace("f", "float"))
+    return ctx.g.variable(array, f"{_WINDOWS[node.kind]}_{length}_{options}_{out.dtype}".rstrip("_"))
+
+
+@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias")
+def aten_view_as_real(ctx: Context, node: Node) -> Ref:
+    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias of a complex tensor.
+
+    The complex layout already holds the parts on a trailing axis: a copy.
+    """
+    return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+@register("complex::abs")
+def aten_complex_abs(ctx: Context, node: Node) -> Ref:
+    """abs(Tensor self) of a complex tensor: the modulus sqrt(re^2 + im^2)."""
+    x, g = node.args[0], ctx.g
+    power = g.op("sum_reduce", g.op("sqr", ctx.ref(x)), axes=[x.rank])
+    return g.op("squeeze", g.op("sqrt", power), axes=[x.rank], out=node.outputs[0].name)
+
+
+@register("complex::_conj")
+def aten_conj(ctx: Context, node: Node) -> Ref:
+    """_conj(Tensor self) -> Tensor: the conjugate (the imaginary part negated)."""
+    x, out = node.args[0], node.outputs[0]
+    dtype = _parts_dtype(out)
+    signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * x.rank + (2,)), dtype, f"conjugate_r{x.rank}")
+    return ctx.g.op("mul", ctx.ref(x), signs, out=out.name)
+
+
+@register("aten::_neg_view")
+def aten_neg_view(ctx: Context, node: Node) -> Ref:
+    """_neg_view(Tensor self) -> Tensor: the negation (as ``.imag`` of a conjugate leaves it)."""
+    return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+# Views and gathers that move whole elements along the logical axes: the core translations index the
+# logical axes only (an NNEF transpose leaves the axes past its list in place), so the parts axis stays last.
+_ELEMENT_OPS = {
+    "complex::slice": core.aten_slice,
+    "complex::select": core.aten_select,
+    "complex::transpose": core.aten_transpose,
+    "complex::permute": core.aten_permute,
+    "complex::unsqueeze": core.aten_unsqueeze,
+    "complex::squeeze": core.aten_squeeze,
+    "complex::cat": core.aten_cat,
+}
+for _kind, _fn in _ELEMENT_OPS.items():
+    register(_kind)(_fn)
+
+
+@register("complex::mul")
+def aten_complex_mul(ctx: Context, node: Node) -> Ref:
+    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product, or the parts
+    scaled by a real tensor or scalar.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+
+    def operand(v: Any) -> Any:
+        if isinstance(v, complex):
+            raise TranslationError(f"{node.where()}: a product with the complex scalar {v} is not supported yet")
+        if not isinstance(v, Value):
+            return float(v)
+        ref = ctx.ref(v)
+        if v.rank < out.rank:
+            ref = g.op("unsqueeze", ref, axes=list(range(out.rank - v.rank)))
+        return ref if _is_complex(v) else g.op("unsqueeze", ref, axes=[out.rank])  # the same for both parts
+
+    if not (isinstance(a, Value) and _is_complex(a) and isinstance(b, Value) and _is_complex(b)):
+        return g.op("mul", operand(a), operand(b), out=out.name)
+
+    def part(x: Ref, index: int) -> Ref:
+        return g.op("slice", x, axes=[out.rank], begin=[index], end=[index + 1], stride=[1])
+
+    x, y = operand(a), operand(b)
+    (re_x, im_x), (re_y, im_y) = (part(x, 0), part(x, 1)), (part(y, 0), part(y, 1))
+    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
+    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
+    return g.op("concat", [re, im], axis=out.rank, out=out.name)

@@ -1,0 +1,297 @@
+"""FFTs, STFT and its inverse, and a log-mel front end: each exported and checked numerically.
+
+TractNNEF runs the transforms with tract's FFT operators, KhronosNNEF with DFT matrices (matmul, conv);
+both pass the default ``approximate`` tolerance of check_io (atol 1e-4, rtol 5e-4).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from optable import Case, Fn, export_and_check, op_params, r
+from torch_to_nnef import TractNNEF, export_model_to_nnef
+from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.export import UnsupportedOpsError
+from torch_to_nnef.op.core import TranslationError
+
+
+class Fn1(nn.Module):
+    """One named input (dynamic axes need a fixed signature)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def mel_filterbank(bins: int, mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular filters evenly spaced on the HTK mel scale, ``[bins, mels]``."""
+
+    def to_mel(hz: float) -> float:
+        return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+    edges_mel = torch.linspace(to_mel(0.0), to_mel(sample_rate / 2), mels + 2, dtype=torch.float64)
+    edges = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
+    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
+    low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None] - low) / (centre - low)
+    falling = (high - freqs[None]) / (high - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).T.float()
+
+
+class LogMel(nn.Module):
+    """A log-mel front end without torchaudio: power spectrum, mel filterbank, log."""
+
+    def __init__(self, n_fft: int = 64, hop: int = 16, mels: int = 12, sample_rate: int = 16000) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft))
+        self.register_buffer("filterbank", mel_filterbank(n_fft // 2 + 1, mels, sample_rate))
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(samples, self.n_fft, hop_length=self.hop, window=self.window, return_complex=True)
+        power = spec.abs() ** 2
+        mel = torch.matmul(power.transpose(-1, -2), self.filterbank)
+        return torch.log(mel + 1e-6)
+
+
+def hann(n: int) -> torch.Tensor:
+    return torch.hann_window(n)
+
+
+def stft(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    return torch.stft(x, 16, hop_length=4, return_complex=True, **kwargs)
+
+
+def roundtrip(x: torch.Tensor, hop: int = 4, **kwargs: Any) -> torch.Tensor:
+    spec = torch.stft(x, 16, hop_length=hop, window=hann(16), return_complex=True)
+    return torch.istft(spec, 16, hop_length=hop, window=hann(16), **kwargs)
+
+
+real = torch.view_as_real
+
+# (id, module, inputs, also for Khronos)
+CASES: list[Case] = [
+    # fft / ifft: real and complex inputs, any axis, n cropping or zero-padding, every norm
+    ("fft-axis1", Fn(lambda x: real(torch.fft.fft(x, dim=1))), (r(4, 8),), True),
+    ("fft-axis0-n6-ortho", Fn(lambda x: real(torch.fft.fft(x, n=6, dim=0, norm="ortho"))), (r(4, 8),), True),
+    ("fft-last-n11-forward", Fn(lambda x: real(torch.fft.fft(x, n=11, norm="forward"))), (r(4, 8),), True),
+    ("fft-rank1", Fn(lambda x: real(torch.fft.fft(x))), (r(12),), True),
+    ("fft-rank3-axis1", Fn(lambda x: real(torch.fft.fft(x, dim=1))), (r(2, 6, 3),), True),
+    ("fft-of-complex", Fn(lambda x: real(torch.fft.fft(torch.fft.fft(x, dim=0), dim=1))), (r(4, 8),), True),
+    ("ifft-axis0-abs", Fn(lambda x: torch.fft.ifft(x, dim=0).abs()), (r(4, 8),), True),
+    ("ifft-real", Fn(lambda x: torch.fft.ifft(x).real), (r(4, 8),), True),
+    ("ifft-imag", Fn(lambda x: torch.fft.ifft(x, norm="forward").imag * 1.0), (r(4, 8),), True),
+    (
+        "ifft-of-complex-n5-ortho",
+        Fn(lambda x: real(torch.fft.ifft(torch.fft.fft(x), n=5, norm="ortho"))),
+        (r(4, 8),),
+        True,
+    ),
+    ("fft-ifft-roundtrip", Fn(lambda x: torch.fft.ifft(torch.fft.fft(x, dim=-1), dim=-1).real), (r(3, 10),), True),
+    ("fft-two-ranks-one-length", Fn(lambda x: real(torch.fft.fft(x)) + real(torch.fft.fft(x[0]))), (r(2, 3, 8),), True),
+    ("fft-f64", Fn(lambda x: real(torch.fft.fft(x, dim=0))), (r(6, 3).double(),), False),
+    # complex views and products
+    ("stft-slice-power", Fn(lambda x: stft(x, window=hann(16))[..., :-1].abs() ** 2), (r(2, 64),), True),
+    ("fft-transpose-select", Fn(lambda x: real(torch.fft.fft(x).transpose(0, 1)[1])), (r(4, 6),), True),
+    (
+        "fft-permute-unsqueeze-cat-squeeze",
+        Fn(lambda x: real(torch.cat([torch.fft.fft(x).permute(1, 0).unsqueeze(0)] * 2, 0).squeeze(1))),
+        (r(1, 6),),
+        True,
+    ),
+    ("fft-times-scalar", Fn(lambda x: real(torch.fft.fft(x) * 0.5)), (r(3, 8),), True),
+    (
+        "rfft-product-circular-convolution",
+        Fn(lambda x, y: torch.fft.irfft(torch.fft.rfft(x) * torch.fft.rfft(y[0]), n=8)),
+        (r(3, 8), r(1, 8)),
+        True,
+    ),
+    ("rfft-times-real-filter", Fn(lambda x, h: torch.fft.irfft(torch.fft.rfft(x) * h, n=8)), (r(3, 8), r(5)), True),
+    # rfft / irfft
+    ("rfft-last-forward-abs", Fn(lambda x: torch.fft.rfft(x, dim=-1, norm="forward").abs()), (r(4, 8),), True),
+    ("rfft-axis0-n7", Fn(lambda x: real(torch.fft.rfft(x, n=7, dim=0))), (r(4, 8),), True),
+    ("rfft-axis1-n5-ortho", Fn(lambda x: real(torch.fft.rfft(x, n=5, dim=1, norm="ortho"))), (r(3, 8),), True),
+    ("irfft-default-n", Fn(lambda x: torch.fft.irfft(torch.fft.rfft(x))), (r(4, 8),), True),
+    ("irfft-n8", Fn(lambda x: torch.fft.irfft(torch.fft.rfft(x), n=8)), (r(4, 9),), True),
+    (
+        "irfft-axis0-n5-ortho",
+        Fn(lambda x: torch.fft.irfft(torch.fft.rfft(x, dim=0), n=5, dim=0, norm="ortho")),
+        (r(4, 8),),
+        True,
+    ),
+    ("irfft-forward-n12", Fn(lambda x: torch.fft.irfft(torch.fft.rfft(x), n=12, norm="forward")), (r(2, 8),), True),
+    ("irfft-of-real", Fn(lambda x: torch.fft.irfft(x, n=7, dim=0)), (r(4, 3),), True),
+    ("irfft-view-as-complex", Fn(lambda x: torch.fft.irfft(torch.view_as_complex(x), n=6)), (r(3, 4, 2),), True),
+    # stft: windows, center and its pad modes, onesided, normalized
+    ("stft-hann-reflect", Fn(lambda x: real(stft(x, window=hann(16)))), (r(2, 64),), True),
+    ("stft-no-window", Fn(lambda x: real(stft(x))), (r(2, 64),), True),
+    ("stft-constant-pad-power", Fn(lambda x: stft(x, pad_mode="constant").abs() ** 2), (r(64),), True),
+    ("stft-replicate-pad", Fn(lambda x: stft(x, window=hann(16), pad_mode="replicate").abs()), (r(2, 60),), True),
+    ("stft-circular-pad", Fn(lambda x: stft(x, window=hann(16), pad_mode="circular").abs()), (r(1, 48),), True),
+    ("stft-no-center", Fn(lambda x: real(stft(x, window=hann(16), center=False))), (r(2, 64),), True),
+    (
+        "stft-twosided-normalized-win12",
+        Fn(lambda x: stft(x, win_length=12, center=False, onesided=False, normalized=True).abs()),
+        (r(2, 64),),
+        True,
+    ),
+    (
+        "stft-hamming-win10",
+        Fn(lambda x: real(stft(x, win_length=10, window=torch.hamming_window(10)))),
+        (r(2, 50),),
+        True,
+    ),
+    (
+        "stft-blackman-hop3",
+        Fn(lambda x: real(torch.stft(x, 12, 3, window=torch.blackman_window(12), return_complex=True))),
+        (r(40),),
+        True,
+    ),
+    (
+        "stft-real-imag",
+        Fn(lambda x: stft(x, window=hann(16)).real - 2 * stft(x, window=hann(16)).imag),
+        (r(2, 64),),
+        True,
+    ),
+    # istft
+    ("istft-roundtrip", Fn(lambda x: roundtrip(x)), (r(2, 64),), True),
+    ("istft-length-hop5", Fn(lambda x: roundtrip(x, hop=5, length=60)), (r(64),), True),
+    (
+        "istft-twosided",
+        Fn(
+            lambda x: torch.istft(
+                torch.stft(x, 16, 4, window=hann(16), return_complex=True, onesided=False),
+                16,
+                4,
+                window=hann(16),
+                onesided=False,
+            )
+        ),
+        (r(2, 48),),
+        True,
+    ),
+    # the log-mel front end, static
+    ("log-mel", LogMel(), (r(2, 400),), True),
+]
+
+
+@pytest.mark.parametrize("target, module, inputs", op_params(CASES))
+def test_signal_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    export_and_check(tmp_path, target, module, inputs)
+
+
+# Tract only: the samples axis (and so the number of frames) dynamic, checked at a second length.
+DYNAMIC: list[tuple[str, nn.Module, torch.Tensor]] = [
+    ("stft-hann", Fn1(lambda x: real(stft(x, window=hann(16)))), r(2, 64)),
+    ("stft-no-center", Fn1(lambda x: stft(x, center=False).abs()), r(2, 64)),
+    ("rfft", Fn1(lambda x: torch.fft.rfft(x, dim=1).abs()), r(2, 64)),
+    ("fft", Fn1(lambda x: real(torch.fft.fft(x))), r(2, 30)),
+    ("ifft-forward", Fn1(lambda x: torch.fft.ifft(x, norm="forward").real), r(2, 30)),
+    ("istft-roundtrip", Fn1(lambda x: roundtrip(x)), r(2, 64)),
+    ("log-mel", LogMel(), r(2, 400)),
+    ("log-mel-rank1", LogMel(n_fft=32, hop=8, mels=8), r(256)),
+]
+
+
+@pytest.mark.parametrize("module, x", [pytest.param(m, x, id=name) for name, m, x in DYNAMIC])
+def test_signal_dynamic_samples(tmp_path: Path, module: nn.Module, x: torch.Tensor) -> None:
+    target = TractNNEF(check_io=True, dynamic_axes={"samples": {x.dim() - 1: "T"}})
+    path = export_model_to_nnef(module, (x,), tmp_path / "m.nnef", target, input_names=["samples"])
+    assert "tract_symbol T" in (path / "graph.nnef").read_text()
+
+
+def no_center_normalized(x: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(x, 16, 4, center=False, normalized=True, return_complex=True)
+    return torch.istft(spec, 16, 4, center=False, normalized=True)
+
+
+# torch warns about these (no window given, a length past the signal padded with zeros, real pairs out of stft):
+# what is checked here.
+WARNED: list[Case] = [
+    ("istft-length-past-signal", Fn(lambda x: roundtrip(x, hop=5, length=70)), (r(64),), True),
+    ("istft-no-window-no-center-normalized", Fn(no_center_normalized), (r(2, 64),), True),
+    (
+        "stft-return-complex-false",
+        Fn(lambda x: torch.stft(x, 16, 4, window=hann(16), return_complex=False)),
+        (r(2, 40),),
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize("target, module, inputs", op_params(WARNED))
+def test_signal_warned_by_torch(
+    tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        export_and_check(tmp_path, target, module, inputs)
+
+
+def test_tract_uses_its_fft_operators(tmp_path: Path) -> None:
+    path = export_and_check(tmp_path, "tract", LogMel(), (r(1, 200),))
+    text = (path / "graph.nnef").read_text()
+    assert "tract_core_stft(" in text
+    (tmp_path / "fft").mkdir()
+    path = export_and_check(tmp_path / "fft", "tract", Fn(lambda x: real(torch.fft.fft(x))), (r(2, 8),))
+    assert "tract_core_fft(" in (path / "graph.nnef").read_text()
+
+
+def test_khronos_uses_specification_ops(tmp_path: Path) -> None:
+    path = export_and_check(tmp_path, "khronos", LogMel(), (r(1, 200),))
+    assert "tract_" not in (path / "graph.nnef").read_text()
+
+
+@pytest.mark.parametrize(
+    "module, x, error, words",
+    [
+        pytest.param(Fn1(lambda x: torch.fft.fft(x)), r(2, 8), CaptureError, "view_as_real", id="complex-output"),
+        pytest.param(
+            Fn1(lambda x: real(torch.fft.fft(x).exp())),
+            r(2, 8),
+            UnsupportedOpsError,
+            "complex::exp",
+            id="complex-arithmetic",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(stft(x, window=hann(16) * 2.0))),
+            r(2, 64),
+            TranslationError,
+            "must be a constant",
+            id="computed-window",
+        ),
+    ],
+)
+def test_signal_errors(tmp_path: Path, module: nn.Module, x: torch.Tensor, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        export_model_to_nnef(module, (x,), tmp_path / "m.nnef", TractNNEF(check_io=True))
+
+
+def test_complex_input_refused(tmp_path: Path) -> None:
+    x = torch.randn(2, 8, dtype=torch.complex64)
+    with pytest.raises(CaptureError, match="view_as_complex inside the model"):
+        export_model_to_nnef(Fn1(lambda z: real(z * 1)), (x,), tmp_path / "m.nnef", TractNNEF())
+
+
+def test_dynamic_fft_with_length_dependent_norm(tmp_path: Path) -> None:
+    # torch specialises the length to compute 1 / sqrt(n): reported, not exported at the traced size.
+    target = TractNNEF(dynamic_axes={"samples": {1: "T"}})
+    with pytest.raises(CaptureError, match="specialised to 16"):
+        export_model_to_nnef(
+            Fn1(lambda x: real(torch.fft.fft(x, norm="ortho"))),
+            (r(2, 16),),
+            tmp_path / "m.nnef",
+            target,
+            input_names=["samples"],
+        )
