@@ -486,3 +486,5 @@ def test_cli_help_has_an_example(capsys):
     text = capsys.readouterr().out
     assert "export_llm_to_tract -d ./my-llama -e ./llama_f16_q4_0 -f16 -c min_max_q4_0" in text
     assert "in_cache_key_{i}" in text
+    for documented in ("--export-dir-struct {deep,flat}", "deep (default)", "flat ", "-dwtac", "-mp ADAPTER_DIR"):
+        assert documented in text

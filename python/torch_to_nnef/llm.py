@@ -765,7 +765,7 @@ def export_llm_to_tract(
         TractError, IOMismatchError: tract cannot run the export, or differs from PyTorch.
     """
     started = time.monotonic()
-    export_dir = Path(export_dirpath)
+    export_dir = Path(os.path.abspath(export_dirpath))  # "." has a name and a parent folder too
     float_type = _pick_dtype(dtype)
     if tolerance is not None and tolerance not in _TOLERANCES:
         raise InvalidArgumentError(f"tolerance must be one of {', '.join(_TOLERANCES)}, got {tolerance!r}")
