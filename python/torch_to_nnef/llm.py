@@ -602,7 +602,7 @@ def _write_graph(
 def _report_writing(archive: Path, total: int, stop: threading.Event) -> None:
     """Logs the size of the archive being written (its temporary file) until ``stop`` is set."""
     started = time.monotonic()
-    while not stop.wait(PROGRESS_INTERVAL_S):
+    while not stop.wait(max(PROGRESS_INTERVAL_S, 0.01)):
         written = 0
         for partial in archive.parent.glob(f".{archive.name}.*partial"):
             try:
