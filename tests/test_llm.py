@@ -344,7 +344,7 @@ def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
     assert packed == list(range(1, wanted + 1)) and wanted > 2 * LAYERS
     assert re.search(r"wrote model\.nnef\.tgz \([\d.]+ kB\) in", text)
 
-    # while tract's writer streams the archive, the size of its temporary file is reported
+    # while the archive is streamed to disk, the size of its temporary file is reported
     partial = tmp_path / ".model.nnef.tgz.1-0.partial"
     partial.write_bytes(b"\0" * 1500)
     monkeypatch.setattr(torch_to_nnef.llm, "PROGRESS_INTERVAL_S", 0.01)
