@@ -4,7 +4,11 @@ checked against transformers' own outputs by running the exported archive in tra
 import inspect
 import json
 import logging
+import re
+import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import torch
 import transformers
 
 from torch_to_nnef import Q40Tensor, TractModel, check_outputs, compress_model, read_dat
+from torch_to_nnef.errors import IOMismatchError
 from torch_to_nnef.llm import io_names, main
 
 HIDDEN, HEADS, KV_HEADS, LAYERS, VOCAB = 64, 4, 2, 2, 128
@@ -39,7 +44,15 @@ CONFIGS = {
     "phi3": lambda: transformers.Phi3Config(**COMMON),
     "qwen3": lambda: transformers.Qwen3Config(**COMMON, head_dim=HIDDEN // HEADS),
     "gemma": lambda: transformers.GemmaConfig(**COMMON, head_dim=HIDDEN // HEADS),
+    # a sliding window shorter than the prompts, so that the window's mask is exercised
+    "gemma2": lambda: transformers.Gemma2Config(**COMMON, head_dim=HIDDEN // HEADS, sliding_window=4),
+    "gemma3": lambda: transformers.Gemma3TextConfig(
+        **COMMON, head_dim=HIDDEN // HEADS, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+    ),
 }
+SLIDING = {"gemma2", "gemma3"}
+"""Families whose first layer attends through a sliding window: transformers keeps only the window in
+that layer's cache, where the graph's caches keep every position (the mask drops the others)."""
 KV_HEADS_OF = {"gpt2": HEADS}
 ATTENTION_WEIGHT = {"gpt2": "transformer.h.0.attn.c_attn", "phi3": "model.layers.0.self_attn.qkv_proj"}
 
@@ -99,6 +112,17 @@ def flat(cache) -> list[torch.Tensor]:
     return [t for layer in cache.layers for t in (layer.keys, layer.values)]
 
 
+def same_as_transformers(family: str, ref, got: list[np.ndarray], names: list[str], tolerance: str) -> None:
+    """Compares tract's last logits and caches with transformers' (for a sliding-window family, the
+    caches of its full-attention layer only; its logits show that the windowed caches were right too).
+    """
+    expected = [ref.logits[:, -1:], *flat(cache_of(ref))]
+    keep = [0, 3, 4] if family in SLIDING else range(len(names))  # layer 0 slides
+    check_outputs(
+        [expected[i] for i in keep], [got[i] for i in keep], tolerance=tolerance, names=[names[i] for i in keep]
+    )
+
+
 CASES = [
     ("llama", "f32", []),
     ("llama", "f16", ["-f16"]),
@@ -115,6 +139,8 @@ CASES = [
     ("mistral", "f32", []),
     ("phi3", "f32", []),
     ("gemma", "f16", ["-f16"]),
+    ("gemma2", "f32", ["-dwtac"]),
+    ("gemma3", "f32", ["-dwtac"]),
 ]
 
 
@@ -129,7 +155,10 @@ def test_export_runs_like_transformers(
     assert "checked in tract at tolerance" in capsys.readouterr().out
     assert ("bf16 is exported as f16" in caplog.text) == ("bf16" in flags)
     archive = out / "model" / "model.nnef.tgz"
-    assert archive.is_file() and (out / "config.json").is_file()
+    assert archive.is_file()
+    # the config only with -dwtac; these models were saved without a tokenizer
+    assert (out / "model" / "config.json").is_file() == ("-dwtac" in flags)
+    assert sorted(p.name for p in out.iterdir()) == ["model", "tests"]
     if "--reify-sdpa-operator" in flags:
         with tarfile.open(archive) as tar:
             graph = tar.extractfile("graph.nnef").read().decode()  # type: ignore[union-attr]
@@ -162,7 +191,7 @@ def test_export_runs_like_transformers(
     got = tract.run([ids.numpy(), *empty_caches(family, np.float16 if f16 else np.float32)])
     assert got[0].shape == (1, 1, VOCAB)
     assert got[1].shape == (1, KV_HEADS_OF.get(family, KV_HEADS), 6, HEAD_DIM)
-    check_outputs([ref.logits[:, -1:], *flat(cache_of(ref))], got, tolerance=tolerance, names=outputs)
+    same_as_transformers(family, ref, got, outputs, tolerance)
 
     # a step with a past: the next token after the caches tract returned
     token = ref.logits[:, -1:].float().argmax(-1)
@@ -170,23 +199,27 @@ def test_export_runs_like_transformers(
         ref2 = model(input_ids=token, **past(model, cache_of(ref)), use_cache=True)
     got2 = tract.run([token.numpy(), *got[1:]])
     assert got2[1].shape[2] == 7
-    check_outputs([ref2.logits[:, -1:], *flat(cache_of(ref2))], got2, tolerance=tolerance, names=outputs)
+    same_as_transformers(family, ref2, got2, outputs, tolerance)
 
     # a second short prompt with past
     more = torch.randint(0, VOCAB, (1, 3), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         ref3 = model(input_ids=more, **past(model, cache_of(ref2)), use_cache=True)
     got3 = tract.run([more.numpy(), *got2[1:]])
-    check_outputs([ref3.logits[:, -1:], *flat(cache_of(ref3))], got3, tolerance=tolerance, names=outputs)
+    same_as_transformers(family, ref3, got3, outputs, tolerance)
 
 
-def test_bundles_io_spec_and_all_logits(saved, tmp_path: Path):
+def test_dump_with_tokenizer_and_conf_bundles_io_spec_and_all_logits(saved, tmp_path: Path):
     out = tmp_path / "export"
-    assert main(["-d", str(saved("llama")), "-e", str(out), "--num-logits-to-keep", "0", "-n", "numeric"]) == 0
-    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    argv = ["-d", str(saved("llama")), "-e", str(out), "--num-logits-to-keep", "0", "-n", "numeric", "-dwtac"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model", "tests", "tokenizer"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out / "tokenizer")
     assert tokenizer("w5 w7").input_ids == [5, 7]
-    assert transformers.AutoConfig.from_pretrained(out).num_hidden_layers == LAYERS
+    assert transformers.AutoConfig.from_pretrained(out / "model").num_hidden_layers == LAYERS
     spec = json.loads((out / "model" / "io_spec.json").read_text())
+    assert spec["layout"] == "deep" and (out / spec["archive"]).is_file()
+    assert spec["tests"]["prompt"] == ["tests/prompt_inputs.npz", "tests/prompt_outputs.npz"]
     inputs, outputs = io_names(LAYERS)
     assert [i["name"] for i in spec["inputs"]] == inputs
     assert [o["name"] for o in spec["outputs"]] == outputs
@@ -212,9 +245,191 @@ def test_bundles_io_spec_and_all_logits(saved, tmp_path: Path):
     check_outputs([ref.logits], got[:1], names=["logits"])
 
 
+def test_flat_layout_and_one_tract_load(saved, tmp_path: Path, monkeypatch):
+    import torch_to_nnef.export
+    import torch_to_nnef.llm
+
+    loads: list[Path] = []
+
+    class CountingTractModel(TractModel):
+        def __init__(self, source, **kwargs) -> None:
+            loads.append(Path(source))
+            super().__init__(source, **kwargs)
+
+    monkeypatch.setattr(torch_to_nnef.llm, "TractModel", CountingTractModel)
+    monkeypatch.setattr(torch_to_nnef.export, "TractModel", CountingTractModel)
+    out = tmp_path / "export"
+    assert main(["-d", str(saved("llama")), "-e", str(out), "-dwtac", "--export-dir-struct", "flat"]) == 0
+    assert len(loads) == 1  # the whole verification runs on one loaded model
+    names = sorted(p.name for p in out.iterdir())
+    assert all((out / n).is_file() for n in names)
+    assert {"model.nnef.tgz", "io_spec.json", "config.json", "tokenizer.json", "prompt_inputs.npz"} <= set(names)
+    assert transformers.AutoTokenizer.from_pretrained(out)("w3 w9").input_ids == [3, 9]
+    assert transformers.AutoConfig.from_pretrained(out).num_hidden_layers == LAYERS
+    spec = json.loads((out / "io_spec.json").read_text())
+    assert spec["layout"] == "flat" and spec["archive"] == "model.nnef.tgz"
+    inputs, outputs = io_names(LAYERS)
+    tract = TractModel(out / spec["archive"])
+    for given_file, wanted_file in spec["tests"].values():
+        given, wanted = np.load(out / given_file), np.load(out / wanted_file)
+        check_outputs([wanted[n] for n in outputs], tract.run([given[n] for n in inputs]), names=outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temporary folder left
+
+
+def save_lora(base: Path, folder: Path, targets: list[str], fan_in_fan_out: bool = False) -> None:
+    import peft
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(base)
+    torch.manual_seed(1)
+    # init_lora_weights=False: random A and B, so that the adapter changes the outputs
+    adapted = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, target_modules=targets, init_lora_weights=False, fan_in_fan_out=fan_in_fan_out)
+    )
+    adapted.save_pretrained(folder)
+
+
+PEFT_WARNING = "ignore:.*is_gradient_checkpointing.*:FutureWarning"
+"""peft 0.21 calls an API that transformers 5.24 deprecates."""
+
+
+@pytest.mark.filterwarnings(PEFT_WARNING)
+def test_merge_peft(saved, tmp_path: Path):
+    import peft
+
+    base = saved("llama")
+    adapter = tmp_path / "adapter"
+    save_lora(base, adapter, ["q_proj", "v_proj", "down_proj"])
+    out = tmp_path / "export"
+    assert main(["-d", str(base), "-e", str(out), "-mp", str(adapter)]) == 0
+    tract = TractModel(out / "model" / "model.nnef.tgz")
+    assert tract.properties["llm_peft_merged"] == "yes"
+    merged = peft.PeftModel.from_pretrained(reference(base, torch.float32, None), adapter).merge_and_unload()
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = merged(input_ids=ids).logits[:, -1:]
+        plain = reference(base, torch.float32, None)(input_ids=ids).logits[:, -1:]
+    got = tract.run([ids.numpy(), *empty_caches("llama", np.float32)])
+    check_outputs([want], got[:1], names=["logits"])
+    assert not torch.allclose(want, plain, atol=1e-3)  # the adapter did change the model
+
+
+@pytest.mark.filterwarnings(PEFT_WARNING)
+def test_merge_peft_errors(saved, tmp_path: Path, capsys, monkeypatch):
+    base, out = saved("llama"), tmp_path / "out"
+    assert main(["-d", str(base), "-e", str(out), "-mp", str(tmp_path)]) == 1
+    assert "not a PEFT adapter folder" in error_line(capsys)
+    adapter = tmp_path / "gpt2-adapter"
+    save_lora(saved("gpt2"), adapter, ["c_attn"], fan_in_fan_out=True)  # GPT-2's Conv1D
+    assert main(["-d", str(base), "-e", str(out), "-mp", str(adapter)]) == 1
+    err = error_line(capsys)
+    assert "does not match the model (LlamaForCausalLM)" in err and "c_attn" in err
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
+    assert main(["-d", str(base), "-e", str(out), "-mp", str(adapter)]) == 1
+    assert "pip install peft" in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2-adapter"]
+
+
+def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
+    import torch_to_nnef.llm
+
+    monkeypatch.setattr(torch_to_nnef.llm, "PROGRESS_INTERVAL_S", 0.0)  # a line for every step
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out"), "-nv"]) == 0
+    text = caplog.text
+    assert "loading " in text and "loaded LlamaForCausalLM: " in text
+    assert "tracing LlamaForCausalLM with torch.export (S = 3, P = 2)" in text
+    assert re.search(r"traced \d+ operations in", text)
+    packed = [int(n) for n in re.findall(r"packed (\d+)/\d+ tensors \(", text)]
+    wanted = int(re.search(r"packed \d+/(\d+) tensors", text).group(1))
+    assert packed == list(range(1, wanted + 1)) and wanted > 2 * LAYERS
+    assert re.search(r"wrote model\.nnef\.tgz \([\d.]+ kB\) in", text)
+
+    # while the archive is streamed to disk, the size of its temporary file is reported
+    partial = tmp_path / ".model.nnef.tgz.1-0.partial"
+    partial.write_bytes(b"\0" * 1500)
+    monkeypatch.setattr(torch_to_nnef.llm, "PROGRESS_INTERVAL_S", 0.01)
+    stop = threading.Event()
+    watcher = threading.Thread(target=torch_to_nnef.llm._report_writing, args=(tmp_path / "model.nnef.tgz", 3000, stop))
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        watcher.start()
+        time.sleep(0.2)
+        stop.set()
+        watcher.join()
+    assert "writing model.nnef.tgz: 1.5 kB of about 3.0 kB in" in caplog.text
+
+
+def test_failed_export_leaves_no_folder(saved, tmp_path: Path, capsys, monkeypatch):
+    import torch_to_nnef.llm
+
+    def mismatch(*args, **kwargs):
+        raise IOMismatchError("outputs differ (made to fail)")
+
+    # fails after the archive and the bundles are written, at the verification
+    monkeypatch.setattr(torch_to_nnef.llm, "check_outputs", mismatch)
+    out = tmp_path / "out"
+    assert main(["-d", str(saved("llama")), "-e", str(out), "-dwtac"]) == 1
+    assert "made to fail" in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+    # an existing folder written into with --ignore-already-exist-dir is left as it was
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["-d", str(saved("llama")), "-e", str(out), "--ignore-already-exist-dir"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_ignore_already_exist_dir(saved, tmp_path: Path):
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    (out / "model" / "model.nnef.tgz").write_text("an older export")
+    assert main(["-d", str(saved("gpt2")), "-e", str(out), "-iaed", "-nv"]) == 0
+    assert (out / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "model", "tests"]
+    assert TractModel(out / "model" / "model.nnef.tgz").output_names == io_names(LAYERS)[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_unsupported_architectures(tmp_path: Path, capsys):
+    vit = tmp_path / "vit"
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8, patch_size=4
+    )
+    transformers.ViTModel(config).save_pretrained(vit)
+    assert main(["-d", str(vit), "-e", str(tmp_path / "out")]) == 1
+    err = error_line(capsys)
+    assert "unsupported architecture ViTModel (model_type 'vit')" in err and "Llama" in err
+    mamba = tmp_path / "mamba"
+    config = transformers.MambaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, state_size=4)
+    transformers.MambaForCausalLM(config).save_pretrained(mamba)
+    assert main(["-d", str(mamba), "-e", str(tmp_path / "out")]) == 1
+    err = error_line(capsys)
+    assert "unsupported architecture MambaForCausalLM (model_type 'mamba')" in err and "key-value cache" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_op_names_architecture_and_op(saved, tmp_path: Path, capsys, monkeypatch):
+    import torch_to_nnef.op
+
+    real = torch_to_nnef.op.lookup
+    monkeypatch.setattr(torch_to_nnef.op, "lookup", lambda kind: None if kind == "aten::rsqrt" else real(kind))
+    assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out")]) == 1
+    err = error_line(capsys)
+    assert "cannot export LlamaForCausalLM (model_type 'llama')" in err and "aten::rsqrt" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+TRANSFORMERS_LINES = ("Loading weights", "Writing model shards", "[transformers]")
+"""What transformers writes to stderr itself (progress bars, notices)."""
+
+
 def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
+    lines = [
+        line
+        for line in capsys.readouterr().err.strip().splitlines()
+        if line.strip() and not line.startswith(TRANSFORMERS_LINES)
+    ]
+    err = "\n".join(lines)
+    assert len(lines) == 1, err
     assert err.startswith("export_llm_to_tract: error: ")
     return err
 
@@ -271,3 +486,5 @@ def test_cli_help_has_an_example(capsys):
     text = capsys.readouterr().out
     assert "export_llm_to_tract -d ./my-llama -e ./llama_f16_q4_0 -f16 -c min_max_q4_0" in text
     assert "in_cache_key_{i}" in text
+    for documented in ("--export-dir-struct {deep,flat}", "deep (default)", "flat ", "-dwtac", "-mp ADAPTER_DIR"):
+        assert documented in text

@@ -2,9 +2,10 @@
 
 Command line: ``export_llm_to_tract -d SAVED_MODEL_DIR -e EXPORT_DIR`` (or ``python -m
 torch_to_nnef.llm``); from Python: :func:`export_llm_to_tract`. Needs ``pip install
-'torch_to_nnef[llm_tract]'`` (transformers).
+'torch_to_nnef[llm_tract]'`` (transformers), and peft to merge an adapter (``-mp``).
 
-The exported graph (``<export_dir>/model/model.nnef.tgz``) has this contract, for a model of ``L``
+The exported graph (``<export_dir>/model/model.nnef.tgz``, or ``<export_dir>/model.nnef.tgz``
+with the ``flat`` layout) has this contract, for a model of ``L``
 layers with ``H`` key-value heads of size ``D``:
 
 - inputs: ``input_ids`` (i64 ``[1, S]``), then per layer ``in_cache_key_{i}`` and
@@ -25,7 +26,10 @@ import inspect
 import json
 import logging
 import os
+import secrets
+import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,12 +40,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch_to_nnef.archive import write_nnef_archive
+from torch_to_nnef.capture import CaptureError, capture
 from torch_to_nnef.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
-from torch_to_nnef.errors import InvalidArgumentError, IOMismatchError, MissingFolderError, OutputExistsError, T2NError
-from torch_to_nnef.export import export_model_to_nnef
+from torch_to_nnef.errors import (
+    InvalidArgumentError,
+    IOMismatchError,
+    MissingFolderError,
+    OutputExistsError,
+    T2NError,
+    TractError,
+)
+from torch_to_nnef.export import UnsupportedOpsError, export_metadata, translate
 from torch_to_nnef.inference_target import TractNNEF
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES
-from torch_to_nnef.qtensor import QTensor
+from torch_to_nnef.op import custom_extractors as extractors
+from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, QTensor
+from torch_to_nnef.tensors import writable
 from torch_to_nnef.tract import Tolerance, TractModel, check_outputs
 
 __all__ = [
@@ -73,6 +88,17 @@ MODEL_DIRNAME = "model"
 ARCHIVE_NAME = "model.nnef.tgz"
 IO_SPEC_NAME = "io_spec.json"
 TESTS_DIRNAME = "tests"
+TOKENIZER_DIRNAME = "tokenizer"
+CONFIG_NAME = "config.json"
+
+ExportDirStruct = Literal["deep", "flat"]
+EXPORT_DIR_STRUCTS: tuple[ExportDirStruct, ...] = ("deep", "flat")
+"""Layouts of the export folder: ``deep`` puts the graph in ``model/``, the tokenizer in
+``tokenizer/`` and the test bundles in ``tests/``; ``flat`` puts every file in the folder itself
+(as a Hugging Face repository does)."""
+
+PROGRESS_INTERVAL_S = 5.0
+"""Least time between two progress lines of one step (loading, tracing, packing, writing)."""
 
 
 class LLMExportError(T2NError, ValueError):
@@ -219,6 +245,70 @@ def _length_bounds(config: Any) -> list[str]:
     return bounds
 
 
+def _size(nbytes: float) -> str:
+    """``nbytes`` for a log line: ``"1.2 GB"``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+class _Progress:
+    """Logs ``"<verb> i/n <what> (size)"`` as steps are done: at most one line every
+    :data:`PROGRESS_INTERVAL_S` seconds, and always the last.
+    """
+
+    def __init__(self, verb: str, total: int, what: str) -> None:
+        self.verb, self.total, self.what = verb, total, what
+        self.done = 0
+        self.nbytes = 0
+        self.started = time.monotonic()
+        self._last = self.started
+
+    def step(self, nbytes: int) -> None:
+        """Counts one more step of ``nbytes`` bytes."""
+        self.done += 1
+        self.nbytes += nbytes
+        now = time.monotonic()
+        if self.done == self.total or now - self._last >= PROGRESS_INTERVAL_S:
+            self._last = now
+            LOGGER.info(
+                "%s %d/%d %s (%s) in %.1f s",
+                self.verb,
+                self.done,
+                self.total,
+                self.what,
+                _size(self.nbytes),
+                now - self.started,
+            )
+
+
+def _architecture(config: Any) -> str:
+    """The model's class name as its config records it, with its ``model_type``."""
+    architectures = getattr(config, "architectures", None) or [type(config).__name__]
+    return f"{architectures[0]} (model_type {getattr(config, 'model_type', '?')!r})"
+
+
+def _check_causal_lm(transformers: Any, config: Any, trust_remote_code: bool) -> None:
+    """Refuses a config that ``AutoModelForCausalLM`` has no class for, before any weight is read."""
+    modeling_auto = getattr(getattr(transformers, "models", None), "auto", None)
+    names = getattr(getattr(modeling_auto, "modeling_auto", None), "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", None)
+    remote = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if names is None or remote or getattr(config, "model_type", None) in names:
+        return
+    raise LLMExportError(
+        f"unsupported architecture {_architecture(config)}: transformers has no causal language model class "
+        "for it (AutoModelForCausalLM); export_llm_to_tract exports decoder language models with a key-value "
+        "cache, such as Llama, Qwen, Mistral, Phi-3, Gemma and GPT-2"
+    )
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+"""Files of which a saved model folder has at least one when it has a tokenizer (transformers
+otherwise makes up an empty one for some architectures)."""
+
+
 def _load_model(
     model_slug: str | None,
     local_dir: str | os.PathLike[str] | None,
@@ -226,9 +316,12 @@ def _load_model(
     trust_remote_code: bool,
     attn_implementation: str,
     dtype: torch.dtype = torch.float32,
+    with_tokenizer: bool = True,
+    merge_peft: str | os.PathLike[str] | None = None,
 ) -> tuple[nn.Module, Any, Any]:
-    """The model (its weights cast to ``dtype`` as they load: one copy in memory), its config, and its
-    tokenizer (None when the source has none).
+    """The model (its weights cast to ``dtype`` as they load: one copy in memory; with
+    ``merge_peft``, that adapter merged in), its config, and its tokenizer (None when not asked for
+    or when the source has none).
     """
     transformers = _transformers()
     if (model_slug is None) == (local_dir is None):
@@ -245,6 +338,10 @@ def _load_model(
     else:
         assert model_slug is not None
         source = model_slug
+    if merge_peft is not None:
+        _peft()  # before any weight is read
+    started = time.monotonic()
+    LOGGER.info("loading %s", source)
     try:
         config = transformers.AutoConfig.from_pretrained(source, **common)
     except OSError as exc:
@@ -256,20 +353,73 @@ def _load_model(
             "-d/--local-dir"
         ) from exc
     except ValueError as exc:  # unknown architecture, or code that trust_remote_code would run
-        raise LLMExportError(f"cannot load the config of {source}: {exc}") from exc
+        raise LLMExportError(f"cannot load the config of {source}: {' '.join(str(exc).split())[:400]}") from exc
+    _check_causal_lm(transformers, config, trust_remote_code)
     try:
         chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
         model = transformers.AutoModelForCausalLM.from_pretrained(
             source, config=config, dtype=dtype, **chosen, **common
         )
     except (OSError, ValueError) as exc:
-        raise LLMExportError(f"cannot load {source} as a causal language model: {exc}") from exc
+        raise LLMExportError(
+            f"cannot load {source} ({_architecture(config)}) as a causal language model: "
+            f"{' '.join(str(exc).split())[:400]}"
+        ) from exc
+    parameters = list(model.parameters())
+    LOGGER.info(
+        "loaded %s: %d weights, %.1fM parameters (%s) in %.1f s",
+        type(model).__name__,
+        len(parameters),
+        sum(p.numel() for p in parameters) / 1e6,
+        _size(sum(p.numel() * p.element_size() for p in parameters)),
+        time.monotonic() - started,
+    )
+    if merge_peft is not None:
+        model = _merge_peft(model, merge_peft)
     tokenizer = None
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        LOGGER.info("no tokenizer exported: %s has none that loads (%s)", source, type(exc).__name__)
+    if with_tokenizer and local_dir is not None and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        LOGGER.info("no tokenizer exported: %s has no tokenizer files (%s)", source, ", ".join(_TOKENIZER_FILES))
+    elif with_tokenizer:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            LOGGER.info("no tokenizer exported: %s has none that loads (%s)", source, type(exc).__name__)
     return model, config, tokenizer
+
+
+def _peft() -> Any:
+    try:
+        import peft
+    except ImportError as exc:
+        raise LLMExportError("-mp/--merge-peft needs peft: pip install peft") from exc
+    return peft
+
+
+def _merge_peft(model: nn.Module, adapter_dir: str | os.PathLike[str]) -> nn.Module:
+    """``model`` with the PEFT adapter saved in ``adapter_dir`` merged into its weights
+    (``merge_and_unload``): the export has the base model's graph and the adapted weights.
+    """
+    peft = _peft()
+    folder = Path(adapter_dir)
+    if not (folder / "adapter_config.json").is_file():
+        raise LLMExportError(
+            f"{adapter_dir} is not a PEFT adapter folder (no adapter_config.json): give the folder written by "
+            "the PeftModel's save_pretrained"
+        )
+    arch = type(model).__name__
+    started = time.monotonic()
+    try:
+        adapted = peft.PeftModel.from_pretrained(model, os.fspath(folder), is_trainable=False)
+        merged = adapted.merge_and_unload()
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        raise LLMExportError(
+            f"the PEFT adapter in {adapter_dir} does not match the model ({arch}): "
+            f"{' '.join(str(exc).split())[:400]}; give the adapter trained on this base model"
+        ) from exc
+    if not isinstance(merged, nn.Module) or isinstance(merged, peft.PeftModel):
+        raise LLMExportError(f"merging the PEFT adapter in {adapter_dir} did not give back a plain {arch}")
+    LOGGER.info("merged the PEFT adapter of %s into %s in %.1f s", adapter_dir, arch, time.monotonic() - started)
+    return merged
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,7 +452,7 @@ def _pick_dtype(dtype: DType) -> str:
     return dtype
 
 
-def _prepare_export_dir(export_dir: Path, ignore_already_exist_dir: bool) -> None:
+def _check_export_dir(export_dir: Path, ignore_already_exist_dir: bool) -> None:
     if export_dir.exists() and not export_dir.is_dir():
         raise OutputExistsError(f"{export_dir} exists and is not a folder")
     if export_dir.is_dir() and any(export_dir.iterdir()):
@@ -313,6 +463,65 @@ def _prepare_export_dir(export_dir: Path, ignore_already_exist_dir: bool) -> Non
         LOGGER.warning("%s is not empty: its export files are replaced", export_dir)
     if not export_dir.parent.is_dir():
         raise MissingFolderError(f"cannot write {export_dir}: its folder {export_dir.parent} does not exist")
+
+
+def _staging_dir(export_dir: Path) -> Path:
+    """Makes the temporary sibling folder the export is written into (renamed into place by
+    :func:`_move_into_place` once complete).
+    """
+    staging = export_dir.parent / f".{export_dir.name}.partial-{secrets.token_hex(6)}"
+    staging.mkdir()
+    return staging
+
+
+def _move_into_place(staging: Path, export_dir: Path) -> None:
+    """Renames the complete ``staging`` folder to ``export_dir``; into an existing non-empty
+    ``export_dir`` (``ignore_already_exist_dir``), each exported file replaces its namesake and the
+    other files stay.
+    """
+    if export_dir.is_dir() and not any(export_dir.iterdir()):
+        export_dir.rmdir()
+    if not export_dir.exists():
+        os.rename(staging, export_dir)
+        return
+    _merge_folder(staging, export_dir)
+    shutil.rmtree(staging)
+
+
+def _merge_folder(source: Path, destination: Path) -> None:
+    for entry in sorted(source.iterdir()):
+        target = destination / entry.name
+        if entry.is_dir() and target.is_dir():
+            _merge_folder(entry, target)
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each file of an export goes, relative to the export folder."""
+
+    struct: ExportDirStruct
+
+    def _at(self, folder: str) -> Path:
+        return Path(folder) if self.struct == "deep" else Path()
+
+    @property
+    def model(self) -> Path:
+        """The folder of the archive, ``io_spec.json`` and (``deep``) ``config.json``."""
+        return self._at(MODEL_DIRNAME)
+
+    @property
+    def tokenizer(self) -> Path:
+        """The folder of the tokenizer files."""
+        return self._at(TOKENIZER_DIRNAME)
+
+    @property
+    def tests(self) -> Path:
+        """The folder of the test bundles."""
+        return self._at(TESTS_DIRNAME)
 
 
 def _caches(num_layers: int, heads: int, past: int, head_dim: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
@@ -336,38 +545,140 @@ def _npz(path: Path, names: Sequence[str], tensors: Sequence[torch.Tensor]) -> N
     np.savez(path, **arrays)
 
 
+def _write_graph(
+    wrapper: CausalLMGraph,
+    trace_inputs: Sequence[torch.Tensor],
+    archive: Path,
+    target: TractNNEF,
+    input_names: list[str],
+    output_names: list[str],
+    naming_scheme: str,
+    extensions: list[str],
+) -> None:
+    """Traces ``wrapper``, translates it to NNEF and writes the archive, logging the progress of
+    each step (tracing, packing the tensors, writing the archive).
+    """
+    started = time.monotonic()
+    sizes = f"S = {trace_inputs[0].shape[1]}, P = {trace_inputs[1].shape[2]}"
+    LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
+    with torch.no_grad(), extractors.opaque(wrapper) as opaque:
+        graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
+        LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
+        doc, tensors = translate(
+            graph,
+            target,
+            input_names,
+            output_names,
+            export_metadata(wrapper, target),
+            naming_scheme=naming_scheme,
+            custom_extensions=extensions,
+            opaque=opaque,
+        )
+    del graph
+    progress = _Progress("packed", len(tensors), "tensors")
+    packed: dict[str, Any] = {}
+    for label in list(tensors):
+        packed[label] = writable(tensors.pop(label), label, "error")
+        progress.step(int(packed[label].nbytes))
+    LOGGER.info("writing %s (%s of tensors)", archive.name, _size(progress.nbytes))
+    started = time.monotonic()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_report_writing, args=(archive, progress.nbytes, stop), daemon=True)
+    watcher.start()
+    try:
+        write_nnef_archive(
+            archive,
+            doc,
+            packed,
+            compression_level=0,
+            q4_0_legacy=target.version_tuple < Q4_0_GGML_TRACT,
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    LOGGER.info("wrote %s (%s) in %.1f s", archive.name, _size(archive.stat().st_size), time.monotonic() - started)
+
+
+def _report_writing(archive: Path, total: int, stop: threading.Event) -> None:
+    """Logs the size of the archive being written (its temporary file) until ``stop`` is set."""
+    started = time.monotonic()
+    while not stop.wait(max(PROGRESS_INTERVAL_S, 0.01)):
+        written = 0
+        for partial in archive.parent.glob(f".{archive.name}.*partial"):
+            try:
+                written += partial.stat().st_size
+            except OSError:  # renamed into place meanwhile
+                pass
+        LOGGER.info(
+            "writing %s: %s of about %s in %.1f s",
+            archive.name,
+            _size(written),
+            _size(total),
+            time.monotonic() - started,
+        )
+
+
 def _verify(
     archive: Path,
     wrapper: CausalLMGraph,
+    checks: Sequence[tuple[str, Sequence[torch.Tensor]]],
     prompt: torch.Tensor,
     empty: list[torch.Tensor],
+    input_names: list[str],
     output_names: list[str],
     tolerance: Tolerance,
     new_tokens: int,
 ) -> list[int]:
-    """Runs the prompt step (``P = 0``) and a greedy generation of ``new_tokens`` tokens in tract,
-    each step fed the caches tract returned, and compares every output with PyTorch's.
+    """Loads the archive in tract once, and compares with PyTorch: each of ``checks`` (a label and
+    the graph's inputs), then the prompt step (``P = 0``) and a greedy generation of ``new_tokens``
+    tokens, each step fed the caches tract returned.
 
     Both runs are driven by PyTorch's greedy choices, so that a near tie between two logits cannot
     send them down different paths.
     """
-    tract = TractModel(archive)
-    ids = prompt
-    torch_caches, tract_caches = list(empty), [c.detach().cpu().numpy() for c in empty]
-    generated: list[int] = []
-    for step in range(new_tokens + 1):
-        expected = _run_torch(wrapper, [ids, *torch_caches])
-        got = tract.run([ids.numpy(), *tract_caches])
-        label = "prompt" if step == 0 else f"generation step {step}"
+    started = time.monotonic()
+    try:
+        tract = TractModel(archive)
+    except TractError as exc:
+        raise TractError(f"tract cannot load the export of {type(wrapper.model).__name__}: {exc}") from exc
+    LOGGER.info("loaded the export in tract in %.1f s", time.monotonic() - started)
+    if tract.input_names != input_names or tract.output_names != output_names:
+        raise IOMismatchError(
+            f"the exported graph's inputs {tract.input_names} and outputs {tract.output_names} differ from "
+            f"{input_names} -> {output_names}"
+        )
+
+    def compare(label: str, inputs: Sequence[torch.Tensor | np.ndarray], expected: list[torch.Tensor]) -> list[Any]:
+        arrays = [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in inputs]
+        try:
+            got = tract.run(arrays)
+        except TractError as exc:
+            raise TractError(f"tract cannot run the export of {type(wrapper.model).__name__} ({label}): {exc}") from exc
         try:
             check_outputs(expected, got, tolerance=tolerance, names=[f"{n} ({label})" for n in output_names])
         except IOMismatchError as exc:
             raise IOMismatchError(f"tract and PyTorch differ at the {label}: {exc}") from exc
+        return got
+
+    for label, inputs in checks:
+        compare(label, inputs, _run_torch(wrapper, inputs))
+    ids = prompt
+    torch_caches: list[torch.Tensor] = list(empty)
+    tract_caches: list[Any] = list(empty)
+    generated: list[int] = []
+    for step in range(new_tokens + 1):
+        expected = _run_torch(wrapper, [ids, *torch_caches])
+        got = compare("prompt" if step == 0 else f"generation step {step}", [ids, *tract_caches], expected)
         token = int(expected[0][0, -1].float().argmax())
         generated.append(token)
         ids = torch.tensor([[token]], dtype=torch.int64)
         torch_caches, tract_caches = expected[1:], got[1:]
-    LOGGER.info("tract matches PyTorch at tolerance %r over the prompt and %d generated tokens", tolerance, new_tokens)
+    LOGGER.info(
+        "tract matches PyTorch at tolerance %r at %s, over the prompt and %d generated tokens",
+        tolerance,
+        ", ".join(label for label, _ in checks) or "no other size",
+        new_tokens,
+    )
     return generated
 
 
@@ -390,20 +701,27 @@ def export_llm_to_tract(
     num_logits_to_keep: int = 1,
     trust_remote_code: bool = False,
     ignore_already_exist_dir: bool = False,
+    dump_with_tokenizer_and_conf: bool = False,
+    export_dir_struct: ExportDirStruct = "deep",
+    merge_peft: str | os.PathLike[str] | None = None,
     verify: bool = True,
     prompt_length: int = 5,
     generated_tokens: int = 3,
 ) -> LLMExportResult:
-    """Exports a HuggingFace causal LM to ``<export_dirpath>/model/model.nnef.tgz`` for tract.
+    """Exports a HuggingFace causal LM to NNEF for tract, in the folder ``export_dirpath``.
 
-    The export dir also gets the model's ``config.json``, its tokenizer when it has one,
+    With ``export_dir_struct="deep"`` the folder gets ``model/model.nnef.tgz``,
     ``model/io_spec.json`` (the graph's inputs and outputs) and ``tests/*.npz`` (inputs and
-    PyTorch outputs of a prompt step and of a step with a past). See the module documentation
-    for the graph's inputs and outputs.
+    PyTorch outputs of a prompt step and of a step with a past); with
+    ``dump_with_tokenizer_and_conf`` also ``model/config.json`` and ``tokenizer/`` (when the
+    model has a tokenizer). With ``"flat"`` the same files are all in the folder itself. The
+    export is written into a temporary sibling folder, renamed into place once complete and
+    verified: a failed export leaves no folder behind. See the module documentation for the
+    graph's inputs and outputs.
 
     Args:
-        export_dirpath: the folder to write (created; an existing one must be empty unless
-            ``ignore_already_exist_dir``).
+        export_dirpath: the folder to write (its parent must exist; an existing one must be empty
+            unless ``ignore_already_exist_dir``).
         model_slug: a Hugging Face Hub model id (needs the network or the Hub cache).
         local_dir: a folder written by ``save_pretrained`` (exclusive with ``model_slug``).
         dtype: float type of the export; ``bf16`` is exported as ``f16`` (with a warning).
@@ -424,21 +742,30 @@ def export_llm_to_tract(
             ``reify_sdpa_operator``).
         num_logits_to_keep: logits of the last positions output (0: every position's).
         trust_remote_code: let transformers run the model repository's own code.
-        ignore_already_exist_dir: write into a non-empty ``export_dirpath``.
-        verify: check the export in tract against PyTorch (trace-time check at two lengths, then
-            the prompt step with empty caches and a greedy generation through the caches).
+        ignore_already_exist_dir: write into a non-empty ``export_dirpath`` (each exported file
+            replaces its namesake; the other files stay).
+        dump_with_tokenizer_and_conf: also write the model's ``config.json`` and its tokenizer.
+        export_dir_struct: ``"deep"`` (``model/``, ``tokenizer/``, ``tests/``) or ``"flat"``
+            (every file in ``export_dirpath``).
+        merge_peft: a PEFT adapter folder (written by a ``PeftModel``'s ``save_pretrained``)
+            merged into the model's weights (``merge_and_unload``) before the export; needs peft.
+        verify: check the export in tract against PyTorch (at the traced sizes and at larger
+            ones, then the prompt step with empty caches and a greedy generation through the
+            caches), loading the archive in tract once.
         prompt_length: prompt size of the verification and of the test bundles.
         generated_tokens: tokens generated by the verification.
 
     Raises:
-        LLMExportError: the model cannot be loaded or is not a causal LM with a key-value cache.
+        LLMExportError: the model cannot be loaded, is not a causal LM with a key-value cache, or
+            the PEFT adapter cannot be merged.
         CompressionRegistryError: the registry cannot be loaded or has no ``compression_method``.
         OutputExistsError: ``export_dirpath`` is not empty.
-        And those of :func:`torch_to_nnef.export_model_to_nnef` (capture errors, unsupported ops,
-        mismatches with tract).
+        UnsupportedOpsError: the model uses operations the exporter cannot translate (the message
+            names the architecture and the operations).
+        TractError, IOMismatchError: tract cannot run the export, or differs from PyTorch.
     """
     started = time.monotonic()
-    export_dir = Path(export_dirpath)
+    export_dir = Path(os.path.abspath(export_dirpath))  # "." has a name and a parent folder too
     float_type = _pick_dtype(dtype)
     if tolerance is not None and tolerance not in _TOLERANCES:
         raise InvalidArgumentError(f"tolerance must be one of {', '.join(_TOLERANCES)}, got {tolerance!r}")
@@ -448,6 +775,10 @@ def export_llm_to_tract(
         )
     if attn_implementation not in ("auto", "sdpa", "eager"):
         raise InvalidArgumentError(f"attn_implementation must be auto, sdpa or eager, got {attn_implementation!r}")
+    if export_dir_struct not in EXPORT_DIR_STRUCTS:
+        raise InvalidArgumentError(
+            f"export_dir_struct must be one of {', '.join(EXPORT_DIR_STRUCTS)}, got {export_dir_struct!r}"
+        )
     if reify_sdpa_operator:
         if attn_implementation == "eager":
             raise InvalidArgumentError("reify_sdpa_operator needs the sdpa attention implementation, not eager")
@@ -461,17 +792,16 @@ def export_llm_to_tract(
                 f"no compression method {compression_method!r} in {compression_registry}; available: "
                 f"{', '.join(sorted(registry)) or 'none'}"
             )
+    check_tolerance = tolerance or DEFAULT_TOLERANCE[float_type]
     target = TractNNEF(
         version=tract_version or _DEFAULT_TRACT_VERSION,
-        check_io=verify,
-        check_io_tolerance=tolerance or DEFAULT_TOLERANCE[float_type],
+        check_io_tolerance=check_tolerance,
         force_attention_inner_in_f32=force_f32_attention,
         force_linear_accumulation_in_f32=force_f32_linear_accumulator,
         force_norm_in_f32=force_f32_normalization,
         reify_sdpa_operator=reify_sdpa_operator,
     )
-    _prepare_export_dir(export_dir, ignore_already_exist_dir)
-
+    _check_export_dir(export_dir, ignore_already_exist_dir)
     torch_dtype = _TORCH_DTYPES[float_type]
     model, config, tokenizer = _load_model(
         model_slug,
@@ -479,9 +809,15 @@ def export_llm_to_tract(
         trust_remote_code=trust_remote_code,
         attn_implementation=attn_implementation,
         dtype=torch_dtype,
+        with_tokenizer=dump_with_tokenizer_and_conf,
+        merge_peft=merge_peft,
     )
     model = model.to(torch_dtype)  # a no-op unless the checkpoint holds other dtypes
-    wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
+    architecture = _architecture(config)
+    try:
+        wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
+    except LLMExportError as exc:
+        raise LLMExportError(f"unsupported architecture {architecture}: {exc}") from exc
     if compression_method is not None:
         compressed = compress_model(wrapper, compression_method, compression_registry)
         if not isinstance(compressed, CausalLMGraph):
@@ -509,55 +845,89 @@ def export_llm_to_tract(
         "llm_compression": compression_method or "none",
         "llm_num_layers": str(num_layers),
         "llm_num_logits_to_keep": str(num_logits_to_keep),
+        "llm_peft_merged": "yes" if merge_peft is not None else "no",
     }
     trace_inputs = [
         _token_ids(vocab, TRACE_NEW_TOKENS, seed=1),
         *_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, torch_dtype, seed=2),
     ]
-    archive = export_dir / MODEL_DIRNAME / ARCHIVE_NAME
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    export_model_to_nnef(
-        wrapper,
-        tuple(trace_inputs),
-        archive,
-        target,
-        input_names=input_names,
-        output_names=output_names,
-        nnef_variable_naming_scheme=naming_scheme,
-        custom_extensions=_length_bounds(config),
-        log_level=LOGGER.getEffectiveLevel(),
-        overwrite=True,
-    )
-    config.save_pretrained(export_dir)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(export_dir)
+    layout = _Layout(export_dir_struct)
+    staging = _staging_dir(export_dir)
+    try:
+        for folder in (layout.model, layout.tests):
+            (staging / folder).mkdir(parents=True, exist_ok=True)
+        archive = staging / layout.model / ARCHIVE_NAME
+        try:
+            _write_graph(
+                wrapper,
+                trace_inputs,
+                archive,
+                target,
+                input_names,
+                output_names,
+                naming_scheme,
+                _length_bounds(config),
+            )
+        except (UnsupportedOpsError, CaptureError) as exc:
+            raise type(exc)(f"cannot export {architecture}: {exc}") from exc
 
-    prompt = _token_ids(vocab, prompt_length, seed=3)
-    empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
-    tests = export_dir / TESTS_DIRNAME
-    tests.mkdir(exist_ok=True)
-    prompt_outputs = _run_torch(wrapper, [prompt, *empty])
-    _npz(tests / "prompt_inputs.npz", input_names, [prompt, *empty])
-    _npz(tests / "prompt_outputs.npz", output_names, prompt_outputs)
-    next_ids = prompt_outputs[0][:, -1:].float().argmax(-1)
-    past_inputs = [next_ids, *prompt_outputs[1:]]
-    _npz(tests / "prompt_with_past_inputs.npz", input_names, past_inputs)
-    _npz(tests / "prompt_with_past_outputs.npz", output_names, _run_torch(wrapper, past_inputs))
-    _write_io_spec(
-        export_dir / MODEL_DIRNAME / IO_SPEC_NAME,
-        input_names,
-        output_names,
-        float_type,
-        heads,
-        head_dim,
-        vocab,
-        num_logits_to_keep,
-        target,
-    )
+        prompt = _token_ids(vocab, prompt_length, seed=3)
+        empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
+        tests = staging / layout.tests
+        prompt_outputs = _run_torch(wrapper, [prompt, *empty])
+        _npz(tests / "prompt_inputs.npz", input_names, [prompt, *empty])
+        _npz(tests / "prompt_outputs.npz", output_names, prompt_outputs)
+        next_ids = prompt_outputs[0][:, -1:].float().argmax(-1)
+        past_inputs = [next_ids, *prompt_outputs[1:]]
+        _npz(tests / "prompt_with_past_inputs.npz", input_names, past_inputs)
+        _npz(tests / "prompt_with_past_outputs.npz", output_names, _run_torch(wrapper, past_inputs))
+        del prompt_outputs, past_inputs
+        _write_io_spec(
+            staging / layout.model / IO_SPEC_NAME,
+            layout,
+            input_names,
+            output_names,
+            float_type,
+            heads,
+            head_dim,
+            vocab,
+            num_logits_to_keep,
+            target,
+        )
+        if dump_with_tokenizer_and_conf:
+            config.save_pretrained(staging / layout.model)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging / layout.tokenizer)
+            else:
+                LOGGER.warning("%s has no tokenizer: only its config is written", source)
+        LOGGER.info("wrote the test bundles%s", " and the config" if dump_with_tokenizer_and_conf else "")
 
-    generated: list[int] = []
-    if verify:
-        generated = _verify(archive, wrapper, prompt, empty, output_names, target.check_io_tolerance, generated_tokens)
+        generated: list[int] = []
+        if verify:
+            grown = [
+                _token_ids(vocab, TRACE_NEW_TOKENS + 7, seed=4),
+                *_caches(num_layers, heads, TRACE_PAST_TOKENS + 7, head_dim, torch_dtype, seed=5),
+            ]
+            checks = [
+                (f"traced sizes (S = {TRACE_NEW_TOKENS}, P = {TRACE_PAST_TOKENS})", trace_inputs),
+                (f"sizes S = {TRACE_NEW_TOKENS + 7}, P = {TRACE_PAST_TOKENS + 7}", grown),
+            ]
+            generated = _verify(
+                archive,
+                wrapper,
+                checks,
+                prompt,
+                empty,
+                input_names,
+                output_names,
+                check_tolerance,
+                generated_tokens,
+            )
+        _move_into_place(staging, export_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    archive = export_dir / layout.model / ARCHIVE_NAME
     LOGGER.info("exported %s to %s in %.1f s", type(model).__name__, archive, time.monotonic() - started)
     return LLMExportResult(
         export_dir=export_dir,
@@ -567,7 +937,7 @@ def export_llm_to_tract(
         head_dim=head_dim,
         dtype=float_type,
         compression=compression_method,
-        tolerance=target.check_io_tolerance if verify else None,
+        tolerance=check_tolerance if verify else None,
         generated_tokens=generated,
     )
 
@@ -582,6 +952,7 @@ def _vocab_size(model: nn.Module) -> int:
 
 def _write_io_spec(
     path: Path,
+    layout: _Layout,
     input_names: list[str],
     output_names: list[str],
     float_type: str,
@@ -594,18 +965,21 @@ def _write_io_spec(
     kept: int | str = num_logits_to_keep if num_logits_to_keep else "S"
     cache_in = [1, heads, "P", head_dim]
     cache_out = [1, heads, "P+S", head_dim]
+    tests = {
+        step: [(layout.tests / f"{step}_{kind}.npz").as_posix() for kind in ("inputs", "outputs")]
+        for step in ("prompt", "prompt_with_past")
+    }
     document = {
-        "archive": ARCHIVE_NAME,
+        "layout": layout.struct,
+        "paths": "relative to the export folder",
+        "archive": (layout.model / ARCHIVE_NAME).as_posix(),
         "tract_version": target.version,
         "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
         "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
         + [{"name": n, "dtype": float_type, "shape": cache_in} for n in input_names[1:]],
         "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
         + [{"name": n, "dtype": float_type, "shape": cache_out} for n in output_names[1:]],
-        "tests": {
-            "prompt": ["prompt_inputs.npz", "prompt_outputs.npz"],
-            "prompt_with_past": ["prompt_with_past_inputs.npz", "prompt_with_past_outputs.npz"],
-        },
+        "tests": tests,
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
@@ -614,12 +988,18 @@ def _write_io_spec(
 # command line
 
 _DESCRIPTION = """\
-Export a HuggingFace causal language model (Llama, GPT-2, ...) to NNEF for tract, with its
-key-value cache as graph inputs and outputs, then check the export in tract against PyTorch.
+Export a HuggingFace causal language model (Llama, Qwen, Mistral, Phi-3, Gemma 1-3, GPT-2, ...)
+to NNEF for tract, with its key-value cache as graph inputs and outputs, then check the export
+in tract against PyTorch.
 
-Writes into EXPORT_DIR: model/model.nnef.tgz, model/io_spec.json (the graph's inputs and
-outputs), config.json, the tokenizer (when the model has one) and tests/*.npz (inputs and
-PyTorch outputs of a prompt step and of a step with a past).
+Writes into EXPORT_DIR, laid out by --export-dir-struct:
+  deep (default)  model/model.nnef.tgz, model/io_spec.json (the graph's inputs and outputs),
+                  tests/*.npz (inputs and PyTorch outputs of a prompt step and of a step with a
+                  past); with -dwtac also model/config.json and tokenizer/ (when the model has one)
+  flat            the same files, all in EXPORT_DIR itself (model.nnef.tgz, io_spec.json, *.npz,
+                  config.json and the tokenizer files), as in a Hugging Face repository
+The export is written into a temporary folder beside EXPORT_DIR and renamed to EXPORT_DIR once
+complete and checked: a failed export leaves nothing behind.
 
 Graph: inputs input_ids (i64 [1, S]) then, per layer, in_cache_key_{i} and in_cache_value_{i}
 ([1, heads, P, head size]); outputs logits then out_cache_key_{i} and out_cache_value_{i}
@@ -633,6 +1013,9 @@ examples:
 
   # from the Hugging Face Hub (needs the network, or the model in the Hub cache)
   export_llm_to_tract -s apple/OpenELM-1_1B-Instruct -e ./openelm_f16_q4_0 -f16 -c min_max_q4_0
+
+  # a LoRA adapter merged into its base model, with the tokenizer and config, all files in one folder
+  export_llm_to_tract -d ./my-llama -mp ./my-lora-adapter -e ./llama_lora -dwtac --export-dir-struct flat
 
   # a compressor of your own: MY_REGISTRY maps names to function(model, **options) -> model
   export_llm_to_tract -d ./my-llama -e ./out --compression-registry my_pkg.compressors.MY_REGISTRY -c gptq_q4_0
@@ -673,6 +1056,27 @@ def _parser() -> argparse.ArgumentParser:
         "-iaed",
         action="store_true",
         help="write into EXPORT_DIR even if it is not empty (the export's own files are replaced)",
+    )
+    parser.add_argument(
+        "-dwtac",
+        "--dump-with-tokenizer-and-conf",
+        action="store_true",
+        help="also write the model's config.json (deep: model/config.json) and its tokenizer files (deep: "
+        "tokenizer/), when it has a tokenizer",
+    )
+    parser.add_argument(
+        "--export-dir-struct",
+        choices=list(EXPORT_DIR_STRUCTS),
+        default="deep",
+        help="layout of EXPORT_DIR: deep = model/, tokenizer/ and tests/ folders; flat = every file in "
+        "EXPORT_DIR itself (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-mp",
+        "--merge-peft",
+        metavar="ADAPTER_DIR",
+        help="a PEFT adapter folder (written by save_pretrained of a PeftModel, e.g. LoRA) merged into the "
+        "model's weights before the export (needs peft)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("-f16", "--as-float16", action="store_true", help="export in float16 (same as -dt f16)")
@@ -792,6 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_logits_to_keep=args.num_logits_to_keep,
             trust_remote_code=args.trust_remote_code,
             ignore_already_exist_dir=args.ignore_already_exist_dir,
+            dump_with_tokenizer_and_conf=args.dump_with_tokenizer_and_conf,
+            export_dir_struct=args.export_dir_struct,
+            merge_peft=args.merge_peft,
             verify=not args.no_verify,
         )
     except Exception as exc:
