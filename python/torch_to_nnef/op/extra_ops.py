@@ -9,12 +9,12 @@ output shape depends on the data (refused with the user's line).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal, literal
+from torch_to_nnef.nnef_graph import Ref, literal
 from torch_to_nnef.op.core import (
     _NP_DTYPES,
     TranslationError,
@@ -53,9 +53,9 @@ def _multi(ctx: Context, op: str, args: list[Any], outs: list[str], **attrs: Any
     return refs
 
 
-def _alias(ctx: Context, name: str, ref: Ref) -> Value:
+def _alias(ctx: Context, name: str, ref: Ref, shape: tuple[Dim, ...] = ()) -> Value:
     """A stand-in IR value whose NNEF expression is ``ref`` (to reuse translations that take values)."""
-    value = Value(name=f"__{name}", dtype="f32", shape=())
+    value = Value(name=f"__{name}", dtype="f32", shape=shape)
     ctx.refs[value.name] = ref
     return value
 
@@ -203,8 +203,26 @@ def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
 
 def _topk(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, names: list[str]) -> list[Ref]:
     _tract_only(ctx, node, "needs tract_core_topk (the NNEF specification has no sort)")
-    kref = k if isinstance(k, int) else Ref(dim_literal(k.expr if isinstance(k, SymInt) else k))
+    kref = k if isinstance(k, int) else _runtime_size(ctx, x, axis) if k == x.shape[axis] else None
+    if kref is None:
+        raise TranslationError(f"{node.where()}: topk of a symbolic k other than the axis size is not supported")
     return _multi(ctx, "tract_core_topk", [ctx.ref(x), kref], names, axis=axis, largest=largest)
+
+
+def _runtime_size(ctx: Context, x: Value, axis: int) -> Ref:
+    """The size of a dynamic ``axis`` of ``x`` as an i64 tensor computed when the model runs (tract's topk
+    reads its ``k`` there, where a symbol would be left unresolved): a count of ones along the axis.
+    """
+    g = ctx.g
+    others = [a for a in range(x.rank) if a != axis]
+    line = ctx.ref(x)
+    if others:
+        line = g.op(
+            "slice", line, axes=others, begin=[0] * len(others), end=[1] * len(others), stride=[1] * len(others)
+        )
+    ones = g.op("tract_core_cast", g.op("or", g.op("eq", line, line), g.op("ne", line, line)), to="i64")
+    count = g.op("sum_reduce", ones, axes=list(range(x.rank)))
+    return g.op("reshape", count, shape=[1])
 
 
 def _sort_args(node: Node) -> tuple[int, bool]:
@@ -269,7 +287,9 @@ def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> An
     if tuple(src.shape) == tuple(index.shape):
         return ref
     ends = [_dim(node, d) for d in index.shape]
-    return ctx.g.op("slice", ref, axes=list(range(index.rank)), begin=[0] * index.rank, end=ends, stride=[1] * index.rank)
+    return ctx.g.op(
+        "slice", ref, axes=list(range(index.rank)), begin=[0] * index.rank, end=ends, stride=[1] * index.rank
+    )
 
 
 def _filled_like(ctx: Context, node: Node, like: Value, value: Any, dtype: str) -> Ref:
@@ -321,7 +341,13 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
     if reduce == "mean":
         if not out.dtype.startswith("f"):
             raise TranslationError(f"{node.where()}: scatter_reduce 'mean' of {out.dtype} is not supported (floats)")
-        base = xr if include_self else _scatter_elements(ctx, xr, ir, _filled_like(ctx, node, index, 0.0, out.dtype), axis, "none", out.name + "_reset")
+        base = (
+            xr
+            if include_self
+            else _scatter_elements(
+                ctx, xr, ir, _filled_like(ctx, node, index, 0.0, out.dtype), axis, "none", out.name + "_reset"
+            )
+        )
         total = _scatter_elements(ctx, base, ir, updates, axis, "add", out.name + "_sum")
         ones = _filled_like(ctx, node, index, 1.0, out.dtype)
         start = _filled_like(ctx, node, x, 1.0 if include_self else 0.0, out.dtype)
@@ -344,7 +370,11 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
 
 def _index_along(ctx: Context, node: Node, index: Value, axis: int, like: Value) -> Ref:
     """A 1-D ``index`` of positions along ``axis`` as an elementwise index of ``like``'s shape."""
-    y = ctx.g.op("unsqueeze", ctx.ref(index), axes=[a for a in range(like.rank) if a != axis]) if like.rank > 1 else ctx.ref(index)
+    y = (
+        ctx.g.op("unsqueeze", ctx.ref(index), axes=[a for a in range(like.rank) if a != axis])
+        if like.rank > 1
+        else ctx.ref(index)
+    )
     repeats = [1 if a == axis else _dim(node, d) for a, d in enumerate(like.shape)]
     return ctx.g.op("tile", y, repeats=repeats) if any(r != 1 for r in repeats) else y
 
@@ -394,7 +424,9 @@ def aten_index_put(ctx: Context, node: Node) -> Ref:
     for k in positions:
         idx = indices[k]
         ref = _cast(ctx, node, _tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
-        size = _operand(ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch))
+        size = _operand(
+            ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
+        )
         wrapped = g.op("select", g.op("lt", ref, _scalar(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
         columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
     stacked = g.op("concat", columns, axis=len(batch)) if len(columns) > 1 else columns[0]
@@ -408,7 +440,9 @@ def aten_index_put(ctx: Context, node: Node) -> Ref:
     vr = _tile_to(ctx, node, vr, values.shape, result)
     nb = len(batch)
     if lead:
-        vr = g.op("transpose", vr, axes=list(range(lead, lead + nb)) + list(range(lead)) + list(range(lead + nb, len(result))))
+        vr = g.op(
+            "transpose", vr, axes=list(range(lead, lead + nb)) + list(range(lead)) + list(range(lead + nb, len(result)))
+        )
     y = g.op("tract_core_scatter_nd", xr, stacked, vr, reduction="add" if accumulate else "none")
     if perm == list(range(x.rank)):
         return g.op("copy", y, out=out.name)
@@ -485,7 +519,7 @@ def _patch_filter(ctx: Context, channels: int, kernel: list[int], dtype: str) ->
     eye = np.eye(count, dtype=_NP_FLOAT.get(dtype, "float32")).reshape(count, 1, *kernel)
     weights = np.tile(eye, (channels, 1, 1, 1))
     ref = ctx.g.variable(weights, f"patches_{channels}x{kernel[0]}x{kernel[1]}_{dtype}")
-    return _alias(ctx, str(ref), ref)
+    return _alias(ctx, str(ref), ref, weights.shape)
 
 
 @register("aten::im2col")
@@ -499,8 +533,13 @@ def aten_im2col(ctx: Context, node: Node) -> Ref:
     batched = x.rank == 4
     (channels,) = _static(node, x, [1 if batched else 0], "F.unfold")
     g = ctx.g
-    src = _alias(ctx, x.name + "_batched", g.op("unsqueeze", ctx.ref(x), axes=[0])) if not batched else x
-    fake = Node(node.kind, (src, _patch_filter(ctx, channels, kernel, x.dtype), None), (Value(out.name + "_patches", out.dtype, ()),), source=node.source)
+    src = x if batched else _alias(ctx, x.name + "_batched", g.op("unsqueeze", ctx.ref(x), axes=[0]), (1, *x.shape))
+    fake = Node(
+        node.kind,
+        (src, _patch_filter(ctx, channels, kernel, x.dtype), None),
+        (Value(out.name + "_patches", out.dtype, ()),),
+        source=node.source,
+    )
     y = conv(ctx, fake, stride, padding, dilation, channels)
     y = g.op("reshape", y, shape=[-1], axis_start=2, axis_count=2)
     if not batched:
@@ -520,12 +559,16 @@ def aten_col2im(ctx: Context, node: Node) -> Ref:
     g = ctx.g
     (rows,) = _static(node, x, [1 if batched else 0], "F.fold")
     channels = rows // (kernel[0] * kernel[1])
-    blocks = [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(size, padding, dilation, kernel, stride)]
+    blocks = [
+        (s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(size, padding, dilation, kernel, stride)
+    ]
     y = ctx.ref(x) if batched else g.op("unsqueeze", ctx.ref(x), axes=[0])
     y = g.op("reshape", y, shape=blocks, axis_start=2, axis_count=1)
-    natural = [(b - 1) * st - 2 * p + d * (k - 1) + 1 for b, st, p, d, k in zip(blocks, stride, padding, dilation, kernel)]
+    natural = [
+        (b - 1) * st - 2 * p + d * (k - 1) + 1 for b, st, p, d, k in zip(blocks, stride, padding, dilation, kernel)
+    ]
     extra = [s - n for s, n in zip(size, natural)]
-    src = _alias(ctx, out.name + "_blocks", y)
+    src = _alias(ctx, out.name + "_blocks", y, (x.shape[0] if batched else 1, rows, *blocks))
     filt = _patch_filter(ctx, channels, kernel, x.dtype)
     target = Value(out.name if batched else out.name + "_batched", out.dtype, ())
     fake = Node(node.kind, (src, filt, None), (target,), source=node.source)
@@ -572,7 +615,11 @@ def aten_meshgrid(ctx: Context, node: Node) -> list[Ref]:
         if out.rank > 1:
             y = g.op("unsqueeze", y, axes=[a for a in range(out.rank) if a != axis])
         repeats = [1 if a == axis else _dim(node, d) for a, d in enumerate(out.shape)]
-        refs.append(g.op("tile", y, repeats=repeats, out=out.name) if any(r != 1 for r in repeats) else g.op("copy", y, out=out.name))
+        refs.append(
+            g.op("tile", y, repeats=repeats, out=out.name)
+            if any(r != 1 for r in repeats)
+            else g.op("copy", y, out=out.name)
+        )
     return refs
 
 
@@ -585,7 +632,7 @@ def aten_diag(ctx: Context, node: Node) -> Ref:
     k = int(_arg(node, 1, "diagonal", 0))
     if x.rank == 2:
         fake = Node("aten::diagonal", (x, k, 0, 1), node.outputs, node.module_path, node.module_class, node.source)
-        return aten_diagonal(ctx, fake)
+        return cast(Ref, aten_diagonal(ctx, fake))
     (n,) = _static(node, x, [0], "diag")
     size = n + abs(k)
     g = ctx.g
@@ -684,7 +731,7 @@ def _is_inf(ctx: Context, node: Node, x: Value, positive: bool, negative: bool) 
     top = _scalar(ctx, _finite_max(x.dtype), x.dtype, x.rank)
     if positive and negative:
         return g.op("gt", g.op("abs", xr), top)
-    return g.op("gt", xr, top) if positive else g.op("lt", g.op("neg", xr), g.op("neg", top))
+    return g.op("gt", xr if positive else g.op("neg", xr), top)
 
 
 @register("aten::isnan")
@@ -845,13 +892,25 @@ def aten_smooth_l1_loss(ctx: Context, node: Node) -> Ref:
         if limit == 0.0:
             loss = d
         else:
-            loss = g.op("select", g.op("lt", d, limit), g.op("div", g.op("mul", g.op("sqr", d), 0.5), limit), g.op("sub", d, 0.5 * limit))
+            loss = g.op(
+                "select",
+                g.op("lt", d, limit),
+                g.op("div", g.op("mul", g.op("sqr", d), 0.5), limit),
+                g.op("sub", d, 0.5 * limit),
+            )
     else:
-        loss = g.op("select", g.op("lt", d, limit), g.op("mul", g.op("sqr", d), 0.5), g.op("mul", g.op("sub", d, 0.5 * limit), limit))
+        loss = g.op(
+            "select",
+            g.op("lt", d, limit),
+            g.op("mul", g.op("sqr", d), 0.5),
+            g.op("mul", g.op("sub", d, 0.5 * limit), limit),
+        )
     return _reduced(ctx, node, loss, rank, _reduction(node, 2))
 
 
-def _class_terms(ctx: Context, node: Node, logp: Any, x: Value, target: Value, weight: Value | None, ignore: int) -> tuple[Ref, Ref, Ref]:
+def _class_terms(
+    ctx: Context, node: Node, logp: Any, x: Value, target: Value, weight: Value | None, ignore: int
+) -> tuple[Ref, Ref, Ref]:
     """For class-index targets: ``(-w[t] * logp[t], w[t] masked, valid)`` per element (classes on axis 1 of a
     batched input, axis 0 of a single one); ignored elements give 0.
     """
@@ -917,10 +976,16 @@ def _class_loss(ctx: Context, node: Node, logp: Any, label_smoothing: float) -> 
         smooth = g.op("neg", g.op("sum_reduce", g.op("mul", logp, w) if w is not None else logp, axes=[axis]))
         smooth = g.op("mul", _squeeze_class(ctx, smooth, x), valid)
         if reduction == 1:
-            smooth = g.op("div", total(smooth), total(wt)) if weight is not None else (g.op("mean_reduce", smooth, axes=axes) if axes else smooth)
+            smooth = (
+                g.op("div", total(smooth), total(wt))
+                if weight is not None
+                else (g.op("mean_reduce", smooth, axes=axes) if axes else smooth)
+            )
         elif reduction == 2:
             smooth = total(smooth)
-        loss = g.op("add", g.op("mul", loss, 1.0 - label_smoothing), g.op("mul", smooth, label_smoothing / float(classes)))
+        loss = g.op(
+            "add", g.op("mul", loss, 1.0 - label_smoothing), g.op("mul", smooth, label_smoothing / float(classes))
+        )
     return g.op("copy", scalar(loss) if reduction else loss, out=out.name)
 
 
@@ -1004,7 +1069,11 @@ def aten_binary_cross_entropy_with_logits(ctx: Context, node: Node) -> Ref:
     rank = max(x.rank, t.rank)
     g = ctx.g
     xr, tr = _align(ctx, x, rank, x), _align(ctx, t, rank, t)
-    softplus = g.op("add", g.op("log", g.op("add", g.op("exp", g.op("neg", g.op("abs", xr))), 1.0)), g.op("max", g.op("neg", xr), 0.0))
+    softplus = g.op(
+        "add",
+        g.op("log", g.op("add", g.op("exp", g.op("neg", g.op("abs", xr))), 1.0)),
+        g.op("max", g.op("neg", xr), 0.0),
+    )
     if pos_weight is not None:
         pw = _align(ctx, pos_weight, rank, pos_weight)
         softplus = g.op("mul", softplus, g.op("add", g.op("mul", g.op("sub", pw, 1.0), tr), 1.0))
