@@ -437,3 +437,40 @@ def test_boolean_mask_assignment_of_many_values_refused(tmp_path: Path) -> None:
 )
 def test_where_integer_scalars(tmp_path: Path) -> None:
     export_and_check(tmp_path, "tract", Fn(lambda x: torch.where(x > 0, 3, -2)), (r(3, 4),))
+
+
+class Named(nn.Module):
+    """Two named inputs ``x`` and ``y`` (dynamic axes need a fixed signature)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, y)
+
+
+DYNAMIC: list[tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = [
+    ("grid-sample", lambda x, g: F.grid_sample(x, g, align_corners=False), (r(2, 2, 4, 5), grid(2, 3, 6, 2))),
+    ("scatter-add", lambda x, s: x.scatter_add(1, torch.zeros_like(s, dtype=torch.long), s), (r(3, 5), r(3, 4))),
+    ("index-copy", lambda x, s: x.index_copy(1, torch.tensor([3, 0]), s), (r(3, 5), r(3, 2))),
+    ("topk", lambda x, y: torch.topk(x + y, 2, dim=1).values, (distinct(3, 5), r(3, 5))),
+    ("cosine-similarity", lambda x, y: F.cosine_similarity(x, y, dim=1), (r(3, 4), r(3, 4))),
+    ("mse-mean", lambda x, y: F.mse_loss(x, y), (r(3, 4), r(3, 4))),
+    (
+        "bce-with-logits-sum",
+        lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="sum"),
+        (r(3, 4), torch.rand(3, 4)),
+    ),
+    ("isinf-lerp", lambda x, y: torch.lerp(x, y, 0.25) * torch.isinf(x), (r(3, 4), r(3, 4))),
+]
+
+
+@pytest.mark.parametrize("fn,inputs", [pytest.param(f, i, id=n) for n, f, i in DYNAMIC])
+def test_dynamic_batch(
+    tmp_path: Path, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], inputs: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """The first axis of both inputs dynamic: the graph is written with the symbol and checked by tract."""
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {0: "B"}, "y": {0: "B"}})
+    path = export_model_to_nnef(Named(fn), inputs, tmp_path / "m.nnef", target, input_names=["x", "y"])
+    assert "tract_symbol B" in (path / "graph.nnef").read_text()
