@@ -122,7 +122,10 @@ CASES: list[Case] = [
     ("argsort-descending-dim1", Fn(lambda x: torch.argsort(x, dim=1, descending=True)), (distinct(2, 4, 3),), False),
     ("topk-largest", Fn(lambda x: torch.topk(x, 2)), (distinct(3, 5),), False),
     ("topk-smallest-dim0", Fn(lambda x: torch.topk(x, 3, dim=0, largest=False)), (distinct(4, 3),), False),
-    ("topk-values-only", Fn(lambda x: x.topk(1, dim=1).values * 2), (distinct(2, 5, 3),), False),
+    ("topk-values-only", Fn(lambda x: x.topk(1, dim=1).values * 2), (distinct(2, 5, 3),), True),
+    ("topk-smallest-values-last", Fn(lambda x: x.topk(3, largest=False).values), (distinct(2, 5),), True),
+    ("sort-values", Fn(lambda x: torch.sort(x, dim=0, descending=True).values), (distinct(4, 3),), True),
+    ("sort-values-ties", Fn(lambda x: torch.sort(x).values), (torch.tensor([[2.0, -1.0, 2.0, 0.5, -1.0]]),), True),
     # scatters
     ("scatter-src", Fn(lambda x, s: x.scatter(1, INDEX[:, :3], s)), (r(2, 5), r(2, 3)), False),
     ("scatter-src-larger", Fn(lambda x, s: x.scatter(1, INDEX[:, :3], s)), (r(2, 5), r(3, 4)), False),
@@ -391,9 +394,9 @@ def test_topk_dynamic_axis(tmp_path: Path) -> None:
     assert "tract_core_topk" in (path / "graph.nnef").read_text()
 
 
-def test_sort_needs_tract(tmp_path: Path) -> None:
-    with pytest.raises(TranslationError, match="tract_core_topk"):
-        export_model_to_nnef(Fn(lambda x: torch.sort(x)), (r(3, 4),), tmp_path / "m.nnef", KhronosNNEF())
+def test_argsort_needs_tract(tmp_path: Path) -> None:
+    with pytest.raises(TranslationError, match="argsort gives indices.*TractNNEF"):
+        export_model_to_nnef(Fn(lambda x: torch.argsort(x)), (r(3, 4),), tmp_path / "m.nnef", KhronosNNEF())
 
 
 class MaskedSelect(nn.Module):

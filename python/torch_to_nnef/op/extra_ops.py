@@ -202,11 +202,40 @@ def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
 
 
 def _topk(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, names: list[str]) -> list[Ref]:
-    _tract_only(ctx, node, "needs tract_core_topk (the NNEF specification has no sort)")
+    """``[values, indices]`` of the ``k`` largest (smallest) along ``axis``, sorted; for Khronos the values only."""
+    if not ctx.tract:
+        return [_ranked_values(ctx, node, x, k, axis, largest, names[0])]
+    ctx.g.need("tract_registry tract_core")
     kref = k if isinstance(k, int) else _runtime_size(ctx, x, axis) if k == x.shape[axis] else None
     if kref is None:
         raise TranslationError(f"{node.where()}: topk of a symbolic k other than the axis size is not supported")
     return _multi(ctx, "tract_core_topk", [ctx.ref(x), kref], names, axis=axis, largest=largest)
+
+
+def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, out: str) -> Ref:
+    """The first ``k`` values in order with specification ops (static sizes): each element's rank is the count
+    of the elements before it (smaller or larger, or equal at a lower index), and output ``j`` sums the
+    elements of rank ``j``. The indices need integer arithmetic, which the specification lacks.
+    """
+    (n,) = _static(node, x, [axis], f"{node.kind} for KhronosNNEF")
+    if not isinstance(k, int) or not x.dtype.startswith("f"):
+        raise TranslationError(
+            f"{node.where()}: {node.kind} for KhronosNNEF needs a static k and floats: use TractNNEF"
+        )
+    g, last = ctx.g, x.rank - 1
+    perm = [a for a in range(x.rank) if a != axis] + [axis]
+    y = g.op("transpose", ctx.ref(x), axes=perm) if axis != last else ctx.ref(x)
+    mine, other = g.op("unsqueeze", y, axes=[last + 1]), g.op("unsqueeze", y, axes=[last])  # [.., n, 1], [.., 1, n]
+    lead = (1,) * last
+    earlier = g.variable(np.tril(np.ones((n, n), dtype=bool), -1).reshape((*lead, n, n)), f"sort_earlier_{n}_r{x.rank}")
+    ahead = g.op("or", g.op("gt" if largest else "lt", other, mine), g.op("and", g.op("eq", other, mine), earlier))
+    rank = g.op("sum_reduce", g.op("select", ahead, 1.0, 0.0), axes=[last + 1])  # [.., n, 1]
+    slots = g.variable(np.arange(k, dtype=np.float32).reshape((*lead, 1, k)), f"sort_slots_{k}_r{x.rank}")
+    picked = g.op("select", g.op("eq", rank, slots), mine, 0.0)  # [.., n, k]
+    values = g.op("squeeze", g.op("sum_reduce", picked, axes=[last]), axes=[last])
+    if axis == last:
+        return g.op("copy", values, out=out)
+    return g.op("transpose", values, axes=[perm.index(a) for a in range(x.rank)], out=out)
 
 
 def _runtime_size(ctx: Context, x: Value, axis: int) -> Ref:
@@ -236,7 +265,8 @@ def _sort_args(node: Node) -> tuple[int, bool]:
 def aten_sort(ctx: Context, node: Node) -> list[Ref]:
     """sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices).
 
-    A ``tract_core_topk`` of the whole axis (stable: equal values keep their order).
+    A ``tract_core_topk`` of the whole axis (stable: equal values keep their order); for Khronos the values
+    only, by ranking.
     """
     x = node.args[0]
     dim, descending = _sort_args(node)
@@ -251,6 +281,11 @@ def aten_argsort(ctx: Context, node: Node) -> Ref:
     x, out = node.args[0], node.outputs[0]
     dim, descending = _sort_args(node)
     axis = _axis(dim, x.rank)
+    if not ctx.tract:
+        raise TranslationError(
+            f"{node.where()}: argsort gives indices, which need integer arithmetic that the NNEF specification "
+            "lacks: use TractNNEF"
+        )
     _, indices = _topk(ctx, node, x, x.shape[axis], axis, descending, [out.name + "_values", out.name])
     return indices
 
