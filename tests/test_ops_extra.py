@@ -107,6 +107,24 @@ CASES: list[Case] = [
         True,
     ),
     ("bicubic-down", Fn(lambda x: F.interpolate(x, size=(3, 2), mode="bicubic")), (r(2, 1, 6, 5),), True),
+    (
+        "bicubic-antialias-down",
+        Fn(lambda x: F.interpolate(x, size=(3, 2), mode="bicubic", antialias=True)),
+        (r(1, 2, 7, 5),),
+        True,
+    ),
+    (
+        "bicubic-antialias-up",
+        Fn(lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", antialias=True)),
+        (r(1, 2, 3, 4),),
+        True,
+    ),
+    (
+        "bicubic-antialias-align",
+        Fn(lambda x: F.interpolate(x, size=(4, 3), mode="bicubic", antialias=True, align_corners=True)),
+        (r(1, 1, 7, 6),),
+        True,
+    ),
     ("area-down", Fn(lambda x: F.interpolate(x, size=(2, 3), mode="area")), (r(1, 2, 4, 6),), True),
     ("area-uneven", Fn(lambda x: F.interpolate(x, size=(3, 4), mode="area")), (r(1, 2, 5, 7),), True),
     # sorting

@@ -173,14 +173,42 @@ def _cubic_matrix(size: int, out: int, factor: float | None, align: bool) -> np.
     return m
 
 
-@register("aten::upsample_bicubic2d")
+def _cubic_antialias_matrix(size: int, out: int, factor: float | None, align: bool) -> np.ndarray:
+    """The ``[out, size]`` matrix of PyTorch's antialiased bicubic resizing (A = -0.5, the filter widened by
+    the downscaling factor, each row normalised).
+    """
+
+    def cubic(v: float) -> float:
+        v = abs(v)
+        if v < 1.0:
+            return (1.5 * v - 2.5) * v * v + 1.0
+        if v < 2.0:
+            return (((v - 5.0) * v + 8.0) * v - 4.0) * -0.5
+        return 0.0
+
+    scale = float(_source_scale(size, out, factor, align))
+    support = 2.0 * scale if scale >= 1.0 else 2.0
+    stretch = 1.0 / scale if scale >= 1.0 else 1.0
+    m = np.zeros((out, size), dtype=np.float64)
+    for i in range(out):
+        center = scale * (i + 0.5)
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), size)
+        taps = np.array([cubic((j - center + 0.5) * stretch) for j in range(first, last)])
+        m[i, first:last] = taps / taps.sum() if taps.sum() else taps
+    return m
+
+
+@register("aten::upsample_bicubic2d", "aten::_upsample_bicubic2d_aa")
 def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
-    """upsample_bicubic2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors).
+    """upsample_bicubic2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors);
+    _upsample_bicubic2d_aa alike (``antialias=True``).
 
     Separable: one matmul per spatial axis with a constant ``[out, in]`` matrix of the cubic taps (static
     sizes), on both targets.
     """
     x, out = node.args[0], node.outputs[0]
+    antialias = node.kind == "aten::_upsample_bicubic2d_aa"
     align, factors = _resize_args(node, True)
     sizes = _static(node, x, [2, 3], "bicubic resizing")
     wanted = _static(node, out, [2, 3], "bicubic resizing")
@@ -188,7 +216,8 @@ def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
     y = ctx.ref(x)
     dtype = _NP_FLOAT.get(x.dtype, "float32")
     for axis, size, n, f in zip((2, 3), sizes, wanted, factors):
-        matrix = _cubic_matrix(size, n, f, align).astype(dtype)
+        make = _cubic_antialias_matrix if antialias else _cubic_matrix
+        matrix = make(size, n, f, align).astype(dtype)
         label = f"{out.name}_bicubic_axis{axis}"
         if axis == 3:
             y = g.op("matmul", y, g.variable(matrix.T.reshape(1, 1, size, n).copy(), label))
