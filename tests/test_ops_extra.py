@@ -98,6 +98,12 @@ CASES: list[Case] = [
         (r(1, 2, 4, 5), grid(1, 3, 3, 2)),
         False,
     ),
+    (
+        "grid-sample-3d",
+        Fn(lambda x, g: F.grid_sample(x, g, padding_mode="border", align_corners=True)),
+        (r(1, 2, 3, 4, 5), grid(1, 2, 3, 2, 3)),
+        False,
+    ),
     # bicubic and area resizing
     ("bicubic-x2", Fn(lambda x: F.interpolate(x, scale_factor=2, mode="bicubic")), (r(1, 2, 4, 5),), True),
     (
