@@ -498,6 +498,8 @@ DYNAMIC: list[tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t
         lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="sum"),
         (r(3, 4), torch.rand(3, 4)),
     ),
+    ("eye", lambda x, y: torch.eye(x.shape[0]) @ x + y, (r(3, 4), r(3, 4))),
+    ("meshgrid", lambda x, y: torch.stack(torch.meshgrid(x[:, 0], y[0], indexing="xy")), (r(3, 4), r(3, 4))),
     ("isinf-lerp", lambda x, y: torch.lerp(x, y, 0.25) * torch.isinf(x), (r(3, 4), r(3, 4))),
 ]
 
