@@ -19,6 +19,7 @@ from __future__ import annotations
 import linecache
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,11 +99,14 @@ def reason_for_jit(model: torch.nn.Module) -> str | None:
     return None
 
 
+_TRACER_WARNING: type[Warning] = getattr(torch.jit, "TracerWarning", Warning)
+
 _RENAMED = {
     "aten::_convolution": "aten::convolution",
     "aten::batch_norm": "aten::_native_batch_norm_legit_no_training",
     "aten::to": "aten::_to_copy",
-    "aten::type_as": "aten::type_as",
+    "aten::feature_dropout": "aten::dropout",
+    "aten::alpha_dropout": "aten::dropout",
 }
 """Kinds that ``torch.jit.trace`` records above the level ``torch.export`` captures at."""
 
@@ -129,13 +133,19 @@ def capture_jit(
             "dynamic_axes and export one archive per size"
         )
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", _TRACER_WARNING)
             traced = torch.jit.trace(model, tuple(args), check_trace=False, strict=False)  # type: ignore[no-untyped-call]
     except Exception as exc:  # torch raises many types here; all mean "cannot trace"
         head = "\n".join(str(exc).strip().splitlines()[:8])
         raise JitCaptureError(
             f"torch.jit.trace could not trace {type(model).__name__}: {type(exc).__name__}: {head}"
         ) from exc
+    for warning in caught:
+        if issubclass(warning.category, _TRACER_WARNING):
+            LOGGER.warning("torch.jit.trace: %s (%s:%s)", warning.message, warning.filename, warning.lineno)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return _Converter(model, traced, input_names).run(), None
 
 
@@ -267,7 +277,9 @@ class _Converter:
         outs = list(node.outputs())
         if kind == "prim::Constant":
             value = outs[0].toIValue()
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_quantized:
+                self.values[outs[0]] = value.item()  # a Python number the trace wrapped (``x * 2``)
+            elif isinstance(value, torch.Tensor):
                 self.objects[outs[0]] = (value, "constant")
             else:
                 self.values[outs[0]] = value
@@ -301,13 +313,25 @@ class _Converter:
             from torch_to_nnef.op.quantized import unpack_node  # the quantized kinds' own argument conventions
 
             kind, inputs = unpack_node(kind, inputs, self, where)
+        elif kind.startswith("aten::") and self.foldable(inputs):
+            folded = self.evaluate(node, kind, inputs, where)
+            if folded is not None:
+                self.values[outs[0]] = folded
+                return
+            kind, inputs = self.normalise(node, kind, inputs)
         else:
             kind, inputs = self.normalise(node, kind, inputs)
         ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
-        if kind == "aten::_native_batch_norm_legit_no_training":
-            ir_outs = ir_outs[:1]
-        for jit_out, ir_out in zip(outs, ir_outs):
-            self.values[jit_out] = ir_out
+        unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
+        if any(u is not None for u in unpacked):
+            for jit_out, items in zip(outs, unpacked):
+                self.values[jit_out] = items
+            ir_outs = tuple(v for items in unpacked for v in (items or ()))
+        else:
+            if kind == "aten::_native_batch_norm_legit_no_training":
+                ir_outs = ir_outs[:1]
+            for jit_out, ir_out in zip(outs, ir_outs):
+                self.values[jit_out] = ir_out
         module_path = _scope(node)
         self.nodes.append(
             Node(
@@ -333,6 +357,35 @@ class _Converter:
                 "float()); the exported graph cannot depend on a tensor's values this way"
             )
         return value
+
+    @staticmethod
+    def foldable(inputs: list[Any]) -> bool:
+        flat = [x for i in inputs for x in (i if isinstance(i, (list, tuple)) else [i])]
+        return not any(isinstance(x, (Value, torch.Tensor, torch.ScriptObject)) for x in flat)
+
+    def evaluate(self, node: torch._C.Node, kind: str, inputs: list[Any], where: str) -> Any:
+        """Shape arithmetic the trace recorded on 0-d tensors of sizes (``embed_dim // num_heads``),
+        computed now: a Python number, or None when the op is not such arithmetic.
+        """
+        outs = list(node.outputs())
+        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None))) for i in inputs):
+            return None
+        t = outs[0].type()
+        if not isinstance(t, torch._C.TensorType) or t.sizes() != []:
+            return None
+        try:
+            schema = torch._C.parse_schema(node.schema())
+            args, kwargs = [], {}
+            for a, v in zip(schema.arguments, inputs):
+                v = torch.tensor(v) if str(a.type) == "Tensor" else v
+                if a.kwarg_only:
+                    kwargs[a.name] = v
+                else:
+                    args.append(v)
+            result = getattr(torch.ops.aten, kind.split("::")[1])(*args, **kwargs)
+        except Exception:  # not evaluable here: translated as an op
+            return None
+        return result.item() if isinstance(result, torch.Tensor) and result.dim() == 0 else None
 
     def normalise(self, node: torch._C.Node, kind: str, inputs: list[Any]) -> tuple[str, list[Any]]:
         """Schema-order positionals, keyword-only arguments in a trailing dict, ``torch.export``'s kinds."""
@@ -381,8 +434,32 @@ class _Converter:
                 dtype = other.dtype
             positional = positional[:1]
             kwargs = {"dtype": dtype} if dtype else {}
+        if kind == "aten::chunk":  # chunk(self, chunks, dim): torch.export gives split_with_sizes
+            x, chunks, dim = positional
+            size = x.shape[dim]
+            step = -(-size // chunks)
+            sizes = [min(step, size - i) for i in range(0, size, step)]
+            return "aten::split_with_sizes", [x, sizes, dim]
+        if kind == "aten::narrow":  # narrow(self, dim, start, length): a slice
+            x, dim, start, length = positional
+            start = start % x.shape[dim] if start < 0 else start
+            return "aten::slice", [x, dim, start, start + length, 1]
+        if kind in ("aten::expand_as", "aten::view_as", "aten::reshape_as"):
+            target = "aten::expand" if kind == "aten::expand_as" else "aten::reshape"
+            return target, [positional[0], list(positional[1].shape)]
         kind = _RENAMED.get(kind, kind)
         return kind, [*positional, kwargs] if kwargs else positional
+
+    def unpacked_list(self, out: torch._C.Value, kind: str, inputs: list[Any], where: str) -> list[Value] | None:
+        """A list of tensors (``unbind``, ``split``) as the values its ``prim::ListUnpack`` gives."""
+        if not isinstance(out.type(), torch._C.ListType):
+            return None
+        users = [u.user for u in out.uses()]
+        if len(users) != 1 or users[0].kind() != "prim::ListUnpack":
+            raise JitCaptureError(
+                f"{kind} at {where}: its list of tensors is used other than unpacked; index it instead"
+            )
+        return [self.output_value(o, kind, users[0], inputs, where) for o in users[0].outputs()]
 
     def output_value(self, out: torch._C.Value, kind: str, node: torch._C.Node, inputs: list[Any], where: str) -> Any:
         if not isinstance(out.type(), torch._C.TensorType):

@@ -295,10 +295,9 @@ def _weight(conv: Any, w: torch.Tensor, path: str, where: str) -> tuple[Value, V
         if bool((zero_points != 0).any()) or w.q_per_channel_axis() != 0:
             raise JitCaptureError(
                 f"{where}: per-channel weight {path} has non-zero zero points or is quantized along axis "
-                f"{w.q_per_channel_axis()}: tract's NNEF quantization is per tensor, so only symmetric "
-                "per-output-channel weights can be exported (torch.ao.quantization.per_channel_weight_observer_range_neg_127_to_127 or "
-                "default_per_channel_weight_observer with qscheme=torch.per_channel_symmetric), or a per-tensor "
-                "observer (torch.ao.quantization.default_weight_observer)"
+                f"{w.q_per_channel_axis()}: tract's NNEF quantization is per tensor, so per-channel weights must be "
+                "symmetric along the output channels (qscheme=torch.per_channel_symmetric, as in "
+                "torch.ao.quantization.get_default_qconfig('fbgemm')), or use a per-tensor weight observer"
             )
         scales = w.q_per_channel_scales().to(torch.float32)
         return conv.parameter(w.int_repr(), path, (1.0, 0)), conv.parameter(scales, path + "_scales")
