@@ -88,11 +88,8 @@ class JitCaptureError(CaptureError):
 def reason_for_jit(model: torch.nn.Module) -> str | None:
     """Why ``model`` needs the jit front-end up front (``None`` when torch.export may capture it)."""
     for name, module in model.named_modules():
-        if any(
-            type(v).__name__.endswith("PackedParamsBase") or "ScriptObject" in type(v).__name__
-            for v in vars(module).values()
-        ):
-            return f"{name or type(model).__name__} ({type(module).__name__}) holds torch quantized packed weights"
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+            return f"{name or '<top>'} is a torch quantized module ({type(module).__name__})"
         for tname, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             if t.is_quantized:
                 return f"{name}.{tname} is a quantized tensor"
@@ -290,6 +287,11 @@ class _Converter:
             self.objects[outs[0]] = (getattr(owner, attr), f"{path}.{attr}" if path else attr)
             return
         inputs = [self.arg(i, f"{kind} at {where}") for i in node.inputs()]
+        if kind == "aten::quantize_per_tensor":  # FX-quantized models keep scale and zero point as tensors
+            for at, jit_input in list(enumerate(node.inputs()))[1:3]:
+                obj = self.objects.get(jit_input, (None, ""))[0]
+                if isinstance(obj, torch.Tensor):
+                    inputs[at] = obj.item()
         if kind in ("prim::ListConstruct", "prim::TupleConstruct"):
             self.values[outs[0]] = inputs if kind == "prim::ListConstruct" else tuple(inputs)
             return
