@@ -35,7 +35,8 @@ CHILD = textwrap.dedent(
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
             super().__init__()
-            self.conv1, self.bn1, self.relu1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.relu1 = nn.ReLU()
             self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
             self.down = None
             if stride != 1 or cin != cout:
@@ -70,9 +71,10 @@ CHILD = textwrap.dedent(
     model = ResNet18().eval()
     fuse = [["conv1", "bn1", "relu"]]
     for i, b in enumerate(model.blocks):
-        fuse += [[f"blocks.{{i}}.conv1", f"blocks.{{i}}.bn1", f"blocks.{{i}}.relu1"], [f"blocks.{{i}}.conv2", f"blocks.{{i}}.bn2"]]
+        p = f"blocks.{{i}}"
+        fuse += [[f"{{p}}.conv1", f"{{p}}.bn1", f"{{p}}.relu1"], [f"{{p}}.conv2", f"{{p}}.bn2"]]
         if b.down is not None:
-            fuse.append([f"blocks.{{i}}.down.0", f"blocks.{{i}}.down.1"])
+            fuse.append([f"{{p}}.down.0", f"{{p}}.down.1"])
     tq.fuse_modules(model, fuse, inplace=True)
     model.qconfig = tq.QConfig(activation=tq.default_observer, weight=tq.default_weight_observer)
     tq.prepare(model, inplace=True)
@@ -88,7 +90,8 @@ CHILD = textwrap.dedent(
     export_model_to_nnef(model, x, Path(sys.argv[1]), target, input_names=["x"], output_names=["y"])
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({{"seconds": elapsed, "peak": peak, "before": rss_before, "bytes": Path(sys.argv[1]).stat().st_size}}))
+    size = Path(sys.argv[1]).stat().st_size
+    print(json.dumps({{"seconds": elapsed, "peak": peak, "before": rss_before, "bytes": size}}))
     """
 )
 
