@@ -13,6 +13,7 @@ other way when tract and fbgemm order the float epilogue differently (scale x ac
 
 from __future__ import annotations
 
+import logging
 import tarfile
 from pathlib import Path
 
@@ -254,3 +255,32 @@ def test_quantized_outputs_are_refused(tmp_path: Path):
     tq.convert(model, inplace=True)
     with pytest.raises(JitCaptureError, match="returns the quantized tensor .*DeQuantStub"):
         export_model_to_nnef(model, (X4,), tmp_path / "o.nnef", TractNNEF())
+
+
+@pytest.mark.parametrize("scheme", ["raw", "numeric", "natural_verbose_camel"])
+def test_auto_frontend_picks_jit_for_quantized_models(tmp_path: Path, caplog: pytest.LogCaptureFixture, scheme: str):
+    model = quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (X4,), fuse=[["body.0", "body.1"]])
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef"):
+        export_model_to_nnef(
+            model, (X4,), tmp_path / "m.nnef", TractNNEF(check_io=True), nnef_variable_naming_scheme=scheme
+        )
+    chosen = [rec.getMessage() for rec in caplog.records if "capturing with torch.jit.trace" in rec.getMessage()]
+    assert chosen and "is a torch quantized module" in chosen[0]
+    assert not any("torch.export refused" in rec.getMessage() for rec in caplog.records)  # not even tried
+
+
+def test_dynamic_axes_on_a_quantized_model_say_why(tmp_path: Path):
+    model = quantize(nn.Conv1d(3, 4, 3), (X3,))
+    target = TractNNEF(dynamic_axes={"input_0": {2: "S"}})
+    with pytest.raises(JitCaptureError, match="dynamic axes .* torch.jit.trace"):
+        export_model_to_nnef(model, (X3,), tmp_path / "d.nnef", target)
+
+
+def test_export_frontend_names_the_quantized_module(tmp_path: Path):
+    from torch_to_nnef.capture import CaptureError
+
+    model = quantize(nn.Conv2d(3, 4, 3), (X4,))
+    with pytest.raises(
+        CaptureError, match="quants.0 is a torch quantized module \\(Quantize\\); use frontend='jit' or 'auto'"
+    ):
+        export_model_to_nnef(model, (X4,), tmp_path / "e.nnef", TractNNEF(), frontend="export")

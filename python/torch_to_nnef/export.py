@@ -397,6 +397,11 @@ def _capture(
                 raise  # the jit front-end has no dynamic axes: torch.export's reason is the useful one
             LOGGER.warning("torch.export refused the model, capturing with torch.jit.trace instead: %s", exc)
             return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+    reason = reason_for_jit(model)
+    if reason is not None:
+        raise CaptureError(
+            f"torch.export cannot capture {type(model).__name__}: {reason}; use frontend='jit' or 'auto'"
+        )
     return capture(model, flat_args, input_names, dynamic_axes)[0]
 
 
