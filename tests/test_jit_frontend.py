@@ -65,13 +65,30 @@ SELECTED = {
 }
 CASES = [c for c in [*test_ops_nn.CASES, *test_ops_tensor.CASES] if c[0] in SELECTED]
 
+EXTRA = [
+    # what torch.jit.trace records differently from torch.export: batch_norm, _convolution, in-place relu6,
+    # chunk, .to(dtype), shape arithmetic on traced sizes, the transformer layers' fused fast path
+    (
+        "conv-bn-relu6-inplace",
+        nn.Sequential(nn.Conv2d(3, 8, 3), test_ops_nn.running_stats(nn.BatchNorm2d(8)), nn.ReLU6(inplace=True)),
+        (r(2, 3, 10, 10),),
+    ),
+    ("chunk-reversed", Fn(lambda x: torch.cat(x.chunk(3, dim=1)[::-1], 1)), (r(2, 7),)),
+    ("to-f16-and-back", Fn(lambda x: (x.to(torch.float16) * 2).float()), (r(3, 4),)),
+    ("view-by-size", Fn(lambda x: x.view(x.size(0), -1).softmax(-1)), (r(2, 3, 4),)),
+    ("narrow-expand-as", Fn(lambda x, y: x.narrow(1, 1, 4).expand_as(y) + y), (r(1, 6), r(3, 4))),
+    ("transformer-encoder-layer", nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), (r(2, 5, 16),)),
+]
+
 
 def test_selection_is_found():
     assert sorted(c[0] for c in CASES) == sorted(SELECTED)
 
 
 @pytest.mark.parametrize("frontend", ["export", "jit"])
-@pytest.mark.parametrize(("module", "inputs"), [pytest.param(m, i, id=n) for n, m, i, _ in CASES])
+@pytest.mark.parametrize(
+    ("module", "inputs"), [pytest.param(m, i, id=n) for n, m, i in [*((n, m, i) for n, m, i, _ in CASES), *EXTRA]]
+)
 def test_op_table_both_frontends(tmp_path: Path, frontend: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     export_model_to_nnef(module.eval(), inputs, tmp_path / "m.nnef", TractNNEF(check_io=True), frontend=frontend)
 

@@ -129,7 +129,11 @@ def capture_jit(
             "the example's sizes only. Export with frontend='export' (torch.export keeps symbolic sizes), or drop "
             "dynamic_axes and export one archive per size"
         )
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else False
     try:
+        if mha is not None:  # the fused fast path of nn.TransformerEncoderLayer / MultiheadAttention is one opaque op
+            mha.set_fastpath_enabled(False)
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", _TRACER_WARNING)
             traced = torch.jit.trace(model, tuple(args), check_trace=False, strict=False)  # type: ignore[no-untyped-call]
@@ -138,6 +142,9 @@ def capture_jit(
         raise JitCaptureError(
             f"torch.jit.trace could not trace {type(model).__name__}: {type(exc).__name__}: {head}"
         ) from exc
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
     for warning in caught:
         if issubclass(warning.category, _TRACER_WARNING):
             LOGGER.warning("torch.jit.trace: %s (%s:%s)", warning.message, warning.filename, warning.lineno)
