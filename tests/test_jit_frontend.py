@@ -94,7 +94,7 @@ def test_op_table_both_frontends(tmp_path: Path, frontend: str, module: nn.Modul
 
 
 class DataDependent(nn.Module):
-    """Python control flow on a tensor's value: torch.export refuses it, a trace follows one branch."""
+    """Python control flow on a tensor's value: torch.export refuses it, a trace freezes one branch."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,18 +107,44 @@ class DataDependent(nn.Module):
         return y
 
 
-def test_auto_falls_back_to_jit_with_the_reason_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+def test_auto_falls_back_to_jit_with_the_reason_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    from torch_to_nnef import export as export_module
+    from torch_to_nnef.capture import CaptureError
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise CaptureError("torch.export could not capture Sequential: (a refusal for this test)")
+
+    monkeypatch.setattr(export_module, "capture", refuse)
+    model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU())
     with caplog.at_level(logging.WARNING, logger="torch_to_nnef"):
-        export_model_to_nnef(DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF(check_io=True))
+        export_model_to_nnef(model.eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF(check_io=True))
     refused = [rec.getMessage() for rec in caplog.records if "torch.export refused" in rec.getMessage()]
-    assert refused and "depends on the values inside a tensor" in refused[0]
+    assert refused and "a refusal for this test" in refused[0]
+
+
+def test_auto_does_not_freeze_a_data_dependent_branch(tmp_path: Path):
+    from torch_to_nnef.capture import CaptureError
+
+    with pytest.raises(CaptureError, match="(?s)values inside a tensor.*jit.trace was tried too.*only the path"):
+        export_model_to_nnef(DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF())
+
+
+def test_jit_frontend_asked_for_traces_one_branch_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef"):
+        export_model_to_nnef(
+            DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF(check_io=True), frontend="jit"
+        )
+    assert any("torch.jit.trace: Converting a tensor to a Python boolean" in rec.getMessage() for rec in caplog.records)
 
 
 def test_export_frontend_alone_does_not_fall_back(tmp_path: Path):
     from torch_to_nnef.capture import CaptureError
 
-    with pytest.raises(CaptureError, match="values inside a tensor"):
+    with pytest.raises(CaptureError, match="values inside a tensor") as err:
         export_model_to_nnef(DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF(), frontend="export")
+    assert "jit.trace" not in str(err.value)
 
 
 def test_unknown_frontend_is_refused(tmp_path: Path):

@@ -116,8 +116,15 @@ def capture_jit(
     args: Sequence[torch.Tensor],
     input_names: Sequence[str],
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    *,
+    refuse_unsound: bool = False,
 ) -> tuple[Graph, None]:
     """Traces ``model`` on ``args`` with ``torch.jit.trace`` and converts the graph to the IR.
+
+    torch's tracer warns when the trace may not hold for other inputs (Python control flow on a
+    tensor's value, ``.item()``, ``.tolist()``...): these warnings are logged, or, with
+    ``refuse_unsound``, raised as an error (the automatic fallback from ``torch.export`` never
+    exports a graph that froze one branch of the model).
 
     Raises:
         JitCaptureError: dynamic axes were asked for (the trace only knows the example's sizes),
@@ -145,11 +152,17 @@ def capture_jit(
     finally:
         if mha is not None:
             mha.set_fastpath_enabled(fastpath)
+    unsound = []
     for warning in caught:
         if issubclass(warning.category, _TRACER_WARNING):
+            unsound.append(f"{warning.filename}:{warning.lineno}: {warning.message}")
             LOGGER.warning("torch.jit.trace: %s (%s:%s)", warning.message, warning.filename, warning.lineno)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if unsound and refuse_unsound:
+        raise JitCaptureError(
+            "torch.jit.trace would record only the path this example takes: " + "; ".join(unsound[:3])
+        )
     return _Converter(model, traced, input_names).run(), None
 
 

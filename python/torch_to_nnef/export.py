@@ -295,8 +295,9 @@ def export_model_to_nnef(
         overwrite: replace an existing output.
         frontend: how the model is captured: ``"export"`` (``torch.export``, symbolic dynamic axes),
             ``"jit"`` (``torch.jit.trace``: models quantized with ``torch.ao.quantization``, fixed shapes
-            only) or ``"auto"`` (``torch.export``, falling back to ``torch.jit.trace`` when it refuses
-            the model or the model holds quantized weights; the reason is logged).
+            only) or ``"auto"`` (``torch.jit.trace`` for quantized models, otherwise ``torch.export``,
+            falling back to ``torch.jit.trace`` when it refuses the model, unless the trace would only
+            hold for this example's path through the code; the reason is logged).
 
     Returns:
         The path written.
@@ -396,7 +397,10 @@ def _capture(
             if dynamic_axes:
                 raise  # the jit front-end has no dynamic axes: torch.export's reason is the useful one
             LOGGER.warning("torch.export refused the model, capturing with torch.jit.trace instead: %s", exc)
-            return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+            try:
+                return capture_jit(model, flat_args, input_names, refuse_unsound=True)[0]
+            except CaptureError as jit_exc:
+                raise CaptureError(f"{exc}\n(torch.jit.trace was tried too: {jit_exc})") from jit_exc
     reason = reason_for_jit(model)
     if reason is not None:
         raise CaptureError(

@@ -22,8 +22,14 @@ How each op runs in tract:
 - data movement (reshape, flatten, permute, max pooling...): the float translations run on the
   integers unchanged and tract keeps their quantized type.
 
+Against torch (fbgemm), each op above gives the same integers in the tests; whole models may land
+one or two steps apart on a few values (a rounding boundary crossed in a different order of the
+float epilogue, then carried by the next layers): see tests/test_quantized.py.
+
 Per-channel weights must be symmetric (zero points 0, torch's ``per_channel_symmetric``): the
-accumulator does not depend on the weight scales, which are applied per output channel in f32.
+accumulator does not depend on the weight scales, which are applied per output channel in f32; in the
+archive such a weight is int8 with scale 1 in ``graph.quant`` and its scales an f32 variable
+``<weight label>_scales``.
 KhronosNNEF: quantized models are refused with a clear error (the NNEF specification's
 quantization file has no integer-kernel semantics that the Khronos tools execute).
 """
