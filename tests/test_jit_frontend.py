@@ -77,6 +77,11 @@ EXTRA = [
     ("to-f16-and-back", Fn(lambda x: (x.to(torch.float16) * 2).float()), (r(3, 4),)),
     ("view-by-size", Fn(lambda x: x.view(x.size(0), -1).softmax(-1)), (r(2, 3, 4),)),
     ("narrow-expand-as", Fn(lambda x, y: x.narrow(1, 1, 4).expand_as(y) + y), (r(1, 6), r(3, 4))),
+    (
+        "two-constant-tensors",
+        Fn(lambda x: x * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([4.0, 5.0, 6.0])),
+        (r(2, 3),),
+    ),
     ("transformer-encoder-layer", nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), (r(2, 5, 16),)),
 ]
 

@@ -296,8 +296,8 @@ class _Converter:
             value = outs[0].toIValue()
             if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_quantized:
                 self.values[outs[0]] = value.item()  # a Python number the trace wrapped (``x * 2``)
-            elif isinstance(value, torch.Tensor):
-                self.objects[outs[0]] = (value, "constant")
+            elif isinstance(value, torch.Tensor):  # its own label: the archive stores one tensor per label
+                self.objects[outs[0]] = (value, self.name(f"constant_{outs[0].debugName()}"))
             else:
                 self.values[outs[0]] = value
             return
