@@ -287,3 +287,15 @@ def test_export_frontend_names_the_quantized_module(tmp_path: Path):
         CaptureError, match="quants.0 is a torch quantized module \\(Quantize\\); use frontend='jit' or 'auto'"
     ):
         export_model_to_nnef(model, (X4,), tmp_path / "e.nnef", TractNNEF(), frontend="export")
+
+
+def test_signed_int8_activations(tmp_path: Path):
+    signed = tq.QConfig(
+        activation=tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_affine),
+        weight=tq.default_weight_observer,
+    )
+    model = quantize(nn.Identity(), (X4,), signed)
+    path = export_and_compare(tmp_path, model, (X4,), steps=0)
+    with tarfile.open(path) as tar:
+        quant = tar.extractfile("graph.quant").read().decode()
+    assert "bits = 8, signed = true" in quant and "signed = false" not in quant
