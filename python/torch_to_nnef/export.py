@@ -18,7 +18,8 @@ import torch
 
 from torch_to_nnef import op as ops
 from torch_to_nnef.archive import write_nnef_archive
-from torch_to_nnef.capture import capture
+from torch_to_nnef.capture import CaptureError, capture
+from torch_to_nnef.capture_jit import capture_jit, reason_for_jit
 from torch_to_nnef.debug_bundle import write_debug_bundle
 from torch_to_nnef.errors import (
     InvalidArgumentError,
@@ -32,6 +33,7 @@ from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNN
 from torch_to_nnef.ir import Graph, Node, Value
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
+from torch_to_nnef.op.quantized import graph_quant
 from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, q4_0_weights_for_export
 from torch_to_nnef.tract import TractModel, check_outputs
 from torch_to_nnef.tract_versions import version_text
@@ -127,8 +129,8 @@ def translate(
     naming_scheme: str = "natural_verbose",
     custom_extensions: Sequence[str] = (),
     opaque: Mapping[str, extractors.ModuleInfoExtractor] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Translates a captured graph to an NNEF document and its tensors."""
+) -> tuple[str, dict[str, Any], str | None]:
+    """Translates a captured graph to an NNEF document, its tensors and its ``graph.quant`` (or None)."""
     opaque = opaque or {}
     missing = [n for n in _unsupported(graph) if n.kind not in opaque]
     if missing:
@@ -205,7 +207,7 @@ def translate(
         g.need("tract_registry tract_core")
     header = _properties_fragment(properties) if (properties and target.is_tract) else []
     doc = g.document("network", input_refs, output_refs, header=header)
-    return doc, g.variables
+    return doc, g.variables, graph_quant(g)
 
 
 F32_FORCED = {
@@ -273,6 +275,7 @@ def export_model_to_nnef(
     check_io_names_qte_match: bool = True,
     custom_extensions: Sequence[str] | None = None,
     overwrite: bool = False,
+    frontend: str = "auto",
 ) -> Path:
     """Exports ``model`` called on ``args`` to an NNEF archive for ``inference_target``.
 
@@ -300,6 +303,11 @@ def export_model_to_nnef(
             outputs to carry exactly the given names, in order.
         custom_extensions: extra ``extension`` lines for ``graph.nnef`` (e.g. ``"tract_assert S <= 4096"``).
         overwrite: replace an existing output.
+        frontend: how the model is captured: ``"export"`` (``torch.export``, symbolic dynamic axes),
+            ``"jit"`` (``torch.jit.trace``: models quantized with ``torch.ao.quantization``, fixed shapes
+            only) or ``"auto"`` (``torch.jit.trace`` for quantized models, otherwise ``torch.export``,
+            falling back to ``torch.jit.trace`` when it refuses the model, unless the trace would only
+            hold for this example's path through the code; the reason is logged).
 
     Returns:
         The path written.
@@ -314,6 +322,8 @@ def export_model_to_nnef(
             f"nnef_variable_naming_scheme {nnef_variable_naming_scheme!r} is unknown: use one of {NAMING_SCHEMES}"
         )
     extensions = _check_extensions(custom_extensions, inference_target)
+    if frontend not in ("auto", "export", "jit"):
+        raise InvalidArgumentError(f"frontend {frontend!r} is unknown: use 'auto', 'export' or 'jit'")
     path = Path(file_path_export)
     if not path.parent.is_dir():
         raise MissingFolderError(f"cannot write {path}: its folder {path.parent} does not exist")
@@ -337,8 +347,8 @@ def export_model_to_nnef(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
         with extractors.opaque(model) as opaque:
-            graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
-            doc, tensors = translate(
+            graph = _capture(model, flat_args, input_names, inference_target.dynamic_axes, frontend)
+            doc, tensors, quant = translate(
                 graph,
                 inference_target,
                 input_names,
@@ -352,6 +362,7 @@ def export_model_to_nnef(
             path,
             doc,
             tensors,
+            graph_quant=quant,
             compression_level=compression_level,
             target="tract" if inference_target.is_tract else "khronos",
             q4_0_legacy=isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT,
@@ -373,6 +384,39 @@ def export_model_to_nnef(
     finally:
         model.train(was_training)
     return written
+
+
+def _capture(
+    model: torch.nn.Module,
+    flat_args: list[torch.Tensor],
+    input_names: list[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None,
+    frontend: str,
+) -> Graph:
+    """The model's graph from the chosen front-end; ``"auto"`` says why it leaves torch.export."""
+    if frontend == "jit":
+        return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+    if frontend == "auto":
+        reason = reason_for_jit(model)
+        if reason is not None:
+            LOGGER.info("capturing with torch.jit.trace: %s, which torch.export cannot capture", reason)
+            return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+        try:
+            return capture(model, flat_args, input_names, dynamic_axes)[0]
+        except CaptureError as exc:
+            if dynamic_axes:
+                raise  # the jit front-end has no dynamic axes: torch.export's reason is the useful one
+            LOGGER.warning("torch.export refused the model, capturing with torch.jit.trace instead: %s", exc)
+            try:
+                return capture_jit(model, flat_args, input_names, refuse_unsound=True)[0]
+            except CaptureError as jit_exc:
+                raise CaptureError(f"{exc}\n(torch.jit.trace was tried too: {jit_exc})") from jit_exc
+    reason = reason_for_jit(model)
+    if reason is not None:
+        raise CaptureError(
+            f"torch.export cannot capture {type(model).__name__}: {reason}; use frontend='jit' or 'auto'"
+        )
+    return capture(model, flat_args, input_names, dynamic_axes)[0]
 
 
 def _check_extensions(extensions: Sequence[str] | None, target: InferenceTarget) -> list[str]:

@@ -4,6 +4,7 @@ from torch_to_nnef.op import (  # noqa: F401  (registration side effect)
     core,
     extra_ops,
     nn_ops,
+    quantized,
     signal,
     tensor_ops,
 )

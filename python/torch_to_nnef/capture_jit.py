@@ -1,0 +1,497 @@
+"""Capturing a PyTorch module into the IR with ``torch.jit.trace``.
+
+The second front-end, for models that ``torch.export`` refuses: chiefly those quantized with
+torch's eager or FX API, whose packed weights are script objects (``torch.jit.trace`` records them
+as ``quantized::conv2d_relu``, ``quantized::linear``...). The traced graph feeds the same IR as
+:mod:`torch_to_nnef.capture`: ATen kinds keep the argument conventions of the ``torch.export``
+front-end (positional arguments in schema order, keyword-only ones in a trailing dict, dtypes as
+``"f32"``...), and the few kinds that ``torch.jit.trace`` records at another level of the
+dispatcher (``aten::_convolution``, ``aten::batch_norm``, in-place ``aten::relu_``...) are renamed
+to the ones ``torch.export`` produces, so that no translation depends on the front-end.
+
+Quantized tensors become :class:`QuantizedValue` (the raw ``u8``/``i8`` integers with their scale
+and zero point); a quantized op's packed weights are unpacked into int8 parameters. The traced
+shapes are fixed: dynamic axes are refused with a clear error (use the ``torch.export`` front-end).
+"""
+
+from __future__ import annotations
+
+import linecache
+import logging
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.ir import Graph, Node, Parameter, Value
+
+LOGGER = logging.getLogger(__name__)
+
+_SCALAR_TYPES = {
+    "Float": "f32",
+    "Half": "f16",
+    "Double": "f64",
+    "Long": "i64",
+    "Int": "i32",
+    "Short": "i16",
+    "Char": "i8",
+    "Byte": "u8",
+    "Bool": "bool",
+    "QUInt8": "u8",
+    "QInt8": "i8",
+}
+
+_TORCH_DTYPES = {
+    torch.float16: "f16",
+    torch.float32: "f32",
+    torch.float64: "f64",
+    torch.int8: "i8",
+    torch.int16: "i16",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.uint8: "u8",
+    torch.bool: "bool",
+}
+
+_SCALAR_TYPE_CODES = {
+    0: "u8",
+    1: "i8",
+    2: "i16",
+    3: "i32",
+    4: "i64",
+    5: "f16",
+    6: "f32",
+    7: "f64",
+    11: "bool",
+}
+"""``c10::ScalarType`` codes, as ``torch.jit.trace`` records a ``dtype`` argument."""
+
+
+@dataclass(frozen=True)
+class QuantizedValue(Value):
+    """A per-tensor affine quantized tensor: ``real = scale * (integer - zero_point)``; ``dtype`` is
+    the storage type (``u8`` for ``torch.quint8``, ``i8`` for ``torch.qint8``).
+    """
+
+    scale: float = 1.0
+    zero_point: int = 0
+
+
+class JitCaptureError(CaptureError):
+    """torch.jit.trace could not capture the model, or traced something this front-end cannot convert."""
+
+
+def reason_for_jit(model: torch.nn.Module) -> str | None:
+    """Why ``model`` needs the jit front-end up front (``None`` when torch.export may capture it)."""
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+            return f"{name or '<top>'} is a torch quantized module ({type(module).__name__})"
+        for tname, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if t.is_quantized:
+                return f"{name}.{tname} is a quantized tensor"
+    return None
+
+
+_TRACER_WARNING: type[Warning] = getattr(torch.jit, "TracerWarning", Warning)
+
+_RENAMED = {
+    "aten::_convolution": "aten::convolution",
+    "aten::batch_norm": "aten::_native_batch_norm_legit_no_training",
+    "aten::to": "aten::_to_copy",
+    "aten::feature_dropout": "aten::dropout",
+    "aten::alpha_dropout": "aten::dropout",
+}
+"""Kinds that ``torch.jit.trace`` records above the level ``torch.export`` captures at."""
+
+_FOLDED = {"aten::size", "aten::Int", "aten::ScalarImplicit", "aten::Float", "prim::NumToTensor", "aten::dim"}
+"""Integer bookkeeping evaluated at trace time (the shapes are fixed)."""
+
+
+def capture_jit(
+    model: torch.nn.Module,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    *,
+    refuse_unsound: bool = False,
+) -> tuple[Graph, None]:
+    """Traces ``model`` on ``args`` with ``torch.jit.trace`` and converts the graph to the IR.
+
+    torch's tracer warns when the trace may not hold for other inputs (Python control flow on a
+    tensor's value, ``.item()``, ``.tolist()``...): these warnings are logged, or, with
+    ``refuse_unsound``, raised as an error (the automatic fallback from ``torch.export`` never
+    exports a graph that froze one branch of the model).
+
+    Raises:
+        JitCaptureError: dynamic axes were asked for (the trace only knows the example's sizes),
+            the trace failed, or it holds a construct with no IR equivalent.
+    """
+    if dynamic_axes:
+        raise JitCaptureError(
+            f"dynamic axes {dict(dynamic_axes)} cannot be exported with the torch.jit.trace front-end: a trace records "
+            "the example's sizes only. Export with frontend='export' (torch.export keeps symbolic sizes), or drop "
+            "dynamic_axes and export one archive per size"
+        )
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else False
+    try:
+        if mha is not None:  # the fused fast path of nn.TransformerEncoderLayer / MultiheadAttention is one opaque op
+            mha.set_fastpath_enabled(False)
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", _TRACER_WARNING)
+            traced = torch.jit.trace(model, tuple(args), check_trace=False, strict=False)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # torch raises many types here; all mean "cannot trace"
+        head = "\n".join(str(exc).strip().splitlines()[:8])
+        raise JitCaptureError(
+            f"torch.jit.trace could not trace {type(model).__name__}: {type(exc).__name__}: {head}"
+        ) from exc
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
+    unsound = []
+    for warning in caught:
+        if issubclass(warning.category, _TRACER_WARNING):
+            unsound.append(f"{warning.filename}:{warning.lineno}: {warning.message}")
+            LOGGER.warning("torch.jit.trace: %s (%s:%s)", warning.message, warning.filename, warning.lineno)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if unsound and refuse_unsound:
+        raise JitCaptureError(
+            "torch.jit.trace would record only the path this example takes: " + "; ".join(unsound[:3])
+        )
+    return _Converter(model, traced, input_names).run(), None
+
+
+def _quantized_math(kind: str, inputs: list[Any]) -> bool:
+    """Whether an ATen op computes on quantized tensors (rather than only moving their integers)."""
+    from torch_to_nnef.op.quantized import PASS_THROUGH
+
+    flat = [x for i in inputs for x in (i if isinstance(i, list) else [i])]
+    if not any(isinstance(x, QuantizedValue) for x in flat):
+        return False
+    base = kind[:-1] if kind.endswith("_") and not kind.endswith("__") else kind
+    return base not in PASS_THROUGH and base != "aten::dequantize"
+
+
+def _dtype_of(v: torch._C.Value, where: str) -> tuple[str, tuple[int, ...], bool]:
+    t = v.type()
+    scalar = t.scalarType() if isinstance(t, torch._C.TensorType) else None
+    sizes = t.sizes() if isinstance(t, torch._C.TensorType) else None
+    if scalar is None or sizes is None:
+        raise JitCaptureError(f"{where}: the trace did not record the dtype and shape of {v.debugName()}")
+    if scalar not in _SCALAR_TYPES:
+        raise JitCaptureError(f"{where}: dtype {scalar} cannot be exported to NNEF; cast it")
+    return _SCALAR_TYPES[scalar], tuple(int(s) for s in sizes), scalar.startswith("Q")
+
+
+def _source(node: torch._C.Node) -> str:
+    """``file:line in function: code`` of the innermost frame of the user's code."""
+    text = str(node.sourceRange() or "")
+    frames = re.findall(r"^(\S[^\n(]*)\((\d+)\): (\S+)", text, re.M)
+    user = [f for f in frames if "/torch/" not in f[0] and "torch_to_nnef" not in f[0]]
+    if not user:
+        return ""
+    file, line, func = user[0]
+    code = linecache.getline(file, int(line)).strip()
+    return f"{file}:{line} in {func}" + (f": {code}" if code else "")
+
+
+def _scope(node: torch._C.Node) -> str:
+    """``__module.features/__module.features.0`` -> ``features.0``."""
+    last = node.scopeName().split("/")[-1]
+    return last.removeprefix("__module").lstrip(".")
+
+
+class _Converter:
+    """One pass over the inlined trace graph."""
+
+    def __init__(self, model: torch.nn.Module, traced: Any, input_names: Sequence[str]) -> None:
+        self.model = model
+        self.traced = traced
+        self.input_names = list(input_names)
+        self.graph = traced.inlined_graph
+        self.classes = {name: type(m).__name__ for name, m in model.named_modules()}
+        self.values: dict[torch._C.Value, Any] = {}
+        self.objects: dict[torch._C.Value, tuple[Any, str]] = {}
+        self.parameters: dict[str, Parameter] = {}
+        self.by_tensor: dict[int, Value] = {}
+        self.nodes: list[Node] = []
+        self.used: set[str] = set(self.input_names)
+
+    def name(self, base: str) -> str:
+        base = re.sub(r"\W", "_", base).strip("_") or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        candidate, i = base, 1
+        while candidate in self.used:
+            candidate = f"{base}_{i}"
+            i += 1
+        self.used.add(candidate)
+        return candidate
+
+    def parameter(self, tensor: torch.Tensor, torch_name: str, q: tuple[float, int] | None = None) -> Value:
+        """The IR value of a weight (one per tensor); ``q`` gives a quantized one's parameters."""
+        key = id(tensor)
+        if key in self.by_tensor:
+            return self.by_tensor[key]
+        if tensor.dtype not in _TORCH_DTYPES:
+            raise JitCaptureError(f"weight {torch_name}: dtype {tensor.dtype} cannot be exported to NNEF; cast it")
+        name = self.name(torch_name)
+        dtype, shape = _TORCH_DTYPES[tensor.dtype], tuple(tensor.shape)
+        v: Value = Value(name, dtype, shape) if q is None else QuantizedValue(name, dtype, shape, q[0], q[1])
+        self.parameters[name] = Parameter(torch_name, tensor)
+        self.by_tensor[key] = v
+        return v
+
+    def run(self) -> Graph:
+        graph_inputs = list(self.graph.inputs())
+        self.objects[graph_inputs[0]] = (self.traced, "")
+        inputs: list[Value] = []
+        for jit_input, name in zip(graph_inputs[1:], self.input_names):
+            dtype, shape, _ = _dtype_of(jit_input, f"input {name!r}")
+            v = Value(name, dtype, shape)
+            self.values[jit_input] = v
+            inputs.append(v)
+        for node in self.graph.nodes():
+            self.convert(node)
+        outputs: list[Value] = []
+        for out in self.graph.return_node().inputs():
+            outputs.extend(self.flat_outputs(self.values.get(out)))
+        for out in outputs:
+            if isinstance(out, QuantizedValue):
+                raise JitCaptureError(
+                    f"the model returns the quantized tensor {out.name}: end it with torch.ao.quantization.DeQuantStub "
+                    "(or call .dequantize()) so that its outputs are floats"
+                )
+        return Graph(inputs=inputs, outputs=outputs, nodes=self.nodes, parameters=self.parameters)
+
+    def flat_outputs(self, value: Any) -> list[Value]:
+        if isinstance(value, Value):
+            return [value]
+        if isinstance(value, (list, tuple)):
+            return [v for item in value for v in self.flat_outputs(item)]
+        if value is not None:
+            LOGGER.warning("the model returns %r among its outputs: it is not a tensor and is dropped", value)
+        return []
+
+    def arg(self, v: torch._C.Value, where: str) -> Any:
+        if v in self.values:
+            return self.values[v]
+        if v in self.objects:
+            obj, path = self.objects[v]
+            if isinstance(obj, torch.Tensor):
+                return self.parameter(obj, path)
+            return obj
+        raise JitCaptureError(f"{where}: the trace uses {v.debugName()}, which this front-end did not convert")
+
+    def convert(self, node: torch._C.Node) -> None:
+        kind = node.kind()
+        where = " ".join(p for p in (_scope(node), _source(node)) if p) or "<top>"
+        outs = list(node.outputs())
+        if kind == "prim::Constant":
+            value = outs[0].toIValue()
+            if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_quantized:
+                self.values[outs[0]] = value.item()  # a Python number the trace wrapped (``x * 2``)
+            elif isinstance(value, torch.Tensor):  # its own label: the archive stores one tensor per label
+                self.objects[outs[0]] = (value, self.name(f"constant_{outs[0].debugName()}"))
+            else:
+                self.values[outs[0]] = value
+            return
+        if kind == "prim::GetAttr":
+            owner, path = self.objects[node.input()]
+            attr = node.s("name")
+            self.objects[outs[0]] = (getattr(owner, attr), f"{path}.{attr}" if path else attr)
+            return
+        inputs = [self.arg(i, f"{kind} at {where}") for i in node.inputs()]
+        if kind == "aten::quantize_per_tensor":  # FX-quantized models keep scale and zero point as tensors
+            for at, jit_input in list(enumerate(node.inputs()))[1:3]:
+                obj = self.objects.get(jit_input, (None, ""))[0]
+                if isinstance(obj, torch.Tensor):
+                    inputs[at] = obj.item()
+        if kind in ("prim::ListConstruct", "prim::TupleConstruct"):
+            self.values[outs[0]] = inputs if kind == "prim::ListConstruct" else tuple(inputs)
+            return
+        if kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+            for out, item in zip(outs, inputs[0]):
+                self.values[out] = item
+            return
+        if kind in _FOLDED:
+            self.values[outs[0]] = self.fold(kind, inputs, where)
+            return
+        if kind in ("prim::TupleIndex", "aten::__getitem__"):
+            self.values[outs[0]] = inputs[0][inputs[1]]
+            return
+        if kind.startswith("prim::"):
+            raise JitCaptureError(f"{kind} at {where}: a TorchScript construct with no NNEF equivalent")
+        if (
+            kind.startswith("quantized::")
+            or any(isinstance(i, torch.ScriptObject) for i in inputs)
+            or _quantized_math(kind, inputs)
+        ):
+            from torch_to_nnef.op.quantized import unpack_node  # the quantized kinds' own argument conventions
+
+            kind, inputs = unpack_node(kind, inputs, self, where)
+        elif kind.startswith("aten::") and self.foldable(inputs):
+            folded = self.evaluate(node, kind, inputs, where)
+            if folded is not None:
+                self.values[outs[0]] = folded
+                return
+            kind, inputs = self.normalise(node, kind, inputs)
+        else:
+            kind, inputs = self.normalise(node, kind, inputs)
+        ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
+        unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
+        if any(u is not None for u in unpacked):
+            for jit_out, items in zip(outs, unpacked):
+                self.values[jit_out] = items
+            ir_outs = tuple(v for items in unpacked for v in (items or ()))
+        else:
+            if kind == "aten::_native_batch_norm_legit_no_training":
+                ir_outs = ir_outs[:1]
+            for jit_out, ir_out in zip(outs, ir_outs):
+                self.values[jit_out] = ir_out
+        module_path = _scope(node)
+        self.nodes.append(
+            Node(
+                kind=kind,
+                args=tuple(inputs),
+                outputs=tuple(o for o in ir_outs if isinstance(o, Value)),
+                module_path=module_path,
+                module_class=self.classes.get(module_path, ""),
+                source=_source(node),
+            )
+        )
+
+    def fold(self, kind: str, inputs: list[Any], where: str) -> Any:
+        if kind == "aten::size":
+            x = inputs[0]
+            return list(x.shape) if len(inputs) == 1 else x.shape[inputs[1]]
+        if kind == "aten::dim":
+            return inputs[0].rank
+        value = inputs[0]
+        if isinstance(value, Value):
+            raise JitCaptureError(
+                f"{kind} at {where}: the model turns the tensor {value.name} into a Python number (.item(), int(), "
+                "float()); the exported graph cannot depend on a tensor's values this way"
+            )
+        return value
+
+    @staticmethod
+    def foldable(inputs: list[Any]) -> bool:
+        flat = [x for i in inputs for x in (i if isinstance(i, (list, tuple)) else [i])]
+        return not any(isinstance(x, (Value, torch.Tensor, torch.ScriptObject)) for x in flat)
+
+    def evaluate(self, node: torch._C.Node, kind: str, inputs: list[Any], where: str) -> Any:
+        """Shape arithmetic the trace recorded on 0-d tensors of sizes (``embed_dim // num_heads``),
+        computed now: a Python number, or None when the op is not such arithmetic.
+        """
+        outs = list(node.outputs())
+        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None))) for i in inputs):
+            return None
+        t = outs[0].type()
+        if not isinstance(t, torch._C.TensorType) or t.sizes() != []:
+            return None
+        try:
+            schema = torch._C.parse_schema(node.schema())
+            args, kwargs = [], {}
+            for a, v in zip(schema.arguments, inputs):
+                v = torch.tensor(v) if str(a.type) == "Tensor" else v
+                if a.kwarg_only:
+                    kwargs[a.name] = v
+                else:
+                    args.append(v)
+            result = getattr(torch.ops.aten, kind.split("::")[1])(*args, **kwargs)
+        except Exception:  # not evaluable here: translated as an op
+            return None
+        return result.item() if isinstance(result, torch.Tensor) and result.dim() == 0 else None
+
+    def normalise(self, node: torch._C.Node, kind: str, inputs: list[Any]) -> tuple[str, list[Any]]:
+        """Schema-order positionals, keyword-only arguments in a trailing dict, ``torch.export``'s kinds."""
+        try:
+            schema = node.schema()
+        except RuntimeError:
+            schema = "(no schema)"
+        if kind.endswith("_") and not kind.endswith("__"):  # in-place variants (relu_): same result
+            kind = kind[:-1]
+        if kind == "aten::_convolution":
+            inputs = inputs[:9]
+        elif kind == "aten::batch_norm":
+            # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
+            x, w, b, mean, var, training, momentum, eps = inputs[:8]
+            if training or mean is None:
+                kind = "aten::_native_batch_norm_legit"
+                return kind, [x, w, b, mean, var, True, momentum, eps] if mean is not None else [
+                    x,
+                    w,
+                    b,
+                    True,
+                    momentum,
+                    eps,
+                ]
+            inputs = [x, w, b, mean, var, momentum, eps]
+        kwargs: dict[str, Any] = {}
+        positional: list[Any] = []
+        if schema != "(no schema)":
+            parsed = torch._C.parse_schema(schema)
+            for argument, value in zip(parsed.arguments, inputs):
+                if "ScalarType" in str(argument.type) and isinstance(value, int):
+                    value = _SCALAR_TYPE_CODES.get(value, value)
+                if argument.kwarg_only:
+                    if argument.name in ("layout", "device", "pin_memory", "memory_format") or value is None:
+                        continue
+                    kwargs[argument.name] = value
+                else:
+                    positional.append(value)
+        else:
+            positional = inputs
+        if kind == "aten::to":
+            # to(self, dtype, non_blocking, copy, memory_format) / to(self, device, dtype, ...) / to(self, other, ...)
+            dtype = next((a for a in positional[1:3] if isinstance(a, str) and a in _SCALAR_TYPE_CODES.values()), None)
+            other = positional[1] if len(positional) > 1 and isinstance(positional[1], Value) else None
+            if other is not None:
+                dtype = other.dtype
+            positional = positional[:1]
+            kwargs = {"dtype": dtype} if dtype else {}
+        if kind == "aten::chunk":  # chunk(self, chunks, dim): torch.export gives split_with_sizes
+            x, chunks, dim = positional
+            size = x.shape[dim]
+            step = -(-size // chunks)
+            sizes = [min(step, size - i) for i in range(0, size, step)]
+            return "aten::split_with_sizes", [x, sizes, dim]
+        if kind == "aten::narrow":  # narrow(self, dim, start, length): a slice
+            x, dim, start, length = positional
+            start = start % x.shape[dim] if start < 0 else start
+            return "aten::slice", [x, dim, start, start + length, 1]
+        if kind in ("aten::expand_as", "aten::view_as", "aten::reshape_as"):
+            target = "aten::expand" if kind == "aten::expand_as" else "aten::reshape"
+            return target, [positional[0], list(positional[1].shape)]
+        kind = _RENAMED.get(kind, kind)
+        return kind, [*positional, kwargs] if kwargs else positional
+
+    def unpacked_list(self, out: torch._C.Value, kind: str, inputs: list[Any], where: str) -> list[Value] | None:
+        """A list of tensors (``unbind``, ``split``) as the values its ``prim::ListUnpack`` gives."""
+        if not isinstance(out.type(), torch._C.ListType):
+            return None
+        users = [u.user for u in out.uses()]
+        if len(users) != 1 or users[0].kind() != "prim::ListUnpack":
+            raise JitCaptureError(
+                f"{kind} at {where}: its list of tensors is used other than unpacked; index it instead"
+            )
+        return [self.output_value(o, kind, users[0], inputs, where) for o in users[0].outputs()]
+
+    def output_value(self, out: torch._C.Value, kind: str, node: torch._C.Node, inputs: list[Any], where: str) -> Any:
+        if not isinstance(out.type(), torch._C.TensorType):
+            return None
+        dtype, shape, quantized = _dtype_of(out, f"{kind} at {where}")
+        base = out.debugName().split(".")[0]
+        name = self.name(base if not base.isdigit() else kind.split("::")[-1])
+        if not quantized:
+            return Value(name, dtype, shape)
+        from torch_to_nnef.op.quantized import output_qparams
+
+        scale, zero_point = output_qparams(kind, inputs, where)
+        return QuantizedValue(name, dtype, shape, scale, zero_point)
