@@ -564,7 +564,7 @@ def _write_graph(
     with torch.no_grad(), extractors.opaque(wrapper) as opaque:
         graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
         LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
-        doc, tensors = translate(
+        doc, tensors, quant = translate(
             graph,
             target,
             input_names,
@@ -590,6 +590,7 @@ def _write_graph(
             archive,
             doc,
             packed,
+            graph_quant=quant,
             compression_level=0,
             q4_0_legacy=target.version_tuple < Q4_0_GGML_TRACT,
         )
