@@ -28,7 +28,7 @@ from torch_to_nnef.errors import (
     T2NError,
     TractError,
 )
-from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF
+from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF, check_tolerance
 from torch_to_nnef.ir import Graph, Node, Value
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
@@ -327,7 +327,9 @@ def export_model_to_nnef(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
         with extractors.opaque(model) as opaque:
-            graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
+            graph, _ = capture(
+                model, flat_args, input_names, inference_target.dynamic_axes, bf16_as=inference_target.bf16_as
+            )
             doc, tensors = translate(
                 graph,
                 inference_target,
@@ -346,6 +348,7 @@ def export_model_to_nnef(
             target="tract" if inference_target.is_tract else "khronos",
             q4_0_legacy=isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT,
             overwrite=overwrite,
+            bf16=inference_target.bf16_as,
         )
         LOGGER.info("exported %s to %s", type(model).__name__, written)
         if inference_target.check_io:
@@ -395,10 +398,13 @@ def _check(
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
 
     loaded: list[tuple[str, Callable[[list[np.ndarray]], list[np.ndarray]]]] = []
+    # bfloat16 inputs are fed in the dtype they were exported as; references are compared in f32
+    exported_bf16 = torch.float16 if target.bf16_as == "f16" else torch.float32
+    tolerance = check_tolerance(target, any(e.dtype == torch.bfloat16 for e in expected))
 
     def run_and_compare(inputs: list[torch.Tensor], wanted: list[torch.Tensor], names: list[str]) -> None:
-        arrays = [a.detach().cpu().numpy() for a in inputs]
-        references = [e.detach().cpu().numpy() for e in wanted]
+        arrays = [(a.to(exported_bf16) if a.dtype == torch.bfloat16 else a).detach().cpu().numpy() for a in inputs]
+        references = [(e.float() if e.dtype == torch.bfloat16 else e).detach().cpu().numpy() for e in wanted]
         try:
             if not loaded:
                 loaded.extend(_interpreters(path, target, registries, input_names, output_names, names_must_match))
@@ -412,7 +418,7 @@ def _check(
                         raise TractError(f"{label} could not run this export: {failure}") from failure
                     LOGGER.warning("%s could not run this export (%s); checked with the others", label, failure)
                     continue
-                check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
+                check_outputs(references, got, tolerance=tolerance, names=names)
                 checked += 1
             assert checked, "at least one interpreter ran"
         except (IOMismatchError, TractError) as exc:
@@ -425,7 +431,7 @@ def _check(
                 references,
                 input_names,
                 output_names,
-                tolerance=target.check_io_tolerance,
+                tolerance=tolerance,
                 registries=registries,
                 error=str(exc),
                 versions=export_metadata(model, target),
