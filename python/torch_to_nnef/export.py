@@ -218,7 +218,14 @@ F32_FORCED = {
         )
     ),
     "force_attention_inner_in_f32": frozenset(
-        {"aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"}
+        {
+            "aten::scaled_dot_product_attention",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            # the softmax of attention written out (nn.MultiheadAttention with need_weights, eager attention)
+            "aten::softmax",
+            "aten::_softmax",
+            "aten::_safe_softmax",
+        }
     ),
 }
 """The ATen kinds each ``TractNNEF.force_*_in_f32`` flag computes in f32 when the model is f16."""

@@ -54,7 +54,9 @@ class TractNNEF:
             outputs with PyTorch's.
         dynamic_axes: ``{input_or_output_name: {axis: "S"}}``; symbols are single letters.
         check_io_tolerance: tract tolerance level used by the check.
-        force_attention_inner_in_f32: in f16 models, compute attention scores and softmax in f32.
+        force_attention_inner_in_f32: in f16 models, compute attention (``scaled_dot_product_attention``,
+            its scores and softmax) and every softmax (attention written out, as
+            ``nn.MultiheadAttention`` with ``need_weights`` does) in f32.
         force_linear_accumulation_in_f32: in f16 models, run linear/matmul in f32 and cast back.
         force_norm_in_f32: in f16 models, compute normalisations (layer, group, batch, RMS,
             instance) in f32 and cast back.
