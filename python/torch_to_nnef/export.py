@@ -224,7 +224,6 @@ F32_FORCED = {
             # the softmax of attention written out (nn.MultiheadAttention with need_weights, eager attention)
             "aten::softmax",
             "aten::_softmax",
-            "aten::_safe_softmax",
         }
     ),
 }
