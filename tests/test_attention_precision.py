@@ -25,6 +25,7 @@ from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nn
 from torch_to_nnef.capture import CaptureError, capture
 from torch_to_nnef.errors import InvalidArgumentError, IOMismatchError
 from torch_to_nnef.inference_target import check_tolerance
+from torch_to_nnef.tensors import read_dat
 
 # --- nn.MultiheadAttention ---------------------------------------------------------------------
 
@@ -535,8 +536,13 @@ class Bf16Block(nn.Module):
         return a + s * torch.ones_like(h, dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize("bf16_as", ["f16", "f32"])
-def test_bf16_model(tmp_path: Path, bf16_as: str, caplog: pytest.LogCaptureFixture) -> None:
+F32_PARTS = {"reify_sdpa_operator": True, "force_attention_inner_in_f32": True, "force_norm_in_f32": True}
+
+
+@pytest.mark.parametrize(
+    ("bf16_as", "flags"), [("f16", {}), ("f32", {}), ("f16", F32_PARTS)], ids=["f16", "f32", "f16-f32-parts-reified"]
+)
+def test_bf16_model(tmp_path: Path, bf16_as: str, flags: dict[str, bool], caplog: pytest.LogCaptureFixture) -> None:
     """A bfloat16 model runs in tract as f16 or f32, checked against the bf16 model; the warning names the loss."""
     model = Bf16Block().bfloat16()
     with caplog.at_level(logging.WARNING, logger="torch_to_nnef"):
@@ -544,7 +550,7 @@ def test_bf16_model(tmp_path: Path, bf16_as: str, caplog: pytest.LogCaptureFixtu
             model,
             torch.randn(2, 6, 16).bfloat16(),
             tmp_path / "m.nnef",
-            TractNNEF(check_io=True, bf16_as=bf16_as, dynamic_axes={"x": {1: "S"}}),  # type: ignore[arg-type]
+            TractNNEF(check_io=True, bf16_as=bf16_as, dynamic_axes={"x": {1: "S"}}, **flags),  # type: ignore[arg-type]
             input_names=["x"],
         )
     warnings = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
@@ -553,8 +559,11 @@ def test_bf16_model(tmp_path: Path, bf16_as: str, caplog: pytest.LogCaptureFixtu
     assert ("twice the space" in warnings[0]) == (bf16_as == "f32")
     tm = TractModel(path)
     assert tm.inputs[0][1] == tm.outputs[0][1] == bf16_as.upper()
-    assert f"datum_type = '{bf16_as}'" in (path / "graph.nnef").read_text()
-    assert all(model.lin.weight.dtype == torch.bfloat16 for _ in [0])  # the model is left as it was
+    text = (path / "graph.nnef").read_text()
+    assert f"datum_type = '{bf16_as}'" in text
+    assert ("to = 'f32'" in text) == bool(flags)
+    assert read_dat(path / "lin.weight.dat").dtype == np.dtype("float16" if bf16_as == "f16" else "float32")
+    assert model.lin.weight.dtype == torch.bfloat16  # the model is left as it was
 
 
 def test_bf16_range_is_lost_as_f16_and_kept_as_f32(tmp_path: Path) -> None:
