@@ -38,11 +38,23 @@ class CaptureError(T2NError, ValueError):
     """torch.export could not capture the model; the message says where and what to change."""
 
 
-def _dtype(t: torch.dtype, where: str) -> str:
+_BF16_LOSS = {
+    "f16": "f16 overflows above 65504 where bfloat16 reaches 3.4e38 (larger activations become inf; "
+    "export with bf16_as='f32' if the model has any)",
+    "f32": "the weights take twice the space of bfloat16 and tract computes more precisely than PyTorch does "
+    "in bfloat16 (outputs differ by bfloat16's rounding; export with bf16_as='f16' for half the size)",
+}
+"""What each choice of ``bf16_as`` loses."""
+
+
+def _dtype(t: torch.dtype, where: str, bf16_as: str | None = None) -> str:
+    if t == torch.bfloat16 and bf16_as is not None:
+        return bf16_as
     try:
         return _DTYPES[t]
     except KeyError:
-        raise CaptureError(f"{where}: dtype {t} cannot be exported to NNEF; cast it") from None
+        hint = " or export it with bf16_as='f16' / 'f32'" if t == torch.bfloat16 else ""
+        raise CaptureError(f"{where}: dtype {t} cannot be exported to NNEF; cast it{hint}") from None
 
 
 class _Symbols:
@@ -107,8 +119,12 @@ def capture(
     args: Sequence[torch.Tensor],
     input_names: Sequence[str],
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    bf16_as: str | None = None,
 ) -> tuple[Graph, Any]:
     """Exports ``model`` on ``args`` and converts the ATen graph to the IR.
+
+    ``bf16_as`` (``"f16"`` or ``"f32"``) is the dtype bfloat16 values take in the IR, with a warning
+    naming what is lost; ``None`` refuses them.
 
     Returns:
         The graph and the flattened output structure's spec (for naming).
@@ -135,7 +151,7 @@ def capture(
         exported = exported.run_decompositions({})
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
         raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
-    return _to_ir(exported, input_names, dynamic_axes or {}), exported
+    return _to_ir(exported, input_names, dynamic_axes or {}, bf16_as), exported
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -205,8 +221,26 @@ def _explain(
     return f"torch.export could not capture {name}{at}: {type(exc).__name__}: {head}"
 
 
-def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]]) -> Graph:
+def _to_ir(
+    exported: Any,
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+    bf16_as: str | None = None,
+) -> Graph:
     symbols = _Symbols()
+    bf16_seen: list[str] = []
+
+    def dtype_of(t: torch.dtype, where: str) -> str:
+        if t == torch.bfloat16 and not bf16_seen and bf16_as is not None:
+            bf16_seen.append(where)
+            LOGGER.warning(
+                "the model computes in bfloat16 (first at %s), which tract does not have: exported as %s; %s",
+                where,
+                bf16_as,
+                _BF16_LOSS.get(bf16_as, ""),
+            )
+        return _dtype(t, where, bf16_as)
+
     sig = exported.graph_signature
     param_targets = {spec.arg.name: spec for spec in sig.input_specs if spec.kind.name != "USER_INPUT"}
     state = {**exported.state_dict, **exported.constants}
@@ -220,7 +254,7 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
         where = node.name
         return Value(
             name=node.name + suffix,
-            dtype=_dtype(meta.dtype, where),
+            dtype=dtype_of(meta.dtype, where),
             shape=tuple(symbols.expr(d) for d in meta.shape),
         )
 
@@ -230,7 +264,7 @@ def _to_ir(exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str,
         if isinstance(a, (list, tuple)):
             return type(a)(convert_arg(x) for x in a)
         if isinstance(a, torch.dtype):
-            return _dtype(a, "argument")
+            return dtype_of(a, "argument")
         return a
 
     for node in exported.graph.nodes:

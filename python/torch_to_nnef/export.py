@@ -29,7 +29,7 @@ from torch_to_nnef.errors import (
     T2NError,
     TractError,
 )
-from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF
+from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF, check_tolerance
 from torch_to_nnef.ir import Graph, Node, Value
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
@@ -230,7 +230,13 @@ F32_FORCED = {
         )
     ),
     "force_attention_inner_in_f32": frozenset(
-        {"aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"}
+        {
+            "aten::scaled_dot_product_attention",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            # the softmax of attention written out (nn.MultiheadAttention with need_weights, eager attention)
+            "aten::softmax",
+            "aten::_softmax",
+        }
     ),
 }
 """The ATen kinds each ``TractNNEF.force_*_in_f32`` flag computes in f32 when the model is f16."""
@@ -347,7 +353,9 @@ def export_model_to_nnef(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
         with extractors.opaque(model) as opaque:
-            graph = _capture(model, flat_args, input_names, inference_target.dynamic_axes, frontend)
+            graph = _capture(
+                model, flat_args, input_names, inference_target.dynamic_axes, frontend, inference_target.bf16_as
+            )
             doc, tensors, quant = translate(
                 graph,
                 inference_target,
@@ -367,6 +375,7 @@ def export_model_to_nnef(
             target="tract" if inference_target.is_tract else "khronos",
             q4_0_legacy=isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT,
             overwrite=overwrite,
+            bf16=inference_target.bf16_as,
         )
         LOGGER.info("exported %s to %s", type(model).__name__, written)
         if inference_target.check_io:
@@ -392,6 +401,7 @@ def _capture(
     input_names: list[str],
     dynamic_axes: Mapping[str, Mapping[int, str]] | None,
     frontend: str,
+    bf16_as: str | None = None,
 ) -> Graph:
     """The model's graph from the chosen front-end; ``"auto"`` says why it leaves torch.export."""
     if frontend == "jit":
@@ -402,7 +412,7 @@ def _capture(
             LOGGER.info("capturing with torch.jit.trace: %s, which torch.export cannot capture", reason)
             return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
         try:
-            return capture(model, flat_args, input_names, dynamic_axes)[0]
+            return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)[0]
         except CaptureError as exc:
             if dynamic_axes:
                 raise  # the jit front-end has no dynamic axes: torch.export's reason is the useful one
@@ -416,7 +426,7 @@ def _capture(
         raise CaptureError(
             f"torch.export cannot capture {type(model).__name__}: {reason}; use frontend='jit' or 'auto'"
         )
-    return capture(model, flat_args, input_names, dynamic_axes)[0]
+    return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)[0]
 
 
 def _check_extensions(extensions: Sequence[str] | None, target: InferenceTarget) -> list[str]:
@@ -449,10 +459,13 @@ def _check(
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
 
     loaded: list[tuple[str, Callable[[list[np.ndarray]], list[np.ndarray]]]] = []
+    # bfloat16 inputs are fed in the dtype they were exported as; references are compared in f32
+    exported_bf16 = torch.float16 if target.bf16_as == "f16" else torch.float32
+    tolerance = check_tolerance(target, any(e.dtype == torch.bfloat16 for e in expected))
 
     def run_and_compare(inputs: list[torch.Tensor], wanted: list[torch.Tensor], names: list[str]) -> None:
-        arrays = [a.detach().cpu().numpy() for a in inputs]
-        references = [e.detach().cpu().numpy() for e in wanted]
+        arrays = [(a.to(exported_bf16) if a.dtype == torch.bfloat16 else a).detach().cpu().numpy() for a in inputs]
+        references = [(e.float() if e.dtype == torch.bfloat16 else e).detach().cpu().numpy() for e in wanted]
         try:
             if not loaded:
                 loaded.extend(_interpreters(path, target, registries, input_names, output_names, names_must_match))
@@ -466,7 +479,7 @@ def _check(
                         raise TractError(f"{label} could not run this export: {failure}") from failure
                     LOGGER.warning("%s could not run this export (%s); checked with the others", label, failure)
                     continue
-                check_outputs(references, got, tolerance=target.check_io_tolerance, names=names)
+                check_outputs(references, got, tolerance=tolerance, names=names)
                 checked += 1
             assert checked, "at least one interpreter ran"
         except (IOMismatchError, TractError) as exc:
@@ -479,7 +492,7 @@ def _check(
                 references,
                 input_names,
                 output_names,
-                tolerance=target.check_io_tolerance,
+                tolerance=tolerance,
                 registries=registries,
                 error=str(exc),
                 versions=export_metadata(model, target),

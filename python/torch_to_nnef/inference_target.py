@@ -5,13 +5,31 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union, get_args
 
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.tract import Tolerance
 from torch_to_nnef.tract_versions import OLDEST_TRACT, SDPA_TRACT, TRANSFORMERS_TRACT
 
 __all__ = ["OLDEST_TRACT", "SDPA_TRACT", "TRANSFORMERS_TRACT", "InferenceTarget", "KhronosNNEF", "TractNNEF"]
+
+
+Bf16As = Literal["f16", "f32"]
+"""What a bfloat16 model is exported as (NNEF and tract have no bfloat16)."""
+
+BF16_TOLERANCE: Tolerance = "very"
+"""The tightest check of a bfloat16 model: its PyTorch reference keeps 8 significant bits (about 0.4%)."""
+
+
+def check_tolerance(target: InferenceTarget, bf16_reference: bool) -> Tolerance:
+    """The level ``target``'s check compares at: its ``check_io_tolerance``, loosened to
+    :data:`BF16_TOLERANCE` when the PyTorch reference is computed in bfloat16.
+    """
+    levels: tuple[str, ...] = get_args(Tolerance)
+    wanted = target.check_io_tolerance
+    if bf16_reference and levels.index(wanted) < levels.index(BF16_TOLERANCE):
+        return BF16_TOLERANCE
+    return wanted
 
 
 def _parse_version(version: str) -> tuple[int, int, int]:
@@ -32,12 +50,20 @@ class TractNNEF:
             outputs with PyTorch's.
         dynamic_axes: ``{input_or_output_name: {axis: "S"}}``; symbols are single letters.
         check_io_tolerance: tract tolerance level used by the check.
-        force_attention_inner_in_f32: in f16 models, compute attention scores and softmax in f32.
+        force_attention_inner_in_f32: in f16 models, compute attention (``scaled_dot_product_attention``,
+            its scores and softmax) and every softmax (attention written out, as
+            ``nn.MultiheadAttention`` with ``need_weights`` does) in f32.
         force_linear_accumulation_in_f32: in f16 models, run linear/matmul in f32 and cast back.
         force_norm_in_f32: in f16 models, compute normalisations (layer, group, batch, RMS,
             instance) in f32 and cast back.
         reify_sdpa_operator: write ``scaled_dot_product_attention`` as tract's fused
             ``tract_transformers_sdpa`` (tract >= 0.22.0) instead of its expansion.
+        bf16_as: what a bfloat16 model (weights, inputs and computations) is exported as, since
+            tract has no bfloat16: ``"f16"`` keeps the size but not the range (f16 overflows
+            above 65504 where bfloat16 reaches 3.4e38, so a model with larger activations gets
+            inf), ``"f32"`` keeps the range at twice the size and slower kernels. A warning names
+            the loss. The check then compares with the bfloat16 PyTorch model at no tighter than
+            ``"very"`` (bfloat16 keeps 8 significant bits).
         specific_properties: extra ``key -> value`` strings stored in ``tract_core_properties``.
         dump_identity_properties: also store the host name, user name and command line of the
             export (off by default: archives carry no personal data unless asked).
@@ -51,6 +77,7 @@ class TractNNEF:
     force_linear_accumulation_in_f32: bool = False
     force_norm_in_f32: bool = False
     reify_sdpa_operator: bool = False
+    bf16_as: Bf16As = "f16"
     specific_properties: Mapping[str, str] | None = None
     dump_identity_properties: bool = False
     version_tuple: tuple[int, int, int] = field(init=False, repr=False)
@@ -71,6 +98,8 @@ class TractNNEF:
                         "letter, e.g. {'input': {2: 'S'}}"
                     )
 
+        if self.bf16_as not in get_args(Bf16As):
+            raise InvalidArgumentError(f"bf16_as must be 'f16' or 'f32', got {self.bf16_as!r}")
         for key, value in (self.specific_properties or {}).items():
             if not (isinstance(key, str) and isinstance(value, str)):
                 raise InvalidArgumentError(
@@ -96,6 +125,8 @@ class TractNNEF:
 class KhronosNNEF:
     """Export restricted to the operators of the Khronos NNEF specification.
 
+    A bfloat16 model is exported as f32 (see :attr:`bf16_as`).
+
     Args:
         version: specification version (only ``1.0.x`` exists).
         check_io: verify the export with tract restricted to the specification's operators.
@@ -119,6 +150,13 @@ class KhronosNNEF:
     def dynamic_axes(self) -> None:
         """The specification has no symbolic dimensions."""
         return None
+
+    @property
+    def bf16_as(self) -> Bf16As:
+        """``"f32"``: bfloat16 models are exported as f32 (the specification's ``scalar`` is read as
+        f32, so f16 graphs cannot be checked).
+        """
+        return "f32"
 
 
 InferenceTarget = Union[TractNNEF, KhronosNNEF]

@@ -9,7 +9,7 @@ from torch_to_nnef.errors import T2NError
 from torch_to_nnef.ir import Node, SymInt, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.tract_versions import POOL_PADDING_TRACT, SDPA_TRACT
+from torch_to_nnef.tract_versions import POOL_PADDING_TRACT
 
 
 class TranslationError(T2NError, ValueError):
@@ -1186,110 +1186,5 @@ def aten_full_like(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("tile", one, repeats=repeats, out=out.name)
 
 
-@register("aten::scaled_dot_product_attention")
-def aten_sdpa(ctx: Context, node: Node) -> Ref:
-    """scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
-    float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False).
-
-    Expanded as matmul, scale, mask, softmax, matmul (dropout is off at inference).
-    """
-    q, k = node.args[:2]
-    mask = _arg(node, 3, "attn_mask")
-    causal = bool(_arg(node, 5, "is_causal", False))
-    if _arg(node, 7, "enable_gqa", False) and q.shape[-3] != k.shape[-3]:
-        raise TranslationError(f"{node.where()}: grouped-query attention is not supported yet")
-    return sdpa(ctx, node, mask, causal, _arg(node, 6, "scale"))
-
-
-@register("aten::_scaled_dot_product_flash_attention_for_cpu")
-def aten_sdpa_flash_cpu(ctx: Context, node: Node) -> Ref:
-    """_scaled_dot_product_flash_attention_for_cpu(Tensor query, Tensor key, Tensor value, float dropout_p=0.0,
-    bool is_causal=False, *, Tensor? attn_mask=None, float? scale=None) -> (Tensor output, Tensor logsumexp).
-
-    The attention output only (the log-sum-exp is not exported).
-    """
-    causal = bool(_arg(node, 4, "is_causal", False))
-    return sdpa(ctx, node, _arg(node, 5, "attn_mask"), causal, _arg(node, 6, "scale"))
-
-
-def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: float | None) -> Ref:
-    """Attention of ``node``'s (query, key, value) arguments into its first output."""
-    import numpy as np
-
-    q, k, v = node.args[:3]
-    head = q.shape[-1]
-    if scale is None:
-        if not isinstance(head, int):
-            raise TranslationError(f"{node.where()}: attention with a dynamic head size needs an explicit scale")
-        scale = 1.0 / float(np.sqrt(head))
-    g, out = ctx.g, node.outputs[0]
-    rank = max(q.rank, k.rank)
-    qr, kr, vr = (_align(ctx, t, rank, out) for t in (q, k, v))
-    if ctx.flag("reify_sdpa_operator") and ctx.tract_at_least(SDPA_TRACT) and q.rank in (3, 4):
-        return _reified_sdpa(ctx, node, qr, kr, vr, mask, causal, float(scale), rank)
-    scores = g.op("mul", g.op("matmul", qr, kr, transposeA=False, transposeB=True), float(scale))
-    if causal:
-        scores = g.op("select", _causal_keep(ctx, node, q.shape[-2], k.shape[-2], rank), scores, _lowest(ctx, out))
-    if mask is not None:
-        m = _align(ctx, mask, rank, out)
-        scores = g.op("select", m, scores, _lowest(ctx, out)) if mask.dtype == "bool" else g.op("add", scores, m)
-    weights = g.op("softmax", scores, axes=[rank - 1])
-    return g.op("matmul", weights, vr, transposeA=False, transposeB=False, out=out.name)
-
-
-def _causal_keep(ctx: Context, node: Node, lq: Any, lk: Any, rank: int) -> Ref:
-    """A boolean ``[.., Lq, Lk]`` mask, true where query i may attend key j (j <= i + Lk - Lq).
-
-    Static lengths give a constant; dynamic ones (tract) a lower triangle of a tiled ones tensor.
-    """
-    import numpy as np
-
-    g = ctx.g
-    if isinstance(lq, int) and isinstance(lk, int):
-        keep = np.tril(np.ones((lq, lk), dtype=bool), k=lk - lq)
-        return g.variable(np.broadcast_to(keep, (1,) * (rank - 2) + keep.shape).copy(), f"sdpa_causal_{lq}x{lk}")
-    if not ctx.tract:
-        raise TranslationError(f"{node.where()}: causal attention over a dynamic length needs TractNNEF")
-    ctx.g.need("tract_registry tract_core")
-    one = g.variable(np.ones((1,) * rank, dtype=np.float32), f"constant_f32_1_r{rank}")
-    ones = g.op("tile", one, repeats=[1] * (rank - 2) + [_dim_ref(lq), _dim_ref(lk)])
-    offset: Any = 0
-    if lq != lk:
-        offset = Ref(dim_literal(f"{lk}-{lq}" if isinstance(lq, int) or lq.isidentifier() else f"{lk}-({lq})"))
-    lower = g.op("tract_core_trilu", ones, offset, upper=False)
-    return g.op("gt", lower, 0.5)
-
-
-def _lowest(ctx: Context, out: Value) -> Any:
-    """The lowest finite value of ``out``'s dtype: masked scores vanish in the softmax."""
-    import numpy as np
-
-    return _scalar(ctx, float(np.finfo(_NP_DTYPES[out.dtype]).min), out.dtype, out.rank)
-
-
 def _dim_ref(d: Any) -> Any:
     return d if isinstance(d, int) else Ref(dim_literal(d))
-
-
-def _reified_sdpa(
-    ctx: Context, node: Node, q: Ref, k: Ref, v: Ref, mask: Value | None, causal: bool, scale: float, rank: int
-) -> Ref:
-    """tract_transformers_sdpa (tract >= 0.22.0): one fused operator, mask as an additive float tensor."""
-    g, out = ctx.g, node.outputs[0]
-    g.need("tract_registry tract_transformers")
-    inputs = [q, k, v]
-    if mask is not None:
-        m = _align(ctx, mask, rank, out)
-        if mask.dtype == "bool":
-            m = g.op("select", m, _scalar(ctx, 0.0, out.dtype, rank), _lowest(ctx, out))
-        inputs.append(m)
-    accumulate = "f32" if ctx.flag("force_attention_inner_in_f32") else out.dtype
-    return g.op(
-        "tract_transformers_sdpa",
-        *inputs,
-        scale=scale,
-        datum_type=out.dtype,
-        acc_datum_type=accumulate,
-        is_causal=causal,
-        out=out.name,
-    )
