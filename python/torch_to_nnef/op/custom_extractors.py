@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -129,6 +131,8 @@ class _OpaqueCall:
         self.name = f"m{next(_COUNTER)}"
         self.kind = f"{NAMESPACE}::{self.name}"
         self.in_spec: Any = None
+        self.absent: list[int] = []
+        """Positions of the ``None`` arguments among the flattened ones (not passed to the op)."""
         self.out_spec: Any = None
         lib = _library()
         lib.define(f"{self.name}(Tensor[] xs) -> Tensor[]")  # type: ignore[no-untyped-call]
@@ -137,7 +141,10 @@ class _OpaqueCall:
         self.op = getattr(getattr(torch.ops, NAMESPACE), self.name)
 
     def _call(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        args = pytree.tree_unflatten(list(xs), self.in_spec)
+        flat: list[Any] = list(xs)
+        for position in self.absent:
+            flat.insert(position, None)
+        args = pytree.tree_unflatten(flat, self.in_spec)
         with torch.no_grad():
             out = self.forward(*args)
         flat, spec = pytree.tree_flatten(out)
@@ -178,9 +185,10 @@ class _OpaqueCall:
                 return [([int(s) for s in o.shape], o.dtype) for o in self._call(concrete)]
 
         base = probe({})
+        groups = self._groups(symbols, hints, probe)
         slopes: dict[str, list[list[int]]] = {}
-        for key in symbols:
-            one, two = probe({key: 1}), probe({key: 2})
+        for key, group in groups.items():
+            one, two = probe(dict.fromkeys(group, 1)), probe(dict.fromkeys(group, 2))
             slope = []
             for (b, _), (o, _), (t, _) in zip(base, one, two):
                 if len(b) != len(o) or len(b) != len(t) or any(t[i] - o[i] != o[i] - b[i] for i in range(len(b))):
@@ -195,16 +203,52 @@ class _OpaqueCall:
             sym_shape: list[Any] = []
             for i, size in enumerate(shape):
                 dim: Any = size
-                for key, sym in symbols.items():
+                for key in groups:
                     a = slopes[key][k][i]
                     if a:
-                        dim = dim + a * (sym - hints[key])
+                        dim = dim + a * (symbols[key] - hints[key])
                 sym_shape.append(dim)
             outs.append(torch.empty(sym_shape, dtype=dtype, device=xs[0].device if xs else "cpu"))
         return outs
 
-    def wrapped_forward(self, *args: Any) -> Any:
+    def _groups(
+        self, symbols: dict[str, Any], hints: dict[str, int], probe: Callable[[dict[str, int]], Any]
+    ) -> dict[str, list[str]]:
+        """The input symbols that vary together, by representative: one symbol alone, or the symbols
+        of the same example size that the module needs equal (an RNN cell's batch in its input and in
+        its state), which are then recorded as equal.
+        """
+        groups: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for key in symbols:
+            if key in seen:
+                continue
+            group = [key]
+            try:
+                probe({key: 1})
+            except Exception as exc:  # the module's own check of its sizes, whatever its type
+                group = [k for k in symbols if k not in seen and hints[k] == hints[key]]
+                try:
+                    if len(group) == 1:
+                        raise
+                    probe(dict.fromkeys(group, 1))
+                except Exception:
+                    raise ExtractorError(
+                        f"{self.path} ({type(self.module).__name__}) fails when its dynamic dimension {key} grows "
+                        f"({type(exc).__name__}: {exc}); give the inputs it needs equal the same dynamic axis letter"
+                    ) from exc
+                for other in group[1:]:
+                    torch._check(symbols[key] == symbols[other])  # type: ignore[no-untyped-call]
+            seen.update(group)
+            groups[key] = group
+        return groups
+
+    def wrapped_forward(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:  # keyword arguments (``lstm(x, hx=state)``) in the order of ``forward``'s signature
+            args = inspect.signature(self.forward).bind(*args, **kwargs).args
         flat, self.in_spec = pytree.tree_flatten(args)
+        self.absent = [i for i, f in enumerate(flat) if f is None]
+        flat = [f for f in flat if f is not None]
         if not all(isinstance(f, torch.Tensor) for f in flat):
             kinds = sorted({type(f).__name__ for f in flat if not isinstance(f, torch.Tensor)})
             raise ExtractorError(
@@ -213,6 +257,18 @@ class _OpaqueCall:
             )
         outs = self.op(flat)
         return pytree.tree_unflatten(list(outs), self.out_spec)
+
+    def patched_forward(self) -> Any:
+        """:meth:`wrapped_forward` showing the module's own ``forward`` signature (torch.export binds
+        the exported model's inputs and their dynamic shapes to it when this module is the model).
+        """
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self.wrapped_forward(*args, **kwargs)
+
+        with contextlib.suppress(TypeError, ValueError):
+            forward.__signature__ = inspect.signature(self.forward)  # type: ignore[attr-defined]
+        return forward
 
 
 def _hint(size: torch.SymInt) -> int:
@@ -243,11 +299,20 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
     own = [call.module.__dict__.get("forward") for call in calls]
     try:
         for call in calls:
-            call.module.forward = call.wrapped_forward  # type: ignore[method-assign]
-        yield {call.kind: call.extractor for call in calls}
+            # the wrapper shows forward's own signature: torch.export binds the top-level module's
+            # inputs (and their dynamic shapes) to it when the opaque module is the exported model
+            call.module.forward = call.patched_forward()  # type: ignore[method-assign]
+        with warnings.catch_warnings():
+            # torch.export swaps parameters for fake tensors and back, which RNN modules mirror in their
+            # ``_flat_weights`` cache (put back by torch.export afterwards): its warning about that
+            # cache concerns bookkeeping of parameters, not the exported graph
+            warnings.filterwarnings(
+                "ignore", message=r"The tensor attributes? (self\.[\w.]*_flat_weights\[\d+\](, )?)+ (was|were) assigned"
+            )
+            yield {call.kind: call.extractor for call in calls}
     finally:
         for call, previous in zip(calls, own):
             if previous is None:
-                del call.module.forward
+                call.module.__dict__.pop("forward", None)
             else:
                 call.module.forward = previous  # type: ignore[method-assign]
