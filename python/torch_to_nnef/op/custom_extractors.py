@@ -184,7 +184,24 @@ class _OpaqueCall:
             with ctx:
                 return [([int(s) for s in o.shape], o.dtype) for o in self._call(concrete)]
 
-        base = probe({})
+        def isolated_probe(bump: dict[str, int]) -> list[tuple[list[int], torch.dtype]]:
+            shapes = [
+                [
+                    hints[str(d.node.expr)] + bump.get(str(d.node.expr), 0)
+                    if isinstance(d, torch.SymInt) and str(d.node.expr) in hints
+                    else int(d)
+                    for d in x.shape
+                ]
+                for x in xs
+            ]
+            return self._isolated_shapes(shapes, [(x.dtype, x.device) for x in xs])
+
+        try:  # fast: outside the tracing modes (under them, torch decomposes an LSTM into its steps)
+            base = isolated_probe({})
+            probe = isolated_probe
+        except Exception:  # e.g. tensors the module holds that only the tracing modes know
+            LOGGER.debug("%s: output shapes probed under the tracing modes", self.path, exc_info=True)
+            base = probe({})
         groups = self._groups(symbols, hints, probe)
         slopes: dict[str, list[list[int]]] = {}
         for key, group in groups.items():
@@ -210,6 +227,23 @@ class _OpaqueCall:
                 sym_shape.append(dim)
             outs.append(torch.empty(sym_shape, dtype=dtype, device=xs[0].device if xs else "cpu"))
         return outs
+
+    def _isolated_shapes(
+        self, shapes: list[list[int]], kinds: list[tuple[torch.dtype, torch.device]]
+    ) -> list[tuple[list[int], torch.dtype]]:
+        """Output shapes of the module on inputs of ``shapes``, run in a fake tensor mode of its own
+        (no data, no computation) with fake copies of its parameters and buffers.
+        """
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.nn.utils.stateless import _reparametrize_module
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        named = [*self.module.named_parameters(), *self.module.named_buffers()]
+        with _disable_current_modes(), FakeTensorMode():
+            state = {k: torch.empty(tuple(v.shape), dtype=v.dtype, device=v.device) for k, v in named}
+            xs = [torch.empty(shape, dtype=dtype, device=device) for shape, (dtype, device) in zip(shapes, kinds)]
+            with _reparametrize_module(self.module, state):
+                return [([int(s) for s in o.shape], o.dtype) for o in self._call(xs)]
 
     def _groups(
         self, symbols: dict[str, Any], hints: dict[str, int], probe: Callable[[dict[str, int]], Any]
