@@ -119,19 +119,19 @@ def _library() -> torch.library.Library:
 
 
 class _OpaqueCall:
-    """One module made opaque: a custom op whose real kernel runs the module and whose fake kernel
-    derives symbolic output shapes by probing the module at a few concrete sizes.
+    """One module made opaque, for one structure of its arguments: a custom op whose real kernel runs
+    the module and whose fake kernel derives symbolic output shapes by probing the module at a few
+    concrete sizes.
     """
 
-    def __init__(self, module: torch.nn.Module, path: str, extractor: ModuleInfoExtractor) -> None:
+    def __init__(self, module: torch.nn.Module, path: str, forward: Any, in_spec: Any, absent: Sequence[int]) -> None:
         self.module = module
         self.path = path
-        self.extractor = extractor
-        self.forward = module.forward
+        self.forward = forward
         self.name = f"m{next(_COUNTER)}"
         self.kind = f"{NAMESPACE}::{self.name}"
-        self.in_spec: Any = None
-        self.absent: list[int] = []
+        self.in_spec = in_spec
+        self.absent = list(absent)
         """Positions of the ``None`` arguments among the flattened ones (not passed to the op)."""
         self.out_spec: Any = None
         lib = _library()
@@ -277,11 +277,27 @@ class _OpaqueCall:
             groups[key] = group
         return groups
 
+
+class _OpaqueModule:
+    """A module made opaque: one custom op per structure of the arguments it is called with (with or
+    without an initial state, ...), all translated by its extractor.
+    """
+
+    def __init__(
+        self, module: torch.nn.Module, path: str, extractor: ModuleInfoExtractor, kinds: dict[str, ModuleInfoExtractor]
+    ) -> None:
+        self.module = module
+        self.path = path
+        self.extractor = extractor
+        self.forward = module.forward
+        self.kinds = kinds
+        self.calls: dict[str, _OpaqueCall] = {}
+
     def wrapped_forward(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:  # keyword arguments (``lstm(x, hx=state)``) in the order of ``forward``'s signature
             args = inspect.signature(self.forward).bind(*args, **kwargs).args
-        flat, self.in_spec = pytree.tree_flatten(args)
-        self.absent = [i for i, f in enumerate(flat) if f is None]
+        flat, in_spec = pytree.tree_flatten(args)
+        absent = [i for i, f in enumerate(flat) if f is None]
         flat = [f for f in flat if f is not None]
         if not all(isinstance(f, torch.Tensor) for f in flat):
             kinds = sorted({type(f).__name__ for f in flat if not isinstance(f, torch.Tensor)})
@@ -289,8 +305,13 @@ class _OpaqueCall:
                 f"{self.path} ({type(self.module).__name__}): a module with a custom extractor takes tensor "
                 f"arguments only (or None); got {kinds}"
             )
-        outs = self.op(flat)
-        return pytree.tree_unflatten(list(outs), self.out_spec)
+        key = f"{in_spec} {absent}"
+        call = self.calls.get(key)
+        if call is None:
+            call = self.calls[key] = _OpaqueCall(self.module, self.path, self.forward, in_spec, absent)
+            self.kinds[call.kind] = self.extractor
+        outs = call.op(flat)
+        return pytree.tree_unflatten(list(outs), call.out_spec)
 
     def patched_forward(self) -> Any:
         """:meth:`wrapped_forward` showing the module's own ``forward`` signature (torch.export binds
@@ -318,9 +339,11 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
     """Makes every outermost submodule with a registered extractor opaque while the block runs.
 
     Yields:
-        The extractor of each opaque op kind (``"t2n_extract::m3"``), for the translation step.
+        The extractor of each opaque op kind (``"t2n_extract::m3"``), for the translation step (filled
+        while the model runs: one kind per module and structure of its arguments).
     """
-    calls: list[_OpaqueCall] = []
+    calls: list[_OpaqueModule] = []
+    kinds: dict[str, ModuleInfoExtractor] = {}
     skip: list[str] = []
     for path, module in model.named_modules():
         if any(s == "" or path.startswith(s + ".") for s in skip):
@@ -329,7 +352,7 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
         if cls is None:
             continue
         skip.append(path)
-        calls.append(_OpaqueCall(module, path, cls(module, path)))
+        calls.append(_OpaqueModule(module, path, cls(module, path), kinds))
     own = [call.module.__dict__.get("forward") for call in calls]
     try:
         for call in calls:
@@ -343,7 +366,7 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
             warnings.filterwarnings(
                 "ignore", message=r"The tensor attributes? (self\.[\w.]*_flat_weights\[\d+\](, )?)+ (was|were) assigned"
             )
-            yield {call.kind: call.extractor for call in calls}
+            yield kinds  # filled as the modules are called
     finally:
         for call, previous in zip(calls, own):
             if previous is None:
