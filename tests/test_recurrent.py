@@ -257,3 +257,49 @@ def test_khronos_rejects_a_dynamic_length(tmp_path):
             Graph([x], list(outs), [node]),
             inference_target=KhronosNNEF(),
         )
+
+
+class TwiceWithKeywords(nn.Module):
+    """One GRU run on two sequences, its state passed by keyword: two loops, one copy of the weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ya, h = self.rnn(a)
+        yb, _ = self.rnn(b, hx=h)
+        return torch.cat([ya, yb], dim=1)
+
+
+def test_a_layer_called_twice_writes_its_weights_once(tmp_path):
+    path = export_model_to_nnef(
+        TwiceWithKeywords().eval(),
+        (torch.randn(2, 3, 4), torch.randn(2, 6, 4)),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"a": {1: "A"}, "b": {1: "T"}}),
+        input_names=["a", "b"],
+    )
+    graph = (path / "graph.nnef").read_text()
+    assert graph.count("= tract_core_scan(") == 2
+    assert sorted(p.name for p in path.glob("rnn.*.dat")) == [
+        "rnn.bias_hh_l0.dat",
+        "rnn.bias_ih_l0.dat",
+        "rnn.weight_hh_l0.dat",
+        "rnn.weight_ih_l0.dat",
+    ]
+    assert graph.count("variable<scalar>(label = 'rnn.weight_ih_l0'") == 1
+
+
+def test_the_layer_itself_as_the_model(tmp_path):
+    rnn = nn.LSTM(4, 5, bidirectional=True).eval()
+    path = export_model_to_nnef(
+        rnn,
+        (torch.randn(6, 2, 4),),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {0: "S"}}),
+        input_names=["x"],
+        output_names=["y", "h_n", "c_n"],
+    )
+    assert sorted(p.name for p in path.glob("*.dat"))[:2] == ["bias_hh_l0.dat", "bias_hh_l0_reverse.dat"]
+    assert rnn.forward.__func__ is nn.LSTM.forward
