@@ -205,14 +205,13 @@ class _RecurrentLayer(_Recurrent):
                 last_h.append(h)
                 if c is not None:
                     last_c.append(c)
-            seq = outs[0] if directions == 1 else g.op("concat", outs, axis=2, out=f"output{suffix}")
-        output = seq if batched else g.op("squeeze", seq, axes=[1], out="output_unbatched")
-        results = [g.op("copy", output, out=node.outputs[0].name)]
-        for i, lasts in enumerate([last_h, last_c] if lstm else [last_h]):
-            stacked = g.op("concat", [g.op("unsqueeze", s, axes=[0]) for s in lasts], axis=0, out="stacked")
-            if not batched:
-                stacked = g.op("squeeze", stacked, axes=[1], out="stacked_unbatched")
-            results.append(g.op("copy", stacked, out=node.outputs[1 + i].name))
+            seq = outs[0] if directions == 1 else g.op("concat", outs, axis=2, out=f"output_l{layer}")
+        names = [o.name for o in node.outputs]
+        results = [seq if batched else g.op("squeeze", seq, axes=[1], out=names[0])]
+        for lasts, name in zip([last_h, last_c] if lstm else [last_h], names[1:]):
+            states_out = [g.op("unsqueeze", s, axes=[0], out=f"{name}_part") for s in lasts]
+            stacked = states_out[0] if len(states_out) == 1 else g.op("concat", states_out, axis=0, out=name)
+            results.append(stacked if batched else g.op("squeeze", stacked, axes=[1], out=name))
         return results
 
     def _scan(
@@ -318,9 +317,9 @@ class _RecurrentCell(_Recurrent):
         xg = self._project(g, xr, 2, "", out="gates_x")
         h, c = _step(g, self.mode(), xg, h0, c0, self._hidden(g, ""), hidden)
         results = [h] + ([c] if c is not None else [])
-        if not batched:
-            results = [g.op("squeeze", r, axes=[0]) for r in results]
-        return [g.op("copy", r, out=o.name) for r, o in zip(results, node.outputs)]
+        if batched:
+            return results
+        return [g.op("squeeze", r, axes=[0], out=o.name) for r, o in zip(results, node.outputs)]
 
 
 class LSTMExtractor(_RecurrentLayer):
