@@ -5,6 +5,7 @@ dynamic) and to KhronosNNEF (unrolled over a static length), each compared with 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
 from torch_to_nnef.op.core import TranslationError
-from torch_to_nnef.op.custom_extractors import extractor_for
+from torch_to_nnef.op.custom_extractors import ModuleInfoExtractor, extractor_for
 from torch_to_nnef.tract import TractModel
 
 
@@ -303,3 +304,42 @@ def test_the_layer_itself_as_the_model(tmp_path):
     )
     assert sorted(p.name for p in path.glob("*.dat"))[:2] == ["bias_hh_l0.dat", "bias_hh_l0_reverse.dat"]
     assert rnn.forward.__func__ is nn.LSTM.forward
+
+
+class PlainTensorScale(nn.Module):
+    """Holds a plain tensor attribute (neither parameter nor buffer): its shape probe cannot run in a
+    fake mode of its own and falls back to the tracing modes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.rand(6) + 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * self.scale
+
+
+class PlainTensorScaleExtractor(ModuleInfoExtractor):
+    MODULE_CLASS = PlainTensorScale
+
+    def convert_to_nnef(self, g, node, name_to_tensor, null_ref, torch_graph, **kwargs):
+        (x,) = node.args[0]
+        scale = g.op("unsqueeze", self.variable(g, "scale"), axes=[0, 1])
+        return g.op("mul", g.op("tanh", name_to_tensor[x.name]), scale, out=node.outputs[0].name)
+
+
+def test_an_extractor_module_with_a_plain_tensor_attribute(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="torch_to_nnef.op.custom_extractors")
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scaled = PlainTensorScale()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.scaled(x)
+
+    export_model_to_nnef(
+        M().eval(), torch.randn(2, 5, 6), tmp_path / "m.nnef", TractNNEF(check_io=True, dynamic_axes={"x": {1: "T"}})
+    )
+    assert "probed under the tracing modes" in caplog.text
