@@ -343,3 +343,22 @@ def test_an_extractor_module_with_a_plain_tensor_attribute(tmp_path, caplog):
         M().eval(), torch.randn(2, 5, 6), tmp_path / "m.nnef", TractNNEF(check_io=True, dynamic_axes={"x": {1: "T"}})
     )
     assert "probed under the tracing modes" in caplog.text
+
+
+def test_a_packed_sequence_is_refused_with_a_clear_error(tmp_path):
+    from torch_to_nnef.ir import Graph, Node, Value
+    from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+    from torch_to_nnef.op.recurrent import GRUExtractor
+
+    data, sizes = Value("data", "f32", (7, 4)), Value("sizes", "i64", (4,))  # a PackedSequence, flattened
+    outs = (Value("y", "f32", (7, 5)), Value("h", "f32", (1, 2, 5)))
+    node = Node("t2n_extract::m0", ([data, sizes],), outs)
+    with pytest.raises(TranslationError, match="pad_packed_sequence"):
+        GRUExtractor(nn.GRU(4, 5), "rnn").convert_to_nnef(
+            NNEFBuilder(tract=True),
+            node,
+            {"data": Ref("data"), "sizes": Ref("sizes")},
+            Ref("0.0"),
+            Graph([data, sizes], list(outs), [node]),
+            inference_target=TractNNEF(),
+        )

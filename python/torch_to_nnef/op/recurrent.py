@@ -158,8 +158,13 @@ class _RecurrentLayer(_Recurrent):
         inputs: list[Value] = list(node.args[0])
         x = inputs[0]
         dtype = self._dtype(x)
-        if getattr(module, "batch_sizes", None) is not None or x.rank not in (2, 3):
+        if x.rank not in (2, 3):
             raise TranslationError(f"{self._where()}: input of rank {x.rank}; expected (L, N, H_in) or (L, H_in)")
+        if any(v.rank != x.rank or v.dtype != x.dtype for v in inputs[1:]):
+            raise TranslationError(
+                f"{self._where()}: inputs {[f'{v.dtype}{list(v.shape)}' for v in inputs]} are not a sequence and its "
+                "initial states (a PackedSequence?): pass padded sequences (nn.utils.rnn.pad_packed_sequence)"
+            )
         batched = x.rank == 3
         time_axis = 1 if (batched and module.batch_first) else 0
         batch_axis = 1 - time_axis
@@ -302,6 +307,11 @@ class _RecurrentCell(_Recurrent):
         dtype = self._dtype(x)
         if x.rank not in (1, 2):
             raise TranslationError(f"{self._where()}: input of rank {x.rank}; expected (N, H_in) or (H_in)")
+        if any(v.rank != x.rank or v.dtype != x.dtype for v in inputs[1:]):
+            raise TranslationError(
+                f"{self._where()}: the states {[f'{v.dtype}{list(v.shape)}' for v in inputs[1:]]} do not match the "
+                f"input {x.dtype}{list(x.shape)} in rank and dtype"
+            )
         batched = x.rank == 2
         xr = name_to_tensor[x.name]
         states = [name_to_tensor[v.name] for v in inputs[1:]]
