@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,8 @@ class NNEFBuilder:
         self._variable_refs: dict[str, Ref] = {}
         self.block_quantized: set[str] = set()
         """Refs of the variables stored as Q4_0 blocks (ops reading them may need extra attributes)."""
+        self.fragments: list[str] = []
+        """Fragment definitions written before the graph (e.g. the bodies of ``tract_core_scan`` loops)."""
         self._used: set[str] = set()
         self._reserved: set[str] = set()
         self._counter = 0
@@ -138,6 +141,29 @@ class NNEFBuilder:
         self._defined_at[result] = len(self.lines)
         self.lines.append(f"{result} = {name}({', '.join(parts)});")
         return result
+
+    def ops(self, name: str, *args: Any, outs: Sequence[str], **attrs: Any) -> list[Ref]:
+        """Emits ``[out_0, out_1, ...] = name(args, key = value, ...)`` for an op returning an array."""
+        results = [self.fresh(o) for o in outs]
+        parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
+        self.lines.append(f"[{', '.join(results)}] = {name}({', '.join(parts)});")
+        return results
+
+    def fragment(self, base: str, parameters: Sequence[Ref], results: Sequence[Ref], body: NNEFBuilder) -> str:
+        """Declares a fragment whose body was emitted in its own builder ``body`` (parameters and
+        results are scalar tensors) and returns its name, unique in the document. The body's
+        extensions are declared here; it cannot declare variables (pass weights as parameters).
+        """
+        if body.variables:
+            raise ValueError(f"fragment {base}: variables {sorted(body.variables)} must be passed as parameters")
+        name = re.sub(r"\W", "_", base) + f"_{len(self.fragments)}"
+        for extension in body.extensions:
+            self.need(extension)
+        params = ", ".join(f"{p}: tensor<scalar>" for p in parameters)
+        outs = ", ".join(f"{r}: tensor<scalar>" for r in results)
+        lines = "\n".join("  " + line for line in body.lines)
+        self.fragments.append(f"fragment {name}( {params} ) -> ( {outs} )\n{{\n{lines}\n}}")
+        return name
 
     def reserve(self, names: list[str]) -> None:
         """Keeps the graph's input and output names for :meth:`external` and :meth:`output`."""
@@ -233,6 +259,7 @@ class NNEFBuilder:
                 "",
                 *ext,
                 *header,
+                *(f"\n{f}" for f in self.fragments),
                 "",
                 f"graph {name}( {', '.join(inputs)} ) -> ( {', '.join(outputs)} )",
                 "{",

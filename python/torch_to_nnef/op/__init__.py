@@ -5,6 +5,7 @@ from torch_to_nnef.op import (  # noqa: F401  (registration side effect)
     extra_ops,
     nn_ops,
     quantized,
+    recurrent,
     signal,
     tensor_ops,
 )

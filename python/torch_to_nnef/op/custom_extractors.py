@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -117,18 +119,20 @@ def _library() -> torch.library.Library:
 
 
 class _OpaqueCall:
-    """One module made opaque: a custom op whose real kernel runs the module and whose fake kernel
-    derives symbolic output shapes by probing the module at a few concrete sizes.
+    """One module made opaque, for one structure of its arguments: a custom op whose real kernel runs
+    the module and whose fake kernel derives symbolic output shapes by probing the module at a few
+    concrete sizes.
     """
 
-    def __init__(self, module: torch.nn.Module, path: str, extractor: ModuleInfoExtractor) -> None:
+    def __init__(self, module: torch.nn.Module, path: str, forward: Any, in_spec: Any, absent: Sequence[int]) -> None:
         self.module = module
         self.path = path
-        self.extractor = extractor
-        self.forward = module.forward
+        self.forward = forward
         self.name = f"m{next(_COUNTER)}"
         self.kind = f"{NAMESPACE}::{self.name}"
-        self.in_spec: Any = None
+        self.in_spec = in_spec
+        self.absent = list(absent)
+        """Positions of the ``None`` arguments among the flattened ones (not passed to the op)."""
         self.out_spec: Any = None
         lib = _library()
         lib.define(f"{self.name}(Tensor[] xs) -> Tensor[]")  # type: ignore[no-untyped-call]
@@ -137,7 +141,10 @@ class _OpaqueCall:
         self.op = getattr(getattr(torch.ops, NAMESPACE), self.name)
 
     def _call(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        args = pytree.tree_unflatten(list(xs), self.in_spec)
+        flat: list[Any] = list(xs)
+        for position in self.absent:
+            flat.insert(position, None)
+        args = pytree.tree_unflatten(flat, self.in_spec)
         with torch.no_grad():
             out = self.forward(*args)
         flat, spec = pytree.tree_flatten(out)
@@ -177,10 +184,28 @@ class _OpaqueCall:
             with ctx:
                 return [([int(s) for s in o.shape], o.dtype) for o in self._call(concrete)]
 
-        base = probe({})
+        def isolated_probe(bump: dict[str, int]) -> list[tuple[list[int], torch.dtype]]:
+            shapes = [
+                [
+                    hints[str(d.node.expr)] + bump.get(str(d.node.expr), 0)
+                    if isinstance(d, torch.SymInt) and str(d.node.expr) in hints
+                    else int(d)
+                    for d in x.shape
+                ]
+                for x in xs
+            ]
+            return self._isolated_shapes(shapes, [(x.dtype, x.device) for x in xs])
+
+        try:  # fast: outside the tracing modes (under them, torch decomposes an LSTM into its steps)
+            base = isolated_probe({})
+            probe = isolated_probe
+        except Exception:  # e.g. tensors the module holds that only the tracing modes know
+            LOGGER.debug("%s: output shapes probed under the tracing modes", self.path, exc_info=True)
+            base = probe({})
+        groups = self._groups(symbols, hints, probe)
         slopes: dict[str, list[list[int]]] = {}
-        for key in symbols:
-            one, two = probe({key: 1}), probe({key: 2})
+        for key, group in groups.items():
+            one, two = probe(dict.fromkeys(group, 1)), probe(dict.fromkeys(group, 2))
             slope = []
             for (b, _), (o, _), (t, _) in zip(base, one, two):
                 if len(b) != len(o) or len(b) != len(t) or any(t[i] - o[i] != o[i] - b[i] for i in range(len(b))):
@@ -195,24 +220,110 @@ class _OpaqueCall:
             sym_shape: list[Any] = []
             for i, size in enumerate(shape):
                 dim: Any = size
-                for key, sym in symbols.items():
+                for key in groups:
                     a = slopes[key][k][i]
                     if a:
-                        dim = dim + a * (sym - hints[key])
+                        dim = dim + a * (symbols[key] - hints[key])
                 sym_shape.append(dim)
             outs.append(torch.empty(sym_shape, dtype=dtype, device=xs[0].device if xs else "cpu"))
         return outs
 
-    def wrapped_forward(self, *args: Any) -> Any:
-        flat, self.in_spec = pytree.tree_flatten(args)
+    def _isolated_shapes(
+        self, shapes: list[list[int]], kinds: list[tuple[torch.dtype, torch.device]]
+    ) -> list[tuple[list[int], torch.dtype]]:
+        """Output shapes of the module on inputs of ``shapes``, run in a fake tensor mode of its own
+        (no data, no computation) with fake copies of its parameters and buffers.
+        """
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.nn.utils.stateless import _reparametrize_module
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        named = [*self.module.named_parameters(), *self.module.named_buffers()]
+        with _disable_current_modes(), FakeTensorMode():
+            state = {k: torch.empty(tuple(v.shape), dtype=v.dtype, device=v.device) for k, v in named}
+            xs = [torch.empty(shape, dtype=dtype, device=device) for shape, (dtype, device) in zip(shapes, kinds)]
+            with _reparametrize_module(self.module, state):
+                return [([int(s) for s in o.shape], o.dtype) for o in self._call(xs)]
+
+    def _groups(
+        self, symbols: dict[str, Any], hints: dict[str, int], probe: Callable[[dict[str, int]], Any]
+    ) -> dict[str, list[str]]:
+        """The input symbols that vary together, by representative: one symbol alone, or the symbols
+        of the same example size that the module needs equal (an RNN cell's batch in its input and in
+        its state), which are then recorded as equal.
+        """
+        groups: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for key in symbols:
+            if key in seen:
+                continue
+            group = [key]
+            try:
+                probe({key: 1})
+            except Exception as exc:  # the module's own check of its sizes, whatever its type
+                group = [k for k in symbols if k not in seen and hints[k] == hints[key]]
+                try:
+                    if len(group) == 1:
+                        raise
+                    probe(dict.fromkeys(group, 1))
+                except Exception:
+                    raise ExtractorError(
+                        f"{self.path} ({type(self.module).__name__}) fails when its dynamic dimension {key} grows "
+                        f"({type(exc).__name__}: {exc}); give the inputs it needs equal the same dynamic axis letter"
+                    ) from exc
+                for other in group[1:]:
+                    torch._check(symbols[key] == symbols[other])  # type: ignore[no-untyped-call]
+            seen.update(group)
+            groups[key] = group
+        return groups
+
+
+class _OpaqueModule:
+    """A module made opaque: one custom op per structure of the arguments it is called with (with or
+    without an initial state, ...), all translated by its extractor.
+    """
+
+    def __init__(
+        self, module: torch.nn.Module, path: str, extractor: ModuleInfoExtractor, kinds: dict[str, ModuleInfoExtractor]
+    ) -> None:
+        self.module = module
+        self.path = path
+        self.extractor = extractor
+        self.forward = module.forward
+        self.kinds = kinds
+        self.calls: dict[str, _OpaqueCall] = {}
+
+    def wrapped_forward(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:  # keyword arguments (``lstm(x, hx=state)``) in the order of ``forward``'s signature
+            args = inspect.signature(self.forward).bind(*args, **kwargs).args
+        flat, in_spec = pytree.tree_flatten(args)
+        absent = [i for i, f in enumerate(flat) if f is None]
+        flat = [f for f in flat if f is not None]
         if not all(isinstance(f, torch.Tensor) for f in flat):
             kinds = sorted({type(f).__name__ for f in flat if not isinstance(f, torch.Tensor)})
             raise ExtractorError(
                 f"{self.path} ({type(self.module).__name__}): a module with a custom extractor takes tensor "
                 f"arguments only (or None); got {kinds}"
             )
-        outs = self.op(flat)
-        return pytree.tree_unflatten(list(outs), self.out_spec)
+        key = f"{in_spec} {absent}"
+        call = self.calls.get(key)
+        if call is None:
+            call = self.calls[key] = _OpaqueCall(self.module, self.path, self.forward, in_spec, absent)
+            self.kinds[call.kind] = self.extractor
+        outs = call.op(flat)
+        return pytree.tree_unflatten(list(outs), call.out_spec)
+
+    def patched_forward(self) -> Any:
+        """:meth:`wrapped_forward` showing the module's own ``forward`` signature (torch.export binds
+        the exported model's inputs and their dynamic shapes to it when this module is the model).
+        """
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self.wrapped_forward(*args, **kwargs)
+
+        with contextlib.suppress(TypeError, ValueError):
+            forward.__signature__ = inspect.signature(self.forward)  # type: ignore[attr-defined]
+        return forward
 
 
 def _hint(size: torch.SymInt) -> int:
@@ -228,9 +339,11 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
     """Makes every outermost submodule with a registered extractor opaque while the block runs.
 
     Yields:
-        The extractor of each opaque op kind (``"t2n_extract::m3"``), for the translation step.
+        The extractor of each opaque op kind (``"t2n_extract::m3"``), for the translation step (filled
+        while the model runs: one kind per module and structure of its arguments).
     """
-    calls: list[_OpaqueCall] = []
+    calls: list[_OpaqueModule] = []
+    kinds: dict[str, ModuleInfoExtractor] = {}
     skip: list[str] = []
     for path, module in model.named_modules():
         if any(s == "" or path.startswith(s + ".") for s in skip):
@@ -239,15 +352,24 @@ def opaque(model: torch.nn.Module) -> Iterator[dict[str, ModuleInfoExtractor]]:
         if cls is None:
             continue
         skip.append(path)
-        calls.append(_OpaqueCall(module, path, cls(module, path)))
+        calls.append(_OpaqueModule(module, path, cls(module, path), kinds))
     own = [call.module.__dict__.get("forward") for call in calls]
     try:
         for call in calls:
-            call.module.forward = call.wrapped_forward  # type: ignore[method-assign]
-        yield {call.kind: call.extractor for call in calls}
+            # the wrapper shows forward's own signature: torch.export binds the top-level module's
+            # inputs (and their dynamic shapes) to it when the opaque module is the exported model
+            call.module.forward = call.patched_forward()  # type: ignore[method-assign]
+        with warnings.catch_warnings():
+            # torch.export swaps parameters for fake tensors and back, which RNN modules mirror in their
+            # ``_flat_weights`` cache (put back by torch.export afterwards): its warning about that
+            # cache concerns bookkeeping of parameters, not the exported graph
+            warnings.filterwarnings(
+                "ignore", message=r"The tensor attributes? (self\.[\w.]*_flat_weights\[\d+\](, )?)+ (was|were) assigned"
+            )
+            yield kinds  # filled as the modules are called
     finally:
         for call, previous in zip(calls, own):
             if previous is None:
-                del call.module.forward
+                call.module.__dict__.pop("forward", None)
             else:
                 call.module.forward = previous  # type: ignore[method-assign]
