@@ -92,6 +92,7 @@ CASES: list[Case] = [
     ("ifft-axis0-abs", Fn(lambda x: torch.fft.ifft(x, dim=0).abs()), (r(4, 8),), True),
     ("ifft-real", Fn(lambda x: torch.fft.ifft(x).real), (r(4, 8),), True),
     ("ifft-imag", Fn(lambda x: torch.fft.ifft(x, norm="forward").imag * 1.0), (r(4, 8),), True),
+    ("ifft-imag-returned", Fn(lambda x: torch.fft.ifft(x).imag), (r(4, 8),), True),
     (
         "ifft-of-complex-n5-ortho",
         Fn(lambda x: real(torch.fft.ifft(torch.fft.fft(x), n=5, norm="ortho"))),

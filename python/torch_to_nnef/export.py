@@ -465,7 +465,10 @@ def _check(
 
     def run_and_compare(inputs: list[torch.Tensor], wanted: list[torch.Tensor], names: list[str]) -> None:
         arrays = [(a.to(exported_bf16) if a.dtype == torch.bfloat16 else a).detach().cpu().numpy() for a in inputs]
-        references = [(e.float() if e.dtype == torch.bfloat16 else e).detach().cpu().numpy() for e in wanted]
+        references = [  # views with torch's lazy negation or conjugation bit resolved first
+            (e.float() if e.dtype == torch.bfloat16 else e).detach().cpu().resolve_conj().resolve_neg().numpy()
+            for e in wanted
+        ]
         try:
             if not loaded:
                 loaded.extend(_interpreters(path, target, registries, input_names, output_names, names_must_match))
