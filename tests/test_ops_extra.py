@@ -467,12 +467,14 @@ def test_boolean_mask_assignment_of_many_values_refused(tmp_path: Path) -> None:
         export_model_to_nnef(Assign(), (r(2, 2).abs() + 0.1, r(4)), tmp_path / "m.nnef", TractNNEF())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aten::where (op/core.py) writes integer scalars as NNEF literals, which tract reads as dimensions",
-)
 def test_where_integer_scalars(tmp_path: Path) -> None:
     export_and_check(tmp_path, "tract", Fn(lambda x: torch.where(x > 0, 3, -2)), (r(3, 4),))
+
+
+def test_where_scalar_in_a_half_model(tmp_path: Path) -> None:
+    """The scalar becomes an f16 constant (a bare literal is f32 to tract, which refuses the mix)."""
+    module = Fn(lambda x: torch.where(x > 0, x, -65504.0) + torch.where(x < 1, 0.5, x))
+    export_and_check(tmp_path, "tract", module, (r(3, 4).half(),))
 
 
 class Named(nn.Module):

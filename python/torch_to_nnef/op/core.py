@@ -184,9 +184,17 @@ def _promoted(a: Any, b: Any) -> str:
 
 @register("aten::where")
 def aten_where(ctx: Context, node: Node) -> Ref:
-    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor."""
+    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor; where.ScalarSelf/ScalarOther/Scalar.
+
+    Scalars take the output's dtype (an f16 constant for an f16 result, an integer tensor for an
+    integer one: tract reads bare float literals as f32 and bare integers as dimensions).
+    """
     out = node.outputs[0]
-    c, a, b = (_align(ctx, v, out.rank, out) for v in node.args[:3])
+    c = _align(ctx, node.args[0], out.rank, out)
+    a, b = (
+        _align(ctx, v, out.rank, out) if isinstance(v, Value) else _scalar(ctx, v, out.dtype, out.rank)
+        for v in node.args[1:3]
+    )
     return ctx.g.op("select", c, a, b, out=out.name)
 
 
