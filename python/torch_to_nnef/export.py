@@ -67,6 +67,25 @@ def _flatten_outputs(out: Any) -> list[torch.Tensor]:
     return []
 
 
+ExportObserver = Callable[[Graph, Any, InferenceTarget], None]
+"""``observer(graph, exported_program, inference_target)``: see :func:`observe_exports`."""
+_OBSERVERS: list[ExportObserver] = []
+
+
+def observe_exports(observer: ExportObserver) -> Callable[[], None]:
+    """Calls ``observer`` after each :func:`export_model_to_nnef` that succeeds (written, and checked
+    when ``check_io``) with the captured IR graph, torch's ``ExportedProgram`` and the target.
+
+    The op coverage recorder (``make coverage``) uses it to learn which ATen kinds each test case
+    translated.
+
+    Returns:
+        The function that removes ``observer``.
+    """
+    _OBSERVERS.append(observer)
+    return lambda: _OBSERVERS.remove(observer)
+
+
 def _unsupported(graph: Graph) -> list[Node]:
     return [n for n in graph.nodes if ops.lookup(n.kind) is None]
 
@@ -327,7 +346,7 @@ def export_model_to_nnef(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
         with extractors.opaque(model) as opaque:
-            graph, _ = capture(model, flat_args, input_names, inference_target.dynamic_axes)
+            graph, exported = capture(model, flat_args, input_names, inference_target.dynamic_axes)
             doc, tensors = translate(
                 graph,
                 inference_target,
@@ -360,6 +379,8 @@ def export_model_to_nnef(
                 debug_bundle_path,
                 check_io_names_qte_match,
             )
+        for observer in list(_OBSERVERS):
+            observer(graph, exported, inference_target)
     finally:
         model.train(was_training)
     return written
