@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +14,10 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
+from torch_to_nnef.capture import capture
 from torch_to_nnef.op.core import TranslationError
+
+aten = torch.ops.aten
 
 
 def ints(*shape: int, low: int = -9, high: int = 10) -> torch.Tensor:
@@ -21,6 +26,12 @@ def ints(*shape: int, low: int = -9, high: int = 10) -> torch.Tensor:
 
 def within(low: float, high: float, *shape: int) -> torch.Tensor:
     return torch.rand(*shape) * (high - low) + low
+
+
+def with_nans(x: torch.Tensor) -> torch.Tensor:
+    """``x`` where positive, NaN elsewhere (0 / 0: NNEF has no NaN literal)."""
+    positive = torch.relu(x)
+    return positive / positive * x
 
 
 # Values across magnitudes: tiny ones show whether expm1/log1p keep their precision near zero.
@@ -111,11 +122,161 @@ CASES: list[Case] = [
     ("std-mean-keepdim", Fn(lambda x: torch.std_mean(x, (0, 2), correction=0, keepdim=True)), (r(3, 4, 2),), True),
     ("aminmax", Fn(lambda x: torch.aminmax(x, dim=1)), (r(3, 4),), True),
     ("aminmax-all", Fn(lambda x: torch.aminmax(x)), (r(3, 4),), True),
+    # similarities, norms of differences
+    ("cosine-similarity", Fn(F.cosine_similarity), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("cosine-similarity-broadcast", Fn(lambda a, b: F.cosine_similarity(a, b, dim=-1)), (r(3, 4), r(1, 4)), True),
+    ("pairwise-distance", Fn(F.pairwise_distance), (r(3, 4), r(3, 4)), True),
+    (
+        "pairwise-distance-p1-keepdim",
+        Fn(lambda a, b: F.pairwise_distance(a, b, 1.0, keepdim=True)),
+        (r(3, 4), r(4)),
+        True,
+    ),
+    ("dist", Fn(torch.dist), (r(3, 4), r(3, 4)), True),
+    ("dist-p3", Fn(lambda a, b: torch.dist(a, b, 3)), (r(3, 4), r(1, 4)), True),
+    # reductions that skip values
+    ("nansum", Fn(lambda x: torch.nansum(with_nans(x), 1)), (r(3, 4),), True),
+    (
+        "nanmean-keepdim",
+        Fn(lambda x: torch.nanmean(with_nans(x), 0, keepdim=True)),
+        (r(3, 4),),
+        True,
+    ),
+    ("nansum-all", Fn(lambda x: torch.nansum(with_nans(x))), (r(3, 4),), True),
+    ("count-nonzero", Fn(lambda x: torch.count_nonzero(torch.relu(x), 1)), (r(3, 4),), False),
+    ("count-nonzero-all-int", Fn(torch.count_nonzero), (ints(3, 4, low=-1, high=2),), False),
+    # products with an added term, trace
+    ("addmv", Fn(torch.addmv), (r(3), r(3, 4), r(4)), True),
+    ("addmv-scaled", Fn(lambda b, m, v: torch.addmv(b, m, v, beta=0.5, alpha=2.0)), (r(1), r(3, 4), r(4)), True),
+    ("addr", Fn(torch.addr), (r(3, 4), r(3), r(4)), True),
+    ("addr-beta0", Fn(lambda b, u, v: torch.addr(b, u, v, beta=0, alpha=3)), (r(3, 4), r(3), r(4)), True),
+    ("trace", Fn(torch.trace), (r(3, 4),), True),
+    ("trace-int", Fn(torch.trace), (ints(4, 3),), False),
+    # tests of values
+    ("isfinite", Fn(lambda x: torch.isfinite(x / torch.relu(x))), (r(3, 4),), True),
+    ("isposinf-isneginf", Fn(lambda x: torch.isposinf(1 / x) | torch.isneginf(1 / x)), (SIGNED_ZEROS,), True),
+    ("isfinite-int", Fn(lambda x: torch.isfinite(x)), (ints(3, 4),), True),
+    # kinds of the other modules that no other table meets
+    ("aten-log-softmax", Fn(lambda x: aten._log_softmax(x, 1, False)), (r(2, 5),), True),
+    ("aten-softmax", Fn(lambda x: aten._softmax(x, 0, False)), (r(2, 5),), True),
+    ("unsafe-index", Fn(lambda x: aten._unsafe_index(x, [torch.tensor([2, 0, 3])])), (r(4, 3),), False),
+    ("nearest-exact-1d", Fn(lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")), (r(1, 2, 4),), True),
+    ("adaptive-avg-pool-3d", Fn(lambda x: F.adaptive_avg_pool3d(x, 1)), (r(1, 2, 4, 4, 4),), True),
+    ("alias", Fn(lambda x: aten.alias(x) + 1), (r(2, 3),), True),
+    ("detach", Fn(lambda x: x.detach() * 2), (r(2, 3),), True),
+    ("constant-pad-nd", Fn(lambda x: aten.constant_pad_nd(x, [1, 2], 0.5)), (r(2, 3),), True),
+    ("ge", Fn(torch.ge), (r(2, 3), r(2, 3)), True),
+    (
+        "logical",
+        Fn(lambda a, b: torch.logical_not(torch.logical_or(torch.logical_and(a > 0, b > 0), a > 1))),
+        (r(2, 3), r(2, 3)),
+        True,
+    ),
+    ("max-pool-1d-indices", Fn(lambda x: F.max_pool1d(x, 2, return_indices=True)[0]), (r(1, 2, 6),), True),
+    ("mm", Fn(torch.mm), (r(2, 3), r(3, 4)), True),
+    ("vdot", Fn(torch.vdot), (r(5), r(5)), True),
 ]
 
 
 @pytest.mark.parametrize(("target", "module", "inputs"), op_params(CASES))
 def test_core_op_table(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+    export_and_check(tmp_path, target, module, inputs)
+
+
+def _retarget(old: Any, new: Any, args: Callable[[torch.fx.Node], tuple[Any, ...]]) -> Callable[[Any], None]:
+    """A rewrite of a captured graph: every call of ``old`` becomes ``new`` with the arguments given."""
+
+    def rewrite(graph: Any) -> None:
+        for n in graph.nodes:
+            if n.target is old:
+                n.args, n.kwargs = args(n), {}
+                n.target = new
+
+    return rewrite
+
+
+# Kinds that other torch releases leave in the graph and the pinned one turns into others (views,
+# copies): the captured graph is rewritten back to them (same values), then exported and checked.
+# (id, module, inputs, also for Khronos, rewrite, the kind it yields)
+OLDER_FORMS = [
+    (
+        "reshape",
+        Fn(lambda x: x.reshape(3, 2) * 2),
+        (r(2, 3),),
+        True,
+        _retarget(aten.view.default, aten.reshape.default, lambda n: n.args),
+        "aten::reshape",
+    ),
+    (
+        "flatten",
+        Fn(lambda x: x.flatten(1)),
+        (r(2, 3, 4),),
+        True,
+        _retarget(aten.view.default, aten.flatten.using_ints, lambda n: (n.args[0], 1, -1)),
+        "aten::flatten",
+    ),
+    (
+        "unflatten",
+        Fn(lambda x: x.unflatten(1, (2, 2))),
+        (r(3, 4),),
+        True,
+        _retarget(aten.view.default, aten.unflatten.int, lambda n: (n.args[0], 1, [2, 2])),
+        "aten::unflatten",
+    ),
+    (
+        "contiguous",
+        Fn(lambda x: x.t().contiguous() * 2),
+        (r(2, 3),),
+        True,
+        _retarget(aten.clone.default, aten.contiguous.default, lambda n: n.args[:1]),
+        "aten::contiguous",
+    ),
+    (
+        "dropout",
+        Fn(lambda x: F.dropout(x, 0.5, training=False) * 2),
+        (r(2, 3),),
+        True,
+        _retarget(aten.clone.default, aten.dropout.default, lambda n: (n.args[0], 0.5, False)),
+        "aten::dropout",
+    ),
+    (
+        "to",
+        Fn(lambda x: (x * 3).to(torch.int32)),
+        (r(2, 3),),
+        False,
+        _retarget(aten._to_copy.default, aten.to.dtype, lambda n: (n.args[0], torch.int32)),
+        "aten::to",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "module", "inputs", "rewrite", "kind"),
+    [
+        pytest.param(target, module, inputs, rewrite, kind, id=f"{target}-{name}")
+        for name, module, inputs, khronos, rewrite, kind in OLDER_FORMS
+        for target in (["tract", "khronos"] if khronos else ["tract"])
+    ],
+)
+def test_older_torch_forms(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    rewrite: Callable[[Any], None],
+    kind: str,
+):
+    original = torch.export.ExportedProgram.run_decompositions
+
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        exported = original(self, *args, **kwargs)
+        rewrite(exported.graph)
+        return exported
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions", run)
+    graph, _ = capture(module, inputs, [f"input_{i}" for i in range(len(inputs))])
+    assert kind in {n.kind for n in graph.nodes}
     export_and_check(tmp_path, target, module, inputs)
 
 

@@ -13,9 +13,11 @@ import math
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef_graph import Ref
-from torch_to_nnef.op.core import TranslationError, _align, _arg, _axis, _reduce_axes, _scalar
+from torch_to_nnef.op.core import _NP_DTYPES, TranslationError, _align, _arg, _axis, _reduce_axes, _scalar
 from torch_to_nnef.op.registry import Context, register
 from torch_to_nnef.op.tensor_ops import _cast, _filled, _operand, _tract_only, _trunc
 
@@ -437,20 +439,7 @@ def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
 
 def _p_norm(ctx: Context, node: Node, diff: Any, p: float, axis: int) -> Ref:
     """The p-norm of ``diff`` over ``axis`` (reduced away): 0 counts non-zeros, inf takes the max."""
-    g = ctx.g
-    c = partial(_const, ctx, node)
-    magnitude = g.op("abs", diff)
-    if p == 0:
-        y = g.op("sum_reduce", g.op("select", g.op("ne", diff, c(0.0)), c(1.0), c(0.0)), axes=[axis])
-    elif math.isinf(p):
-        y = g.op("max_reduce", magnitude, axes=[axis])
-    elif p == 1:
-        y = g.op("sum_reduce", magnitude, axes=[axis])
-    elif p == 2:
-        y = g.op("sqrt", g.op("sum_reduce", g.op("sqr", diff), axes=[axis]))
-    else:
-        y = g.op("pow", g.op("sum_reduce", g.op("pow", magnitude, c(p)), axes=[axis]), c(1.0 / p))
-    return g.op("squeeze", y, axes=[axis])
+    return _norm_over(ctx, node, diff, p, [axis], False)
 
 
 def _pairwise(ctx: Context, node: Node, a: Value, b: Value, p: float) -> Ref:
@@ -541,3 +530,182 @@ def aten_aminmax(ctx: Context, node: Node) -> list[Ref]:
         y = g.op(op, xr, axes=axes)
         refs.append(g.op("copy", y, out=o.name) if keep or not axes else g.op("squeeze", y, axes=axes, out=o.name))
     return refs
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarities and norms of differences
+
+
+def _norm_over(ctx: Context, node: Node, diff: Any, p: float, axes: list[int], keep: bool) -> Ref:
+    """The p-norm of ``diff`` over ``axes`` (kept when ``keep``)."""
+    g = ctx.g
+    c = partial(_const, ctx, node)
+    magnitude = g.op("abs", diff)
+    if p == 0:
+        y = g.op("sum_reduce", g.op("select", g.op("ne", diff, c(0.0)), c(1.0), c(0.0)), axes=axes)
+    elif math.isinf(p):
+        y = g.op("max_reduce" if p > 0 else "min_reduce", magnitude, axes=axes)
+    elif p == 1:
+        y = g.op("sum_reduce", magnitude, axes=axes)
+    elif p == 2:
+        y = g.op("sqrt", g.op("sum_reduce", g.op("sqr", diff), axes=axes))
+    else:
+        y = g.op("pow", g.op("sum_reduce", g.op("pow", magnitude, c(p)), axes=axes), c(1.0 / p))
+    return y if keep or not axes else g.op("squeeze", y, axes=axes)
+
+
+@register("aten::cosine_similarity")
+def aten_cosine_similarity(ctx: Context, node: Node) -> Ref:
+    """cosine_similarity(Tensor x1, Tensor x2, int dim=1, float eps=1e-08) -> Tensor.
+
+    As PyTorch computes it: ``sum(x1 / max(|x1|, eps) * x2 / max(|x2|, eps))`` over ``dim``.
+    """
+    g, out = ctx.g, node.outputs[0]
+    a, b = node.args[:2]
+    rank = max(a.rank, b.rank)
+    axis = _axis(_arg(node, 2, "dim", 1), rank)
+    eps = _const(ctx, node, float(_arg(node, 3, "eps", 1e-8)))
+    units = []
+    for v in (a, b):
+        ref = _operand(ctx, node, v, out.dtype, rank)
+        norm = g.op("sqrt", g.op("sum_reduce", g.op("sqr", ref), axes=[axis]))
+        units.append(g.op("div", ref, g.op("max", norm, eps)))
+    total = g.op("sum_reduce", g.op("mul", units[0], units[1]), axes=[axis])
+    return g.op("squeeze", total, axes=[axis], out=out.name)
+
+
+@register("aten::pairwise_distance")
+def aten_pairwise_distance(ctx: Context, node: Node) -> Ref:
+    """pairwise_distance(Tensor x1, Tensor x2, float p=2, float eps=1e-06, bool keepdim=False) -> Tensor:
+    the p-norm of ``x1 - x2 + eps`` over the last axis.
+    """
+    g, out = ctx.g, node.outputs[0]
+    a, b = node.args[:2]
+    rank = max(a.rank, b.rank)
+    p = float(_arg(node, 2, "p", 2.0))
+    eps = float(_arg(node, 3, "eps", 1e-6))
+    keep = bool(_arg(node, 4, "keepdim", False))
+    diff = g.op("sub", _operand(ctx, node, a, out.dtype, rank), _operand(ctx, node, b, out.dtype, rank))
+    diff = g.op("add", diff, _const(ctx, node, eps))
+    return g.op("copy", _norm_over(ctx, node, diff, p, [rank - 1], keep), out=out.name)
+
+
+@register("aten::dist")
+def aten_dist(ctx: Context, node: Node) -> Ref:
+    """dist(Tensor self, Tensor other, Scalar p=2) -> Tensor: the p-norm of ``self - other`` over every element."""
+    g, out = ctx.g, node.outputs[0]
+    a, b = node.args[:2]
+    rank = max(a.rank, b.rank)
+    p = float(_arg(node, 2, "p", 2.0))
+    diff = g.op("sub", _operand(ctx, node, a, out.dtype, rank), _operand(ctx, node, b, out.dtype, rank))
+    return g.op("copy", _norm_over(ctx, node, diff, p, list(range(rank)), False), out=out.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reductions that skip values
+
+
+@register("aten::nansum", "aten::nanmean")
+def aten_nansum(ctx: Context, node: Node) -> Ref:
+    """nansum/nanmean(Tensor self, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype=None):
+    the sum or the mean of the values that are not NaN.
+    """
+    x, out = node.args[0], node.outputs[0]
+    if not out.dtype.startswith("f"):
+        raise TranslationError(f"{node.where()}: {node.kind} to {out.dtype} is not supported yet")
+    g = ctx.g
+    c = partial(_scalar, ctx, dtype=out.dtype, rank=x.rank)
+    xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    axes = _reduce_axes(x, _arg(node, 1, "dim"))
+    keep = bool(_arg(node, 2, "keepdim", False))
+    present = g.op("eq", xr, xr)
+    y = g.op("sum_reduce", g.op("select", present, xr, c(0.0)), axes=axes)
+    if node.kind == "aten::nanmean":
+        y = g.op("div", y, g.op("sum_reduce", g.op("select", present, c(1.0), c(0.0)), axes=axes))
+    return g.op("copy", y, out=out.name) if keep or not axes else g.op("squeeze", y, axes=axes, out=out.name)
+
+
+@register("aten::count_nonzero")
+def aten_count_nonzero(ctx: Context, node: Node) -> Ref:
+    """count_nonzero.dim_IntList(Tensor self, int[] dim) / count_nonzero(self, int? dim=None) -> Tensor (i64)."""
+    x, out = node.args[0], node.outputs[0]
+    _tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
+    g = ctx.g
+    xr = ctx.ref(x)
+    nonzero = xr if x.dtype == "bool" else g.op("ne", xr, _scalar(ctx, 0, x.dtype, x.rank))
+    y = g.op("tract_core_cast", nonzero, to=out.dtype)
+    axes = _reduce_axes(x, _arg(node, 1, "dim"))
+    if not axes:
+        return g.op("copy", y, out=out.name)
+    return g.op("squeeze", g.op("sum_reduce", y, axes=axes), axes=axes, out=out.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Products with an added term
+
+
+def _scaled_sum(ctx: Context, node: Node, base: Value, product: Ref, beta: Any, alpha: Any) -> Ref:
+    """``beta * base + alpha * product`` (beta 0 ignores base, NaN included, as PyTorch)."""
+    g, out = ctx.g, node.outputs[0]
+    c = partial(_const, ctx, node)
+    if alpha != 1:
+        product = g.op("mul", product, c(float(alpha)))
+    if beta == 0:
+        return g.op("copy", product, out=out.name)
+    b = _operand(ctx, node, base, out.dtype, out.rank)
+    if beta != 1:
+        b = g.op("mul", b, c(float(beta)))
+    return g.op("add", b, product, out=out.name)
+
+
+@register("aten::addmv")
+def aten_addmv(ctx: Context, node: Node) -> Ref:
+    """addmv(Tensor self, Tensor mat, Tensor vec, *, Scalar beta=1, Scalar alpha=1) -> Tensor."""
+    base, mat, vec = node.args[:3]
+    g = ctx.g
+    column = g.op("unsqueeze", ctx.ref(vec), axes=[1])
+    product = g.op("squeeze", g.op("matmul", ctx.ref(mat), column, transposeA=False, transposeB=False), axes=[1])
+    return _scaled_sum(ctx, node, base, product, _arg(node, 3, "beta", 1), _arg(node, 4, "alpha", 1))
+
+
+@register("aten::addr")
+def aten_addr(ctx: Context, node: Node) -> Ref:
+    """addr(Tensor self, Tensor vec1, Tensor vec2, *, Scalar beta=1, Scalar alpha=1) -> Tensor (an outer product)."""
+    base, u, v = node.args[:3]
+    g = ctx.g
+    product = g.op("mul", g.op("unsqueeze", ctx.ref(u), axes=[1]), g.op("unsqueeze", ctx.ref(v), axes=[0]))
+    return _scaled_sum(ctx, node, base, product, _arg(node, 3, "beta", 1), _arg(node, 4, "alpha", 1))
+
+
+@register("aten::trace")
+def aten_trace(ctx: Context, node: Node) -> Ref:
+    """trace(Tensor self) -> Tensor: the sum of the main diagonal of a matrix (static sizes)."""
+    x, out = node.args[0], node.outputs[0]
+    n, m = x.shape
+    if not (isinstance(n, int) and isinstance(m, int)):
+        raise TranslationError(f"{node.where()}: the trace of a dynamic matrix is not supported yet")
+    if not out.dtype.startswith("f"):
+        _tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
+    g = ctx.g
+    eye = ctx.g.variable(np.eye(n, m, dtype=_NP_DTYPES[x.dtype]), f"eye_{x.dtype}_{n}x{m}")
+    total = g.op("sum_reduce", g.op("mul", ctx.ref(x), eye), axes=[0, 1])
+    return g.op("squeeze", _cast(ctx, node, total, x.dtype, out.dtype), axes=[0, 1], out=out.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests of values
+
+
+@register("aten::isfinite", "aten::isposinf", "aten::isneginf")
+def aten_isfinite(ctx: Context, node: Node) -> Ref:
+    """isfinite/isposinf/isneginf(Tensor self) -> Tensor (bool); integers are always finite."""
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    if not x.dtype.startswith("f"):
+        constant = node.kind == "aten::isfinite"
+        return _filled(ctx, node, constant)
+    xr = ctx.ref(x)
+    if node.kind == "aten::isfinite":
+        return g.op("lt", g.op("abs", xr), _scalar(ctx, math.inf, x.dtype, x.rank), out=out.name)
+    infinity = math.inf if node.kind == "aten::isposinf" else -math.inf
+    return g.op("eq", xr, _scalar(ctx, infinity, x.dtype, x.rank), out=out.name)
