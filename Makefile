@@ -50,7 +50,7 @@ test-python: build
 # Reruns the op tables recording which ATen kinds each passing case translated, then regenerates
 # docs/supported_ops.md from the registry and that record (tests/test_coverage.py checks both).
 coverage: build
-	T2N_RECORD_OP_CASES=$(CURDIR)/docs/op_cases.json $(PY) -m pytest -q tests/test_ops_*.py
+	T2N_RECORD_OP_CASES=$(CURDIR)/docs/op_cases.json $(PY) -m pytest -q tests/test_ops_*.py tests/test_export.py::test_op_table
 	$(PY) -m torch_to_nnef.op.coverage docs/supported_ops.md
 
 bench: build

@@ -79,9 +79,13 @@ def test_render_counts_cases_per_kind_and_target():
     assert "| `aten::erf.default` | registered, no recorded case of this overload |" in text
     assert "| `aten::relu.default` |" not in text
     assert "| `aten::rand.default` | not applicable (random)" in text
+    assert "| `aten::atan2.out` | not applicable (mutation)" in text
     core = coverage.core_aten_overloads()
     assert f"1 of the {len(core)} core overloads are translated and tested" in text
     assert "aten::abs" in coverage.untested_kinds(cases)
+    for kind in coverage.unknown_to_torch():  # no graph can hold them: listed, not required
+        assert kind not in coverage.untested_kinds(cases)
+        assert f"`{kind}`" in text.split("Registered kinds that are no operator of torch", 1)[1].split("\n")[0]
 
 
 def test_observer_sees_only_exports_that_succeed(tmp_path: Path):

@@ -30,6 +30,7 @@ _RANDOM = "random"
 _COMPLEX = "complex numbers"
 _DATA = "data-dependent"
 _SYMBOLIC = "symbolic size"
+_MUTATION = "mutation"
 
 NOT_APPLICABLE: dict[str, tuple[str, str]] = {
     "aten::_adaptive_avg_pool2d_backward": (_TRAINING, "a gradient"),
@@ -50,8 +51,18 @@ NOT_APPLICABLE: dict[str, tuple[str, str]] = {
     "aten::sym_numel": (_SYMBOLIC, "captured as a dimension expression, never translated"),
     "aten::sym_stride": (_SYMBOLIC, "strides do not exist in NNEF; captured as an integer"),
     "aten::sym_storage_offset": (_SYMBOLIC, "storage does not exist in NNEF; captured as an integer"),
+    "aten::sym_is_contiguous": (_SYMBOLIC, "memory layouts do not exist in NNEF; captured as a boolean"),
+    "aten::resize_": (_MUTATION, "resizes a tensor in place; functionalised graphs hold no in-place op"),
 }
 """Core ATen kinds that no inference export meets, by kind: (category, reason)."""
+
+
+def not_applicable(name: str) -> tuple[str, str] | None:
+    """Why the core overload ``name`` (``"aten::atan2.out"``) never reaches an inference export, if so."""
+    kind, _, overload = name.rpartition(".")
+    if overload == "out" or overload.endswith("_out"):
+        return _MUTATION, "an ``out=`` variant; functionalised graphs hold the functional overload"
+    return NOT_APPLICABLE.get(kind)
 
 
 def min_tract_version(kind: str) -> str:
@@ -128,10 +139,23 @@ def tally(cases: Mapping[str, Any]) -> tuple[dict[str, KindCases], set[str]]:
     return kinds, overloads
 
 
+def unknown_to_torch() -> list[str]:
+    """Registered kinds that name no operator of the torch in use (no graph of it can hold them)."""
+    import torch
+
+    unknown = []
+    for kind in supported_kinds():
+        namespace, _, name = kind.partition("::")
+        if getattr(getattr(torch.ops, namespace), name, None) is None:
+            unknown.append(kind)
+    return unknown
+
+
 def untested_kinds(cases: Mapping[str, Any]) -> list[str]:
-    """Registered kinds that no recorded case translated."""
+    """Registered kinds of the torch in use that no recorded case translated."""
     kinds, _ = tally(cases)
-    return [k for k in supported_kinds() if k not in kinds]
+    unknown = set(unknown_to_torch())
+    return [k for k in supported_kinds() if k not in kinds and k not in unknown]
 
 
 def _percent(part: int, whole: int) -> str:
@@ -144,6 +168,7 @@ def render(cases: Mapping[str, Any]) -> str:
 
     kinds, overloads = tally(cases)
     registered = supported_kinds()
+    version = torch.__version__.split("+")[0]
     rows = []
     for kind in registered:
         entry = kinds.get(kind, KindCases())
@@ -153,23 +178,25 @@ def render(cases: Mapping[str, Any]) -> str:
     core = core_aten_overloads()
     tested: list[str] = []
     untested: list[str] = []
-    not_applicable: list[str] = []
+    inapplicable: list[str] = []
     missing: list[str] = []
     for name in core:
         kind = name.rsplit(".", 1)[0]
-        if kind in registered:
-            (tested if name in overloads else untested).append(name)
-        elif kind in NOT_APPLICABLE:
-            category, reason = NOT_APPLICABLE[kind]
-            not_applicable.append(f"| `{name}` | not applicable ({category}): {reason} |")
+        why = not_applicable(name)
+        if kind in registered and name in overloads:
+            tested.append(name)
+        elif why is not None:
+            inapplicable.append(f"| `{name}` | not applicable ({why[0]}): {why[1]} |")
+        elif kind in registered:
+            untested.append(name)
         else:
             missing.append(f"| `{name}` | not covered |")
-    applicable = len(core) - len(not_applicable)
+    applicable = len(core) - len(inapplicable)
     summary = (
         f"{len(tested)} of the {len(core)} core overloads are translated and tested "
         f"({_percent(len(tested), len(core))}; {_percent(len(tested), applicable)} of the {applicable} "
         f"that inference can meet); {len(untested)} more are registered without a recorded case of that "
-        f"overload; {len(not_applicable)} are not applicable; {len(missing)} are not covered."
+        f"overload; {len(inapplicable)} are not applicable; {len(missing)} are not covered."
     )
     uncovered = [*(f"| `{n}` | registered, no recorded case of this overload |" for n in untested), *missing]
     return "\n".join(
@@ -189,7 +216,11 @@ def render(cases: Mapping[str, Any]) -> str:
             "|---|---|---|---|",
             *rows,
             "",
-            f"## Core ATen operator set (torch {torch.__version__.split('+')[0]})",
+            f"Registered kinds that are no operator of torch {version} (kept for other releases): "
+            + (", ".join(f"`{k}`" for k in unknown_to_torch()) or "none")
+            + ".",
+            "",
+            f"## Core ATen operator set (torch {version})",
             "",
             "The op overloads tagged `torch.Tag.core`, which `torch.export` graphs are made of.",
             "",
@@ -205,7 +236,7 @@ def render(cases: Mapping[str, Any]) -> str:
             "",
             "| core overload | reason |",
             "|---|---|",
-            *not_applicable,
+            *inapplicable,
             "",
         ]
     )
