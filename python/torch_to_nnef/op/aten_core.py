@@ -2,9 +2,10 @@
 
 Elementwise math (erf, expm1, log1p, log2, inverse hyperbolics, ...), bit shifts, one-sided
 clamps, distances (``cdist``, ``pdist``), ``masked_scatter`` and ``empty_strided``: the core ATen
-operators the other modules leave out, and the functions that ``run_decompositions({})`` keeps
-whole (``logit``, ``xlogy``, ``logaddexp``...). Each is written with the NNEF specification's
-operators where they suffice, so that KhronosNNEF gets it too.
+operators the other modules leave out; and the functions that ``run_decompositions({})`` keeps
+whole (``logit``, ``xlogy``, ``logaddexp``, ``cosine_similarity``, ``nansum``, ``addmv``...).
+Each is written with the NNEF specification's operators where they suffice, so that KhronosNNEF
+gets it too.
 """
 
 from __future__ import annotations
