@@ -175,6 +175,33 @@ CASES: list[Case] = [
     ("max-pool-1d-indices", Fn(lambda x: F.max_pool1d(x, 2, return_indices=True)[0]), (r(1, 2, 6),), True),
     ("mm", Fn(torch.mm), (r(2, 3), r(3, 4)), True),
     ("vdot", Fn(torch.vdot), (r(5), r(5)), True),
+    # core overloads that other tables do not meet
+    ("add-scalar", Fn(lambda x: aten.add.Scalar(x, 1.5, alpha=2)), (r(2, 3),), True),
+    (
+        "sub-mul-div-scalar",
+        Fn(lambda x: aten.div.Scalar(aten.mul.Scalar(aten.sub.Scalar(x, 0.5), 3), 4)),
+        (r(2, 3),),
+        True,
+    ),
+    ("div-scalar-mode", Fn(lambda x: aten.div.Scalar_mode(x, 0.75, rounding_mode="floor")), (r(2, 3) * 3,), True),
+    (
+        "compare-tensors",
+        Fn(lambda a, b: aten.eq.Tensor(a, b) | aten.ne.Tensor(a, a) | aten.lt.Tensor(a, b) & aten.le.Tensor(b, a)),
+        (ints(3, 4, low=0, high=3).float(), ints(3, 4, low=0, high=3).float()),
+        True,
+    ),
+    ("ge-scalar", Fn(lambda x: aten.ge.Scalar(x, 0.25)), (r(2, 3),), True),
+    ("pow-tensors", Fn(lambda a, b: aten.pow.Tensor_Tensor(a, b)), (within(0.5, 2.0, 2, 3), r(2, 3)), True),
+    (
+        "bitwise-overloads",
+        Fn(lambda a, b: aten.bitwise_xor.Scalar(aten.bitwise_or.Tensor(aten.bitwise_and.Tensor(a, b), b), 5)),
+        (ints(3, 4, high=64), ints(3, 4, high=64)),
+        False,
+    ),
+    ("clamp-tensors", Fn(lambda x, lo, hi: aten.clamp.Tensor(x, lo, hi)), (r(3, 4), r(4) - 1, r(3, 1) + 1), True),
+    ("mean-all", Fn(lambda x: aten.mean.default(x)), (r(3, 4),), True),
+    ("var-correction", Fn(lambda x: aten.var.correction(x, [1], correction=0, keepdim=True)), (r(3, 4),), True),
+    ("any-dims", Fn(lambda x: aten.any.dims(x > 1, [0, 2])), (r(3, 4, 2),), False),
 ]
 
 
