@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.ready-$(REQ_HASH)
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml
 
 
-.PHONY: demo test build venv lint test-rust test-python bench clean-cache
+.PHONY: demo test build venv lint test-rust test-python coverage bench clean-cache
 
 demo: build
 	$(PY) -m torch_to_nnef.demo
@@ -46,6 +46,12 @@ test-rust:
 
 test-python: build
 	$(PY) -m pytest -q tests
+
+# Reruns the op tables recording which ATen kinds each passing case translated, then regenerates
+# docs/supported_ops.md from the registry and that record (tests/test_coverage.py checks both).
+coverage: build
+	T2N_RECORD_OP_CASES=$(CURDIR)/docs/op_cases.json $(PY) -m pytest -q tests/test_ops_*.py tests/test_export.py::test_op_table
+	$(PY) -m torch_to_nnef.op.coverage docs/supported_ops.md
 
 bench: build
 	$(PY) benches/bench_dat_write.py

@@ -70,6 +70,25 @@ def _flatten_outputs(out: Any) -> list[torch.Tensor]:
     return []
 
 
+ExportObserver = Callable[[Graph, Any, InferenceTarget], None]
+"""``observer(graph, exported_program, inference_target)``: see :func:`observe_exports`."""
+_OBSERVERS: list[ExportObserver] = []
+
+
+def observe_exports(observer: ExportObserver) -> Callable[[], None]:
+    """Calls ``observer`` after each :func:`export_model_to_nnef` that succeeds (written, and checked
+    when ``check_io``) with the captured IR graph, torch's ``ExportedProgram`` and the target.
+
+    The op coverage recorder (``make coverage``) uses it to learn which ATen kinds each test case
+    translated.
+
+    Returns:
+        The function that removes ``observer``.
+    """
+    _OBSERVERS.append(observer)
+    return lambda: _OBSERVERS.remove(observer)
+
+
 def _unsupported(graph: Graph) -> list[Node]:
     return [n for n in graph.nodes if ops.lookup(n.kind) is None]
 
@@ -353,7 +372,7 @@ def export_model_to_nnef(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
         with extractors.opaque(model) as opaque:
-            graph = _capture(
+            graph, exported = _capture(
                 model, flat_args, input_names, inference_target.dynamic_axes, frontend, inference_target.bf16_as
             )
             doc, tensors, quant = translate(
@@ -390,6 +409,8 @@ def export_model_to_nnef(
                 debug_bundle_path,
                 check_io_names_qte_match,
             )
+        for observer in list(_OBSERVERS):
+            observer(graph, exported, inference_target)
     finally:
         model.train(was_training)
     return written
@@ -402,23 +423,24 @@ def _capture(
     dynamic_axes: Mapping[str, Mapping[int, str]] | None,
     frontend: str,
     bf16_as: str | None = None,
-) -> Graph:
-    """The model's graph from the chosen front-end; ``"auto"`` says why it leaves torch.export."""
+) -> tuple[Graph, Any]:
+    """The model's graph from the chosen front-end and torch's ``ExportedProgram`` (None from the jit
+    front-end); ``"auto"`` says why it leaves torch.export."""
     if frontend == "jit":
-        return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+        return capture_jit(model, flat_args, input_names, dynamic_axes)[0], None
     if frontend == "auto":
         reason = reason_for_jit(model)
         if reason is not None:
             LOGGER.info("capturing with torch.jit.trace: %s, which torch.export cannot capture", reason)
-            return capture_jit(model, flat_args, input_names, dynamic_axes)[0]
+            return capture_jit(model, flat_args, input_names, dynamic_axes)[0], None
         try:
-            return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)[0]
+            return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)
         except CaptureError as exc:
             if dynamic_axes:
                 raise  # the jit front-end has no dynamic axes: torch.export's reason is the useful one
             LOGGER.warning("torch.export refused the model, capturing with torch.jit.trace instead: %s", exc)
             try:
-                return capture_jit(model, flat_args, input_names, refuse_unsound=True)[0]
+                return capture_jit(model, flat_args, input_names, refuse_unsound=True)[0], None
             except CaptureError as jit_exc:
                 raise CaptureError(f"{exc}\n(torch.jit.trace was tried too: {jit_exc})") from jit_exc
     reason = reason_for_jit(model)
@@ -426,7 +448,7 @@ def _capture(
         raise CaptureError(
             f"torch.export cannot capture {type(model).__name__}: {reason}; use frontend='jit' or 'auto'"
         )
-    return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)[0]
+    return capture(model, flat_args, input_names, dynamic_axes, bf16_as=bf16_as)
 
 
 def _check_extensions(extensions: Sequence[str] | None, target: InferenceTarget) -> list[str]:

@@ -1,6 +1,7 @@
 """The op registry and the translations registered in it."""
 
 from torch_to_nnef.op import (  # noqa: F401  (registration side effect)
+    aten_core,
     core,
     extra_ops,
     nn_ops,

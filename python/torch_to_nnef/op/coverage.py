@@ -1,50 +1,267 @@
-"""Generates ``docs/supported_ops.md`` from the op registry.
+"""Generates ``docs/supported_ops.md`` from the op registry and the recorded op test cases.
 
-python -m torch_to_nnef.op.coverage docs/supported_ops.md
+python -m torch_to_nnef.op.coverage docs/supported_ops.md [--cases docs/op_cases.json]
+
+The cases file is written by the op tables run with ``T2N_RECORD_OP_CASES=<path>`` (``make
+coverage``): for every passing test, the ATen kinds and overloads its exports translated, per
+target. Nothing in the table is estimated: a kind's case count and its KhronosNNEF column come
+from those records, and the core ATen operator set is read from the torch in use
+(``torch.Tag.core``).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from torch_to_nnef.op import lookup, supported_kinds
+from torch_to_nnef.errors import InvalidArgumentError
+from torch_to_nnef.inference_target import OLDEST_TRACT
+from torch_to_nnef.op import supported_kinds
+
+RECORD_ENV = "T2N_RECORD_OP_CASES"
+"""Environment variable: where the test run records its cases (see ``tests/conftest.py``)."""
+
+_TRAINING = "training only"
+_RANDOM = "random"
+_COMPLEX = "complex numbers"
+_DATA = "data-dependent"
+_SYMBOLIC = "symbolic size"
+_MUTATION = "mutation"
+
+NOT_APPLICABLE: dict[str, tuple[str, str]] = {
+    "aten::_adaptive_avg_pool2d_backward": (_TRAINING, "a gradient"),
+    "aten::avg_pool2d_backward": (_TRAINING, "a gradient"),
+    "aten::convolution_backward": (_TRAINING, "a gradient"),
+    "aten::embedding_dense_backward": (_TRAINING, "a gradient"),
+    "aten::max_pool2d_with_indices_backward": (_TRAINING, "a gradient"),
+    "aten::native_group_norm_backward": (_TRAINING, "a gradient"),
+    "aten::native_layer_norm_backward": (_TRAINING, "a gradient"),
+    "aten::native_dropout": (_TRAINING, "dropout is the identity in eval mode, where it is not captured"),
+    "aten::rand": (_RANDOM, "NNEF graphs are deterministic"),
+    "aten::randn": (_RANDOM, "NNEF graphs are deterministic"),
+    "aten::randperm": (_RANDOM, "NNEF graphs are deterministic"),
+    "aten::_fft_r2c": (_COMPLEX, "NNEF has no complex dtype"),
+    "aten::_fft_c2r": (_COMPLEX, "NNEF has no complex dtype"),
+    "aten::_local_scalar_dense": (_DATA, "``.item()``: a Python number read from a tensor; torch.export refuses it"),
+    "aten::sym_size": (_SYMBOLIC, "captured as a dimension expression, never translated"),
+    "aten::sym_numel": (_SYMBOLIC, "captured as a dimension expression, never translated"),
+    "aten::sym_stride": (_SYMBOLIC, "strides do not exist in NNEF; captured as an integer"),
+    "aten::sym_storage_offset": (_SYMBOLIC, "storage does not exist in NNEF; captured as an integer"),
+    "aten::sym_is_contiguous": (_SYMBOLIC, "memory layouts do not exist in NNEF; captured as a boolean"),
+    "aten::resize_": (_MUTATION, "resizes a tensor in place; functionalised graphs hold no in-place op"),
+}
+"""Core ATen kinds that no inference export meets, by kind: (category, reason)."""
 
 
-def render() -> str:
-    """The markdown table of every registered ATen kind."""
-    rows = []
+def not_applicable(name: str) -> tuple[str, str] | None:
+    """Why the core overload ``name`` (``"aten::atan2.out"``) never reaches an inference export, if so."""
+    kind, _, overload = name.rpartition(".")
+    if overload == "out" or overload.endswith("_out"):
+        return _MUTATION, "an ``out=`` variant; functionalised graphs hold the functional overload"
+    return NOT_APPLICABLE.get(kind)
+
+
+def min_tract_version(kind: str) -> str:
+    """The oldest tract release that runs the translation of ``kind`` (``"0.21.0"``).
+
+    Every translation currently runs on the oldest release this exporter writes for
+    (:data:`~torch_to_nnef.inference_target.OLDEST_TRACT`); translations that need a later release
+    branch on ``ctx.tract_at_least`` and fall back to older forms.
+    """
+    return ".".join(str(part) for part in OLDEST_TRACT)
+
+
+def overload_name(op: Any) -> str:
+    """``"aten::add.Tensor"`` / ``"aten::relu.default"`` for a torch ``OpOverload``."""
+    return f"{op.namespace}::{op._schema.name.split('::')[-1]}.{op._overloadname}"
+
+
+def core_aten_overloads() -> list[str]:
+    """Every ATen op overload tagged ``torch.Tag.core`` in the torch in use, sorted."""
+    import torch
+
+    found = set()
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, _, name = schema.name.partition("::")
+        if namespace != "aten":
+            continue
+        try:
+            op = getattr(getattr(torch.ops.aten, name), schema.overload_name or "default")
+        except (AttributeError, RuntimeError):  # schemas without a Python binding
+            continue
+        if torch.Tag.core in op.tags:
+            found.add(overload_name(op))
+    return sorted(found)
+
+
+@dataclass
+class KindCases:
+    """What the recorded cases say of one ATen kind."""
+
+    cases: int = 0
+    """Passing tests whose exports translated it."""
+    tract: bool = False
+    """Translated in a passing TractNNEF export."""
+    khronos: bool = False
+    """Translated in a passing KhronosNNEF export."""
+
+
+def load_cases(path: str | Path) -> dict[str, Any]:
+    """Reads a cases file written by the recording test run."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"no recorded op cases at {path}: run `make coverage` to record them") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
+        raise InvalidArgumentError(f"{path} is not an op cases file (no 'cases' table): rerun `make coverage`")
+    return data
+
+
+def tally(cases: Mapping[str, Any]) -> tuple[dict[str, KindCases], set[str]]:
+    """Per kind: its case count and targets; and every overload translated by some case."""
+    kinds: dict[str, KindCases] = {}
+    overloads: set[str] = set()
+    for record in cases["cases"].values():
+        seen: set[str] = set()
+        for target, names in record["kinds"].items():
+            for kind in names:
+                entry = kinds.setdefault(kind, KindCases())
+                entry.tract |= target == "tract"
+                entry.khronos |= target == "khronos"
+                seen.add(kind)
+        for kind in seen:
+            kinds[kind].cases += 1
+        overloads.update(record["overloads"])
+    return kinds, overloads
+
+
+def unknown_to_torch() -> list[str]:
+    """Registered kinds that name no operator of the torch in use (no graph of it can hold them)."""
+    import torch
+
+    unknown = []
     for kind in supported_kinds():
-        fn = lookup(kind)
-        assert fn is not None
-        schema = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        escaped = schema.replace("|", "\\|")
-        rows.append(f"| `{kind}` | `{fn.__name__}` | {escaped} |")
+        namespace, _, name = kind.partition("::")
+        if getattr(getattr(torch.ops, namespace), name, None) is None:
+            unknown.append(kind)
+    return unknown
+
+
+def untested_kinds(cases: Mapping[str, Any]) -> list[str]:
+    """Registered kinds of the torch in use that no recorded case translated."""
+    kinds, _ = tally(cases)
+    unknown = set(unknown_to_torch())
+    return [k for k in supported_kinds() if k not in kinds and k not in unknown]
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
+
+
+def render(cases: Mapping[str, Any]) -> str:
+    """The markdown page: registered kinds with their measured cases, and the core ATen set's coverage."""
+    import torch
+
+    kinds, overloads = tally(cases)
+    registered = supported_kinds()
+    version = torch.__version__.split("+")[0]
+    rows = []
+    for kind in registered:
+        entry = kinds.get(kind, KindCases())
+        tract = min_tract_version(kind) if entry.tract else "no case"
+        rows.append(f"| `{kind}` | {tract} | {'yes' if entry.khronos else 'no'} | {entry.cases} |")
+
+    core = core_aten_overloads()
+    tested: list[str] = []
+    untested: list[str] = []
+    inapplicable: list[str] = []
+    missing: list[str] = []
+    for name in core:
+        kind = name.rsplit(".", 1)[0]
+        why = not_applicable(name)
+        if kind in registered and name in overloads:
+            tested.append(name)
+        elif why is not None:
+            inapplicable.append(f"| `{name}` | not applicable ({why[0]}): {why[1]} |")
+        elif kind in registered:
+            untested.append(name)
+        else:
+            missing.append(f"| `{name}` | not covered |")
+    applicable = len(core) - len(inapplicable)
+    summary = (
+        f"{len(tested)} of the {len(core)} core overloads are translated and tested "
+        f"({_percent(len(tested), len(core))}; {_percent(len(tested), applicable)} of the {applicable} "
+        f"that inference can meet); {len(untested)} more are registered without a recorded case of that "
+        f"overload; {len(inapplicable)} are not applicable; {len(missing)} are not covered."
+    )
+    uncovered = [*(f"| `{n}` | registered, no recorded case of this overload |" for n in untested), *missing]
     return "\n".join(
         [
             "# Supported ATen operators",
             "",
-            "Generated from the op registry by `python -m torch_to_nnef.op.coverage docs/supported_ops.md`;",
-            "a test fails when this file is stale.",
+            "Generated by `python -m torch_to_nnef.op.coverage docs/supported_ops.md` from the op registry and",
+            "the op test cases recorded in `docs/op_cases.json`; `make coverage` reruns the op tables to record",
+            "them and regenerates both. A test fails when this file is stale.",
             "",
-            f"{len(rows)} kinds.",
+            "Columns: the oldest tract release the translation runs on (`no case`: no TractNNEF case passed),",
+            "whether a KhronosNNEF case containing the kind passed, and how many passing test cases translated it.",
             "",
-            "| ATen kind | translation | schema / notes |",
-            "|---|---|---|",
+            f"{len(registered)} kinds registered.",
+            "",
+            "| ATen kind | TractNNEF (from) | KhronosNNEF | tested cases |",
+            "|---|---|---|---|",
             *rows,
+            "",
+            f"Registered kinds that are no operator of torch {version} (kept for other releases): "
+            + (", ".join(f"`{k}`" for k in unknown_to_torch()) or "none")
+            + ".",
+            "",
+            f"## Core ATen operator set (torch {version})",
+            "",
+            "The op overloads tagged `torch.Tag.core`, which `torch.export` graphs are made of.",
+            "",
+            summary,
+            "",
+            "### Not covered",
+            "",
+            "| core overload | status |",
+            "|---|---|",
+            *uncovered,
+            "",
+            "### Not applicable to inference",
+            "",
+            "| core overload | reason |",
+            "|---|---|",
+            *inapplicable,
             "",
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Writes the table to the given path (default: stdout)."""
-    args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if args:
-        Path(args[0]).write_text(text)
+    """Writes the page to the given path (default: stdout) from ``--cases`` (default: ``op_cases.json``
+    beside the page, or ``docs/op_cases.json`` when printing).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    cases_path = None
+    if "--cases" in args:
+        at = args.index("--cases")
+        if at + 1 >= len(args):
+            raise InvalidArgumentError("--cases needs a path: --cases docs/op_cases.json")
+        cases_path = Path(args[at + 1])
+        del args[at : at + 2]
+    out = Path(args[0]) if args else None
+    if cases_path is None:
+        cases_path = out.with_name("op_cases.json") if out else Path("docs/op_cases.json")
+    text = render(load_cases(cases_path))
+    if out:
+        out.write_text(text)
     else:
-        print(text, end="")
+        sys.stdout.write(text)
     return 0
 
 
