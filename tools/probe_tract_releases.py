@@ -91,27 +91,71 @@ class _FloatOut(torch.nn.Module):
         return _floats(self.inner(*xs))
 
 
+class _First(torch.nn.Module):
+    """The first output of a recurrent layer."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)[0]
+
+
 class _FloatOut1(_FloatOut):
     def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
         return _floats(self.inner(x))
 
 
+TABLES = (
+    "test_export",
+    "test_ops_nn",
+    "test_ops_tensor",
+    "test_ops_extra",
+    "test_ops_core",
+    "test_signal",
+    "test_attention_precision",
+)
+"""Test modules whose module-level case lists (``(id, module, inputs, ...)`` tuples) are probed."""
+
+
+def _table_cases(module: Any) -> list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...]]]:
+    found = []
+    for attr, table in vars(module).items():
+        if not (attr.isupper() and isinstance(table, list)):
+            continue
+        for item in table:
+            if not (isinstance(item, tuple) and len(item) >= 3 and isinstance(item[0], str)):
+                continue
+            name, mod, inputs = item[:3]
+            if isinstance(inputs, torch.Tensor):
+                inputs = (inputs,)
+            if isinstance(mod, torch.nn.Module) and isinstance(inputs, tuple):
+                if all(isinstance(t, torch.Tensor) for t in inputs):
+                    found.append((f"{attr.lower()}-{name}", mod, inputs))
+    return found
+
+
 def export_all(work: Path, oldest: str) -> dict[str, list[str]]:
-    """Exports every case into ``work/cases/<id>`` for tract ``oldest``; returns the operators of each."""
+    """Exports every case into ``work/cases/<id>`` for tract ``oldest``; returns the NNEF operators of
+    each (and writes the ATen kinds of each to ``work/kinds.json``).
+    """
+    import importlib
+
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import test_export
-    import test_ops_nn
     import test_ops_tensor
     from optable import Fn
     from torch_to_nnef import TractNNEF, export_model_to_nnef
+    from torch_to_nnef.export import observe_exports
     from torch_to_nnef.qtensor import fp_to_tract_q4_0_with_min_max_calibration
 
     cases: list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], dict]] = []
-    for mod in (test_export, test_ops_nn, test_ops_tensor):
-        for name, module, inputs, _ in mod.CASES:
-            cases.append((f"{mod.__name__[5:]}-{name}", _FloatOut(module), inputs, {}))
+    for table in TABLES:
+        mod = importlib.import_module(table)
+        for name, module, inputs in _table_cases(mod):
+            cases.append((f"{table[5:]}-{name}", _FloatOut(module), inputs, {}))
     for name, fn, shape in test_ops_tensor.DYNAMIC_CASES:
         dynamic = {"dynamic_axes": {"input_0": {1: "S"}}}
         cases.append((f"dynamic-{name}", _FloatOut1(test_ops_tensor.Fn1(fn)), (torch.randn(*shape),), dynamic))
@@ -122,7 +166,17 @@ def export_all(work: Path, oldest: str) -> dict[str, list[str]]:
     qkv = tuple(torch.randn(1, 2, 5, 8) for _ in range(3))
     cases.append(("model-sdpa-reified", sdpa, qkv, {"reify_sdpa_operator": True, "version": "0.22.0"}))
     cases.append(("model-rms-norm", torch.nn.RMSNorm(8), (torch.randn(2, 8),), {}))
+    for name, rnn in (
+        ("lstm", torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True, batch_first=True)),
+        ("gru", torch.nn.GRU(4, 8, batch_first=True)),
+        ("rnn", torch.nn.RNN(4, 8, batch_first=True)),
+    ):
+        dynamic = {"dynamic_axes": {"input_0": {1: "T"}}}
+        cases.append((f"model-{name}", _FloatOut1(_First(rnn)), (torch.randn(2, 5, 4),), dynamic))
 
+    kinds: dict[str, list[str]] = {}
+    seen: list[set[str]] = []
+    remove = observe_exports(lambda graph, *_: seen.append({n.kind for n in graph.nodes}))
     ops: dict[str, list[str]] = {}
     root = work / "cases"
     root.mkdir(parents=True, exist_ok=True)
@@ -137,12 +191,15 @@ def export_all(work: Path, oldest: str) -> dict[str, list[str]]:
         except Exception as e:
             print(f"{cid}: not exported: {e}", file=sys.stderr)
             continue
+        kinds[cid] = sorted(seen.pop()) if seen else []
         with torch.no_grad():
             out = module(*inputs)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         np.savez(folder / "inputs.npz", **{str(i): t.numpy() for i, t in enumerate(inputs)})
         np.savez(folder / "outputs.npz", **{str(i): t.numpy() for i, t in enumerate(outs)})
         ops[cid] = sorted(_ops((path / "graph.nnef").read_text()))
+    remove()
+    (work / "kinds.json").write_text(json.dumps(kinds, indent=1))
     (work / "ops.json").write_text(json.dumps(ops, indent=1))
     return ops
 
@@ -165,6 +222,27 @@ def run_release(work: Path, version: str) -> dict[str, str]:
     return json.loads(proc.stdout)
 
 
+def _floors(used_by_case: dict[str, list[str]], results: dict[str, dict[str, str]], versions: list[str]) -> dict:
+    """For each kind (or operator): the oldest probed release from which every case using it runs
+    in that release and all later ones. Cases failing in the newest release are left out (what fails
+    there fails for another reason than the release).
+    """
+    newest = versions[-1]
+    floors = {}
+    for item in sorted({k for used in used_by_case.values() for k in used}):
+        users = [c for c, used in used_by_case.items() if item in used and results[newest].get(c) == "ok"]
+        if not users:
+            continue
+        floor = newest
+        for v in reversed(versions):
+            if all(results[v].get(c) == "ok" for c in users):
+                floor = v
+            else:
+                break
+        floors[item] = {"since": floor, "cases": len(users)}
+    return floors
+
+
 def main(argv: list[str]) -> int:
     """``WORKDIR VERSION...``: exports (once) into WORKDIR, runs every VERSION, prints the table."""
     work, versions = Path(argv[0]), argv[1:]
@@ -179,6 +257,14 @@ def main(argv: list[str]) -> int:
         worst = [f"{v} ({len(cs)}/{len(users)})" for v, cs in failing.items() if cs]
         if op.startswith(("tract_", "extension:")) or worst:
             print(f"  {op}: {', '.join(worst) or 'none'}")
+    kinds = json.loads((work / "kinds.json").read_text())
+    floors = {
+        "releases": versions,
+        "cases": len(ops),
+        "kinds": _floors(kinds, results, versions),
+        "operators": _floors(ops, results, versions),
+    }
+    (work / "floors.json").write_text(json.dumps(floors, indent=1, sort_keys=True) + "\n")
     print("failing cases:")
     for cid in sorted(ops):
         bad = {v: results[v].get(cid, "missing") for v in versions if results[v].get(cid, "missing") != "ok"}

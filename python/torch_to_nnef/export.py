@@ -425,7 +425,8 @@ def _capture(
     bf16_as: str | None = None,
 ) -> tuple[Graph, Any]:
     """The model's graph from the chosen front-end and torch's ``ExportedProgram`` (None from the jit
-    front-end); ``"auto"`` says why it leaves torch.export."""
+    front-end); ``"auto"`` says why it leaves torch.export.
+    """
     if frontend == "jit":
         return capture_jit(model, flat_args, input_names, dynamic_axes)[0], None
     if frontend == "auto":

@@ -165,6 +165,21 @@ class NNEFBuilder:
         self.fragments.append(f"fragment {name}( {params} ) -> ( {outs} )\n{{\n{lines}\n}}")
         return name
 
+    def copy(self, value: Ref, out: str) -> Ref:
+        """A new identifier ``out`` for the same tensor as ``value`` (e.g. one that
+        ``graph.quant`` gives other quantization parameters); :meth:`op` would alias it.
+        """
+        result = self.fresh(out)
+        if self.tract_version is not None and (since := needs_newer("copy", self.tract_version)) is not None:
+            self.too_new.append(("copy", since, self.where))
+        self._defined_at[result] = len(self.lines)
+        self.lines.append(f"{result} = copy({value});")
+        return result
+
+    def final_name(self, ref: Ref) -> Ref:
+        """The identifier ``ref`` has in the finished document (outputs rename the ops they name)."""
+        return self._renamed.get(ref, ref)
+
     def reserve(self, names: list[str]) -> None:
         """Keeps the graph's input and output names for :meth:`external` and :meth:`output`."""
         self._reserved = set(names)

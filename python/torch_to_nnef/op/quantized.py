@@ -117,7 +117,8 @@ def graph_quant(g: NNEFBuilder) -> str | None:
     entries = _QUANT.get(g)
     if not entries:
         return None
-    return "".join(f'"{ref}": {entries[ref]}\n' for ref in sorted(entries))
+    final = {g.final_name(Ref(ref)): text for ref, text in entries.items()}
+    return "".join(f'"{ref}": {final[ref]}\n' for ref in sorted(final))
 
 
 def _declare(ctx: Context, ref: Ref, dtype: str, scale: float, zero_point: int) -> None:
@@ -139,7 +140,7 @@ def _qref(ctx: Context, v: QuantizedValue) -> Ref:
 
 def _requantize(ctx: Context, x: Ref, out: QuantizedValue) -> Ref:
     """Rounds the f32 ``x`` to ``out``'s integers (half to even, saturating)."""
-    ref = ctx.g.op("copy", x, out=out.name)
+    ref = ctx.g.copy(x, out.name)  # a new identifier: graph.quant gives it out's integers
     _declare(ctx, ref, out.dtype, out.scale, out.zero_point)
     return ref
 
