@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.ready-$(REQ_HASH)
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml
 
 
-.PHONY: demo test build venv lint test-rust test-python coverage bench clean-cache
+.PHONY: demo test build venv lint test-rust test-python coverage tract-releases bench clean-cache
 
 demo: build
 	$(PY) -m torch_to_nnef.demo
@@ -50,8 +50,19 @@ test-python: build
 # Reruns the op tables recording which ATen kinds each passing case translated, then regenerates
 # docs/supported_ops.md from the registry and that record (tests/test_coverage.py checks both).
 coverage: build
-	T2N_RECORD_OP_CASES=$(CURDIR)/docs/op_cases.json $(PY) -m pytest -q tests/test_ops_*.py tests/test_export.py::test_op_table
+	T2N_RECORD_OP_CASES=$(CURDIR)/docs/op_cases.json $(PY) -m pytest -q tests/test_ops_*.py \
+		tests/test_export.py::test_op_table tests/test_signal.py tests/test_quantized.py tests/test_recurrent.py \
+		tests/test_attention_precision.py tests/test_jit_frontend.py
 	$(PY) -m torch_to_nnef.op.coverage docs/supported_ops.md
+
+# docs/tract_releases.json: the op-table cases run in tract releases from PyPI (installed under
+# $(PROBE_DIR)); the supported-op page reads each kind's oldest release from it (then `make coverage`).
+PROBE_DIR ?= $(HOME)/.cache/torch_to_nnef/tract-releases
+PROBE_RELEASES ?= 0.21.5 0.21.13 0.22.1 0.23.0 0.23.2 0.23.3 0.23.5 0.23.6 0.23.8 0.23.9
+tract-releases: build
+	rm -rf $(PROBE_DIR)/ops.json $(PROBE_DIR)/cases
+	$(PY) tools/probe_tract_releases.py $(PROBE_DIR) $(PROBE_RELEASES)
+	cp $(PROBE_DIR)/floors.json docs/tract_releases.json
 
 bench: build
 	$(PY) benches/bench_dat_write.py

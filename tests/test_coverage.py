@@ -21,12 +21,13 @@ from torch_to_nnef.op.core import TranslationError
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "supported_ops.md"
 CASES = ROOT / "docs" / "op_cases.json"
+FLOORS = ROOT / "docs" / "tract_releases.json"
 TABLE = "tests/test_ops_core.py::test_core_op_table"
 REGENERATE = "run `make coverage` (or python -m torch_to_nnef.op.coverage docs/supported_ops.md)"
 
 
 def test_supported_ops_table_is_current():
-    assert DOC.read_text() == coverage.render(coverage.load_cases(CASES)), (
+    assert DOC.read_text() == coverage.render(coverage.load_cases(CASES), coverage.load_floors(FLOORS)), (
         f"docs/supported_ops.md is stale: {REGENERATE}"
     )
 
@@ -57,8 +58,18 @@ def test_core_set_is_read_from_torch():
     assert "aten::conv2d.default" not in core  # kept whole by run_decompositions({}), yet not core
 
 
-def test_min_tract_version_is_the_oldest_release_for_now():
-    assert coverage.min_tract_version("aten::relu") == "0.21.0"
+def test_min_tract_version_reads_the_measured_floors():
+    floors = {"releases": ["0.21.5", "0.23.9"], "cases": 3, "kinds": {"aten::cumsum": {"since": "0.23.9", "cases": 2}}}
+    assert coverage.min_tract_version("aten::cumsum", floors) == "0.23.9"
+    oldest = ".".join(map(str, coverage.OLDEST_TRACT))
+    assert coverage.min_tract_version("aten::relu", floors) == f"{oldest} (not probed)"
+
+
+def test_measured_floors_cover_the_probed_kinds():
+    floors = coverage.load_floors(FLOORS)
+    assert floors["kinds"], "docs/tract_releases.json holds no floors: rerun tools/probe_tract_releases.py"
+    for kind, entry in floors["kinds"].items():
+        assert entry["since"] in floors["releases"] and entry["cases"] >= 1, kind
 
 
 def test_render_counts_cases_per_kind_and_target():
@@ -71,9 +82,11 @@ def test_render_counts_cases_per_kind_and_target():
             "t::b": {"kinds": {"tract": ["aten::erf", "aten::relu"]}, "overloads": ["aten::relu.default"]},
         }
     }
-    text = coverage.render(cases)
-    assert "| `aten::relu` | 0.21.0 | yes | 2 |" in text
-    assert "| `aten::erf` | 0.21.0 | no | 1 |" in text
+    floors = {"releases": ["0.21.5"], "cases": 1, "kinds": {"aten::relu": {"since": "0.21.5", "cases": 1}}}
+    text = coverage.render(cases, floors)
+    oldest = ".".join(map(str, coverage.OLDEST_TRACT))
+    assert "| `aten::relu` | 0.21.5 | yes | 2 |" in text
+    assert f"| `aten::erf` | {oldest} (not probed) | no | 1 |" in text
     assert "| `aten::abs` | no case | no | 0 |" in text
     # erf's overload was not recorded: registered, but not counted as tested
     assert "| `aten::erf.default` | registered, no recorded case of this overload |" in text

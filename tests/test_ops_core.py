@@ -38,7 +38,22 @@ def with_nans(x: torch.Tensor) -> torch.Tensor:
 SPREAD = torch.tensor([[0.0, 1e-7, -3e-6, 2e-4, -0.004, 0.3], [-0.5, 0.75, 2.0, -5.0, 9.0, -0.09]])
 SIGNED_ZEROS = torch.tensor([[0.0, -0.0, 1.5, -2.0], [-0.25, 3.0, -0.0, 0.0]])
 
+
 # (id, module, inputs, also for Khronos)
+class Bag(nn.Module):
+    """nn.EmbeddingBag called with offsets (and per-sample weights) or on 2-D indices."""
+
+    def __init__(self, mode: str, include_last_offset: bool = False, padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(10, 4, mode=mode, include_last_offset=include_last_offset, padding_idx=padding_idx)
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor | None = None, weights: torch.Tensor | None = None):
+        return self.bag(indices, offsets, per_sample_weights=weights)
+
+
+BAG_INDICES = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9])
+BAG_OFFSETS = torch.tensor([0, 2, 5])
+
 CASES: list[Case] = [
     # inverse hyperbolics, erf
     ("asinh", Fn(torch.asinh), (r(3, 4) * 3,), True),
@@ -202,6 +217,15 @@ CASES: list[Case] = [
     ("mean-all", Fn(lambda x: aten.mean.default(x)), (r(3, 4),), True),
     ("var-correction", Fn(lambda x: aten.var.correction(x, [1], correction=0, keepdim=True)), (r(3, 4),), True),
     ("any-dims", Fn(lambda x: aten.any.dims(x > 1, [0, 2])), (r(3, 4, 2),), False),
+    # strided views (read from the contiguous input) and bags of embeddings (offsets read at run time)
+    ("as-strided", Fn(lambda x: torch.as_strided(x, (3, 2), (1, 3), 1) * 2), (r(4, 3),), False),
+    ("as-strided-overlapping", Fn(lambda x: torch.as_strided(x, (4, 3), (2, 1))), (r(12),), False),
+    ("embedding-bag-sum", Bag("sum"), (BAG_INDICES, BAG_OFFSETS), False),
+    ("embedding-bag-mean-empty-bag", Bag("mean"), (BAG_INDICES, torch.tensor([0, 3, 3])), False),
+    ("embedding-bag-max", Bag("max"), (BAG_INDICES, BAG_OFFSETS), False),
+    ("embedding-bag-last-offset-padding", Bag("mean", True, 4), (BAG_INDICES, torch.tensor([0, 5, 8])), False),
+    ("embedding-bag-per-sample-weights", Bag("sum"), (BAG_INDICES, BAG_OFFSETS, r(8)), False),
+    ("embedding-bag-2d", Bag("mean"), (BAG_INDICES.reshape(2, 4),), False),
 ]
 
 

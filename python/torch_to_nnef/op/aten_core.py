@@ -659,3 +659,94 @@ def aten_trace(ctx: Context, node: Node) -> Ref:
 
 # ----------------------------------------------------------------------------------------------
 # Tests of values
+
+
+# ----------------------------------------------------------------------------------------------
+# Strided views and bags of embeddings
+
+
+@register("aten::as_strided")
+def aten_as_strided(ctx: Context, node: Node) -> Ref:
+    """as_strided(Tensor self, SymInt[] size, SymInt[] stride, SymInt? storage_offset=None) -> Tensor.
+
+    The input is read as the contiguous tensor a functionalised graph holds: element ``i`` of the
+    result is element ``offset + sum(i_k * stride_k)`` of its flattened values, gathered (tract).
+    """
+    x, out = node.args[0], node.outputs[0]
+    size, stride = list(node.args[1]), list(node.args[2])
+    offset = _arg(node, 3, "storage_offset", 0) or 0
+    _tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    static = [*x.shape, *size, *stride, offset]
+    if not all(isinstance(d, int) for d in static):
+        raise TranslationError(f"{node.where()}: as_strided over a dynamic shape is not supported")
+    total = math.prod(int(d) for d in x.shape)
+    index = np.full(size, offset, dtype=np.int64)
+    for axis, (n, step) in enumerate(zip(size, stride)):
+        index += (np.arange(n, dtype=np.int64) * step).reshape([n if a == axis else 1 for a in range(len(size))])
+    if index.size and (index.min() < 0 or index.max() >= total):
+        raise TranslationError(f"{node.where()}: as_strided reads outside its input ({total} elements)")
+    g = ctx.g
+    flat = g.op("reshape", ctx.ref(x), shape=[total])
+    label = f"as_strided_{'x'.join(map(str, size))}_{'_'.join(map(str, stride))}_{offset}_of_{total}"
+    return g.op("tract_core_gather", flat, g.variable(index, label), axis=0, out=out.name)
+
+
+_BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
+
+
+@register("aten::embedding_bag", "aten::_embedding_bag")
+def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
+    """embedding_bag(Tensor weight, Tensor indices, Tensor offsets, bool scale_grad_by_freq, int mode,
+    bool sparse, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx): output 0.
+
+    Rows are gathered, then each bag (positions from its offset to the next, read at run time) is
+    reduced by a membership mask: a product for sum and mean, a masked maximum for max; empty bags
+    give zeros, and rows at ``padding_idx`` are left out, as in PyTorch.
+    """
+    weight, indices, offsets = node.args[:3]
+    out = node.outputs[0]
+    mode = _BAG_MODES[int(_arg(node, 4, "mode", 0))]
+    per_sample = _arg(node, 6, "per_sample_weights", None)
+    include_last = bool(_arg(node, 7, "include_last_offset", False))
+    padding_idx = _arg(node, 8, "padding_idx", None)
+    _tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
+        raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
+    g = ctx.g
+    n = math.prod(int(d) for d in indices.shape)
+    bags = int(out.shape[0])
+    flat = g.op("reshape", ctx.ref(indices), shape=[n]) if indices.rank != 1 else ctx.ref(indices)
+    rows = g.op("tract_core_gather", ctx.ref(weight), flat, axis=0)  # [n, d]
+    if indices.rank == 2:  # fixed-size bags: offsets are 0, L, 2L...
+        length = int(indices.shape[1])
+        starts: Any = g.variable(np.arange(0, n, length, dtype=np.int64).reshape(bags, 1), f"bag_starts_{n}_{length}")
+        ends: Any = g.variable(
+            np.arange(length, n + 1, length, dtype=np.int64).reshape(bags, 1), f"bag_ends_{n}_{length}"
+        )
+    else:
+        offs = g.op("unsqueeze", _cast(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
+        starts = g.op("slice", offs, axes=[0], begin=[0], end=[bags], stride=[1])
+        if include_last:
+            ends = g.op("slice", offs, axes=[0], begin=[1], end=[bags + 1], stride=[1])
+        else:
+            last = g.variable(np.full((1, 1), n, dtype=np.int64), f"bag_total_{n}")
+            ends = g.op("concat", [g.op("slice", offs, axes=[0], begin=[1], end=[bags], stride=[1]), last], axis=0)
+    positions = g.variable(np.arange(n, dtype=np.int64).reshape(1, n), f"bag_positions_{n}")
+    member = g.op("and", g.op("ge", positions, starts), g.op("lt", positions, ends))  # [bags, n]
+    if padding_idx is not None and padding_idx >= 0:
+        keep = g.op("ne", _cast(ctx, node, flat, indices.dtype, "i64"), _scalar(ctx, int(padding_idx), "i64", 1))
+        member = g.op("and", member, g.op("unsqueeze", keep, axes=[0]))
+    one, zero = _scalar(ctx, 1.0, out.dtype, 2), _scalar(ctx, 0.0, out.dtype, 2)
+    mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype
+    count = g.op("sum_reduce", mask, axes=[1])  # [bags, 1]
+    if mode == "max":
+        lowest = _scalar(ctx, float(np.finfo(_NP_DTYPES[out.dtype]).min), out.dtype, 3)
+        masked = g.op("select", g.op("unsqueeze", member, axes=[2]), g.op("unsqueeze", rows, axes=[0]), lowest)
+        top = g.op("squeeze", g.op("max_reduce", masked, axes=[1]), axes=[1])
+        return g.op("select", g.op("gt", count, zero), top, zero, out=out.name)
+    if per_sample is not None:
+        mask = g.op("mul", mask, g.op("reshape", ctx.ref(per_sample), shape=[1, n]))
+    total = g.op("matmul", mask, rows, transposeA=False, transposeB=False)
+    if mode == "sum":
+        return g.op("copy", total, out=out.name)
+    return g.op("div", total, g.op("max", count, one), out=out.name)

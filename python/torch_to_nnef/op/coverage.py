@@ -2,6 +2,8 @@
 
 python -m torch_to_nnef.op.coverage docs/supported_ops.md [--cases docs/op_cases.json]
 
+(The release floors are read from ``tract_releases.json`` beside the cases file.)
+
 The cases file is written by the op tables run with ``T2N_RECORD_OP_CASES=<path>`` (``make
 coverage``): for every passing test, the ATen kinds and overloads its exports translated, per
 target. Nothing in the table is estimated: a kind's case count and its KhronosNNEF column come
@@ -65,14 +67,27 @@ def not_applicable(name: str) -> tuple[str, str] | None:
     return NOT_APPLICABLE.get(kind)
 
 
-def min_tract_version(kind: str) -> str:
-    """The oldest tract release that runs the translation of ``kind`` (``"0.21.0"``).
-
-    Every translation currently runs on the oldest release this exporter writes for
-    (:data:`~torch_to_nnef.inference_target.OLDEST_TRACT`); translations that need a later release
-    branch on ``ctx.tract_at_least`` and fall back to older forms.
+def load_floors(path: str | Path) -> dict[str, Any]:
+    """Reads the release floors ``tools/probe_tract_releases.py`` measured (``docs/tract_releases.json``);
+    an empty table when the file does not exist.
     """
-    return ".".join(str(part) for part in OLDEST_TRACT)
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict):
+        raise InvalidArgumentError(f"{path} is not a release floors file: rerun tools/probe_tract_releases.py")
+    return data
+
+
+def min_tract_version(kind: str, floors: Mapping[str, Any] | None = None) -> str:
+    """The oldest tract release that ran every probed case translating ``kind``, from ``floors``
+    (see :func:`load_floors`); ``"<oldest supported> (not probed)"`` for a kind no probed case has.
+    """
+    entry = (floors or {}).get("kinds", {}).get(kind)
+    if entry is None:
+        return ".".join(str(part) for part in OLDEST_TRACT) + " (not probed)"
+    return str(entry["since"])
 
 
 def overload_name(op: Any) -> str:
@@ -162,8 +177,10 @@ def _percent(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
 
 
-def render(cases: Mapping[str, Any]) -> str:
-    """The markdown page: registered kinds with their measured cases, and the core ATen set's coverage."""
+def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) -> str:
+    """The markdown page: registered kinds with their measured cases and release floors, and the core
+    ATen set's coverage.
+    """
     import torch
 
     kinds, overloads = tally(cases)
@@ -172,7 +189,7 @@ def render(cases: Mapping[str, Any]) -> str:
     rows = []
     for kind in registered:
         entry = kinds.get(kind, KindCases())
-        tract = min_tract_version(kind) if entry.tract else "no case"
+        tract = min_tract_version(kind, floors) if entry.tract else "no case"
         rows.append(f"| `{kind}` | {tract} | {'yes' if entry.khronos else 'no'} | {entry.cases} |")
 
     core = core_aten_overloads()
@@ -209,6 +226,13 @@ def render(cases: Mapping[str, Any]) -> str:
             "",
             "Columns: the oldest tract release the translation runs on (`no case`: no TractNNEF case passed),",
             "whether a KhronosNNEF case containing the kind passed, and how many passing test cases translated it.",
+            "Release floors are measured by `tools/probe_tract_releases.py`, which runs the op-table cases in the",
+            "tract releases from PyPI and writes `docs/tract_releases.json`"
+            + (
+                f" (releases {', '.join((floors or {}).get('releases', []))}; {(floors or {}).get('cases', 0)} cases)."
+                if floors
+                else "."
+            ),
             "",
             f"{len(registered)} kinds registered.",
             "",
@@ -257,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args[0]) if args else None
     if cases_path is None:
         cases_path = out.with_name("op_cases.json") if out else Path("docs/op_cases.json")
-    text = render(load_cases(cases_path))
+    text = render(load_cases(cases_path), load_floors(cases_path.with_name("tract_releases.json")))
     if out:
         out.write_text(text)
     else:
