@@ -819,8 +819,13 @@ def aten_isfinite(ctx: Context, node: Node) -> Ref:
     """isfinite(Tensor self) -> Tensor: neither NaN nor infinite (``|x| <= max``, false for NaN)."""
     x = node.args[0]
     g, xr = ctx.g, ctx.ref(x)
-    if not x.dtype.startswith("f"):
-        return g.op("eq", xr, xr, out=node.outputs[0].name)
+    if not x.dtype.startswith("f"):  # integers are always finite
+        if ctx.tract or not all(isinstance(d, int) for d in x.shape):
+            return g.op("eq", xr, xr, out=node.outputs[0].name)
+        # the specification compares scalars only: a constant of trues
+        dims = [int(d) for d in x.shape]
+        truth = g.variable(np.ones(dims, dtype=bool), f"isfinite_{x.dtype}_{'x'.join(map(str, dims))}")
+        return g.op("copy", truth, out=node.outputs[0].name)
     top = _scalar(ctx, _finite_max(x.dtype), x.dtype, x.rank)
     return g.op("le", g.op("abs", xr), top, out=node.outputs[0].name)
 
