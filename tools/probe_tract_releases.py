@@ -77,11 +77,11 @@ def _ops(graph_nnef: str) -> set[str]:
 def _floats(out: Any) -> Any:
     if isinstance(out, (tuple, list)):
         return type(out)(_floats(o) for o in out)
-    return out.float() if hasattr(out, "float") and not out.is_floating_point() else out
+    return out.float() if isinstance(out, torch.Tensor) and out.dtype != torch.float32 else out
 
 
 class _FloatOut(torch.nn.Module):
-    """Integer and boolean outputs as floats: tract's Python binding before 0.23 reads only f32."""
+    """Outputs as f32: tract's Python binding before 0.23 reads only f32 outputs."""
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
@@ -195,8 +195,9 @@ def export_all(work: Path, oldest: str) -> dict[str, list[str]]:
         with torch.no_grad():
             out = module(*inputs)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        np.savez(folder / "inputs.npz", **{str(i): t.numpy() for i, t in enumerate(inputs)})
-        np.savez(folder / "outputs.npz", **{str(i): t.numpy() for i, t in enumerate(outs)})
+        arrays = [t.detach().resolve_conj().resolve_neg().numpy() for t in (*inputs, *outs)]
+        np.savez(folder / "inputs.npz", **{str(i): a for i, a in enumerate(arrays[: len(inputs)])})
+        np.savez(folder / "outputs.npz", **{str(i): a for i, a in enumerate(arrays[len(inputs) :])})
         ops[cid] = sorted(_ops((path / "graph.nnef").read_text()))
     remove()
     (work / "kinds.json").write_text(json.dumps(kinds, indent=1))
