@@ -307,6 +307,10 @@ def test_gqa_over_a_dynamic_length(
 
 
 def half_case(name: str, module: nn.Module, *inputs: torch.Tensor, tolerance: str = "approximate") -> Any:
+    # Attention sums many f16 products: one f16 step of an output near 1 to 4 (1e-3 to 4e-3) is
+    # beyond 'approximate' for some draws of the inputs, so attention is checked at 'very'.
+    if "sdpa" in name or "mha" in name:
+        tolerance = "very"
     return pytest.param(module, inputs, tolerance, id=name)
 
 
