@@ -138,8 +138,11 @@ def _qref(ctx: Context, v: QuantizedValue) -> Ref:
 
 
 def _requantize(ctx: Context, x: Ref, out: QuantizedValue) -> Ref:
-    """Rounds the f32 ``x`` to ``out``'s integers (half to even, saturating)."""
-    ref = ctx.g.op("copy", x, out=out.name)
+    """Rounds the f32 ``x`` to ``out``'s integers (half to even, saturating): a ``copy`` line of its own
+    (:meth:`NNEFBuilder.op` folds a ``copy`` into its operand), which ``graph.quant`` types.
+    """
+    ref = ctx.g.fresh(out.name)
+    ctx.g.lines.append(f"{ref} = copy({x});")
     _declare(ctx, ref, out.dtype, out.scale, out.zero_point)
     return ref
 
