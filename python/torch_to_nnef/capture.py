@@ -222,13 +222,14 @@ def _preserved_ops(exported: Any) -> dict[str, Any]:
             continue
         schema = op._schema
         name = schema.name  # "aten::linear"
+        overload = f"{name}.{schema.overload_name}" if schema.overload_name else name  # "aten::mul.Tensor"
         if (
             "fft" in name
             or name in _NOT_PRESERVED
             or schema.is_mutable
             or any(a.alias_info is not None for a in schema.arguments)
             or not (
-                torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeImplicitAutograd")
+                torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd")
                 or torch._C.DispatchKey.CompositeImplicitAutograd in op.py_kernels  # decomposed in Python
             )
         ):
