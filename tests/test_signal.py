@@ -184,6 +184,21 @@ CASES: list[Case] = [
     ),
     # the log-mel front end, static
     ("log-mel", LogMel(), (r(2, 400),), True),
+    # the forms torch 2.5 lowers istft, irfft of a real input and fft with n to (any torch emits them called directly)
+    ("unfold-backward", Fn(lambda x: torch.ops.aten.unfold_backward(x, [2, 30], 1, 8, 3)), (r(2, 8, 8),), True),
+    (
+        "unfold-backward-broadcast-past-frames",
+        Fn(lambda x: torch.ops.aten.unfold_backward(x, [3, 23], 1, 6, 4)),
+        (r(1, 4, 6),),
+        True,
+    ),
+    (
+        "complex-zero-pad",
+        Fn(lambda x: real(torch.ops.aten.constant_pad_nd(torch.fft.fft(x), [1, 2]))),
+        (r(3, 8),),
+        True,
+    ),
+    ("real-to-complex-cast", Fn(lambda x: real(torch.fft.fft(x.to(torch.complex64), dim=0))), (r(3, 8),), True),
 ]
 
 
