@@ -311,6 +311,10 @@ def test_an_untranslated_output_in_use_is_named(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6),
+    reason="torch 2.5's torch.export asserts the chunked axis even (a[:, : b.shape[1]]): the check at S = 17 breaks it",
+)
 def test_splits_and_reshapes_over_a_dynamic_axis(tmp_path):
     class Shapes(nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

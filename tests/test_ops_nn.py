@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef.capture import CaptureError
 from torch_to_nnef.op.core import TranslationError
 
 
@@ -283,7 +284,10 @@ def test_khronos_rejects_tract_only_layers(tmp_path):
 
 def test_resize_rejects_a_dynamic_axis(tmp_path):
     # whole factors resize over a dynamic axis; a fractional one would need a size-dependent matrix
-    with pytest.raises(TranslationError, match="bilinear|linear resizing over a dynamic axis"):
+    error, words = (TranslationError, "bilinear|linear resizing over a dynamic axis")
+    if tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+        error, words = (CaptureError, "specialised to 5")  # torch 2.5's interpolate computes the size in Python
+    with pytest.raises(error, match=words):
         export_model_to_nnef(
             nn.Upsample(scale_factor=1.5, mode="linear"),
             r(1, 2, 5),

@@ -7,9 +7,10 @@ the user's letters, and torch's own symbols are renamed back to those letters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,10 @@ _DTYPES = {
     torch.complex64: "c64",
     torch.complex128: "c128",
 }
+
+
+_TORCH = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+"""The installed torch's (major, minor) release."""
 
 
 class CaptureError(T2NError, ValueError):
@@ -145,13 +150,92 @@ def capture(
             spec[axis % arg.dim()] = dims[letter]
         dynamic_shapes.append(spec)
     try:
-        exported = torch.export.export(
-            model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
-        )
-        exported = exported.run_decompositions({})
+        with _rnn_cache_kept(model):
+            exported = torch.export.export(
+                model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
+            )
+        exported = _decomposed(exported)
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
         raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
     return _to_ir(exported, input_names, dynamic_axes or {}, bf16_as), exported
+
+
+class _WeightCache(list):  # type: ignore[type-arg]
+    """An RNN's ``_flat_weights`` list that torch.export's pytree sees as one leaf."""
+
+
+@contextlib.contextmanager
+def _rnn_cache_kept(model: torch.nn.Module) -> Iterator[None]:
+    """On torch 2.5, lets torch.export capture a model that is itself an RNN module.
+
+    torch.export swaps the parameters for its own tensors and back, which the module mirrors in its
+    ``_flat_weights`` list; torch 2.5 refuses a top-level module whose tensor attributes changed
+    (torch >= 2.6 warns). The list is updated in place, so as one leaf it is unchanged.
+    """
+    cache = model.__dict__.get("_flat_weights")
+    if _TORCH >= (2, 6) or type(cache) is not list:
+        yield
+        return
+    model.__dict__["_flat_weights"] = _WeightCache(cache)
+    try:
+        yield
+    finally:
+        model.__dict__["_flat_weights"] = list(model.__dict__["_flat_weights"])
+
+
+def _decomposed(exported: Any) -> Any:
+    """``exported`` in ATen ops, its functional composite ops kept whole (as torch >= 2.6 keeps them);
+    on torch 2.5 a graph whose kept ops cannot be traced again is lowered entirely instead.
+    """
+    preserved = _preserved_ops(exported)
+    if preserved:
+        try:
+            return exported.run_decompositions({}, **preserved)
+        except Exception as exc:  # any failure: lower everything, as torch 2.5 does
+            LOGGER.debug("torch 2.5 could not keep %s whole (%s): lowering them", preserved, exc)
+    return exported.run_decompositions({})
+
+
+_NOT_PRESERVED = frozenset({"aten::istft", "aten::scaled_dot_product_attention"})
+"""Composite ops torch 2.5 cannot trace kept whole (its meta kernel for them fails or gives wrong strides)."""
+
+
+def _preserved_ops(exported: Any) -> dict[str, Any]:
+    """The extra argument that makes torch 2.5's ``run_decompositions({})`` keep the graph's functional
+    composite ops (``linear``, ``instance_norm``, ...) as torch >= 2.6 does, instead of lowering
+    them (``linear`` to ``t`` + ``addmm``); empty on torch >= 2.6.
+
+    FFT ops and those of ``_NOT_PRESERVED`` stay out. Lowered FFTs are renamed back by
+    :func:`_fft_as_kept`; istft's overlap-add lowers to ``unfold_backward``.
+    """
+    import inspect
+
+    if "_preserve_ops" not in inspect.signature(exported.run_decompositions).parameters:
+        return {}
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    unsafe = set(getattr(FunctionalTensor, "maybe_aliasing_or_mutating_ops", ())) | set(FunctionalTensor.metadata_fns)
+    kept = set()
+    for node in exported.graph.nodes:
+        op = node.target
+        if node.op != "call_function" or not isinstance(op, torch._ops.OpOverload) or op in unsafe:
+            continue
+        schema = op._schema
+        name = schema.name  # "aten::linear"
+        overload = f"{name}.{schema.overload_name}" if schema.overload_name else name  # "aten::mul.Tensor"
+        if (
+            "fft" in name
+            or name in _NOT_PRESERVED
+            or schema.is_mutable
+            or any(a.alias_info is not None for a in schema.arguments)
+            or not (
+                torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd")
+                or torch._C.DispatchKey.CompositeImplicitAutograd in op.py_kernels  # decomposed in Python
+            )
+        ):
+            continue
+        kept.add(op)
+    return {"_preserve_ops": tuple(sorted(kept, key=str))}
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -194,6 +278,11 @@ def _explain(
             f"torch.export could not capture {name}: its code{at} depends on the values inside a tensor "
             "(an `if` on a tensor, .item(), .tolist(), nonzero() or a size computed from data). Rewrite it "
             "with torch.where / torch.cond, or compute that part outside the exported module."
+        )
+    if type(exc).__name__ == "UnsupportedOperatorException" and "fft" in text and _TORCH < (2, 6):
+        return (
+            f"torch {torch.__version__} cannot export {name}{at}: its torch.export has no FFT (torch.fft, stft) "
+            "over a dynamic axis; torch >= 2.6 has. Upgrade torch, or export with that axis static."
         )
     specialised = re.findall(r"L\['(\w+)'\](?:\[(\d+)\])*\.size\(\)\[(\d+)\]", text)
     if "specialized" in text and specialised:
@@ -324,6 +413,7 @@ def _to_ir(
                 values[node.name] = SymInt(str(symbols.expr(meta)))
                 continue
             args = tuple(convert_arg(a) for a in node.args)
+            kind, args = _fft_as_kept(kind, args)
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)
@@ -341,7 +431,8 @@ def _to_ir(
                 )
             )
         elif node.op == "output":
-            flat = node.args[0]
+            # buffers written back (torch 2.5 marks instance_norm's running stats so) are no outputs
+            flat = [a for a, spec in zip(node.args[0], sig.output_specs) if spec.kind.name == "USER_OUTPUT"]
             outputs = [values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
             for o in outputs:
                 if isinstance(o, Value) and o.dtype in COMPLEX_DTYPES:
@@ -362,6 +453,28 @@ def _to_ir(
         parameters=parameters,
         symbols=symbols_range,
     )
+
+
+_FFT_NORMS = ("backward", "ortho", "forward")
+"""``norm`` of a forward transform by torch's normalization code (0: none, 1: 1/sqrt(n), 2: 1/n);
+an inverse transform reads the tuple backwards."""
+
+
+def _fft_as_kept(kind: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """A one-axis ``_fft_r2c``/``_fft_c2r``/``_fft_c2c`` (what torch 2.5 lowers ``torch.fft.rfft``,
+    ``irfft``, ``fft`` and ``ifft`` to, after cropping or padding the input to ``n``) as the op
+    torch >= 2.6 keeps, with its ``(x, n, dim, norm)`` arguments; any other node unchanged.
+    """
+    if kind not in ("aten::_fft_r2c", "aten::_fft_c2r", "aten::_fft_c2c") or len(args) != 4 or len(args[1]) != 1:
+        return kind, args
+    x, (dim,), normalization, last = args
+    if kind == "aten::_fft_r2c":
+        return "aten::fft_rfft" if last else "aten::fft_fft", (x, None, dim, _FFT_NORMS[normalization])
+    if kind == "aten::_fft_c2r":
+        return "aten::fft_irfft", (x, last, dim, _FFT_NORMS[2 - normalization])
+    if last:
+        return "aten::fft_fft", (x, None, dim, _FFT_NORMS[normalization])
+    return "aten::fft_ifft", (x, None, dim, _FFT_NORMS[2 - normalization])
 
 
 def _touches_complex(items: Sequence[Any]) -> bool:

@@ -419,6 +419,38 @@ def _overlap_add(ctx: Context, frames: Ref, blocks: int, hop: int) -> Ref:
     return g.op("reshape", total, shape=[-1], axis_start=1, axis_count=2)
 
 
+@register("aten::unfold_backward")
+def aten_unfold_backward(ctx: Context, node: Node) -> Ref:
+    """unfold_backward(Tensor grad_in, SymInt[] input_sizes, int dim, int size, int step) -> Tensor: frames of
+    ``size`` samples taken every ``step`` along the last axis (``grad_in`` is ``[..., frames, size]``),
+    overlap-added back into a tensor of ``input_sizes``, over which frames with size-1 leading axes broadcast
+    (torch 2.5 lowers istft to it).
+    """
+    grad, sizes, dim, size, step = node.args[:5]
+    out, g = node.outputs[0], ctx.g
+    rank = len(sizes)
+    if dim % rank != rank - 1:
+        raise TranslationError(f"{node.where()}: unfold_backward is supported along the last axis only (got dim={dim})")
+    shape = [_static(node, d, "shape") for d in out.shape]
+    frames = _static(node, grad.shape[-2], "number of frames")
+    blocks = -(-size // step)  # each frame spans this many steps (zeros past size)
+    y = g.op("reshape", ctx.ref(grad), shape=[-1, frames, size])
+    if blocks * step > size:
+        y = g.op("pad", y, padding=[(0, 0), (0, 0), (0, blocks * step - size)], border="constant", value=0.0)
+    y = _overlap_add(ctx, y, blocks, step)
+    total, length = (frames + blocks - 1) * step, shape[-1]
+    if total > length:
+        y = g.op("slice", y, axes=[1], begin=[0], end=[length], stride=[1])
+    elif total < length:
+        y = g.op("pad", y, padding=[(0, 0), (0, length - total)], border="constant", value=0.0)
+    lead = [_static(node, d, "shape") for d in grad.shape[:-2]]
+    lead = [1] * (rank - 1 - len(lead)) + lead  # frames broadcast over the leading axes, as torch adds them
+    if lead == shape[:-1]:
+        return g.op("reshape", y, shape=shape, out=out.name)
+    y = g.op("reshape", y, shape=[*lead, length])
+    return g.op("tile", y, repeats=[s // d for s, d in zip(shape, [*lead, length])], out=out.name)
+
+
 _WINDOWS = {
     "aten::hann_window": "hann_window",
     "aten::hamming_window": "hamming_window",
@@ -489,6 +521,34 @@ _ELEMENT_OPS = {
 }
 for _kind, _fn in _ELEMENT_OPS.items():
     register(_kind)(_fn)
+
+
+@register("complex::constant_pad_nd")
+def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) of a complex tensor: zero bins or samples
+    appended on the logical axes (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
+    """
+    x, pad, value = node.args[0], list(node.args[1]), _arg(node, 2, "value", 0.0)
+    if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
+        raise TranslationError(
+            f"{node.where()}: padding a complex tensor is supported with zeros and static, non-negative "
+            f"amounts only (got pad={pad}, value={value})"
+        )
+    pairs = [(0, 0)] * (x.rank + 1)  # the parts axis, last, is not padded
+    for i in range(len(pad) // 2):
+        pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border="constant", value=0.0, out=node.outputs[0].name)
+
+
+@register("complex::_to_copy")
+def aten_complex_to_copy(ctx: Context, node: Node) -> Ref:
+    """_to_copy(Tensor self, *, ScalarType? dtype, ...) to a complex dtype of the same precision: a real
+    tensor gets a zero imaginary part (torch 2.5 casts irfft's real input this way), a complex one is copied.
+    """
+    x, out = node.args[0], node.outputs[0]
+    if not isinstance(x, Value) or _parts_dtype(x) != _parts_dtype(out):
+        raise TranslationError(f"{node.where()}: a cast from {getattr(x, 'dtype', x)} to {out.dtype} is not supported")
+    return ctx.g.op("copy", _as_complex(ctx, x), out=out.name)
 
 
 @register("complex::mul")
