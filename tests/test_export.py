@@ -84,6 +84,7 @@ CASES: list[Case] = [
     ("minimum-maximum", Fn(lambda a, b: torch.minimum(a, b) + torch.maximum(a, b) * 2), (r(2, 4), r(4)), True),
     ("pow-scalar", Fn(lambda a: torch.pow(a.abs() + 0.1, 1.7)), (r(2, 4),), True),
     ("pow-square", Fn(lambda a: a**2), (r(2, 4),), True),
+    ("pow-scalar-base", Fn(lambda a: 2.0**a + torch.pow(0.5, a)), (r(2, 4),), True),
     ("leaky-relu", nn.LeakyReLU(0.2), (r(2, 8),), True),
     ("elu", nn.ELU(0.7), (r(2, 8),), True),
     ("selu", nn.SELU(), (r(2, 8),), True),

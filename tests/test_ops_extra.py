@@ -514,3 +514,19 @@ def test_dynamic_batch(
     target = TractNNEF(check_io=True, dynamic_axes={"x": {0: "B"}, "y": {0: "B"}})
     path = export_model_to_nnef(Named(fn), inputs, tmp_path / "m.nnef", target, input_names=["x", "y"])
     assert "tract_symbol B" in (path / "graph.nnef").read_text()
+
+
+@pytest.mark.parametrize(
+    ("inputs"),
+    [
+        (r(3, 5).log_softmax(1), torch.tensor([1, 0, 4])),
+        (r(2, 3, 4, 4).log_softmax(1), torch.tensor([[[0, 1, 2, 1]] * 4, [[2, 2, 0, 1]] * 4])),
+    ],
+    ids=["nll-loss", "nll-loss2d"],
+)
+def test_nll_loss_through_the_jit_front_end(tmp_path: Path, inputs: tuple[torch.Tensor, ...]) -> None:
+    """The jit front-end feeds the same nll_loss_nd translation as torch.export."""
+    path = export_model_to_nnef(
+        Fn(lambda x, t: F.nll_loss(x, t)), inputs, tmp_path / "m.nnef", TractNNEF(check_io=True), frontend="jit"
+    )
+    assert path.exists()

@@ -99,6 +99,30 @@ _MAX_POOL3D = {"aten::max_pool3d"} if hasattr(torch.export, "default_decompositi
 # (id, module, inputs, also for Khronos, decompositions to leave out, kinds the capture must hold)
 CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool, list[Any], set[str]]] = [
     (
+        "embedding-bag",
+        nn.EmbeddingBag(10, 4, mode="mean"),
+        (torch.tensor([1, 2, 4, 5, 4, 3, 2, 9]), torch.tensor([0, 2, 5])),
+        False,
+        [],
+        {"aten::_embedding_bag"},
+    ),
+    (
+        "grid-sample-2d",
+        Fn(lambda x, grid: F.grid_sample(x, grid, align_corners=False)),
+        (r(1, 2, 4, 5), r(1, 3, 3, 2)),
+        False,
+        [],
+        {"aten::grid_sampler_2d"},
+    ),
+    (
+        "grid-sample-3d",
+        Fn(lambda x, grid: F.grid_sample(x, grid, align_corners=True)),
+        (r(1, 2, 3, 4, 5), r(1, 2, 3, 3, 3)),
+        False,
+        [],
+        {"aten::grid_sampler_3d"},
+    ),
+    (
         "cnn-conv-batchnorm-maxpool",
         nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)),
         (r(1, 3, 8, 8),),

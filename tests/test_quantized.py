@@ -63,6 +63,10 @@ class Functional(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.name == "cat":
             return self.f.cat([a, b], dim=1)
+        if self.name == "mul_relu":  # no FloatFunctional method: the quantized kernel once converted
+            if isinstance(self.f, nn.quantized.QFunctional):
+                return torch.ops.quantized.mul_relu(a, b, self.f.scale, self.f.zero_point)
+            return torch.relu(self.f.mul(a, b))
         return getattr(self.f, self.name)(a, b)
 
 
@@ -134,6 +138,7 @@ CASES = [
     ("add", Functional("add"), (A, B), None, 0),
     ("add-relu", Functional("add_relu"), (A, B), None, 0),
     ("mul", Functional("mul"), (A, B), None, 0),
+    ("mul-relu", Functional("mul_relu"), (A, B), None, 0),
     ("cat", Functional("cat"), (A, B), None, 0),
     ("relu", nn.ReLU(), (X4,), None, 0),
     ("hardswish", nn.Hardswish(), (X4,), None, 0),

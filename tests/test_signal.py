@@ -154,6 +154,12 @@ CASES: list[Case] = [
         True,
     ),
     (
+        "stft-bartlett",
+        Fn(lambda x: stft(x, window=torch.bartlett_window(16)).abs()),
+        (r(2, 48),),
+        True,
+    ),
+    (
         "stft-blackman-hop3",
         Fn(lambda x: real(torch.stft(x, 12, 3, window=torch.blackman_window(12), return_complex=True))),
         (r(40),),

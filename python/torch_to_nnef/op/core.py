@@ -200,11 +200,16 @@ def aten_where(ctx: Context, node: Node) -> Ref:
 
 @register("aten::pow")
 def aten_pow(ctx: Context, node: Node) -> Ref:
-    """pow.Tensor_Scalar(Tensor self, Scalar exponent); pow.Tensor_Tensor(self, Tensor exponent)."""
+    """pow.Tensor_Scalar(Tensor self, Scalar exponent); pow.Tensor_Tensor(self, Tensor exponent);
+    pow.Scalar(Scalar self, Tensor exponent).
+    """
     out = node.outputs[0]
     a, b = node.args[0], node.args[1]
-    if not isinstance(a, Value):
-        raise TranslationError(f"{node.where()}: pow with a scalar base is not supported yet")
+    if not isinstance(a, Value):  # pow.Scalar: a number raised to a tensor
+        if not out.dtype.startswith("f"):
+            raise TranslationError(f"{node.where()}: pow of a number to an integer tensor is not supported")
+        base = _scalar(ctx, float(a), out.dtype, out.rank)
+        return ctx.g.op("pow", base, _align(ctx, b, out.rank, out), out=out.name)
     if b == 2:
         return ctx.g.op("sqr", ctx.ref(a), out=out.name)
     rb = _align(ctx, b, out.rank, out)

@@ -59,6 +59,13 @@ NOT_APPLICABLE: dict[str, tuple[str, str]] = {
 """Core ATen kinds that no inference export meets, by kind: (category, reason)."""
 
 
+REFUSED: dict[str, str] = {
+    "aten::masked_select": "its output's size depends on the values (suggests torch.where)",
+    "aten::nonzero": "its output's size depends on the values (suggests torch.where)",
+}
+"""Kinds registered only to refuse them with a message naming the user's line: no export passes."""
+
+
 def not_applicable(name: str) -> tuple[str, str] | None:
     """Why the core overload ``name`` (``"aten::atan2.out"``) never reaches an inference export, if so."""
     kind, _, overload = name.rpartition(".")
@@ -170,7 +177,7 @@ def untested_kinds(cases: Mapping[str, Any]) -> list[str]:
     """Registered kinds of the torch in use that no recorded case translated."""
     kinds, _ = tally(cases)
     unknown = set(unknown_to_torch())
-    return [k for k in supported_kinds() if k not in kinds and k not in unknown]
+    return [k for k in supported_kinds() if k not in kinds and k not in unknown and k not in REFUSED]
 
 
 def _percent(part: int, whole: int) -> str:
@@ -189,7 +196,7 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
     rows = []
     for kind in registered:
         entry = kinds.get(kind, KindCases())
-        tract = min_tract_version(kind, floors) if entry.tract else "no case"
+        tract = min_tract_version(kind, floors) if entry.tract else "refused" if kind in REFUSED else "no case"
         rows.append(f"| `{kind}` | {tract} | {'yes' if entry.khronos else 'no'} | {entry.cases} |")
 
     core = core_aten_overloads()
@@ -204,6 +211,8 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
             tested.append(name)
         elif why is not None:
             inapplicable.append(f"| `{name}` | not applicable ({why[0]}): {why[1]} |")
+        elif kind in REFUSED:
+            inapplicable.append(f"| `{name}` | refused with the user's line: {REFUSED[kind]} |")
         elif kind in registered:
             untested.append(name)
         else:

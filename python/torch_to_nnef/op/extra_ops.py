@@ -1065,7 +1065,7 @@ def _log_softmax(ctx: Context, x: Value) -> Ref:
     return g.op("sub", shifted, g.op("log", g.op("sum_reduce", g.op("exp", shifted), axes=[axis])))
 
 
-@register("aten::nll_loss_nd", "aten::nll_loss", "aten::nll_loss2d")
+@register("aten::nll_loss_nd")
 def aten_nll_loss(ctx: Context, node: Node) -> Ref:
     """nll_loss_nd(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean, SymInt ignore_index=-100).
 
