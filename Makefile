@@ -71,6 +71,9 @@ bench: build
 	$(PY) benches/bench_runner.py
 	$(PY) benches/bench_tensor_export.py
 	$(PY) benches/bench_export.py
+	$(PY) benches/bench_recurrent.py
+	$(PY) benches/bench_quantized.py
+	$(PY) benches/bench_f16_precision.py
 	$(PY) benches/bench_llm.py
 
 clean-cache:
