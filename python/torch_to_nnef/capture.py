@@ -306,6 +306,17 @@ def _explain(
             f"torch {torch.__version__} cannot export {name}{at}: its torch.export has no FFT (torch.fft, stft) "
             "over a dynamic axis; torch >= 2.6 has. Upgrade torch, or export with that axis static."
         )
+    divisible = re.fullmatch(r"\"?L\['args'\]\[0\]\[(\d+)\]\.size\(\)\[(\d+)\]\"?", text)
+    if isinstance(exc, KeyError) and divisible and _TORCH < (2, 6):
+        position, axis = int(divisible.group(1)), int(divisible.group(2))
+        input_name = input_names[position] if position < len(input_names) else f"#{position}"
+        letter = dynamic_axes.get(input_name, {}).get(axis, "?")
+        return (
+            f"torch {torch.__version__} cannot export {name} with axis {axis} ('{letter}') of input {input_name!r} "
+            "dynamic: the model needs that size divisible (strided layers, then upsampling or a reshape) and "
+            "torch 2.5's torch.export fails on such a constraint; torch >= 2.6 exports it. Upgrade torch, or "
+            "export with that axis static."
+        )
     specialised = re.findall(r"L\['(\w+)'\](?:\[(\d+)\])*\.size\(\)\[(\d+)\]", text)
     if "specialized" in text and specialised:
         try:
