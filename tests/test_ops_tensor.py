@@ -40,6 +40,8 @@ DIVIDEND = torch.tensor([[7.3, -7.3, 5.0, -5.5], [-0.4, 2.6, -9.1, 8.8]])
 
 # (id, module, inputs, also for Khronos)
 CASES: list[Case] = [
+    # a count of booleans (int64) along an axis
+    ("sum-of-booleans", Fn(lambda x: (x > 0).sum(1)), (r(3, 6),), False),
     # remainder, fmod, rounding division
     ("remainder-tensor", Fn(torch.remainder), (DIVIDEND, DIVISOR), True),
     ("remainder-scalar-negative", Fn(lambda a: torch.remainder(a, -1.5)), (DIVIDEND,), True),

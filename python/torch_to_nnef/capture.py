@@ -185,19 +185,41 @@ def _rnn_cache_kept(model: torch.nn.Module) -> Iterator[None]:
 
 def _decomposed(exported: Any) -> Any:
     """``exported`` in ATen ops, its functional composite ops kept whole (as torch >= 2.6 keeps them);
-    on torch 2.5 a graph whose kept ops cannot be traced again is lowered entirely instead.
+    on torch 2.5, attention is lowered when it cannot be kept (a view of its result that relies on
+    strides its meta kernel gets wrong), then everything when the kept ops still cannot be traced.
     """
     preserved = _preserved_ops(exported)
-    if preserved:
+    kept = preserved.get("_preserve_ops", ())
+    tries = [kept, tuple(op for op in kept if op._schema.name not in _KEPT_IF_POSSIBLE)]
+    for ops in dict.fromkeys(tries):  # the distinct non-empty sets, in order
+        if not ops:
+            continue
         try:
-            return exported.run_decompositions({}, **preserved)
-        except Exception as exc:  # any failure: lower everything, as torch 2.5 does
-            LOGGER.debug("torch 2.5 could not keep %s whole (%s): lowering them", preserved, exc)
+            return exported.run_decompositions({}, _preserve_ops=ops)
+        except Exception as exc:  # any failure: keep fewer ops whole, as torch 2.5 would lower them
+            LOGGER.debug("torch 2.5 could not keep %s whole (%s): lowering them", ops, exc)
     return exported.run_decompositions({})
 
 
-_NOT_PRESERVED = frozenset({"aten::istft", "aten::scaled_dot_product_attention"})
-"""Composite ops torch 2.5 cannot trace kept whole (its meta kernel for them fails or gives wrong strides)."""
+_KEPT_IF_POSSIBLE = frozenset({"aten::scaled_dot_product_attention"})
+"""Composite ops torch 2.5 keeps whole unless that fails (its meta kernel gives attention's result
+strides of its own, which a ``view`` of it may not accept)."""
+
+
+_NOT_PRESERVED = frozenset(
+    {
+        "aten::istft",  # its meta kernel fails
+        "aten::nll_loss_nd",  # endless recursion
+        "aten::cross_entropy_loss",
+        "aten::matmul",  # specialises dynamic axes
+        "aten::sym_size",  # a size query
+    }
+)
+"""Composite ops torch 2.5 cannot trace kept whole."""
+
+_LOWERED_AS_KEPT = {"aten::nll_loss_forward": "aten::nll_loss", "aten::nll_loss2d_forward": "aten::nll_loss2d"}
+"""Kinds torch 2.5 lowers to, by the kind torch >= 2.6 keeps with the same arguments (their extra
+outputs unused)."""
 
 
 def _preserved_ops(exported: Any) -> dict[str, Any]:
@@ -283,6 +305,17 @@ def _explain(
         return (
             f"torch {torch.__version__} cannot export {name}{at}: its torch.export has no FFT (torch.fft, stft) "
             "over a dynamic axis; torch >= 2.6 has. Upgrade torch, or export with that axis static."
+        )
+    divisible = re.fullmatch(r"\"?L\['args'\]\[0\]\[(\d+)\]\.size\(\)\[(\d+)\]\"?", text)
+    if isinstance(exc, KeyError) and divisible and _TORCH < (2, 6):
+        position, axis = int(divisible.group(1)), int(divisible.group(2))
+        input_name = input_names[position] if position < len(input_names) else f"#{position}"
+        letter = dynamic_axes.get(input_name, {}).get(axis, "?")
+        return (
+            f"torch {torch.__version__} cannot export {name} with axis {axis} ('{letter}') of input {input_name!r} "
+            "dynamic: the model needs that size divisible (strided layers, then upsampling or a reshape) and "
+            "torch 2.5's torch.export fails on such a constraint; torch >= 2.6 exports it. Upgrade torch, or "
+            "export with that axis static."
         )
     specialised = re.findall(r"L\['(\w+)'\](?:\[(\d+)\])*\.size\(\)\[(\d+)\]", text)
     if "specialized" in text and specialised:
@@ -413,7 +446,7 @@ def _to_ir(
                 values[node.name] = SymInt(str(symbols.expr(meta)))
                 continue
             args = tuple(convert_arg(a) for a in node.args)
-            kind, args = _fft_as_kept(kind, args)
+            kind, args = _fft_as_kept(_LOWERED_AS_KEPT.get(kind, kind), args)
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)

@@ -680,7 +680,11 @@ def aten_reduce(ctx: Context, node: Node) -> Ref:
     keep = bool(_arg(node, 2, "keepdim", False))
     op = "mean_reduce" if node.kind == "aten::mean" else "sum_reduce"
     out = node.outputs[0]
-    y = ctx.g.op(op, ctx.ref(x), axes=axes, out=out.name if keep else out.name + "_keep")
+    xr = ctx.ref(x)
+    if x.dtype != out.dtype and ctx.tract:  # booleans counted in i64, or the dtype argument: tract casts first
+        ctx.g.need("tract_registry tract_core")
+        xr = ctx.g.op("tract_core_cast", xr, to=out.dtype)
+    y = ctx.g.op(op, xr, axes=axes, out=out.name if keep else out.name + "_keep")
     return y if keep else ctx.g.op("squeeze", y, axes=axes, out=out.name)
 
 

@@ -750,3 +750,20 @@ def _reified_sdpa(
         is_causal=causal,
         out=out.name,
     )
+
+
+@register("aten::_safe_softmax")
+def aten_safe_softmax(ctx: Context, node: Node) -> Ref:
+    """_safe_softmax(Tensor self, int dim, ScalarType? dtype=None) -> Tensor: softmax, and zeros over a slice
+    that is all -inf (torch 2.5 lowers the softmax of scaled_dot_product_attention to it).
+    """
+    x, out, g = node.args[0], node.outputs[0], ctx.g
+    if x.dtype != out.dtype or not x.dtype.startswith("f"):
+        raise TranslationError(f"{node.where()}: _safe_softmax from {x.dtype} to {out.dtype} is not supported")
+    axis = _axis(node.args[1], x.rank)
+    xr = ctx.ref(x)
+    y = g.op("softmax", xr, axes=[axis])
+    # a slice is kept where any of its values is above -inf (tract's max_reduce starts at the lowest finite value)
+    above = g.op("select", g.op("gt", xr, _scalar(ctx, -math.inf, x.dtype, x.rank)), 1.0, 0.0)
+    alive = g.op("gt", g.op("max_reduce", above, axes=[axis]), 0.0)
+    return g.op("select", alive, y, _scalar(ctx, 0.0, out.dtype, out.rank), out=out.name)
