@@ -23,6 +23,8 @@ from torch_to_nnef.tract_versions import (
     NEAREST_UPSAMPLE_TRACT,
     OLDEST_TRACT,
     POOL_PADDING_TRACT,
+    SCATTER_TRACT,
+    TOPK_TRACT,
     version_text,
 )
 
@@ -136,3 +138,21 @@ def test_releases_older_than_the_oldest_refused():
     older = (OLDEST_TRACT[0], OLDEST_TRACT[1], OLDEST_TRACT[2] - 1)
     with pytest.raises(InvalidArgumentError, match=f"oldest supported release {version_text(OLDEST_TRACT)}"):
         TractNNEF(version=version_text(older))
+
+
+@pytest.mark.parametrize(
+    ("floor", "operator", "fn", "inputs"),
+    [
+        (SCATTER_TRACT, "tract_core_scatter_elements", lambda x: x.scatter_add(1, IDX, x), (r(2, 3),)),
+        (TOPK_TRACT, "tract_core_topk", lambda x: x.topk(2, 1).values, (r(2, 5),)),
+    ],
+    ids=["scatter", "topk"],
+)
+def test_operators_refused_before_their_measured_release(tmp_path: Path, floor, operator, fn, inputs):
+    with pytest.raises(UnsupportedOpsError, match=f"{operator} needs tract >= {version_text(floor)}"):
+        export_model_to_nnef(Fn(fn), inputs, tmp_path / "m.nnef", TractNNEF(version=before(floor)))
+    assert not (tmp_path / "m.nnef").exists()
+    export(tmp_path, Fn(fn), inputs, version_text(floor))  # and run from that release on
+
+
+IDX = torch.tensor([[0, 1, 0], [2, 2, 1]])

@@ -132,18 +132,25 @@ class NNEFBuilder:
         """
         if name == "copy" and len(args) == 1 and not attrs and isinstance(args[0], Ref):
             return args[0]
-        if self.tract_version is not None:
-            since = needs_newer(name, self.tract_version)
-            if since is not None:
-                self.too_new.append((name, since, self.where))
+        self.require(name)
         result = self.fresh(out or name)
         parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
         self._defined_at[result] = len(self.lines)
         self.lines.append(f"{result} = {name}({', '.join(parts)});")
         return result
 
+    def require(self, operator: str) -> None:
+        """Notes ``operator`` in :attr:`too_new` when the target tract release cannot run it (every
+        emitted operator goes through here).
+        """
+        if self.tract_version is not None:
+            since = needs_newer(operator, self.tract_version)
+            if since is not None:
+                self.too_new.append((operator, since, self.where))
+
     def ops(self, name: str, *args: Any, outs: Sequence[str], **attrs: Any) -> list[Ref]:
         """Emits ``[out_0, out_1, ...] = name(args, key = value, ...)`` for an op returning an array."""
+        self.require(name)
         results = [self.fresh(o) for o in outs]
         parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
         self.lines.append(f"[{', '.join(results)}] = {name}({', '.join(parts)});")
@@ -169,9 +176,8 @@ class NNEFBuilder:
         """A new identifier ``out`` for the same tensor as ``value`` (e.g. one that
         ``graph.quant`` gives other quantization parameters); :meth:`op` would alias it.
         """
+        self.require("copy")
         result = self.fresh(out)
-        if self.tract_version is not None and (since := needs_newer("copy", self.tract_version)) is not None:
-            self.too_new.append(("copy", since, self.where))
         self._defined_at[result] = len(self.lines)
         self.lines.append(f"{result} = copy({value});")
         return result

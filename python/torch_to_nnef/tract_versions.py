@@ -2,7 +2,8 @@
 
 The probe exports every op-table case for the oldest release, installs tract releases from PyPI
 and runs each archive in each of them, comparing with PyTorch (releases probed: 0.21.0, 0.21.5,
-0.21.13, 0.22.1, 0.23.0, 0.23.1, 0.23.2, 0.23.3, 0.23.5, 0.23.6, 0.23.7, 0.23.8, 0.23.9).
+0.21.13, 0.22.1, 0.23.0, 0.23.1, 0.23.2, 0.23.3, 0.23.5, 0.23.6, 0.23.7, 0.23.8, 0.23.9; the
+floors of every kind are in ``docs/tract_releases.json``).
 Translations write something else for releases older than the ``*_TRACT`` floors below; the
 operators of :data:`OPERATOR_SINCE` have no such replacement and are refused, by name, for a
 target that cannot read them.
@@ -37,8 +38,19 @@ CUMSUM_TRACT = (0, 23, 9)
 """First release with ``tract_core_cumsum``; before it, float cumulative sums over a static axis
 are a product with a triangle of ones, and others are refused."""
 
+SCATTER_TRACT = (0, 23, 0)
+"""First release whose ``tract_core_scatter_elements`` and ``tract_core_scatter_nd`` give PyTorch's
+results in every probed case (before it, reductions such as scatter_add and index_add differ)."""
+
+TOPK_TRACT = (0, 21, 13)
+"""First release whose ``tract_core_topk`` runs every probed sort and topk case (0.21.5 aborts on a
+descending argsort)."""
+
 OPERATOR_SINCE: dict[str, tuple[int, int, int]] = {
     "copy": COPY_TRACT,
+    "tract_core_scatter_elements": SCATTER_TRACT,
+    "tract_core_scatter_nd": SCATTER_TRACT,
+    "tract_core_topk": TOPK_TRACT,
     "any_reduce": COPY_TRACT,
     "all_reduce": COPY_TRACT,
     "nearest_upsample": NEAREST_UPSAMPLE_TRACT,

@@ -47,6 +47,7 @@ GRID_SAMPLE_TRACT = (0, 23, 2)
 
 def _multi(ctx: Context, op: str, args: list[Any], outs: list[str], **attrs: Any) -> list[Ref]:
     """Emits ``(a, b) = op(args, key = value, ...)`` for an operator with several results."""
+    ctx.g.require(op)
     refs = [ctx.g.fresh(o) for o in outs]
     parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
     ctx.g.lines.append(f"({', '.join(refs)}) = {op}({', '.join(parts)});")
