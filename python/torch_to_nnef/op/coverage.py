@@ -66,12 +66,22 @@ REFUSED: dict[str, str] = {
 """Kinds registered only to refuse them with a message naming the user's line: no export passes."""
 
 
+NOT_APPLICABLE_OVERLOADS: dict[str, tuple[str, str]] = {
+    "aten::_native_batch_norm_legit.default": (
+        _TRAINING,
+        "batch statistics that update running ones (train mode); exported models, in eval mode, hold "
+        "``_native_batch_norm_legit_no_training`` or the ``.no_stats`` overload",
+    ),
+}
+"""Core overloads of registered kinds that no inference export meets: (category, reason)."""
+
+
 def not_applicable(name: str) -> tuple[str, str] | None:
     """Why the core overload ``name`` (``"aten::atan2.out"``) never reaches an inference export, if so."""
     kind, _, overload = name.rpartition(".")
     if overload == "out" or overload.endswith("_out"):
         return _MUTATION, "an ``out=`` variant; functionalised graphs hold the functional overload"
-    return NOT_APPLICABLE.get(kind)
+    return NOT_APPLICABLE_OVERLOADS.get(name) or NOT_APPLICABLE.get(kind)
 
 
 def load_floors(path: str | Path) -> dict[str, Any]:
