@@ -335,9 +335,9 @@ def _explain(
         return (
             f"torch.export could not keep {', '.join(parts)} dynamic in {name}: the model's code specialised it "
             f"to {value.group(1) if value else 'a constant'}{at}. Common causes: a Python loop or int() over that "
-            "size, an assert on the shape, or a module that torch.export unrolls over time (nn.LSTM, nn.GRU, "
-            "nn.RNN). Register a ModuleInfoExtractor for that submodule, or export without this dynamic axis; "
-            "TORCH_LOGS=+dynamic shows the line that specialised it."
+            "size, an assert on the shape, or a custom module that loops over time (nn.LSTM, nn.GRU and nn.RNN "
+            "are exported whole already). Register a ModuleInfoExtractor for that submodule, or export without "
+            "this dynamic axis; TORCH_LOGS=+dynamic shows the line that specialised it."
         )
     head = "\n".join(text.strip().splitlines()[:12])
     return f"torch.export could not capture {name}{at}: {type(exc).__name__}: {head}"
