@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.capture import CaptureError
-from torch_to_nnef.ir import Graph, Node, Parameter, Value
+from torch_to_nnef.capture import _DTYPES, CaptureError
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, Value
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,17 +45,8 @@ _SCALAR_TYPES = {
     "QInt8": "i8",
 }
 
-_TORCH_DTYPES = {
-    torch.float16: "f16",
-    torch.float32: "f32",
-    torch.float64: "f64",
-    torch.int8: "i8",
-    torch.int16: "i16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.uint8: "u8",
-    torch.bool: "bool",
-}
+_TORCH_DTYPES = {t: d for t, d in _DTYPES.items() if d not in COMPLEX_DTYPES}
+"""The tensor dtypes the jit front-end carries (the torch.export ones, complex aside)."""
 
 _SCALAR_TYPE_CODES = {
     0: "u8",

@@ -18,7 +18,7 @@ import numpy as np
 
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef_graph import Ref
-from torch_to_nnef.op.core import _NP_DTYPES, TranslationError, _align, _arg, _axis, _reduce_axes, _scalar
+from torch_to_nnef.op.core import _NP_DTYPES, TranslationError, _align, _arg, _axis, _reduce_axes, _scalar, variance
 from torch_to_nnef.op.registry import Context, register
 from torch_to_nnef.op.tensor_ops import _cast, _filled, _operand, _tract_only, _trunc
 
@@ -495,24 +495,8 @@ def aten_var_mean(ctx: Context, node: Node) -> list[Ref]:
     """var_mean/std_mean.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)
     -> (Tensor, Tensor).
     """
-    x = node.args[0]
-    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    dims = node.args[1] if len(node.args) > 1 and not isinstance(node.args[1], dict) else None
-    axes = _reduce_axes(x, dims)
-    correction = kwargs.get("correction", 1)
-    correction = 1 if correction is None else correction
-    keep = bool(kwargs.get("keepdim", False))
-    count = 1
-    for a in axes:
-        if not isinstance(x.shape[a], int):
-            raise TranslationError(f"{node.where()}: variance over a dynamic axis is not supported yet")
-        count *= x.shape[a]
-    g, xr = ctx.g, ctx.ref(x)
-    mean = g.op("mean_reduce", xr, axes=axes)
-    total = g.op("sum_reduce", g.op("sqr", g.op("sub", xr, mean)), axes=axes)
-    spread = g.op("div", total, float(max(count - correction, 0)))
-    if node.kind == "aten::std_mean":
-        spread = g.op("sqrt", spread)
+    mean, spread, axes, keep = variance(ctx, node)
+    g = ctx.g
     outs = node.outputs
     if keep or not axes:
         return [g.op("copy", spread, out=outs[0].name), g.op("copy", mean, out=outs[1].name)]

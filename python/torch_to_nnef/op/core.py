@@ -1123,9 +1123,11 @@ def aten_argmax(ctx: Context, node: Node) -> Ref:
     return _reduce(ctx, op, x, [_axis(dim, x.rank)], keep, node.outputs[0].name)
 
 
-@register("aten::var", "aten::std")
-def aten_var(ctx: Context, node: Node) -> Ref:
-    """var/std.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)."""
+def variance(ctx: Context, node: Node) -> tuple[Ref, Ref, list[int], bool]:
+    """The mean and the variance (the standard deviation for the ``std`` kinds) of a
+    ``var/std(_mean).correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)``
+    node, both reduced with kept axes; and the axes and ``keepdim``.
+    """
     x = node.args[0]
     kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
     dims = node.args[1] if len(node.args) > 1 and not isinstance(node.args[1], dict) else None
@@ -1139,13 +1141,20 @@ def aten_var(ctx: Context, node: Node) -> Ref:
             raise TranslationError(f"{node.where()}: variance over a dynamic axis is not supported yet")
         count *= x.shape[a]
     g, xr = ctx.g, ctx.ref(x)
-    centered = g.op("sub", xr, g.op("mean_reduce", xr, axes=axes))
-    total = g.op("sum_reduce", g.op("sqr", centered), axes=axes)
-    var = g.op("div", total, float(max(count - correction, 0)))
-    if node.kind == "aten::std":
-        var = g.op("sqrt", var)
+    mean = g.op("mean_reduce", xr, axes=axes)
+    total = g.op("sum_reduce", g.op("sqr", g.op("sub", xr, mean)), axes=axes)
+    spread = g.op("div", total, float(max(count - correction, 0)))
+    if node.kind in ("aten::std", "aten::std_mean"):
+        spread = g.op("sqrt", spread)
+    return mean, spread, axes, keep
+
+
+@register("aten::var", "aten::std")
+def aten_var(ctx: Context, node: Node) -> Ref:
+    """var/std.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)."""
+    _, var, axes, keep = variance(ctx, node)
     out = node.outputs[0].name
-    return g.op("copy", var, out=out) if keep else g.op("squeeze", var, axes=axes, out=out)
+    return ctx.g.op("copy", var, out=out) if keep else ctx.g.op("squeeze", var, axes=axes, out=out)
 
 
 _NP_DTYPES = {
