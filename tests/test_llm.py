@@ -20,7 +20,7 @@ from torch_to_nnef import Q40Tensor, TractModel, check_outputs, compress_model, 
 from torch_to_nnef.errors import IOMismatchError
 from torch_to_nnef.llm import io_names, main
 
-HIDDEN, HEADS, KV_HEADS, LAYERS, VOCAB = 64, 4, 2, 2, 128
+HIDDEN, HEADS, KV_HEADS, LAYERS, VOCAB = 64, 4, 2, 3, 128
 HEAD_DIM = HIDDEN // HEADS
 COMMON = dict(
     vocab_size=VOCAB,
@@ -47,12 +47,15 @@ CONFIGS = {
     # a sliding window shorter than the prompts, so that the window's mask is exercised
     "gemma2": lambda: transformers.Gemma2Config(**COMMON, head_dim=HIDDEN // HEADS, sliding_window=4),
     "gemma3": lambda: transformers.Gemma3TextConfig(
-        **COMMON, head_dim=HIDDEN // HEADS, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+        **COMMON,
+        head_dim=HIDDEN // HEADS,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     ),
 }
 SLIDING = {"gemma2", "gemma3"}
-"""Families whose first layer attends through a sliding window: transformers keeps only the window in
-that layer's cache, where the graph's caches keep every position (the mask drops the others)."""
+"""Families whose layers 0 and 2 attend through a sliding window: transformers keeps only the window
+in those layers' caches, where the graph's caches keep every position (the mask drops the others)."""
 KV_HEADS_OF = {"gpt2": HEADS}
 ATTENTION_WEIGHT = {"gpt2": "transformer.h.0.attn.c_attn", "phi3": "model.layers.0.self_attn.qkv_proj"}
 
@@ -117,7 +120,7 @@ def same_as_transformers(family: str, ref, got: list[np.ndarray], names: list[st
     caches of its full-attention layer only; its logits show that the windowed caches were right too).
     """
     expected = [ref.logits[:, -1:], *flat(cache_of(ref))]
-    keep = [0, 3, 4] if family in SLIDING else range(len(names))  # layer 0 slides
+    keep = [0, 3, 4] if family in SLIDING else range(len(names))  # layers 0 and 2 slide
     check_outputs(
         [expected[i] for i in keep], [got[i] for i in keep], tolerance=tolerance, names=[names[i] for i in keep]
     )
@@ -489,3 +492,57 @@ def test_cli_help_has_an_example(capsys):
     assert "in_cache_key_{i}" in text
     for documented in ("--export-dir-struct {deep,flat}", "deep (default)", "flat ", "-dwtac", "-mp ADAPTER_DIR"):
         assert documented in text
+
+
+@pytest.mark.parametrize(("family", "stacked"), [("llama", True), ("gpt2", True), ("gemma2", False)])
+def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str, stacked: bool):
+    """Two alike layers traced and the second repeated compute exactly what a trace of every layer
+    computes; layers of different types (Gemma 2 alternates sliding and full attention) are all traced."""
+    folder = saved(family)
+    archives = {}
+    for label, flags in (("repeated", []), ("all", ["--trace-all-layers"])):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+            assert main(["-d", str(folder), "-e", str(tmp_path / label), "-nv", *flags]) == 0
+        assert (f"with 2 of its {LAYERS} alike layers" in caplog.text) == (stacked and label == "repeated")
+        archives[label] = tmp_path / label / "model" / "model.nnef.tgz"
+    names = {}
+    for label, archive in archives.items():
+        with tarfile.open(archive) as tar:
+            # the weights (each layer's empty cache is one constant in the repeated graph)
+            names[label] = sorted(n for n in tar.getnames() if n.endswith(".dat") and "lifted_tensor" not in n)
+    assert names["repeated"] == names["all"]
+    assert sum(f".layers.{LAYERS - 1}." in n or f".h.{LAYERS - 1}." in n for n in names["all"]) > 3
+    ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(3)).numpy()
+    rng = np.random.default_rng(4)
+    caches = [
+        rng.standard_normal((1, KV_HEADS_OF.get(family, KV_HEADS), 2, HEAD_DIM), dtype=np.float32)
+        for _ in range(2 * LAYERS)
+    ]
+    repeated, full = (TractModel(archives[k]).run([ids, *caches]) for k in ("repeated", "all"))
+    for name, a, b in zip(io_names(LAYERS)[1], repeated, full):
+        assert np.array_equal(a, b), name
+
+
+def test_layers_that_differ_are_not_repeated():
+    from torch import nn
+
+    from torch_to_nnef.layer_stack import find_stack
+
+    class Block(nn.Module):
+        def __init__(self, scale: float) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.scale = scale
+
+    class Net(nn.Module):
+        def __init__(self, scales: list[float]) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(Block(s) for s in scales)
+
+    assert find_stack(Net([1.0, 1.0, 1.0]), 3) == "layers"
+    assert find_stack(Net([1.0, 1.0, 2.0]), 3) is None  # a different constant in the code
+    assert find_stack(Net([1.0, 1.0]), 2) is None  # nothing to repeat
+    net = Net([1.0, 1.0, 1.0])
+    net.layers[2].linear = nn.Linear(4, 4, bias=False)
+    assert find_stack(net, 3) is None

@@ -31,7 +31,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch_to_nnef import layer_stack
 from torch_to_nnef.archive import write_nnef_archive
 from torch_to_nnef.capture import CaptureError, capture
 from torch_to_nnef.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
@@ -53,6 +54,7 @@ from torch_to_nnef.errors import (
 )
 from torch_to_nnef.export import UnsupportedOpsError, export_metadata, translate
 from torch_to_nnef.inference_target import TractNNEF
+from torch_to_nnef.ir import Graph
 from torch_to_nnef.nnef_graph import NAMING_SCHEMES
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, QTensor
@@ -215,7 +217,11 @@ def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[Causa
         )
     num_layers = len(layers)
     _, heads, _, head_dim = flat[0].shape
+    return _graph_module(model, num_layers, num_logits_to_keep), (num_layers, int(heads), int(head_dim))
 
+
+def _graph_module(model: nn.Module, num_layers: int, num_logits_to_keep: int) -> CausalLMGraph:
+    """A :class:`CausalLMGraph` whose ``forward`` has one named parameter per input."""
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in io_names(num_layers)[0]]
     signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
 
@@ -225,8 +231,8 @@ def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[Causa
     forward.__signature__ = signature  # type: ignore[attr-defined]
     forward.__doc__ = CausalLMGraph.forward.__doc__
     cls = type(CausalLMGraph.__name__, (CausalLMGraph,), {"forward": forward, "__module__": __name__})
-    wrapper = cls(model, num_layers, num_logits_to_keep).eval()
-    return wrapper, (num_layers, int(heads), int(head_dim))
+    wrapper: CausalLMGraph = cls(model, num_layers, num_logits_to_keep).eval()
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,15 +560,21 @@ def _write_graph(
     output_names: list[str],
     naming_scheme: str,
     extensions: list[str],
+    repeat_layers: bool = True,
 ) -> None:
     """Traces ``wrapper``, translates it to NNEF and writes the archive, logging the progress of
     each step (tracing, packing the tensors, writing the archive).
+
+    With ``repeat_layers``, a model whose decoder layers are all alike is traced with two of them,
+    the second repeated for the others (see :mod:`torch_to_nnef.layer_stack`).
     """
     started = time.monotonic()
     sizes = f"S = {trace_inputs[0].shape[1]}, P = {trace_inputs[1].shape[2]}"
-    LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
     with torch.no_grad(), extractors.opaque(wrapper) as opaque:
-        graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
+        graph = _capture_stacked(wrapper, trace_inputs, target, sizes, opaque) if repeat_layers else None
+        if graph is None:
+            LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
+            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
         LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
         doc, tensors, quant = translate(
             graph,
@@ -598,6 +610,53 @@ def _write_graph(
         stop.set()
         watcher.join()
     LOGGER.info("wrote %s (%s) in %.1f s", archive.name, _size(archive.stat().st_size), time.monotonic() - started)
+
+
+def _capture_stacked(
+    wrapper: CausalLMGraph,
+    trace_inputs: Sequence[torch.Tensor],
+    target: TractNNEF,
+    sizes: str,
+    opaque: Mapping[str, Any],
+) -> Graph | None:
+    """The graph of ``wrapper`` traced with two decoder layers and the second repeated, or None
+    when the layers are not all alike.
+    """
+    num_layers = wrapper.num_layers
+    stack = layer_stack.find_stack(wrapper, num_layers)
+    if stack is None:
+        return None
+    LOGGER.info(
+        "tracing %s with torch.export (%s) with 2 of its %d alike layers (%s)",
+        type(wrapper.model).__name__,
+        sizes,
+        num_layers,
+        stack,
+    )
+    short_inputs, _ = io_names(2)
+    dynamic_axes = {n: a for n, a in (target.dynamic_axes or {}).items() if n in short_inputs}
+    with layer_stack.truncated(wrapper, stack):
+        short = _graph_module(wrapper.model, 2, wrapper.num_logits_to_keep)
+        graph, _ = capture(short, list(trace_inputs[: len(short_inputs)]), short_inputs, dynamic_axes)
+    tensors = dict(wrapper.named_buffers(remove_duplicate=False))
+    tensors.update(wrapper.state_dict(keep_vars=True))
+    try:
+        return layer_stack.repeat_layers(
+            graph,
+            stack,
+            num_layers,
+            tensors.__getitem__,
+            {f"in_cache_{kind}_1": _cache_name(kind) for kind in ("key", "value")},
+            opaque_kinds=opaque,
+        )
+    except layer_stack.StackMismatch as exc:
+        LOGGER.info("the layers of %s differ (%s): tracing all of them", type(wrapper.model).__name__, exc)
+        return None
+
+
+def _cache_name(kind: str) -> Callable[[int], str]:
+    """The name of layer ``j``'s input cache of ``kind`` (``key`` or ``value``)."""
+    return lambda j: f"in_cache_{kind}_{j}"
 
 
 def _report_writing(archive: Path, total: int, stop: threading.Event) -> None:
@@ -706,6 +765,7 @@ def export_llm_to_tract(
     export_dir_struct: ExportDirStruct = "deep",
     merge_peft: str | os.PathLike[str] | None = None,
     verify: bool = True,
+    trace_all_layers: bool = False,
     prompt_length: int = 5,
     generated_tokens: int = 3,
 ) -> LLMExportResult:
@@ -753,6 +813,9 @@ def export_llm_to_tract(
         verify: check the export in tract against PyTorch (at the traced sizes and at larger
             ones, then the prompt step with empty caches and a greedy generation through the
             caches), loading the archive in tract once.
+        trace_all_layers: trace every decoder layer. By default, when the model's decoder layers
+            are all alike (same code and weight shapes, one layer type), two are traced and the
+            second is repeated for the others, which makes tracing cost the same for any depth.
         prompt_length: prompt size of the verification and of the test bundles.
         generated_tokens: tokens generated by the verification.
 
@@ -868,6 +931,7 @@ def export_llm_to_tract(
                 output_names,
                 naming_scheme,
                 _length_bounds(config),
+                repeat_layers=not trace_all_layers,
             )
         except (UnsupportedOpsError, CaptureError) as exc:
             raise type(exc)(f"cannot export {architecture}: {exc}") from exc
@@ -1160,6 +1224,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the checks in tract (the test .npz files are still written)",
     )
+    parser.add_argument(
+        "--trace-all-layers",
+        action="store_true",
+        help="trace every decoder layer (by default, two alike layers are traced and the second repeated)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on errors")
     return parser
 
@@ -1201,6 +1270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             export_dir_struct=args.export_dir_struct,
             merge_peft=args.merge_peft,
             verify=not args.no_verify,
+            trace_all_layers=args.trace_all_layers,
         )
     except Exception as exc:
         if args.verbose:
