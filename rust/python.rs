@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use half::f16;
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -246,22 +247,41 @@ impl Q40Tensor {
         PyArray1::from_vec(py, values).call_method1("reshape", (self.shape.clone(),))
     }
 
-    /// Decodes into `out`, a writable C-contiguous float32 array with as many values (e.g. the
-    /// buffer that was quantized: no new memory is touched).
+    /// Decodes into `out`, a writable C-contiguous float32 or float16 array with as many values
+    /// (e.g. the buffer that was quantized: no new memory is touched); float16 values are the
+    /// float32 ones rounded to nearest.
     fn dequantize_into(&self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut array = out
-            .cast::<PyArrayDyn<f32>>()
-            .map_err(|_| {
-                to_pyerr(Error::InvalidArgument(
-                    "dequantize_into needs a float32 numpy array".into(),
-                ))
-            })?
-            .try_readwrite()
-            .map_err(|_| {
-                to_pyerr(Error::InvalidArgument(
-                    "dequantize_into needs a writable array that nothing else borrows".into(),
-                ))
-            })?;
+        if let Ok(array) = out.cast::<PyArrayDyn<f16>>() {
+            return self.decode_into(py, array);
+        }
+        let array = out.cast::<PyArrayDyn<f32>>().map_err(|_| {
+            to_pyerr(Error::InvalidArgument(
+                "dequantize_into needs a float32 or float16 numpy array".into(),
+            ))
+        })?;
+        self.decode_into(py, array)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Q40Tensor(shape={:?}, nbytes={})",
+            self.shape,
+            self.blocks.len()
+        )
+    }
+}
+
+impl Q40Tensor {
+    fn decode_into<T: q4_0::Decoded + numpy::Element>(
+        &self,
+        py: Python<'_>,
+        array: &Bound<'_, PyArrayDyn<T>>,
+    ) -> PyResult<()> {
+        let mut array = array.try_readwrite().map_err(|_| {
+            to_pyerr(Error::InvalidArgument(
+                "dequantize_into needs a writable array that nothing else borrows".into(),
+            ))
+        })?;
         let values = array.as_slice_mut().map_err(|_| {
             to_pyerr(Error::InvalidArgument(
                 "dequantize_into needs a C-contiguous array".into(),
@@ -280,14 +300,6 @@ impl Q40Tensor {
         }
         let blocks = &self.blocks;
         py.detach(|| q4_0::dequantize_into(blocks, values)).py_err()
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "Q40Tensor(shape={:?}, nbytes={})",
-            self.shape,
-            self.blocks.len()
-        )
     }
 }
 

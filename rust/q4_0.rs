@@ -233,9 +233,28 @@ pub fn dequantize(blocks: &[u8]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// A float type Q4_0 blocks decode to: each value is computed in f32 (exactly: a 4-bit integer
+/// times an f16 scale) and rounded to the nearest `Self`.
+pub trait Decoded: Copy + Send + Sync {
+    /// The nearest value of this type (ties to even).
+    fn from_f32(x: f32) -> Self;
+}
+
+impl Decoded for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl Decoded for f16 {
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
 /// Decodes Q4_0 blocks (GGML order) into `out`, which must hold exactly their values (no
-/// allocation: a caller can decode over the buffer it quantized).
-pub fn dequantize_into(blocks: &[u8], out: &mut [f32]) -> Result<()> {
+/// allocation: a caller can decode over the buffer it quantized, f32 or f16).
+pub fn dequantize_into<T: Decoded>(blocks: &[u8], out: &mut [T]) -> Result<()> {
     let shape_error = |reason: String| Error::Shape {
         what: "Q4_0 blocks".into(),
         reason,
@@ -263,8 +282,8 @@ pub fn dequantize_into(blocks: &[u8], out: &mut [f32]) -> Result<()> {
             {
                 let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
                 for j in 0..BLOCK_LEN / 2 {
-                    o[j] = ((b[2 + j] & 0x0F) as i32 - 8) as f32 * d;
-                    o[j + BLOCK_LEN / 2] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+                    o[j] = T::from_f32(((b[2 + j] & 0x0F) as i32 - 8) as f32 * d);
+                    o[j + BLOCK_LEN / 2] = T::from_f32(((b[2 + j] >> 4) as i32 - 8) as f32 * d);
                 }
             }
         });

@@ -107,3 +107,18 @@ def test_round_trip_error_is_bounded(w):
     d = np.abs(blocks).max(axis=-1, keepdims=True) / 8
     bound = d * (1 + 8 / 1024) + 8 * 2.0**-24
     assert (np.abs(back - blocks) <= bound).all()
+
+
+def test_dequantize_into_f16_and_f32_buffers():
+    w = np.random.default_rng(5).standard_normal((6, 64)).astype(np.float32)
+    q = quantize_q4_0(w)
+    wide = np.empty_like(w)
+    q.dequantize_into(wide)
+    np.testing.assert_array_equal(wide, q.dequantize())
+    narrow = np.empty(w.shape, dtype=np.float16)
+    q.dequantize_into(narrow)
+    np.testing.assert_array_equal(narrow, q.dequantize().astype(np.float16))  # rounded to nearest
+    with pytest.raises(Exception, match="float32 or float16"):
+        q.dequantize_into(np.empty(w.shape, dtype=np.float64))
+    with pytest.raises(Exception, match="holds 3 values"):
+        q.dequantize_into(np.empty(3, dtype=np.float16))

@@ -223,7 +223,7 @@ def fp_to_tract_q4_0_with_min_max_calibration(
         source = _clip_to_percentile(source, percentile)
     blocks = quantize_q4_0(source, threads=threads, name="weight")
     if inplace and values.device.type == "cpu" and values.is_contiguous():
-        if values.dtype == torch.float32:
+        if values.dtype in (torch.float32, torch.float16):  # decoded straight into the weight's own memory
             blocks.dequantize_into(values.numpy())
         else:  # decoded in f32 (one weight's worth, transient), rounded into the weight's own memory
             values.copy_(torch.from_numpy(blocks.dequantize()).view(values.shape))

@@ -189,3 +189,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dequantize_into_f16_rounds_the_f32_values() {
+    let values: Vec<f32> = (0..256)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+        .collect();
+    let blocks = ours(&values, None);
+    let wide = q4_0::dequantize(&blocks).unwrap();
+    let mut narrow = vec![f16::ZERO; values.len()];
+    q4_0::dequantize_into(&blocks, &mut narrow).unwrap();
+    for (n, w) in narrow.iter().zip(&wide) {
+        assert_eq!(n.to_bits(), f16::from_f32(*w).to_bits());
+    }
+    let mut short = vec![f16::ZERO; 3];
+    assert!(q4_0::dequantize_into(&blocks, &mut short).is_err());
+}
