@@ -9,6 +9,10 @@ front-end (positional arguments in schema order, keyword-only ones in a trailing
 dispatcher (``aten::_convolution``, ``aten::batch_norm``, in-place ``aten::relu_``...) are renamed
 to the ones ``torch.export`` produces, so that no translation depends on the front-end.
 
+Complex tensors (FFTs, STFT) keep the ``c64``/``c128`` dtypes and the nodes touching them are keyed
+in the ``complex::`` namespace, as the ``torch.export`` front-end keys them; ``x.real`` and ``x.imag``
+become the ``view_as_real`` and ``select`` that ``torch.export`` records.
+
 Quantized tensors become :class:`QuantizedValue` (the raw ``u8``/``i8`` integers with their scale
 and zero point); a quantized op's packed weights are unpacked into int8 parameters. The traced
 shapes are fixed: dynamic axes are refused with a clear error (use the ``torch.export`` front-end).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import linecache
 import logging
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.capture import _DTYPES, CaptureError
+from torch_to_nnef.capture import _DTYPES, CaptureError, _touches_complex
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, Value
 
 LOGGER = logging.getLogger(__name__)
@@ -43,6 +48,8 @@ _SCALAR_TYPES = {
     "Bool": "bool",
     "QUInt8": "u8",
     "QInt8": "i8",
+    "ComplexFloat": "c64",
+    "ComplexDouble": "c128",
 }
 
 _TORCH_DTYPES = {t: d for t, d in _DTYPES.items() if d not in COMPLEX_DTYPES}
@@ -57,6 +64,8 @@ _SCALAR_TYPE_CODES = {
     5: "f16",
     6: "f32",
     7: "f64",
+    9: "c64",
+    10: "c128",
     11: "bool",
 }
 """``c10::ScalarType`` codes, as ``torch.jit.trace`` records a ``dtype`` argument."""
@@ -98,7 +107,15 @@ _RENAMED = {
 }
 """Kinds that ``torch.jit.trace`` records above the level ``torch.export`` captures at."""
 
-_FOLDED = {"aten::size", "aten::Int", "aten::ScalarImplicit", "aten::Float", "prim::NumToTensor", "aten::dim"}
+_FOLDED = {
+    "aten::size",
+    "aten::Int",
+    "aten::ScalarImplicit",
+    "aten::Float",
+    "prim::NumToTensor",
+    "aten::dim",
+    "aten::numel",
+}
 """Integer bookkeeping evaluated at trace time (the shapes are fixed)."""
 
 
@@ -229,6 +246,11 @@ class _Converter:
         key = id(tensor)
         if key in self.by_tensor:
             return self.by_tensor[key]
+        if tensor.dtype in (torch.complex64, torch.complex128):
+            raise JitCaptureError(
+                f"weight {torch_name} is {tensor.dtype}: NNEF has no complex tensors; store torch.view_as_real "
+                "of it and call torch.view_as_complex in forward"
+            )
         if tensor.dtype not in _TORCH_DTYPES:
             raise JitCaptureError(f"weight {torch_name}: dtype {tensor.dtype} cannot be exported to NNEF; cast it")
         name = self.name(torch_name)
@@ -244,6 +266,11 @@ class _Converter:
         inputs: list[Value] = []
         for jit_input, name in zip(graph_inputs[1:], self.input_names):
             dtype, shape, _ = _dtype_of(jit_input, f"input {name!r}")
+            if dtype in COMPLEX_DTYPES:
+                raise JitCaptureError(
+                    f"input {name!r} is complex ({dtype}): NNEF has no complex tensors; pass torch.view_as_real of "
+                    "it and call torch.view_as_complex inside the model"
+                )
             v = Value(name, dtype, shape)
             self.values[jit_input] = v
             inputs.append(v)
@@ -257,6 +284,11 @@ class _Converter:
                 raise JitCaptureError(
                     f"the model returns the quantized tensor {out.name}: end it with torch.ao.quantization.DeQuantStub "
                     "(or call .dequantize()) so that its outputs are floats"
+                )
+            if out.dtype in COMPLEX_DTYPES:
+                raise JitCaptureError(
+                    f"output {out.name} is complex ({out.dtype}): NNEF has no complex tensors; return "
+                    "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
                 )
         return Graph(inputs=inputs, outputs=outputs, nodes=self.nodes, parameters=self.parameters)
 
@@ -334,6 +366,8 @@ class _Converter:
             kind, inputs = self.normalise(node, kind, inputs)
         else:
             kind, inputs = self.normalise(node, kind, inputs)
+        if kind in ("aten::real", "aten::imag") and _touches_complex(inputs[:1]):
+            kind, inputs = self.complex_part(node, kind, inputs[0])
         ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
         unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
         if any(u is not None for u in unpacked):
@@ -345,6 +379,8 @@ class _Converter:
                 ir_outs = ir_outs[:1]
             for jit_out, ir_out in zip(outs, ir_outs):
                 self.values[jit_out] = ir_out
+        if kind.startswith("aten::") and _touches_complex((*inputs, *ir_outs)):
+            kind = "complex::" + kind.split("::", 1)[1]  # as the torch.export front-end keys them
         module_path = _scope(node)
         self.nodes.append(
             Node(
@@ -357,12 +393,32 @@ class _Converter:
             )
         )
 
+    def complex_part(self, node: torch._C.Node, kind: str, x: Value) -> tuple[str, list[Any]]:
+        """``x.real`` / ``x.imag`` of a complex tensor as ``torch.export`` records them: ``view_as_real``
+        (its parts on a trailing axis), then a ``select`` of one part (the select is returned).
+        """
+        parts = Value(self.name(f"{x.name}_parts"), COMPLEX_DTYPES[x.dtype], (*x.shape, 2))
+        module_path = _scope(node)
+        self.nodes.append(
+            Node(
+                kind="complex::view_as_real",
+                args=(x,),
+                outputs=(parts,),
+                module_path=module_path,
+                module_class=self.classes.get(module_path, ""),
+                source=_source(node),
+            )
+        )
+        return "aten::select", [parts, x.rank, 0 if kind == "aten::real" else 1]
+
     def fold(self, kind: str, inputs: list[Any], where: str) -> Any:
         if kind == "aten::size":
             x = inputs[0]
             return list(x.shape) if len(inputs) == 1 else x.shape[inputs[1]]
         if kind == "aten::dim":
             return inputs[0].rank
+        if kind == "aten::numel":
+            return math.prod(inputs[0].shape)
         value = inputs[0]
         if isinstance(value, Value):
             raise JitCaptureError(
@@ -381,7 +437,7 @@ class _Converter:
         computed now: a Python number, or None when the op is not such arithmetic.
         """
         outs = list(node.outputs())
-        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None))) for i in inputs):
+        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None), torch.device)) for i in inputs):
             return None
         t = outs[0].type()
         if not isinstance(t, torch._C.TensorType) or t.sizes() != []:
@@ -428,8 +484,9 @@ class _Converter:
         positional: list[Any] = []
         if schema != "(no schema)":
             parsed = torch._C.parse_schema(schema)
+            scalar_types = set(re.findall(r"ScalarType\??\s+(\w+)", schema))  # parsed, their type reads "int"
             for argument, value in zip(parsed.arguments, inputs):
-                if "ScalarType" in str(argument.type) and isinstance(value, int):
+                if argument.name in scalar_types and isinstance(value, int):
                     value = _SCALAR_TYPE_CODES.get(value, value)
                 if argument.kwarg_only:
                     if argument.name in ("layout", "device", "pin_memory", "memory_format") or value is None:
@@ -460,6 +517,12 @@ class _Converter:
         if kind in ("aten::expand_as", "aten::view_as", "aten::reshape_as"):
             target = "aten::expand" if kind == "aten::expand_as" else "aten::reshape"
             return target, [positional[0], list(positional[1].shape)]
+        if kind == "aten::_convolution_mode":  # padding given as "same" / "valid": conv1d.padding's arguments
+            return f"aten::conv{positional[0].rank - 2}d", positional
+        if kind == "aten::index_put" and not isinstance(positional[2], Value):  # a constant the trace made a number
+            x = positional[0]
+            torch_dtype = next(t for t, d in _TORCH_DTYPES.items() if d == x.dtype)
+            positional[2] = self.parameter(torch.tensor(positional[2], dtype=torch_dtype), f"constant_{x.name}_values")
         kind = _RENAMED.get(kind, kind)
         return kind, [*positional, kwargs] if kwargs else positional
 
