@@ -81,6 +81,53 @@ class QuantizedValue(Value):
     zero_point: int = 0
 
 
+@dataclass(frozen=True)
+class _View:
+    """How a traced tensor aliases another: ``kind(base, *args[1:])`` in IR terms (``args`` as the IR node
+    had them), or the same storage when ``kind`` is None (an in-place op's result, ``detach``...).
+    """
+
+    base: torch._C.Value
+    kind: str | None = None
+    args: tuple[Any, ...] = ()
+    node: torch._C.Node | None = None
+
+
+_SAME_STORAGE = {"aten::detach", "aten::alias", "aten::contiguous", "aten::_to_copy", "aten::lift_fresh"}
+"""Views that are the whole tensor (``_to_copy`` only when it keeps the dtype)."""
+
+_RESHAPING = {
+    "aten::view",
+    "aten::reshape",
+    "aten::_unsafe_view",
+    "aten::flatten",
+    "aten::unflatten",
+    "aten::unsqueeze",
+    "aten::squeeze",
+}
+"""Views that only reshape: a write through one is reshaped back."""
+
+
+def _aliasing(node: torch._C.Node) -> tuple[bool, bool, bool]:
+    """Whether ``node`` writes its first argument in place, returns a view of it, or writes another argument
+    (an ``out=`` tensor), from its schema's alias annotations (``Tensor(a!) self``, ``-> Tensor(a)``).
+    """
+    try:
+        schema = torch._C.parse_schema(node.schema())
+    except RuntimeError:  # no schema (prim ops)
+        return False, False, False
+    if not schema.arguments:
+        return False, False, False
+    first = schema.arguments[0].alias_info
+    writes_other = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments[1:])
+    if first is None:
+        return False, False, writes_other
+    if first.is_write:
+        return True, False, writes_other
+    returned = schema.returns[0].alias_info if schema.returns else None
+    return False, returned is not None, writes_other
+
+
 class JitCaptureError(CaptureError):
     """torch.jit.trace could not capture the model, or traced something this front-end cannot convert."""
 
@@ -229,6 +276,9 @@ class _Converter:
         self.by_tensor: dict[int, Value] = {}
         self.nodes: list[Node] = []
         self.used: set[str] = set(self.input_names)
+        self.views: dict[torch._C.Value, _View] = {}
+        self.derived: dict[torch._C.Value, list[torch._C.Value]] = {}
+        self.stale: set[torch._C.Value] = set()
 
     def name(self, base: str) -> str:
         base = re.sub(r"\W", "_", base).strip("_") or "v"
@@ -302,6 +352,8 @@ class _Converter:
         return []
 
     def arg(self, v: torch._C.Value, where: str) -> Any:
+        if v in self.stale:
+            self.refresh(v, where)
         if v in self.values:
             return self.values[v]
         if v in self.objects:
@@ -381,34 +433,146 @@ class _Converter:
                 self.values[jit_out] = ir_out
         if kind.startswith("aten::") and _touches_complex((*inputs, *ir_outs)):
             kind = "complex::" + kind.split("::", 1)[1]  # as the torch.export front-end keys them
+        self.emit(node, kind, inputs, tuple(o for o in ir_outs if isinstance(o, Value)))
+        self.track_aliases(node, kind, inputs, ir_outs, unpacked, where)
+
+    def emit(self, node: torch._C.Node, kind: str, args: Sequence[Any], outputs: tuple[Value, ...]) -> None:
+        """Appends an IR node that comes from the traced ``node`` (its module path and source line)."""
         module_path = _scope(node)
         self.nodes.append(
             Node(
                 kind=kind,
-                args=tuple(inputs),
-                outputs=tuple(o for o in ir_outs if isinstance(o, Value)),
+                args=tuple(args),
+                outputs=outputs,
                 module_path=module_path,
                 module_class=self.classes.get(module_path, ""),
                 source=_source(node),
             )
         )
 
+    def track_aliases(
+        self,
+        node: torch._C.Node,
+        kind: str,
+        inputs: list[Any],
+        ir_outs: tuple[Any, ...],
+        unpacked: list[list[Value] | None],
+        where: str,
+    ) -> None:
+        """Keeps the IR functional where the trace writes in place: ``y[:, 1:3] = v`` is traced as a
+        ``copy_`` into a ``slice`` of ``y`` and ``y`` itself is used afterwards, so a write into a view is
+        written back into its base (``slice_scatter``, ``select_scatter``...) and the other views of that
+        base are computed again when next used.
+        """
+        writes, is_view, writes_other = _aliasing(node)
+        if writes_other:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes its result into an out= tensor; assign the result instead"
+            )
+        outs = list(node.outputs())
+        target = node.inputsAt(0)
+        if not (writes or is_view) or not (isinstance(self.values.get(target), Value) or target in self.objects):
+            return
+        if writes:
+            if isinstance(ir_outs[0], Value):
+                self.write(target, ir_outs[0], node, where)
+                self.alias(outs[0], _View(target))
+            return
+        for jit_out, items in zip(outs, unpacked):
+            if items is not None:  # a list of views (split, unbind): not written back, refused if written
+                users = [u.user for u in jit_out.uses()]
+                for item in users[0].outputs():
+                    self.alias(item, _View(target, f"{kind}[]", (), node))
+                return
+        if not isinstance(ir_outs[0], Value) or not isinstance(inputs[0], Value):
+            return
+        if kind in _SAME_STORAGE:
+            if kind == "aten::_to_copy" and ir_outs[0].dtype != inputs[0].dtype:
+                return  # a cast: a new tensor
+            self.alias(outs[0], _View(target))
+            return
+        self.alias(outs[0], _View(target, kind, tuple(inputs), node))
+
+    def alias(self, view: torch._C.Value, how: _View) -> None:
+        self.views[view] = how
+        self.derived.setdefault(how.base, []).append(view)
+
+    def write(self, target: torch._C.Value, result: Value, node: torch._C.Node, where: str) -> None:
+        """``target`` now holds ``result``: the bases it is a view of are updated, its other views made stale."""
+        chain = []
+        while True:
+            self.values[target] = result
+            chain.append(target)
+            view = self.views.get(target)
+            if view is None:
+                break
+            base = self.arg(view.base, where)
+            result = self.written_back(view, base, result, node, where)
+            target = view.base
+        pending = [d for c in chain for d in self.derived.get(c, [])]
+        while pending:
+            v = pending.pop()
+            if v not in chain and v not in self.stale:
+                self.stale.add(v)
+                pending.extend(self.derived.get(v, []))
+
+    def written_back(self, view: _View, base: Value, result: Value, node: torch._C.Node, where: str) -> Value:
+        """``base`` with its part that ``view`` shows replaced by ``result``."""
+        kind, args = view.kind, view.args
+        if kind is None:
+            return result
+        out = Value(self.name(f"{base.name}_written"), base.dtype, base.shape)
+        if kind == "aten::slice":
+            _, dim, start, end, step = args
+            dim %= base.rank
+            size = base.shape[dim]
+            start = 0 if start is None else start
+            if start in (0, -size) and (end is None or end >= size) and step == 1 and result.shape == base.shape:
+                return result  # the whole axis
+            self.emit(node, "aten::slice_scatter", [base, result, dim, start, end, step], (out,))
+        elif kind == "aten::select":
+            self.emit(node, "aten::select_scatter", [base, result, args[1], args[2]], (out,))
+        elif kind in _RESHAPING:
+            self.emit(node, "aten::view", [result, list(base.shape)], (out,))
+        elif kind == "aten::transpose":
+            self.emit(node, "aten::transpose", [result, args[1], args[2]], (out,))
+        elif kind == "aten::permute":
+            dims = [d % base.rank for d in args[1]]
+            self.emit(node, "aten::permute", [result, [dims.index(d) for d in range(base.rank)]], (out,))
+        elif kind == "aten::t":
+            self.emit(node, "aten::t", [result], (out,))
+        else:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes in place into {base.name} through "
+                f"{kind.removesuffix('[]')}, which this front-end cannot write back; write it out of place "
+                "(torch.where, index_put, scatter, torch.cat) or export with frontend='export'"
+            )
+        return out
+
+    def refresh(self, v: torch._C.Value, where: str) -> None:
+        """The view ``v`` of a base written since: taken again from the base's new value."""
+        self.stale.discard(v)
+        view = self.views[v]
+        base = self.arg(view.base, where)
+        if view.kind is None:
+            self.values[v] = base
+            return
+        if view.kind.endswith("[]") or view.node is None:
+            raise JitCaptureError(
+                f"{where}: the model uses a piece of a {view.kind.removesuffix('[]')} result after writing in "
+                "place into the tensor it was taken from; take it after the write, or export with frontend='export'"
+            )
+        old = self.values[v]
+        new = Value(self.name(old.name), old.dtype, old.shape)
+        self.emit(view.node, view.kind, [base, *view.args[1:]], (new,))
+        self.values[v] = new
+
     def complex_part(self, node: torch._C.Node, kind: str, x: Value) -> tuple[str, list[Any]]:
         """``x.real`` / ``x.imag`` of a complex tensor as ``torch.export`` records them: ``view_as_real``
         (its parts on a trailing axis), then a ``select`` of one part (the select is returned).
         """
         parts = Value(self.name(f"{x.name}_parts"), COMPLEX_DTYPES[x.dtype], (*x.shape, 2))
-        module_path = _scope(node)
-        self.nodes.append(
-            Node(
-                kind="complex::view_as_real",
-                args=(x,),
-                outputs=(parts,),
-                module_path=module_path,
-                module_class=self.classes.get(module_path, ""),
-                source=_source(node),
-            )
-        )
+        self.emit(node, "complex::view_as_real", [x], (parts,))
         return "aten::select", [parts, x.rank, 0 if kind == "aten::real" else 1]
 
     def fold(self, kind: str, inputs: list[Any], where: str) -> Any:
