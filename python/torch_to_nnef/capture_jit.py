@@ -7,7 +7,9 @@ as ``quantized::conv2d_relu``, ``quantized::linear``...). The traced graph feeds
 front-end (positional arguments in schema order, keyword-only ones in a trailing dict, dtypes as
 ``"f32"``...), and the few kinds that ``torch.jit.trace`` records at another level of the
 dispatcher (``aten::_convolution``, ``aten::batch_norm``, in-place ``aten::relu_``...) are renamed
-to the ones ``torch.export`` produces, so that no translation depends on the front-end.
+to the ones ``torch.export`` produces, so that no translation depends on the front-end. The trace
+mutates tensors in place (``y[:, 1:3] = v`` is a ``copy_`` into a ``slice`` of ``y``); the IR is kept
+functional by writing such writes back into the base, as ``torch.export``'s ``slice_scatter``.
 
 Complex tensors (FFTs, STFT) keep the ``c64``/``c128`` dtypes and the nodes touching them are keyed
 in the ``complex::`` namespace, as the ``torch.export`` front-end keys them; ``x.real`` and ``x.imag``
