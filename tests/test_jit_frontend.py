@@ -20,22 +20,43 @@ import test_ops_extra
 import test_ops_lowered
 import test_ops_nn
 import test_ops_tensor
+import test_recurrent
 import test_signal
 from optable import Fn, r
 from torch_to_nnef import TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture_jit import JitCaptureError, capture_jit
 from torch_to_nnef.errors import InvalidArgumentError
 
+
+def _recurrent() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]:
+    """The recurrent layers and cells of test_recurrent, with their inputs."""
+    torch.manual_seed(0)
+    cases = []
+    for name, make, batch_first, unbatched, with_state in test_recurrent.LAYERS:
+        rnn = make()
+        inputs = test_recurrent._layer_inputs(rnn, batch_first, unbatched, with_state)
+        cases.append((name, test_recurrent.Layer(rnn, with_state), inputs))
+    for name, make, unbatched, with_state in test_recurrent.CELLS:
+        cell = make()
+        cases.append(
+            (name, test_recurrent.Cell(cell, with_state), test_recurrent._cell_inputs(cell, unbatched, with_state))
+        )
+    return cases
+
+
 TABLES: dict[str, Sequence[tuple[Any, ...]]] = {
     "core": test_ops_core.CASES,
+    "core-older-forms": test_ops_core.OLDER_FORMS,
     "nn": test_ops_nn.CASES,
     "tensor": test_ops_tensor.CASES,
     "extra": test_ops_extra.CASES,
     "lowered": test_ops_lowered.CASES,
     "signal": test_signal.CASES,
+    "signal-warned": test_signal.WARNED,
     "export": test_export.CASES,
     "mha": test_attention_precision.MHA_CASES,
     "sdpa": test_attention_precision.SDPA_CASES,
+    "recurrent": _recurrent(),
 }
 """The op tables, each case named ``<table>/<id>`` here (ids repeat across tables)."""
 
@@ -101,7 +122,19 @@ def test_not_applicable_cases_are_in_the_tables():
     assert len(CASES) + len(NOT_APPLICABLE) == sum(len(cases) for cases in TABLES.values())
 
 
-@pytest.mark.parametrize(("module", "inputs"), [pytest.param(m, i, id=n) for n, m, i in CASES])
+@pytest.mark.parametrize(
+    ("module", "inputs"),
+    [
+        pytest.param(
+            m,
+            i,
+            id=n,
+            # torch warns about these (see test_signal.WARNED)
+            marks=[pytest.mark.filterwarnings("ignore::UserWarning")] if n.startswith("signal-warned/") else [],
+        )
+        for n, m, i in CASES
+    ],
+)
 def test_op_table_through_jit(tmp_path: Path, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """Every op-table case, captured by torch.jit.trace, checked in tract (the tables check torch.export)."""
     export_model_to_nnef(module.eval(), inputs, tmp_path / "m.nnef", TractNNEF(check_io=True), frontend="jit")
