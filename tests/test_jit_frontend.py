@@ -80,6 +80,7 @@ def _write_back(x: torch.Tensor) -> torch.Tensor:
     t[0] = 1.0  # through a select of a transpose
     y.view(-1)[:3].mul_(2)  # in place, through a slice of a reshape
     y[:, :2].relu_()
+    y[2, 3] = 7.0  # a copy_ of a constant into a 0-d view
     return y + t.sum()  # t, taken before the last writes, sees them
 
 
@@ -90,6 +91,18 @@ def _stale_view(x: torch.Tensor) -> torch.Tensor:
     z = y.permute(2, 0, 1)
     z[1] += 2.0  # through a select of a permute: column 1 of y
     return y * row  # row, taken before the writes, sees both
+
+
+def _transposed_copy_written(x: torch.Tensor) -> torch.Tensor:
+    flat = x.clone().t().reshape(-1)  # a copy: x.t() is not contiguous
+    flat[1:3] = 0.0
+    return flat
+
+
+def _transposed_copy_written_then_base_read(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    y.t().reshape(-1)[1:3] = 0.0  # reshape may copy or view: unknown to the trace
+    return y
 
 
 EXTRA = [
@@ -113,6 +126,7 @@ EXTRA = [
     ("transformer-encoder-layer", nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), (r(2, 5, 16),)),
     ("writes-through-views", Fn(_write_back), (r(3, 4),)),
     ("views-taken-before-writes", Fn(_stale_view), (r(3, 4),)),
+    ("write-into-a-reshaped-copy", Fn(_transposed_copy_written), (r(3, 4),)),
 ]
 
 
@@ -172,6 +186,11 @@ def _added_out(x: torch.Tensor) -> torch.Tensor:
         pytest.param(_diagonal_zeroed, "writes in place into .* through aten::diagonal.*out of place", id="diagonal"),
         pytest.param(_split_zeroed, "writes in place into .* through aten::split", id="split"),
         pytest.param(_added_out, "out= tensor; assign the result instead", id="out"),
+        pytest.param(
+            _transposed_copy_written_then_base_read,
+            "aten::reshape on the non-contiguous .* may be a copy or a view; clone it first",
+            id="reshape-copy-or-view",
+        ),
         pytest.param(lambda x: torch.fft.fft(x), "output .* is complex .*view_as_real", id="complex-output"),
     ],
 )

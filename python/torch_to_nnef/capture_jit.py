@@ -93,6 +93,9 @@ class _View:
     kind: str | None = None
     args: tuple[Any, ...] = ()
     node: torch._C.Node | None = None
+    known: bool = True
+    """False where the op may have copied instead (``reshape`` of a non-contiguous tensor): neither
+    written back nor taken again."""
 
 
 _SAME_STORAGE = {"aten::detach", "aten::alias", "aten::contiguous", "aten::_to_copy", "aten::lift_fresh"}
@@ -108,6 +111,24 @@ _RESHAPING = {
     "aten::squeeze",
 }
 """Views that only reshape: a write through one is reshaped back."""
+
+_VIEW_IF_CONTIGUOUS = {"aten::reshape", "aten::flatten", "aten::contiguous"}
+"""Ops that return a view of a contiguous tensor, and may copy another."""
+
+
+def _contiguous(v: torch._C.Value) -> bool:
+    """Whether the traced tensor ``v`` is laid out contiguously (size-1 axes aside)."""
+    t = v.type()
+    sizes = t.sizes() if isinstance(t, torch._C.TensorType) else None
+    strides = t.strides() if isinstance(t, torch._C.TensorType) else None
+    if sizes is None or strides is None:
+        return False
+    expected = 1
+    for size, stride in reversed(list(zip(sizes, strides))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _aliasing(node: torch._C.Node) -> tuple[bool, bool, bool]:
@@ -281,6 +302,7 @@ class _Converter:
         self.views: dict[torch._C.Value, _View] = {}
         self.derived: dict[torch._C.Value, list[torch._C.Value]] = {}
         self.stale: set[torch._C.Value] = set()
+        self.pending: dict[torch._C.Value, tuple[torch._C.Value, torch._C.Node, str]] = {}
 
     def name(self, base: str) -> str:
         base = re.sub(r"\W", "_", base).strip("_") or "v"
@@ -330,7 +352,7 @@ class _Converter:
             self.convert(node)
         outputs: list[Value] = []
         for out in self.graph.return_node().inputs():
-            outputs.extend(self.flat_outputs(self.values.get(out)))
+            outputs.extend(self.flat_outputs(self.arg(out, "the outputs") if out in self.values else None))
         for out in outputs:
             if isinstance(out, QuantizedValue):
                 raise JitCaptureError(
@@ -354,6 +376,8 @@ class _Converter:
         return []
 
     def arg(self, v: torch._C.Value, where: str) -> Any:
+        if v in self.pending:
+            self.flush(v)
         if v in self.stale:
             self.refresh(v, where)
         if v in self.values:
@@ -488,41 +512,51 @@ class _Converter:
                 return
         if not isinstance(ir_outs[0], Value) or not isinstance(inputs[0], Value):
             return
-        if kind in _SAME_STORAGE:
+        known = kind not in _VIEW_IF_CONTIGUOUS or _contiguous(target)
+        if kind in _SAME_STORAGE and known:
             if kind == "aten::_to_copy" and ir_outs[0].dtype != inputs[0].dtype:
                 return  # a cast: a new tensor
             self.alias(outs[0], _View(target))
             return
-        self.alias(outs[0], _View(target, kind, tuple(inputs), node))
+        self.alias(outs[0], _View(target, kind, tuple(inputs), node, known))
 
     def alias(self, view: torch._C.Value, how: _View) -> None:
         self.views[view] = how
         self.derived.setdefault(how.base, []).append(view)
 
     def write(self, target: torch._C.Value, result: Value, node: torch._C.Node, where: str) -> None:
-        """``target`` now holds ``result``: the bases it is a view of are updated, its other views made stale."""
-        chain = []
-        while True:
-            self.values[target] = result
-            chain.append(target)
-            view = self.views.get(target)
-            if view is None:
-                break
-            base = self.arg(view.base, where)
-            result = self.written_back(view, base, result, node, where)
+        """``target`` now holds ``result``: the bases it is a view of are due to be written back (when next
+        used: a base never read again costs nothing), its other views are made stale.
+        """
+        self.values[target] = result
+        chain = [target]
+        while (view := self.views.get(target)) is not None:
+            self.pending[view.base] = (target, node, where)
             target = view.base
-        pending = [d for c in chain for d in self.derived.get(c, [])]
-        while pending:
-            v = pending.pop()
+            chain.append(target)
+        derived = [d for c in chain for d in self.derived.get(c, [])]
+        while derived:
+            v = derived.pop()
             if v not in chain and v not in self.stale:
                 self.stale.add(v)
-                pending.extend(self.derived.get(v, []))
+                derived.extend(self.derived.get(v, []))
+
+    def flush(self, base: torch._C.Value) -> None:
+        """Writes the pending write of one of ``base``'s views back into it."""
+        written, node, where = self.pending.pop(base)
+        result = self.arg(written, where)
+        self.values[base] = self.written_back(self.views[written], self.arg(base, where), result, node, where)
 
     def written_back(self, view: _View, base: Value, result: Value, node: torch._C.Node, where: str) -> Value:
         """``base`` with its part that ``view`` shows replaced by ``result``."""
         kind, args = view.kind, view.args
         if kind is None:
             return result
+        if not view.known:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes in place into the result of {kind} on the non-contiguous "
+                f"{base.name}, which may be a copy or a view; clone it first, or export with frontend='export'"
+            )
         out = Value(self.name(f"{base.name}_written"), base.dtype, base.shape)
         if kind == "aten::slice":
             _, dim, start, end, step = args
@@ -559,6 +593,12 @@ class _Converter:
         if view.kind is None:
             self.values[v] = base
             return
+        if not view.known:
+            raise JitCaptureError(
+                f"{where}: the model uses the result of {view.kind} on the non-contiguous {base.name} after writing "
+                "in place into that tensor, and it may be a copy or a view; clone it first, or export with "
+                "frontend='export'"
+            )
         if view.kind.endswith("[]") or view.node is None:
             raise JitCaptureError(
                 f"{where}: the model uses a piece of a {view.kind.removesuffix('[]')} result after writing in "
@@ -683,6 +723,8 @@ class _Converter:
         if kind in ("aten::expand_as", "aten::view_as", "aten::reshape_as"):
             target = "aten::expand" if kind == "aten::expand_as" else "aten::reshape"
             return target, [positional[0], list(positional[1].shape)]
+        if kind == "aten::copy" and not isinstance(positional[1], Value):  # y[0] = 5: a 0-d constant made a number
+            return "aten::fill", positional[:2]
         if kind == "aten::_convolution_mode":  # padding given as "same" / "valid": conv1d.padding's arguments
             return f"aten::conv{positional[0].rank - 2}d", positional
         if kind == "aten::index_put" and not isinstance(positional[2], Value):  # a constant the trace made a number
