@@ -105,6 +105,16 @@ def _transposed_copy_written_then_base_read(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _copies_written(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    y = x.clone()
+    copied = y.to(torch.float32, copy=True)
+    copied.add_(1.0)
+    contiguous = y.t().contiguous()  # a copy: y.t() is not contiguous
+    contiguous.mul_(3.0)
+    y.sub_(2.0)  # neither copy sees it
+    return y, copied, contiguous
+
+
 EXTRA = [
     # what torch.jit.trace records differently from torch.export: batch_norm, _convolution, in-place relu6,
     # chunk, .to(dtype), shape arithmetic on traced sizes, the transformer layers' fused fast path, writes
@@ -127,6 +137,7 @@ EXTRA = [
     ("writes-through-views", Fn(_write_back), (r(3, 4),)),
     ("views-taken-before-writes", Fn(_stale_view), (r(3, 4),)),
     ("write-into-a-reshaped-copy", Fn(_transposed_copy_written), (r(3, 4),)),
+    ("copies-written", Fn(_copies_written), (r(3, 4),)),
 ]
 
 

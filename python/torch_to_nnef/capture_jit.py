@@ -113,7 +113,8 @@ _RESHAPING = {
 """Views that only reshape: a write through one is reshaped back."""
 
 _VIEW_IF_CONTIGUOUS = {"aten::reshape", "aten::flatten", "aten::contiguous"}
-"""Ops that return a view of a contiguous tensor, and may copy another."""
+"""Ops that return a view of a contiguous tensor (``reshape`` and ``flatten`` may copy another, ``contiguous``
+copies it)."""
 
 
 def _contiguous(v: torch._C.Value) -> bool:
@@ -512,8 +513,12 @@ class _Converter:
                 return
         if not isinstance(ir_outs[0], Value) or not isinstance(inputs[0], Value):
             return
+        if node.kind() == "aten::to" and node.namedInput("copy").toIValue():
+            return  # to(..., copy=True): a new tensor
         known = kind not in _VIEW_IF_CONTIGUOUS or _contiguous(target)
-        if kind in _SAME_STORAGE and known:
+        if kind == "aten::contiguous" and not known:
+            return  # a contiguous copy
+        if kind in _SAME_STORAGE:
             if kind == "aten::_to_copy" and ir_outs[0].dtype != inputs[0].dtype:
                 return  # a cast: a new tensor
             self.alias(outs[0], _View(target))
