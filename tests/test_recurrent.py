@@ -186,15 +186,19 @@ def _cell_params() -> list:
     ]
 
 
+def _cell_inputs(cell: nn.Module, unbatched: bool, with_state: bool) -> tuple[torch.Tensor, ...]:
+    x = torch.randn(4) if unbatched else torch.randn(BATCH, 4)
+    if not with_state:
+        return (x,)
+    lead = () if unbatched else (BATCH,)
+    return (x, *(torch.randn(*lead, 5) for _ in range(2 if isinstance(cell, nn.LSTMCell) else 1)))
+
+
 @pytest.mark.parametrize(("name", "make", "unbatched", "with_state", "target"), _cell_params())
 def test_recurrent_cell(tmp_path, name, make, unbatched, with_state, target):
     torch.manual_seed(0)
     cell = make()
-    x = torch.randn(4) if unbatched else torch.randn(BATCH, 4)
-    state: tuple[torch.Tensor, ...] = ()
-    if with_state:
-        lead = () if unbatched else (BATCH,)
-        state = tuple(torch.randn(*lead, 5) for _ in range(2 if isinstance(cell, nn.LSTMCell) else 1))
+    x, *state = _cell_inputs(cell, unbatched, with_state)
     if target == "khronos":
         tgt = KhronosNNEF(check_io=True)
     else:  # a dynamic batch: the zero initial state is tiled to it

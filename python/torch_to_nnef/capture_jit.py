@@ -7,7 +7,13 @@ as ``quantized::conv2d_relu``, ``quantized::linear``...). The traced graph feeds
 front-end (positional arguments in schema order, keyword-only ones in a trailing dict, dtypes as
 ``"f32"``...), and the few kinds that ``torch.jit.trace`` records at another level of the
 dispatcher (``aten::_convolution``, ``aten::batch_norm``, in-place ``aten::relu_``...) are renamed
-to the ones ``torch.export`` produces, so that no translation depends on the front-end.
+to the ones ``torch.export`` produces, so that no translation depends on the front-end. The trace
+mutates tensors in place (``y[:, 1:3] = v`` is a ``copy_`` into a ``slice`` of ``y``); the IR is kept
+functional by writing such writes back into the base, as ``torch.export``'s ``slice_scatter``.
+
+Complex tensors (FFTs, STFT) keep the ``c64``/``c128`` dtypes and the nodes touching them are keyed
+in the ``complex::`` namespace, as the ``torch.export`` front-end keys them; ``x.real`` and ``x.imag``
+become the ``view_as_real`` and ``select`` that ``torch.export`` records.
 
 Quantized tensors become :class:`QuantizedValue` (the raw ``u8``/``i8`` integers with their scale
 and zero point); a quantized op's packed weights are unpacked into int8 parameters. The traced
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import linecache
 import logging
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,7 +33,7 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.capture import _DTYPES, CaptureError
+from torch_to_nnef.capture import _DTYPES, CaptureError, _touches_complex
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, Value
 
 LOGGER = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ _SCALAR_TYPES = {
     "Bool": "bool",
     "QUInt8": "u8",
     "QInt8": "i8",
+    "ComplexFloat": "c64",
+    "ComplexDouble": "c128",
 }
 
 _TORCH_DTYPES = {t: d for t, d in _DTYPES.items() if d not in COMPLEX_DTYPES}
@@ -57,6 +66,8 @@ _SCALAR_TYPE_CODES = {
     5: "f16",
     6: "f32",
     7: "f64",
+    9: "c64",
+    10: "c128",
     11: "bool",
 }
 """``c10::ScalarType`` codes, as ``torch.jit.trace`` records a ``dtype`` argument."""
@@ -70,6 +81,75 @@ class QuantizedValue(Value):
 
     scale: float = 1.0
     zero_point: int = 0
+
+
+@dataclass(frozen=True)
+class _View:
+    """How a traced tensor aliases another: ``kind(base, *args[1:])`` in IR terms (``args`` as the IR node
+    had them), or the same storage when ``kind`` is None (an in-place op's result, ``detach``...).
+    """
+
+    base: torch._C.Value
+    kind: str | None = None
+    args: tuple[Any, ...] = ()
+    node: torch._C.Node | None = None
+    known: bool = True
+    """False where the op may have copied instead (``reshape`` of a non-contiguous tensor): neither
+    written back nor taken again."""
+
+
+_SAME_STORAGE = {"aten::detach", "aten::alias", "aten::contiguous", "aten::_to_copy", "aten::lift_fresh"}
+"""Views that are the whole tensor (``_to_copy`` only when it keeps the dtype)."""
+
+_RESHAPING = {
+    "aten::view",
+    "aten::reshape",
+    "aten::_unsafe_view",
+    "aten::flatten",
+    "aten::unflatten",
+    "aten::unsqueeze",
+    "aten::squeeze",
+}
+"""Views that only reshape: a write through one is reshaped back."""
+
+_VIEW_IF_CONTIGUOUS = {"aten::reshape", "aten::flatten", "aten::contiguous"}
+"""Ops that return a view of a contiguous tensor (``reshape`` and ``flatten`` may copy another, ``contiguous``
+copies it)."""
+
+
+def _contiguous(v: torch._C.Value) -> bool:
+    """Whether the traced tensor ``v`` is laid out contiguously (size-1 axes aside)."""
+    t = v.type()
+    sizes = t.sizes() if isinstance(t, torch._C.TensorType) else None
+    strides = t.strides() if isinstance(t, torch._C.TensorType) else None
+    if sizes is None or strides is None:
+        return False
+    expected = 1
+    for size, stride in reversed(list(zip(sizes, strides))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _aliasing(node: torch._C.Node) -> tuple[bool, bool, bool]:
+    """Whether ``node`` writes its first argument in place, returns a view of it, or writes another argument
+    (an ``out=`` tensor), from its schema's alias annotations (``Tensor(a!) self``, ``-> Tensor(a)``).
+    """
+    try:
+        schema = torch._C.parse_schema(node.schema())
+    except RuntimeError:  # no schema (prim ops)
+        return False, False, False
+    if not schema.arguments:
+        return False, False, False
+    first = schema.arguments[0].alias_info
+    writes_other = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments[1:])
+    if first is None:
+        return False, False, writes_other
+    if first.is_write:
+        return True, False, writes_other
+    returned = schema.returns[0].alias_info if schema.returns else None
+    return False, returned is not None, writes_other
 
 
 class JitCaptureError(CaptureError):
@@ -98,7 +178,15 @@ _RENAMED = {
 }
 """Kinds that ``torch.jit.trace`` records above the level ``torch.export`` captures at."""
 
-_FOLDED = {"aten::size", "aten::Int", "aten::ScalarImplicit", "aten::Float", "prim::NumToTensor", "aten::dim"}
+_FOLDED = {
+    "aten::size",
+    "aten::Int",
+    "aten::ScalarImplicit",
+    "aten::Float",
+    "prim::NumToTensor",
+    "aten::dim",
+    "aten::numel",
+}
 """Integer bookkeeping evaluated at trace time (the shapes are fixed)."""
 
 
@@ -212,6 +300,10 @@ class _Converter:
         self.by_tensor: dict[int, Value] = {}
         self.nodes: list[Node] = []
         self.used: set[str] = set(self.input_names)
+        self.views: dict[torch._C.Value, _View] = {}
+        self.derived: dict[torch._C.Value, list[torch._C.Value]] = {}
+        self.stale: set[torch._C.Value] = set()
+        self.pending: dict[torch._C.Value, tuple[torch._C.Value, torch._C.Node, str]] = {}
 
     def name(self, base: str) -> str:
         base = re.sub(r"\W", "_", base).strip("_") or "v"
@@ -229,6 +321,11 @@ class _Converter:
         key = id(tensor)
         if key in self.by_tensor:
             return self.by_tensor[key]
+        if tensor.dtype in (torch.complex64, torch.complex128):
+            raise JitCaptureError(
+                f"weight {torch_name} is {tensor.dtype}: NNEF has no complex tensors; store torch.view_as_real "
+                "of it and call torch.view_as_complex in forward"
+            )
         if tensor.dtype not in _TORCH_DTYPES:
             raise JitCaptureError(f"weight {torch_name}: dtype {tensor.dtype} cannot be exported to NNEF; cast it")
         name = self.name(torch_name)
@@ -244,6 +341,11 @@ class _Converter:
         inputs: list[Value] = []
         for jit_input, name in zip(graph_inputs[1:], self.input_names):
             dtype, shape, _ = _dtype_of(jit_input, f"input {name!r}")
+            if dtype in COMPLEX_DTYPES:
+                raise JitCaptureError(
+                    f"input {name!r} is complex ({dtype}): NNEF has no complex tensors; pass torch.view_as_real of "
+                    "it and call torch.view_as_complex inside the model"
+                )
             v = Value(name, dtype, shape)
             self.values[jit_input] = v
             inputs.append(v)
@@ -251,12 +353,17 @@ class _Converter:
             self.convert(node)
         outputs: list[Value] = []
         for out in self.graph.return_node().inputs():
-            outputs.extend(self.flat_outputs(self.values.get(out)))
+            outputs.extend(self.flat_outputs(self.arg(out, "the outputs") if out in self.values else None))
         for out in outputs:
             if isinstance(out, QuantizedValue):
                 raise JitCaptureError(
                     f"the model returns the quantized tensor {out.name}: end it with torch.ao.quantization.DeQuantStub "
                     "(or call .dequantize()) so that its outputs are floats"
+                )
+            if out.dtype in COMPLEX_DTYPES:
+                raise JitCaptureError(
+                    f"output {out.name} is complex ({out.dtype}): NNEF has no complex tensors; return "
+                    "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
                 )
         return Graph(inputs=inputs, outputs=outputs, nodes=self.nodes, parameters=self.parameters)
 
@@ -270,6 +377,10 @@ class _Converter:
         return []
 
     def arg(self, v: torch._C.Value, where: str) -> Any:
+        if v in self.pending:
+            self.flush(v)
+        if v in self.stale:
+            self.refresh(v, where)
         if v in self.values:
             return self.values[v]
         if v in self.objects:
@@ -334,6 +445,8 @@ class _Converter:
             kind, inputs = self.normalise(node, kind, inputs)
         else:
             kind, inputs = self.normalise(node, kind, inputs)
+        if kind in ("aten::real", "aten::imag") and _touches_complex(inputs[:1]):
+            kind, inputs = self.complex_part(node, kind, inputs[0])
         ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
         unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
         if any(u is not None for u in unpacked):
@@ -345,17 +458,169 @@ class _Converter:
                 ir_outs = ir_outs[:1]
             for jit_out, ir_out in zip(outs, ir_outs):
                 self.values[jit_out] = ir_out
+        if kind.startswith("aten::") and _touches_complex((*inputs, *ir_outs)):
+            kind = "complex::" + kind.split("::", 1)[1]  # as the torch.export front-end keys them
+        self.emit(node, kind, inputs, tuple(o for o in ir_outs if isinstance(o, Value)))
+        self.track_aliases(node, kind, inputs, ir_outs, unpacked, where)
+
+    def emit(self, node: torch._C.Node, kind: str, args: Sequence[Any], outputs: tuple[Value, ...]) -> None:
+        """Appends an IR node that comes from the traced ``node`` (its module path and source line)."""
         module_path = _scope(node)
         self.nodes.append(
             Node(
                 kind=kind,
-                args=tuple(inputs),
-                outputs=tuple(o for o in ir_outs if isinstance(o, Value)),
+                args=tuple(args),
+                outputs=outputs,
                 module_path=module_path,
                 module_class=self.classes.get(module_path, ""),
                 source=_source(node),
             )
         )
+
+    def track_aliases(
+        self,
+        node: torch._C.Node,
+        kind: str,
+        inputs: list[Any],
+        ir_outs: tuple[Any, ...],
+        unpacked: list[list[Value] | None],
+        where: str,
+    ) -> None:
+        """Keeps the IR functional where the trace writes in place: ``y[:, 1:3] = v`` is traced as a
+        ``copy_`` into a ``slice`` of ``y`` and ``y`` itself is used afterwards, so a write into a view is
+        written back into its base (``slice_scatter``, ``select_scatter``...) and the other views of that
+        base are computed again when next used.
+        """
+        writes, is_view, writes_other = _aliasing(node)
+        if writes_other:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes its result into an out= tensor; assign the result instead"
+            )
+        outs = list(node.outputs())
+        target = node.inputsAt(0)
+        if not (writes or is_view) or not (isinstance(self.values.get(target), Value) or target in self.objects):
+            return
+        if writes:
+            if isinstance(ir_outs[0], Value):
+                self.write(target, ir_outs[0], node, where)
+                self.alias(outs[0], _View(target))
+            return
+        for jit_out, items in zip(outs, unpacked):
+            if items is not None:  # a list of views (split, unbind): not written back, refused if written
+                users = [u.user for u in jit_out.uses()]
+                for item in users[0].outputs():
+                    self.alias(item, _View(target, f"{kind}[]", (), node))
+                return
+        if not isinstance(ir_outs[0], Value) or not isinstance(inputs[0], Value):
+            return
+        if node.kind() == "aten::to" and node.namedInput("copy").toIValue():
+            return  # to(..., copy=True): a new tensor
+        known = kind not in _VIEW_IF_CONTIGUOUS or _contiguous(target)
+        if kind == "aten::contiguous" and not known:
+            return  # a contiguous copy
+        if kind in _SAME_STORAGE:
+            if kind == "aten::_to_copy" and ir_outs[0].dtype != inputs[0].dtype:
+                return  # a cast: a new tensor
+            self.alias(outs[0], _View(target))
+            return
+        self.alias(outs[0], _View(target, kind, tuple(inputs), node, known))
+
+    def alias(self, view: torch._C.Value, how: _View) -> None:
+        self.views[view] = how
+        self.derived.setdefault(how.base, []).append(view)
+
+    def write(self, target: torch._C.Value, result: Value, node: torch._C.Node, where: str) -> None:
+        """``target`` now holds ``result``: the bases it is a view of are due to be written back (when next
+        used: a base never read again costs nothing), its other views are made stale.
+        """
+        self.values[target] = result
+        chain = [target]
+        while (view := self.views.get(target)) is not None:
+            self.pending[view.base] = (target, node, where)
+            target = view.base
+            chain.append(target)
+        derived = [d for c in chain for d in self.derived.get(c, [])]
+        while derived:
+            v = derived.pop()
+            if v not in chain and v not in self.stale:
+                self.stale.add(v)
+                derived.extend(self.derived.get(v, []))
+
+    def flush(self, base: torch._C.Value) -> None:
+        """Writes the pending write of one of ``base``'s views back into it."""
+        written, node, where = self.pending.pop(base)
+        result = self.arg(written, where)
+        self.values[base] = self.written_back(self.views[written], self.arg(base, where), result, node, where)
+
+    def written_back(self, view: _View, base: Value, result: Value, node: torch._C.Node, where: str) -> Value:
+        """``base`` with its part that ``view`` shows replaced by ``result``."""
+        kind, args = view.kind, view.args
+        if kind is None:
+            return result
+        if not view.known:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes in place into the result of {kind} on the non-contiguous "
+                f"{base.name}, which may be a copy or a view; clone it first, or export with frontend='export'"
+            )
+        out = Value(self.name(f"{base.name}_written"), base.dtype, base.shape)
+        if kind == "aten::slice":
+            _, dim, start, end, step = args
+            dim %= base.rank
+            size = base.shape[dim]
+            start = 0 if start is None else start
+            if start in (0, -size) and (end is None or end >= size) and step == 1 and result.shape == base.shape:
+                return result  # the whole axis
+            self.emit(node, "aten::slice_scatter", [base, result, dim, start, end, step], (out,))
+        elif kind == "aten::select":
+            self.emit(node, "aten::select_scatter", [base, result, args[1], args[2]], (out,))
+        elif kind in _RESHAPING:
+            self.emit(node, "aten::view", [result, list(base.shape)], (out,))
+        elif kind == "aten::transpose":
+            self.emit(node, "aten::transpose", [result, args[1], args[2]], (out,))
+        elif kind == "aten::permute":
+            dims = [d % base.rank for d in args[1]]
+            self.emit(node, "aten::permute", [result, [dims.index(d) for d in range(base.rank)]], (out,))
+        elif kind == "aten::t":
+            self.emit(node, "aten::t", [result], (out,))
+        else:
+            raise JitCaptureError(
+                f"{node.kind()} at {where}: the model writes in place into {base.name} through "
+                f"{kind.removesuffix('[]')}, which this front-end cannot write back; write it out of place "
+                "(torch.where, index_put, scatter, torch.cat) or export with frontend='export'"
+            )
+        return out
+
+    def refresh(self, v: torch._C.Value, where: str) -> None:
+        """The view ``v`` of a base written since: taken again from the base's new value."""
+        self.stale.discard(v)
+        view = self.views[v]
+        base = self.arg(view.base, where)
+        if view.kind is None:
+            self.values[v] = base
+            return
+        if not view.known:
+            raise JitCaptureError(
+                f"{where}: the model uses the result of {view.kind} on the non-contiguous {base.name} after writing "
+                "in place into that tensor, and it may be a copy or a view; clone it first, or export with "
+                "frontend='export'"
+            )
+        if view.kind.endswith("[]") or view.node is None:
+            raise JitCaptureError(
+                f"{where}: the model uses a piece of a {view.kind.removesuffix('[]')} result after writing in "
+                "place into the tensor it was taken from; take it after the write, or export with frontend='export'"
+            )
+        old = self.values[v]
+        new = Value(self.name(old.name), old.dtype, old.shape)
+        self.emit(view.node, view.kind, [base, *view.args[1:]], (new,))
+        self.values[v] = new
+
+    def complex_part(self, node: torch._C.Node, kind: str, x: Value) -> tuple[str, list[Any]]:
+        """``x.real`` / ``x.imag`` of a complex tensor as ``torch.export`` records them: ``view_as_real``
+        (its parts on a trailing axis), then a ``select`` of one part (the select is returned).
+        """
+        parts = Value(self.name(f"{x.name}_parts"), COMPLEX_DTYPES[x.dtype], (*x.shape, 2))
+        self.emit(node, "complex::view_as_real", [x], (parts,))
+        return "aten::select", [parts, x.rank, 0 if kind == "aten::real" else 1]
 
     def fold(self, kind: str, inputs: list[Any], where: str) -> Any:
         if kind == "aten::size":
@@ -363,6 +628,8 @@ class _Converter:
             return list(x.shape) if len(inputs) == 1 else x.shape[inputs[1]]
         if kind == "aten::dim":
             return inputs[0].rank
+        if kind == "aten::numel":
+            return math.prod(inputs[0].shape)
         value = inputs[0]
         if isinstance(value, Value):
             raise JitCaptureError(
@@ -381,7 +648,7 @@ class _Converter:
         computed now: a Python number, or None when the op is not such arithmetic.
         """
         outs = list(node.outputs())
-        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None))) for i in inputs):
+        if len(outs) != 1 or not all(isinstance(i, (int, float, bool, str, type(None), torch.device)) for i in inputs):
             return None
         t = outs[0].type()
         if not isinstance(t, torch._C.TensorType) or t.sizes() != []:
@@ -428,8 +695,9 @@ class _Converter:
         positional: list[Any] = []
         if schema != "(no schema)":
             parsed = torch._C.parse_schema(schema)
+            scalar_types = set(re.findall(r"ScalarType\??\s+(\w+)", schema))  # parsed, their type reads "int"
             for argument, value in zip(parsed.arguments, inputs):
-                if "ScalarType" in str(argument.type) and isinstance(value, int):
+                if argument.name in scalar_types and isinstance(value, int):
                     value = _SCALAR_TYPE_CODES.get(value, value)
                 if argument.kwarg_only:
                     if argument.name in ("layout", "device", "pin_memory", "memory_format") or value is None:
@@ -460,6 +728,14 @@ class _Converter:
         if kind in ("aten::expand_as", "aten::view_as", "aten::reshape_as"):
             target = "aten::expand" if kind == "aten::expand_as" else "aten::reshape"
             return target, [positional[0], list(positional[1].shape)]
+        if kind == "aten::copy" and not isinstance(positional[1], Value):  # y[0] = 5: a 0-d constant made a number
+            return "aten::fill", positional[:2]
+        if kind == "aten::_convolution_mode":  # padding given as "same" / "valid": conv1d.padding's arguments
+            return f"aten::conv{positional[0].rank - 2}d", positional
+        if kind == "aten::index_put" and not isinstance(positional[2], Value):  # a constant the trace made a number
+            x = positional[0]
+            torch_dtype = next(t for t, d in _TORCH_DTYPES.items() if d == x.dtype)
+            positional[2] = self.parameter(torch.tensor(positional[2], dtype=torch_dtype), f"constant_{x.name}_values")
         kind = _RENAMED.get(kind, kind)
         return kind, [*positional, kwargs] if kwargs else positional
 
