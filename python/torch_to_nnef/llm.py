@@ -22,6 +22,7 @@ the caches the previous one returned.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import logging
@@ -678,68 +679,85 @@ def _report_writing(archive: Path, total: int, stop: threading.Event) -> None:
         )
 
 
-def _verify(
-    archive: Path,
+@dataclass
+class _Step:
+    """One comparison of the verification: PyTorch's outputs for the graph's inputs, given whole
+    (``inputs``), or as new tokens run on the caches tract returned at the step before (``ids``).
+    """
+
+    label: str
+    expected: list[torch.Tensor]
+    inputs: Sequence[torch.Tensor] = ()
+    ids: torch.Tensor | None = None
+
+
+def _torch_references(
     wrapper: CausalLMGraph,
     checks: Sequence[tuple[str, Sequence[torch.Tensor]]],
     prompt: torch.Tensor,
     empty: list[torch.Tensor],
+    new_tokens: int,
+) -> tuple[list[_Step], list[int]]:
+    """PyTorch's side of the verification, computed before tract loads the export (so that the
+    PyTorch model can be freed first): each of ``checks`` (a label and the graph's inputs), then the
+    prompt step (``P = 0``) and a greedy generation of ``new_tokens`` tokens.
+
+    Returns:
+        The steps, and the generated tokens (PyTorch's greedy choices, which drive both runs so that
+        a near tie between two logits cannot send them down different paths).
+    """
+    steps = [_Step(label, _run_torch(wrapper, inputs), inputs=inputs) for label, inputs in checks]
+    ids, caches = prompt, list(empty)
+    generated: list[int] = []
+    for step in range(new_tokens + 1):
+        expected = _run_torch(wrapper, [ids, *caches])
+        if step == 0:
+            steps.append(_Step("prompt", expected, inputs=[prompt, *empty]))
+        else:
+            steps.append(_Step(f"generation step {step}", expected, ids=ids))
+        token = int(expected[0][0, -1].float().argmax())
+        generated.append(token)
+        ids = torch.tensor([[token]], dtype=torch.int64)
+        caches = expected[1:]
+    return steps, generated
+
+
+def _verify(
+    archive: Path,
+    model_name: str,
+    steps: Sequence[_Step],
     input_names: list[str],
     output_names: list[str],
     tolerance: Tolerance,
-    new_tokens: int,
-) -> list[int]:
-    """Loads the archive in tract once, and compares with PyTorch: each of ``checks`` (a label and
-    the graph's inputs), then the prompt step (``P = 0``) and a greedy generation of ``new_tokens``
-    tokens, each step fed the caches tract returned.
-
-    Both runs are driven by PyTorch's greedy choices, so that a near tie between two logits cannot
-    send them down different paths.
+) -> None:
+    """Loads the archive in tract once and runs ``steps``, comparing with PyTorch's outputs; a
+    generation step runs its token on the caches tract returned at the step before.
     """
     started = time.monotonic()
+    LOGGER.info("loading the export in tract")
     try:
         tract = TractModel(archive)
     except TractError as exc:
-        raise TractError(f"tract cannot load the export of {type(wrapper.model).__name__}: {exc}") from exc
+        raise TractError(f"tract cannot load the export of {model_name}: {exc}") from exc
     LOGGER.info("loaded the export in tract in %.1f s", time.monotonic() - started)
     if tract.input_names != input_names or tract.output_names != output_names:
         raise IOMismatchError(
             f"the exported graph's inputs {tract.input_names} and outputs {tract.output_names} differ from "
             f"{input_names} -> {output_names}"
         )
-
-    def compare(label: str, inputs: Sequence[torch.Tensor | np.ndarray], expected: list[torch.Tensor]) -> list[Any]:
+    tract_caches: list[Any] = []
+    for step in steps:
+        inputs: list[Any] = list(step.inputs) if step.ids is None else [step.ids, *tract_caches]
         arrays = [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in inputs]
         try:
             got = tract.run(arrays)
         except TractError as exc:
-            raise TractError(f"tract cannot run the export of {type(wrapper.model).__name__} ({label}): {exc}") from exc
+            raise TractError(f"tract cannot run the export of {model_name} ({step.label}): {exc}") from exc
         try:
-            check_outputs(expected, got, tolerance=tolerance, names=[f"{n} ({label})" for n in output_names])
+            check_outputs(step.expected, got, tolerance=tolerance, names=[f"{n} ({step.label})" for n in output_names])
         except IOMismatchError as exc:
-            raise IOMismatchError(f"tract and PyTorch differ at the {label}: {exc}") from exc
-        return got
-
-    for label, inputs in checks:
-        compare(label, inputs, _run_torch(wrapper, inputs))
-    ids = prompt
-    torch_caches: list[torch.Tensor] = list(empty)
-    tract_caches: list[Any] = list(empty)
-    generated: list[int] = []
-    for step in range(new_tokens + 1):
-        expected = _run_torch(wrapper, [ids, *torch_caches])
-        got = compare("prompt" if step == 0 else f"generation step {step}", [ids, *tract_caches], expected)
-        token = int(expected[0][0, -1].float().argmax())
-        generated.append(token)
-        ids = torch.tensor([[token]], dtype=torch.int64)
-        torch_caches, tract_caches = expected[1:], got[1:]
-    LOGGER.info(
-        "tract matches PyTorch at tolerance %r at %s, over the prompt and %d generated tokens",
-        tolerance,
-        ", ".join(label for label, _ in checks) or "no other size",
-        new_tokens,
-    )
-    return generated
+            raise IOMismatchError(f"tract and PyTorch differ at the {step.label}: {exc}") from exc
+        tract_caches = got[1:]
 
 
 def export_llm_to_tract(
@@ -878,6 +896,7 @@ def export_llm_to_tract(
     )
     model = model.to(torch_dtype)  # a no-op unless the checkpoint holds other dtypes
     architecture = _architecture(config)
+    model_name = type(model).__name__
     try:
         wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
     except LLMExportError as exc:
@@ -890,6 +909,7 @@ def export_llm_to_tract(
                 "model it was given"
             )
         wrapper = compressed
+        del compressed
         quantized = sum(isinstance(p, QTensor) for p in wrapper.parameters())
         if quantized == 0:
             LOGGER.warning("compression %r quantized no weight of %s", compression_method, type(model).__name__)
@@ -977,15 +997,15 @@ def export_llm_to_tract(
                 (f"traced sizes (S = {TRACE_NEW_TOKENS}, P = {TRACE_PAST_TOKENS})", trace_inputs),
                 (f"sizes S = {TRACE_NEW_TOKENS + 7}, P = {TRACE_PAST_TOKENS + 7}", grown),
             ]
-            generated = _verify(
-                archive,
-                wrapper,
-                checks,
-                prompt,
-                empty,
-                input_names,
-                output_names,
+            steps, generated = _torch_references(wrapper, checks, prompt, empty, generated_tokens)
+            # tract holds its own copy of the weights: PyTorch's are freed first
+            del wrapper, model, grown, checks, trace_inputs
+            gc.collect()
+            _verify(archive, model_name, steps, input_names, output_names, check_tolerance)
+            LOGGER.info(
+                "tract matches PyTorch at tolerance %r at %s, over the prompt and %d generated tokens",
                 check_tolerance,
+                ", ".join(step.label for step in steps if step.label != "prompt" and step.ids is None),
                 generated_tokens,
             )
         _move_into_place(staging, export_dir)
@@ -993,7 +1013,7 @@ def export_llm_to_tract(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     archive = export_dir / layout.model / ARCHIVE_NAME
-    LOGGER.info("exported %s to %s in %.1f s", type(model).__name__, archive, time.monotonic() - started)
+    LOGGER.info("exported %s to %s in %.1f s", model_name, archive, time.monotonic() - started)
     return LLMExportResult(
         export_dir=export_dir,
         archive=archive,
