@@ -31,6 +31,9 @@ MODELS = {
     # 30 x Linear(4096, 4096): ~503M parameters, 2 GB of f32
     "mlp": ("nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(30)])", "torch.randn(4, 4096)"),
 }
+TINY = ("nn.Linear(4, 4)", "torch.randn(1, 4)")
+"""Exported first, to measure what an export adds whatever the model's size: the code torch.export
+and the exporter load (modules, sympy, tract), which the growth of a big model's export includes."""
 
 CHILD = textwrap.dedent(
     """
@@ -74,8 +77,9 @@ def stand_in_tract() -> Path:
     return home / "bin" / "tract"
 
 
-def run(python: str, model: str, target: str, out: Path, env: dict[str, str]) -> dict[str, float]:
-    code = CHILD.format(model=MODELS[model][0], inputs=MODELS[model][1], target=target)
+def run(python: str, model: tuple[str, str], target: str, out: Path, env: dict[str, str]) -> dict[str, float]:
+    """Exports ``model`` (its constructor and example input, as code) in a fresh process of ``python``."""
+    code = CHILD.format(model=model[0], inputs=model[1], target=target)
     proc = subprocess.run(
         [python, "-c", code, str(out)], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
     )
@@ -92,27 +96,41 @@ def main() -> None:
     theirs_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     gib = 1 << 30
     with tempfile.TemporaryDirectory(prefix="t2n-bench-export-") as tmp:
+        fixed = {"ours": run(sys.executable, TINY, "check_io=False", Path(tmp, "tiny-a.nnef.tgz"), ours_env)}
+        if theirs:
+            target = f'version="0.23.8", check_io=False, specific_tract_binary_path=Path("{stand_in_tract()}")'
+            fixed["published"] = run(theirs, TINY, target, Path(tmp, "tiny-c.nnef.tgz"), theirs_env)
+        for who, r in fixed.items():
+            print(
+                f"{who}: exporting a 1-layer model adds {(r['peak'] - r['before']) / 1e6:.0f} MB of RSS (code loaded)"
+            )
         for model in wanted:
             rows = {
                 "ours check_io=False": run(
-                    sys.executable, model, "check_io=False", Path(tmp, f"{model}-a.nnef.tgz"), ours_env
+                    sys.executable, MODELS[model], "check_io=False", Path(tmp, f"{model}-a.nnef.tgz"), ours_env
                 ),
                 "ours check_io=True": run(
-                    sys.executable, model, "check_io=True", Path(tmp, f"{model}-b.nnef.tgz"), ours_env
+                    sys.executable, MODELS[model], "check_io=True", Path(tmp, f"{model}-b.nnef.tgz"), ours_env
                 ),
             }
             if theirs:
                 target = f'version="0.23.8", check_io=False, specific_tract_binary_path=Path("{stand_in_tract()}")'
                 rows["published 0.24.12 check_io=False"] = run(
-                    theirs, model, target, Path(tmp, f"{model}-c.nnef.tgz"), theirs_env
+                    theirs, MODELS[model], target, Path(tmp, f"{model}-c.nnef.tgz"), theirs_env
                 )
             size = next(iter(rows.values()))["size"]
+            grown = {
+                name: fixed["published" if name.startswith("published") else "ours"]["peak"]
+                - fixed["published" if name.startswith("published") else "ours"]["before"]
+                for name in rows
+            }
             print(f"{model}: {size / 1e6:.0f} MB of parameters")
             for name, r in rows.items():
                 print(
                     f"  {name:34s} {r['seconds']:7.2f} s  {size / r['seconds'] / 1e6:7.0f} MB/s  "
                     f"peak RSS {r['peak'] / gib:5.2f} GiB = {r['peak'] / size:4.2f}x model "
-                    f"(export adds {(r['peak'] - r['before']) / size:4.2f}x)"
+                    f"(export adds {(r['peak'] - r['before']) / size:4.2f}x, "
+                    f"{(r['peak'] - r['before'] - grown[name]) / size:4.2f}x beyond the code it loads)"
                 )
             if theirs:
                 base = rows["published 0.24.12 check_io=False"]["seconds"]
