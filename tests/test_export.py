@@ -369,3 +369,33 @@ def test_transformer_encoder_layer(tmp_path):
     export_model_to_nnef(
         TinyEncoder(), (ids, mask), tmp_path / "enc.nnef.tgz", TractNNEF(check_io=True), input_names=["ids", "mask"]
     )
+
+
+def test_names_starting_with_a_logical_literal(tmp_path: Path):
+    """tract's parser reads an identifier starting with ``true`` or ``false`` as the literal: such
+    module names and ops get other identifiers, and such I/O names are refused."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.true_branch = nn.Linear(4, 4)
+            self.falsey = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.true_divide(self.true_branch(x), self.falsey(x).abs() + 1)
+
+    for scheme in ("raw", "natural_verbose", "natural_verbose_camel"):
+        export_model_to_nnef(
+            Net(),
+            torch.randn(2, 4),
+            tmp_path / f"{scheme}.nnef.tgz",
+            TractNNEF(check_io=True),
+            input_names=["x"],
+            output_names=["y"],
+            nnef_variable_naming_scheme=scheme,
+        )
+    with pytest.raises(InvalidArgumentError, match="'true_input' starts with 'true'.*choose another name"):
+        export_model_to_nnef(
+            Net(), torch.randn(2, 4), tmp_path / "bad.nnef.tgz", TractNNEF(), input_names=["true_input"]
+        )
+    assert not (tmp_path / "bad.nnef.tgz").exists()

@@ -31,7 +31,7 @@ from torch_to_nnef.errors import (
 )
 from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF, check_tolerance
 from torch_to_nnef.ir import Graph, Node, Value
-from torch_to_nnef.nnef_graph import NAMING_SCHEMES, NNEFBuilder, Ref, literal
+from torch_to_nnef.nnef_graph import LITERAL_PREFIXES, NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.op.quantized import graph_quant
 from torch_to_nnef.qtensor import Q4_0_GGML_TRACT, q4_0_weights_for_export
@@ -371,6 +371,11 @@ def export_model_to_nnef(
         for n in names:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
                 raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
+            if inference_target.is_tract and n.startswith(LITERAL_PREFIXES):
+                raise InvalidArgumentError(
+                    f"{n!r} starts with {next(p for p in LITERAL_PREFIXES if n.startswith(p))!r}, which tract's "
+                    "parser reads as a logical literal: choose another name"
+                )
         with extractors.opaque(model) as opaque:
             graph, exported = _capture(
                 model, flat_args, input_names, inference_target.dynamic_axes, frontend, inference_target.bf16_as

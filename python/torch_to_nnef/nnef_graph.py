@@ -62,6 +62,10 @@ def _camel(text: str) -> str:
     return (parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])) if parts else text
 
 
+LITERAL_PREFIXES = ("true", "false")
+"""Identifiers starting with these are read as the logical literal by tract's parser."""
+
+
 class NNEFBuilder:
     """Accumulates the body of an NNEF graph for one target."""
 
@@ -115,7 +119,8 @@ class NNEFBuilder:
             if self.naming_scheme == "natural_verbose_camel":
                 base = _camel(base)
         name = re.sub(r"\W", "_", base) or "t"
-        if not (name[0].isalpha() or name[0] == "_"):
+        # tract's parser reads an identifier that starts with a logical literal as that literal
+        if not (name[0].isalpha() or name[0] == "_") or name.startswith(LITERAL_PREFIXES):
             name = "t_" + name
         candidate, i = name, 1
         while candidate in self._used:

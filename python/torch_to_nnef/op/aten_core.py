@@ -334,8 +334,7 @@ def aten_fmin_fmax(ctx: Context, node: Node) -> Ref:
 def aten_true_divide(ctx: Context, node: Node) -> Ref:
     """true_divide.Tensor(Tensor self, Tensor other) / .Scalar: division in the (floating) result dtype."""
     a, b, out = _float_pair(ctx, node)
-    # An identifier starting with "true" reads as the literal in tract's parser: the result is renamed.
-    return ctx.g.op("div", a, b, out=f"quotient_{out.name}")
+    return ctx.g.op("div", a, b, out=out.name)
 
 
 # ----------------------------------------------------------------------------------------------
