@@ -237,6 +237,16 @@ def test_dump_with_tokenizer_and_conf_bundles_io_spec_and_all_logits(saved, tmp_
         assert list(given.keys()) == inputs and list(wanted.keys()) == outputs
         got = tract.run([given[n] for n in inputs])
         check_outputs([wanted[n] for n in outputs], got, names=outputs)
+    # the greedy generation: the prompt then each token on the caches tract returned
+    generation = np.load(out / spec["generation"])
+    tokens = generation["generated_ids"]
+    assert tokens.shape == (1, 4) and generation["logits"].shape == (4, VOCAB)
+    ids, caches = generation["prompt_ids"], empty_caches("llama", np.float32)
+    for k in range(4):
+        got = tract.run([ids, *caches])
+        check_outputs([generation["logits"][k : k + 1]], [got[0][:, -1]], names=[f"logits of step {k}"])
+        assert int(generation["logits"][k].argmax()) == tokens[0, k]
+        ids, caches = tokens[:, k : k + 1], got[1:]
     prompt = np.load(out / "tests" / "prompt_inputs.npz")
     assert prompt["in_cache_key_0"].shape[2] == 0
     # every position's logits, equal to transformers' own

@@ -691,22 +691,18 @@ class _Step:
     ids: torch.Tensor | None = None
 
 
-def _torch_references(
-    wrapper: CausalLMGraph,
-    checks: Sequence[tuple[str, Sequence[torch.Tensor]]],
-    prompt: torch.Tensor,
-    empty: list[torch.Tensor],
-    new_tokens: int,
+def _torch_generation(
+    wrapper: CausalLMGraph, prompt: torch.Tensor, empty: list[torch.Tensor], new_tokens: int
 ) -> tuple[list[_Step], list[int]]:
-    """PyTorch's side of the verification, computed before tract loads the export (so that the
-    PyTorch model can be freed first): each of ``checks`` (a label and the graph's inputs), then the
-    prompt step (``P = 0``) and a greedy generation of ``new_tokens`` tokens.
+    """PyTorch's prompt step (``P = 0``) and greedy generation of ``new_tokens`` tokens, each step
+    run on the caches of the one before.
 
     Returns:
-        The steps, and the generated tokens (PyTorch's greedy choices, which drive both runs so that
-        a near tie between two logits cannot send them down different paths).
+        The steps (for the test bundles, and for the verification, which runs them on tract's own
+        caches), and the generated tokens: PyTorch's greedy choices drive both runs, so that a near
+        tie between two logits cannot send them down different paths.
     """
-    steps = [_Step(label, _run_torch(wrapper, inputs), inputs=inputs) for label, inputs in checks]
+    steps: list[_Step] = []
     ids, caches = prompt, list(empty)
     generated: list[int] = []
     for step in range(new_tokens + 1):
@@ -720,6 +716,27 @@ def _torch_references(
         ids = torch.tensor([[token]], dtype=torch.int64)
         caches = expected[1:]
     return steps, generated
+
+
+def _write_bundles(
+    tests: Path, steps: Sequence[_Step], generated: list[int], input_names: list[str], output_names: list[str]
+) -> None:
+    """The test bundles: the prompt step's and the first generation step's inputs and outputs, and
+    the whole greedy generation (``generation.npz``: the prompt, the generated tokens, and each
+    step's last logits).
+    """
+    prompt, first = steps[0], steps[1]
+    _npz(tests / "prompt_inputs.npz", input_names, prompt.inputs)
+    _npz(tests / "prompt_outputs.npz", output_names, prompt.expected)
+    assert first.ids is not None
+    _npz(tests / "prompt_with_past_inputs.npz", input_names, [first.ids, *prompt.expected[1:]])
+    _npz(tests / "prompt_with_past_outputs.npz", output_names, first.expected)
+    np.savez(
+        tests / "generation.npz",
+        prompt_ids=prompt.inputs[0].numpy(),
+        generated_ids=np.array([generated], dtype=np.int64),
+        logits=torch.cat([s.expected[0][:, -1].float() for s in steps]).numpy(),
+    )
 
 
 def _verify(
@@ -791,7 +808,8 @@ def export_llm_to_tract(
 
     With ``export_dir_struct="deep"`` the folder gets ``model/model.nnef.tgz``,
     ``model/io_spec.json`` (the graph's inputs and outputs) and ``tests/*.npz`` (inputs and
-    PyTorch outputs of a prompt step and of a step with a past); with
+    PyTorch outputs of a prompt step and of a step with a past, and a greedy generation of
+    ``max(generated_tokens, 1)`` tokens); with
     ``dump_with_tokenizer_and_conf`` also ``model/config.json`` and ``tokenizer/`` (when the
     model has a tokenizer). With ``"flat"`` the same files are all in the folder itself. The
     export is written into a temporary sibling folder, renamed into place once complete and
@@ -958,15 +976,9 @@ def export_llm_to_tract(
 
         prompt = _token_ids(vocab, prompt_length, seed=3)
         empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
-        tests = staging / layout.tests
-        prompt_outputs = _run_torch(wrapper, [prompt, *empty])
-        _npz(tests / "prompt_inputs.npz", input_names, [prompt, *empty])
-        _npz(tests / "prompt_outputs.npz", output_names, prompt_outputs)
-        next_ids = prompt_outputs[0][:, -1:].float().argmax(-1)
-        past_inputs = [next_ids, *prompt_outputs[1:]]
-        _npz(tests / "prompt_with_past_inputs.npz", input_names, past_inputs)
-        _npz(tests / "prompt_with_past_outputs.npz", output_names, _run_torch(wrapper, past_inputs))
-        del prompt_outputs, past_inputs
+        steps, generated = _torch_generation(wrapper, prompt, empty, max(generated_tokens, 1))
+        _write_bundles(staging / layout.tests, steps, generated, input_names, output_names)
+        steps, generated = steps[: generated_tokens + 1], generated[: generated_tokens + 1]
         _write_io_spec(
             staging / layout.model / IO_SPEC_NAME,
             layout,
@@ -987,27 +999,30 @@ def export_llm_to_tract(
                 LOGGER.warning("%s has no tokenizer: only its config is written", source)
         LOGGER.info("wrote the test bundles%s", " and the config" if dump_with_tokenizer_and_conf else "")
 
-        generated: list[int] = []
         if verify:
             grown = [
                 _token_ids(vocab, TRACE_NEW_TOKENS + 7, seed=4),
                 *_caches(num_layers, heads, TRACE_PAST_TOKENS + 7, head_dim, torch_dtype, seed=5),
             ]
             checks = [
-                (f"traced sizes (S = {TRACE_NEW_TOKENS}, P = {TRACE_PAST_TOKENS})", trace_inputs),
-                (f"sizes S = {TRACE_NEW_TOKENS + 7}, P = {TRACE_PAST_TOKENS + 7}", grown),
+                _Step(label, _run_torch(wrapper, inputs), inputs=inputs)
+                for label, inputs in (
+                    (f"traced sizes (S = {TRACE_NEW_TOKENS}, P = {TRACE_PAST_TOKENS})", trace_inputs),
+                    (f"sizes S = {TRACE_NEW_TOKENS + 7}, P = {TRACE_PAST_TOKENS + 7}", grown),
+                )
             ]
-            steps, generated = _torch_references(wrapper, checks, prompt, empty, generated_tokens)
             # tract holds its own copy of the weights: PyTorch's are freed first
-            del wrapper, model, grown, checks, trace_inputs
+            del wrapper, model, grown, trace_inputs
             gc.collect()
-            _verify(archive, model_name, steps, input_names, output_names, check_tolerance)
+            _verify(archive, model_name, [*checks, *steps], input_names, output_names, check_tolerance)
             LOGGER.info(
                 "tract matches PyTorch at tolerance %r at %s, over the prompt and %d generated tokens",
                 check_tolerance,
-                ", ".join(step.label for step in steps if step.label != "prompt" and step.ids is None),
+                ", ".join(step.label for step in checks),
                 generated_tokens,
             )
+        else:
+            generated = []
         _move_into_place(staging, export_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -1065,6 +1080,7 @@ def _write_io_spec(
         "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
         + [{"name": n, "dtype": float_type, "shape": cache_out} for n in output_names[1:]],
         "tests": tests,
+        "generation": (layout.tests / "generation.npz").as_posix(),
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
@@ -1080,7 +1096,8 @@ in tract against PyTorch.
 Writes into EXPORT_DIR, laid out by --export-dir-struct:
   deep (default)  model/model.nnef.tgz, model/io_spec.json (the graph's inputs and outputs),
                   tests/*.npz (inputs and PyTorch outputs of a prompt step and of a step with a
-                  past); with -dwtac also model/config.json and tokenizer/ (when the model has one)
+                  past, and a greedy generation of a few tokens); with -dwtac also
+                  model/config.json and tokenizer/ (when the model has one)
   flat            the same files, all in EXPORT_DIR itself (model.nnef.tgz, io_spec.json, *.npz,
                   config.json and the tokenizer files), as in a Hugging Face repository
 The export is written into a temporary folder beside EXPORT_DIR and renamed to EXPORT_DIR once
