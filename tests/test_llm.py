@@ -96,6 +96,10 @@ def reference(folder: Path, dtype: torch.dtype, compression: str | None) -> torc
     return model
 
 
+def dtype_np(dtype: torch.dtype) -> type:
+    return np.float16 if dtype == torch.float16 else np.float32
+
+
 def empty_caches(family: str, dtype: np.dtype) -> list[np.ndarray]:
     heads = KV_HEADS_OF.get(family, KV_HEADS)
     return [np.zeros((1, heads, 0, HEAD_DIM), dtype=dtype) for _ in range(2 * LAYERS)]
@@ -135,6 +139,7 @@ CASES = [
         "bf16-f32-parts-sdpa",
         ["-dt", "bf16", "-f32-attn", "-f32-lin-acc", "-f32-norm", "--reify-sdpa-operator"],
     ),
+    ("llama", "f32-f16-caches", ["-idt", "f16"]),
     ("gpt2", "f32", []),
     ("gpt2", "f16", ["-dt", "f16", "--tract-specific-version", "0.21.13"]),
     ("qwen2", "f16-q4_0", ["-f16", "-c", "min_max_q4_0"]),
@@ -192,7 +197,9 @@ def test_export_runs_like_transformers(
     ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         ref = model(input_ids=ids, use_cache=True)
-    got = tract.run([ids.numpy(), *empty_caches(family, np.float16 if f16 else np.float32)])
+    f16_caches = f16 or flags[-2:] == ["-idt", "f16"]
+    got = tract.run([ids.numpy(), *empty_caches(family, np.float16 if f16_caches else np.float32)])
+    assert got[1].dtype == (np.float16 if f16_caches else np.float32) and got[0].dtype == dtype_np(dtype)
     assert got[0].shape == (1, 1, VOCAB)
     assert got[1].shape == (1, KV_HEADS_OF.get(family, KV_HEADS), 6, HEAD_DIM)
     same_as_transformers(family, ref, got, outputs, tolerance)
@@ -504,17 +511,23 @@ def test_cli_help_has_an_example(capsys):
         assert documented in text
 
 
-@pytest.mark.parametrize(("family", "stacked"), [("llama", True), ("gpt2", True), ("gemma2", False)])
-def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str, stacked: bool):
+@pytest.mark.parametrize(
+    ("family", "stacked", "extra"),
+    [("llama", True, []), ("llama", True, ["-idt", "f16"]), ("gpt2", True, []), ("gemma2", False, [])],
+    ids=["llama", "llama-f16-caches", "gpt2", "gemma2"],
+)
+def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str, stacked: bool, extra: list[str]):
     """Two alike layers traced and the second repeated compute exactly what a trace of every layer
-    computes; layers of different types (Gemma 2 alternates sliding and full attention) are all traced."""
+    computes (with f16 caches, each layer's cache casts outside the layers are repeated too); layers
+    of different types (Gemma 2 alternates sliding and full attention) are all traced."""
     folder = saved(family)
     archives = {}
-    for label, flags in (("repeated", []), ("all", ["--trace-all-layers"])):
+    for label, flags in (("repeated", extra), ("all", ["--trace-all-layers", *extra])):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
             assert main(["-d", str(folder), "-e", str(tmp_path / label), "-nv", *flags]) == 0
         assert (f"with 2 of its {LAYERS} alike layers" in caplog.text) == (stacked and label == "repeated")
+        assert "differ" not in caplog.text
         archives[label] = tmp_path / label / "model" / "model.nnef.tgz"
     names = {}
     for label, archive in archives.items():
@@ -526,7 +539,9 @@ def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str
     ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(3)).numpy()
     rng = np.random.default_rng(4)
     caches = [
-        rng.standard_normal((1, KV_HEADS_OF.get(family, KV_HEADS), 2, HEAD_DIM), dtype=np.float32)
+        rng.standard_normal((1, KV_HEADS_OF.get(family, KV_HEADS), 2, HEAD_DIM), dtype=np.float32).astype(
+            np.float16 if extra else np.float32
+        )
         for _ in range(2 * LAYERS)
     ]
     repeated, full = (TractModel(archives[k]).run([ids, *caches]) for k in ("repeated", "all"))

@@ -122,7 +122,7 @@ class _Layers:
 
     @classmethod
     def find(cls, graph: Graph, path: str, own_inputs: tuple[set[str], set[str]]) -> _Layers:
-        layers: tuple[list[int], list[int]] = ([], [])
+        which: dict[int, int] = {}
         reached = (set(own_inputs[0]), set(own_inputs[1]))
         for i, node in enumerate(graph.nodes):
             names = {v.name for v in _values(node.args)}
@@ -136,14 +136,52 @@ class _Layers:
             if len(inside) > 1:
                 raise StackMismatch(f"{node.kind} at {node.where()} computes from both layers' own inputs")
             if inside:
-                layers[inside[0]].append(i)
+                which[i] = inside[0]
                 if not node.module_path.startswith(f"{path}."):  # computed from the layer's own inputs only
                     reached[inside[0]].update(o.name for o in node.outputs)
-        producer = {}
-        for k, nodes in enumerate(layers):
-            for position, i in enumerate(nodes):
-                for out in graph.nodes[i].outputs:
-                    producer[out.name] = (k, position)
+        layers: tuple[list[int], list[int]] = ([], [])
+        producer: dict[str, tuple[int, int]] = {}
+
+        def add(k: int, i: int) -> None:
+            layers[k].append(i)
+            producer.update({out.name: (k, len(layers[k]) - 1) for out in graph.nodes[i].outputs})
+
+        found = set(which)
+        for i, k in which.items():
+            add(k, i)
+        # after the stack, nodes outside it that read the first layer's results only (a cast of the
+        # cache it returned) are the first layer's; those reading the second's alike are the second's
+        in_stack = {i for i, n in enumerate(graph.nodes) if n.module_path.startswith(f"{path}.")}
+        first_post = []
+        for i, node in enumerate(graph.nodes):
+            if i in in_stack or i in found:
+                continue
+            origins = {producer[v.name][0] for v in _values(node.args) if v.name in producer}
+            if origins == {0}:
+                first_post.append(i)
+                add(0, i)
+        taken = set(found) | set(first_post)
+        for i0 in first_post:
+            a = graph.nodes[i0]
+            mirrored = [
+                (1, producer[v.name][1]) if v.name in producer and producer[v.name][0] == 0 else None
+                for v in _values(a.args)
+            ]
+            for i, node in enumerate(graph.nodes):
+                if i in taken or i in in_stack or node.kind != a.kind:
+                    continue
+                reads = [
+                    producer[v.name] if v.name in producer and producer[v.name][0] == 1 else None
+                    for v in _values(node.args)
+                ]
+                if reads == mirrored:
+                    taken.add(i)
+                    add(1, i)
+                    break
+            else:
+                raise StackMismatch(
+                    f"{a.kind} at {a.where()} reads the first layer's results, and nothing the second's"
+                )
         producers = {o.name: n for n in graph.nodes for o in n.outputs}
         return cls(graph, path, layers[0], layers[1], producer, producers)
 
@@ -186,7 +224,13 @@ def repeat_layers(
     for a, b in zip(first, second):
         _compare(graph.nodes[a], graph.nodes[b], layers, own, shared_params)
     in_layers = set(first) | set(second)
-    last = second[-1]
+    # the second layer's nodes: before the stack (from its own inputs), in its module, after the stack
+    inside = [i for i in second if graph.nodes[i].module_path.startswith(f"{path}.")]
+    before = [i for i in second if i < inside[0] and i not in inside]
+    after = [i for i in second if i > inside[-1] and i not in inside]
+    if len(before) + len(inside) + len(after) != len(second):
+        raise StackMismatch("the second layer's nodes outside its module are not all before or after the stack")
+    last = inside[-1]
     for i, node in enumerate(graph.nodes):
         if i in in_layers:
             continue
@@ -239,18 +283,16 @@ def repeat_layers(
         return dataclasses.replace(node, args=_substitute(node.args, mapping), outputs=outs, module_path=module_path)
 
     identity = {o.name: o for i in second for o in graph.nodes[i].outputs}
-    # a layer's nodes outside its module (before the stack) are repeated after the second layer's
-    # last such node, the others after its last node: the order of a capture of every layer
-    outside = [i for i in second if not graph.nodes[i].module_path.startswith(f"{path}.")]
-    inside = [i for i in second if i not in outside]
+    # each group of the second layer's nodes is repeated after its last node: the order of a
+    # capture of every layer; what follows the stack reads the last layer's results
     nodes: list[Node] = []
     for i, node in enumerate(graph.nodes):
         nodes.append(
             node
-            if i <= last
+            if i <= last or i in in_layers
             else dataclasses.replace(node, args=_substitute(node.args, mappings[-1] if mappings else {}))
         )
-        for group in (outside, inside):
+        for group in (before, inside, after):
             if group and i == group[-1]:
                 for j in range(2, num_layers):
                     previous = identity if j == 2 else mappings[j - 3]

@@ -136,15 +136,22 @@ class CausalLMGraph(nn.Module):
         model: a ``transformers`` causal LM (``AutoModelForCausalLM``).
         num_layers: layers whose key and value caches are graph inputs and outputs.
         num_logits_to_keep: logits of the last positions kept (0 keeps every position's).
+        cache_dtype: float type of the caches given and returned, cast from and to the model's
+            (None: the model's).
     """
 
-    def __init__(self, model: nn.Module, num_layers: int, num_logits_to_keep: int = 1) -> None:
+    def __init__(
+        self, model: nn.Module, num_layers: int, num_logits_to_keep: int = 1, cache_dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         if num_logits_to_keep < 0:
             raise InvalidArgumentError(f"num_logits_to_keep must be >= 0, got {num_logits_to_keep}")
         self.model = model
         self.num_layers = num_layers
         self.num_logits_to_keep = num_logits_to_keep
+        self.cache_dtype = cache_dtype
+        """Float type of the caches in the graph's inputs and outputs (None: the model's)."""
+        self._model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         parameters = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
 
@@ -152,6 +159,8 @@ class CausalLMGraph(nn.Module):
         """Runs ``input_ids`` after the ``P`` tokens held by ``caches``."""
         if len(caches) != 2 * self.num_layers:
             raise InvalidArgumentError(f"{2 * self.num_layers} cache tensors expected, got {len(caches)}")
+        if self.cache_dtype is not None:
+            caches = tuple(c.to(self._model_dtype) for c in caches)
         cache_cls = _transformers().DynamicCache
         cache = cache_cls(ddp_cache_data=[(caches[2 * i], caches[2 * i + 1]) for i in range(self.num_layers)])
         past = caches[0].shape[2]
@@ -163,8 +172,10 @@ class CausalLMGraph(nn.Module):
             logits_to_keep=self.num_logits_to_keep,
             **{self._cache_kwarg: cache},
         )
-        new_cache = _output_cache(out)
-        return (out.logits, *_flat_cache(new_cache, self.num_layers))
+        new_caches = _flat_cache(_output_cache(out), self.num_layers)
+        if self.cache_dtype is not None:
+            new_caches = [c.to(self.cache_dtype) for c in new_caches]
+        return (out.logits, *new_caches)
 
 
 def _output_cache(out: Any) -> Any:
@@ -193,7 +204,9 @@ def _flat_cache(cache: Any, num_layers: int) -> list[torch.Tensor]:
     return flat
 
 
-def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[CausalLMGraph, tuple[int, int, int]]:
+def wrap_causal_lm(
+    model: nn.Module, num_logits_to_keep: int = 1, cache_dtype: torch.dtype | None = None
+) -> tuple[CausalLMGraph, tuple[int, int, int]]:
     """Wraps ``model`` into a :class:`CausalLMGraph`.
 
     The model is run once on two tokens to learn its cache layout.
@@ -218,10 +231,12 @@ def wrap_causal_lm(model: nn.Module, num_logits_to_keep: int = 1) -> tuple[Causa
         )
     num_layers = len(layers)
     _, heads, _, head_dim = flat[0].shape
-    return _graph_module(model, num_layers, num_logits_to_keep), (num_layers, int(heads), int(head_dim))
+    return _graph_module(model, num_layers, num_logits_to_keep, cache_dtype), (num_layers, int(heads), int(head_dim))
 
 
-def _graph_module(model: nn.Module, num_layers: int, num_logits_to_keep: int) -> CausalLMGraph:
+def _graph_module(
+    model: nn.Module, num_layers: int, num_logits_to_keep: int, cache_dtype: torch.dtype | None = None
+) -> CausalLMGraph:
     """A :class:`CausalLMGraph` whose ``forward`` has one named parameter per input."""
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in io_names(num_layers)[0]]
     signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
@@ -232,7 +247,7 @@ def _graph_module(model: nn.Module, num_layers: int, num_logits_to_keep: int) ->
     forward.__signature__ = signature  # type: ignore[attr-defined]
     forward.__doc__ = CausalLMGraph.forward.__doc__
     cls = type(CausalLMGraph.__name__, (CausalLMGraph,), {"forward": forward, "__module__": __name__})
-    wrapper: CausalLMGraph = cls(model, num_layers, num_logits_to_keep).eval()
+    wrapper: CausalLMGraph = cls(model, num_layers, num_logits_to_keep, cache_dtype).eval()
     return wrapper
 
 
@@ -637,7 +652,7 @@ def _capture_stacked(
     short_inputs, _ = io_names(2)
     dynamic_axes = {n: a for n, a in (target.dynamic_axes or {}).items() if n in short_inputs}
     with layer_stack.truncated(wrapper, stack):
-        short = _graph_module(wrapper.model, 2, wrapper.num_logits_to_keep)
+        short = _graph_module(wrapper.model, 2, wrapper.num_logits_to_keep, wrapper.cache_dtype)
         graph, _ = capture(short, list(trace_inputs[: len(short_inputs)]), short_inputs, dynamic_axes)
     tensors = dict(wrapper.named_buffers(remove_duplicate=False))
     tensors.update(wrapper.state_dict(keep_vars=True))
@@ -783,6 +798,7 @@ def export_llm_to_tract(
     model_slug: str | None = None,
     local_dir: str | os.PathLike[str] | None = None,
     dtype: DType = "f32",
+    inputs_dtype: DType | None = None,
     compression_method: str | None = None,
     compression_registry: str = DEFAULT_COMPRESSION_REGISTRY,
     tract_version: str | None = None,
@@ -822,6 +838,9 @@ def export_llm_to_tract(
         model_slug: a Hugging Face Hub model id (needs the network or the Hub cache).
         local_dir: a folder written by ``save_pretrained`` (exclusive with ``model_slug``).
         dtype: float type of the export; ``bf16`` is exported as ``f16`` (with a warning).
+        inputs_dtype: float type of the caches in the graph's inputs and outputs, cast to and from
+            ``dtype`` inside the graph (default: ``dtype``); e.g. ``f16`` caches for an ``f32``
+            model halve the memory a long context takes.
         compression_method: name of a compressor of ``compression_registry`` (e.g.
             ``"min_max_q4_0"``), applied after the cast to ``dtype``.
         compression_registry: dotted path of the registry (see
@@ -867,6 +886,7 @@ def export_llm_to_tract(
     started = time.monotonic()
     export_dir = Path(os.path.abspath(export_dirpath))  # "." has a name and a parent folder too
     float_type = _pick_dtype(dtype)
+    cache_type = float_type if inputs_dtype is None else _pick_dtype(inputs_dtype)
     if tolerance is not None and tolerance not in _TOLERANCES:
         raise InvalidArgumentError(f"tolerance must be one of {', '.join(_TOLERANCES)}, got {tolerance!r}")
     if naming_scheme not in NAMING_SCHEMES:
@@ -892,7 +912,7 @@ def export_llm_to_tract(
                 f"no compression method {compression_method!r} in {compression_registry}; available: "
                 f"{', '.join(sorted(registry)) or 'none'}"
             )
-    check_tolerance = tolerance or DEFAULT_TOLERANCE[float_type]
+    check_tolerance = tolerance or DEFAULT_TOLERANCE["f16" if "f16" in (float_type, cache_type) else "f32"]
     target = TractNNEF(
         version=tract_version or _DEFAULT_TRACT_VERSION,
         check_io_tolerance=check_tolerance,
@@ -903,6 +923,7 @@ def export_llm_to_tract(
     )
     _check_export_dir(export_dir, ignore_already_exist_dir)
     torch_dtype = _TORCH_DTYPES[float_type]
+    cache_torch_dtype = _TORCH_DTYPES[cache_type]
     model, config, tokenizer = _load_model(
         model_slug,
         local_dir,
@@ -916,7 +937,9 @@ def export_llm_to_tract(
     architecture = _architecture(config)
     model_name = type(model).__name__
     try:
-        wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, num_logits_to_keep)
+        wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(
+            model, num_logits_to_keep, None if cache_type == float_type else cache_torch_dtype
+        )
     except LLMExportError as exc:
         raise LLMExportError(f"unsupported architecture {architecture}: {exc}") from exc
     if compression_method is not None:
@@ -944,6 +967,7 @@ def export_llm_to_tract(
         "llm_source": str(source),
         "llm_model_class": type(model).__name__,
         "llm_dtype": float_type,
+        "llm_cache_dtype": cache_type,
         "llm_compression": compression_method or "none",
         "llm_num_layers": str(num_layers),
         "llm_num_logits_to_keep": str(num_logits_to_keep),
@@ -951,7 +975,7 @@ def export_llm_to_tract(
     }
     trace_inputs = [
         _token_ids(vocab, TRACE_NEW_TOKENS, seed=1),
-        *_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, torch_dtype, seed=2),
+        *_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, cache_torch_dtype, seed=2),
     ]
     layout = _Layout(export_dir_struct)
     staging = _staging_dir(export_dir)
@@ -975,7 +999,7 @@ def export_llm_to_tract(
             raise type(exc)(f"cannot export {architecture}: {exc}") from exc
 
         prompt = _token_ids(vocab, prompt_length, seed=3)
-        empty = _caches(num_layers, heads, 0, head_dim, torch_dtype, seed=0)
+        empty = _caches(num_layers, heads, 0, head_dim, cache_torch_dtype, seed=0)
         steps, generated = _torch_generation(wrapper, prompt, empty, max(generated_tokens, 1))
         _write_bundles(staging / layout.tests, steps, generated, input_names, output_names)
         steps, generated = steps[: generated_tokens + 1], generated[: generated_tokens + 1]
@@ -985,6 +1009,7 @@ def export_llm_to_tract(
             input_names,
             output_names,
             float_type,
+            cache_type,
             heads,
             head_dim,
             vocab,
@@ -1002,7 +1027,7 @@ def export_llm_to_tract(
         if verify:
             grown = [
                 _token_ids(vocab, TRACE_NEW_TOKENS + 7, seed=4),
-                *_caches(num_layers, heads, TRACE_PAST_TOKENS + 7, head_dim, torch_dtype, seed=5),
+                *_caches(num_layers, heads, TRACE_PAST_TOKENS + 7, head_dim, cache_torch_dtype, seed=5),
             ]
             checks = [
                 _Step(label, _run_torch(wrapper, inputs), inputs=inputs)
@@ -1056,6 +1081,7 @@ def _write_io_spec(
     input_names: list[str],
     output_names: list[str],
     float_type: str,
+    cache_type: str,
     heads: int,
     head_dim: int,
     vocab: int,
@@ -1076,9 +1102,9 @@ def _write_io_spec(
         "tract_version": target.version,
         "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
         "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
-        + [{"name": n, "dtype": float_type, "shape": cache_in} for n in input_names[1:]],
+        + [{"name": n, "dtype": cache_type, "shape": cache_in} for n in input_names[1:]],
         "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
-        + [{"name": n, "dtype": float_type, "shape": cache_out} for n in output_names[1:]],
+        + [{"name": n, "dtype": cache_type, "shape": cache_out} for n in output_names[1:]],
         "tests": tests,
         "generation": (layout.tests / "generation.npz").as_posix(),
     }
@@ -1189,6 +1215,13 @@ def _parser() -> argparse.ArgumentParser:
         help="float type of the export (default: f32); bf16 is exported as f16, with a warning",
     )
     parser.add_argument(
+        "-idt",
+        "--inputs-dtype",
+        choices=["f32", "f16", "bf16"],
+        help="float type of the key-value caches given to and returned by the graph, cast to and from the "
+        "model's inside it (default: the model's), e.g. -idt f16 for an f32 model with half-size caches",
+    )
+    parser.add_argument(
         "-c",
         "--compression-method",
         metavar="NAME",
@@ -1290,6 +1323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_slug=args.model_slug,
             local_dir=args.local_dir,
             dtype=dtype,
+            inputs_dtype=args.inputs_dtype,
             compression_method=args.compression_method,
             compression_registry=args.compression_registry,
             tract_version=args.tract_specific_version,
