@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from optable import Fn, r
-from torch_to_nnef import TractNNEF, export_model_to_nnef
+from test_quantized import X4, output_scale, quantize
+from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.export import UnsupportedOpsError
 from torch_to_nnef.tract_versions import (
@@ -156,3 +158,22 @@ def test_operators_refused_before_their_measured_release(tmp_path: Path, floor, 
 
 
 IDX = torch.tensor([[0, 1, 0], [2, 2, 1]])
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions.*:UserWarning")
+@pytest.mark.parametrize("version", [before(COPY_TRACT), version_text(COPY_TRACT)])
+def test_quantized_requantization(tmp_path: Path, version: str):
+    """Requantizations are a ``copy`` into an identifier of graph.quant, or, before ``copy`` was read, a
+    cast to the integer type (tract gives it graph.quant's parameters); both give torch's integers.
+    """
+    model = quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (X4,), fuse=[["body.0", "body.1"]])
+    path = export_model_to_nnef(model, (X4,), tmp_path / "q.nnef", TractNNEF(version=version), frontend="jit")
+    graph = (path / "graph.nnef").read_text()
+    old = version != version_text(COPY_TRACT)
+    assert ("copy" in operators(graph)) != old
+    assert (re.search(r"= tract_core_cast\(\w+, to = 'u8'\);", graph) is not None) == old
+    with torch.no_grad():
+        expected = model(X4).numpy()
+    got = TractModel(path).run([X4.numpy()])[0]
+    assert np.abs(got.astype(np.float64) - expected).max() <= 1e-3 * output_scale(model, (X4,))
