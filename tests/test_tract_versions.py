@@ -19,9 +19,11 @@ from test_quantized import X4, output_scale, quantize
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.export import UnsupportedOpsError
+from torch_to_nnef.op.core import TranslationError
 from torch_to_nnef.tract_versions import (
     COPY_TRACT,
     CUMSUM_TRACT,
+    GRID_SAMPLE_TRACT,
     NEAREST_UPSAMPLE_TRACT,
     OLDEST_TRACT,
     POOL_PADDING_TRACT,
@@ -158,6 +160,27 @@ def test_operators_refused_before_their_measured_release(tmp_path: Path, floor, 
 
 
 IDX = torch.tensor([[0, 1, 0], [2, 2, 1]])
+
+
+def _grid(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape) * 2.4 - 1.2  # sampling coordinates, some outside [-1, 1]
+
+
+@pytest.mark.parametrize("version", ["0.23.2", version_text(GRID_SAMPLE_TRACT)])
+def test_grid_sample(tmp_path: Path, version: str):
+    """tract 0.23.2 does not define tract_core_grid_sample: 2-D bilinear sampling is composed for it."""
+    module = Fn(lambda x, g: F.grid_sample(x, g, align_corners=False))
+    ops = operators(export(tmp_path, module, (r(1, 2, 4, 5), _grid(1, 3, 3, 2)), version))
+    assert ("tract_core_grid_sample" in ops) == (version == version_text(GRID_SAMPLE_TRACT))
+
+
+def test_grid_sample_of_a_volume_refused_before_its_release(tmp_path: Path):
+    module = Fn(lambda x, g: F.grid_sample(x, g, align_corners=True))
+    target = TractNNEF(version=before(GRID_SAMPLE_TRACT))
+    match = rf"5-D input .* needs tract_core_grid_sample: use TractNNEF\(version >= {version_text(GRID_SAMPLE_TRACT)}\)"
+    with pytest.raises(TranslationError, match=match):
+        export_model_to_nnef(module, (r(1, 2, 3, 4, 4), _grid(1, 2, 2, 2, 3)), tmp_path / "m.nnef", target)
+    assert not (tmp_path / "m.nnef").exists()
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
