@@ -338,17 +338,50 @@ def gather_cases(groups: Sequence[str]) -> list[Case]:
 
 _REFUSAL = re.compile(r"^  (\S+) at .*: (\S+) needs tract >= [0-9.]+$", re.MULTILINE)
 """A line of the exporter's refusal: the kind, then the NNEF operator, that the release cannot run."""
-_TARGET = re.compile(r"TractNNEF\(version='([0-9.]+)'\) or later")
+_NEEDED = re.compile(r"needs (tract_\w+)")
+"""A translation's refusal: the tract operator it needs."""
+_TARGET = re.compile(r"(?:TractNNEF\(version='|TractNNEF\(version >= |tract >= )([0-9]+\.[0-9]+\.[0-9]+)")
+"""A release the exporter's message asks for."""
+
+
+@contextmanager
+def _refusing_kinds(named: list[str]) -> Iterator[None]:
+    """Appends to ``named`` the kind of each translation that raises while inside (a translation's
+    refusal names its node's place in the model, not its kind).
+    """
+    from torch_to_nnef import op
+
+    original = op.lookup
+
+    def lookup(kind: str) -> Any:
+        translation = original(kind)
+        if translation is None:
+            return None
+
+        def translate(ctx: Any, node: Any) -> Any:
+            try:
+                return translation(ctx, node)
+            except Exception:
+                named.append(node.kind)
+                raise
+
+        return translate
+
+    op.lookup = lookup  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        op.lookup = original
 
 
 def _newer_target(error: str, version: str, versions: Sequence[str]) -> str | None:
     """The oldest of ``versions`` an export refused for ``version`` asks for (its message names the
     release it needs), else None.
     """
-    found = _TARGET.search(error)
-    if found is None:
+    needed = max((_version(found.group(1)) for found in _TARGET.finditer(error)), default=None)
+    if needed is None or needed <= _version(version):
         return None
-    return next((v for v in versions if _version(v) >= _version(found.group(1)) > _version(version)), None)
+    return next((v for v in versions if _version(v) >= needed), None)
 
 
 def export_all(
@@ -382,8 +415,9 @@ def export_all(
         version = case.options.get("version", versions[0])
         why: set[str] = set()
         while True:
+            raised: list[str] = []
             try:
-                with case.capture():
+                with case.capture(), _refusing_kinds(raised):
                     path = export_model_to_nnef(
                         module,
                         case.inputs,
@@ -401,6 +435,7 @@ def export_all(
                     break
                 LOGGER.info("%s: refused for tract %s, exported for %s", case.cid, version, newer)
                 why |= {item for found in _REFUSAL.finditer(str(e)) for item in found.groups()}
+                why |= {*_NEEDED.findall(str(e)), *raised}
                 version = newer
         if not seen:
             shutil.rmtree(folder)
