@@ -104,6 +104,19 @@ def test_nearest_upsample(tmp_path: Path, version: str):
     assert ("nearest_upsample" in ops) == (version == version_text(NEAREST_UPSAMPLE_TRACT))
 
 
+def test_masked_scatter_refused_before_integer_cumsum(tmp_path: Path):
+    """masked_scatter counts the mask's true positions with an integer cumulative sum."""
+    module = Fn(lambda x, s: x.masked_scatter(x > 0, s))
+    inputs = (r(3, 4), r(12))
+    target = TractNNEF(version=before(CUMSUM_TRACT))
+    with pytest.raises(UnsupportedOpsError) as err:
+        export_model_to_nnef(module, inputs, tmp_path / "m.nnef", target)
+    text = str(err.value)
+    assert "aten::masked_scatter" in text and f"tract_core_cumsum needs tract >= {version_text(CUMSUM_TRACT)}" in text
+    assert not (tmp_path / "m.nnef").exists()
+    export(tmp_path, module, inputs, version_text(CUMSUM_TRACT))
+
+
 def test_nearest_upsample_dynamic_before_its_release(tmp_path: Path):
     module = nn.Upsample(scale_factor=2, mode="nearest")
     version = before(NEAREST_UPSAMPLE_TRACT)
