@@ -58,9 +58,9 @@ coverage: build
 # docs/tract_releases.json: the op-table cases run in tract releases from PyPI (installed under
 # $(PROBE_DIR)); the supported-op page reads each kind's oldest release from it (then `make coverage`).
 PROBE_DIR ?= $(HOME)/.cache/torch_to_nnef/tract-releases
-PROBE_RELEASES ?= 0.21.5 0.21.13 0.22.1 0.23.0 0.23.2 0.23.3 0.23.5 0.23.6 0.23.8 0.23.9
+PROBE_RELEASES ?= 0.21.5 0.21.13 0.22.1 0.23.0 0.23.1 0.23.2 0.23.3 0.23.5 0.23.6 0.23.7 0.23.8 0.23.9
 tract-releases: build
-	rm -rf $(PROBE_DIR)/ops.json $(PROBE_DIR)/cases
+	rm -rf $(PROBE_DIR)/ops.json $(PROBE_DIR)/kinds.json $(PROBE_DIR)/refused.json $(PROBE_DIR)/results.json $(PROBE_DIR)/cases
 	$(PY) tools/probe_tract_releases.py $(PROBE_DIR) $(PROBE_RELEASES)
 	cp $(PROBE_DIR)/floors.json docs/tract_releases.json
 

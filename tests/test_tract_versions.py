@@ -8,18 +8,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from optable import Fn, r
-from torch_to_nnef import TractNNEF, export_model_to_nnef
+from test_quantized import X4, output_scale, quantize
+from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.export import UnsupportedOpsError
+from torch_to_nnef.op.core import TranslationError
 from torch_to_nnef.tract_versions import (
     COPY_TRACT,
     CUMSUM_TRACT,
+    GRID_SAMPLE_TRACT,
     NEAREST_UPSAMPLE_TRACT,
     OLDEST_TRACT,
     POOL_PADDING_TRACT,
@@ -100,6 +104,19 @@ def test_nearest_upsample(tmp_path: Path, version: str):
     assert ("nearest_upsample" in ops) == (version == version_text(NEAREST_UPSAMPLE_TRACT))
 
 
+def test_masked_scatter_refused_before_integer_cumsum(tmp_path: Path):
+    """masked_scatter counts the mask's true positions with an integer cumulative sum."""
+    module = Fn(lambda x, s: x.masked_scatter(x > 0, s))
+    inputs = (r(3, 4), r(12))
+    target = TractNNEF(version=before(CUMSUM_TRACT))
+    with pytest.raises(UnsupportedOpsError) as err:
+        export_model_to_nnef(module, inputs, tmp_path / "m.nnef", target)
+    text = str(err.value)
+    assert "aten::masked_scatter" in text and f"tract_core_cumsum needs tract >= {version_text(CUMSUM_TRACT)}" in text
+    assert not (tmp_path / "m.nnef").exists()
+    export(tmp_path, module, inputs, version_text(CUMSUM_TRACT))
+
+
 def test_nearest_upsample_dynamic_before_its_release(tmp_path: Path):
     module = nn.Upsample(scale_factor=2, mode="nearest")
     version = before(NEAREST_UPSAMPLE_TRACT)
@@ -156,3 +173,43 @@ def test_operators_refused_before_their_measured_release(tmp_path: Path, floor, 
 
 
 IDX = torch.tensor([[0, 1, 0], [2, 2, 1]])
+
+
+def _grid(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape) * 2.4 - 1.2  # sampling coordinates, some outside [-1, 1]
+
+
+@pytest.mark.parametrize("version", ["0.23.2", version_text(GRID_SAMPLE_TRACT)])
+def test_grid_sample(tmp_path: Path, version: str):
+    """tract 0.23.2 does not define tract_core_grid_sample: 2-D bilinear sampling is composed for it."""
+    module = Fn(lambda x, g: F.grid_sample(x, g, align_corners=False))
+    ops = operators(export(tmp_path, module, (r(1, 2, 4, 5), _grid(1, 3, 3, 2)), version))
+    assert ("tract_core_grid_sample" in ops) == (version == version_text(GRID_SAMPLE_TRACT))
+
+
+def test_grid_sample_of_a_volume_refused_before_its_release(tmp_path: Path):
+    module = Fn(lambda x, g: F.grid_sample(x, g, align_corners=True))
+    target = TractNNEF(version=before(GRID_SAMPLE_TRACT))
+    match = rf"5-D input .* needs tract_core_grid_sample: use TractNNEF\(version >= {version_text(GRID_SAMPLE_TRACT)}\)"
+    with pytest.raises(TranslationError, match=match):
+        export_model_to_nnef(module, (r(1, 2, 3, 4, 4), _grid(1, 2, 2, 2, 3)), tmp_path / "m.nnef", target)
+    assert not (tmp_path / "m.nnef").exists()
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions.*:UserWarning")
+@pytest.mark.parametrize("version", [before(COPY_TRACT), version_text(COPY_TRACT)])
+def test_quantized_requantization(tmp_path: Path, version: str):
+    """Requantizations are a ``copy`` into an identifier of graph.quant, or, before ``copy`` was read, a
+    cast to the integer type (tract gives it graph.quant's parameters); both give torch's integers.
+    """
+    model = quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (X4,), fuse=[["body.0", "body.1"]])
+    path = export_model_to_nnef(model, (X4,), tmp_path / "q.nnef", TractNNEF(version=version), frontend="jit")
+    graph = (path / "graph.nnef").read_text()
+    old = version != version_text(COPY_TRACT)
+    assert ("copy" in operators(graph)) != old
+    assert (re.search(r"= tract_core_cast\(\w+, to = 'u8'\);", graph) is not None) == old
+    with torch.no_grad():
+        expected = model(X4).numpy()
+    got = TractModel(path).run([X4.numpy()])[0]
+    assert np.abs(got.astype(np.float64) - expected).max() <= 1e-3 * output_scale(model, (X4,))

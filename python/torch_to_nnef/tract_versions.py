@@ -23,7 +23,8 @@ SDPA_TRACT = (0, 22, 0)
 
 COPY_TRACT = (0, 23, 0)
 """First release reading the standard ``copy``, ``any_reduce`` and ``all_reduce`` (an output that
-repeats a value is written as a cast to its own type before, and any/all as max/min reductions)."""
+repeats a value is written as a cast to its own type before, a requantization as a cast to its
+integer type, and any/all as max/min reductions)."""
 
 NEAREST_UPSAMPLE_TRACT = (0, 23, 3)
 """First release whose ``nearest_upsample`` loads (0.23.0 to 0.23.2 lack the ``length_of`` its
@@ -33,6 +34,11 @@ POOL_PADDING_TRACT = (0, 23, 6)
 """First release computing padded ``avg_pool`` windows (border 'constant') and ``box`` sums as
 PyTorch does; before it, the zeros are written with an explicit ``pad`` and a box sum is an
 average times the window's size."""
+
+GRID_SAMPLE_TRACT = (0, 23, 3)
+"""First release defining ``tract_core_grid_sample`` (0.23.2 does not); before it, 2-D bilinear or
+nearest sampling with zeros or border padding is written with specification ops, and other modes
+are refused."""
 
 CUMSUM_TRACT = (0, 23, 9)
 """First release with ``tract_core_cumsum``; before it, float cumulative sums over a static axis
@@ -55,6 +61,7 @@ OPERATOR_SINCE: dict[str, tuple[int, int, int]] = {
     "all_reduce": COPY_TRACT,
     "nearest_upsample": NEAREST_UPSAMPLE_TRACT,
     "tract_core_cumsum": CUMSUM_TRACT,
+    "tract_core_grid_sample": GRID_SAMPLE_TRACT,
     "tract_transformers_sdpa": SDPA_TRACT,
 }
 """NNEF operator -> first tract release that reads it and computes it as PyTorch does."""

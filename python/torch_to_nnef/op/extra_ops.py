@@ -37,9 +37,7 @@ from torch_to_nnef.op.tensor_ops import (
     _vector_norm,
     aten_diagonal,
 )
-
-GRID_SAMPLE_TRACT = (0, 23, 2)
-"""First tract release with ``tract_core_grid_sample``."""
+from torch_to_nnef.tract_versions import GRID_SAMPLE_TRACT, version_text
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
@@ -109,7 +107,7 @@ def _sampling_weights(ctx: Context, c: Ref, size: int, nearest: bool, label: str
 def aten_grid_sampler(ctx: Context, node: Node) -> Ref:
     """grid_sampler(Tensor input, Tensor grid, int interpolation_mode, int padding_mode, bool align_corners).
 
-    Modes 0 bilinear, 1 nearest, 2 bicubic; padding 0 zeros, 1 border, 2 reflection. tract >= 0.23.2 runs
+    Modes 0 bilinear, 1 nearest, 2 bicubic; padding 0 zeros, 1 border, 2 reflection. tract >= 0.23.3 runs
     ``tract_core_grid_sample`` (every mode); otherwise 2-D bilinear or nearest sampling with zeros or border
     padding is written with specification ops: the weights of every input pixel for every output point
     (static image sizes), applied by a matmul along the width and a weighted sum along the height.
@@ -132,7 +130,7 @@ def aten_grid_sampler(ctx: Context, node: Node) -> Ref:
         raise TranslationError(
             f"{node.where()}: grid_sample of a {x.rank}-D input in mode {('bilinear', 'nearest', 'bicubic')[mode]} "
             f"with padding {('zeros', 'border', 'reflection')[padding]} needs tract_core_grid_sample: use "
-            f"TractNNEF(version >= {'.'.join(map(str, GRID_SAMPLE_TRACT))})"
+            f"TractNNEF(version >= {version_text(GRID_SAMPLE_TRACT)})"
         )
     channels, height, width = _static(node, x, [1, 2, 3], "grid_sample")
     ho, wo = _static(node, grid, [1, 2], "grid_sample")

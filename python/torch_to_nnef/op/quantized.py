@@ -9,7 +9,9 @@ types it ``QU8``/``QI8``/``QI32`` and runs integer kernels.
 How each op runs in tract:
 
 - ``quantize_per_tensor``: ``copy`` of the float input into a quantized identifier (tract rounds
-  half to even and saturates, as torch does).
+  half to even and saturates, as torch does); for releases before 0.23.0, which do not read
+  ``copy``, ``tract_core_cast(x, to = 'u8')`` (or ``'i8'``): tract reads it as a cast to the
+  quantized type that ``graph.quant`` gives the identifier.
 - ``dequantize``: ``tract_core_cast(x, to = 'f32')``.
 - convolutions and linear layers: an integer ``conv``/``matmul`` of the int8 weights with the
   quantized input into an exact ``i32`` accumulator (``graph.quant``: scale = input scale x weight
@@ -46,6 +48,7 @@ from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
 from torch_to_nnef.op.core import TranslationError
 from torch_to_nnef.op.registry import Context, lookup, register
+from torch_to_nnef.tract_versions import COPY_TRACT
 
 _QUANT: weakref.WeakKeyDictionary[NNEFBuilder, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -139,8 +142,14 @@ def _qref(ctx: Context, v: QuantizedValue) -> Ref:
 
 
 def _requantize(ctx: Context, x: Ref, out: QuantizedValue) -> Ref:
-    """Rounds the f32 ``x`` to ``out``'s integers (half to even, saturating)."""
-    ref = ctx.g.copy(x, out.name)  # a new identifier: graph.quant gives it out's integers
+    """Rounds the f32 ``x`` to ``out``'s integers (half to even, saturating): a new identifier that
+    ``graph.quant`` gives ``out``'s parameters, a ``copy`` of ``x`` or, before tract 0.23.0, a cast
+    to ``out``'s integer type (which tract reads with the parameters of ``graph.quant``).
+    """
+    if ctx.tract_at_least(COPY_TRACT):
+        ref = ctx.g.copy(x, out.name)
+    else:
+        ref = ctx.g.op("tract_core_cast", x, to=out.dtype, out=out.name)
     _declare(ctx, ref, out.dtype, out.scale, out.zero_point)
     return ref
 
