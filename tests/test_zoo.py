@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.errors import ShapeError
 
 
 def export_and_run(
@@ -235,18 +236,22 @@ class UNet(nn.Module):
 
 
 def test_unet(tmp_path: Path) -> None:
-    # Batch only: over dynamic H and W, a skip connection concatenates H//4 with 2*(H//8) rows, equal only
-    # for some H (torch.export keeps it as a runtime assertion), which tract cannot prove.
+    # A skip connection concatenates H//4 with 2*(H//8) rows, equal for multiples of 8 only (torch's
+    # guards): H and W are written 8*H_8 and 8*W_8, checked at 32x48 and 40x56, run at 24x16.
     model = randomize_batch_norms(UNet())
-    export_and_run(
+    path = export_and_run(
         tmp_path,
         model,
         (torch.randn(2, 3, 32, 48),),
         ["image"],
-        (torch.randn(4, 3, 32, 48),),
-        dynamic_axes={"image": {0: "B"}},
+        (torch.randn(1, 3, 24, 16),),
+        dynamic_axes={"image": {0: "B", 2: "H", 3: "W"}},
         khronos=True,
     )
+    tm = TractModel(path)
+    assert tm.inputs[0][2] == "B,3,8*H_8,8*W_8"
+    with pytest.raises(ShapeError, match=r"size 36 on axis 2, where this model takes 8\*H_8, i.e. multiples of 8"):
+        tm.run([torch.randn(1, 3, 36, 16)])
 
 
 class SegmentationHead(nn.Module):

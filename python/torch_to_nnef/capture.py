@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SymInt, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,15 +64,21 @@ def _dtype(t: torch.dtype, where: str, bf16_as: str | None = None) -> str:
 
 
 class _Symbols:
-    """Renames torch's symbols (``s53``) to the user's letters (``S``)."""
+    """Renames torch's symbols (``s53``) to the user's letters (``S``), and writes those of the axes
+    that take sizes in steps over their own symbol (``8*H_8``, see :func:`_size_steps`).
+    """
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
+        self.forms: dict[Any, Any] = {}
+        """torch's symbol -> its sympy expression over a stepped symbol (``8*H_8``)."""
 
     def expr(self, value: Any) -> int | str:
         if isinstance(value, int):
             return value
         node_expr = value.node.expr
+        if self.forms:  # torch's own simplification of floor divisions applies (8*H_8 // 4 -> 2*H_8)
+            node_expr = node_expr.xreplace(self.forms)
         if node_expr.is_number:
             return int(node_expr)
         text = str(node_expr)
@@ -343,6 +350,136 @@ def _explain(
     return f"torch.export could not capture {name}{at}: {type(exc).__name__}: {head}"
 
 
+_PERIODIC = frozenset({"FloorDiv", "CleanDiv", "Mod", "PythonMod", "ModularIndexing"})
+"""sympy functions of torch's shape expressions that repeat with a period (floor divisions, remainders)."""
+
+_LONGEST_PERIOD = 1024
+"""Longer periods of a size's equalities are not looked into (the search would be slow)."""
+
+
+def _shape_env(exported: Any) -> Any:
+    """The ShapeEnv of torch's export (its symbols' hints and guards); None when there is none."""
+    for node in exported.graph.nodes:
+        shape_env = getattr(getattr(node.meta.get("val"), "fake_mode", None), "shape_env", None)
+        if shape_env is not None:
+            return shape_env
+    return None
+
+
+def _equalities(shape_env: Any) -> list[Any]:
+    """The equalities among torch's guards and runtime assertions (``Eq(2*(s0//8), s0//4)``)."""
+    import sympy  # type: ignore[import-untyped]
+
+    pending = [g.expr for g in getattr(shape_env, "guards", ())]
+    for asserts in getattr(shape_env, "deferred_runtime_asserts", {}).values():
+        pending.extend(a.expr for a in asserts)
+    found = []
+    while pending:
+        expr = pending.pop()
+        if isinstance(expr, sympy.And):
+            pending.extend(expr.args)
+        elif isinstance(expr, sympy.Eq):
+            found.append(expr)
+    return found
+
+
+def _periods(expr: Any) -> list[int]:
+    """The divisors and moduli of the floor divisions and remainders in a sympy expression."""
+    import sympy  # type: ignore[import-untyped]
+
+    found = []
+    for f in expr.atoms(sympy.Function):
+        kind = type(f).__name__
+        if kind not in _PERIODIC:
+            continue
+        numbers = f.args[1:3] if kind == "ModularIndexing" else f.args[1:2]
+        if numbers and all(n.is_Integer and n > 0 for n in numbers):
+            found.append(math.prod(int(n) for n in numbers))
+    return found
+
+
+def _size_step(sym: Any, hint: int, equalities: Sequence[Any]) -> tuple[int, int] | None:
+    """``(step, offset)`` when torch's equalities over the size ``sym`` hold only for the sizes
+    ``step * k + offset`` around its example size ``hint`` (``Eq(2*(s0//8), s0//4)``, and the others
+    of a U-Net's skip connections: multiples of 8); None when they hold for every size.
+
+    The equalities are periodic in the size (floor divisions and remainders by constants): the sizes
+    of each residue modulo their common period are tried at a few values above the example.
+    """
+    import sympy  # type: ignore[import-untyped]
+
+    own = [e for e in equalities if e.free_symbols == {sym}]
+    periods = [p for e in own for p in _periods(e) if p > 1]
+    if not periods:
+        return None
+    period = math.lcm(*periods)
+    if period > _LONGEST_PERIOD:
+        LOGGER.debug("the sizes of %s repeat every %d: not looked into", sym, period)
+        return None
+    start = hint // period + 1
+    allowed: dict[int, bool] = {}
+
+    def holds(residue: int) -> bool:
+        if residue not in allowed:
+            sizes = [sympy.Integer(k * period + residue) for k in (start, start + 1, start + 2)]
+            allowed[residue] = all(e.xreplace({sym: size}) == sympy.true for e in own for size in sizes)
+        return allowed[residue]
+
+    for step in (d for d in range(1, period + 1) if period % d == 0):
+        offset = hint % step
+        if all(holds(r) for r in range(offset, period, step)):
+            return (step, offset) if step > 1 else None
+    return None  # the equalities do not hold at the example's own residue above it: not periodic
+
+
+def _size_steps(
+    exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]]
+) -> dict[Any, tuple[str, SizeStep]]:
+    """The dynamic axes that torch found the model needs in steps, by torch's symbol: the user's
+    letter and the step. A U-Net's height is a multiple of 8 (pooled three times, then upsampled and
+    joined with its skip connections): torch proves ``2*(H//8) == H//4`` from its guards, but tract
+    cannot, unless the height is written ``8*H_8``.
+    """
+    shape_env = _shape_env(exported)
+    if shape_env is None or not dynamic_axes:
+        return {}
+    equalities = _equalities(shape_env)
+    if not equalities:
+        return {}
+    hints = getattr(shape_env, "backed_var_to_val", None)  # torch >= 2.13 (var_to_val before)
+    if hints is None:
+        hints = getattr(shape_env, "var_to_val", {})
+    placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
+    user = [n for n, spec in zip(placeholders, exported.graph_signature.input_specs) if spec.kind.name == "USER_INPUT"]
+    steps: dict[Any, tuple[str, SizeStep]] = {}
+    by_letter: dict[str, SizeStep] = {}
+    for node, name in zip(user, input_names):
+        shape = getattr(node.meta.get("val"), "shape", ())
+        for axis, letter in dynamic_axes.get(name, {}).items():
+            d = shape[axis] if -len(shape) <= axis < len(shape) else None
+            sym = getattr(getattr(d, "node", None), "expr", None)
+            if sym is None or not sym.is_Symbol or sym in steps or sym not in hints:
+                continue
+            found = _size_step(sym, int(hints[sym]), equalities)
+            if found is None:
+                continue
+            step = SizeStep(f"{letter}_{found[0]}", *found)
+            if by_letter.setdefault(letter, step) != step:
+                LOGGER.debug("axis %s of input %r needs other steps than the other '%s' axes", axis, name, letter)
+                continue
+            steps[sym] = (letter, step)
+            LOGGER.info(
+                "axis %s ('%s') of input %r takes the sizes %s only (torch.export found the model needs them): "
+                "written as %s",
+                axis,
+                letter,
+                name,
+                step.describe(),
+                step.form,
+            )
+    return steps
+
+
 def _to_ir(
     exported: Any,
     input_names: Sequence[str],
@@ -350,6 +487,13 @@ def _to_ir(
     bf16_as: str | None = None,
 ) -> Graph:
     symbols = _Symbols()
+    stepped = _size_steps(exported, input_names, dynamic_axes)
+    if stepped:
+        import sympy  # type: ignore[import-untyped]
+
+        for sym, (_, step) in stepped.items():
+            base = sympy.Symbol(step.symbol, integer=True, nonnegative=True)
+            symbols.forms[sym] = step.step * base + step.offset
     bf16_seen: list[str] = []
 
     def dtype_of(t: torch.dtype, where: str) -> str:
@@ -473,18 +617,26 @@ def _to_ir(
                         f"output {o.name} is complex ({o.dtype}): NNEF has no complex tensors; return "
                         "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
                     )
-    symbols_range = {
-        letter: (int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper))
-        for sym, letter in symbols.names.items()
-        for s, r in exported.range_constraints.items()
-        if str(s) == sym
-    }
+    symbols_range: dict[str, tuple[int, int | None]] = {}
+    for s, r in exported.range_constraints.items():
+        known = symbols.names.get(str(s))
+        if known is None:
+            continue
+        letter = known
+        low, high = int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper)
+        if s in stepped:  # the range of k in step * k + offset
+            step = stepped[s][1]
+            letter = step.symbol
+            low = max(0, -(-(low - step.offset) // step.step))
+            high = None if high is None else (high - step.offset) // step.step
+        symbols_range.setdefault(letter, (low, high))
     return Graph(
         inputs=inputs,
         outputs=[o for o in outputs if isinstance(o, Value)],
         nodes=nodes,
         parameters=parameters,
         symbols=symbols_range,
+        steps={letter: step for letter, step in stepped.values()},
     )
 
 
