@@ -306,6 +306,14 @@ SHAPE_ARITHMETIC_CASES: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], 
     ("flatten-after-global-pool", lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1), (2, 3, 5, 4), 2, "S"),
     ("flatten-all", lambda x: x.flatten() * x.numel(), (2, 5), 1, "S"),
     ("arange-index", lambda x: x.index_select(1, torch.arange(x.size(1) - 1)), (2, 5), 1, "S"),
+    ("repeat-dynamic", lambda x: x.repeat(2, 3), (2, 5), 1, "S"),
+    ("adaptive-avg-pool-flatten", lambda x: F.adaptive_avg_pool2d(x, (3, 2)).flatten(1), (1, 2, 8, 7), 2, "S"),
+    ("adaptive-max-pool", lambda x: F.adaptive_max_pool1d(x, 4), (1, 2, 9), 2, "S"),
+    ("var-std", lambda x: x.var(1) + x.std(1, keepdim=True).sum(1) + x.var(1, correction=0), (2, 6), 1, "S"),
+    ("group-norm", lambda x: F.group_norm(x, 2), (1, 4, 6), 2, "S"),
+    ("glu-halves", lambda x: F.glu(x, 1), (2, 6), 1, "2*S_2"),
+    ("linear-to-size", lambda x: F.interpolate(x, size=x.size(2) * 2, mode="linear"), (1, 2, 5), 2, "S"),
+    ("nearest-to-size", lambda x: F.interpolate(x, size=(2 * x.size(2), 15)), (1, 2, 3, 5), 2, "S"),
 ]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
 from torch_to_nnef.inference_target import SDPA_TRACT
-from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.nnef_graph import Ref
+from torch_to_nnef.ir import Dim, Node, Value
+from torch_to_nnef.nnef_graph import Ref, dim_literal
 from torch_to_nnef.op.core import (
     _NP_DTYPES,
     TranslationError,
@@ -318,11 +319,12 @@ def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
     """Adaptive pooling, axis by axis (both reductions are separable over a window's axes).
 
     An axis of size 1 is a reduction, one divided evenly a strided pool; otherwise each window is sliced,
-    reduced and the results concatenated, which gives the exact windows of PyTorch.
+    reduced and the results concatenated, which gives the exact windows of PyTorch (over a dynamic axis,
+    with TractNNEF, its bounds are expressions of the symbol).
     """
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
-    sizes = _static(node, x, axes, "adaptive pooling")
+    sizes = [x.shape[a] for a in axes] if ctx.tract else _static(node, x, axes, "adaptive pooling")
     wanted = [int(s) for s in out.shape[2:]]
     g = ctx.g
     y = ctx.ref(x)
@@ -332,6 +334,15 @@ def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
             continue
         if n == 1:
             y = g.op(reduce, y, axes=[axis])
+        elif not isinstance(size, int):  # the same windows, their bounds expressions of the symbol
+            parts = []
+            for i in range(n):
+                d = dim_literal(size)
+                first: Any = Ref(f"({i}*({d}))/{n}") if i else 0
+                last = Ref(f"({i + 1}*({d})+{n - 1})/{n}")
+                part = g.op("slice", y, axes=[axis], begin=[first], end=[last], stride=[1])
+                parts.append(g.op(reduce, part, axes=[axis]))
+            y = g.op("concat", parts, axis=axis)
         elif size % n == 0:
             k = size // n
             window = [k if a == axis else 1 for a in range(x.rank)]
@@ -480,10 +491,28 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
     return g.op("copy", y, out=out.name)
 
 
+def _whole_ratio(size: Dim, out: Dim) -> float | None:
+    """``out / size`` when it is a whole number for every size (``2*H`` over ``H``), else None."""
+    import sympy  # type: ignore[import-untyped]
+
+    def parsed(d: Dim) -> Any:  # the symbols as plain symbols (sympy reads S, E, I, N, O, Q as its own)
+        text = str(d)
+        return sympy.sympify(text, locals={n: sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", text)})
+
+    try:
+        ratio = sympy.simplify(parsed(out) / parsed(size))
+    except (sympy.SympifyError, TypeError, ZeroDivisionError):
+        return None
+    return float(ratio) if ratio.is_Integer and ratio > 0 else None
+
+
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
     align, factors = _resize_args(node, linear)
+    if any(not isinstance(x.shape[a], int) for a in axes) and any(f is None for f in factors):
+        # a size given over dynamic axes (interpolate(size=(2 * H, 2 * W))): its whole factors
+        factors = [f if f is not None else _whole_ratio(x.shape[a], out.shape[a]) for a, f in zip(axes, factors)]
     if (
         mode in ("nearest", "linear")
         and not align

@@ -70,11 +70,13 @@ def _operand(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
 
 
 def _expressible(d: Dim) -> bool:
-    """Whether tract can read a dimension: an int, or arithmetic over single-letter symbols."""
+    """Whether tract can read a dimension: an int, or arithmetic over the user's single-letter symbols
+    and those of the axes taken in steps (``H_8``), not over torch's own (``u0``: a size from data).
+    """
     if isinstance(d, int):
         return True
     names = re.findall(r"[A-Za-z_]\w*", d)
-    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(len(n) == 1 for n in names)
+    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(re.fullmatch(r"[A-Za-z](_\d+)?", n) for n in names)
 
 
 def _dim(node: Node, d: Dim) -> Any:
