@@ -865,6 +865,19 @@ def aten_slice(ctx: Context, node: Node) -> Ref:
     end = _arg(node, 3, "end")
     end = _BIG if end is None else end
     step = _arg(node, 4, "step", 1)
+    size = node.outputs[0].shape[axis]
+    if step > 1 and ctx.tract and not (isinstance(size, int) and isinstance(x.shape[axis], int)) and size != 0:
+        # over a dynamic axis, the end just after the last element taken: tract counts ceil((end - begin) / step)
+        # elements, and proves that equal to the size torch gives only from such an end ([0:2*T:2] has T)
+        begin = _bound(start, x.shape[axis])
+        last = Ref(f"{dim_literal(str(begin))}+{step}*({dim_literal(size)}-1)+1")
+        if not isinstance(begin, int):  # tract cannot pull a stride over a slice from a symbolic start: gather
+            ctx.g.need("tract_registry tract_core")
+            rows = ctx.g.op("tract_core_range", begin, last, step)
+            return ctx.g.op("tract_core_gather", ctx.ref(x), rows, axis=axis, out=node.outputs[0].name)
+        return ctx.g.op(
+            "slice", ctx.ref(x), axes=[axis], begin=[begin], end=[last], stride=[step], out=node.outputs[0].name
+        )
     return _slice(ctx, x, axis, start, end, step, node.outputs[0].name)
 
 
