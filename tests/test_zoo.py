@@ -254,6 +254,17 @@ def test_unet(tmp_path: Path) -> None:
         tm.run([torch.randn(1, 3, 36, 16)])
 
 
+def test_unet_traced_with_a_one_row_bottleneck_says_why(tmp_path: Path) -> None:
+    # At a height of 8 the bottleneck has one row, a case torch.export's guards pin (H//8 == 1).
+    target = TractNNEF(dynamic_axes={"image": {2: "H", 3: "W"}})
+    with pytest.raises(
+        CaptureError,
+        match=r"axis 2 \('H'\) of input 'image' only works near its example size 8.*"
+        r"\(H//8\), 1\).*larger example size",
+    ):
+        export_model_to_nnef(UNet().eval(), torch.randn(1, 3, 8, 16), tmp_path / "m.nnef", target, ["image"])
+
+
 class SegmentationHead(nn.Module):
     """A DeepLabV3+-style decoder end: stride-4 features, a classifier, bilinear upsampling by 4 to the input size."""
 

@@ -157,7 +157,7 @@ def capture(
             spec[axis % arg.dim()] = dims[letter]
         dynamic_shapes.append(spec)
     try:
-        with _rnn_cache_kept(model):
+        with _rnn_cache_kept(model), _max_pool1d_with_indices(bool(dims)):
             exported = torch.export.export(
                 model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
             )
@@ -165,6 +165,27 @@ def capture(
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
         raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
     return _to_ir(exported, input_names, dynamic_axes or {}, bf16_as), exported
+
+
+@contextlib.contextmanager
+def _max_pool1d_with_indices(dynamic: bool) -> Iterator[None]:
+    """With dynamic axes, ``torch.max_pool1d`` (what ``F.max_pool1d`` and ``nn.MaxPool1d`` call) as the values
+    of ``max_pool1d_with_indices``: torch.export specialises the length the former pools (its kernel reads
+    the sizes as integers), not the latter's.
+    """
+    if not dynamic:
+        yield
+        return
+    plain = torch.max_pool1d
+
+    def values(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.max_pool1d_with_indices(x, *args, **kwargs)[0]
+
+    torch.max_pool1d = values  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.max_pool1d = plain
 
 
 class _WeightCache(list):  # type: ignore[type-arg]
@@ -429,7 +450,19 @@ def _size_step(sym: Any, hint: int, equalities: Sequence[Any]) -> tuple[int, int
         offset = hint % step
         if all(holds(r) for r in range(offset, period, step)):
             return (step, offset) if step > 1 else None
-    return None  # the equalities do not hold at the example's own residue above it: not periodic
+    # Not even the example's own residue holds above it: an equality pins the size near the example.
+    above = sympy.Integer(start * period + hint % period)
+    raise _PinnedSize(next(e for e in own if e.xreplace({sym: above}) != sympy.true))
+
+
+class _PinnedSize(Exception):
+    """An equality of torch's guards that holds at the example size but at none far above it
+    (``Eq(s0//8, 1)``: a U-Net traced with a bottleneck of one row).
+    """
+
+    def __init__(self, equality: Any) -> None:
+        super().__init__(str(equality))
+        self.equality = equality
 
 
 def _size_steps(
@@ -460,7 +493,16 @@ def _size_steps(
             sym = getattr(getattr(d, "node", None), "expr", None)
             if sym is None or not sym.is_Symbol or sym in steps or sym not in hints:
                 continue
-            found = _size_step(sym, int(hints[sym]), equalities)
+            try:
+                found = _size_step(sym, int(hints[sym]), equalities)
+            except _PinnedSize as pinned:
+                guard = re.sub(rf"\b{sym}\b", letter, str(pinned.equality))
+                raise CaptureError(
+                    f"dynamic axis {axis} ('{letter}') of input {name!r} only works near its example size "
+                    f"{hints[sym]}: torch.export's guard {guard} holds there and not for larger sizes (the model "
+                    "divides that size down to 1 and treats it as a special case). Export with a larger example "
+                    "size, or without this dynamic axis"
+                ) from None
             if found is None:
                 continue
             step = SizeStep(f"{letter}_{found[0]}", *found)
