@@ -81,8 +81,41 @@ class _Symbols:
             node_expr = node_expr.xreplace(self.forms)
         if node_expr.is_number:
             return int(node_expr)
-        text = str(node_expr)
+        text = _without_remainders(node_expr)
         return re.sub(r"\b[su]\d+\b", lambda m: self.names.get(m.group(0), m.group(0)), text)
+
+
+def _without_remainders(expr: Any) -> str:
+    """``expr`` as text, its remainders by constants (``Mod(4 - Mod(S, 4), 4)``, which tract cannot
+    read: the padding of ``S`` to a multiple of 4) in sympy's canonical form (``Mod(3*S, 4)``) written
+    with a floor division of a non-negative number, ``3*S - 4*(3*S//4)`` (tract divides towards zero,
+    and proves nothing of a division of terms of both signs).
+    """
+    import sympy  # type: ignore[import-untyped]
+
+    def remainder(e: Any) -> bool:
+        return type(e).__name__ in ("Mod", "PythonMod") and e.args[1].is_Integer and e.args[1] > 0
+
+    if not any(remainder(f) for f in expr.atoms(sympy.Function)):
+        return str(expr)
+    from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
+
+    canonical = expr.replace(remainder, lambda e: sympy.Mod(*e.args))  # Python's remainder: sympy's
+    ranges = {s: ValueRanges(0, sympy.oo) for s in canonical.free_symbols}  # sizes
+    texts: dict[str, str] = {}
+
+    def placeholder(e: Any) -> Any:
+        a, n = e.args
+        if not bound_sympy(a, ranges).lower >= 0:
+            return e
+        holder = sympy.Symbol(f"t2n_remainder_{len(texts)}", integer=True, nonnegative=True)
+        texts[holder.name] = f"(({a})-{n}*(({a})//{n}))"
+        return holder
+
+    text = str(canonical.replace(lambda e: isinstance(e, sympy.Mod), placeholder))
+    while "t2n_remainder_" in text:  # nested remainders: the outer one's text names the inner ones
+        text = re.sub(r"t2n_remainder_\d+", lambda m: texts[m.group(0)], text)
+    return text
 
 
 def _source_line(node: torch.fx.Node) -> str:

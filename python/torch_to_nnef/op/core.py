@@ -1025,7 +1025,11 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
     if any(not isinstance(p, int) for p in pad):
-        raise TranslationError(f"{node.where()}: padding by a symbolic amount is not supported yet")
+        if mode != "constant" or not ctx.tract:
+            raise TranslationError(
+                f"{node.where()}: padding by a symbolic amount is supported in the constant mode with TractNNEF only"
+            )
+        return _pad_symbolic(ctx, node, pad, value)
     pairs = [(0, 0)] * x.rank
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -1067,6 +1071,35 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     if mode == "constant":
         attrs["value"] = float(value or 0.0)
     return g.op("pad", y, out=out.name, **attrs)
+
+
+def _pad_symbolic(ctx: Context, node: Node, pad: list[Any], value: Any) -> Ref:
+    """Constant padding by amounts computed from a dynamic size (``F.pad(x, (0, (4 - S % 4) % 4))``, to a
+    multiple of 4): blocks of the value tiled to each amount, concatenated around the input (the
+    amounts are taken as non-negative).
+    """
+    import numpy as np
+
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    fill = g.variable(
+        np.full((1,) * x.rank, float(value or 0.0), dtype=_NP_DTYPES[x.dtype]),
+        f"constant_{x.dtype}_{str(float(value or 0.0)).replace('-', 'minus_').replace('.', 'p')}_r{x.rank}",
+    )
+    y: Any = ctx.ref(x)
+    shape = list(x.shape)
+    for i in range(len(pad) // 2):
+        axis = x.rank - 1 - i
+        blocks: list[list[Ref]] = [[], []]  # before and after the input
+        for side, amount in enumerate(pad[2 * i : 2 * i + 2]):
+            size = amount.expr if isinstance(amount, SymInt) else amount
+            if size != 0:
+                repeats = [_dim_ref(size if a == axis else d) for a, d in enumerate(shape)]
+                blocks[side].append(g.op("tile", fill, repeats=repeats))
+        if blocks[0] or blocks[1]:
+            y = g.op("concat", [*blocks[0], y, *blocks[1]], axis=axis)
+            shape[axis] = out.shape[axis]
+    return g.op("copy", y, out=out.name)
 
 
 def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
