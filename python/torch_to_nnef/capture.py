@@ -484,8 +484,8 @@ def _size_step(sym: Any, hint: int, equalities: Sequence[Any]) -> tuple[int, int
         if all(holds(r) for r in range(offset, period, step)):
             return (step, offset) if step > 1 else None
     # Not even the example's own residue holds above it: an equality pins the size near the example.
-    above = sympy.Integer(start * period + hint % period)
-    raise _PinnedSize(next(e for e in own if e.xreplace({sym: above}) != sympy.true))
+    above = [sympy.Integer(k * period + hint % period) for k in (start, start + 1, start + 2)]
+    raise _PinnedSize(next((e for e in own for s in above if e.xreplace({sym: s}) != sympy.true), own[0]))
 
 
 class _PinnedSize(Exception):
@@ -532,9 +532,9 @@ def _size_steps(
                 guard = re.sub(rf"\b{sym}\b", letter, str(pinned.equality))
                 raise CaptureError(
                     f"dynamic axis {axis} ('{letter}') of input {name!r} only works near its example size "
-                    f"{hints[sym]}: torch.export's guard {guard} holds there and not for larger sizes (the model "
-                    "divides that size down to 1 and treats it as a special case). Export with a larger example "
-                    "size, or without this dynamic axis"
+                    f"{hints[sym]}: torch.export's guard {guard} holds there and not for larger sizes (e.g. the model "
+                    "divides that size down to 1, a case torch treats apart). Export with a larger example size, or "
+                    "without this dynamic axis"
                 ) from None
             if found is None:
                 continue

@@ -105,8 +105,8 @@ _STEPPED = re.compile(r"(?:(\d+)\+)?(\d+)\*[A-Za-z_]\w*(?:\+(\d+))?")
 
 def _check_steps(name: str, shape: str, sizes: Sequence[int]) -> None:
     """Refuses an input whose size on an axis written in steps (``8*H_8``: a U-Net's height, which
-    the model needs a multiple of 8) is not one of them, naming the axis and the sizes it takes
-    (tract itself would only say that it cannot determine ``H_8``).
+    the model needs a multiple of 8, see :class:`torch_to_nnef.ir.SizeStep`) is not one of them,
+    naming the axis and the sizes it takes (tract itself would only say that it cannot determine ``H_8``).
     """
     dims = shape.split(",") if shape else []
     for axis, (dim, size) in enumerate(zip(dims, sizes)):
@@ -117,8 +117,8 @@ def _check_steps(name: str, shape: str, sizes: Sequence[int]) -> None:
         if size < offset or (size - offset) % step:
             kind = f"multiples of {step}" if not offset else f"sizes {step}*k+{offset}"
             raise ShapeError(
-                f"input {name!r} has size {size} on axis {axis}, where this model takes {dim}, i.e. {kind} only "
-                "(torch.export found that the model needs such sizes): resize or pad the input"
+                f"input {name!r} has size {size} on axis {axis}, where this model takes {dim}, i.e. {kind} only: "
+                "resize or pad the input to such a size"
             )
 
 
