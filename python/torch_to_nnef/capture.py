@@ -79,10 +79,39 @@ class _Symbols:
         node_expr = value.node.expr
         if self.forms:  # torch's own simplification of floor divisions applies (8*H_8 // 4 -> 2*H_8)
             node_expr = node_expr.xreplace(self.forms)
+        node_expr = _whole_scalings(node_expr)
         if node_expr.is_number:
             return int(node_expr)
         text = _without_remainders(node_expr)
         return re.sub(r"\b[su]\d+\b", lambda m: self.names.get(m.group(0), m.group(0)), text)
+
+
+def _whole_scalings(expr: Any) -> Any:
+    """``expr`` with each size scaled by a float and rounded down (``TruncToInt(1.5*ToFloat(S))``, the
+    length ``interpolate(scale_factor=1.5)`` gives) as a floor division, ``(3*S)//2``, when the factor
+    is a binary fraction (exact in floats); other such sizes are left as they are.
+    """
+    import fractions
+
+    import sympy  # type: ignore[import-untyped]
+    from torch.utils._sympy.functions import FloorDiv
+
+    def scaled(e: Any) -> Any:
+        if type(e).__name__ not in ("TruncToInt", "FloorToInt") or not e.args[0].is_Mul:
+            return e
+        factors = e.args[0].args
+        numbers = [f for f in factors if f.is_Number]
+        sizes = [f for f in factors if type(f).__name__ == "ToFloat"]
+        if len(numbers) != 1 or len(sizes) != 1 or len(factors) != 2 or numbers[0] < 0:
+            return e
+        ratio = fractions.Fraction(float(numbers[0]))
+        if ratio.denominator & (ratio.denominator - 1) or ratio.denominator > 1 << 20:  # not a binary fraction
+            return e
+        return FloorDiv(ratio.numerator * sizes[0].args[0], sympy.Integer(ratio.denominator))
+
+    if not any(type(f).__name__ in ("TruncToInt", "FloorToInt") for f in expr.atoms(sympy.Function)):
+        return expr
+    return expr.replace(lambda e: type(e).__name__ in ("TruncToInt", "FloorToInt"), scaled)
 
 
 def _without_remainders(expr: Any) -> str:

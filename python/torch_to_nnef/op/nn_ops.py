@@ -506,6 +506,56 @@ def _whole_ratio(size: Dim, out: Dim) -> float | None:
     return float(ratio) if ratio.is_Integer and ratio > 0 else None
 
 
+def _resize_gathered(ctx: Context, node: Node, mode: str, align: bool, factors: list[float | None]) -> Ref:
+    """Resizing over dynamic sizes in any ratio (``interpolate(y, size=skip.shape[2:])`` in a U-Net), axis
+    by axis as PyTorch computes it: each output position's source coordinate from the sizes at run time,
+    the input rows there gathered (the two around it, blended, for linear).
+    """
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    g.need("tract_registry tract_core")
+
+    def number(d: Dim) -> Any:  # a size as an f32 scalar tensor
+        return g.op("tract_core_cast", d if isinstance(d, int) else Ref(dim_literal(d)), to="f32")
+
+    y = ctx.ref(x)
+    for i, f in enumerate(factors):
+        axis = 2 + i
+        size, n = x.shape[axis], out.shape[axis]
+        if size == n and (f is None or f == 1.0):
+            continue
+        scale: Any
+        if align:
+            scale = g.op("div", g.op("sub", number(size), 1.0), g.op("max", g.op("sub", number(n), 1.0), 1.0))
+        elif f is not None and f > 0:
+            scale = 1.0 / f
+        else:
+            scale = g.op("div", number(size), number(n))
+        count = n if isinstance(n, int) else Ref(dim_literal(n))
+        position = g.op("tract_core_cast", g.op("tract_core_range", 0, count, 1), to="f32")
+        last = g.op("sub", number(size), 1.0)
+        if mode == "linear":
+            source = g.op("mul", position, scale)
+            if not align:
+                source = g.op("max", g.op("sub", g.op("mul", g.op("add", position, 0.5), scale), 0.5), 0.0)
+            low = g.op("min", g.op("floor", source), last)
+            high = g.op("min", g.op("add", low, 1.0), last)
+            weight = g.op("sub", source, low)
+        else:
+            shifted = g.op("add", position, 0.5) if mode == "nearest-exact" else position
+            low = g.op("min", g.op("floor", g.op("mul", shifted, scale)), last)
+        rows = g.op("tract_core_gather", y, g.op("tract_core_cast", low, to="i64"), axis=axis)
+        if mode == "linear":
+            following = g.op("tract_core_gather", y, g.op("tract_core_cast", high, to="i64"), axis=axis)
+            along = [a for a in range(x.rank) if a != axis]
+            blend = g.op("unsqueeze", weight, axes=along)
+            if x.dtype != "f32":
+                blend = g.op("tract_core_cast", blend, to=x.dtype)
+            rows = g.op("add", rows, g.op("mul", g.op("sub", following, rows), blend))
+        y = rows
+    return g.op("copy", y, out=out.name)
+
+
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
@@ -520,6 +570,12 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
         and all(f is not None and f >= 1 and float(f).is_integer() for f in factors)
     ):
         return _resize_dynamic(ctx, node, mode, [int(f or 1) for f in factors])
+    if (
+        ctx.tract
+        and mode in ("nearest", "nearest-exact", "linear")
+        and any(not isinstance(d, int) for a in axes for d in (x.shape[a], out.shape[a]))
+    ):
+        return _resize_gathered(ctx, node, mode, align, factors)
     sizes = _static(node, x, axes, f"{mode} resizing")
     wanted = [int(d) for d in out.shape[2:]]
     g = ctx.g
