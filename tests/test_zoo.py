@@ -254,6 +254,33 @@ def test_unet(tmp_path: Path) -> None:
         tm.run([torch.randn(1, 3, 36, 16)])
 
 
+class UNetToSkipSizes(UNet):
+    """The same U-Net resizing each decoder stage to its skip connection's size: any height and width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x4 = self.down3(x3)
+        y = self.conv1(torch.cat([x3, F.interpolate(self.up1(x4), size=x3.shape[2:], mode="bilinear")], dim=1))
+        y = self.conv2(torch.cat([x2, F.interpolate(self.up2(y), size=x2.shape[2:], mode="bilinear")], dim=1))
+        y = self.conv3(torch.cat([x1, F.interpolate(self.up3(y), size=x1.shape[2:], mode="bilinear")], dim=1))
+        return self.outc(y)
+
+
+def test_unet_resized_to_its_skip_connections_takes_any_size(tmp_path: Path) -> None:
+    model = randomize_batch_norms(UNetToSkipSizes())
+    path = export_and_run(
+        tmp_path,
+        model,
+        (torch.randn(1, 3, 30, 44),),
+        ["image"],
+        (torch.randn(1, 3, 27, 35),),
+        dynamic_axes={"image": {2: "H", 3: "W"}},
+    )
+    assert TractModel(path).inputs[0][2] == "1,3,H,W"
+
+
 def test_unet_traced_with_a_one_row_bottleneck_says_why(tmp_path: Path) -> None:
     # At a height of 8 the bottleneck has one row, a case torch.export's guards pin (H//8 == 1).
     target = TractNNEF(dynamic_axes={"image": {2: "H", 3: "W"}})
