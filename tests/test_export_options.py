@@ -124,6 +124,20 @@ def test_an_assertion_over_an_axis_in_steps_is_written_over_its_symbol(tmp_path)
     assert TractModel(path).inputs[0][2] == "2,2*S_2"
 
 
+class PairsMasked(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), -1, 2).sum(-1) * mask[:, ::2]
+
+
+def test_every_axis_of_a_letter_in_steps_takes_its_symbol(tmp_path):
+    """Only x's view needs S even; the mask, given the same letter, is written over the same symbol."""
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}, "mask": {1: "S"}})
+    path = export_model_to_nnef(
+        PairsMasked(), (torch.randn(2, 6), torch.randn(2, 6)), tmp_path / "m.nnef", target, ["x", "mask"]
+    )
+    assert [shape for _, _, shape in TractModel(path).inputs] == ["2,2*S_2", "2,2*S_2"]
+
+
 def test_properties_specific_and_identity(tmp_path):
     path = export_model_to_nnef(
         nn.ReLU(),

@@ -548,6 +548,7 @@ def _size_steps(
     user = [n for n, spec in zip(placeholders, exported.graph_signature.input_specs) if spec.kind.name == "USER_INPUT"]
     steps: dict[Any, tuple[str, SizeStep]] = {}
     by_letter: dict[str, SizeStep] = {}
+    of_letter: dict[str, list[Any]] = {}  # torch's symbols of each letter (one per input axis unless unified)
     for node, name in zip(user, input_names):
         shape = getattr(node.meta.get("val"), "shape", ())
         for axis, letter in dynamic_axes.get(name, {}).items():
@@ -555,6 +556,7 @@ def _size_steps(
             sym = getattr(getattr(d, "node", None), "expr", None)
             if sym is None or not sym.is_Symbol or sym in steps or sym not in hints:
                 continue
+            of_letter.setdefault(letter, []).append(sym)
             try:
                 found = _size_step(sym, int(hints[sym]), equalities)
             except _PinnedSize as pinned:
@@ -581,6 +583,10 @@ def _size_steps(
                 step.describe(),
                 step.form,
             )
+    for letter, step in by_letter.items():  # the letter's other axes: the same size, by the user's word
+        for sym in of_letter.get(letter, ()):
+            if (int(hints[sym]) - step.offset) % step.step == 0:
+                steps.setdefault(sym, (letter, step))
     return steps
 
 
