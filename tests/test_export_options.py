@@ -103,6 +103,41 @@ def test_custom_extensions_are_declared(tmp_path):
         )
 
 
+class Pairs(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), -1, 2).sum(-1)
+
+
+def test_an_assertion_over_an_axis_in_steps_is_written_over_its_symbol(tmp_path):
+    """``S`` is written ``2*S_2`` (the view needs it even): an assertion over ``S`` follows it."""
+    path = export_model_to_nnef(
+        Pairs(),
+        torch.randn(2, 6),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}),
+        input_names=["x"],
+        custom_extensions=["tract_assert S <= 4096"],
+    )
+    text = _graph_text(path)
+    assert "extension tract_symbol S_2;" in text and "extension tract_symbol S;" not in text
+    assert "extension tract_assert (2*S_2) <= 4096;" in text
+    assert TractModel(path).inputs[0][2] == "2,2*S_2"
+
+
+class PairsMasked(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), -1, 2).sum(-1) * mask[:, ::2]
+
+
+def test_every_axis_of_a_letter_in_steps_takes_its_symbol(tmp_path):
+    """Only x's view needs S even; the mask, given the same letter, is written over the same symbol."""
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}, "mask": {1: "S"}})
+    path = export_model_to_nnef(
+        PairsMasked(), (torch.randn(2, 6), torch.randn(2, 6)), tmp_path / "m.nnef", target, ["x", "mask"]
+    )
+    assert [shape for _, _, shape in TractModel(path).inputs] == ["2,2*S_2", "2,2*S_2"]
+
+
 def test_properties_specific_and_identity(tmp_path):
     path = export_model_to_nnef(
         nn.ReLU(),

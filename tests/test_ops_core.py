@@ -135,6 +135,8 @@ CASES: list[Case] = [
     # reductions with several outputs
     ("var-mean", Fn(lambda x: torch.var_mean(x, 1)), (r(3, 4, 2),), True),
     ("std-mean-keepdim", Fn(lambda x: torch.std_mean(x, (0, 2), correction=0, keepdim=True)), (r(3, 4, 2),), True),
+    ("var-unbiased-false", Fn(lambda x: x.var(1, unbiased=False) + x.std(unbiased=False)), (r(3, 4),), True),
+    ("var-positional-keepdim", Fn(lambda x: torch.var(x, 0, False, True) * x), (r(3, 4),), True),
     ("aminmax", Fn(lambda x: torch.aminmax(x, dim=1)), (r(3, 4),), True),
     ("aminmax-all", Fn(lambda x: torch.aminmax(x)), (r(3, 4),), True),
     # similarities, norms of differences

@@ -294,16 +294,22 @@ def test_khronos_rejects_tract_only_layers(tmp_path):
         )
 
 
-def test_resize_rejects_a_dynamic_axis(tmp_path):
-    # whole factors resize over a dynamic axis; a fractional one would need a size-dependent matrix
-    error, words = (TranslationError, "bilinear|linear resizing over a dynamic axis")
+def test_resize_by_a_fractional_factor_over_a_dynamic_axis(tmp_path):
+    # the length (3*T)//2 and each output's source position computed at run time (checked at two lengths)
+    module, x = nn.Upsample(scale_factor=1.5, mode="linear"), r(1, 2, 5)
     if tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
-        error, words = (CaptureError, "specialised to 5")  # torch 2.5's interpolate computes the size in Python
-    with pytest.raises(error, match=words):
+        with pytest.raises(CaptureError, match="specialised to 5"):  # torch 2.5's interpolate sizes in Python
+            export_model_to_nnef(module, x, tmp_path / "m", TractNNEF(dynamic_axes={"x": {2: "T"}}), ["x"])
+        return
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {2: "T"}})
+    path = export_model_to_nnef(module, x, tmp_path / "m", target, input_names=["x"])
+    assert "tract_core_gather" in (path / "graph.nnef").read_text()
+
+    class Antialiased(nn.Module):
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(v, scale_factor=0.5, mode="bilinear", antialias=True)
+
+    with pytest.raises(TranslationError, match="linear-antialias resizing over a dynamic axis"):
         export_model_to_nnef(
-            nn.Upsample(scale_factor=1.5, mode="linear"),
-            r(1, 2, 5),
-            tmp_path / "m",
-            TractNNEF(dynamic_axes={"x": {2: "T"}}),
-            input_names=["x"],
+            Antialiased(), r(1, 2, 6, 6), tmp_path / "n", TractNNEF(dynamic_axes={"v": {2: "H"}}), ["v"]
         )

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef.errors import ShapeError
 from torch_to_nnef.op.core import TranslationError
 
 
@@ -281,6 +283,95 @@ def test_dynamic_axis(tmp_path: Path, fn: Callable[[torch.Tensor], torch.Tensor]
     x = torch.randn(shape[0], 11)
     (got,) = model.run([x])
     torch.testing.assert_close(torch.from_numpy(got), fn(x), atol=1e-4, rtol=1e-4)
+
+
+def _heads(x: torch.Tensor) -> torch.Tensor:
+    """Attention's split into heads and back, over a dynamic sequence."""
+    b, s, _ = x.shape
+    heads = x.reshape(b, s, 2, -1).transpose(1, 2)
+    return (heads * heads.sum(2, keepdim=True)).transpose(1, 2).reshape(b, s, -1)
+
+
+SHAPE_ARITHMETIC_CASES: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], tuple[int, ...], int, str]] = [
+    # (id, function, example shape, dynamic axis 'S', that axis as the export takes it)
+    ("view-fixed-parts", lambda x: x.view(2, -1, 2) * 2, (6, 6), 0, "2*S_2"),  # 6*S / 4 rows: S even
+    ("view-trailing-pair", lambda x: x.view(-1, 2).sum(1), (3, 4), 1, "2*S_2"),
+    ("view-by-four", lambda x: x.view(x.size(0), -1, 4).mean(-1), (2, 8), 1, "4*S_4"),
+    ("view-half-size", lambda x: x.view(x.size(0), x.size(1) // 2, 2).amax(-1), (2, 6), 1, "2*S_2"),
+    ("unflatten-pairs", lambda x: x.unflatten(1, (-1, 2)).sum(-1), (2, 6), 1, "2*S_2"),
+    ("halves-added", lambda x: x[:, x.size(1) // 2 :] - x[:, : x.size(1) // 2], (2, 6), 1, "2*S_2"),
+    ("reshape-after-crop", lambda x: x[:, 1:].reshape(x.size(0), -1, 2).sum(-1), (2, 7), 1, "1+2*S_2"),
+    ("first-half", lambda x: x[:, : x.size(1) // 2] * 2, (2, 7), 1, "S"),
+    ("attention-heads", _heads, (2, 5, 8), 1, "S"),
+    ("flatten-after-global-pool", lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1), (2, 3, 5, 4), 2, "S"),
+    ("flatten-all", lambda x: x.flatten() * x.numel(), (2, 5), 1, "S"),
+    ("arange-index", lambda x: x.index_select(1, torch.arange(x.size(1) - 1)), (2, 5), 1, "S"),
+    ("even-odd-interleave", lambda x: torch.cat([x[:, :, ::2], x[:, :, 1::2]], 1), (1, 2, 6), 2, "2*S_2"),
+    ("strided", lambda x: x[:, ::2] * 2 + x[:, 1::3].sum(1, keepdim=True), (2, 7), 1, "S"),
+    ("strided-from-the-end", lambda x: x[:, -5::2] + x[:, x.size(1) // 2 :: 2].sum(1, keepdim=True), (2, 8), 1, "S"),
+    ("unfold-windows", lambda x: x.unfold(1, 3, 2).sum(-1) + x.unfold(1, 2, 2).amax(-1)[:, :1], (2, 7), 1, "S"),
+    ("max-pool1d", lambda x: F.max_pool1d(x, 3, 2, 1) * nn.MaxPool1d(2)(x).sum(-1, keepdim=True), (1, 2, 9), 2, "S"),
+    ("size-as-float", lambda x: x / x.size(1) ** 0.5 + x * (x.size(1) / 2) - x * (0.5 * x.size(1) + 1), (2, 6), 1, "S"),
+    ("pad-to-a-multiple", lambda x: F.pad(x, (1, (4 - x.size(1) % 4) % 4), value=2.0), (2, 6), 1, "S"),
+    ("pad-rows-to-a-multiple", lambda x: F.pad(x, (0, 0, (-x.size(2)) % 3, 0)), (1, 2, 5, 3), 2, "S"),
+    (
+        "skip-join-at-any-size",  # a U-Net's decoder resized to its skip connection's size, whatever the ratio
+        lambda x: torch.cat([x, F.interpolate(F.max_pool2d(x, 2), size=x.shape[2:], mode="bilinear")], 1),
+        (1, 2, 7, 6),
+        2,
+        "S",
+    ),
+    ("nearest-to-another-size", lambda x: F.interpolate(x[:, :, ::2], size=x.shape[2:]), (1, 2, 7, 3), 2, "S"),
+    (
+        "aligned-corners-to-another-size",
+        lambda x: F.interpolate(x[:, :, ::3], size=x.shape[2:], mode="bilinear", align_corners=True),
+        (1, 2, 7, 3),
+        2,
+        "S",
+    ),
+    ("linear-by-1.5", lambda x: F.interpolate(x, scale_factor=1.5, mode="linear"), (1, 2, 9), 2, "S"),
+    ("bilinear-by-half", lambda x: F.interpolate(x, scale_factor=0.5, mode="bilinear"), (1, 2, 9, 4), 2, "S"),
+    ("repeat-dynamic", lambda x: x.repeat(2, 3), (2, 5), 1, "S"),
+    ("adaptive-avg-pool-flatten", lambda x: F.adaptive_avg_pool2d(x, (3, 2)).flatten(1), (1, 2, 8, 7), 2, "S"),
+    ("adaptive-max-pool", lambda x: F.adaptive_max_pool1d(x, 4), (1, 2, 9), 2, "S"),
+    ("var-std", lambda x: x.var(1) + x.std(1, keepdim=True).sum(1) + x.var(1, correction=0), (2, 6), 1, "S"),
+    ("group-norm", lambda x: F.group_norm(x, 2), (1, 4, 6), 2, "S"),
+    ("glu-halves", lambda x: F.glu(x, 1), (2, 6), 1, "2*S_2"),
+    ("linear-to-size", lambda x: F.interpolate(x, size=x.size(2) * 2, mode="linear"), (1, 2, 5), 2, "S"),
+    ("nearest-to-size", lambda x: F.interpolate(x, size=(2 * x.size(2), 15)), (1, 2, 3, 5), 2, "S"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape", "axis", "form"),
+    [pytest.param(fn, shape, axis, form, id=name) for name, fn, shape, axis, form in SHAPE_ARITHMETIC_CASES],
+)
+def test_shape_arithmetic_over_a_dynamic_axis(
+    tmp_path: Path, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], axis: int, form: str
+):
+    """Reshapes with -1 and sizes computed from a dynamic axis: where torch's guards need the size in
+    steps (6*S rows viewed as pairs of pairs: S even), the axis is written over its own symbol; the
+    export is checked at two sizes, then run at a third and refused at a size outside the steps.
+    """
+    path = export_model_to_nnef(
+        Fn1(fn),
+        torch.randn(*shape),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {axis: "S"}}),
+        input_names=["x"],
+    )
+    model = TractModel(path)
+    assert model.inputs[0][2].split(",")[axis] == form
+    step = int(form.split("*")[0].split("+")[-1]) if "*" in form else 1
+    third = list(shape)
+    third[axis] += 3 * step
+    x = torch.randn(*third)
+    (got,) = model.run([x])
+    torch.testing.assert_close(torch.from_numpy(got), fn(x), atol=1e-4, rtol=1e-4)
+    if step > 1:
+        third[axis] += 1
+        with pytest.raises(ShapeError, match=f"on axis {axis}, where this model takes "):
+            model.run([torch.randn(*third)])
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.errors import ShapeError
 
 
 def export_and_run(
@@ -235,18 +236,60 @@ class UNet(nn.Module):
 
 
 def test_unet(tmp_path: Path) -> None:
-    # Batch only: over dynamic H and W, a skip connection concatenates H//4 with 2*(H//8) rows, equal only
-    # for some H (torch.export keeps it as a runtime assertion), which tract cannot prove.
+    # A skip connection concatenates H//4 with 2*(H//8) rows, equal for multiples of 8 only (torch's
+    # guards): H and W are written 8*H_8 and 8*W_8, checked at 32x48 and 40x56, run at 24x16.
     model = randomize_batch_norms(UNet())
-    export_and_run(
+    path = export_and_run(
         tmp_path,
         model,
         (torch.randn(2, 3, 32, 48),),
         ["image"],
-        (torch.randn(4, 3, 32, 48),),
-        dynamic_axes={"image": {0: "B"}},
+        (torch.randn(1, 3, 24, 16),),
+        dynamic_axes={"image": {0: "B", 2: "H", 3: "W"}},
         khronos=True,
     )
+    tm = TractModel(path)
+    assert tm.inputs[0][2] == "B,3,8*H_8,8*W_8"
+    with pytest.raises(ShapeError, match=r"size 36 on axis 2, where this model takes 8\*H_8, i.e. multiples of 8"):
+        tm.run([torch.randn(1, 3, 36, 16)])
+
+
+class UNetToSkipSizes(UNet):
+    """The same U-Net resizing each decoder stage to its skip connection's size: any height and width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x4 = self.down3(x3)
+        y = self.conv1(torch.cat([x3, F.interpolate(self.up1(x4), size=x3.shape[2:], mode="bilinear")], dim=1))
+        y = self.conv2(torch.cat([x2, F.interpolate(self.up2(y), size=x2.shape[2:], mode="bilinear")], dim=1))
+        y = self.conv3(torch.cat([x1, F.interpolate(self.up3(y), size=x1.shape[2:], mode="bilinear")], dim=1))
+        return self.outc(y)
+
+
+def test_unet_resized_to_its_skip_connections_takes_any_size(tmp_path: Path) -> None:
+    model = randomize_batch_norms(UNetToSkipSizes())
+    path = export_and_run(
+        tmp_path,
+        model,
+        (torch.randn(1, 3, 30, 44),),
+        ["image"],
+        (torch.randn(1, 3, 27, 35),),
+        dynamic_axes={"image": {2: "H", 3: "W"}},
+    )
+    assert TractModel(path).inputs[0][2] == "1,3,H,W"
+
+
+def test_unet_traced_with_a_one_row_bottleneck_says_why(tmp_path: Path) -> None:
+    # At a height of 8 the bottleneck has one row, a case torch.export's guards pin (H//8 == 1).
+    target = TractNNEF(dynamic_axes={"image": {2: "H", 3: "W"}})
+    with pytest.raises(
+        CaptureError,
+        match=r"axis 2 \('H'\) of input 'image' only works near its example size 8.*"
+        r"\(H//8\), 1\).*larger example size",
+    ):
+        export_model_to_nnef(UNet().eval(), torch.randn(1, 3, 8, 16), tmp_path / "m.nnef", target, ["image"])
 
 
 class SegmentationHead(nn.Module):

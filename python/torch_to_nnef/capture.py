@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SymInt, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,19 +64,87 @@ def _dtype(t: torch.dtype, where: str, bf16_as: str | None = None) -> str:
 
 
 class _Symbols:
-    """Renames torch's symbols (``s53``) to the user's letters (``S``)."""
+    """Renames torch's symbols (``s53``) to the user's letters (``S``), and writes those of the axes
+    that take sizes in steps over their own symbol (``8*H_8``, see :func:`_size_steps`).
+    """
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
+        self.forms: dict[Any, Any] = {}
+        """torch's symbol -> its sympy expression over a stepped symbol (``8*H_8``)."""
 
     def expr(self, value: Any) -> int | str:
         if isinstance(value, int):
             return value
         node_expr = value.node.expr
+        if self.forms:  # torch's own simplification of floor divisions applies (8*H_8 // 4 -> 2*H_8)
+            node_expr = node_expr.xreplace(self.forms)
+        node_expr = _whole_scalings(node_expr)
         if node_expr.is_number:
             return int(node_expr)
-        text = str(node_expr)
+        text = _without_remainders(node_expr)
         return re.sub(r"\b[su]\d+\b", lambda m: self.names.get(m.group(0), m.group(0)), text)
+
+
+def _whole_scalings(expr: Any) -> Any:
+    """``expr`` with each size scaled by a float and rounded down (``TruncToInt(1.5*ToFloat(S))``, the
+    length ``interpolate(scale_factor=1.5)`` gives) as a floor division, ``(3*S)//2``, when the factor
+    is a binary fraction (exact in floats); other such sizes are left as they are.
+    """
+    import fractions
+
+    import sympy  # type: ignore[import-untyped]
+    from torch.utils._sympy.functions import FloorDiv
+
+    def scaled(e: Any) -> Any:
+        if type(e).__name__ not in ("TruncToInt", "FloorToInt") or not e.args[0].is_Mul:
+            return e
+        factors = e.args[0].args
+        numbers = [f for f in factors if f.is_Number]
+        sizes = [f for f in factors if type(f).__name__ == "ToFloat"]
+        if len(numbers) != 1 or len(sizes) != 1 or len(factors) != 2 or numbers[0] < 0:
+            return e
+        ratio = fractions.Fraction(float(numbers[0]))
+        if ratio.denominator & (ratio.denominator - 1) or ratio.denominator > 1 << 20:  # not a binary fraction
+            return e
+        return FloorDiv(ratio.numerator * sizes[0].args[0], sympy.Integer(ratio.denominator))
+
+    if not any(type(f).__name__ in ("TruncToInt", "FloorToInt") for f in expr.atoms(sympy.Function)):
+        return expr
+    return expr.replace(lambda e: type(e).__name__ in ("TruncToInt", "FloorToInt"), scaled)
+
+
+def _without_remainders(expr: Any) -> str:
+    """``expr`` as text, its remainders by constants (``Mod(4 - Mod(S, 4), 4)``, which tract cannot
+    read: the padding of ``S`` to a multiple of 4) in sympy's canonical form (``Mod(3*S, 4)``) written
+    with a floor division of a non-negative number, ``3*S - 4*(3*S//4)`` (tract divides towards zero,
+    and proves nothing of a division of terms of both signs).
+    """
+    import sympy  # type: ignore[import-untyped]
+
+    def remainder(e: Any) -> bool:
+        return type(e).__name__ in ("Mod", "PythonMod") and e.args[1].is_Integer and e.args[1] > 0
+
+    if not any(remainder(f) for f in expr.atoms(sympy.Function)):
+        return str(expr)
+    from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
+
+    canonical = expr.replace(remainder, lambda e: sympy.Mod(*e.args))  # Python's remainder: sympy's
+    ranges = {s: ValueRanges(0, sympy.oo) for s in canonical.free_symbols}  # sizes
+    texts: dict[str, str] = {}
+
+    def placeholder(e: Any) -> Any:
+        a, n = e.args
+        if not bound_sympy(a, ranges).lower >= 0:
+            return e
+        holder = sympy.Symbol(f"t2n_remainder_{len(texts)}", integer=True, nonnegative=True)
+        texts[holder.name] = f"(({a})-{n}*(({a})//{n}))"
+        return holder
+
+    text = str(canonical.replace(lambda e: isinstance(e, sympy.Mod), placeholder))
+    while "t2n_remainder_" in text:  # nested remainders: the outer one's text names the inner ones
+        text = re.sub(r"t2n_remainder_\d+", lambda m: texts[m.group(0)], text)
+    return text
 
 
 def _source_line(node: torch.fx.Node) -> str:
@@ -150,7 +219,7 @@ def capture(
             spec[axis % arg.dim()] = dims[letter]
         dynamic_shapes.append(spec)
     try:
-        with _rnn_cache_kept(model):
+        with _rnn_cache_kept(model), _max_pool1d_with_indices(bool(dims)):
             exported = torch.export.export(
                 model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
             )
@@ -158,6 +227,27 @@ def capture(
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
         raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
     return _to_ir(exported, input_names, dynamic_axes or {}, bf16_as), exported
+
+
+@contextlib.contextmanager
+def _max_pool1d_with_indices(dynamic: bool) -> Iterator[None]:
+    """With dynamic axes, ``torch.max_pool1d`` (what ``F.max_pool1d`` and ``nn.MaxPool1d`` call) as the values
+    of ``max_pool1d_with_indices``: torch.export specialises the length the former pools (its kernel reads
+    the sizes as integers), not the latter's.
+    """
+    if not dynamic:
+        yield
+        return
+    plain = torch.max_pool1d
+
+    def values(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.max_pool1d_with_indices(x, *args, **kwargs)[0]
+
+    torch.max_pool1d = values  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.max_pool1d = plain
 
 
 class _WeightCache(list):  # type: ignore[type-arg]
@@ -343,6 +433,163 @@ def _explain(
     return f"torch.export could not capture {name}{at}: {type(exc).__name__}: {head}"
 
 
+_PERIODIC = frozenset({"FloorDiv", "CleanDiv", "Mod", "PythonMod", "ModularIndexing"})
+"""sympy functions of torch's shape expressions that repeat with a period (floor divisions, remainders)."""
+
+_LONGEST_PERIOD = 1024
+"""Longer periods of a size's equalities are not looked into (the search would be slow)."""
+
+
+def _shape_env(exported: Any) -> Any:
+    """The ShapeEnv of torch's export (its symbols' hints and guards); None when there is none."""
+    for node in exported.graph.nodes:
+        shape_env = getattr(getattr(node.meta.get("val"), "fake_mode", None), "shape_env", None)
+        if shape_env is not None:
+            return shape_env
+    return None
+
+
+def _equalities(shape_env: Any) -> list[Any]:
+    """The equalities among torch's guards and runtime assertions (``Eq(2*(s0//8), s0//4)``)."""
+    import sympy  # type: ignore[import-untyped]
+
+    pending = [g.expr for g in getattr(shape_env, "guards", ())]
+    for asserts in getattr(shape_env, "deferred_runtime_asserts", {}).values():
+        pending.extend(a.expr for a in asserts)
+    found = []
+    while pending:
+        expr = pending.pop()
+        if isinstance(expr, sympy.And):
+            pending.extend(expr.args)
+        elif isinstance(expr, sympy.Eq):
+            found.append(expr)
+    return found
+
+
+def _periods(expr: Any) -> list[int]:
+    """The divisors and moduli of the floor divisions and remainders in a sympy expression."""
+    import sympy  # type: ignore[import-untyped]
+
+    found = []
+    for f in expr.atoms(sympy.Function):
+        kind = type(f).__name__
+        if kind not in _PERIODIC:
+            continue
+        numbers = f.args[1:3] if kind == "ModularIndexing" else f.args[1:2]
+        if numbers and all(n.is_Integer and n > 0 for n in numbers):
+            found.append(math.prod(int(n) for n in numbers))
+    return found
+
+
+def _size_step(sym: Any, hint: int, equalities: Sequence[Any]) -> tuple[int, int] | None:
+    """``(step, offset)`` when torch's equalities over the size ``sym`` hold only for the sizes
+    ``step * k + offset`` around its example size ``hint`` (``Eq(2*(s0//8), s0//4)``, and the others
+    of a U-Net's skip connections: multiples of 8); None when they hold for every size.
+
+    The equalities are periodic in the size (floor divisions and remainders by constants): the sizes
+    of each residue modulo their common period are tried at a few values above the example.
+    """
+    import sympy  # type: ignore[import-untyped]
+
+    own = [e for e in equalities if e.free_symbols == {sym}]
+    periods = [p for e in own for p in _periods(e) if p > 1]
+    if not periods:
+        return None
+    period = math.lcm(*periods)
+    if period > _LONGEST_PERIOD:
+        LOGGER.debug("the sizes of %s repeat every %d: not looked into", sym, period)
+        return None
+    start = hint // period + 1
+    allowed: dict[int, bool] = {}
+
+    def holds(residue: int) -> bool:
+        if residue not in allowed:
+            sizes = [sympy.Integer(k * period + residue) for k in (start, start + 1, start + 2)]
+            allowed[residue] = all(e.xreplace({sym: size}) == sympy.true for e in own for size in sizes)
+        return allowed[residue]
+
+    for step in (d for d in range(1, period + 1) if period % d == 0):
+        offset = hint % step
+        if all(holds(r) for r in range(offset, period, step)):
+            return (step, offset) if step > 1 else None
+    # Not even the example's own residue holds above it: an equality pins the size near the example.
+    above = [sympy.Integer(k * period + hint % period) for k in (start, start + 1, start + 2)]
+    raise _PinnedSize(next((e for e in own for s in above if e.xreplace({sym: s}) != sympy.true), own[0]))
+
+
+class _PinnedSize(Exception):
+    """An equality of torch's guards that holds at the example size but at none far above it
+    (``Eq(s0//8, 1)``: a U-Net traced with a bottleneck of one row).
+    """
+
+    def __init__(self, equality: Any) -> None:
+        super().__init__(str(equality))
+        self.equality = equality
+
+
+def _size_steps(
+    exported: Any, input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]]
+) -> dict[Any, tuple[str, SizeStep]]:
+    """The dynamic axes that torch found the model needs in steps, by torch's symbol: the user's
+    letter and the step. A U-Net's height is a multiple of 8 (pooled three times, then upsampled and
+    joined with its skip connections): torch proves ``2*(H//8) == H//4`` from its guards, but tract
+    cannot, unless the height is written ``8*H_8``.
+    """
+    shape_env = _shape_env(exported)
+    if shape_env is None or not dynamic_axes:
+        return {}
+    equalities = _equalities(shape_env)
+    if not equalities:
+        return {}
+    hints = getattr(shape_env, "backed_var_to_val", None)  # torch >= 2.13 (var_to_val before)
+    if hints is None:
+        hints = getattr(shape_env, "var_to_val", {})
+    placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
+    user = [n for n, spec in zip(placeholders, exported.graph_signature.input_specs) if spec.kind.name == "USER_INPUT"]
+    steps: dict[Any, tuple[str, SizeStep]] = {}
+    by_letter: dict[str, SizeStep] = {}
+    of_letter: dict[str, list[Any]] = {}  # torch's symbols of each letter (one per input axis unless unified)
+    for node, name in zip(user, input_names):
+        shape = getattr(node.meta.get("val"), "shape", ())
+        for axis, letter in dynamic_axes.get(name, {}).items():
+            d = shape[axis] if -len(shape) <= axis < len(shape) else None
+            sym = getattr(getattr(d, "node", None), "expr", None)
+            if sym is None or not sym.is_Symbol or sym in steps or sym not in hints:
+                continue
+            of_letter.setdefault(letter, []).append(sym)
+            try:
+                found = _size_step(sym, int(hints[sym]), equalities)
+            except _PinnedSize as pinned:
+                guard = re.sub(rf"\b{sym}\b", letter, str(pinned.equality))
+                raise CaptureError(
+                    f"dynamic axis {axis} ('{letter}') of input {name!r} only works near its example size "
+                    f"{hints[sym]}: torch.export's guard {guard} holds there and not for larger sizes (e.g. the model "
+                    "divides that size down to 1, a case torch treats apart). Export with a larger example size, or "
+                    "without this dynamic axis"
+                ) from None
+            if found is None:
+                continue
+            step = SizeStep(f"{letter}_{found[0]}", *found)
+            if by_letter.setdefault(letter, step) != step:
+                LOGGER.debug("axis %s of input %r needs other steps than the other '%s' axes", axis, name, letter)
+                continue
+            steps[sym] = (letter, step)
+            LOGGER.info(
+                "axis %s ('%s') of input %r takes the sizes %s only (torch.export found the model needs them): "
+                "written as %s",
+                axis,
+                letter,
+                name,
+                step.describe(),
+                step.form,
+            )
+    for letter, step in by_letter.items():  # the letter's other axes: the same size, by the user's word
+        for sym in of_letter.get(letter, ()):
+            if (int(hints[sym]) - step.offset) % step.step == 0:
+                steps.setdefault(sym, (letter, step))
+    return steps
+
+
 def _to_ir(
     exported: Any,
     input_names: Sequence[str],
@@ -350,6 +597,13 @@ def _to_ir(
     bf16_as: str | None = None,
 ) -> Graph:
     symbols = _Symbols()
+    stepped = _size_steps(exported, input_names, dynamic_axes)
+    if stepped:
+        import sympy  # type: ignore[import-untyped]
+
+        for sym, (_, step) in stepped.items():
+            base = sympy.Symbol(step.symbol, integer=True, nonnegative=True)
+            symbols.forms[sym] = step.step * base + step.offset
     bf16_seen: list[str] = []
 
     def dtype_of(t: torch.dtype, where: str) -> str:
@@ -473,18 +727,26 @@ def _to_ir(
                         f"output {o.name} is complex ({o.dtype}): NNEF has no complex tensors; return "
                         "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
                     )
-    symbols_range = {
-        letter: (int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper))
-        for sym, letter in symbols.names.items()
-        for s, r in exported.range_constraints.items()
-        if str(s) == sym
-    }
+    symbols_range: dict[str, tuple[int, int | None]] = {}
+    for s, r in exported.range_constraints.items():
+        known = symbols.names.get(str(s))
+        if known is None:
+            continue
+        letter = known
+        low, high = int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper)
+        if s in stepped:  # the range of k in step * k + offset
+            step = stepped[s][1]
+            letter = step.symbol
+            low = max(0, -(-(low - step.offset) // step.step))
+            high = None if high is None else (high - step.offset) // step.step
+        symbols_range.setdefault(letter, (low, high))
     return Graph(
         inputs=inputs,
         outputs=[o for o in outputs if isinstance(o, Value)],
         nodes=nodes,
         parameters=parameters,
         symbols=symbols_range,
+        steps={letter: step for letter, step in stepped.values()},
     )
 
 

@@ -30,7 +30,7 @@ from torch_to_nnef.errors import (
     TractError,
 )
 from torch_to_nnef.inference_target import InferenceTarget, KhronosNNEF, TractNNEF, check_tolerance
-from torch_to_nnef.ir import Graph, Node, Value
+from torch_to_nnef.ir import Graph, Node, SizeStep, Value
 from torch_to_nnef.nnef_graph import LITERAL_PREFIXES, NAMING_SCHEMES, NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.op.quantized import graph_quant
@@ -164,7 +164,7 @@ def translate(
     for letter in graph.symbols:
         g.need(f"tract_symbol {letter}")
     for extension in custom_extensions:
-        g.need(extension)
+        g.need(_over_steps(extension, graph.steps))
     labels: dict[int, Ref] = {}
     widened = frozenset(k for flag, kinds in F32_FORCED.items() if getattr(target, flag, False) for k in kinds)
     q4_0_blocks = q4_0_weights_for_export(graph, target, widened)
@@ -227,6 +227,13 @@ def translate(
     header = _properties_fragment(properties) if (properties and target.is_tract) else []
     doc = g.document("network", input_refs, output_refs, header=header)
     return doc, g.variables, graph_quant(g)
+
+
+def _over_steps(extension: str, steps: Mapping[str, SizeStep]) -> str:
+    """A ``tract_assert`` over a letter written in steps (``H <= 512``) as over its symbol (``8*H_8 <= 512``)."""
+    if not steps or not extension.startswith("tract_assert"):
+        return extension
+    return re.sub(r"\b[A-Za-z]\b", lambda m: f"({steps[m[0]].form})" if m[0] in steps else m[0], extension)
 
 
 F32_FORCED = {
@@ -413,6 +420,7 @@ def export_model_to_nnef(
                 output_names,
                 debug_bundle_path,
                 check_io_names_qte_match,
+                graph.steps,
             )
         for observer in list(_OBSERVERS):
             observer(graph, exported, inference_target)
@@ -483,6 +491,7 @@ def _check(
     output_names: list[str],
     debug_bundle_path: str | os.PathLike[str] | None,
     names_must_match: bool = True,
+    steps: Mapping[str, SizeStep] | None = None,
 ) -> None:
     registries: Sequence[Any] = ("tract_core", "tract_transformers", "tract_pulse") if target.is_tract else ()
 
@@ -537,12 +546,14 @@ def _check(
     axes = target.dynamic_axes or {}
     if not axes:
         return
-    # A second length: a model that only works at the traced size is an error.
+    # A second length: a model that only works at the traced size is an error. An axis the model
+    # needs in steps (a U-Net's multiples of 8) takes the first such size from there.
     grown = []
     for name, a in zip(input_names, flat_args):
         shape = list(a.shape)
-        for axis in axes.get(name, {}):
-            shape[axis] += 7
+        for axis, letter in axes.get(name, {}).items():
+            step = (steps or {}).get(letter)
+            shape[axis] = step.next_size(shape[axis] + 7) if step else shape[axis] + 7
         if shape == list(a.shape):
             grown.append(a)
         elif a.dtype.is_floating_point:
@@ -552,7 +563,10 @@ def _check(
             grown.append(torch.randint(low, high, shape, dtype=a.dtype, device=a.device))
     with torch.no_grad():
         expected2 = _flatten_outputs(model(*grown))
-    run_and_compare(grown, expected2, [f"{n} (length +7)" for n in output_names])
+    sizes = ", ".join(
+        f"{name}{list(a.shape)}" for name, a, b in zip(input_names, grown, flat_args) if a.shape != b.shape
+    )
+    run_and_compare(grown, expected2, [f"{n} (at {sizes})" for n in output_names])
 
 
 def _interpreters(

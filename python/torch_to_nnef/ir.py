@@ -83,3 +83,31 @@ class Graph:
     nodes: list[Node]
     parameters: dict[str, Parameter] = field(default_factory=dict)
     symbols: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """Each symbol of the graph and its range of values (lowest, highest or None)."""
+    steps: dict[str, SizeStep] = field(default_factory=dict)
+    """The dynamic axes whose sizes the model needs in steps, by the user's letter."""
+
+
+@dataclass(frozen=True)
+class SizeStep:
+    """A dynamic axis that only takes sizes ``step * symbol + offset`` (e.g. a U-Net's height, a
+    multiple of 8 so that its skip connections meet): the graph is written over ``symbol`` so that
+    tract can prove the sizes equal where the model joins them.
+    """
+
+    symbol: str
+    step: int
+    offset: int = 0
+
+    @property
+    def form(self) -> str:
+        """The size as tract reads it: ``8*H_8``, ``2*T_2+1``."""
+        return f"{self.step}*{self.symbol}" + (f"+{self.offset}" if self.offset else "")
+
+    def describe(self) -> str:
+        """``multiples of 8``, ``2*k+1``, for messages."""
+        return f"multiples of {self.step}" if not self.offset else f"{self.step}*k+{self.offset}"
+
+    def next_size(self, size: int) -> int:
+        """The first size of this form at or above ``size``."""
+        return size + (self.offset - size) % self.step

@@ -47,7 +47,11 @@ def dim_literal(d: Dim) -> str:
     """A dimension: an int or a symbol expression in tract's syntax (no spaces; torch's floor
     division ``//`` is tract's ``/`` on these non-negative sizes).
     """
-    return str(d) if isinstance(d, int) else re.sub(r"\s+", "", d).replace("//", "/")
+    if isinstance(d, int):
+        return str(d)
+    text = re.sub(r"\s+", "", d).replace("//", "/")
+    # tract has no powers: H_8**2 (a flattened square of one symbol) as H_8*H_8
+    return re.sub(r"([A-Za-z_]\w*)\*\*(\d+)", lambda m: "*".join([m[1]] * int(m[2])), text)
 
 
 NAMING_SCHEMES = ("raw", "natural_verbose", "natural_verbose_camel", "numeric")

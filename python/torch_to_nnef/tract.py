@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Union
@@ -15,7 +16,7 @@ from typing import Literal, Union
 import numpy as np
 
 from torch_to_nnef import _rust
-from torch_to_nnef.errors import IOMismatchError
+from torch_to_nnef.errors import IOMismatchError, ShapeError
 from torch_to_nnef.tensors import PathLike, TensorLike, as_numpy
 
 LOGGER = logging.getLogger(__name__)
@@ -93,7 +94,32 @@ class TractModel:
     def run(self, inputs: Sequence[TensorLike]) -> list[np.ndarray]:
         """Runs the model on numpy arrays or torch tensors, in input order."""
         arrays = [as_numpy(t, name=f"input {i}") for i, t in enumerate(inputs)]
+        for (name, _, shape), array in zip(self._model.inputs, arrays):
+            _check_steps(name, shape, array.shape)
         return self._model.run(arrays)
+
+
+_STEPPED = re.compile(r"(?:(\d+)\+)?(\d+)\*[A-Za-z_]\w*(?:\+(\d+))?")
+"""An input dimension in steps, as tract prints it: ``8*H_8``, ``1+2*T_2``."""
+
+
+def _check_steps(name: str, shape: str, sizes: Sequence[int]) -> None:
+    """Refuses an input whose size on an axis written in steps (``8*H_8``: a U-Net's height, which
+    the model needs a multiple of 8, see :class:`torch_to_nnef.ir.SizeStep`) is not one of them,
+    naming the axis and the sizes it takes (tract itself would only say that it cannot determine ``H_8``).
+    """
+    dims = shape.split(",") if shape else []
+    for axis, (dim, size) in enumerate(zip(dims, sizes)):
+        m = _STEPPED.fullmatch(dim.replace(" ", ""))
+        if m is None:
+            continue
+        offset, step = int(m[1] or m[3] or 0), int(m[2])
+        if size < offset or (size - offset) % step:
+            kind = f"multiples of {step}" if not offset else f"sizes {step}*k+{offset}"
+            raise ShapeError(
+                f"input {name!r} has size {size} on axis {axis}, where this model takes {dim}, i.e. {kind} only: "
+                "resize or pad the input to such a size"
+            )
 
 
 @dataclass(frozen=True)

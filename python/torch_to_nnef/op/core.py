@@ -314,11 +314,11 @@ def aten_glu(ctx: Context, node: Node) -> Ref:
     x = node.args[0]
     axis = _axis(_arg(node, 1, "dim", -1), x.rank)
     size = x.shape[axis]
-    if not isinstance(size, int):
-        raise TranslationError(f"{node.where()}: glu over a dynamic axis is not supported yet")
-    half = size // 2
+    half: Any = size // 2 if isinstance(size, int) else SymInt(f"({dim_literal(size)})/2")
+    if not isinstance(size, int) and not ctx.tract:
+        raise TranslationError(f"{node.where()}: glu over a dynamic axis needs TractNNEF")
     a = _slice(ctx, x, axis, 0, half, 1, node.outputs[0].name + "_a")
-    b = _slice(ctx, x, axis, half, size, 1, node.outputs[0].name + "_b")
+    b = _slice(ctx, x, axis, half, _BIG, 1, node.outputs[0].name + "_b")
     return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=node.outputs[0].name)
 
 
@@ -352,7 +352,9 @@ def _group_norm(ctx: Context, node: Node, groups: int, w: Value | None, b: Value
     g, out = ctx.g, node.outputs[0]
     grouped = g.op("reshape", ctx.ref(x), shape=[x.shape[0], groups, -1])
     normed = standardize(ctx, grouped, [2], eps)
-    y = g.op("reshape", normed, shape=[d if isinstance(d, int) else 0 for d in x.shape])
+    from torch_to_nnef.op.tensor_ops import _shape_attr
+
+    y = g.op("reshape", normed, shape=_shape_attr(ctx, node, x.shape))
     channel_axes = [0, *range(2, x.rank)]
     if w is not None:
         y = g.op("mul", y, g.op("unsqueeze", ctx.ref(w), axes=channel_axes))
@@ -863,6 +865,19 @@ def aten_slice(ctx: Context, node: Node) -> Ref:
     end = _arg(node, 3, "end")
     end = _BIG if end is None else end
     step = _arg(node, 4, "step", 1)
+    size = node.outputs[0].shape[axis]
+    if step > 1 and ctx.tract and not (isinstance(size, int) and isinstance(x.shape[axis], int)) and size != 0:
+        # over a dynamic axis, the end just after the last element taken: tract counts ceil((end - begin) / step)
+        # elements, and proves that equal to the size torch gives only from such an end ([0:2*T:2] has T)
+        begin = _bound(start, x.shape[axis])
+        last = Ref(f"{dim_literal(str(begin))}+{step}*({dim_literal(size)}-1)+1")
+        if not isinstance(begin, int):  # tract cannot pull a stride over a slice from a symbolic start: gather
+            ctx.g.need("tract_registry tract_core")
+            rows = ctx.g.op("tract_core_range", begin, last, step)
+            return ctx.g.op("tract_core_gather", ctx.ref(x), rows, axis=axis, out=node.outputs[0].name)
+        return ctx.g.op(
+            "slice", ctx.ref(x), axes=[axis], begin=[begin], end=[last], stride=[step], out=node.outputs[0].name
+        )
     return _slice(ctx, x, axis, start, end, step, node.outputs[0].name)
 
 
@@ -957,6 +972,9 @@ def aten_tile(ctx: Context, node: Node) -> Ref:
     """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats): both as tile."""
     x, out = node.args[0], node.outputs[0]
     xr = _align(ctx, x, out.rank, out)
+    if node.kind == "aten::repeat":  # the counts as given: a dynamic axis repeated has no ratio to find
+        counts = [c.expr if isinstance(c, SymInt) else c for c in node.args[1]]
+        return ctx.g.op("tile", xr, repeats=[_dim_ref(c) for c in counts], out=out.name)
     src = (1,) * (out.rank - x.rank) + tuple(x.shape)
     repeats: list[Any] = []
     for have, want in zip(src, out.shape):
@@ -1007,7 +1025,11 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
     if any(not isinstance(p, int) for p in pad):
-        raise TranslationError(f"{node.where()}: padding by a symbolic amount is not supported yet")
+        if mode != "constant" or not ctx.tract:
+            raise TranslationError(
+                f"{node.where()}: padding by a symbolic amount is supported in the constant mode with TractNNEF only"
+            )
+        return _pad_symbolic(ctx, node, pad, value)
     pairs = [(0, 0)] * x.rank
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -1049,6 +1071,35 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     if mode == "constant":
         attrs["value"] = float(value or 0.0)
     return g.op("pad", y, out=out.name, **attrs)
+
+
+def _pad_symbolic(ctx: Context, node: Node, pad: list[Any], value: Any) -> Ref:
+    """Constant padding by amounts computed from a dynamic size (``F.pad(x, (0, (4 - S % 4) % 4))``, to a
+    multiple of 4): blocks of the value tiled to each amount, concatenated around the input (the
+    amounts are taken as non-negative).
+    """
+    import numpy as np
+
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    fill = g.variable(
+        np.full((1,) * x.rank, float(value or 0.0), dtype=_NP_DTYPES[x.dtype]),
+        f"constant_{x.dtype}_{str(float(value or 0.0)).replace('-', 'minus_').replace('.', 'p')}_r{x.rank}",
+    )
+    y: Any = ctx.ref(x)
+    shape = list(x.shape)
+    for i in range(len(pad) // 2):
+        axis = x.rank - 1 - i
+        blocks: list[list[Ref]] = [[], []]  # before and after the input
+        for side, amount in enumerate(pad[2 * i : 2 * i + 2]):
+            size = amount.expr if isinstance(amount, SymInt) else amount
+            if size != 0:
+                repeats = [_dim_ref(size if a == axis else d) for a, d in enumerate(shape)]
+                blocks[side].append(g.op("tile", fill, repeats=repeats))
+        if blocks[0] or blocks[1]:
+            y = g.op("concat", [*blocks[0], y, *blocks[1]], axis=axis)
+            shape[axis] = out.shape[axis]
+    return g.op("copy", y, out=out.name)
 
 
 def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
@@ -1126,24 +1177,36 @@ def aten_argmax(ctx: Context, node: Node) -> Ref:
 def variance(ctx: Context, node: Node) -> tuple[Ref, Ref, list[int], bool]:
     """The mean and the variance (the standard deviation for the ``std`` kinds) of a
     ``var/std(_mean).correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)``
-    node, both reduced with kept axes; and the axes and ``keepdim``.
+    node, both reduced with kept axes; and the axes and ``keepdim``. The older overloads
+    ``var/std(Tensor self, bool unbiased)`` and ``.dim(Tensor self, int[]? dim, bool unbiased, bool keepdim)``
+    (torch keeps ``x.std(1, keepdim=True)`` so) give the correction as ``unbiased``.
     """
     x = node.args[0]
     kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    dims = node.args[1] if len(node.args) > 1 and not isinstance(node.args[1], dict) else None
-    axes = _reduce_axes(x, dims)
+    positional = list(node.args[:-1] if kwargs else node.args)
+    if len(positional) > 1 and isinstance(positional[1], bool):  # var(self, unbiased)
+        positional = [x, None, *positional[1:]]
     correction = kwargs.get("correction", 1)
+    if len(positional) > 2 and isinstance(positional[2], bool):  # .dim(self, dim, unbiased, keepdim)
+        correction = int(positional[2])
     correction = 1 if correction is None else correction
-    keep = bool(kwargs.get("keepdim", False))
-    count = 1
-    for a in axes:
-        if not isinstance(x.shape[a], int):
-            raise TranslationError(f"{node.where()}: variance over a dynamic axis is not supported yet")
-        count *= x.shape[a]
+    keep = bool(positional[3] if len(positional) > 3 else kwargs.get("keepdim", False))
+    axes = _reduce_axes(x, positional[1] if len(positional) > 1 else None)
+    dims = [x.shape[a] for a in axes]
     g, xr = ctx.g, ctx.ref(x)
     mean = g.op("mean_reduce", xr, axes=axes)
-    total = g.op("sum_reduce", g.op("sqr", g.op("sub", xr, mean)), axes=axes)
-    spread = g.op("div", total, float(max(count - correction, 0)))
+    squares = g.op("sqr", g.op("sub", xr, mean))
+    if all(isinstance(d, int) for d in dims):
+        count = math.prod(int(d) for d in dims)
+        spread = g.op("div", g.op("sum_reduce", squares, axes=axes), float(max(count - correction, 0)))
+    elif correction == 0:
+        spread = g.op("mean_reduce", squares, axes=axes)
+    else:  # over a dynamic axis: the count of values, less the correction, from the symbols
+        from torch_to_nnef.op.tensor_ops import _operand
+
+        count_expr = "*".join(f"({dim_literal(d)})" for d in dims)
+        divisor = _operand(ctx, node, SymInt(f"{count_expr}-{correction}"), x.dtype, x.rank)
+        spread = g.op("div", g.op("sum_reduce", squares, axes=axes), divisor)
     if node.kind in ("aten::std", "aten::std_mean"):
         spread = g.op("sqrt", spread)
     return mean, spread, axes, keep

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
-from torch_to_nnef.nnef_graph import Ref, literal
+from torch_to_nnef.nnef_graph import Ref, dim_literal, literal
 from torch_to_nnef.op.core import (
     _NP_DTYPES,
     TranslationError,
@@ -652,11 +652,16 @@ def aten_unfold(ctx: Context, node: Node) -> Ref:
     if x.rank == 0:
         return g.op("unsqueeze", ctx.ref(x), axes=[0], out=out.name)
     axis = _axis(node.args[1], x.rank)
-    (windows,) = _static(node, out, [axis], "Tensor.unfold")
-    parts = [
-        g.op("slice", ctx.ref(x), axes=[axis], begin=[k], end=[k + (windows - 1) * step + 1], stride=[step])
-        for k in range(size)
-    ]
+    windows = out.shape[axis]
+    if not isinstance(windows, int) and not ctx.tract:
+        _static(node, out, [axis], "Tensor.unfold (without TractNNEF)")
+
+    def end(k: int) -> Any:  # just after the last element: tract then proves every slice has ``windows`` rows
+        if isinstance(windows, int):
+            return k + (windows - 1) * step + 1
+        return Ref(f"{k}+{step}*({dim_literal(windows)}-1)+1")
+
+    parts = [g.op("slice", ctx.ref(x), axes=[axis], begin=[k], end=[end(k)], stride=[step]) for k in range(size)]
     return g.op("stack", parts, axis=x.rank, out=out.name)
 
 

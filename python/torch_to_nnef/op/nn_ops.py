@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
 from torch_to_nnef.inference_target import SDPA_TRACT
-from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.nnef_graph import Ref
+from torch_to_nnef.ir import Dim, Node, Value
+from torch_to_nnef.nnef_graph import Ref, dim_literal
 from torch_to_nnef.op.core import (
     _NP_DTYPES,
     TranslationError,
@@ -318,11 +319,12 @@ def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
     """Adaptive pooling, axis by axis (both reductions are separable over a window's axes).
 
     An axis of size 1 is a reduction, one divided evenly a strided pool; otherwise each window is sliced,
-    reduced and the results concatenated, which gives the exact windows of PyTorch.
+    reduced and the results concatenated, which gives the exact windows of PyTorch (over a dynamic axis,
+    with TractNNEF, its bounds are expressions of the symbol).
     """
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
-    sizes = _static(node, x, axes, "adaptive pooling")
+    sizes = [x.shape[a] for a in axes] if ctx.tract else _static(node, x, axes, "adaptive pooling")
     wanted = [int(s) for s in out.shape[2:]]
     g = ctx.g
     y = ctx.ref(x)
@@ -332,6 +334,15 @@ def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
             continue
         if n == 1:
             y = g.op(reduce, y, axes=[axis])
+        elif not isinstance(size, int):  # the same windows, their bounds expressions of the symbol
+            parts = []
+            for i in range(n):
+                d = dim_literal(size)
+                first: Any = Ref(f"({i}*({d}))/{n}") if i else 0
+                last = Ref(f"({i + 1}*({d})+{n - 1})/{n}")
+                part = g.op("slice", y, axes=[axis], begin=[first], end=[last], stride=[1])
+                parts.append(g.op(reduce, part, axes=[axis]))
+            y = g.op("concat", parts, axis=axis)
         elif size % n == 0:
             k = size // n
             window = [k if a == axis else 1 for a in range(x.rank)]
@@ -480,10 +491,78 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
     return g.op("copy", y, out=out.name)
 
 
+def _whole_ratio(size: Dim, out: Dim) -> float | None:
+    """``out / size`` when it is a whole number for every size (``2*H`` over ``H``), else None."""
+    import sympy  # type: ignore[import-untyped]
+
+    def parsed(d: Dim) -> Any:  # the symbols as plain symbols (sympy reads S, E, I, N, O, Q as its own)
+        text = str(d)
+        return sympy.sympify(text, locals={n: sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", text)})
+
+    try:
+        ratio = sympy.simplify(parsed(out) / parsed(size))
+    except (sympy.SympifyError, TypeError, ZeroDivisionError):
+        return None
+    return float(ratio) if ratio.is_Integer and ratio > 0 else None
+
+
+def _resize_gathered(ctx: Context, node: Node, mode: str, align: bool, factors: list[float | None]) -> Ref:
+    """Resizing over dynamic sizes in any ratio (``interpolate(y, size=skip.shape[2:])`` in a U-Net), axis
+    by axis as PyTorch computes it: each output position's source coordinate from the sizes at run time,
+    the input rows there gathered (the two around it, blended, for linear).
+    """
+    x, out = node.args[0], node.outputs[0]
+    g = ctx.g
+    g.need("tract_registry tract_core")
+
+    def number(d: Dim) -> Any:  # a size as an f32 scalar tensor
+        return g.op("tract_core_cast", d if isinstance(d, int) else Ref(dim_literal(d)), to="f32")
+
+    y = ctx.ref(x)
+    for i, f in enumerate(factors):
+        axis = 2 + i
+        size, n = x.shape[axis], out.shape[axis]
+        if size == n and (f is None or f == 1.0):
+            continue
+        scale: Any
+        if align:
+            scale = g.op("div", g.op("sub", number(size), 1.0), g.op("max", g.op("sub", number(n), 1.0), 1.0))
+        elif f is not None and f > 0:
+            scale = 1.0 / f
+        else:
+            scale = g.op("div", number(size), number(n))
+        count = n if isinstance(n, int) else Ref(dim_literal(n))
+        position = g.op("tract_core_cast", g.op("tract_core_range", 0, count, 1), to="f32")
+        last = g.op("sub", number(size), 1.0)
+        if mode == "linear":
+            source = g.op("mul", position, scale)
+            if not align:
+                source = g.op("max", g.op("sub", g.op("mul", g.op("add", position, 0.5), scale), 0.5), 0.0)
+            low = g.op("min", g.op("floor", source), last)
+            high = g.op("min", g.op("add", low, 1.0), last)
+            weight = g.op("sub", source, low)
+        else:
+            shifted = g.op("add", position, 0.5) if mode == "nearest-exact" else position
+            low = g.op("min", g.op("floor", g.op("mul", shifted, scale)), last)
+        rows = g.op("tract_core_gather", y, g.op("tract_core_cast", low, to="i64"), axis=axis)
+        if mode == "linear":
+            following = g.op("tract_core_gather", y, g.op("tract_core_cast", high, to="i64"), axis=axis)
+            along = [a for a in range(x.rank) if a != axis]
+            blend = g.op("unsqueeze", weight, axes=along)
+            if x.dtype != "f32":
+                blend = g.op("tract_core_cast", blend, to=x.dtype)
+            rows = g.op("add", rows, g.op("mul", g.op("sub", following, rows), blend))
+        y = rows
+    return g.op("copy", y, out=out.name)
+
+
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
     align, factors = _resize_args(node, linear)
+    if any(not isinstance(x.shape[a], int) for a in axes) and any(f is None for f in factors):
+        # a size given over dynamic axes (interpolate(size=(2 * H, 2 * W))): its whole factors
+        factors = [f if f is not None else _whole_ratio(x.shape[a], out.shape[a]) for a, f in zip(axes, factors)]
     if (
         mode in ("nearest", "linear")
         and not align
@@ -491,6 +570,12 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
         and all(f is not None and f >= 1 and float(f).is_integer() for f in factors)
     ):
         return _resize_dynamic(ctx, node, mode, [int(f or 1) for f in factors])
+    if (
+        ctx.tract
+        and mode in ("nearest", "nearest-exact", "linear")
+        and any(not isinstance(d, int) for a in axes for d in (x.shape[a], out.shape[a]))
+    ):
+        return _resize_gathered(ctx, node, mode, align, factors)
     sizes = _static(node, x, axes, f"{mode} resizing")
     wanted = [int(d) for d in out.shape[2:]]
     g = ctx.g

@@ -53,10 +53,71 @@ def _cast(ctx: Context, node: Node, ref: Any, src: str, dst: str) -> Any:
 
 
 def _symbolic(ctx: Context, node: Node, value: SymInt, dtype: str, rank: int) -> Ref:
-    """A symbolic integer (``x.size(1)`` under a dynamic axis) as a tensor of ``dtype``."""
+    """A symbolic integer (``x.size(1)`` under a dynamic axis) as a tensor of ``dtype``; or a number
+    computed from one in floats (``x.size(1) ** -0.5``: ``FloatPow(ToFloat(S), -0.5)``), computed in f32.
+    """
     _tract_only(ctx, node, "uses a dynamic size as a value, which plain NNEF cannot express")
-    ref = ctx.g.op("tract_core_cast", Ref(dim_literal(value.expr)), to=dtype)
+    if any(f in value.expr for f in _FLOAT_FUNCTIONS):
+        result = _symbolic_float(ctx, node, value.expr)
+        if not isinstance(result, Ref):
+            return cast(Ref, _scalar(ctx, result, dtype, rank))
+        ref = result if dtype == "f32" else ctx.g.op("tract_core_cast", result, to=dtype)
+    else:
+        ref = ctx.g.op("tract_core_cast", Ref(dim_literal(value.expr)), to=dtype)
     return ctx.g.op("unsqueeze", ref, axes=list(range(rank))) if rank else ref
+
+
+_FLOAT_FUNCTIONS = ("ToFloat", "FloatPow", "FloatTrueDiv", "IntTrueDiv")
+"""torch's functions of symbolic floats (a size turned to a float, powers, true divisions)."""
+
+
+def _symbolic_float(ctx: Context, node: Node, text: str) -> Ref | float:
+    """The ops computing torch's float expression ``text`` of the symbols in f32 (a number when constant)."""
+    import sympy  # type: ignore[import-untyped]
+
+    known = {*_FLOAT_FUNCTIONS, "FloorDiv"}
+    names = set(re.findall(r"[A-Za-z_]\w*", text))
+    tree = sympy.sympify(
+        text, locals={n: sympy.Function(n) if n in known else sympy.Symbol(n, integer=True) for n in names}
+    )
+    g = ctx.g
+
+    def size(e: Any) -> str:  # an integer expression of the symbols in tract's syntax
+        kind = type(e).__name__
+        if e.is_Symbol or e.is_Integer:
+            return str(e)
+        if e.is_Add or e.is_Mul:
+            return ("+" if e.is_Add else "*").join(f"({size(a)})" for a in e.args)
+        if kind == "FloorDiv" and e.args[1].is_Integer:
+            return f"({size(e.args[0])})/{e.args[1]}"
+        if e.is_Pow and e.args[1].is_Integer and e.args[1] > 0:
+            return "*".join([f"({size(e.args[0])})"] * int(e.args[1]))
+        raise TranslationError(f"{node.where()}: {node.kind}: the size {text} has no tract expression")
+
+    def binary(op: str, a: Any, b: Any) -> Ref | float:
+        if isinstance(a, float) and isinstance(b, float):
+            return float({"add": a + b, "mul": a * b, "div": a / b, "pow": a**b}[op])
+        return g.op(op, a, b)
+
+    def walk(e: Any) -> Ref | float:
+        kind = type(e).__name__
+        if e.is_Number:
+            return float(e)
+        if kind == "ToFloat" or not any(f in str(e) for f in _FLOAT_FUNCTIONS):
+            return g.op("tract_core_cast", Ref(dim_literal(size(e.args[0] if kind == "ToFloat" else e))), to="f32")
+        if kind == "FloatPow":
+            return binary("pow", walk(e.args[0]), walk(e.args[1]))
+        if kind in ("FloatTrueDiv", "IntTrueDiv"):
+            return binary("div", walk(e.args[0]), walk(e.args[1]))
+        if e.is_Add or e.is_Mul:
+            parts = [walk(a) for a in e.args]
+            result = parts[0]
+            for part in parts[1:]:
+                result = binary("add" if e.is_Add else "mul", result, part)
+            return result
+        raise TranslationError(f"{node.where()}: {node.kind}: the number {text} has no tract expression")
+
+    return walk(tree)
 
 
 def _operand(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
@@ -70,11 +131,13 @@ def _operand(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
 
 
 def _expressible(d: Dim) -> bool:
-    """Whether tract can read a dimension: an int, or arithmetic over single-letter symbols."""
+    """Whether tract can read a dimension: an int, or arithmetic over the user's single-letter symbols
+    and those of the axes taken in steps (``H_8``), not over torch's own (``u0``: a size from data).
+    """
     if isinstance(d, int):
         return True
     names = re.findall(r"[A-Za-z_]\w*", d)
-    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(len(n) == 1 for n in names)
+    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(re.fullmatch(r"[A-Za-z](_\d+)?", n) for n in names)
 
 
 def _dim(node: Node, d: Dim) -> Any:
