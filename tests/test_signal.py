@@ -208,6 +208,104 @@ CASES: list[Case] = [
 ]
 
 
+C = torch.view_as_complex
+
+
+def nonzero(*shape: int) -> torch.Tensor:
+    """Complex pairs kept away from 0 (for divisions, angles and roots)."""
+    x = torch.randn(*shape)
+    return x + torch.where(x >= 0, 0.5, -0.5)
+
+
+# Complex arithmetic and shapes: complex values come in as real pairs (trailing axis of 2, read with
+# view_as_complex) and go out as real pairs (view_as_real) or real tensors.
+COMPLEX_CASES: list[Case] = [
+    ("add", Fn(lambda x, y: real(C(x) + C(y))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("add-broadcast-alpha", Fn(lambda x, y: real(torch.add(C(x), C(y), alpha=-2.5))), (r(3, 4, 2), r(4, 2)), True),
+    ("add-real-tensor", Fn(lambda x, y: real(C(x) + y)), (r(3, 4, 2), r(4)), True),
+    ("add-real-scalar", Fn(lambda x: real(C(x) + 1.5)), (r(3, 4, 2),), True),
+    ("real-tensor-minus-complex", Fn(lambda x, y: real(y - C(x))), (r(3, 4, 2), r(3, 1)), True),
+    ("sub-alpha", Fn(lambda x, y: real(torch.sub(C(x), C(y), alpha=3))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("scalar-minus-complex", Fn(lambda x: real(2.0 - C(x))), (r(3, 4, 2),), True),
+    ("neg", Fn(lambda x: real(-C(x))), (r(3, 4, 2),), True),
+    ("mul-imaginary-unit", Fn(lambda x: real(C(x) * 1j)), (r(3, 4, 2),), True),
+    ("mul-complex-scalar-broadcast", Fn(lambda x, y: real((0.5 - 2j) * C(x) * C(y))), (r(3, 4, 2), r(4, 2)), True),
+    ("mul-real-mask", Fn(lambda x, m: real(C(x) * torch.sigmoid(m))), (r(3, 4, 2), r(3, 4)), True),
+    ("div", Fn(lambda x, y: real(C(x) / C(y))), (r(3, 4, 2), nonzero(3, 4, 2)), True),
+    ("div-real-tensor", Fn(lambda x, y: real(C(x) / y)), (r(3, 4, 2), nonzero(4)), True),
+    ("div-real-scalar", Fn(lambda x: real(C(x) / 4.0)), (r(3, 4, 2),), True),
+    ("real-tensor-over-complex", Fn(lambda x, y: real(y / C(x))), (nonzero(3, 4, 2), r(3, 4)), True),
+    ("scalar-over-complex", Fn(lambda x: real(2.0 / C(x))), (nonzero(3, 4, 2),), True),
+    ("reciprocal", Fn(lambda x: real(C(x).reciprocal())), (nonzero(3, 4, 2),), True),
+    ("exp", Fn(lambda x: real(C(x).exp())), (r(3, 4, 2),), True),
+    ("exp-of-imaginary-phase", Fn(lambda x: real(torch.exp(1j * x))), (r(3, 4),), True),
+    ("log", Fn(lambda x: real(C(x).log())), (nonzero(3, 4, 2),), True),
+    ("sqrt", Fn(lambda x: real(C(x).sqrt())), (nonzero(3, 4, 2),), True),
+    ("sgn", Fn(lambda x: real(C(x).sgn())), (r(3, 4, 2),), True),
+    ("square", Fn(lambda x: real(C(x).square())), (r(3, 4, 2),), True),
+    ("pow-2", Fn(lambda x: real(C(x) ** 2)), (r(3, 4, 2),), True),
+    ("pow-5", Fn(lambda x: real(C(x) ** 5)), (r(3, 4, 2),), True),
+    ("pow-minus-2", Fn(lambda x: real(C(x) ** -2)), (nonzero(3, 4, 2),), True),
+    ("pow-0", Fn(lambda x: real(C(x) ** 0)), (r(3, 4, 2),), True),
+    ("pow-one-third", Fn(lambda x: real(C(x) ** (1 / 3))), (nonzero(3, 4, 2),), True),
+    ("angle", Fn(lambda x: C(x).angle()), (nonzero(3, 4, 2),), True),
+    (
+        "angle-axes",
+        Fn(lambda x: C(x).angle()),
+        (torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]),),
+        True,
+    ),
+    ("abs-angle-polar", Fn(lambda x: real(torch.polar(C(x).abs() * 0.5, C(x).angle()))), (nonzero(3, 4, 2),), True),
+    ("polar-broadcast", Fn(lambda m, p: real(torch.polar(m, p))), (r(3, 4).abs(), r(4)), True),
+    ("complex-from-parts", Fn(lambda a, b: real(torch.complex(a, b))), (r(3, 4), r(3, 4)), True),
+    ("complex-broadcast", Fn(lambda a, b: real(torch.complex(a, b))), (r(3, 4), r(3, 1)), True),
+    (
+        "real-imag-of-product",
+        Fn(lambda x, y: (C(x) * C(y).conj()).real - (C(x) * C(y)).imag),
+        (r(3, 4, 2), r(3, 4, 2)),
+        True,
+    ),
+    ("where", Fn(lambda x, y: real(torch.where(y > 0, C(x), 0.5 * C(x)))), (r(3, 4, 2), r(3, 4)), True),
+    # shapes and reductions over the logical axes
+    ("reshape", Fn(lambda x: real(C(x).reshape(-1))), (r(3, 4, 2),), True),
+    ("view-flatten", Fn(lambda x: real(C(x).view(2, 6).flatten()) + 0), (r(3, 4, 2),), True),
+    ("expand", Fn(lambda x: real(C(x)[None].expand(2, 3, 4))), (r(3, 4, 2),), True),
+    ("expand-size-1", Fn(lambda x: real(C(x).expand(3, 4))), (r(1, 4, 2),), True),
+    ("repeat", Fn(lambda x: real(C(x).repeat(2, 1, 3))), (r(3, 4, 2),), True),
+    ("flip", Fn(lambda x: real(C(x).flip(1))), (r(3, 4, 2),), True),
+    ("roll", Fn(lambda x: real(C(x).roll((1, -2), (0, 1)))), (r(3, 4, 2),), True),
+    ("roll-flat", Fn(lambda x: real(C(x).roll(5))), (r(3, 4, 2),), True),
+    ("unbind", Fn(lambda x: real(C(x).unbind(1)[2])), (r(3, 4, 2),), True),
+    ("chunk", Fn(lambda x: real(C(x).chunk(2, 1)[1])), (r(3, 4, 2),), True),
+    ("split-sizes", Fn(lambda x: real(torch.split(C(x), [1, 3], 1)[1])), (r(3, 4, 2),), True),
+    ("narrow", Fn(lambda x: real(C(x).narrow(1, 1, 2))), (r(3, 4, 2),), True),
+    ("stack", Fn(lambda x, y: real(torch.stack([C(x), C(y)], 1))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("sum", Fn(lambda x: real(C(x).sum(1))), (r(3, 4, 2),), True),
+    ("sum-all", Fn(lambda x: real(C(x).sum())), (r(3, 4, 2),), True),
+    ("mean-keepdim", Fn(lambda x: real(C(x).mean((0, -1), keepdim=True))), (r(3, 4, 2),), True),
+    # spectra
+    ("stft-times-real-mask", Fn(lambda x, m: roundtrip_masked(x, m)), (r(2, 64), r(9, 17)), True),
+    ("stft-magnitude-phase-polar", Fn(lambda x: polar_roundtrip(x)), (r(2, 64),), True),
+    ("view-as-complex-istft", Fn(lambda s: torch.istft(C(s), 16, 4, window=hann(16))), (r(2, 9, 17, 2),), True),
+]
+
+
+def roundtrip_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(x, 16, hop_length=4, window=hann(16), return_complex=True)
+    return torch.istft(spec * torch.sigmoid(mask), 16, hop_length=4, window=hann(16))
+
+
+def polar_roundtrip(x: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(x, 16, hop_length=4, window=hann(16), return_complex=True)
+    spec = torch.polar(spec.abs() * 0.8, spec.angle())
+    return torch.istft(spec, 16, hop_length=4, window=hann(16))
+
+
+@pytest.mark.parametrize("target, module, inputs", op_params(COMPLEX_CASES))
+def test_complex_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    export_and_check(tmp_path, target, module, inputs)
+
+
 @pytest.mark.parametrize("target, module, inputs", op_params(CASES))
 def test_signal_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     export_and_check(tmp_path, target, module, inputs)
@@ -307,11 +405,25 @@ def test_khronos_uses_specification_ops(tmp_path: Path) -> None:
     [
         pytest.param(Fn1(lambda x: torch.fft.fft(x)), r(2, 8), CaptureError, "view_as_real", id="complex-output"),
         pytest.param(
-            Fn1(lambda x: real(torch.fft.fft(x).exp())),
+            Fn1(lambda x: real(torch.fft.fft(x).tanh())),
             r(2, 8),
             UnsupportedOpsError,
-            "complex::exp",
+            "complex::tanh",
             id="complex-arithmetic",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(torch.fft.fft(x) ** (1 + 1j))),
+            r(2, 8),
+            TranslationError,
+            "complex tensor raised to a real number only",
+            id="complex-exponent",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(torch.add(torch.fft.fft(x), x, alpha=1j))),
+            r(2, 8),
+            TranslationError,
+            "alpha=1j is not supported: use a real number",
+            id="complex-alpha",
         ),
         pytest.param(
             Fn1(lambda x: real(stft(x, window=hann(16) * 2.0))),

@@ -14,15 +14,17 @@ for both targets (a matmul; for ``istft`` then an overlap-add of shifted, padded
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.op import core
+from torch_to_nnef.op import core, tensor_ops
 from torch_to_nnef.op.core import TranslationError, _arg, _axis
+from torch_to_nnef.op.extra_ops import atan2
 from torch_to_nnef.op.registry import Context, register
 
 _NORMS = ("backward", "ortho", "forward")
@@ -508,8 +510,9 @@ def aten_neg_view(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
 
 
-# Views and gathers that move whole elements along the logical axes: the core translations index the
-# logical axes only (an NNEF transpose leaves the axes past its list in place), so the parts axis stays last.
+# Views, gathers and reductions that move or sum whole elements along the logical axes: the real translations
+# index the logical axes only (an NNEF transpose leaves the axes past its list in place; a stack, a slice or a
+# reduction names its axes), so the parts axis stays last.
 _ELEMENT_OPS = {
     "complex::slice": core.aten_slice,
     "complex::select": core.aten_select,
@@ -518,9 +521,24 @@ _ELEMENT_OPS = {
     "complex::unsqueeze": core.aten_unsqueeze,
     "complex::squeeze": core.aten_squeeze,
     "complex::cat": core.aten_cat,
+    "complex::stack": core.aten_stack,
+    "complex::split": core.aten_split,
+    "complex::split_with_sizes": core.aten_split,
+    "complex::unbind": tensor_ops.aten_unbind,
+    "complex::flip": tensor_ops.aten_flip,
+    "complex::sum": core.aten_reduce,
+    "complex::mean": core.aten_reduce,
 }
-for _kind, _fn in _ELEMENT_OPS.items():
-    register(_kind)(_fn)
+
+
+def _element_op(ctx: Context, node: Node) -> Any:
+    """A complex node of the _ELEMENT_OPS table through its real translation, under its ATen kind (which some
+    translations read, e.g. mean and sum share one).
+    """
+    return _ELEMENT_OPS[node.kind](ctx, dataclasses.replace(node, kind="aten::" + node.kind.split("::", 1)[1]))
+
+
+register(*_ELEMENT_OPS)(_element_op)
 
 
 @register("complex::constant_pad_nd")
@@ -551,32 +569,342 @@ def aten_complex_to_copy(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", _as_complex(ctx, x), out=out.name)
 
 
+def _parts(ctx: Context, x: Ref, rank: int) -> tuple[Ref, Ref]:
+    """The real and imaginary parts of ``x`` (complex layout, logical rank ``rank``), each keeping a parts axis of 1."""
+    g = ctx.g
+    return tuple(g.op("slice", x, axes=[rank], begin=[i], end=[i + 1], stride=[1]) for i in (0, 1))  # type: ignore[return-value]
+
+
+def _join(ctx: Context, re: Ref, im: Ref, rank: int, out: str | None = None) -> Ref:
+    """Real and imaginary parts (each with a parts axis of 1) back into the complex layout."""
+    return ctx.g.op("concat", [re, im], axis=rank, out=out)
+
+
+def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
+    """An operand of an elementwise complex op in the complex layout, aligned to ``rank`` logical axes: a complex
+    tensor as it is, a real tensor with a zero imaginary part, a scalar (real or complex) as a constant.
+    """
+    g, dtype = ctx.g, _parts_dtype(node.outputs[0])
+    if isinstance(v, Value):
+        ref = Ref(ctx.ref(v))
+        if v.rank < rank:
+            ref = g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
+        if _is_complex(v):
+            return ref
+        ref = g.op("unsqueeze", ref, axes=[rank])
+        return g.op("pad", ref, padding=[(0, 0)] * rank + [(0, 1)], border="constant", value=0.0)
+    if isinstance(v, (bool, int, float, complex)):
+        z = complex(v)
+        array = np.array([z.real, z.imag]).reshape((1,) * rank + (2,))
+        return _variable(ctx, array, dtype, f"complex_scalar_{z.real:.17g}_{z.imag:.17g}_r{rank}")
+    raise TranslationError(
+        f"{node.where()}: {node.kind} with the operand {v!r} is not supported: complex arithmetic takes tensors and "
+        "constant numbers"
+    )
+
+
+def _real_scale(ctx: Context, v: Any, rank: int) -> Any:
+    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1."""
+    if not isinstance(v, Value):
+        return float(v)
+    ref = ctx.ref(v)
+    if v.rank < rank:
+        ref = ctx.g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
+    return ctx.g.op("unsqueeze", ref, axes=[rank])
+
+
+def _is_real(v: Any) -> bool:
+    """A real tensor or a real number (a factor applied alike to both parts)."""
+    return (isinstance(v, Value) and not _is_complex(v)) or (isinstance(v, (bool, int, float)))
+
+
+def _product(ctx: Context, x: Ref, y: Ref, rank: int, out: str | None = None) -> Ref:
+    """The complex product of two operands in the complex layout."""
+    g = ctx.g
+    (re_x, im_x), (re_y, im_y) = _parts(ctx, x, rank), _parts(ctx, y, rank)
+    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
+    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
+    return _join(ctx, re, im, rank, out)
+
+
+def _squared_modulus(ctx: Context, x: Ref, rank: int) -> Ref:
+    """re^2 + im^2, keeping a parts axis of 1 (so that it scales both parts)."""
+    return ctx.g.op("sum_reduce", ctx.g.op("sqr", x), axes=[rank])
+
+
+def _conjugate(ctx: Context, x: Ref, rank: int, dtype: str) -> Ref:
+    signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * rank + (2,)), dtype, f"conjugate_r{rank}")
+    return ctx.g.op("mul", x, signs)
+
+
+def _reciprocal(ctx: Context, x: Ref, rank: int, dtype: str, out: str | None = None) -> Ref:
+    """1 / z = conj(z) / |z|^2."""
+    return ctx.g.op("div", _conjugate(ctx, x, rank, dtype), _squared_modulus(ctx, x, rank), out=out)
+
+
 @register("complex::mul")
 def aten_complex_mul(ctx: Context, node: Node) -> Ref:
-    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product, or the parts
-    scaled by a real tensor or scalar.
+    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product (with a complex tensor
+    or number, ``1j * phase`` included), or the parts scaled by a real tensor or number.
     """
     out, g = node.outputs[0], ctx.g
     a, b = node.args[0], node.args[1]
+    if _is_real(a) or _is_real(b):
+        return g.op(
+            "mul",
+            _real_scale(ctx, a, out.rank) if _is_real(a) else _complex_operand(ctx, node, a, out.rank),
+            _real_scale(ctx, b, out.rank) if _is_real(b) else _complex_operand(ctx, node, b, out.rank),
+            out=out.name,
+        )
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
+    return _product(ctx, x, y, out.rank, out.name)
 
-    def operand(v: Any) -> Any:
-        if isinstance(v, complex):
-            raise TranslationError(f"{node.where()}: a product with the complex scalar {v} is not supported yet")
-        if not isinstance(v, Value):
-            return float(v)
-        ref = ctx.ref(v)
-        if v.rank < out.rank:
-            ref = g.op("unsqueeze", ref, axes=list(range(out.rank - v.rank)))
-        return ref if _is_complex(v) else g.op("unsqueeze", ref, axes=[out.rank])  # the same for both parts
 
-    if not (isinstance(a, Value) and _is_complex(a) and isinstance(b, Value) and _is_complex(b)):
-        return g.op("mul", operand(a), operand(b), out=out.name)
+def _alpha(node: Node) -> float:
+    alpha = _arg(node, 2, "alpha", 1)
+    if isinstance(alpha, complex) or not isinstance(alpha, (bool, int, float)):
+        raise TranslationError(f"{node.where()}: {node.kind} with alpha={alpha!r} is not supported: use a real number")
+    return float(alpha)
 
-    def part(x: Ref, index: int) -> Ref:
-        return g.op("slice", x, axes=[out.rank], begin=[index], end=[index + 1], stride=[1])
 
-    x, y = operand(a), operand(b)
-    (re_x, im_x), (re_y, im_y) = (part(x, 0), part(x, 1)), (part(y, 0), part(y, 1))
-    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
-    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
-    return g.op("concat", [re, im], axis=out.rank, out=out.name)
+@register("complex::add", "complex::sub", "complex::rsub")
+def aten_complex_add(ctx: Context, node: Node) -> Ref:
+    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); rsub(self, other, alpha) = other - alpha * self.
+
+    A real operand (tensor or number) adds to the real part only, as torch promotes it.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+    if node.kind == "complex::rsub":
+        a, b = b, a
+    alpha = _alpha(node)
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
+    if alpha != 1.0:
+        y = g.op("mul", y, alpha)
+    return g.op("add" if node.kind == "complex::add" else "sub", x, y, out=out.name)
+
+
+@register("complex::neg")
+def aten_complex_neg(ctx: Context, node: Node) -> Ref:
+    """neg(Tensor self) of a complex tensor: both parts negated."""
+    return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+@register("complex::div")
+def aten_complex_div(ctx: Context, node: Node) -> Ref:
+    """div.Tensor(Tensor self, Tensor|Scalar other) with a complex operand: by a real divisor both parts are
+    divided; by a complex one the dividend is multiplied by ``conj(other) / |other|^2``.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+    if _arg(node, 2, "rounding_mode") is not None:
+        raise TranslationError(f"{node.where()}: a complex division has no rounding mode (got rounding_mode)")
+    rank, dtype = out.rank, _parts_dtype(out)
+    if _is_real(b):
+        return g.op("div", _complex_operand(ctx, node, a, rank), _real_scale(ctx, b, rank), out=out.name)
+    y = _complex_operand(ctx, node, b, rank)
+    numerator = _conjugate(ctx, y, rank, dtype)
+    if _is_real(a):
+        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank))
+    else:
+        numerator = _product(ctx, _complex_operand(ctx, node, a, rank), numerator, rank, out.name + "_numerator")
+    return g.op("div", numerator, _squared_modulus(ctx, y, rank), out=out.name)
+
+
+@register("complex::reciprocal")
+def aten_complex_reciprocal(ctx: Context, node: Node) -> Ref:
+    """reciprocal(Tensor self) of a complex tensor: ``conj(z) / |z|^2``."""
+    x, out = node.args[0], node.outputs[0]
+    return _reciprocal(ctx, ctx.ref(x), x.rank, _parts_dtype(out), out=out.name)
+
+
+def _polar(ctx: Context, modulus: Any, angle: Any, rank: int, out: str) -> Ref:
+    """``modulus * (cos(angle), sin(angle))`` from real operands of logical rank ``rank`` (each with a parts axis
+    of 1, or numbers).
+    """
+    g = ctx.g
+    return _join(ctx, g.op("mul", modulus, g.op("cos", angle)), g.op("mul", modulus, g.op("sin", angle)), rank, out)
+
+
+@register("complex::exp")
+def aten_complex_exp(ctx: Context, node: Node) -> Ref:
+    """exp(Tensor self) of a complex tensor: ``e^re * (cos(im), sin(im))``."""
+    x, out = node.args[0], node.outputs[0]
+    re, im = _parts(ctx, ctx.ref(x), x.rank)
+    return _polar(ctx, ctx.g.op("exp", re), im, x.rank, out.name)
+
+
+def _angle(ctx: Context, x: Ref, rank: int, out: str | None = None) -> Ref:
+    """``atan2(im, re)`` with a parts axis of 1."""
+    re, im = _parts(ctx, x, rank)
+    return atan2(ctx, im, re, out)
+
+
+@register("complex::angle")
+def aten_complex_angle(ctx: Context, node: Node) -> Ref:
+    """angle(Tensor self) of a complex tensor: the real ``atan2(im, re)``, in (-pi, pi]."""
+    x, out = node.args[0], node.outputs[0]
+    return ctx.g.op("squeeze", _angle(ctx, ctx.ref(x), x.rank), axes=[x.rank], out=out.name)
+
+
+@register("complex::log")
+def aten_complex_log(ctx: Context, node: Node) -> Ref:
+    """log(Tensor self) of a complex tensor: ``(log|z|, angle(z))``."""
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    magnitude = g.op("mul", g.op("log", _squared_modulus(ctx, z, x.rank)), 0.5)
+    return _join(ctx, magnitude, _angle(ctx, z, x.rank), x.rank, out.name)
+
+
+@register("complex::sgn")
+def aten_complex_sgn(ctx: Context, node: Node) -> Ref:
+    """sgn(Tensor self) of a complex tensor: ``z / |z|``, 0 where z is 0."""
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+    safe = g.op("select", g.op("eq", modulus, 0.0), 1.0, modulus)
+    return g.op("div", z, safe, out=out.name)
+
+
+@register("complex::sqrt")
+def aten_complex_sqrt(ctx: Context, node: Node) -> Ref:
+    """sqrt(Tensor self) of a complex tensor, the principal root: ``(sqrt((|z| + re) / 2), ±sqrt((|z| - re) / 2))``
+    with the sign of ``im`` (the negative real axis maps to the positive imaginary one).
+    """
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    re, im = _parts(ctx, z, x.rank)
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+    root_re = g.op("sqrt", g.op("mul", g.op("max", g.op("add", modulus, re), 0.0), 0.5))
+    root_im = g.op("sqrt", g.op("mul", g.op("max", g.op("sub", modulus, re), 0.0), 0.5))
+    root_im = g.op("select", g.op("lt", im, 0.0), g.op("neg", root_im), root_im)
+    return _join(ctx, root_re, root_im, x.rank, out.name)
+
+
+@register("complex::square")
+def aten_complex_square(ctx: Context, node: Node) -> Ref:
+    """square(Tensor self) of a complex tensor: ``z * z``."""
+    x, out = node.args[0], node.outputs[0]
+    return _product(ctx, ctx.ref(x), ctx.ref(x), x.rank, out.name)
+
+
+@register("complex::pow")
+def aten_complex_pow(ctx: Context, node: Node) -> Ref:
+    """pow.Tensor_Scalar(Tensor self, Scalar exponent) of a complex tensor and a real exponent: repeated products
+    for an integer exponent (a reciprocal for a negative one), ``|z|^p * (cos(p angle), sin(p angle))`` otherwise.
+    """
+    x, exponent, out = node.args[0], node.args[1], node.outputs[0]
+    if not isinstance(x, Value) or not _is_complex(x) or not isinstance(exponent, (bool, int, float)):
+        raise TranslationError(
+            f"{node.where()}: complex pow is supported for a complex tensor raised to a real number only (got "
+            f"{getattr(x, 'dtype', x)!r} ** {getattr(exponent, 'dtype', exponent)!r})"
+        )
+    g, rank, dtype = ctx.g, x.rank, _parts_dtype(out)
+    z = ctx.ref(x)
+    if float(exponent) == int(exponent) and abs(int(exponent)) <= 64:
+        n = int(exponent)
+        if n == 0:
+            return g.op("add", g.op("mul", z, 0.0), _complex_operand(ctx, node, 1.0, rank), out=out.name)
+        base = z if n > 0 else _reciprocal(ctx, z, rank, dtype)
+        result: Ref | None = None
+        n = abs(n)
+        while n:  # square-and-multiply
+            if n & 1:
+                result = base if result is None else _product(ctx, result, base, rank)
+            n >>= 1
+            if n:
+                base = _product(ctx, base, base, rank)
+        assert result is not None
+        return g.op("copy", result, out=out.name)
+    p = float(exponent)
+    modulus = g.op("pow", _squared_modulus(ctx, z, rank), p / 2.0)
+    return _polar(ctx, modulus, g.op("mul", _angle(ctx, z, rank), p), rank, out.name)
+
+
+@register("complex::polar")
+def aten_complex_polar(ctx: Context, node: Node) -> Ref:
+    """polar(Tensor abs, Tensor angle) -> Tensor: ``abs * (cos(angle), sin(angle))`` (broadcast)."""
+    out = node.outputs[0]
+    modulus, angle = (_real_scale(ctx, v, out.rank) for v in node.args[:2])
+    return _polar(ctx, modulus, angle, out.rank, out.name)
+
+
+@register("complex::complex")
+def aten_complex_complex(ctx: Context, node: Node) -> Ref:
+    """complex(Tensor real, Tensor imag) -> Tensor: the parts side by side (broadcast to the result's shape)."""
+    out, g = node.outputs[0], ctx.g
+    parts = []
+    for v in node.args[:2]:
+        ref = _real_scale(ctx, v, out.rank)
+        shape = (1,) * (out.rank - v.rank) + tuple(v.shape)
+        if shape != tuple(out.shape):
+            repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+            ref = g.op("tile", ref, repeats=[*repeats, 1])
+        parts.append(ref)
+    return _join(ctx, parts[0], parts[1], out.rank, out.name)
+
+
+def _broadcast_repeat(node: Node, have: Any, want: Any) -> Any:
+    """How many times an axis of size ``have`` is tiled to broadcast to ``want``."""
+    if have == want:
+        return 1
+    if have == 1:
+        return want if isinstance(want, int) else Ref(dim_literal(want))
+    if isinstance(have, int) and isinstance(want, int) and want % have == 0:
+        return want // have
+    raise TranslationError(f"{node.where()}: {node.kind} cannot broadcast a size of {have} to {want}")
+
+
+@register("complex::where")
+def aten_complex_where(ctx: Context, node: Node) -> Ref:
+    """where.self(Tensor condition, Tensor self, Tensor other) with a complex branch: the condition picks whole
+    elements (the same for both parts); a real branch has a zero imaginary part.
+    """
+    condition, out, g = node.args[0], node.outputs[0], ctx.g
+    if not isinstance(condition, Value):
+        raise TranslationError(f"{node.where()}: complex where needs a tensor condition (got {condition!r})")
+    cond = _real_scale(ctx, condition, out.rank)
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in node.args[1:3])
+    return g.op("select", cond, x, y, out=out.name)
+
+
+@register("complex::view", "complex::reshape", "complex::_unsafe_view", "complex::flatten", "complex::unflatten")
+def aten_complex_view(ctx: Context, node: Node) -> Ref:
+    """view/reshape(Tensor self, SymInt[] size) of a complex tensor: the logical axes reshaped, the parts axis kept
+    last.
+    """
+    x, out = node.args[0], node.outputs[0]
+    shape = tensor_ops._shape_attr(ctx, node, out.shape)
+    return ctx.g.op("reshape", ctx.ref(x), shape=shape, axis_start=0, axis_count=x.rank, out=out.name)
+
+
+@register("complex::expand", "complex::repeat")
+def aten_complex_tile(ctx: Context, node: Node) -> Ref:
+    """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats) of a complex tensor: a tile of the
+    logical axes (new ones on the left), the parts axis once.
+    """
+    x, out = node.args[0], node.outputs[0]
+    ref = ctx.ref(x)
+    if x.rank < out.rank:
+        ref = ctx.g.op("unsqueeze", ref, axes=list(range(out.rank - x.rank)))
+    shape = (1,) * (out.rank - x.rank) + tuple(x.shape)
+    repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+    return ctx.g.op("tile", ref, repeats=[*repeats, 1], out=out.name)
+
+
+@register("complex::roll")
+def aten_complex_roll(ctx: Context, node: Node) -> Ref:
+    """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) of a complex tensor: whole elements rolled along the
+    logical axes (over the flattened elements when dims is empty).
+    """
+    x, out = node.args[0], node.outputs[0]
+    if _arg(node, 2, "dims", []):
+        return cast(Ref, tensor_ops.aten_roll(ctx, node))
+    shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    if not isinstance(shifts[0], int):
+        raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
+    g = ctx.g
+    flat = g.op("reshape", ctx.ref(x), shape=[-1], axis_start=0, axis_count=x.rank)
+    rolled = tensor_ops._roll_axis(ctx, flat, tensor_ops._product(list(x.shape)), 0, shifts[0])
+    shape = tensor_ops._shape_attr(ctx, node, x.shape)
+    return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
