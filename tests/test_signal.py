@@ -22,6 +22,8 @@ from torch_to_nnef.capture import CaptureError
 from torch_to_nnef.export import UnsupportedOpsError
 from torch_to_nnef.op.core import TranslationError
 
+TORCH_2_6 = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
+
 
 class Fn1(nn.Module):
     """One named input (dynamic axes need a fixed signature)."""
@@ -301,6 +303,51 @@ def polar_roundtrip(x: torch.Tensor) -> torch.Tensor:
     return torch.istft(spec, 16, hop_length=4, window=hann(16))
 
 
+class MaskEnhancer(nn.Module):
+    """A small speech enhancement model: a network reads the log-magnitude spectrum and gives either a real
+    mask applied to the magnitude (recombined with the noisy phase by ``torch.polar``) or a complex ratio mask
+    multiplying the spectrum; the result is resynthesised by ``istft``.
+    """
+
+    def __init__(self, complex_mask: bool, n_fft: int = 32, hop: int = 8, hidden: int = 12) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.complex_mask = n_fft, hop, complex_mask
+        bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft))
+        self.net = nn.Sequential(
+            nn.Conv1d(bins, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(hidden, 2 * bins if complex_mask else bins, 1),
+        )
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(samples, self.n_fft, hop_length=self.hop, window=self.window, return_complex=True)
+        magnitude = spec.abs()
+        features = self.net(torch.log(magnitude + 1e-3))
+        if self.complex_mask:  # [B, 2 * bins, frames] -> a complex [B, bins, frames]
+            parts = torch.tanh(features).unflatten(1, (2, -1)).permute(0, 2, 3, 1).contiguous()
+            enhanced = spec * torch.view_as_complex(parts)
+        else:
+            enhanced = torch.polar(magnitude * torch.sigmoid(features), spec.angle())
+        return torch.istft(enhanced, self.n_fft, hop_length=self.hop, window=self.window)
+
+
+@pytest.mark.parametrize("target, complex_mask", [(t, m) for m in (False, True) for t in ("tract", "khronos")])
+def test_mask_speech_enhancement(tmp_path: Path, target: str, complex_mask: bool) -> None:
+    torch.manual_seed(0)
+    export_and_check(tmp_path, target, MaskEnhancer(complex_mask), (r(2, 160),))
+
+
+@pytest.mark.skipif(not TORCH_2_6, reason="torch 2.5's torch.export has no FFT over a dynamic axis")
+@pytest.mark.parametrize("complex_mask", [False, True])
+def test_mask_speech_enhancement_dynamic_samples(tmp_path: Path, complex_mask: bool) -> None:
+    torch.manual_seed(0)
+    target = TractNNEF(check_io=True, dynamic_axes={"samples": {1: "T"}})
+    model = MaskEnhancer(complex_mask).eval()
+    path = export_model_to_nnef(model, (r(2, 160),), tmp_path / "m.nnef", target, input_names=["samples"])
+    assert "tract_symbol T" in (path / "graph.nnef").read_text()
+
+
 @pytest.mark.parametrize("target, module, inputs", op_params(COMPLEX_CASES))
 def test_complex_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     export_and_check(tmp_path, target, module, inputs)
@@ -322,9 +369,6 @@ DYNAMIC: list[tuple[str, nn.Module, torch.Tensor]] = [
     ("log-mel", LogMel(), r(2, 400)),
     ("log-mel-rank1", LogMel(n_fft=32, hop=8, mels=8), r(256)),
 ]
-
-
-TORCH_2_6 = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
 
 
 @pytest.mark.skipif(not TORCH_2_6, reason="torch 2.5's torch.export has no FFT over a dynamic axis")
