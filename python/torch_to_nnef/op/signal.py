@@ -478,9 +478,9 @@ def aten_window(ctx: Context, node: Node) -> Ref:
     return ctx.g.variable(array, f"{_WINDOWS[node.kind]}_{length}_{options}_{out.dtype}".rstrip("_"))
 
 
-@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias")
+@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias", "complex::detach")
 def aten_view_as_real(ctx: Context, node: Node) -> Ref:
-    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias of a complex tensor.
+    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias/detach of a complex tensor.
 
     The complex layout already holds the parts on a trailing axis: a copy.
     """
@@ -495,9 +495,9 @@ def aten_complex_abs(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", g.op("sqrt", power), axes=[x.rank], out=node.outputs[0].name)
 
 
-@register("complex::_conj")
+@register("complex::_conj", "complex::_conj_physical", "complex::conj_physical")
 def aten_conj(ctx: Context, node: Node) -> Ref:
-    """_conj(Tensor self) -> Tensor: the conjugate (the imaginary part negated)."""
+    """_conj(Tensor self) -> Tensor; _conj_physical: the conjugate (the imaginary part negated)."""
     x, out = node.args[0], node.outputs[0]
     dtype = _parts_dtype(out)
     signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * x.rank + (2,)), dtype, f"conjugate_r{x.rank}")
@@ -525,6 +525,7 @@ _ELEMENT_OPS = {
     "complex::split": core.aten_split,
     "complex::split_with_sizes": core.aten_split,
     "complex::unbind": tensor_ops.aten_unbind,
+    "complex::index_select": core.aten_index_select,
     "complex::flip": tensor_ops.aten_flip,
     "complex::sum": core.aten_reduce,
     "complex::mean": core.aten_reduce,
@@ -541,12 +542,22 @@ def _element_op(ctx: Context, node: Node) -> Any:
 register(*_ELEMENT_OPS)(_element_op)
 
 
-@register("complex::constant_pad_nd")
+@register("complex::constant_pad_nd", "complex::pad")
 def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
-    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) of a complex tensor: zero bins or samples
-    appended on the logical axes (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(Tensor self, SymInt[] pad, str
+    mode="constant", float? value=None) of a complex tensor: zero bins or samples appended on the logical axes
+    (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
     """
-    x, pad, value = node.args[0], list(node.args[1]), _arg(node, 2, "value", 0.0)
+    x, pad = node.args[0], list(node.args[1])
+    if node.kind == "complex::pad":
+        mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value") or 0.0
+        if mode != "constant":
+            raise TranslationError(
+                f"{node.where()}: {mode!r} padding of a complex tensor is not supported yet: pad the real and "
+                "imaginary parts (torch.view_as_real) instead"
+            )
+    else:
+        value = _arg(node, 2, "value", 0.0)
     if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
         raise TranslationError(
             f"{node.where()}: padding a complex tensor is supported with zeros and static, non-negative "
@@ -908,3 +919,84 @@ def aten_complex_roll(ctx: Context, node: Node) -> Ref:
     rolled = tensor_ops._roll_axis(ctx, flat, tensor_ops._product(list(x.shape)), 0, shifts[0])
     shape = tensor_ops._shape_attr(ctx, node, x.shape)
     return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
+
+
+@register("complex::matmul", "complex::mm", "complex::bmm")
+def aten_complex_matmul(ctx: Context, node: Node) -> Ref:
+    """matmul(Tensor self, Tensor other) of complex tensors (torch multiplies no complex by real matrices): real
+    matmuls of the parts, ``(ar br - ai bi, ar bi + ai br)``; a 1-D operand is a row (left) or a column (right).
+    """
+    a, b = node.args[0], node.args[1]
+    out, g = node.outputs[0], ctx.g
+    if not (_is_complex(a) and _is_complex(b)):
+        raise TranslationError(f"{node.where()}: {node.kind} takes two complex tensors (got {a.dtype} and {b.dtype})")
+    rank = max(a.rank, b.rank, 2)
+
+    def parts(v: Value, column: bool) -> list[Ref]:
+        refs = [g.op("squeeze", p, axes=[v.rank]) for p in _parts(ctx, ctx.ref(v), v.rank)]
+        if v.rank == 1:
+            refs = [g.op("unsqueeze", p, axes=[1 if column else 0]) for p in refs]
+        if max(v.rank, 2) < rank:
+            refs = [g.op("unsqueeze", p, axes=list(range(rank - max(v.rank, 2)))) for p in refs]
+        return refs
+
+    (ar, ai), (br, bi) = parts(a, column=False), parts(b, column=True)
+    re = g.op("sub", g.op("matmul", ar, br), g.op("matmul", ai, bi))
+    im = g.op("add", g.op("matmul", ar, bi), g.op("matmul", ai, br))
+    squeezed = ([rank - 2] if a.rank == 1 else []) + ([rank - 1] if b.rank == 1 else [])
+    if squeezed:
+        re, im = g.op("squeeze", re, axes=squeezed), g.op("squeeze", im, axes=squeezed)
+    return g.op("stack", [re, im], axis=out.rank, out=out.name)
+
+
+@register("complex::zeros_like", "complex::ones_like", "complex::full_like")
+def aten_complex_full_like(ctx: Context, node: Node) -> Ref:
+    """zeros_like/ones_like(Tensor self, ...); full_like(Tensor self, Scalar fill_value, ...) of a complex dtype:
+    the constant (real or complex) tiled to the shape.
+    """
+    out = node.outputs[0]
+    value = {"complex::zeros_like": 0, "complex::ones_like": 1}.get(node.kind)
+    if value is None:
+        value = node.args[1]
+    if not _is_complex(out):
+        raise TranslationError(f"{node.where()}: {node.kind} of a complex tensor to {out.dtype} is not supported yet")
+    constant = _complex_operand(ctx, node, value, out.rank)
+    repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
+    return ctx.g.op("tile", constant, repeats=[*repeats, 1], out=out.name)
+
+
+@register("complex::masked_fill")
+def aten_complex_masked_fill(ctx: Context, node: Node) -> Ref:
+    """masked_fill(Tensor self, Tensor mask, Scalar|Tensor value) of a complex tensor: whole elements replaced."""
+    x, mask, value = node.args[:3]
+    out = node.outputs[0]
+    fill = _complex_operand(ctx, node, value, out.rank)
+    return ctx.g.op("select", _real_scale(ctx, mask, out.rank), fill, ctx.ref(x), out=out.name)
+
+
+_SHIFTS = {"fft_fftshift": 1, "fft_ifftshift": -1}
+
+
+@register("aten::fft_fftshift", "aten::fft_ifftshift", "complex::fft_fftshift", "complex::fft_ifftshift")
+def aten_fftshift(ctx: Context, node: Node) -> Ref:
+    """fft_fftshift / fft_ifftshift(Tensor input, int[1]? dim=None) -> Tensor: a roll by half of each axis
+    (``n // 2`` forward, ``-(n // 2)`` back), on every axis by default; complex values move whole.
+    """
+    x, out = node.args[0], node.outputs[0]
+    dims = _arg(node, 1, "dim")
+    dims = list(range(x.rank)) if dims is None else [dims] if isinstance(dims, int) else list(dims)
+    sign = _SHIFTS[node.kind.split("::", 1)[1]]
+    y = ctx.ref(x)
+    for d in dims:
+        axis = _axis(d, x.rank)
+        n = _static(node, x.shape[axis], f"length on axis {axis}")
+        y = tensor_ops._roll_axis(ctx, y, n, axis, sign * (n // 2))
+    return ctx.g.op("copy", y, out=out.name)
+
+
+@register("aten::angle")
+def aten_angle(ctx: Context, node: Node) -> Ref:
+    """angle(Tensor self) of a real tensor: pi for negative values, 0 otherwise (NaN kept)."""
+    x, g = ctx.ref(node.args[0]), ctx.g
+    sign = g.op("select", g.op("lt", x, 0.0), math.pi, 0.0)
+    return g.op("select", g.op("ne", x, x), x, sign, out=node.outputs[0].name)
