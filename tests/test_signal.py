@@ -477,6 +477,13 @@ def test_khronos_uses_specification_ops(tmp_path: Path) -> None:
             id="complex-exponent",
         ),
         pytest.param(
+            Fn1(lambda x: real(nn.functional.pad(torch.fft.fft(x), (1, 1), mode="reflect"))),
+            r(2, 8),
+            TranslationError,
+            "'reflect' padding of a complex tensor is not supported",
+            id="complex-reflect-pad",
+        ),
+        pytest.param(
             Fn1(lambda x: real(torch.add(torch.fft.fft(x), x, alpha=1j))),
             r(2, 8),
             TranslationError,
