@@ -279,6 +279,7 @@ COMPLEX_CASES: list[Case] = [
     ("conj-physical-detach", Fn(lambda x: real(C(x).conj_physical().detach())), (r(3, 4, 2),), True),
     ("fftshift", Fn(lambda x: real(torch.fft.fftshift(torch.fft.fft(x)))), (r(4, 5),), True),
     ("ifftshift-axis", Fn(lambda x: real(torch.fft.ifftshift(C(x), dim=1))), (r(3, 5, 2),), True),
+    ("ifftshift-real", Fn(lambda x: torch.fft.ifftshift(x)), (r(3, 5),), True),
     ("fftshift-real", Fn(lambda x: torch.fft.fftshift(x, dim=(0, 1))), (r(3, 5),), True),
     ("angle-of-real", Fn(lambda x: torch.angle(x)), (torch.tensor([-2.0, 0.0, 3.0, float("nan"), -0.5]),), True),
     # shapes and reductions over the logical axes
@@ -372,6 +373,12 @@ def test_signal_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple
     export_and_check(tmp_path, target, module, inputs)
 
 
+def phase_advanced(x: torch.Tensor) -> torch.Tensor:
+    """The magnitude kept, the phase doubled: a phase-vocoder-like resynthesis."""
+    spec = stft(x, window=hann(16))
+    return torch.istft(torch.polar(spec.abs(), spec.angle() * 2), 16, 4, window=hann(16))
+
+
 # Tract only: the samples axis (and so the number of frames) dynamic, checked at a second length.
 DYNAMIC: list[tuple[str, nn.Module, torch.Tensor]] = [
     ("stft-hann", Fn1(lambda x: real(stft(x, window=hann(16)))), r(2, 64)),
@@ -381,6 +388,17 @@ DYNAMIC: list[tuple[str, nn.Module, torch.Tensor]] = [
     ("ifft-forward", Fn1(lambda x: torch.fft.ifft(x, norm="forward").real), r(2, 30)),
     ("istft-roundtrip", Fn1(lambda x: roundtrip(x)), r(2, 64)),
     ("log-mel", LogMel(), r(2, 400)),
+    ("complex-flatten", Fn1(lambda x: real(stft(x, window=hann(16)).flatten(1) * 2j)), r(2, 64)),
+    (
+        "complex-frame-difference-mean",
+        Fn1(lambda x: real((stft(x)[..., 1:] / (stft(x)[..., :-1] + 1.0)).mean(-1))),
+        r(2, 64),
+    ),
+    (
+        "complex-phase-advance",
+        Fn1(lambda x: phase_advanced(x)),
+        r(2, 64),
+    ),
     ("log-mel-rank1", LogMel(n_fft=32, hop=8, mels=8), r(256)),
 ]
 
