@@ -54,6 +54,9 @@ def mel_filterbank(bins: int, mels: int, sample_rate: int) -> torch.Tensor:
 class LogMel(nn.Module):
     """A log-mel front end without torchaudio: power spectrum, mel filterbank, log."""
 
+    window: torch.Tensor
+    filterbank: torch.Tensor
+
     def __init__(self, n_fft: int = 64, hop: int = 16, mels: int = 12, sample_rate: int = 16000) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -324,6 +327,8 @@ class MaskEnhancer(nn.Module):
     multiplying the spectrum; the result is resynthesised by ``istft``.
     """
 
+    window: torch.Tensor
+
     def __init__(self, complex_mask: bool, n_fft: int = 32, hop: int = 8, hidden: int = 12) -> None:
         super().__init__()
         self.n_fft, self.hop, self.complex_mask = n_fft, hop, complex_mask
@@ -340,7 +345,7 @@ class MaskEnhancer(nn.Module):
         magnitude = spec.abs()
         features = self.net(torch.log(magnitude + 1e-3))
         if self.complex_mask:  # [B, 2 * bins, frames] -> a complex [B, bins, frames]
-            parts = torch.tanh(features).unflatten(1, (2, -1)).permute(0, 2, 3, 1).contiguous()
+            parts = torch.stack(torch.tanh(features).chunk(2, 1), -1)
             enhanced = spec * torch.view_as_complex(parts)
         else:
             enhanced = torch.polar(magnitude * torch.sigmoid(features), spec.angle())
