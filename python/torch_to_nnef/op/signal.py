@@ -1,5 +1,6 @@
 """Translations of the signal-processing ops: FFTs, STFT and its inverse, window functions, and the
-complex views and products around them (``view_as_real``, ``abs``, ``.real``/``.imag``, slices, ``mul``).
+complex values around them: views (``view_as_real``, ``.real``/``.imag``, reshapes, slices, rolls), arithmetic
+(``+ - * /``, ``exp``, ``log``, ``sqrt``, ``pow``, ``abs``, ``angle``, ``polar``, ``matmul``) and reductions.
 
 A complex value is held in NNEF as a real tensor with a trailing axis of size 2 (real and imaginary
 parts), as tract's own FFT operators take it; the capture keys every node touching one in the
@@ -814,8 +815,9 @@ def aten_complex_pow(ctx: Context, node: Node) -> Ref:
     z = ctx.ref(x)
     if float(exponent) == int(exponent) and abs(int(exponent)) <= 64:
         n = int(exponent)
-        if n == 0:
-            return g.op("add", g.op("mul", z, 0.0), _complex_operand(ctx, node, 1.0, rank), out=out.name)
+        if n == 0:  # ones, whatever z holds (inf and nan included, as torch gives)
+            repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
+            return g.op("tile", _complex_operand(ctx, node, 1.0, rank), repeats=[*repeats, 1], out=out.name)
         base = z if n > 0 else _reciprocal(ctx, z, rank, dtype)
         result: Ref | None = None
         n = abs(n)
