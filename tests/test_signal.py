@@ -236,6 +236,8 @@ COMPLEX_CASES: list[Case] = [
     ("mul-imaginary-unit", Fn(lambda x: real(C(x) * 1j)), (r(3, 4, 2),), True),
     ("mul-complex-scalar-broadcast", Fn(lambda x, y: real((0.5 - 2j) * C(x) * C(y))), (r(3, 4, 2), r(4, 2)), True),
     ("mul-real-mask", Fn(lambda x, m: real(C(x) * torch.sigmoid(m))), (r(3, 4, 2), r(3, 4)), True),
+    ("mul-boolean-mask", Fn(lambda x, m: real(C(x) * (m > 0))), (r(3, 4, 2), r(4)), True),
+    ("add-boolean-tensor", Fn(lambda x, m: real(C(x) + (m > 0))), (r(3, 4, 2), r(3, 4)), True),
     ("div", Fn(lambda x, y: real(C(x) / C(y))), (r(3, 4, 2), nonzero(3, 4, 2)), True),
     ("div-real-tensor", Fn(lambda x, y: real(C(x) / y)), (r(3, 4, 2), nonzero(4)), True),
     ("div-real-scalar", Fn(lambda x: real(C(x) / 4.0)), (r(3, 4, 2),), True),

@@ -598,12 +598,11 @@ def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
     """
     g, dtype = ctx.g, _parts_dtype(node.outputs[0])
     if isinstance(v, Value):
-        ref = Ref(ctx.ref(v))
-        if v.rank < rank:
+        ref = Ref(ctx.ref(v)) if _is_complex(v) else _real_scale(ctx, v, rank, node)
+        if _is_complex(v) and v.rank < rank:
             ref = g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
         if _is_complex(v):
             return ref
-        ref = g.op("unsqueeze", ref, axes=[rank])
         return g.op("pad", ref, padding=[(0, 0)] * rank + [(0, 1)], border="constant", value=0.0)
     if isinstance(v, (bool, int, float, complex)):
         z = complex(v)
@@ -615,11 +614,15 @@ def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
     )
 
 
-def _real_scale(ctx: Context, v: Any, rank: int) -> Any:
-    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1."""
+def _real_scale(ctx: Context, v: Any, rank: int, node: Node | None = None) -> Any:
+    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1 (and, given the node,
+    the dtype of its result's parts: torch promotes an integer or boolean factor).
+    """
     if not isinstance(v, Value):
         return float(v)
     ref = ctx.ref(v)
+    if node is not None:
+        ref = tensor_ops._cast(ctx, node, ref, v.dtype, _parts_dtype(node.outputs[0]))
     if v.rank < rank:
         ref = ctx.g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
     return ctx.g.op("unsqueeze", ref, axes=[rank])
@@ -664,8 +667,8 @@ def aten_complex_mul(ctx: Context, node: Node) -> Ref:
     if _is_real(a) or _is_real(b):
         return g.op(
             "mul",
-            _real_scale(ctx, a, out.rank) if _is_real(a) else _complex_operand(ctx, node, a, out.rank),
-            _real_scale(ctx, b, out.rank) if _is_real(b) else _complex_operand(ctx, node, b, out.rank),
+            _real_scale(ctx, a, out.rank, node) if _is_real(a) else _complex_operand(ctx, node, a, out.rank),
+            _real_scale(ctx, b, out.rank, node) if _is_real(b) else _complex_operand(ctx, node, b, out.rank),
             out=out.name,
         )
     x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
@@ -713,11 +716,11 @@ def aten_complex_div(ctx: Context, node: Node) -> Ref:
         raise TranslationError(f"{node.where()}: a complex division has no rounding mode (got rounding_mode)")
     rank, dtype = out.rank, _parts_dtype(out)
     if _is_real(b):
-        return g.op("div", _complex_operand(ctx, node, a, rank), _real_scale(ctx, b, rank), out=out.name)
+        return g.op("div", _complex_operand(ctx, node, a, rank), _real_scale(ctx, b, rank, node), out=out.name)
     y = _complex_operand(ctx, node, b, rank)
     numerator = _conjugate(ctx, y, rank, dtype)
     if _is_real(a):
-        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank))
+        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank, node))
     else:
         numerator = _product(ctx, _complex_operand(ctx, node, a, rank), numerator, rank, out.name + "_numerator")
     return g.op("div", numerator, _squared_modulus(ctx, y, rank), out=out.name)
@@ -838,7 +841,7 @@ def aten_complex_pow(ctx: Context, node: Node) -> Ref:
 def aten_complex_polar(ctx: Context, node: Node) -> Ref:
     """polar(Tensor abs, Tensor angle) -> Tensor: ``abs * (cos(angle), sin(angle))`` (broadcast)."""
     out = node.outputs[0]
-    modulus, angle = (_real_scale(ctx, v, out.rank) for v in node.args[:2])
+    modulus, angle = (_real_scale(ctx, v, out.rank, node) for v in node.args[:2])
     return _polar(ctx, modulus, angle, out.rank, out.name)
 
 
@@ -848,7 +851,7 @@ def aten_complex_complex(ctx: Context, node: Node) -> Ref:
     out, g = node.outputs[0], ctx.g
     parts = []
     for v in node.args[:2]:
-        ref = _real_scale(ctx, v, out.rank)
+        ref = _real_scale(ctx, v, out.rank, node)
         shape = (1,) * (out.rank - v.rank) + tuple(v.shape)
         if shape != tuple(out.shape):
             repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
