@@ -1005,3 +1005,36 @@ def aten_angle(ctx: Context, node: Node) -> Ref:
     x, g = ctx.ref(node.args[0]), ctx.g
     sign = g.op("select", g.op("lt", x, 0.0), math.pi, 0.0)
     return g.op("select", g.op("ne", x, x), x, sign, out=node.outputs[0].name)
+
+
+@register("complex::einsum")
+def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
+    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) of complex tensors: the real einsum of the
+    layouts with one more letter per operand for its parts (every product of parts), then each product of
+    ``k`` imaginary parts added to the result's real or imaginary part with the sign of ``i^k``.
+    """
+    equation, operands = node.args[0], list(node.args[1])
+    out, g = node.outputs[0], ctx.g
+    if not all(isinstance(v, Value) and _is_complex(v) for v in operands):
+        raise TranslationError(f"{node.where()}: a complex einsum takes complex operands only")
+    n = len(operands)
+    letters = [chr(0x5D0 + i) for i in range(n)]  # sorted after the equation's and the ellipsis' letters
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    specs = [spec + letter for spec, letter in zip(lhs.split(","), letters)]
+    real_equation = ",".join(specs) + (f"->{rhs}{''.join(letters)}" if arrow else "")
+    layouts = [Value(v.name, _parts_dtype(v), (*v.shape, 2)) for v in operands]  # the same refs, parts axis named
+    products = Value(out.name + "_products", _parts_dtype(out), (*out.shape, *([2] * n)))
+    y = tensor_ops._einsum(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
+    combine = np.zeros((2**n, 2))
+    for index in range(2**n):
+        k = bin(index).count("1")  # the number of imaginary factors
+        combine[index, k % 2] = 1.0 if k % 4 < 2 else -1.0
+    rank = max(out.rank, 1)
+    if out.rank == 0:
+        y = g.op("unsqueeze", y, axes=[0])
+    y = g.op("reshape", y, shape=[1, 2**n], axis_start=rank, axis_count=n)
+    weights = _variable(
+        ctx, combine.reshape((1,) * rank + combine.shape), _parts_dtype(out), f"einsum_parts_{n}_r{rank}"
+    )
+    y = g.op("squeeze", g.op("matmul", y, weights, transposeA=False, transposeB=False), axes=[rank])
+    return g.op("squeeze", y, axes=[0], out=out.name) if out.rank == 0 else g.op("copy", y, out=out.name)
