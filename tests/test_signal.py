@@ -285,6 +285,8 @@ COMPLEX_CASES: list[Case] = [
         True,
     ),
     ("einsum-implicit-full", Fn(lambda x, y: real(torch.einsum("ij,ij", C(x), C(y)))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("select-scatter", Fn(lambda x: real(select_written(C(x)))), (r(3, 4, 2),), True),
+    ("slice-scatter-of-real", Fn(lambda x, y: real(slice_written(C(x), y))), (r(3, 4, 2), r(3, 1)), True),
     ("zeros-like", Fn(lambda x: real(torch.zeros_like(C(x)) + C(x) * 2)), (r(3, 4, 2),), True),
     ("full-like-complex", Fn(lambda x: real(torch.full_like(C(x), 1 - 2j) * C(x))), (r(3, 4, 2),), True),
     ("masked-fill", Fn(lambda x, y: real(C(x).masked_fill(y > 0, 0.5j))), (r(3, 4, 2), r(3, 4)), True),
@@ -318,6 +320,18 @@ COMPLEX_CASES: list[Case] = [
     ("stft-magnitude-phase-polar", Fn(lambda x: polar_roundtrip(x)), (r(2, 64),), True),
     ("view-as-complex-istft", Fn(lambda s: torch.istft(C(s), 16, 4, window=hann(16))), (r(2, 9, 17, 2),), True),
 ]
+
+
+def select_written(z: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[1] = z[0] * 2
+    return z
+
+
+def slice_written(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[:, 1:3] = y  # real values: zero imaginary parts, broadcast over the slice
+    return z
 
 
 def roundtrip_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

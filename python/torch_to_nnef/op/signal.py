@@ -527,6 +527,8 @@ _ELEMENT_OPS = {
     "complex::split_with_sizes": core.aten_split,
     "complex::unbind": tensor_ops.aten_unbind,
     "complex::index_select": core.aten_index_select,
+    "complex::slice_scatter": core.aten_slice_scatter,
+    "complex::select_scatter": core.aten_select_scatter,
     "complex::flip": tensor_ops.aten_flip,
     "complex::sum": core.aten_reduce,
     "complex::mean": core.aten_reduce,
@@ -1038,3 +1040,21 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     )
     y = g.op("squeeze", g.op("matmul", y, weights, transposeA=False, transposeB=False), axes=[rank])
     return g.op("squeeze", y, axes=[0], out=out.name) if out.rank == 0 else g.op("copy", y, out=out.name)
+
+
+@register("complex::copy")
+def aten_complex_copy(ctx: Context, node: Node) -> Ref:
+    """copy(Tensor self, Tensor src, bool non_blocking=False) into a complex tensor: ``src`` (a real one with a zero
+    imaginary part) broadcast to the shape of ``self`` (out-of-place ``self[...] = src``).
+    """
+    src, out = node.args[1], node.outputs[0]
+    if not _is_complex(out) or (isinstance(src, Value) and _parts_dtype(src) != _parts_dtype(out)):
+        raise TranslationError(
+            f"{node.where()}: a copy of {getattr(src, 'dtype', src)} into {out.dtype} is not supported: cast first"
+        )
+    y = _complex_operand(ctx, node, src, out.rank)
+    shape = (1,) * (out.rank - src.rank) + tuple(src.shape) if isinstance(src, Value) else (1,) * out.rank
+    if shape != tuple(out.shape):
+        repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+        y = ctx.g.op("tile", y, repeats=[*repeats, 1])
+    return ctx.g.op("copy", y, out=out.name)
