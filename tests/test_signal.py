@@ -222,6 +222,20 @@ def nonzero(*shape: int) -> torch.Tensor:
     return x + torch.where(x >= 0, 0.5, -0.5)
 
 
+class ComplexFilter(nn.Module):
+    """Complex weights: a parameter and a buffer, stored as real pairs."""
+
+    offset: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.randn(5, dtype=torch.complex64))
+        self.register_buffer("offset", torch.randn(2, 1, dtype=torch.complex64).conj())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return real(C(x) * self.gain + self.offset)
+
+
 # Complex arithmetic and shapes: complex values come in as real pairs (trailing axis of 2, read with
 # view_as_complex) and go out as real pairs (view_as_real) or real tensors.
 COMPLEX_CASES: list[Case] = [
@@ -287,6 +301,8 @@ COMPLEX_CASES: list[Case] = [
     ("einsum-implicit-full", Fn(lambda x, y: real(torch.einsum("ij,ij", C(x), C(y)))), (r(3, 4, 2), r(3, 4, 2)), True),
     ("select-scatter", Fn(lambda x: real(select_written(C(x)))), (r(3, 4, 2),), True),
     ("slice-scatter-of-real", Fn(lambda x, y: real(slice_written(C(x), y))), (r(3, 4, 2), r(3, 1)), True),
+    ("zeroed-bins", Fn(lambda x: real(bins_zeroed(C(x)))), (r(3, 4, 2),), True),
+    ("complex-weight-and-buffer", ComplexFilter(), (r(2, 5, 2),), True),
     ("zeros-like", Fn(lambda x: real(torch.zeros_like(C(x)) + C(x) * 2)), (r(3, 4, 2),), True),
     ("full-like-complex", Fn(lambda x: real(torch.full_like(C(x), 1 - 2j) * C(x))), (r(3, 4, 2),), True),
     ("masked-fill", Fn(lambda x, y: real(C(x).masked_fill(y > 0, 0.5j))), (r(3, 4, 2), r(3, 4)), True),
@@ -320,6 +336,12 @@ COMPLEX_CASES: list[Case] = [
     ("stft-magnitude-phase-polar", Fn(lambda x: polar_roundtrip(x)), (r(2, 64),), True),
     ("view-as-complex-istft", Fn(lambda s: torch.istft(C(s), 16, 4, window=hann(16))), (r(2, 9, 17, 2),), True),
 ]
+
+
+def bins_zeroed(z: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[:, :2] = 0  # torch keeps the complex zero as a constant of the module
+    return z
 
 
 def select_written(z: torch.Tensor) -> torch.Tensor:

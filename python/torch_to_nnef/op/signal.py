@@ -1042,10 +1042,11 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", y, axes=[0], out=out.name) if out.rank == 0 else g.op("copy", y, out=out.name)
 
 
-@register("complex::copy")
+@register("complex::copy", "complex::fill")
 def aten_complex_copy(ctx: Context, node: Node) -> Ref:
-    """copy(Tensor self, Tensor src, bool non_blocking=False) into a complex tensor: ``src`` (a real one with a zero
-    imaginary part) broadcast to the shape of ``self`` (out-of-place ``self[...] = src``).
+    """copy(Tensor self, Tensor src, bool non_blocking=False); fill.Tensor(Tensor self, Tensor value) into a complex
+    tensor: ``src`` (a real one with a zero imaginary part) broadcast to the shape of ``self`` (out-of-place
+    ``self[...] = src``).
     """
     src, out = node.args[1], node.outputs[0]
     if not _is_complex(out) or (isinstance(src, Value) and _parts_dtype(src) != _parts_dtype(out)):
