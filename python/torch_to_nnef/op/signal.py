@@ -549,27 +549,28 @@ register(*_ELEMENT_OPS)(_element_op)
 def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
     """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(Tensor self, SymInt[] pad, str
     mode="constant", float? value=None) of a complex tensor: zero bins or samples appended on the logical axes
-    (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
+    (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way), or whole elements reflected, replicated or
+    wrapped around.
     """
     x, pad = node.args[0], list(node.args[1])
+    mode, value = "constant", _arg(node, 2, "value", 0.0)
     if node.kind == "complex::pad":
         mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value") or 0.0
-        if mode != "constant":
-            raise TranslationError(
-                f"{node.where()}: {mode!r} padding of a complex tensor is not supported yet: pad the real and "
-                "imaginary parts (torch.view_as_real) instead"
-            )
-    else:
-        value = _arg(node, 2, "value", 0.0)
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported")
     if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
         raise TranslationError(
             f"{node.where()}: padding a complex tensor is supported with zeros and static, non-negative "
             f"amounts only (got pad={pad}, value={value})"
         )
+    if mode == "circular":  # slices and concatenations along the logical axes
+        return core.pad_nd(ctx, node, pad, mode, None)
     pairs = [(0, 0)] * (x.rank + 1)  # the parts axis, last, is not padded
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border="constant", value=0.0, out=node.outputs[0].name)
+    border = "replicated" if (mode == "replicate" and ctx.tract) else mode  # tract's spelling
+    attrs: dict[str, Any] = {"value": 0.0} if mode == "constant" else {}
+    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border=border, out=node.outputs[0].name, **attrs)
 
 
 @register("complex::_to_copy")
