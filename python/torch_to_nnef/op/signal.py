@@ -27,6 +27,7 @@ from torch_to_nnef.op import core, tensor_ops
 from torch_to_nnef.op.core import TranslationError, _arg, _axis
 from torch_to_nnef.op.extra_ops import atan2
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.tract_versions import CUMSUM_TRACT
 
 _NORMS = ("backward", "ortho", "forward")
 
@@ -527,6 +528,8 @@ _ELEMENT_OPS = {
     "complex::split_with_sizes": core.aten_split,
     "complex::unbind": tensor_ops.aten_unbind,
     "complex::index_select": core.aten_index_select,
+    "complex::index": tensor_ops.aten_index,
+    "complex::_unsafe_index": tensor_ops.aten_index,
     "complex::slice_scatter": core.aten_slice_scatter,
     "complex::select_scatter": core.aten_select_scatter,
     "complex::flip": tensor_ops.aten_flip,
@@ -1060,3 +1063,27 @@ def aten_complex_copy(ctx: Context, node: Node) -> Ref:
         repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
         y = ctx.g.op("tile", y, repeats=[*repeats, 1])
     return ctx.g.op("copy", y, out=out.name)
+
+
+@register("complex::cumsum")
+def aten_complex_cumsum(ctx: Context, node: Node) -> Ref:
+    """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) of a complex tensor: both parts summed along ``dim``
+    (tract's cumsum, or a product by the upper triangle of ones over a static axis).
+    """
+    x, out, g = node.args[0], node.outputs[0], ctx.g
+    if _parts_dtype(x) != _parts_dtype(out):
+        raise TranslationError(f"{node.where()}: cumsum of {x.dtype} to {out.dtype} is not supported: cast first")
+    rank = max(x.rank, 1)
+    y = ctx.ref(x) if x.rank else g.op("unsqueeze", ctx.ref(x), axes=[0])
+    axis = _axis(node.args[1], rank)
+    if ctx.tract_at_least(CUMSUM_TRACT):
+        g.need("tract_registry tract_core")
+        y = g.op("tract_core_cumsum", y, axis=axis, exclusive=False, reverse=False)
+    else:
+        n = _static(node, x.shape[axis] if x.rank else 1, f"length on axis {axis}")
+        perm = [a for a in range(rank) if a != axis] + [rank, axis]  # the parts axis, then the summed one
+        triangle = np.triu(np.ones((n, n))).reshape((1,) * (rank - 1) + (n, n))
+        y = g.op("transpose", y, axes=perm)
+        y = g.op("matmul", y, _variable(ctx, triangle, _parts_dtype(out), f"cumsum_triangle_{n}_r{rank + 1}"))
+        y = g.op("transpose", y, axes=[perm.index(a) for a in range(rank + 1)])
+    return g.op("squeeze", y, axes=[0], out=out.name) if not x.rank else g.op("copy", y, out=out.name)
