@@ -22,6 +22,8 @@ from torch_to_nnef.capture import CaptureError
 from torch_to_nnef.export import UnsupportedOpsError
 from torch_to_nnef.op.core import TranslationError
 
+TORCH_2_6 = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
+
 
 class Fn1(nn.Module):
     """One named input (dynamic axes need a fixed signature)."""
@@ -51,6 +53,9 @@ def mel_filterbank(bins: int, mels: int, sample_rate: int) -> torch.Tensor:
 
 class LogMel(nn.Module):
     """A log-mel front end without torchaudio: power spectrum, mel filterbank, log."""
+
+    window: torch.Tensor
+    filterbank: torch.Tensor
 
     def __init__(self, n_fft: int = 64, hop: int = 16, mels: int = 12, sample_rate: int = 16000) -> None:
         super().__init__()
@@ -208,9 +213,228 @@ CASES: list[Case] = [
 ]
 
 
+C = torch.view_as_complex
+
+
+def nonzero(*shape: int) -> torch.Tensor:
+    """Complex pairs kept away from 0 (for divisions, angles and roots)."""
+    x = torch.randn(*shape)
+    return x + torch.where(x >= 0, 0.5, -0.5)
+
+
+class ComplexFilter(nn.Module):
+    """Complex weights: a parameter and a buffer, stored as real pairs."""
+
+    offset: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.randn(5, dtype=torch.complex64))
+        self.register_buffer("offset", torch.randn(2, 1, dtype=torch.complex64).conj())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return real(C(x) * self.gain + self.offset)
+
+
+# Complex arithmetic and shapes: complex values come in as real pairs (trailing axis of 2, read with
+# view_as_complex) and go out as real pairs (view_as_real) or real tensors.
+COMPLEX_CASES: list[Case] = [
+    ("add", Fn(lambda x, y: real(C(x) + C(y))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("add-broadcast-alpha", Fn(lambda x, y: real(torch.add(C(x), C(y), alpha=-2.5))), (r(3, 4, 2), r(4, 2)), True),
+    ("add-real-tensor", Fn(lambda x, y: real(C(x) + y)), (r(3, 4, 2), r(4)), True),
+    ("add-real-scalar", Fn(lambda x: real(C(x) + 1.5)), (r(3, 4, 2),), True),
+    ("real-tensor-minus-complex", Fn(lambda x, y: real(y - C(x))), (r(3, 4, 2), r(3, 1)), True),
+    ("sub-alpha", Fn(lambda x, y: real(torch.sub(C(x), C(y), alpha=3))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("scalar-minus-complex", Fn(lambda x: real(2.0 - C(x))), (r(3, 4, 2),), True),
+    ("neg", Fn(lambda x: real(-C(x))), (r(3, 4, 2),), True),
+    ("mul-imaginary-unit", Fn(lambda x: real(C(x) * 1j)), (r(3, 4, 2),), True),
+    ("mul-complex-scalar-broadcast", Fn(lambda x, y: real((0.5 - 2j) * C(x) * C(y))), (r(3, 4, 2), r(4, 2)), True),
+    ("mul-real-mask", Fn(lambda x, m: real(C(x) * torch.sigmoid(m))), (r(3, 4, 2), r(3, 4)), True),
+    ("mul-boolean-mask", Fn(lambda x, m: real(C(x) * (m > 0))), (r(3, 4, 2), r(4)), True),
+    ("add-boolean-tensor", Fn(lambda x, m: real(C(x) + (m > 0))), (r(3, 4, 2), r(3, 4)), True),
+    ("div", Fn(lambda x, y: real(C(x) / C(y))), (r(3, 4, 2), nonzero(3, 4, 2)), True),
+    ("div-real-tensor", Fn(lambda x, y: real(C(x) / y)), (r(3, 4, 2), nonzero(4)), True),
+    ("div-real-scalar", Fn(lambda x: real(C(x) / 4.0)), (r(3, 4, 2),), True),
+    ("real-tensor-over-complex", Fn(lambda x, y: real(y / C(x))), (nonzero(3, 4, 2), r(3, 4)), True),
+    ("scalar-over-complex", Fn(lambda x: real(2.0 / C(x))), (nonzero(3, 4, 2),), True),
+    ("reciprocal", Fn(lambda x: real(C(x).reciprocal())), (nonzero(3, 4, 2),), True),
+    ("exp", Fn(lambda x: real(C(x).exp())), (r(3, 4, 2),), True),
+    ("exp-of-imaginary-phase", Fn(lambda x: real(torch.exp(1j * x))), (r(3, 4),), True),
+    ("log", Fn(lambda x: real(C(x).log())), (nonzero(3, 4, 2),), True),
+    ("sqrt", Fn(lambda x: real(C(x).sqrt())), (nonzero(3, 4, 2),), True),
+    ("sgn", Fn(lambda x: real(C(x).sgn())), (r(3, 4, 2),), True),
+    ("square", Fn(lambda x: real(C(x).square())), (r(3, 4, 2),), True),
+    ("pow-2", Fn(lambda x: real(C(x) ** 2)), (r(3, 4, 2),), True),
+    ("pow-5", Fn(lambda x: real(C(x) ** 5)), (r(3, 4, 2),), True),
+    ("pow-minus-2", Fn(lambda x: real(C(x) ** -2)), (nonzero(3, 4, 2),), True),
+    ("pow-0", Fn(lambda x: real(C(x) ** 0)), (r(3, 4, 2),), True),
+    ("pow-one-third", Fn(lambda x: real(C(x) ** (1 / 3))), (nonzero(3, 4, 2),), True),
+    ("angle", Fn(lambda x: C(x).angle()), (nonzero(3, 4, 2),), True),
+    (
+        "angle-axes",
+        Fn(lambda x: C(x).angle()),
+        (torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]),),
+        True,
+    ),
+    ("abs-angle-polar", Fn(lambda x: real(torch.polar(C(x).abs() * 0.5, C(x).angle()))), (nonzero(3, 4, 2),), True),
+    ("polar-broadcast", Fn(lambda m, p: real(torch.polar(m, p))), (r(3, 4).abs(), r(4)), True),
+    ("complex-from-parts", Fn(lambda a, b: real(torch.complex(a, b))), (r(3, 4), r(3, 4)), True),
+    ("complex-broadcast", Fn(lambda a, b: real(torch.complex(a, b))), (r(3, 4), r(3, 1)), True),
+    (
+        "real-imag-of-product",
+        Fn(lambda x, y: (C(x) * C(y).conj()).real - (C(x) * C(y)).imag),
+        (r(3, 4, 2), r(3, 4, 2)),
+        True,
+    ),
+    ("where", Fn(lambda x, y: real(torch.where(y > 0, C(x), 0.5 * C(x)))), (r(3, 4, 2), r(3, 4)), True),
+    ("matmul", Fn(lambda x, y: real(C(x) @ C(y).transpose(0, 1))), (r(3, 4, 2), r(5, 4, 2)), True),
+    ("matmul-batched-cast-right", Fn(lambda x, w: real(C(x) @ w.to(torch.complex64))), (r(2, 3, 4, 2), r(4, 5)), True),
+    ("matmul-left-vector", Fn(lambda v, y: real(C(v) @ C(y))), (r(3, 2), r(3, 4, 2)), True),
+    ("matmul-vector-right", Fn(lambda x, y: real(torch.matmul(C(x), C(y)))), (r(3, 4, 2), r(4, 2)), True),
+    ("einsum", Fn(lambda x, y: real(torch.einsum("ij,kj->ik", C(x), C(y)))), (r(3, 4, 2), r(5, 4, 2)), True),
+    (
+        "einsum-three-ellipsis",
+        Fn(lambda x, y, z: real(torch.einsum("...ft,ft,f->...t", C(x), C(y), C(z)))),
+        (r(2, 3, 4, 2), r(3, 4, 2), r(3, 2)),
+        True,
+    ),
+    ("einsum-implicit-full", Fn(lambda x, y: real(torch.einsum("ij,ij", C(x), C(y)))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("select-scatter", Fn(lambda x: real(select_written(C(x)))), (r(3, 4, 2),), True),
+    ("slice-scatter-of-real", Fn(lambda x, y: real(slice_written(C(x), y))), (r(3, 4, 2), r(3, 1)), True),
+    ("zeroed-bins", Fn(lambda x: real(bins_zeroed(C(x)))), (r(3, 4, 2),), True),
+    ("complex-weight-and-buffer", ComplexFilter(), (r(2, 5, 2),), True),
+    ("zeros-like", Fn(lambda x: real(torch.zeros_like(C(x)) + C(x) * 2)), (r(3, 4, 2),), True),
+    ("full-like-complex", Fn(lambda x: real(torch.full_like(C(x), 1 - 2j) * C(x))), (r(3, 4, 2),), True),
+    ("masked-fill", Fn(lambda x, y: real(C(x).masked_fill(y > 0, 0.5j))), (r(3, 4, 2), r(3, 4)), True),
+    ("zero-pad", Fn(lambda x: real(nn.functional.pad(C(x), (1, 2, 0, 1)))), (r(3, 4, 2),), True),
+    ("reflect-pad", Fn(lambda x: real(nn.functional.pad(C(x), (2, 1), mode="reflect"))), (r(3, 4, 2),), True),
+    ("replicate-pad", Fn(lambda x: real(nn.functional.pad(C(x), (1, 2), mode="replicate"))), (r(3, 4, 2),), True),
+    ("circular-pad", Fn(lambda x: real(nn.functional.pad(C(x), (1, 2), mode="circular"))), (r(1, 3, 4, 2),), True),
+    ("conj-physical-detach", Fn(lambda x: real(C(x).conj_physical().detach())), (r(3, 4, 2),), True),
+    ("fftshift", Fn(lambda x: real(torch.fft.fftshift(torch.fft.fft(x)))), (r(4, 5),), True),
+    ("ifftshift-axis", Fn(lambda x: real(torch.fft.ifftshift(C(x), dim=1))), (r(3, 5, 2),), True),
+    ("ifftshift-real", Fn(lambda x: torch.fft.ifftshift(x)), (r(3, 5),), True),
+    ("fftshift-real", Fn(lambda x: torch.fft.fftshift(x, dim=(0, 1))), (r(3, 5),), True),
+    ("angle-of-real", Fn(lambda x: torch.angle(x)), (torch.tensor([-2.0, 0.0, 3.0, float("nan"), -0.5]),), True),
+    # shapes and reductions over the logical axes
+    ("reshape", Fn(lambda x: real(C(x).reshape(-1))), (r(3, 4, 2),), True),
+    ("view-flatten", Fn(lambda x: real(C(x).view(2, 6).flatten()) + 0), (r(3, 4, 2),), True),
+    ("expand", Fn(lambda x: real(C(x)[None].expand(2, 3, 4))), (r(3, 4, 2),), True),
+    ("expand-size-1", Fn(lambda x: real(C(x).expand(3, 4))), (r(1, 4, 2),), True),
+    ("repeat", Fn(lambda x: real(C(x).repeat(2, 1, 3))), (r(3, 4, 2),), True),
+    ("flip", Fn(lambda x: real(C(x).flip(1))), (r(3, 4, 2),), True),
+    ("roll", Fn(lambda x: real(C(x).roll((1, -2), (0, 1)))), (r(3, 4, 2),), True),
+    ("roll-flat", Fn(lambda x: real(C(x).roll(5))), (r(3, 4, 2),), True),
+    ("unbind", Fn(lambda x: real(C(x).unbind(1)[2])), (r(3, 4, 2),), True),
+    ("chunk", Fn(lambda x: real(C(x).chunk(2, 1)[1])), (r(3, 4, 2),), True),
+    ("split-sizes", Fn(lambda x: real(torch.split(C(x), [1, 3], 1)[1])), (r(3, 4, 2),), True),
+    ("narrow", Fn(lambda x: real(C(x).narrow(1, 1, 2))), (r(3, 4, 2),), True),
+    ("index-last-axis", Fn(lambda x: real(C(x)[..., torch.tensor([0, 2, 2])])), (r(3, 4, 2),), False),
+    ("index-two-axes", Fn(lambda x: real(C(x)[torch.tensor([2, 0]), torch.tensor([1, 3])])), (r(3, 4, 2),), False),
+    ("cumsum", Fn(lambda x: real(C(x).cumsum(1))), (r(3, 4, 2),), True),
+    ("cumsum-first-axis", Fn(lambda x: real(C(x).cumsum(0))), (r(3, 4, 2),), True),
+    ("index-select", Fn(lambda x: real(C(x).index_select(1, torch.tensor([3, 0, 3])))), (r(3, 4, 2),), False),
+    ("stack", Fn(lambda x, y: real(torch.stack([C(x), C(y)], 1))), (r(3, 4, 2), r(3, 4, 2)), True),
+    ("sum", Fn(lambda x: real(C(x).sum(1))), (r(3, 4, 2),), True),
+    ("sum-all", Fn(lambda x: real(C(x).sum())), (r(3, 4, 2),), True),
+    ("mean-keepdim", Fn(lambda x: real(C(x).mean((0, -1), keepdim=True))), (r(3, 4, 2),), True),
+    # spectra
+    ("stft-times-real-mask", Fn(lambda x, m: roundtrip_masked(x, m)), (r(2, 64), r(9, 17)), True),
+    ("stft-magnitude-phase-polar", Fn(lambda x: polar_roundtrip(x)), (r(2, 64),), True),
+    ("view-as-complex-istft", Fn(lambda s: torch.istft(C(s), 16, 4, window=hann(16))), (r(2, 9, 17, 2),), True),
+]
+
+
+def bins_zeroed(z: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[:, :2] = 0  # torch keeps the complex zero as a constant of the module
+    return z
+
+
+def select_written(z: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[1] = z[0] * 2
+    return z
+
+
+def slice_written(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = z.clone()
+    z[:, 1:3] = y  # real values: zero imaginary parts, broadcast over the slice
+    return z
+
+
+def roundtrip_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(x, 16, hop_length=4, window=hann(16), return_complex=True)
+    return torch.istft(spec * torch.sigmoid(mask), 16, hop_length=4, window=hann(16))
+
+
+def polar_roundtrip(x: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(x, 16, hop_length=4, window=hann(16), return_complex=True)
+    spec = torch.polar(spec.abs() * 0.8, spec.angle())
+    return torch.istft(spec, 16, hop_length=4, window=hann(16))
+
+
+class MaskEnhancer(nn.Module):
+    """A small speech enhancement model: a network reads the log-magnitude spectrum and gives either a real
+    mask applied to the magnitude (recombined with the noisy phase by ``torch.polar``) or a complex ratio mask
+    multiplying the spectrum; the result is resynthesised by ``istft``.
+    """
+
+    window: torch.Tensor
+
+    def __init__(self, complex_mask: bool, n_fft: int = 32, hop: int = 8, hidden: int = 12) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.complex_mask = n_fft, hop, complex_mask
+        bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft))
+        self.net = nn.Sequential(
+            nn.Conv1d(bins, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(hidden, 2 * bins if complex_mask else bins, 1),
+        )
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(samples, self.n_fft, hop_length=self.hop, window=self.window, return_complex=True)
+        magnitude = spec.abs()
+        features = self.net(torch.log(magnitude + 1e-3))
+        if self.complex_mask:  # [B, 2 * bins, frames] -> a complex [B, bins, frames]
+            parts = torch.stack(torch.tanh(features).chunk(2, 1), -1)
+            enhanced = spec * torch.view_as_complex(parts)
+        else:
+            enhanced = torch.polar(magnitude * torch.sigmoid(features), spec.angle())
+        return torch.istft(enhanced, self.n_fft, hop_length=self.hop, window=self.window)
+
+
+@pytest.mark.parametrize("target, complex_mask", [(t, m) for m in (False, True) for t in ("tract", "khronos")])
+def test_mask_speech_enhancement(tmp_path: Path, target: str, complex_mask: bool) -> None:
+    torch.manual_seed(0)
+    export_and_check(tmp_path, target, MaskEnhancer(complex_mask), (r(2, 160),))
+
+
+@pytest.mark.skipif(not TORCH_2_6, reason="torch 2.5's torch.export has no FFT over a dynamic axis")
+@pytest.mark.parametrize("complex_mask", [False, True])
+def test_mask_speech_enhancement_dynamic_samples(tmp_path: Path, complex_mask: bool) -> None:
+    torch.manual_seed(0)
+    target = TractNNEF(check_io=True, dynamic_axes={"samples": {1: "T"}})
+    model = MaskEnhancer(complex_mask).eval()
+    path = export_model_to_nnef(model, (r(2, 160),), tmp_path / "m.nnef", target, input_names=["samples"])
+    assert "tract_symbol T" in (path / "graph.nnef").read_text()
+
+
+@pytest.mark.parametrize("target, module, inputs", op_params(COMPLEX_CASES))
+def test_complex_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    export_and_check(tmp_path, target, module, inputs)
+
+
 @pytest.mark.parametrize("target, module, inputs", op_params(CASES))
 def test_signal_op(tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     export_and_check(tmp_path, target, module, inputs)
+
+
+def phase_advanced(x: torch.Tensor) -> torch.Tensor:
+    """The magnitude kept, the phase doubled: a phase-vocoder-like resynthesis."""
+    spec = stft(x, window=hann(16))
+    return torch.istft(torch.polar(spec.abs(), spec.angle() * 2), 16, 4, window=hann(16))
 
 
 # Tract only: the samples axis (and so the number of frames) dynamic, checked at a second length.
@@ -222,11 +446,19 @@ DYNAMIC: list[tuple[str, nn.Module, torch.Tensor]] = [
     ("ifft-forward", Fn1(lambda x: torch.fft.ifft(x, norm="forward").real), r(2, 30)),
     ("istft-roundtrip", Fn1(lambda x: roundtrip(x)), r(2, 64)),
     ("log-mel", LogMel(), r(2, 400)),
+    ("complex-flatten", Fn1(lambda x: real(stft(x, window=hann(16)).flatten(1) * 2j)), r(2, 64)),
+    (
+        "complex-frame-difference-mean",
+        Fn1(lambda x: real((stft(x)[..., 1:] / (stft(x)[..., :-1] + 1.0)).mean(-1))),
+        r(2, 64),
+    ),
+    (
+        "complex-phase-advance",
+        Fn1(lambda x: phase_advanced(x)),
+        r(2, 64),
+    ),
     ("log-mel-rank1", LogMel(n_fft=32, hop=8, mels=8), r(256)),
 ]
-
-
-TORCH_2_6 = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
 
 
 @pytest.mark.skipif(not TORCH_2_6, reason="torch 2.5's torch.export has no FFT over a dynamic axis")
@@ -307,11 +539,32 @@ def test_khronos_uses_specification_ops(tmp_path: Path) -> None:
     [
         pytest.param(Fn1(lambda x: torch.fft.fft(x)), r(2, 8), CaptureError, "view_as_real", id="complex-output"),
         pytest.param(
-            Fn1(lambda x: real(torch.fft.fft(x).exp())),
+            Fn1(lambda x: real(torch.fft.fft(x).tanh())),
             r(2, 8),
             UnsupportedOpsError,
-            "complex::exp",
+            "complex::tanh",
             id="complex-arithmetic",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(torch.fft.fft(x) ** (1 + 1j))),
+            r(2, 8),
+            TranslationError,
+            "complex tensor raised to a real number only",
+            id="complex-exponent",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(nn.functional.pad(torch.fft.fft(x), (1, 1), value=2.0))),
+            r(2, 8),
+            TranslationError,
+            "supported with zeros and static, non-negative amounts only",
+            id="complex-pad-value",
+        ),
+        pytest.param(
+            Fn1(lambda x: real(torch.add(torch.fft.fft(x), x, alpha=1j))),
+            r(2, 8),
+            TranslationError,
+            "alpha=1j is not supported: use a real number",
+            id="complex-alpha",
         ),
         pytest.param(
             Fn1(lambda x: real(stft(x, window=hann(16) * 2.0))),

@@ -650,11 +650,8 @@ def _to_ir(
                 spec = param_targets[node.name]
                 tensor = state[spec.target]
                 v = value_of(node, meta)
-                if v.dtype in COMPLEX_DTYPES:
-                    raise CaptureError(
-                        f"weight {spec.target!r} is {meta.dtype}: NNEF has no complex tensors; store "
-                        "torch.view_as_real of it and call torch.view_as_complex in forward"
-                    )
+                if v.dtype in COMPLEX_DTYPES:  # stored in the complex layout: its parts on a trailing axis
+                    tensor = torch.view_as_real(tensor.detach().resolve_conj()).contiguous()
                 values[node.name] = v
                 parameters[node.name] = Parameter(spec.target, tensor)
                 continue

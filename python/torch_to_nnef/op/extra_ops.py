@@ -740,12 +740,17 @@ def aten_atan2(ctx: Context, node: Node) -> Ref:
     """atan2(Tensor self, Tensor other) -> Tensor: the angle of (other, self), in (-pi, pi]."""
     out = node.outputs[0]
     y, x = (_float_input(ctx, node, v, out) for v in node.args[:2])
+    return atan2(ctx, y, x, out.name)
+
+
+def atan2(ctx: Context, y: Any, x: Any, out: str | None = None) -> Ref:
+    """The angle of the point (x, y) in (-pi, pi] (0 at the origin) with specification ops only."""
     g = ctx.g
     base = g.op("atan", g.op("div", y, x))
     turned = g.op("select", g.op("ge", y, 0.0), g.op("add", base, math.pi), g.op("sub", base, math.pi))
     vertical = g.op("select", g.op("gt", y, 0.0), math.pi / 2, g.op("select", g.op("lt", y, 0.0), -math.pi / 2, 0.0))
     angle = g.op("select", g.op("lt", x, 0.0), turned, base)
-    return g.op("select", g.op("eq", x, 0.0), vertical, angle, out=out.name)
+    return g.op("select", g.op("eq", x, 0.0), vertical, angle, out=out)
 
 
 @register("aten::hypot")

@@ -1,5 +1,6 @@
 """Translations of the signal-processing ops: FFTs, STFT and its inverse, window functions, and the
-complex views and products around them (``view_as_real``, ``abs``, ``.real``/``.imag``, slices, ``mul``).
+complex values around them: views (``view_as_real``, ``.real``/``.imag``, reshapes, slices, rolls), arithmetic
+(``+ - * /``, ``exp``, ``log``, ``sqrt``, ``pow``, ``abs``, ``angle``, ``polar``, ``matmul``) and reductions.
 
 A complex value is held in NNEF as a real tensor with a trailing axis of size 2 (real and imaginary
 parts), as tract's own FFT operators take it; the capture keys every node touching one in the
@@ -14,16 +15,19 @@ for both targets (a matmul; for ``istft`` then an overlap-add of shifted, padded
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
 from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.op import core
+from torch_to_nnef.op import core, tensor_ops
 from torch_to_nnef.op.core import TranslationError, _arg, _axis
+from torch_to_nnef.op.extra_ops import atan2
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.tract_versions import CUMSUM_TRACT
 
 _NORMS = ("backward", "ortho", "forward")
 
@@ -476,9 +480,9 @@ def aten_window(ctx: Context, node: Node) -> Ref:
     return ctx.g.variable(array, f"{_WINDOWS[node.kind]}_{length}_{options}_{out.dtype}".rstrip("_"))
 
 
-@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias")
+@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias", "complex::detach")
 def aten_view_as_real(ctx: Context, node: Node) -> Ref:
-    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias of a complex tensor.
+    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias/detach of a complex tensor.
 
     The complex layout already holds the parts on a trailing axis: a copy.
     """
@@ -493,9 +497,9 @@ def aten_complex_abs(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", g.op("sqrt", power), axes=[x.rank], out=node.outputs[0].name)
 
 
-@register("complex::_conj")
+@register("complex::_conj", "complex::_conj_physical", "complex::conj_physical")
 def aten_conj(ctx: Context, node: Node) -> Ref:
-    """_conj(Tensor self) -> Tensor: the conjugate (the imaginary part negated)."""
+    """_conj(Tensor self) -> Tensor; _conj_physical: the conjugate (the imaginary part negated)."""
     x, out = node.args[0], node.outputs[0]
     dtype = _parts_dtype(out)
     signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * x.rank + (2,)), dtype, f"conjugate_r{x.rank}")
@@ -508,8 +512,9 @@ def aten_neg_view(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
 
 
-# Views and gathers that move whole elements along the logical axes: the core translations index the
-# logical axes only (an NNEF transpose leaves the axes past its list in place), so the parts axis stays last.
+# Views, gathers and reductions that move or sum whole elements along the logical axes: the real translations
+# index the logical axes only (an NNEF transpose leaves the axes past its list in place; a stack, a slice or a
+# reduction names its axes), so the parts axis stays last.
 _ELEMENT_OPS = {
     "complex::slice": core.aten_slice,
     "complex::select": core.aten_select,
@@ -518,26 +523,57 @@ _ELEMENT_OPS = {
     "complex::unsqueeze": core.aten_unsqueeze,
     "complex::squeeze": core.aten_squeeze,
     "complex::cat": core.aten_cat,
+    "complex::stack": core.aten_stack,
+    "complex::split": core.aten_split,
+    "complex::split_with_sizes": core.aten_split,
+    "complex::unbind": tensor_ops.aten_unbind,
+    "complex::index_select": core.aten_index_select,
+    "complex::index": tensor_ops.aten_index,
+    "complex::_unsafe_index": tensor_ops.aten_index,
+    "complex::slice_scatter": core.aten_slice_scatter,
+    "complex::select_scatter": core.aten_select_scatter,
+    "complex::flip": tensor_ops.aten_flip,
+    "complex::sum": core.aten_reduce,
+    "complex::mean": core.aten_reduce,
 }
-for _kind, _fn in _ELEMENT_OPS.items():
-    register(_kind)(_fn)
 
 
-@register("complex::constant_pad_nd")
-def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
-    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) of a complex tensor: zero bins or samples
-    appended on the logical axes (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
+def _element_op(ctx: Context, node: Node) -> Any:
+    """A complex node of the _ELEMENT_OPS table through its real translation, under its ATen kind (which some
+    translations read, e.g. mean and sum share one).
     """
-    x, pad, value = node.args[0], list(node.args[1]), _arg(node, 2, "value", 0.0)
+    return _ELEMENT_OPS[node.kind](ctx, dataclasses.replace(node, kind="aten::" + node.kind.split("::", 1)[1]))
+
+
+register(*_ELEMENT_OPS)(_element_op)
+
+
+@register("complex::constant_pad_nd", "complex::pad")
+def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(Tensor self, SymInt[] pad, str
+    mode="constant", float? value=None) of a complex tensor: zero bins or samples appended on the logical axes
+    (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way), or whole elements reflected, replicated or
+    wrapped around.
+    """
+    x, pad = node.args[0], list(node.args[1])
+    mode, value = "constant", _arg(node, 2, "value", 0.0)
+    if node.kind == "complex::pad":
+        mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value") or 0.0
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported")
     if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
         raise TranslationError(
             f"{node.where()}: padding a complex tensor is supported with zeros and static, non-negative "
             f"amounts only (got pad={pad}, value={value})"
         )
+    if mode == "circular":  # slices and concatenations along the logical axes
+        return core.pad_nd(ctx, node, pad, mode, None)
     pairs = [(0, 0)] * (x.rank + 1)  # the parts axis, last, is not padded
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border="constant", value=0.0, out=node.outputs[0].name)
+    border = "replicated" if (mode == "replicate" and ctx.tract) else mode  # tract's spelling
+    attrs: dict[str, Any] = {"value": 0.0} if mode == "constant" else {}
+    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border=border, out=node.outputs[0].name, **attrs)
 
 
 @register("complex::_to_copy")
@@ -551,32 +587,503 @@ def aten_complex_to_copy(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", _as_complex(ctx, x), out=out.name)
 
 
+def _parts(ctx: Context, x: Ref, rank: int) -> tuple[Ref, Ref]:
+    """The real and imaginary parts of ``x`` (complex layout, logical rank ``rank``), each keeping a parts axis of 1."""
+    g = ctx.g
+    return tuple(g.op("slice", x, axes=[rank], begin=[i], end=[i + 1], stride=[1]) for i in (0, 1))  # type: ignore[return-value]
+
+
+def _join(ctx: Context, re: Ref, im: Ref, rank: int, out: str | None = None) -> Ref:
+    """Real and imaginary parts (each with a parts axis of 1) back into the complex layout."""
+    return ctx.g.op("concat", [re, im], axis=rank, out=out)
+
+
+def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
+    """An operand of an elementwise complex op in the complex layout, aligned to ``rank`` logical axes: a complex
+    tensor as it is, a real tensor with a zero imaginary part, a scalar (real or complex) as a constant.
+    """
+    g, dtype = ctx.g, _parts_dtype(node.outputs[0])
+    if isinstance(v, Value):
+        ref = Ref(ctx.ref(v)) if _is_complex(v) else _real_scale(ctx, v, rank, node)
+        if _is_complex(v) and v.rank < rank:
+            ref = g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
+        if _is_complex(v):
+            return ref
+        return g.op("pad", ref, padding=[(0, 0)] * rank + [(0, 1)], border="constant", value=0.0)
+    if isinstance(v, (bool, int, float, complex)):
+        z = complex(v)
+        array = np.array([z.real, z.imag]).reshape((1,) * rank + (2,))
+        return _variable(ctx, array, dtype, f"complex_scalar_{z.real:.17g}_{z.imag:.17g}_r{rank}")
+    raise TranslationError(
+        f"{node.where()}: {node.kind} with the operand {v!r} is not supported: complex arithmetic takes tensors and "
+        "constant numbers"
+    )
+
+
+def _real_scale(ctx: Context, v: Any, rank: int, node: Node | None = None) -> Any:
+    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1 (and, given the node,
+    the dtype of its result's parts: torch promotes an integer or boolean factor).
+    """
+    if not isinstance(v, Value):
+        return float(v)
+    ref = ctx.ref(v)
+    if node is not None:
+        ref = tensor_ops._cast(ctx, node, ref, v.dtype, _parts_dtype(node.outputs[0]))
+    if v.rank < rank:
+        ref = ctx.g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
+    return ctx.g.op("unsqueeze", ref, axes=[rank])
+
+
+def _is_real(v: Any) -> bool:
+    """A real tensor or a real number (a factor applied alike to both parts)."""
+    return (isinstance(v, Value) and not _is_complex(v)) or (isinstance(v, (bool, int, float)))
+
+
+def _product(ctx: Context, x: Ref, y: Ref, rank: int, out: str | None = None) -> Ref:
+    """The complex product of two operands in the complex layout."""
+    g = ctx.g
+    (re_x, im_x), (re_y, im_y) = _parts(ctx, x, rank), _parts(ctx, y, rank)
+    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
+    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
+    return _join(ctx, re, im, rank, out)
+
+
+def _squared_modulus(ctx: Context, x: Ref, rank: int) -> Ref:
+    """re^2 + im^2, keeping a parts axis of 1 (so that it scales both parts)."""
+    return ctx.g.op("sum_reduce", ctx.g.op("sqr", x), axes=[rank])
+
+
+def _conjugate(ctx: Context, x: Ref, rank: int, dtype: str) -> Ref:
+    signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * rank + (2,)), dtype, f"conjugate_r{rank}")
+    return ctx.g.op("mul", x, signs)
+
+
+def _reciprocal(ctx: Context, x: Ref, rank: int, dtype: str, out: str | None = None) -> Ref:
+    """1 / z = conj(z) / |z|^2."""
+    return ctx.g.op("div", _conjugate(ctx, x, rank, dtype), _squared_modulus(ctx, x, rank), out=out)
+
+
 @register("complex::mul")
 def aten_complex_mul(ctx: Context, node: Node) -> Ref:
-    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product, or the parts
-    scaled by a real tensor or scalar.
+    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product (with a complex tensor
+    or number, ``1j * phase`` included), or the parts scaled by a real tensor or number.
     """
     out, g = node.outputs[0], ctx.g
     a, b = node.args[0], node.args[1]
+    if _is_real(a) or _is_real(b):
+        return g.op(
+            "mul",
+            _real_scale(ctx, a, out.rank, node) if _is_real(a) else _complex_operand(ctx, node, a, out.rank),
+            _real_scale(ctx, b, out.rank, node) if _is_real(b) else _complex_operand(ctx, node, b, out.rank),
+            out=out.name,
+        )
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
+    return _product(ctx, x, y, out.rank, out.name)
 
-    def operand(v: Any) -> Any:
-        if isinstance(v, complex):
-            raise TranslationError(f"{node.where()}: a product with the complex scalar {v} is not supported yet")
-        if not isinstance(v, Value):
-            return float(v)
-        ref = ctx.ref(v)
-        if v.rank < out.rank:
-            ref = g.op("unsqueeze", ref, axes=list(range(out.rank - v.rank)))
-        return ref if _is_complex(v) else g.op("unsqueeze", ref, axes=[out.rank])  # the same for both parts
 
-    if not (isinstance(a, Value) and _is_complex(a) and isinstance(b, Value) and _is_complex(b)):
-        return g.op("mul", operand(a), operand(b), out=out.name)
+def _alpha(node: Node) -> float:
+    alpha = _arg(node, 2, "alpha", 1)
+    if isinstance(alpha, complex) or not isinstance(alpha, (bool, int, float)):
+        raise TranslationError(f"{node.where()}: {node.kind} with alpha={alpha!r} is not supported: use a real number")
+    return float(alpha)
 
-    def part(x: Ref, index: int) -> Ref:
-        return g.op("slice", x, axes=[out.rank], begin=[index], end=[index + 1], stride=[1])
 
-    x, y = operand(a), operand(b)
-    (re_x, im_x), (re_y, im_y) = (part(x, 0), part(x, 1)), (part(y, 0), part(y, 1))
-    re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
-    im = g.op("add", g.op("mul", re_x, im_y), g.op("mul", im_x, re_y))
-    return g.op("concat", [re, im], axis=out.rank, out=out.name)
+@register("complex::add", "complex::sub", "complex::rsub")
+def aten_complex_add(ctx: Context, node: Node) -> Ref:
+    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); rsub(self, other, alpha) = other - alpha * self.
+
+    A real operand (tensor or number) adds to the real part only, as torch promotes it.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+    if node.kind == "complex::rsub":
+        a, b = b, a
+    alpha = _alpha(node)
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
+    if alpha != 1.0:
+        y = g.op("mul", y, alpha)
+    return g.op("add" if node.kind == "complex::add" else "sub", x, y, out=out.name)
+
+
+@register("complex::neg")
+def aten_complex_neg(ctx: Context, node: Node) -> Ref:
+    """neg(Tensor self) of a complex tensor: both parts negated."""
+    return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+
+
+@register("complex::div")
+def aten_complex_div(ctx: Context, node: Node) -> Ref:
+    """div.Tensor(Tensor self, Tensor|Scalar other) with a complex operand: by a real divisor both parts are
+    divided; by a complex one the dividend is multiplied by ``conj(other) / |other|^2``.
+    """
+    out, g = node.outputs[0], ctx.g
+    a, b = node.args[0], node.args[1]
+    if _arg(node, 2, "rounding_mode") is not None:
+        raise TranslationError(f"{node.where()}: a complex division has no rounding mode (got rounding_mode)")
+    rank, dtype = out.rank, _parts_dtype(out)
+    if _is_real(b):
+        return g.op("div", _complex_operand(ctx, node, a, rank), _real_scale(ctx, b, rank, node), out=out.name)
+    y = _complex_operand(ctx, node, b, rank)
+    numerator = _conjugate(ctx, y, rank, dtype)
+    if _is_real(a):
+        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank, node))
+    else:
+        numerator = _product(ctx, _complex_operand(ctx, node, a, rank), numerator, rank, out.name + "_numerator")
+    return g.op("div", numerator, _squared_modulus(ctx, y, rank), out=out.name)
+
+
+@register("complex::reciprocal")
+def aten_complex_reciprocal(ctx: Context, node: Node) -> Ref:
+    """reciprocal(Tensor self) of a complex tensor: ``conj(z) / |z|^2``."""
+    x, out = node.args[0], node.outputs[0]
+    return _reciprocal(ctx, ctx.ref(x), x.rank, _parts_dtype(out), out=out.name)
+
+
+def _polar(ctx: Context, modulus: Any, angle: Any, rank: int, out: str) -> Ref:
+    """``modulus * (cos(angle), sin(angle))`` from real operands of logical rank ``rank`` (each with a parts axis
+    of 1, or numbers).
+    """
+    g = ctx.g
+    return _join(ctx, g.op("mul", modulus, g.op("cos", angle)), g.op("mul", modulus, g.op("sin", angle)), rank, out)
+
+
+@register("complex::exp")
+def aten_complex_exp(ctx: Context, node: Node) -> Ref:
+    """exp(Tensor self) of a complex tensor: ``e^re * (cos(im), sin(im))``."""
+    x, out = node.args[0], node.outputs[0]
+    re, im = _parts(ctx, ctx.ref(x), x.rank)
+    return _polar(ctx, ctx.g.op("exp", re), im, x.rank, out.name)
+
+
+def _angle(ctx: Context, x: Ref, rank: int, out: str | None = None) -> Ref:
+    """``atan2(im, re)`` with a parts axis of 1."""
+    re, im = _parts(ctx, x, rank)
+    return atan2(ctx, im, re, out)
+
+
+@register("complex::angle")
+def aten_complex_angle(ctx: Context, node: Node) -> Ref:
+    """angle(Tensor self) of a complex tensor: the real ``atan2(im, re)``, in (-pi, pi]."""
+    x, out = node.args[0], node.outputs[0]
+    return ctx.g.op("squeeze", _angle(ctx, ctx.ref(x), x.rank), axes=[x.rank], out=out.name)
+
+
+@register("complex::log")
+def aten_complex_log(ctx: Context, node: Node) -> Ref:
+    """log(Tensor self) of a complex tensor: ``(log|z|, angle(z))``."""
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    magnitude = g.op("mul", g.op("log", _squared_modulus(ctx, z, x.rank)), 0.5)
+    return _join(ctx, magnitude, _angle(ctx, z, x.rank), x.rank, out.name)
+
+
+@register("complex::sgn")
+def aten_complex_sgn(ctx: Context, node: Node) -> Ref:
+    """sgn(Tensor self) of a complex tensor: ``z / |z|``, 0 where z is 0."""
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+    safe = g.op("select", g.op("eq", modulus, 0.0), 1.0, modulus)
+    return g.op("div", z, safe, out=out.name)
+
+
+@register("complex::sqrt")
+def aten_complex_sqrt(ctx: Context, node: Node) -> Ref:
+    """sqrt(Tensor self) of a complex tensor, the principal root: ``(sqrt((|z| + re) / 2), ±sqrt((|z| - re) / 2))``
+    with the sign of ``im`` (the negative real axis maps to the positive imaginary one).
+    """
+    x, out = node.args[0], node.outputs[0]
+    z, g = ctx.ref(x), ctx.g
+    re, im = _parts(ctx, z, x.rank)
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+    root_re = g.op("sqrt", g.op("mul", g.op("max", g.op("add", modulus, re), 0.0), 0.5))
+    root_im = g.op("sqrt", g.op("mul", g.op("max", g.op("sub", modulus, re), 0.0), 0.5))
+    root_im = g.op("select", g.op("lt", im, 0.0), g.op("neg", root_im), root_im)
+    return _join(ctx, root_re, root_im, x.rank, out.name)
+
+
+@register("complex::square")
+def aten_complex_square(ctx: Context, node: Node) -> Ref:
+    """square(Tensor self) of a complex tensor: ``z * z``."""
+    x, out = node.args[0], node.outputs[0]
+    return _product(ctx, ctx.ref(x), ctx.ref(x), x.rank, out.name)
+
+
+@register("complex::pow")
+def aten_complex_pow(ctx: Context, node: Node) -> Ref:
+    """pow.Tensor_Scalar(Tensor self, Scalar exponent) of a complex tensor and a real exponent: repeated products
+    for an integer exponent (a reciprocal for a negative one), ``|z|^p * (cos(p angle), sin(p angle))`` otherwise.
+    """
+    x, exponent, out = node.args[0], node.args[1], node.outputs[0]
+    if not isinstance(x, Value) or not _is_complex(x) or not isinstance(exponent, (bool, int, float)):
+        raise TranslationError(
+            f"{node.where()}: complex pow is supported for a complex tensor raised to a real number only (got "
+            f"{getattr(x, 'dtype', x)!r} ** {getattr(exponent, 'dtype', exponent)!r})"
+        )
+    g, rank, dtype = ctx.g, x.rank, _parts_dtype(out)
+    z = ctx.ref(x)
+    if float(exponent) == int(exponent) and abs(int(exponent)) <= 64:
+        n = int(exponent)
+        if n == 0:  # ones, whatever z holds (inf and nan included, as torch gives)
+            repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
+            return g.op("tile", _complex_operand(ctx, node, 1.0, rank), repeats=[*repeats, 1], out=out.name)
+        base = z if n > 0 else _reciprocal(ctx, z, rank, dtype)
+        result: Ref | None = None
+        n = abs(n)
+        while n:  # square-and-multiply
+            if n & 1:
+                result = base if result is None else _product(ctx, result, base, rank)
+            n >>= 1
+            if n:
+                base = _product(ctx, base, base, rank)
+        assert result is not None
+        return g.op("copy", result, out=out.name)
+    p = float(exponent)
+    modulus = g.op("pow", _squared_modulus(ctx, z, rank), p / 2.0)
+    return _polar(ctx, modulus, g.op("mul", _angle(ctx, z, rank), p), rank, out.name)
+
+
+@register("complex::polar")
+def aten_complex_polar(ctx: Context, node: Node) -> Ref:
+    """polar(Tensor abs, Tensor angle) -> Tensor: ``abs * (cos(angle), sin(angle))`` (broadcast)."""
+    out = node.outputs[0]
+    modulus, angle = (_real_scale(ctx, v, out.rank, node) for v in node.args[:2])
+    return _polar(ctx, modulus, angle, out.rank, out.name)
+
+
+@register("complex::complex")
+def aten_complex_complex(ctx: Context, node: Node) -> Ref:
+    """complex(Tensor real, Tensor imag) -> Tensor: the parts side by side (broadcast to the result's shape)."""
+    out, g = node.outputs[0], ctx.g
+    parts = []
+    for v in node.args[:2]:
+        ref = _real_scale(ctx, v, out.rank, node)
+        shape = (1,) * (out.rank - v.rank) + tuple(v.shape)
+        if shape != tuple(out.shape):
+            repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+            ref = g.op("tile", ref, repeats=[*repeats, 1])
+        parts.append(ref)
+    return _join(ctx, parts[0], parts[1], out.rank, out.name)
+
+
+def _broadcast_repeat(node: Node, have: Any, want: Any) -> Any:
+    """How many times an axis of size ``have`` is tiled to broadcast to ``want``."""
+    if have == want:
+        return 1
+    if have == 1:
+        return want if isinstance(want, int) else Ref(dim_literal(want))
+    if isinstance(have, int) and isinstance(want, int) and want % have == 0:
+        return want // have
+    raise TranslationError(f"{node.where()}: {node.kind} cannot broadcast a size of {have} to {want}")
+
+
+@register("complex::where")
+def aten_complex_where(ctx: Context, node: Node) -> Ref:
+    """where.self(Tensor condition, Tensor self, Tensor other) with a complex branch: the condition picks whole
+    elements (the same for both parts); a real branch has a zero imaginary part.
+    """
+    condition, out, g = node.args[0], node.outputs[0], ctx.g
+    if not isinstance(condition, Value):
+        raise TranslationError(f"{node.where()}: complex where needs a tensor condition (got {condition!r})")
+    cond = _real_scale(ctx, condition, out.rank)
+    x, y = (_complex_operand(ctx, node, v, out.rank) for v in node.args[1:3])
+    return g.op("select", cond, x, y, out=out.name)
+
+
+@register("complex::view", "complex::reshape", "complex::_unsafe_view", "complex::flatten", "complex::unflatten")
+def aten_complex_view(ctx: Context, node: Node) -> Ref:
+    """view/reshape(Tensor self, SymInt[] size) of a complex tensor: the logical axes reshaped, the parts axis kept
+    last.
+    """
+    x, out = node.args[0], node.outputs[0]
+    shape = tensor_ops._shape_attr(ctx, node, out.shape)
+    return ctx.g.op("reshape", ctx.ref(x), shape=shape, axis_start=0, axis_count=x.rank, out=out.name)
+
+
+@register("complex::expand", "complex::repeat")
+def aten_complex_tile(ctx: Context, node: Node) -> Ref:
+    """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats) of a complex tensor: a tile of the
+    logical axes (new ones on the left), the parts axis once.
+    """
+    x, out = node.args[0], node.outputs[0]
+    ref = ctx.ref(x)
+    if x.rank < out.rank:
+        ref = ctx.g.op("unsqueeze", ref, axes=list(range(out.rank - x.rank)))
+    shape = (1,) * (out.rank - x.rank) + tuple(x.shape)
+    repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+    return ctx.g.op("tile", ref, repeats=[*repeats, 1], out=out.name)
+
+
+@register("complex::roll")
+def aten_complex_roll(ctx: Context, node: Node) -> Ref:
+    """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) of a complex tensor: whole elements rolled along the
+    logical axes (over the flattened elements when dims is empty).
+    """
+    x, out = node.args[0], node.outputs[0]
+    if _arg(node, 2, "dims", []):
+        return cast(Ref, tensor_ops.aten_roll(ctx, node))
+    shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    if not isinstance(shifts[0], int):
+        raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
+    g = ctx.g
+    flat = g.op("reshape", ctx.ref(x), shape=[-1], axis_start=0, axis_count=x.rank)
+    rolled = tensor_ops._roll_axis(ctx, flat, tensor_ops._product(list(x.shape)), 0, shifts[0])
+    shape = tensor_ops._shape_attr(ctx, node, x.shape)
+    return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
+
+
+@register("complex::matmul", "complex::mm", "complex::bmm")
+def aten_complex_matmul(ctx: Context, node: Node) -> Ref:
+    """matmul(Tensor self, Tensor other) of complex tensors (torch multiplies no complex by real matrices): real
+    matmuls of the parts, ``(ar br - ai bi, ar bi + ai br)``; a 1-D operand is a row (left) or a column (right).
+    """
+    a, b = node.args[0], node.args[1]
+    out, g = node.outputs[0], ctx.g
+    if not (_is_complex(a) and _is_complex(b)):
+        raise TranslationError(f"{node.where()}: {node.kind} takes two complex tensors (got {a.dtype} and {b.dtype})")
+    rank = max(a.rank, b.rank, 2)
+
+    def parts(v: Value, column: bool) -> list[Ref]:
+        refs = [g.op("squeeze", p, axes=[v.rank]) for p in _parts(ctx, ctx.ref(v), v.rank)]
+        if v.rank == 1:
+            refs = [g.op("unsqueeze", p, axes=[1 if column else 0]) for p in refs]
+        if max(v.rank, 2) < rank:
+            refs = [g.op("unsqueeze", p, axes=list(range(rank - max(v.rank, 2)))) for p in refs]
+        return refs
+
+    (ar, ai), (br, bi) = parts(a, column=False), parts(b, column=True)
+    re = g.op("sub", g.op("matmul", ar, br), g.op("matmul", ai, bi))
+    im = g.op("add", g.op("matmul", ar, bi), g.op("matmul", ai, br))
+    squeezed = ([rank - 2] if a.rank == 1 else []) + ([rank - 1] if b.rank == 1 else [])
+    if squeezed:
+        re, im = g.op("squeeze", re, axes=squeezed), g.op("squeeze", im, axes=squeezed)
+    return g.op("stack", [re, im], axis=out.rank, out=out.name)
+
+
+@register("complex::zeros_like", "complex::ones_like", "complex::full_like")
+def aten_complex_full_like(ctx: Context, node: Node) -> Ref:
+    """zeros_like/ones_like(Tensor self, ...); full_like(Tensor self, Scalar fill_value, ...) of a complex dtype:
+    the constant (real or complex) tiled to the shape.
+    """
+    out = node.outputs[0]
+    value = {"complex::zeros_like": 0, "complex::ones_like": 1}.get(node.kind)
+    if value is None:
+        value = node.args[1]
+    if not _is_complex(out):
+        raise TranslationError(f"{node.where()}: {node.kind} of a complex tensor to {out.dtype} is not supported yet")
+    constant = _complex_operand(ctx, node, value, out.rank)
+    repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
+    return ctx.g.op("tile", constant, repeats=[*repeats, 1], out=out.name)
+
+
+@register("complex::masked_fill")
+def aten_complex_masked_fill(ctx: Context, node: Node) -> Ref:
+    """masked_fill(Tensor self, Tensor mask, Scalar|Tensor value) of a complex tensor: whole elements replaced."""
+    x, mask, value = node.args[:3]
+    out = node.outputs[0]
+    fill = _complex_operand(ctx, node, value, out.rank)
+    return ctx.g.op("select", _real_scale(ctx, mask, out.rank), fill, ctx.ref(x), out=out.name)
+
+
+_SHIFTS = {"fft_fftshift": 1, "fft_ifftshift": -1}
+
+
+@register("aten::fft_fftshift", "aten::fft_ifftshift", "complex::fft_fftshift", "complex::fft_ifftshift")
+def aten_fftshift(ctx: Context, node: Node) -> Ref:
+    """fft_fftshift / fft_ifftshift(Tensor input, int[1]? dim=None) -> Tensor: a roll by half of each axis
+    (``n // 2`` forward, ``-(n // 2)`` back), on every axis by default; complex values move whole.
+    """
+    x, out = node.args[0], node.outputs[0]
+    dims = _arg(node, 1, "dim")
+    dims = list(range(x.rank)) if dims is None else [dims] if isinstance(dims, int) else list(dims)
+    sign = _SHIFTS[node.kind.split("::", 1)[1]]
+    y = ctx.ref(x)
+    for d in dims:
+        axis = _axis(d, x.rank)
+        n = _static(node, x.shape[axis], f"length on axis {axis}")
+        y = tensor_ops._roll_axis(ctx, y, n, axis, sign * (n // 2))
+    return ctx.g.op("copy", y, out=out.name)
+
+
+@register("aten::angle")
+def aten_angle(ctx: Context, node: Node) -> Ref:
+    """angle(Tensor self) of a real tensor: pi for negative values, 0 otherwise (NaN kept)."""
+    x, g = ctx.ref(node.args[0]), ctx.g
+    sign = g.op("select", g.op("lt", x, 0.0), math.pi, 0.0)
+    return g.op("select", g.op("ne", x, x), x, sign, out=node.outputs[0].name)
+
+
+@register("complex::einsum")
+def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
+    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) of complex tensors: the real einsum of the
+    layouts with one more letter per operand for its parts (every product of parts), then each product of
+    ``k`` imaginary parts added to the result's real or imaginary part with the sign of ``i^k``.
+    """
+    equation, operands = node.args[0], list(node.args[1])
+    out, g = node.outputs[0], ctx.g
+    if not all(isinstance(v, Value) and _is_complex(v) for v in operands):
+        raise TranslationError(f"{node.where()}: a complex einsum takes complex operands only")
+    n = len(operands)
+    letters = [chr(0x5D0 + i) for i in range(n)]  # sorted after the equation's and the ellipsis' letters
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    specs = [spec + letter for spec, letter in zip(lhs.split(","), letters)]
+    real_equation = ",".join(specs) + (f"->{rhs}{''.join(letters)}" if arrow else "")
+    layouts = [Value(v.name, _parts_dtype(v), (*v.shape, 2)) for v in operands]  # the same refs, parts axis named
+    products = Value(out.name + "_products", _parts_dtype(out), (*out.shape, *([2] * n)))
+    y = tensor_ops._einsum(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
+    combine = np.zeros((2**n, 2))
+    for index in range(2**n):
+        k = bin(index).count("1")  # the number of imaginary factors
+        combine[index, k % 2] = 1.0 if k % 4 < 2 else -1.0
+    rank = max(out.rank, 1)
+    if out.rank == 0:
+        y = g.op("unsqueeze", y, axes=[0])
+    y = g.op("reshape", y, shape=[1, 2**n], axis_start=rank, axis_count=n)
+    weights = _variable(
+        ctx, combine.reshape((1,) * rank + combine.shape), _parts_dtype(out), f"einsum_parts_{n}_r{rank}"
+    )
+    y = g.op("squeeze", g.op("matmul", y, weights, transposeA=False, transposeB=False), axes=[rank])
+    return g.op("squeeze", y, axes=[0], out=out.name) if out.rank == 0 else g.op("copy", y, out=out.name)
+
+
+@register("complex::copy", "complex::fill")
+def aten_complex_copy(ctx: Context, node: Node) -> Ref:
+    """copy(Tensor self, Tensor src, bool non_blocking=False); fill.Tensor(Tensor self, Tensor value) into a complex
+    tensor: ``src`` (a real one with a zero imaginary part) broadcast to the shape of ``self`` (out-of-place
+    ``self[...] = src``).
+    """
+    src, out = node.args[1], node.outputs[0]
+    if not _is_complex(out) or (isinstance(src, Value) and _parts_dtype(src) != _parts_dtype(out)):
+        raise TranslationError(
+            f"{node.where()}: a copy of {getattr(src, 'dtype', src)} into {out.dtype} is not supported: cast first"
+        )
+    y = _complex_operand(ctx, node, src, out.rank)
+    shape = (1,) * (out.rank - src.rank) + tuple(src.shape) if isinstance(src, Value) else (1,) * out.rank
+    if shape != tuple(out.shape):
+        repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+        y = ctx.g.op("tile", y, repeats=[*repeats, 1])
+    return ctx.g.op("copy", y, out=out.name)
+
+
+@register("complex::cumsum")
+def aten_complex_cumsum(ctx: Context, node: Node) -> Ref:
+    """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) of a complex tensor: both parts summed along ``dim``
+    (tract's cumsum, or a product by the upper triangle of ones over a static axis).
+    """
+    x, out, g = node.args[0], node.outputs[0], ctx.g
+    if _parts_dtype(x) != _parts_dtype(out):
+        raise TranslationError(f"{node.where()}: cumsum of {x.dtype} to {out.dtype} is not supported: cast first")
+    rank = max(x.rank, 1)
+    y = ctx.ref(x) if x.rank else g.op("unsqueeze", ctx.ref(x), axes=[0])
+    axis = _axis(node.args[1], rank)
+    if ctx.tract_at_least(CUMSUM_TRACT):
+        g.need("tract_registry tract_core")
+        y = g.op("tract_core_cumsum", y, axis=axis, exclusive=False, reverse=False)
+    else:
+        n = _static(node, x.shape[axis] if x.rank else 1, f"length on axis {axis}")
+        perm = [a for a in range(rank) if a != axis] + [rank, axis]  # the parts axis, then the summed one
+        triangle = np.triu(np.ones((n, n))).reshape((1,) * (rank - 1) + (n, n))
+        y = g.op("transpose", y, axes=perm)
+        y = g.op("matmul", y, _variable(ctx, triangle, _parts_dtype(out), f"cumsum_triangle_{n}_r{rank + 1}"))
+        y = g.op("transpose", y, axes=[perm.index(a) for a in range(rank + 1)])
+    return g.op("squeeze", y, axes=[0], out=out.name) if not x.rank else g.op("copy", y, out=out.name)
