@@ -299,7 +299,14 @@ def repeat_layers(
                     nodes.extend(copy(k, j, previous) for k in group)
     per_layer_outputs = [o for o in graph.outputs if layers.producer.get(o.name, (0, 0))[0] == 1]
     outputs = list(graph.outputs) + [mapping[o.name] for mapping in mappings for o in per_layer_outputs]
-    return Graph(inputs=inputs, outputs=outputs, nodes=nodes, parameters=parameters, symbols=dict(graph.symbols))
+    return Graph(
+        inputs=inputs,
+        outputs=outputs,
+        nodes=nodes,
+        parameters=parameters,
+        symbols=dict(graph.symbols),
+        steps=dict(graph.steps),
+    )
 
 
 def _values(args: Any) -> Iterator[Value]:
