@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value, values_in
 
 LOGGER = logging.getLogger(__name__)
 
@@ -771,14 +771,7 @@ def _fft_as_kept(kind: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]
 
 def _touches_complex(items: Sequence[Any]) -> bool:
     """Whether a complex :class:`Value` is among ``items`` (nested in lists, tuples and dicts)."""
-    for item in items:
-        if isinstance(item, Value) and item.dtype in COMPLEX_DTYPES:
-            return True
-        if isinstance(item, (list, tuple)) and _touches_complex(item):
-            return True
-        if isinstance(item, dict) and _touches_complex(list(item.values())):
-            return True
-    return False
+    return any(v.dtype in COMPLEX_DTYPES for v in values_in(items))
 
 
 def _kind(target: Any) -> str:

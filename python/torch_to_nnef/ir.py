@@ -7,6 +7,7 @@ remembering the module path and the user's source line it came from.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -111,3 +112,15 @@ class SizeStep:
     def next_size(self, size: int) -> int:
         """The first size of this form at or above ``size``."""
         return size + (self.offset - size) % self.step
+
+
+def values_in(args: Any) -> Iterator[Value]:
+    """The :class:`Value` s among ``args`` (nested in lists, tuples and dicts), in order."""
+    if isinstance(args, Value):
+        yield args
+    elif isinstance(args, (list, tuple)):
+        for a in args:
+            yield from values_in(a)
+    elif isinstance(args, dict):
+        for a in args.values():
+            yield from values_in(a)

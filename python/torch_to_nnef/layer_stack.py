@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_to_nnef.ir import Graph, Node, Parameter, Value
+from torch_to_nnef.ir import Graph, Node, Parameter, Value, values_in
 
 LOGGER = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class _Layers:
         which: dict[int, int] = {}
         reached = (set(own_inputs[0]), set(own_inputs[1]))
         for i, node in enumerate(graph.nodes):
-            names = {v.name for v in _values(node.args)}
+            names = {v.name for v in values_in(node.args)}
             inside = [
                 k
                 for k in (0, 1)
@@ -156,7 +156,7 @@ class _Layers:
         for i, node in enumerate(graph.nodes):
             if i in in_stack or i in found:
                 continue
-            origins = {producer[v.name][0] for v in _values(node.args) if v.name in producer}
+            origins = {producer[v.name][0] for v in values_in(node.args) if v.name in producer}
             if origins == {0}:
                 first_post.append(i)
                 add(0, i)
@@ -165,14 +165,14 @@ class _Layers:
             a = graph.nodes[i0]
             mirrored = [
                 (1, producer[v.name][1]) if v.name in producer and producer[v.name][0] == 0 else None
-                for v in _values(a.args)
+                for v in values_in(a.args)
             ]
             for i, node in enumerate(graph.nodes):
                 if i in taken or i in in_stack or node.kind != a.kind:
                     continue
                 reads = [
                     producer[v.name] if v.name in producer and producer[v.name][0] == 1 else None
-                    for v in _values(node.args)
+                    for v in values_in(node.args)
                 ]
                 if reads == mirrored:
                     taken.add(i)
@@ -234,7 +234,7 @@ def repeat_layers(
     for i, node in enumerate(graph.nodes):
         if i in in_layers:
             continue
-        used = [layers.producer[v.name] for v in _values(node.args) if v.name in layers.producer]
+        used = [layers.producer[v.name] for v in values_in(node.args) if v.name in layers.producer]
         if used and (i < last or any(k == 0 for k, _ in used)):
             raise StackMismatch(f"{node.kind} at {node.where()} reads the layers' values out of order")
 
@@ -263,7 +263,7 @@ def repeat_layers(
         """Node ``i`` of the second layer for layer ``j`` (``previous``: layer ``j - 1``'s values)."""
         node, mapping = graph.nodes[i], mappings[j - 2]
         prefix = f"{path}.{j}"
-        for arg in _values(node.args):
+        for arg in values_in(node.args):
             if arg.name in mapping:
                 continue
             origin = layers.producer.get(arg.name)
@@ -307,17 +307,6 @@ def repeat_layers(
         symbols=dict(graph.symbols),
         steps=dict(graph.steps),
     )
-
-
-def _values(args: Any) -> Iterator[Value]:
-    if isinstance(args, Value):
-        yield args
-    elif isinstance(args, (list, tuple)):
-        for a in args:
-            yield from _values(a)
-    elif isinstance(args, dict):
-        for a in args.values():
-            yield from _values(a)
 
 
 def _substitute(args: Any, mapping: Mapping[str, Value]) -> Any:

@@ -493,17 +493,16 @@ def aten_view_as_real(ctx: Context, node: Node) -> Ref:
 def aten_complex_abs(ctx: Context, node: Node) -> Ref:
     """abs(Tensor self) of a complex tensor: the modulus sqrt(re^2 + im^2)."""
     x, g = node.args[0], ctx.g
-    power = g.op("sum_reduce", g.op("sqr", ctx.ref(x)), axes=[x.rank])
-    return g.op("squeeze", g.op("sqrt", power), axes=[x.rank], out=node.outputs[0].name)
+    return g.op(
+        "squeeze", g.op("sqrt", _squared_modulus(ctx, ctx.ref(x), x.rank)), axes=[x.rank], out=node.outputs[0].name
+    )
 
 
 @register("complex::_conj", "complex::_conj_physical", "complex::conj_physical")
 def aten_conj(ctx: Context, node: Node) -> Ref:
     """_conj(Tensor self) -> Tensor; _conj_physical: the conjugate (the imaginary part negated)."""
     x, out = node.args[0], node.outputs[0]
-    dtype = _parts_dtype(out)
-    signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * x.rank + (2,)), dtype, f"conjugate_r{x.rank}")
-    return ctx.g.op("mul", ctx.ref(x), signs, out=out.name)
+    return _conjugate(ctx, ctx.ref(x), x.rank, _parts_dtype(out), out=out.name)
 
 
 @register("aten::_neg_view")
@@ -653,9 +652,10 @@ def _squared_modulus(ctx: Context, x: Ref, rank: int) -> Ref:
     return ctx.g.op("sum_reduce", ctx.g.op("sqr", x), axes=[rank])
 
 
-def _conjugate(ctx: Context, x: Ref, rank: int, dtype: str) -> Ref:
+def _conjugate(ctx: Context, x: Ref, rank: int, dtype: str, out: str | None = None) -> Ref:
+    """The imaginary part negated (a product by the constant (1, -1))."""
     signs = _variable(ctx, np.array([1.0, -1.0]).reshape((1,) * rank + (2,)), dtype, f"conjugate_r{rank}")
-    return ctx.g.op("mul", x, signs)
+    return ctx.g.op("mul", x, signs, out=out)
 
 
 def _reciprocal(ctx: Context, x: Ref, rank: int, dtype: str, out: str | None = None) -> Ref:
@@ -825,8 +825,7 @@ def aten_complex_pow(ctx: Context, node: Node) -> Ref:
     if float(exponent) == int(exponent) and abs(int(exponent)) <= 64:
         n = int(exponent)
         if n == 0:  # ones, whatever z holds (inf and nan included, as torch gives)
-            repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
-            return g.op("tile", _complex_operand(ctx, node, 1.0, rank), repeats=[*repeats, 1], out=out.name)
+            return _filled(ctx, node, 1.0)
         base = z if n > 0 else _reciprocal(ctx, z, rank, dtype)
         result: Ref | None = None
         n = abs(n)
@@ -971,9 +970,14 @@ def aten_complex_full_like(ctx: Context, node: Node) -> Ref:
         value = node.args[1]
     if not _is_complex(out):
         raise TranslationError(f"{node.where()}: {node.kind} of a complex tensor to {out.dtype} is not supported yet")
-    constant = _complex_operand(ctx, node, value, out.rank)
+    return _filled(ctx, node, value)
+
+
+def _filled(ctx: Context, node: Node, value: Any) -> Ref:
+    """The node's (complex) result: the constant ``value`` (real or complex) tiled to its shape."""
+    out = node.outputs[0]
     repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
-    return ctx.g.op("tile", constant, repeats=[*repeats, 1], out=out.name)
+    return ctx.g.op("tile", _complex_operand(ctx, node, value, out.rank), repeats=[*repeats, 1], out=out.name)
 
 
 @register("complex::masked_fill")
