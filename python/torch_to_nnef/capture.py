@@ -667,10 +667,7 @@ def _to_ir(
             user_index += 1
             v = value_of(node, meta)
             if v.dtype in COMPLEX_DTYPES:
-                raise CaptureError(
-                    f"input {name!r} is {meta.dtype}: NNEF has no complex tensors; pass torch.view_as_real of it "
-                    "and call torch.view_as_complex inside the model"
-                )
+                raise CaptureError(complex_io_advice("input", name, v.dtype))
             v = Value(name=name, dtype=v.dtype, shape=v.shape)
             values[node.name] = v
             inputs.append(v)
@@ -720,10 +717,7 @@ def _to_ir(
             outputs = [values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
             for o in outputs:
                 if isinstance(o, Value) and o.dtype in COMPLEX_DTYPES:
-                    raise CaptureError(
-                        f"output {o.name} is complex ({o.dtype}): NNEF has no complex tensors; return "
-                        "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
-                    )
+                    raise CaptureError(complex_io_advice("output", o.name, o.dtype))
     symbols_range: dict[str, tuple[int, int | None]] = {}
     for s, r in exported.range_constraints.items():
         known = symbols.names.get(str(s))
@@ -767,6 +761,16 @@ def _fft_as_kept(kind: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]
     if last:
         return "aten::fft_fft", (x, None, dim, _FFT_NORMS[normalization])
     return "aten::fft_ifft", (x, None, dim, _FFT_NORMS[2 - normalization])
+
+
+def complex_io_advice(which: str, name: str, dtype: str) -> str:
+    """Why a complex model ``input`` or ``output`` (``which``) is refused, and what to pass or return instead."""
+    fix = (
+        "pass torch.view_as_real of it and call torch.view_as_complex inside the model"
+        if which == "input"
+        else "return torch.view_as_real(...) of it, or its .abs(), .real or .imag"
+    )
+    return f"{which} {name!r} is complex ({dtype}): NNEF has no complex tensors; {fix}"
 
 
 def _touches_complex(items: Sequence[Any]) -> bool:

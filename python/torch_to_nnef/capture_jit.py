@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.capture import _DTYPES, CaptureError, _touches_complex
+from torch_to_nnef.capture import _DTYPES, CaptureError, _touches_complex, complex_io_advice
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, Value
 
 LOGGER = logging.getLogger(__name__)
@@ -342,10 +342,7 @@ class _Converter:
         for jit_input, name in zip(graph_inputs[1:], self.input_names):
             dtype, shape, _ = _dtype_of(jit_input, f"input {name!r}")
             if dtype in COMPLEX_DTYPES:
-                raise JitCaptureError(
-                    f"input {name!r} is complex ({dtype}): NNEF has no complex tensors; pass torch.view_as_real of "
-                    "it and call torch.view_as_complex inside the model"
-                )
+                raise JitCaptureError(complex_io_advice("input", name, dtype))
             v = Value(name, dtype, shape)
             self.values[jit_input] = v
             inputs.append(v)
@@ -361,10 +358,7 @@ class _Converter:
                     "(or call .dequantize()) so that its outputs are floats"
                 )
             if out.dtype in COMPLEX_DTYPES:
-                raise JitCaptureError(
-                    f"output {out.name} is complex ({out.dtype}): NNEF has no complex tensors; return "
-                    "torch.view_as_real(...) of it, or its .abs(), .real or .imag"
-                )
+                raise JitCaptureError(complex_io_advice("output", out.name, out.dtype))
         return Graph(inputs=inputs, outputs=outputs, nodes=self.nodes, parameters=self.parameters)
 
     def flat_outputs(self, value: Any) -> list[Value]:
