@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::dtype::{DType, Flavor};
 use crate::error::{Error, Result};
 use crate::fsutil::{validate_label, AtomicFile};
-use crate::q4_0::{self, Q40Layout};
+use crate::q4_0::{self, Q40Input, Q40Layout};
 use crate::view::{numel, TensorView};
 
 /// Size of the header that starts every `.dat` file.
@@ -207,6 +207,15 @@ pub enum DatSource<'a> {
         /// Blocks in GGML order.
         blocks: &'a [u8],
     },
+    /// Float values that are Q4_0 values already (decoded from blocks), packed into blocks as
+    /// they are written: one tensor's blocks exist at a time. Values that do not decode back
+    /// exactly from their blocks are refused.
+    Q40Values {
+        /// Logical shape (rank >= 2).
+        shape: Vec<usize>,
+        /// The values, row-major.
+        values: Q40Input<'a>,
+    },
 }
 
 /// How `.dat` files are written.
@@ -246,6 +255,20 @@ impl DatSource<'_> {
                 }
                 Ok(h)
             }
+            DatSource::Q40Values { shape, values } => {
+                let h = DatHeader::for_q4_0(what, shape, opts.q40_layout)?;
+                let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
+                if numel != values.len() {
+                    return Err(Error::Shape {
+                        what: what.to_string(),
+                        reason: format!(
+                            "shape {shape:?} has {numel} values but {} were given",
+                            values.len()
+                        ),
+                    });
+                }
+                Ok(h)
+            }
         }
     }
 
@@ -269,6 +292,13 @@ impl DatSource<'_> {
                     w.write_all(&legacy).map_err(io)?;
                 }
             },
+            DatSource::Q40Values { shape, values } => {
+                let mut blocks = pack_q4_0_values(what, values, shape)?;
+                if opts.q40_layout == Q40Layout::Legacy {
+                    q4_0::ggml_to_legacy(&mut blocks);
+                }
+                w.write_all(&blocks).map_err(io)?;
+            }
         }
         Ok(())
     }
@@ -277,6 +307,18 @@ impl DatSource<'_> {
     pub fn file_len(&self, what: &str, opts: &DatOptions) -> Result<u64> {
         Ok(HEADER_LEN as u64 + self.header(what, opts)?.data_size as u64)
     }
+}
+
+/// The Q4_0 blocks of values that must be Q4_0 values already (see [`DatSource::Q40Values`]).
+pub fn pack_q4_0_values(what: &str, values: &Q40Input, shape: &[usize]) -> Result<Vec<u8>> {
+    let (blocks, mismatch) = q4_0::quantize_checked(what, *values, shape)?;
+    if let Some(i) = mismatch {
+        return Err(Error::NotQ40Values {
+            what: what.to_string(),
+            index: i,
+        });
+    }
+    Ok(blocks)
 }
 
 /// Packs booleans MSB-first, one bit each (the Khronos layout).

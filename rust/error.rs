@@ -79,6 +79,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Float values given as Q4_0 values that their blocks do not decode back to.
+    #[error(
+        "{what}: value {index} (row-major) is not a Q4_0 value: these values were changed since \
+         they were quantized (an optimizer step, load_state_dict with other weights); quantize \
+         the weight again (fp_to_tract_q4_0_with_min_max_calibration)"
+    )]
+    NotQ40Values {
+        /// Which tensor.
+        what: String,
+        /// The first value that does not decode back.
+        index: usize,
+    },
     /// A wrong argument value (unknown tolerance name, bad gzip level, ...).
     #[error("{0}")]
     InvalidArgument(String),

@@ -33,6 +33,7 @@ fn to_pyerr(err: Error) -> PyErr {
         Error::OutputExists { .. } => "OutputExistsError",
         Error::MissingParent { .. } => "MissingFolderError",
         Error::Io { .. } => "NNEFIOError",
+        Error::NotQ40Values { .. } => "QTensorError",
         Error::InvalidArgument(_) => "InvalidArgumentError",
         Error::Tract(_) => "TractError",
     };
@@ -145,11 +146,57 @@ fn options(flavor: &str, q4_0_legacy: bool) -> PyResult<DatOptions> {
     })
 }
 
-/// Q4_0 blocks (GGML order) with their logical shape.
+/// Q4_0 blocks (GGML order) with their logical shape: held as bytes, or deferred: the float
+/// values they decode to, packed only when written or asked for (see `Q40Tensor.of_values`).
 #[pyclass(frozen, module = "torch_to_nnef._rust")]
 pub struct Q40Tensor {
     shape: Vec<usize>,
-    blocks: Vec<u8>,
+    data: Q40Data,
+}
+
+enum Q40Data {
+    Blocks(Vec<u8>),
+    Values(Py<PyUntypedArray>),
+}
+
+/// The quantizer's view of a C-contiguous, aligned f32, f16 (or bf16 bits) array.
+fn q40_input<'a>(
+    arr: &'a Bound<'_, PyUntypedArray>,
+    bf16: bool,
+    name: &str,
+) -> PyResult<(Q40Input<'a>, Vec<usize>)> {
+    let dtype = numpy_dtype(arr, name)?;
+    let view = view_of(arr, name)?;
+    let bytes = view.as_contiguous().ok_or_else(|| {
+        to_pyerr(Error::InvalidArgument(format!(
+            "{name}: Q4_0 values must be C-contiguous; pass numpy.ascontiguousarray(x)"
+        )))
+    })?;
+    let shape = view.shape().to_vec();
+    if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
+        return Err(to_pyerr(Error::InvalidArgument(format!(
+            "{name}: misaligned array memory; pass a copy (numpy.array(x))"
+        ))));
+    }
+    let input = match (dtype, bf16) {
+        // SAFETY (all three casts): the bytes come from an aligned numpy buffer of this
+        // element type, and f32 / f16 / bf16 accept every bit pattern.
+        (DType::F32, false) => Q40Input::F32(unsafe { cast_slice(bytes) }),
+        (DType::F16, false) => Q40Input::F16(unsafe { cast_slice(bytes) }),
+        (DType::U16 | DType::I16, true) => Q40Input::Bf16(unsafe { cast_slice(bytes) }),
+        _ => {
+            return Err(to_pyerr(Error::UnsupportedDtype {
+                what: format!("Q4_0 of {name}"),
+                dtype: if bf16 {
+                    format!("{dtype} as bf16 bits")
+                } else {
+                    dtype.to_string()
+                },
+                hint: "Q4_0 quantizes f32, f16 or bf16 values".into(),
+            }))
+        }
+    };
+    Ok((input, shape))
 }
 
 #[pymethods]
@@ -171,37 +218,30 @@ impl Q40Tensor {
             let np = py.import("numpy")?;
             as_array(&np.call_method1("ascontiguousarray", (arr,))?, name)?
         };
-        let dtype = numpy_dtype(&arr, name)?;
-        let view = view_of(&arr, name)?;
-        let bytes = view.as_contiguous().expect("contiguous");
-        let shape = view.shape().to_vec();
-        if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
-            return Err(to_pyerr(Error::InvalidArgument(format!(
-                "{name}: misaligned array memory; pass a copy (numpy.array(x))"
-            ))));
-        }
-        let input = match (dtype, bf16) {
-            // SAFETY (all three casts): the bytes come from an aligned numpy buffer of this
-            // element type, and f32 / f16 / bf16 accept every bit pattern.
-            (DType::F32, false) => Q40Input::F32(unsafe { cast_slice(bytes) }),
-            (DType::F16, false) => Q40Input::F16(unsafe { cast_slice(bytes) }),
-            (DType::U16 | DType::I16, true) => Q40Input::Bf16(unsafe { cast_slice(bytes) }),
-            _ => {
-                return Err(to_pyerr(Error::UnsupportedDtype {
-                    what: format!("Q4_0 of {name}"),
-                    dtype: if bf16 {
-                        format!("{dtype} as bf16 bits")
-                    } else {
-                        dtype.to_string()
-                    },
-                    hint: "Q4_0 quantizes f32, f16 or bf16 values".into(),
-                }))
-            }
-        };
+        let (input, shape) = q40_input(&arr, bf16, name)?;
         let blocks = py
             .detach(|| q4_0::quantize(name, input, &shape, threads))
             .py_err()?;
-        Ok(Q40Tensor { shape, blocks })
+        Ok(Q40Tensor {
+            shape,
+            data: Q40Data::Blocks(blocks),
+        })
+    }
+
+    /// Deferred Q4_0 of an f32 or f16 C-contiguous array holding Q4_0 values already (decoded
+    /// from blocks, e.g. by `dequantize_into`): the array is referenced, not copied, and packed
+    /// into blocks only when written (one tensor at a time) or asked for; values that do not
+    /// decode back exactly from their blocks are refused then.
+    #[staticmethod]
+    #[pyo3(signature = (array, *, name = "tensor"))]
+    fn of_values(array: &Bound<'_, PyAny>, name: &str) -> PyResult<Q40Tensor> {
+        let arr = as_array(array, name)?;
+        let (_, shape) = q40_input(&arr, false, name)?;
+        dat::DatHeader::for_q4_0(name, &shape, Q40Layout::Ggml).py_err()?;
+        Ok(Q40Tensor {
+            shape,
+            data: Q40Data::Values(arr.unbind()),
+        })
     }
 
     /// Builds a tensor from existing GGML-order blocks.
@@ -220,7 +260,7 @@ impl Q40Tensor {
         }
         Ok(Q40Tensor {
             shape,
-            blocks: blocks.to_vec(),
+            data: Q40Data::Blocks(blocks.to_vec()),
         })
     }
 
@@ -230,20 +270,28 @@ impl Q40Tensor {
         self.shape.clone()
     }
 
-    /// Size of the blocks in bytes.
+    /// Size of the blocks in bytes (18 per 32 values).
     #[getter]
     fn nbytes(&self) -> usize {
-        self.blocks.len()
+        self.shape.iter().product::<usize>() / q4_0::BLOCK_LEN * q4_0::BLOCK_BYTES
+    }
+
+    /// True when the blocks are packed from the referenced values only when needed.
+    #[getter]
+    fn deferred(&self) -> bool {
+        matches!(self.data, Q40Data::Values(_))
     }
 
     /// The blocks as bytes (GGML order).
-    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.blocks)
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let blocks = self.blocks(py)?;
+        Ok(PyBytes::new(py, &blocks))
     }
 
     /// Decodes to a float32 array of the logical shape.
     fn dequantize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let values = py.detach(|| q4_0::dequantize(&self.blocks)).py_err()?;
+        let blocks = self.blocks(py)?;
+        let values = py.detach(|| q4_0::dequantize(&blocks)).py_err()?;
         PyArray1::from_vec(py, values).call_method1("reshape", (self.shape.clone(),))
     }
 
@@ -264,14 +312,30 @@ impl Q40Tensor {
 
     fn __repr__(&self) -> String {
         format!(
-            "Q40Tensor(shape={:?}, nbytes={})",
+            "Q40Tensor(shape={:?}, nbytes={}{})",
             self.shape,
-            self.blocks.len()
+            self.nbytes(),
+            if self.deferred() { ", deferred" } else { "" }
         )
     }
 }
 
 impl Q40Tensor {
+    /// The blocks: held ones borrowed, deferred ones packed now (and checked).
+    fn blocks(&self, py: Python<'_>) -> PyResult<std::borrow::Cow<'_, [u8]>> {
+        match &self.data {
+            Q40Data::Blocks(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            Q40Data::Values(arr) => {
+                let arr = arr.bind(py);
+                let (input, shape) = q40_input(arr, false, "Q4_0 values")?;
+                let blocks = py
+                    .detach(|| dat::pack_q4_0_values("Q4_0 values", &input, &shape))
+                    .py_err()?;
+                Ok(std::borrow::Cow::Owned(blocks))
+            }
+        }
+    }
+
     fn decode_into<T: q4_0::Decoded + numpy::Element>(
         &self,
         py: Python<'_>,
@@ -298,7 +362,8 @@ impl Q40Tensor {
                 ),
             }));
         }
-        let blocks = &self.blocks;
+        let blocks = self.blocks(py)?;
+        let blocks: &[u8] = &blocks;
         py.detach(|| q4_0::dequantize_into(blocks, values)).py_err()
     }
 }
@@ -319,11 +384,15 @@ unsafe fn cast_slice<T>(bytes: &[u8]) -> &[T] {
 enum Held<'py> {
     Dense(Bound<'py, PyUntypedArray>),
     Q40(Bound<'py, Q40Tensor>),
+    Q40Values(Bound<'py, PyUntypedArray>),
 }
 
 fn hold<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Held<'py>> {
     if let Ok(q) = obj.cast::<Q40Tensor>() {
-        return Ok(Held::Q40(q.clone()));
+        return Ok(match &q.get().data {
+            Q40Data::Blocks(_) => Held::Q40(q.clone()),
+            Q40Data::Values(arr) => Held::Q40Values(arr.bind(obj.py()).clone()),
+        });
     }
     Ok(Held::Dense(as_array(obj, what)?))
 }
@@ -333,10 +402,17 @@ fn source_of<'a>(held: &'a Held<'_>, what: &str) -> PyResult<DatSource<'a>> {
         Held::Dense(arr) => DatSource::Dense(view_of(arr, what)?),
         Held::Q40(q) => {
             let q = q.get();
+            let Q40Data::Blocks(blocks) = &q.data else {
+                unreachable!("held as Q40Values")
+            };
             DatSource::Q40 {
                 shape: q.shape.clone(),
-                blocks: &q.blocks,
+                blocks,
             }
+        }
+        Held::Q40Values(arr) => {
+            let (values, shape) = q40_input(arr, false, what)?;
+            DatSource::Q40Values { shape, values }
         }
     })
 }
@@ -434,7 +510,7 @@ fn read_dat<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> 
             py,
             Q40Tensor {
                 shape: t.shape,
-                blocks,
+                data: Q40Data::Blocks(blocks),
             },
         )?
         .into_any()),

@@ -68,6 +68,7 @@ pub fn check_shape(what: &str, shape: &[usize]) -> Result<()> {
 }
 
 /// Input element types the quantizer accepts.
+#[derive(Debug, Clone, Copy)]
 pub enum Q40Input<'a> {
     /// f32 values.
     F32(&'a [f32]),
@@ -78,12 +79,18 @@ pub enum Q40Input<'a> {
 }
 
 impl Q40Input<'_> {
-    fn len(&self) -> usize {
+    /// Number of values.
+    pub fn len(&self) -> usize {
         match self {
             Q40Input::F32(x) => x.len(),
             Q40Input::F16(x) => x.len(),
             Q40Input::Bf16(x) => x.len(),
         }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -168,25 +175,58 @@ fn quantize_blocks_f32(input: &[f32], out: &mut [u8]) {
     quantize_blocks_f32_generic(input, out)
 }
 
-fn quantize_task(input: &Q40Input, first_block: usize, out: &mut [u8]) {
+/// Quantizes the blocks of one task; with `check`, also returns the index of the first value
+/// that its block does not decode back to (rounded to the input's type), if any.
+fn quantize_task(
+    input: &Q40Input,
+    first_block: usize,
+    out: &mut [u8],
+    check: bool,
+) -> Option<usize> {
     let n_blocks = out.len() / BLOCK_BYTES;
     let range = first_block * BLOCK_LEN..(first_block + n_blocks) * BLOCK_LEN;
-    let convert = |dst: &mut Vec<f32>| {
-        dst.resize(range.len(), 0.0);
-        match input {
-            Q40Input::F32(_) => unreachable!(),
-            Q40Input::F16(x) => x[range.clone()].convert_to_f32_slice(dst),
-            Q40Input::Bf16(x) => x[range.clone()].convert_to_f32_slice(dst),
+    let mut tmp = Vec::new();
+    let values: &[f32] = match input {
+        Q40Input::F32(x) => &x[range.clone()],
+        Q40Input::F16(x) => {
+            tmp.resize(range.len(), 0.0);
+            x[range.clone()].convert_to_f32_slice(&mut tmp);
+            &tmp
+        }
+        Q40Input::Bf16(x) => {
+            tmp.resize(range.len(), 0.0);
+            x[range.clone()].convert_to_f32_slice(&mut tmp);
+            &tmp
         }
     };
-    match input {
-        Q40Input::F32(x) => quantize_blocks_f32(&x[range.clone()], out),
-        _ => {
-            let mut tmp = Vec::new();
-            convert(&mut tmp);
-            quantize_blocks_f32(&tmp, out)
-        }
+    quantize_blocks_f32(values, out);
+    if !check {
+        return None;
     }
+    // Decoded in f32 (exact), rounded to the input's type by the slice conversions (vectorized),
+    // compared with the input (`-0.0 == 0.0`).
+    let mut decoded = vec![0f32; values.len()];
+    decode_blocks(out, &mut decoded);
+    let lost = match input {
+        Q40Input::F32(_) => decoded.iter().zip(values).position(|(d, v)| d != v),
+        Q40Input::F16(x) => {
+            let mut narrow = vec![f16::ZERO; decoded.len()];
+            narrow.convert_from_f32_slice(&decoded);
+            narrow
+                .iter()
+                .zip(&x[range.clone()])
+                .position(|(d, v)| d != v)
+        }
+        Q40Input::Bf16(x) => {
+            let mut narrow = vec![bf16::ZERO; decoded.len()];
+            narrow.convert_from_f32_slice(&decoded);
+            narrow
+                .iter()
+                .zip(&x[range.clone()])
+                .position(|(d, v)| d != v)
+        }
+    };
+    lost.map(|i| range.start + i)
 }
 
 /// Quantizes a tensor to Q4_0 blocks (GGML order), on the current rayon pool, or on `threads`
@@ -197,6 +237,27 @@ pub fn quantize(
     shape: &[usize],
     threads: Option<usize>,
 ) -> Result<Vec<u8>> {
+    Ok(quantize_impl(what, input, shape, threads, false)?.0)
+}
+
+/// Quantizes values that should be Q4_0 values already (decoded from blocks): the blocks, and
+/// the index of the first value that they do not decode back to (rounded to the input's type),
+/// `None` when quantizing lost nothing. The check runs block by block as they are made.
+pub fn quantize_checked(
+    what: &str,
+    input: Q40Input,
+    shape: &[usize],
+) -> Result<(Vec<u8>, Option<usize>)> {
+    quantize_impl(what, input, shape, None, true)
+}
+
+fn quantize_impl(
+    what: &str,
+    input: Q40Input,
+    shape: &[usize],
+    threads: Option<usize>,
+    check: bool,
+) -> Result<(Vec<u8>, Option<usize>)> {
     check_shape(what, shape)?;
     let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
     if numel != input.len() {
@@ -212,18 +273,19 @@ pub fn quantize(
     let run = |out: &mut [u8]| {
         out.par_chunks_mut(BLOCKS_PER_TASK * BLOCK_BYTES)
             .enumerate()
-            .for_each(|(i, o)| quantize_task(&input, i * BLOCKS_PER_TASK, o));
+            .filter_map(|(i, o)| quantize_task(&input, i * BLOCKS_PER_TASK, o, check))
+            .min()
     };
-    match threads {
-        Some(1) => quantize_task(&input, 0, &mut out),
+    let mismatch = match threads {
+        Some(1) => quantize_task(&input, 0, &mut out, check),
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?
             .install(|| run(&mut out)),
         None => run(&mut out),
-    }
-    Ok(out)
+    };
+    Ok((out, mismatch))
 }
 
 /// Decodes Q4_0 blocks (GGML order) to f32 values.
@@ -275,19 +337,22 @@ pub fn dequantize_into<T: Decoded>(blocks: &[u8], out: &mut [T]) -> Result<()> {
     }
     out.par_chunks_mut(BLOCK_LEN * BLOCKS_PER_TASK)
         .zip(blocks.par_chunks(BLOCK_BYTES * BLOCKS_PER_TASK))
-        .for_each(|(o, b)| {
-            for (o, b) in o
-                .chunks_exact_mut(BLOCK_LEN)
-                .zip(b.chunks_exact(BLOCK_BYTES))
-            {
-                let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-                for j in 0..BLOCK_LEN / 2 {
-                    o[j] = T::from_f32(((b[2 + j] & 0x0F) as i32 - 8) as f32 * d);
-                    o[j + BLOCK_LEN / 2] = T::from_f32(((b[2 + j] >> 4) as i32 - 8) as f32 * d);
-                }
-            }
-        });
+        .for_each(|(o, b)| decode_blocks(b, o));
     Ok(())
+}
+
+/// Decodes whole blocks into as many values (32 per block).
+fn decode_blocks<T: Decoded>(blocks: &[u8], out: &mut [T]) {
+    for (o, b) in out
+        .chunks_exact_mut(BLOCK_LEN)
+        .zip(blocks.chunks_exact(BLOCK_BYTES))
+    {
+        let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        for j in 0..BLOCK_LEN / 2 {
+            o[j] = T::from_f32(((b[2 + j] & 0x0F) as i32 - 8) as f32 * d);
+            o[j + BLOCK_LEN / 2] = T::from_f32(((b[2 + j] >> 4) as i32 - 8) as f32 * d);
+        }
+    }
 }
 
 /// Unpacks the 32 nibbles of a block in element order.

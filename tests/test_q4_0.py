@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from torch_to_nnef import _rust, quantize_q4_0, read_dat, write_dat
-from torch_to_nnef.errors import DTypeError, ShapeError
+from torch_to_nnef.errors import DTypeError, QTensorError, ShapeError
 from torch_to_nnef.q4_0 import Q40Tensor, tract_reference_q4_0
 
 
@@ -122,3 +122,63 @@ def test_dequantize_into_f16_and_f32_buffers():
         q.dequantize_into(np.empty(w.shape, dtype=np.float64))
     with pytest.raises(Exception, match="holds 3 values"):
         q.dequantize_into(np.empty(3, dtype=np.float16))
+
+
+# --- deferred Q4_0: blocks packed from Q4_0 values when written -------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 4), st.sampled_from([32, 96])),
+        elements=st.floats(-6e4, 6e4, width=32) | st.floats(-(2.0**-17), 2.0**-17, width=32) | st.just(0.0),
+    ),
+    st.sampled_from([np.float32, np.float16]),
+)
+def test_decoded_values_pack_back_to_their_blocks(w, dtype):
+    """Quantizing decoded values (f32, or rounded to f16, subnormal scales included) gives the same
+    values back, and the same bytes for every block whose scale did not underflow to zero (such a
+    block decodes to zeros whatever its codes)."""
+    q = quantize_q4_0(w)
+    decoded = np.empty(w.shape, dtype=dtype)
+    q.dequantize_into(decoded)
+    deferred = Q40Tensor.of_values(decoded)
+    assert deferred.deferred and not q.deferred
+    assert deferred.nbytes == q.nbytes and deferred.shape == q.shape
+    np.testing.assert_array_equal(deferred.dequantize(), q.dequantize())
+    ours, theirs = (np.frombuffer(b, np.uint8).reshape(-1, 18) for b in (deferred.to_bytes(), q.to_bytes()))
+    scaled = theirs[:, :2].copy().view(np.float16)[:, 0] != 0
+    np.testing.assert_array_equal(ours[scaled], theirs[scaled])
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_deferred_dat_is_byte_identical(tmp_path, rng, legacy):
+    q = quantize_q4_0(rng.standard_normal((8, 64)).astype(np.float32))
+    values = np.empty((8, 64), np.float16)
+    q.dequantize_into(values)
+    held = write_dat(tmp_path / "held.dat", q, q4_0_legacy=legacy).read_bytes()
+    deferred = write_dat(tmp_path / "deferred.dat", Q40Tensor.of_values(values), q4_0_legacy=legacy)
+    assert deferred.read_bytes() == held
+    np.testing.assert_array_equal(_rust.tract_read_dat(deferred), q.dequantize())
+
+
+def test_values_that_are_not_q4_0_values_are_refused_when_written(tmp_path, rng):
+    q = quantize_q4_0(rng.standard_normal((4, 64)).astype(np.float32))
+    values = q.dequantize()
+    values[2, 5] += 1e-3  # no longer a code times its block's scale
+    deferred = Q40Tensor.of_values(values, name="w")
+    with pytest.raises(QTensorError, match=r"value 133 \(row-major\) is not a Q4_0 value"):
+        write_dat(tmp_path / "w.dat", deferred)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(QTensorError, match="not a Q4_0 value"):
+        deferred.to_bytes()
+
+
+def test_deferred_values_must_be_contiguous_floats_in_whole_blocks():
+    with pytest.raises(ShapeError):
+        Q40Tensor.of_values(np.zeros((2, 48), np.float32))
+    with pytest.raises(DTypeError):
+        Q40Tensor.of_values(np.zeros((2, 32), np.float64))
+    with pytest.raises(Exception, match="C-contiguous"):
+        Q40Tensor.of_values(np.zeros((32, 4), np.float32).T)

@@ -430,4 +430,29 @@ def test_inplace_quantization_reuses_the_weight_memory(dtype: torch.dtype) -> No
     reused = fp_to_tract_q4_0_with_min_max_calibration(weight, inplace=True)
     assert reused.data_ptr() == weight.data_ptr()  # no second buffer
     assert torch.equal(weight, fresh.dequantize()) and torch.equal(reused.dequantize(), fresh.dequantize())
+    # nor held blocks: they are packed from the values when asked for, to the same bytes
+    assert reused.to_q4_0().deferred and not fresh.to_q4_0().deferred
     assert reused.to_q4_0().to_bytes() == fresh.to_q4_0().to_bytes()
+    assert reused.q4_0_nbytes == fresh.q4_0_nbytes == 8 * 64 // 32 * 18
+
+
+def test_inplace_bf16_quantization_keeps_its_blocks() -> None:
+    """bf16 cannot hold every Q4_0 value: its blocks are kept, and exported as they are."""
+    weight = torch.randn(8, 64).to(torch.bfloat16)
+    fresh = fp_to_tract_q4_0_with_min_max_calibration(weight.clone())
+    reused = fp_to_tract_q4_0_with_min_max_calibration(weight, inplace=True)
+    assert not reused.to_q4_0().deferred
+    assert reused.to_q4_0().to_bytes() == fresh.to_q4_0().to_bytes()
+
+
+def test_deferred_blocks_survive_copies_and_casts(tmp_path: Path) -> None:
+    model = compress_model(LinearStack(), "min_max_q4_0")
+    blocks = model[0].weight.to_q4_0().to_bytes()
+    twin = copy.deepcopy(model)
+    assert twin[0].weight.data_ptr() != model[0].weight.data_ptr()
+    assert twin[0].weight.to_q4_0().to_bytes() == blocks
+    torch.save(model, tmp_path / "m.pt")
+    assert torch.load(tmp_path / "m.pt", weights_only=False)[0].weight.to_q4_0().to_bytes() == blocks
+    model.half()  # f16 roundings of Q4_0 values are Q4_0 values
+    assert isinstance(model[0].weight, QTensorTractScaleOnly) and model[0].weight.dtype == torch.float16
+    assert model[0].weight.to_q4_0().to_bytes() == blocks

@@ -59,6 +59,10 @@ class InvalidArgumentError(T2NError, ValueError):
     """An argument with a wrong value (unknown tolerance, gzip level out of range, ...)."""
 
 
+class QTensorError(T2NError, ValueError):
+    """A QTensor that cannot be used as asked (values changed in place, a tract without Q4_0, ...)."""
+
+
 class TractError(T2NError, RuntimeError):
     """tract refused to load or run a model; the message carries tract's own explanation."""
 

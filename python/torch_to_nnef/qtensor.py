@@ -1,7 +1,9 @@
 """Quantized weights that PyTorch still computes with: :class:`QTensor` and its Q4_0 flavour.
 
 A :class:`QTensorTractScaleOnly` is a float tensor holding the *dequantized* values of its Q4_0
-blocks, with the blocks themselves (a :class:`~torch_to_nnef.q4_0.Q40Tensor`) attached. PyTorch
+blocks, with the blocks themselves (a :class:`~torch_to_nnef.q4_0.Q40Tensor`) attached, or, for
+an f32 or f16 weight quantized in place, packed again from those values when exported (they
+quantize back to the same blocks, so the model holds no second copy of its weights). PyTorch
 runs the model with those values, and ``torch.export`` captures it like any float model; the
 exporter then writes the blocks (``.dat`` item type 0x3040, or 0x2040 for tract < 0.21.11)
 instead of floats, so tract computes with exactly the same weights.
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.errors import DTypeError, ShapeError, T2NError
+from torch_to_nnef.errors import DTypeError, QTensorError, ShapeError
 from torch_to_nnef.ir import Graph, Value
 from torch_to_nnef.q4_0 import Q40Tensor, quantize_q4_0
 
@@ -59,10 +61,6 @@ Q4_0_CONV_TRACT = (0, 21, 12)
 
 _BLOCK = 32
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-class QTensorError(T2NError, ValueError):
-    """A QTensor that cannot be used as asked (values changed in place, a tract without Q4_0, ...)."""
 
 
 class QTensor(torch.nn.Parameter):
@@ -98,20 +96,29 @@ class QTensorTractScaleOnly(QTensor):
 
     Build one with :func:`fp_to_tract_q4_0_with_min_max_calibration`, or from blocks:
     ``QTensorTractScaleOnly(values, blocks)`` where ``values`` must be the blocks' dequantized
-    values (in any float dtype and on any device).
+    values (in any float dtype and on any device). With ``blocks=None`` the values (f32 or f16)
+    are Q4_0 values already and the blocks are packed from them only when needed (exported,
+    pickled): Q4_0 values quantize back to blocks that decode to exactly the same values (the
+    very same bytes, but for a block whose scale underflowed to zero), so nothing is lost and no
+    second copy of the weight is held; values that are not Q4_0 values are refused
+    then with a :class:`QTensorError`.
     """
 
-    _q4_0: Q40Tensor
+    _q4_0: Q40Tensor | None
 
-    def __new__(cls, values: torch.Tensor, blocks: Q40Tensor, *, requires_grad: bool = False) -> QTensorTractScaleOnly:
+    def __new__(
+        cls, values: torch.Tensor, blocks: Q40Tensor | None, *, requires_grad: bool = False
+    ) -> QTensorTractScaleOnly:
         """Checks that ``values`` match ``blocks`` in shape and are floats."""
-        if list(values.shape) != list(blocks.shape):
+        if blocks is not None and list(values.shape) != list(blocks.shape):
             raise ShapeError(f"values of shape {list(values.shape)} for Q4_0 blocks of shape {blocks.shape}")
         if values.dtype not in _FLOATS:
             raise DTypeError(f"a Q4_0 weight holds float values, not {values.dtype}")
+        if blocks is None and (values.dim() < 2 or math.prod(values.shape[1:]) % _BLOCK):
+            raise ShapeError(f"shape {list(values.shape)} cannot hold Q4_0 values (rows of whole blocks of {_BLOCK})")
         return super().__new__(cls, values, requires_grad=requires_grad)  # type: ignore[return-value]
 
-    def __init__(self, values: torch.Tensor, blocks: Q40Tensor, *, requires_grad: bool = False) -> None:
+    def __init__(self, values: torch.Tensor, blocks: Q40Tensor | None, *, requires_grad: bool = False) -> None:
         super().__init__(values)
         self._q4_0 = blocks
 
@@ -125,24 +132,26 @@ class QTensorTractScaleOnly(QTensor):
     def to_q4_0(self) -> Q40Tensor:
         """The Q4_0 blocks of the current values.
 
-        When the values were changed in place since quantization (``load_state_dict``, an
-        optimizer step), they are quantized again and kept only if they are Q4_0 values already
-        (dequantizing the new blocks gives them back exactly), as a reloaded state dict of this
-        model is.
+        Held blocks are returned as they are, unless the values were changed in place since
+        quantization (``load_state_dict``, an optimizer step): they are then quantized again and
+        kept only if they are Q4_0 values already (dequantizing the new blocks gives them back
+        exactly), as a reloaded state dict of this model is. Without held blocks, the values of a
+        contiguous f32 or f16 CPU tensor give a deferred :class:`Q40Tensor` (packed, and checked,
+        when written); others are quantized and checked now.
 
         Raises:
             QTensorError: the values were changed to values that Q4_0 cannot hold exactly.
         """
-        if self._version != self._quantized_version:
+        if self._q4_0 is None:
             values = self.detach()
-            fresh = quantize_q4_0(values.float() if values.dtype == torch.float64 else values, name="QTensor")
-            back = torch.from_numpy(fresh.dequantize()).to(device=values.device, dtype=values.dtype)
-            if not torch.equal(back, values):
-                raise QTensorError(
-                    "the values of this Q4_0 weight were changed in place (load_state_dict, an optimizer step) to "
-                    "values Q4_0 cannot hold: quantize them again with fp_to_tract_q4_0_with_min_max_calibration"
-                )
-            self._q4_0, self._quantized_version = fresh, self._version
+            if self._version != self._quantized_version:  # refused now rather than when written
+                _requantized(values)
+                self._quantized_version = self._version
+            if values.device.type == "cpu" and values.dtype in _DEFERRABLE and values.is_contiguous():
+                return Q40Tensor.of_values(values.numpy(), name="QTensor")
+            return _requantized(values)
+        if self._version != self._quantized_version:
+            self._q4_0, self._quantized_version = _requantized(self.detach()), self._version
         return self._q4_0
 
     def dequantize(self) -> torch.Tensor:  # type: ignore[override]
@@ -152,7 +161,22 @@ class QTensorTractScaleOnly(QTensor):
     @property
     def q4_0_nbytes(self) -> int:
         """Size of the Q4_0 blocks in bytes (18 per 32 values)."""
-        return self._q4_0.nbytes
+        return math.prod(self.shape) // _BLOCK * 18
+
+
+_DEFERRABLE = (torch.float32, torch.float16)
+
+
+def _requantized(values: torch.Tensor) -> Q40Tensor:
+    """The blocks of ``values``, which must be Q4_0 values already."""
+    fresh = quantize_q4_0(values.float() if values.dtype == torch.float64 else values, name="QTensor")
+    back = torch.from_numpy(fresh.dequantize()).to(device=values.device, dtype=values.dtype)
+    if not torch.equal(back, values):
+        raise QTensorError(
+            "the values of this Q4_0 weight were changed in place (load_state_dict, an optimizer step) to "
+            "values Q4_0 cannot hold: quantize them again with fp_to_tract_q4_0_with_min_max_calibration"
+        )
+    return fresh
 
 
 def _rebuild_q4_0(values: torch.Tensor, blocks: bytes, shape: list[int], requires_grad: bool) -> QTensorTractScaleOnly:
@@ -191,7 +215,10 @@ def fp_to_tract_q4_0_with_min_max_calibration(
         threads: quantization threads (default: all cores).
         inplace: for a contiguous CPU tensor, write the dequantized values over its own memory (the
             QTensor then shares it): no second full-size buffer, as when a model's weights are
-            replaced (:mod:`torch_to_nnef.compress`).
+            replaced (:mod:`torch_to_nnef.compress`). For f32 and f16 the blocks are then not
+            held either: they are packed again from the values when exported (see
+            :class:`QTensorTractScaleOnly`), so a compressed model takes no more memory than
+            its float weights.
 
     Returns:
         A :class:`QTensorTractScaleOnly` of the same dtype and device, ``requires_grad=False``.
@@ -223,10 +250,12 @@ def fp_to_tract_q4_0_with_min_max_calibration(
         source = _clip_to_percentile(source, percentile)
     blocks = quantize_q4_0(source, threads=threads, name="weight")
     if inplace and values.device.type == "cpu" and values.is_contiguous():
-        if values.dtype in (torch.float32, torch.float16):  # decoded straight into the weight's own memory
+        if values.dtype in _DEFERRABLE:  # decoded straight into the weight's own memory, blocks dropped
             blocks.dequantize_into(values.numpy())
-        else:  # decoded in f32 (one weight's worth, transient), rounded into the weight's own memory
-            values.copy_(torch.from_numpy(blocks.dequantize()).view(values.shape))
+            return QTensorTractScaleOnly(values, None)
+        # bf16 (rounding may lose Q4_0 values): decoded in f32 (one weight's worth, transient),
+        # rounded into the weight's own memory, blocks kept
+        values.copy_(torch.from_numpy(blocks.dequantize()).view(values.shape))
         return QTensorTractScaleOnly(values, blocks)
     dequantized = torch.from_numpy(blocks.dequantize())
     if values.dtype != torch.float32 or values.device.type != "cpu":

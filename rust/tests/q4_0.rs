@@ -205,3 +205,26 @@ fn dequantize_into_f16_rounds_the_f32_values() {
     let mut short = vec![f16::ZERO; 3];
     assert!(q4_0::dequantize_into(&blocks, &mut short).is_err());
 }
+
+#[test]
+fn checked_quantization_finds_the_first_value_lost() {
+    let v = lcg(32 * 3000, 9, 2.0);
+    let blocks = ours(&v, None);
+    let shape = [v.len() / 32, 32];
+    let decoded = q4_0::dequantize(&blocks).unwrap();
+    let (again, lost) = q4_0::quantize_checked("t", Q40Input::F32(&decoded), &shape).unwrap();
+    assert_eq!((again, lost), (blocks.clone(), None));
+    let halves: Vec<f16> = decoded.iter().map(|&x| f16::from_f32(x)).collect();
+    let (_, lost) = q4_0::quantize_checked("t", Q40Input::F16(&halves), &shape).unwrap();
+    assert_eq!(lost, None);
+    // Two values moved off the grid, in different tasks: the first one (row-major) is reported.
+    let mut moved = decoded.clone();
+    for i in [32 * 2500 + 7, 32 * 1200 + 17] {
+        moved[i] += moved[i].abs().max(1e-3) * 0.01;
+    }
+    let (_, lost) = q4_0::quantize_checked("t", Q40Input::F32(&moved), &shape).unwrap();
+    assert_eq!(lost, Some(32 * 1200 + 17));
+    // The raw values themselves are not Q4_0 values.
+    let (_, lost) = q4_0::quantize_checked("t", Q40Input::F32(&v), &shape).unwrap();
+    assert!(lost.is_some());
+}
