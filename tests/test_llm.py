@@ -4,6 +4,7 @@ checked against transformers' own outputs by running the exported archive in tra
 import inspect
 import json
 import logging
+import os
 import re
 import sys
 import tarfile
@@ -151,6 +152,18 @@ CASES = [
     ("gemma2", "f16", ["-f16"]),
     ("gemma3", "f32", ["-dwtac"]),
 ]
+
+
+def test_transformers_release_under_test():
+    """``make test`` runs the family exports again with the release before the pinned one laid
+    over it (T2N_EXPECT_TRANSFORMERS names it): that release must be the one imported."""
+    expected = os.environ.get("T2N_EXPECT_TRANSFORMERS")
+    pinned = next(
+        line.split("==")[1].strip()
+        for line in (Path(__file__).parent.parent / "requirements-dev.txt").read_text().splitlines()
+        if line.startswith("transformers==")
+    )
+    assert transformers.__version__ == (expected or pinned)
 
 
 @pytest.mark.parametrize(("family", "label", "flags"), CASES, ids=[f"{f}-{lab}" for f, lab, _ in CASES])
