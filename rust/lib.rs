@@ -2,6 +2,7 @@
 //! tract runner. Plain Rust: the Python binding lives in `python.rs` only.
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod archive;
 pub mod compare;
 pub mod dat;
@@ -14,3 +15,6 @@ pub mod view;
 
 #[cfg(feature = "python")]
 mod python;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LargeBlocksMapped = alloc::LargeBlocksMapped;
