@@ -233,6 +233,28 @@ def test_dynamic_time_axis_is_checked_at_two_lengths(tmp_path):
     torch.testing.assert_close(torch.from_numpy(got), model.eval()(x), atol=1e-4, rtol=1e-4)
 
 
+class VarArgs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, scale: torch.Tensor, *frames: torch.Tensor) -> torch.Tensor:
+        return sum(self.proj(f) for f in frames) * scale
+
+
+def test_dynamic_axes_of_a_forward_taking_star_args(tmp_path):
+    """Inputs given to ``*args`` take their dynamic axes by input name like the others."""
+    model = VarArgs()
+    path = export_model_to_nnef(
+        model,
+        (torch.randn(1, 1), torch.randn(5, 8), torch.randn(5, 8)),
+        tmp_path / "varargs.nnef.tgz",
+        TractNNEF(check_io=True, dynamic_axes={"a": {0: "S"}, "b": {0: "S"}}),
+        input_names=["scale", "a", "b"],
+    )
+    assert [shape for _, _, shape in TractModel(path).inputs] == ["1,1", "S,8", "S,8"]
+
+
 def test_parameters_keep_their_pytorch_names_and_model_is_untouched(tmp_path):
     model = SmallCNN().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}

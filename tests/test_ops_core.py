@@ -209,6 +209,8 @@ CASES: list[Case] = [
     ),
     ("ge-scalar", Fn(lambda x: aten.ge.Scalar(x, 0.25)), (r(2, 3),), True),
     ("pow-tensors", Fn(lambda a, b: aten.pow.Tensor_Tensor(a, b)), (within(0.5, 2.0, 2, 3), r(2, 3)), True),
+    # a product of one integer wire by itself: tract's square operator has no integer kernels
+    ("square-int", Fn(lambda a, b: (a * a, b.pow(2), b * b + b)), (ints(3, 4), ints(3, 4).int()), False),
     (
         "bitwise-overloads",
         Fn(lambda a, b: aten.bitwise_xor.Scalar(aten.bitwise_or.Tensor(aten.bitwise_and.Tensor(a, b), b), 5)),

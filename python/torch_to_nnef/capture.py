@@ -8,6 +8,7 @@ the user's letters, and torch's own symbols are renamed back to those letters.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import re
@@ -221,12 +222,26 @@ def capture(
     try:
         with _rnn_cache_kept(model), _max_pool1d_with_indices(bool(dims)):
             exported = torch.export.export(
-                model, tuple(args), dynamic_shapes=tuple(dynamic_shapes) if dims else None, strict=False
+                model, tuple(args), dynamic_shapes=_as_signature(model, dynamic_shapes) if dims else None, strict=False
             )
         exported = _decomposed(exported)
     except Exception as exc:  # torch raises many types here; all mean "cannot capture"
         raise CaptureError(_explain(exc, model, input_names, dynamic_axes or {})) from exc
     return _to_ir(exported, input_names, dynamic_axes or {}, bf16_as), exported
+
+
+def _as_signature(model: torch.nn.Module, shapes: list[dict[int, Any] | None]) -> tuple[Any, ...]:
+    """The inputs' dynamic shapes in the structure of ``model.forward``'s parameters, as torch.export
+    wants them: those given to a ``*args`` parameter as one tuple.
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a forward without a signature: as given
+        return tuple(shapes)
+    for i, p in enumerate(params):
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*shapes[:i], tuple(shapes[i:]))
+    return tuple(shapes)
 
 
 @contextlib.contextmanager
@@ -320,8 +335,6 @@ def _preserved_ops(exported: Any) -> dict[str, Any]:
     FFT ops and those of ``_NOT_PRESERVED`` stay out. Lowered FFTs are renamed back by
     :func:`_fft_as_kept`; istft's overlap-add lowers to ``unfold_backward``.
     """
-    import inspect
-
     if "_preserve_ops" not in inspect.signature(exported.run_decompositions).parameters:
         return {}
     from torch._subclasses.functional_tensor import FunctionalTensor
@@ -376,8 +389,6 @@ def _explain(
     dynamic_axes: Mapping[str, Mapping[int, str]],
 ) -> str:
     """What went wrong in terms of the user's model: which line, which input and axis, what to do."""
-    import inspect
-
     name = type(model).__name__
     text = str(exc)
     where = _user_frame(exc)

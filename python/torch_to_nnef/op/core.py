@@ -100,7 +100,21 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
     ra, rb = (_operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
         rb = ctx.g.op("mul", rb, _scalar(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
+    if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in _SIGNED_INTS:
+        return integer_square(ctx, ra, out.name)
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
+
+
+_SIGNED_INTS = ("i8", "i16", "i32", "i64")
+
+
+def integer_square(ctx: Context, x: Ref, out: str) -> Ref:
+    """``x * x`` of signed integers as ``abs(x) * abs(-x)``: tract turns a product of one wire by
+    itself into its ``square`` operator, which has no integer kernels.
+    """
+    left = ctx.g.op("abs", x, out=out + "_abs")
+    right = ctx.g.op("abs", ctx.g.op("neg", x, out=out + "_neg"), out=out + "_negabs")
+    return ctx.g.op("mul", left, right, out=out)
 
 
 COMPARE = {
@@ -211,6 +225,8 @@ def aten_pow(ctx: Context, node: Node) -> Ref:
         base = _scalar(ctx, float(a), out.dtype, out.rank)
         return ctx.g.op("pow", base, _align(ctx, b, out.rank, out), out=out.name)
     if b == 2:
+        if ctx.tract and out.dtype in _SIGNED_INTS:
+            return integer_square(ctx, ctx.ref(a), out.name)
         return ctx.g.op("sqr", ctx.ref(a), out=out.name)
     rb = _align(ctx, b, out.rank, out)
     return ctx.g.op("pow", ctx.ref(a), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
