@@ -10,6 +10,7 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef.capture import capture
 from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError
 from torch_to_nnef.export import UnsupportedOpsError
 
@@ -421,3 +422,31 @@ def test_names_starting_with_a_logical_literal(tmp_path: Path):
             Net(), torch.randn(2, 4), tmp_path / "bad.nnef.tgz", TractNNEF(), input_names=["true_input"]
         )
     assert not (tmp_path / "bad.nnef.tgz").exists()
+
+
+class InPlace(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y.add_(1.0)
+        return torch.relu(y)
+
+
+def test_decomposition_pass_only_when_the_graph_needs_it(tmp_path, monkeypatch):
+    """A graph of functional ops the registry translates is translated as torch.export gives it; one
+    that writes in place (or runs dropout in training mode) goes through the decomposition pass."""
+    calls = []
+    original = torch.export.ExportedProgram.run_decompositions
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions", counted)
+    x = torch.randn(2, 3, 16, 16)
+    export_model_to_nnef(SmallCNN(), x, tmp_path / "cnn.nnef.tgz", TractNNEF(check_io=True))
+    assert calls == []
+    export_model_to_nnef(InPlace(), x, tmp_path / "inplace.nnef.tgz", TractNNEF(check_io=True))
+    assert calls == [1]
+    training = nn.Sequential(nn.Linear(16, 16), nn.Dropout(0.5)).train()
+    capture(training, [torch.randn(2, 16)], ["x"])
+    assert calls == [1, 1]

@@ -12,7 +12,7 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -293,6 +293,8 @@ def _decomposed(exported: Any) -> Any:
     on torch 2.5, attention is lowered when it cannot be kept (a view of its result that relies on
     strides its meta kernel gets wrong), then everything when the kept ops still cannot be traced.
     """
+    if _translatable_as_is(exported):
+        return exported
     preserved = _preserved_ops(exported)
     kept = preserved.get("_preserve_ops", ())
     tries = [kept, tuple(op for op in kept if op._schema.name not in _KEPT_IF_POSSIBLE)]
@@ -304,6 +306,48 @@ def _decomposed(exported: Any) -> Any:
         except Exception as exc:  # any failure: keep fewer ops whole, as torch 2.5 would lower them
             LOGGER.debug("torch 2.5 could not keep %s whole (%s): lowering them", ops, exc)
     return exported.run_decompositions({})
+
+
+def _translatable_as_is(exported: Any) -> bool:
+    """True when the graph torch.export gave needs no decomposition pass (which traces the model
+    again: about a third of an export's time): functional ATen ops only (none writes to its
+    arguments, no higher-order op), each of a kind the registry translates, none in training mode
+    (dropout, batch norm) and no FFT (the pass renames their lowered forms).
+    """
+    import operator
+
+    from torch_to_nnef.op.registry import lookup
+
+    for node in exported.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = node.target
+        if not isinstance(target, torch._ops.OpOverload):
+            if getattr(operator, getattr(target, "__name__", ""), None) is target:  # getitem, size arithmetic
+                continue
+            return False
+        schema = target._schema
+        if (
+            schema.is_mutable
+            or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+            or "fft" in schema.name
+            or (lookup(_kind(target)) is None and _kind(target) not in _COMPOSITE_AS)
+        ):
+            return False
+        for i, arg in enumerate(schema.arguments):
+            if arg.name in ("train", "training"):
+                value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name, arg.default_value)
+                if value is not False:
+                    return False
+    return True
+
+
+_COMPOSITE_AS: dict[str, Callable[[tuple[Any, ...]], tuple[str, tuple[Any, ...]]]] = {
+    # batch_norm(input, weight, bias, running_mean, running_var, training=False, momentum, eps, cudnn)
+    "aten::batch_norm": lambda a: ("aten::_native_batch_norm_legit_no_training", (*a[:5], a[6], a[7])),
+}
+"""Composite kinds of a graph translated without decomposition, as the kind they decompose to
+(with its arguments): the registry translates that one."""
 
 
 _KEPT_IF_POSSIBLE = frozenset({"aten::scaled_dot_product_attention"})
@@ -706,6 +750,8 @@ def _to_ir(
                 continue
             args = tuple(convert_arg(a) for a in node.args)
             kind, args = _fft_as_kept(_LOWERED_AS_KEPT.get(kind, kind), args)
+            if kind in _COMPOSITE_AS:
+                kind, args = _COMPOSITE_AS[kind](args)
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)
