@@ -138,50 +138,26 @@ fn write_tar<W: Write>(w: W, files: &ModelFiles, opts: &DatOptions) -> Result<W>
     if let Some(q) = files.graph_quant {
         add("graph.quant", q.len() as u64, &mut q.as_bytes())?;
     }
-    // Tensors that need a buffer (strided views, packed booleans, Q4_0 blocks re-laid-out or
-    // packed from values) are prepared one ahead on another thread, while the previous one is
-    // written; contiguous dense tensors are streamed straight from their memory.
-    let streamed = |source: &DatSource| {
-        matches!(source, DatSource::Dense(v) if v.as_contiguous().is_some())
-            && !is_packed_bool(source, opts)
-    };
-    std::thread::scope(|scope| -> Result<()> {
-        let (send, receive) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
-        let tensors = &files.tensors;
-        scope.spawn(move || {
-            for (label, source) in tensors.iter().filter(|(_, s)| !streamed(s)) {
-                let mut buf = Vec::new();
-                let made = source.write_to(label, opts, &mut buf).map(|()| buf);
-                if send.send(made).is_err() {
-                    return; // the writer stopped on an error
-                }
-            }
-        });
-        for (label, source) in tensors {
-            let size = source.file_len(label, opts)?;
-            let name = format!("{label}.dat");
-            if streamed(source) {
-                let DatSource::Dense(v) = source else {
-                    unreachable!("streamed sources are dense")
-                };
-                let header = source.header(label, opts)?.encode();
-                let bytes = v.as_contiguous().expect("checked");
-                add(&name, size, &mut Cursor::new(header).chain(bytes))?;
-            } else {
-                let buf = receive.recv().map_err(|_| {
-                    Error::InvalidArgument(format!("{label}: its data could not be prepared"))
-                })??;
+    for (label, source) in &files.tensors {
+        let size = source.file_len(label, opts)?;
+        let name = format!("{label}.dat");
+        let header = source.header(label, opts)?;
+        match source.payload(label, opts, &header)? {
+            // Streamed from the tensor's memory, or from the one buffer made for it.
+            Some(payload) => add(
+                &name,
+                size,
+                &mut Cursor::new(header.encode()).chain(&payload[..]),
+            )?,
+            // A strided view: gathered into one buffer.
+            None => {
+                let mut buf = Vec::with_capacity(size as usize);
+                source.write_to(label, opts, &mut buf)?;
                 add(&name, size, &mut buf.as_slice())?;
             }
         }
-        Ok(())
-    })?;
+    }
     b.into_inner().map_err(io)
-}
-
-fn is_packed_bool(source: &DatSource, opts: &DatOptions) -> bool {
-    matches!(source, DatSource::Dense(v) if v.dtype() == crate::dtype::DType::Bool)
-        && opts.flavor == crate::dtype::Flavor::Khronos
 }
 
 /// Lists the members of a tar or tgz archive (given as bytes or as a file), refusing any member

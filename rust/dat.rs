@@ -1,5 +1,6 @@
 //! NNEF tensor files (`.dat`): the 128-byte header, dense payloads and Q4_0 block payloads.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -256,18 +257,8 @@ impl DatSource<'_> {
                 Ok(h)
             }
             DatSource::Q40Values { shape, values } => {
-                let h = DatHeader::for_q4_0(what, shape, opts.q40_layout)?;
-                let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
-                if numel != values.len() {
-                    return Err(Error::Shape {
-                        what: what.to_string(),
-                        reason: format!(
-                            "shape {shape:?} has {numel} values but {} were given",
-                            values.len()
-                        ),
-                    });
-                }
-                Ok(h)
+                q4_0::check_input(what, values, shape)?;
+                DatHeader::for_q4_0(what, shape, opts.q40_layout)
             }
         }
     }
@@ -277,30 +268,47 @@ impl DatSource<'_> {
         let header = self.header(what, opts)?;
         let io = |e| Error::io(what, e);
         w.write_all(&header.encode()).map_err(io)?;
-        match self {
+        match (self.payload(what, opts, &header)?, self) {
+            (Some(payload), _) => w.write_all(&payload).map_err(io),
+            (None, DatSource::Dense(v)) => v.write_elements(w).map_err(io),
+            (None, _) => unreachable!("only strided dense views have no payload in one piece"),
+        }
+    }
+
+    /// The payload (what follows `header`) in one piece: borrowed when the source holds it as
+    /// written (contiguous dense data, GGML-order blocks), made now otherwise (packed booleans,
+    /// legacy-order or packed blocks); `None` for a strided dense view, written run by run.
+    pub fn payload(
+        &self,
+        what: &str,
+        opts: &DatOptions,
+        header: &DatHeader,
+    ) -> Result<Option<Cow<'_, [u8]>>> {
+        let io = |e| Error::io(what, e);
+        let legacy = |mut blocks: Vec<u8>| {
+            if opts.q40_layout == Q40Layout::Legacy {
+                q4_0::ggml_to_legacy(&mut blocks);
+            }
+            blocks
+        };
+        Ok(Some(match self {
             DatSource::Dense(v) if v.dtype() == DType::Bool && header.bits_per_item == 1 => {
                 let mut bools = Vec::with_capacity(v.numel());
                 v.write_elements(&mut bools).map_err(io)?;
-                w.write_all(&pack_bits(&bools)).map_err(io)?;
+                Cow::Owned(pack_bits(&bools))
             }
-            DatSource::Dense(v) => v.write_elements(w).map_err(io)?,
+            DatSource::Dense(v) => match v.as_contiguous() {
+                Some(bytes) => Cow::Borrowed(bytes),
+                None => return Ok(None),
+            },
             DatSource::Q40 { blocks, .. } => match opts.q40_layout {
-                Q40Layout::Ggml => w.write_all(blocks).map_err(io)?,
-                Q40Layout::Legacy => {
-                    let mut legacy = blocks.to_vec();
-                    q4_0::ggml_to_legacy(&mut legacy);
-                    w.write_all(&legacy).map_err(io)?;
-                }
+                Q40Layout::Ggml => Cow::Borrowed(*blocks),
+                Q40Layout::Legacy => Cow::Owned(legacy(blocks.to_vec())),
             },
             DatSource::Q40Values { shape, values } => {
-                let mut blocks = pack_q4_0_values(what, values, shape)?;
-                if opts.q40_layout == Q40Layout::Legacy {
-                    q4_0::ggml_to_legacy(&mut blocks);
-                }
-                w.write_all(&blocks).map_err(io)?;
+                Cow::Owned(legacy(pack_q4_0_values(what, values, shape)?))
             }
-        }
-        Ok(())
+        }))
     }
 
     /// Size of the whole file (header + payload).

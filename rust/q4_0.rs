@@ -175,6 +175,26 @@ fn quantize_blocks_f32(input: &[f32], out: &mut [u8]) {
     quantize_blocks_f32_generic(input, out)
 }
 
+/// `x` widened to f32 in `tmp` (exact).
+fn widened<'t, T>(x: &[T], tmp: &'t mut Vec<f32>) -> &'t [f32]
+where
+    [T]: HalfFloatSliceExt,
+{
+    tmp.resize(x.len(), 0.0);
+    x.convert_to_f32_slice(tmp);
+    tmp
+}
+
+/// The index of the first of `x` that differs from `decoded` rounded to `T`.
+fn first_unequal<T: Default + Clone + PartialEq>(decoded: &[f32], x: &[T]) -> Option<usize>
+where
+    [T]: HalfFloatSliceExt,
+{
+    let mut narrow = vec![T::default(); decoded.len()];
+    narrow.convert_from_f32_slice(decoded);
+    narrow.iter().zip(x).position(|(d, v)| d != v)
+}
+
 /// Quantizes the blocks of one task; with `check`, also returns the index of the first value
 /// that its block does not decode back to (rounded to the input's type), if any.
 fn quantize_task(
@@ -188,16 +208,8 @@ fn quantize_task(
     let mut tmp = Vec::new();
     let values: &[f32] = match input {
         Q40Input::F32(x) => &x[range.clone()],
-        Q40Input::F16(x) => {
-            tmp.resize(range.len(), 0.0);
-            x[range.clone()].convert_to_f32_slice(&mut tmp);
-            &tmp
-        }
-        Q40Input::Bf16(x) => {
-            tmp.resize(range.len(), 0.0);
-            x[range.clone()].convert_to_f32_slice(&mut tmp);
-            &tmp
-        }
+        Q40Input::F16(x) => widened(&x[range.clone()], &mut tmp),
+        Q40Input::Bf16(x) => widened(&x[range.clone()], &mut tmp),
     };
     quantize_blocks_f32(values, out);
     if !check {
@@ -209,24 +221,27 @@ fn quantize_task(
     decode_blocks(out, &mut decoded);
     let lost = match input {
         Q40Input::F32(_) => decoded.iter().zip(values).position(|(d, v)| d != v),
-        Q40Input::F16(x) => {
-            let mut narrow = vec![f16::ZERO; decoded.len()];
-            narrow.convert_from_f32_slice(&decoded);
-            narrow
-                .iter()
-                .zip(&x[range.clone()])
-                .position(|(d, v)| d != v)
-        }
-        Q40Input::Bf16(x) => {
-            let mut narrow = vec![bf16::ZERO; decoded.len()];
-            narrow.convert_from_f32_slice(&decoded);
-            narrow
-                .iter()
-                .zip(&x[range.clone()])
-                .position(|(d, v)| d != v)
-        }
+        Q40Input::F16(x) => first_unequal(&decoded, &x[range.clone()]),
+        Q40Input::Bf16(x) => first_unequal(&decoded, &x[range.clone()]),
     };
     lost.map(|i| range.start + i)
+}
+
+/// Checks that `input` can be quantized as a tensor of `shape`: whole blocks per row, as many
+/// values as the shape holds.
+pub fn check_input(what: &str, input: &Q40Input, shape: &[usize]) -> Result<()> {
+    check_shape(what, shape)?;
+    let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
+    if numel != input.len() {
+        return Err(Error::Shape {
+            what: what.to_string(),
+            reason: format!(
+                "shape {shape:?} has {numel} values but {} were given",
+                input.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Quantizes a tensor to Q4_0 blocks (GGML order), on the current rayon pool, or on `threads`
@@ -258,17 +273,8 @@ fn quantize_impl(
     threads: Option<usize>,
     check: bool,
 ) -> Result<(Vec<u8>, Option<usize>)> {
-    check_shape(what, shape)?;
-    let numel = crate::view::numel(shape).unwrap_or(usize::MAX);
-    if numel != input.len() {
-        return Err(Error::Shape {
-            what: what.to_string(),
-            reason: format!(
-                "shape {shape:?} has {numel} values but {} were given",
-                input.len()
-            ),
-        });
-    }
+    check_input(what, &input, shape)?;
+    let numel = input.len();
     let mut out = vec![0u8; numel / BLOCK_LEN * BLOCK_BYTES];
     let run = |out: &mut [u8]| {
         out.par_chunks_mut(BLOCKS_PER_TASK * BLOCK_BYTES)

@@ -114,8 +114,8 @@ class QTensorTractScaleOnly(QTensor):
             raise ShapeError(f"values of shape {list(values.shape)} for Q4_0 blocks of shape {blocks.shape}")
         if values.dtype not in _FLOATS:
             raise DTypeError(f"a Q4_0 weight holds float values, not {values.dtype}")
-        if blocks is None and (values.dim() < 2 or math.prod(values.shape[1:]) % _BLOCK):
-            raise ShapeError(f"shape {list(values.shape)} cannot hold Q4_0 values (rows of whole blocks of {_BLOCK})")
+        if blocks is None:
+            _check_blockable(values.shape)
         return super().__new__(cls, values, requires_grad=requires_grad)  # type: ignore[return-value]
 
     def __init__(self, values: torch.Tensor, blocks: Q40Tensor | None, *, requires_grad: bool = False) -> None:
@@ -165,6 +165,15 @@ class QTensorTractScaleOnly(QTensor):
 
 
 _DEFERRABLE = (torch.float32, torch.float16)
+
+
+def _check_blockable(shape: torch.Size) -> None:
+    """Refuses a shape whose rows (the dimensions after the first) are not whole Q4_0 blocks."""
+    if len(shape) < 2 or math.prod(shape[1:]) % _BLOCK:
+        raise ShapeError(
+            f"Q4_0 packs each row (the dimensions after the first) in blocks of {_BLOCK}, for tensors of rank >= 2; "
+            f"shape {list(shape)} cannot be packed"
+        )
 
 
 def _requantized(values: torch.Tensor) -> Q40Tensor:
@@ -232,11 +241,7 @@ def fp_to_tract_q4_0_with_min_max_calibration(
     values = tensor.detach()
     if values.dtype not in _FLOATS:
         raise DTypeError(f"Q4_0 quantizes float weights, not {values.dtype}")
-    if values.dim() < 2 or math.prod(values.shape[1:]) % _BLOCK:
-        raise ShapeError(
-            f"Q4_0 packs each row (the dimensions after the first) in blocks of {_BLOCK}, for tensors of rank >= 2; "
-            f"shape {list(values.shape)} cannot be packed"
-        )
+    _check_blockable(values.shape)
     if not 0.0 < percentile <= 1.0:
         raise QTensorError(f"percentile must be in (0, 1], got {percentile}")
     if values.device.type == "meta":
