@@ -138,6 +138,26 @@ def test_every_axis_of_a_letter_in_steps_takes_its_symbol(tmp_path):
     assert [shape for _, _, shape in TractModel(path).inputs] == ["2,2*S_2", "2,2*S_2"]
 
 
+class HalvedPairs(nn.Module):
+    """Needs the width's half, less 2, even: the form torch 2.11's guards take for a U-Net's skip joins."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._check((x.size(1) // 2 - 2) % 2 == 0)
+        return x[:, : x.size(1) // 2] * 2
+
+
+def test_steps_of_a_remainder_of_a_floor_division(tmp_path):
+    """``(W//2 - 2) % 2 == 0`` holds every 4 sizes, not every 2: the width is written ``4*W_4``."""
+    path = export_model_to_nnef(
+        HalvedPairs(),
+        torch.randn(2, 44),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "W"}}),
+        input_names=["x"],
+    )
+    assert TractModel(path).inputs[0][2] == "2,4*W_4"
+
+
 def test_properties_specific_and_identity(tmp_path):
     path = export_model_to_nnef(
         nn.ReLU(),

@@ -522,18 +522,20 @@ def _equalities(shape_env: Any) -> list[Any]:
 
 
 def _periods(expr: Any) -> list[int]:
-    """The divisors and moduli of the floor divisions and remainders in a sympy expression."""
+    """Periods in the size of the floor divisions and remainders in a sympy expression: a function's
+    divisor or modulus times the periods of those nested in its argument (``Mod(s0//2 - 2, 2)``
+    repeats every 4 sizes, not 2).
+    """
     import sympy  # type: ignore[import-untyped]
 
-    found = []
-    for f in expr.atoms(sympy.Function):
-        kind = type(f).__name__
-        if kind not in _PERIODIC:
-            continue
-        numbers = f.args[1:3] if kind == "ModularIndexing" else f.args[1:2]
-        if numbers and all(n.is_Integer and n > 0 for n in numbers):
-            found.append(math.prod(int(n) for n in numbers))
-    return found
+    def period(f: Any) -> int:
+        numbers = f.args[1:3] if type(f).__name__ == "ModularIndexing" else f.args[1:2]
+        if not numbers or not all(n.is_Integer and n > 0 for n in numbers):
+            return 1
+        inner = [period(g) for g in f.args[0].atoms(sympy.Function) if type(g).__name__ in _PERIODIC]
+        return math.prod(int(n) for n in numbers) * math.lcm(1, *inner)
+
+    return [period(f) for f in expr.atoms(sympy.Function) if type(f).__name__ in _PERIODIC]
 
 
 def _size_step(sym: Any, hint: int, equalities: Sequence[Any]) -> tuple[int, int] | None:
