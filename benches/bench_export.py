@@ -4,7 +4,9 @@
 Each export runs in its own process so that its peak RSS is its own. The published exporter runs in
 its own virtual environment (same import name), set up by ../shared/tools/published-exporter.sh; its
 check_io needs a tract binary, so it is measured with the check off. Set T2N_PUBLISHED_PYTHON to skip
-the set-up script, or T2N_SKIP_PUBLISHED=1 to measure ours alone.
+the set-up script, or T2N_SKIP_PUBLISHED=1 to measure ours alone. Each process then writes the same
+parameters raw with numpy ``tofile`` to the same disk: the export's time is also given as a ratio to
+that reference (1.0x: the export costs what writing its bytes costs).
 
     python benches/bench_export.py [transformer|mlp ...]
 """
@@ -52,7 +54,17 @@ CHILD = textwrap.dedent(
     export_model_to_nnef(model, x, Path(sys.argv[1]), target, input_names=["x"], output_names=["y"])
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({{"seconds": elapsed, "peak": peak, "before": rss_before, "size": size}}))
+    # the reference: the same parameters written raw by numpy to the same disk, in this process
+    raw = Path(sys.argv[1] + ".raw")
+    raw.mkdir()
+    t0 = time.perf_counter()
+    for i, p in enumerate(model.state_dict().values()):
+        p.detach().numpy().tofile(raw / str(i))
+    raw_seconds = time.perf_counter() - t0
+    for f in raw.iterdir():
+        f.unlink()
+    raw.rmdir()
+    print(json.dumps({{"seconds": elapsed, "raw": raw_seconds, "peak": peak, "before": rss_before, "size": size}}))
     """
 )
 
@@ -128,6 +140,7 @@ def main() -> None:
             for name, r in rows.items():
                 print(
                     f"  {name:34s} {r['seconds']:7.2f} s  {size / r['seconds'] / 1e6:7.0f} MB/s  "
+                    f"= {r['seconds'] / r['raw']:4.2f}x numpy tofile of the parameters  "
                     f"peak RSS {r['peak'] / gib:5.2f} GiB = {r['peak'] / size:4.2f}x model "
                     f"(export adds {(r['peak'] - r['before']) / size:4.2f}x, "
                     f"{(r['peak'] - r['before'] - grown[name]) / size:4.2f}x beyond the code it loads)"
