@@ -504,6 +504,41 @@ def test_gpt2_tiny(tmp_path: Path, explicit_mask: bool) -> None:
     assert untied <= set(labels)
 
 
+class ArangeMaskedAttention(nn.Module):
+    """Attention with the causal mask built as HuggingFace's eager attention builds it: two aranges
+    compared (key position <= query position), over a fused q/k/v projection split in three."""
+
+    def __init__(self, dim: int, heads: int, compare: str) -> None:
+        super().__init__()
+        self.heads, self.compare = heads, compare
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, dim = x.shape
+        q, k, v = self.qkv(x).split(dim, dim=2)
+        q, k, v = (t.view(batch, seq_len, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        query = torch.arange(seq_len)[:, None]
+        key = torch.arange(seq_len)[None, :]
+        masks = {"le": key <= query, "lt": key < query + 1, "ge": query >= key, "not-gt": ~(key > query)}
+        scores = (q @ k.transpose(-1, -2)).masked_fill(~masks[self.compare], torch.finfo(x.dtype).min)
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, seq_len, dim)
+
+
+@pytest.mark.parametrize("compare", ["le", "lt", "ge", "not-gt"])
+def test_causal_mask_compared_from_aranges(tmp_path: Path, compare: str) -> None:
+    """tract 0.23.9 splits the masked scores at a bound that is another axis's position when a mask
+    compares two aranges, and then cannot run the model: the export writes the comparison so that it
+    runs, at the traced length and others."""
+    export_and_run(
+        tmp_path,
+        ArangeMaskedAttention(16, 2, compare),
+        (torch.randn(1, 7, 16),),
+        ["x"],
+        (torch.randn(1, 19, 16),),
+        dynamic_axes={"x": {1: "S"}},
+    )
+
+
 # --- 7. Conformer -----------------------------------------------------------------------------
 
 

@@ -66,6 +66,13 @@ def _camel(text: str) -> str:
     return (parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])) if parts else text
 
 
+_ORDERINGS = ("lt", "le", "gt", "ge")
+_SIGNED = ("i8", "i16", "i32", "i64", "f16", "f32", "f64")
+_COORDINATE_OPS = frozenset(
+    {"unsqueeze", "squeeze", "reshape", "transpose", "slice", "tile", "add", "sub", "mul", "neg", "min", "max"}
+)
+"""Ops whose result tract still sees as a function of coordinates when their operands are."""
+
 LITERAL_PREFIXES = ("true", "false")
 """Identifiers starting with these are read as the logical literal by tract's parser."""
 
@@ -107,6 +114,11 @@ class NNEFBuilder:
         self._defined_at: dict[str, int] = {}
         """Line index of the assignment of each op result (inputs and variables are not listed)."""
         self._renamed: dict[str, Ref] = {}
+        self._coordinates: dict[str, str] = {}
+        """Results that tract sees as functions of element coordinates (built from ``tract_core_range``
+        by the ops of :data:`_COORDINATE_OPS`), with their dtype (see :meth:`_order_of_coordinates`)."""
+        self._scalars: set[str] = set()
+        """Variables of one element (tract keeps a coordinate expression through them)."""
 
     def need(self, extension: str) -> None:
         """Declares an extension (``tract_registry tract_core``, ``tract_symbol S``)."""
@@ -141,12 +153,48 @@ class NNEFBuilder:
         """
         if name == "copy" and len(args) == 1 and not attrs and isinstance(args[0], Ref):
             return args[0]
+        if name in _ORDERINGS and self.tract and not attrs and len(args) == 2:
+            rewritten = self._order_of_coordinates(name, args[0], args[1], out)
+            if rewritten is not None:
+                return rewritten
         self.require(name)
         result = self.fresh(out or name)
         parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
         self._defined_at[result] = len(self.lines)
         self.lines.append(f"{result} = {name}({', '.join(parts)});")
+        if self.tract:
+            self._track_coordinates(name, args, attrs, result)
         return result
+
+    def _track_coordinates(self, name: str, args: Sequence[Any], attrs: dict[str, Any], result: Ref) -> None:
+        if name == "tract_core_range":
+            self._coordinates[result] = "i64"
+            return
+        refs = [a for a in args if isinstance(a, Ref)]
+        found = [self._coordinates[r] for r in refs if r in self._coordinates]
+        if not found or not all(r in self._coordinates or r in self._scalars for r in refs):
+            return
+        if name == "tract_core_cast":
+            self._coordinates[result] = str(attrs.get("to", ""))
+        elif name in _COORDINATE_OPS:
+            self._coordinates[result] = found[0]
+
+    def _order_of_coordinates(self, name: str, a: Any, b: Any, out: str | None) -> Ref | None:
+        """``a <= b`` (``lt``, ``gt``, ``ge`` alike) of two tensors of coordinates (``range(S)[None, :] <=
+        range(S)[:, None]``: a causal mask) as ``b - a >= 0``.
+
+        tract (0.23.9) reads such a comparison as "coordinate j >= coordinate i" and splits the ops
+        the mask selects along axis j at the bound "coordinate i", which has no value outside the
+        mask: the model fails to run ("Undetermined symbol in expression"). It does not split on a
+        difference compared with zero.
+        """
+        dtype = self._coordinates.get(a) if isinstance(a, Ref) else None
+        if dtype not in _SIGNED or not isinstance(b, Ref) or self._coordinates.get(b) != dtype:
+            return None
+        low, high = (a, b) if name in ("le", "lt") else (b, a)
+        gap = self.op("sub", high, low, out=(out or name) + "_gap")
+        zero = 0.0 if dtype.startswith("f") else 0
+        return self.op("ge" if name in ("le", "ge") else "gt", gap, zero, out=out or name)
 
     def require(self, operator: str) -> None:
         """Notes ``operator`` in :attr:`too_new` when the target tract release cannot run it (every
@@ -275,6 +323,8 @@ class NNEFBuilder:
             dims = array.shape
         shape = "[" + ", ".join(str(d) for d in dims) + "]"
         self.lines.append(f"{ref} = variable<{kind}>(label = {literal(label)}, shape = {shape});")
+        if math.prod(dims) == 1:
+            self._scalars.add(ref)
         self.variables[label] = tensor
         self._variable_refs[label] = ref
         return ref
