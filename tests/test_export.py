@@ -83,6 +83,13 @@ CASES: list[Case] = [
     ("le-lt-ge scalars", Fn(lambda a: ((a <= 0.5) & (a > -0.5)).float() + (a < 0).float()), (r(3, 4),), True),
     ("logical-not", Fn(lambda a: torch.where(~(a > 0), a, 0.0)), (r(3, 4),), True),
     ("minimum-maximum", Fn(lambda a, b: torch.minimum(a, b) + torch.maximum(a, b) * 2), (r(2, 4), r(4)), True),
+    ("min-max-other", Fn(lambda a, b: torch.min(a, b) + torch.max(a, b) * 2), (r(2, 4), r(4)), True),
+    (
+        "min-max-other-int",
+        Fn(lambda a, b: torch.min(a, torch.full_like(a, 3)) - torch.max(a, b)),
+        (torch.randint(-5, 5, (3, 4)), torch.randint(-5, 5, (3, 1))),
+        False,  # the specification's min and max take scalar tensors
+    ),
     ("pow-scalar", Fn(lambda a: torch.pow(a.abs() + 0.1, 1.7)), (r(2, 4),), True),
     ("pow-square", Fn(lambda a: a**2), (r(2, 4),), True),
     ("pow-scalar-base", Fn(lambda a: 2.0**a + torch.pow(0.5, a)), (r(2, 4),), True),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from torch_to_nnef.errors import T2NError
@@ -666,8 +668,19 @@ _SIZED_RESHAPES = ("aten::view", "aten::reshape", "aten::_unsafe_view")
 
 @register("aten::view", "aten::reshape", "aten::_unsafe_view", "aten::flatten", "aten::unflatten")
 def aten_view(ctx: Context, node: Node) -> Ref:
-    """view(Tensor self, SymInt[] size) and friends: the output shape is known from the IR."""
-    return _reshape_to(ctx, node, node.args[0])
+    """view(Tensor self, SymInt[] size) and friends: the output shape is known from the IR.
+    view.dtype(Tensor self, ScalarType dtype) reinterprets the bytes: refused unless the dtype is the same.
+    """
+    x = node.args[0]
+    if node.kind == "aten::view" and isinstance(node.args[1], str):
+        if node.args[1] != x.dtype:
+            raise TranslationError(
+                f"{node.where()}: view({node.args[1]}) reinterprets the bytes of a {x.dtype} tensor, and NNEF has no "
+                f"bit cast: convert the values with .to() instead, or keep the reinterpretation out of the exported "
+                "module"
+            )
+        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
+    return _reshape_to(ctx, node, x)
 
 
 @register("aten::unsqueeze")
@@ -1163,9 +1176,14 @@ def aten_amax(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::max", "aten::min")
-def aten_max_dim(ctx: Context, node: Node) -> list[Ref]:
-    """max.dim/min.dim(Tensor self, int dim, bool keepdim=False) -> (values, indices); max(self)."""
+def aten_max_dim(ctx: Context, node: Node) -> Sequence[Ref] | Ref:
+    """max.dim/min.dim(Tensor self, int dim, bool keepdim=False) -> (values, indices); max(self);
+    max.other/min.other(Tensor self, Tensor other) (``torch.max(a, b)``): elementwise, as maximum/minimum.
+    """
     x = node.args[0]
+    if len(node.args) > 1 and isinstance(node.args[1], Value):
+        kind = "aten::maximum" if node.kind == "aten::max" else "aten::minimum"
+        return aten_compare(ctx, dataclasses.replace(node, kind=kind))
     red = "max_reduce" if node.kind == "aten::max" else "min_reduce"
     if len(node.outputs) == 1:  # max(self): over every axis
         return [_reduce(ctx, red, x, list(range(x.rank)), False, node.outputs[0].name)]
