@@ -114,6 +114,17 @@ impl TractModel {
         symbols: &[(String, i64)],
         optimize: bool,
     ) -> Result<TractModel> {
+        unpanicked("loading the model", || {
+            Self::load_unguarded(source, registries, symbols, optimize)
+        })
+    }
+
+    fn load_unguarded(
+        source: ModelSource,
+        registries: Registries,
+        symbols: &[(String, i64)],
+        optimize: bool,
+    ) -> Result<TractModel> {
         let mut nnef = tract_nnef::nnef();
         if !registries.tract_core {
             nnef = nnef.without_tract_core();
@@ -224,9 +235,28 @@ impl TractModel {
             .into_iter()
             .map(|t| to_tract(t).map(|t| t.into_tvalue()))
             .collect::<Result<TVec<_>>>()?;
-        let outputs = self.plan.run(values).map_err(Error::tract)?;
+        let outputs = unpanicked("running the model", || {
+            self.plan.run(values).map_err(Error::tract)
+        })?;
         outputs.into_iter().map(|t| from_tract(&t)).collect()
     }
+}
+
+/// Runs `f`, turning a panic inside tract into an error: some of tract's kernels index without
+/// checking (a gather index past the end of its table panics), and a panic must not reach the
+/// caller as anything but a clear error.
+fn unpanicked<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        Err(Error::Tract(format!(
+            "tract stopped with an internal error while {what}: {message} (an index out of \
+             range, such as a gather past the end of its table, can cause this)"
+        )))
+    })
 }
 
 fn bind_symbols(model: TypedModel, symbols: &[(String, i64)]) -> Result<TypedModel> {

@@ -76,6 +76,29 @@ def test_tract_errors_carry_tracts_message(tmp_path):
         model.run([])
 
 
+GATHER = """version 1.0;
+
+extension tract_registry tract_core;
+
+graph gather( i ) -> ( y )
+{
+  i = tract_core_external(shape = [2], datum_type = 'i64');
+  table = variable<scalar>(label = 'table', shape = [4]);
+  y = tract_core_gather(table, i, axis = 0);
+}
+"""
+
+
+def test_a_panic_inside_tract_is_a_tract_error(tmp_path):
+    """tract's gather does not check its indices: one past the table panics inside tract, which
+    reaches Python as a TractError, and the model stays usable."""
+    table = np.arange(4, dtype=np.float32) * 10
+    model = TractModel(write_nnef_archive(tmp_path / "g.nnef", GATHER, {"table": table}))
+    with pytest.raises(TractError, match="internal error while running the model.*out of range"):
+        model.run([np.array([1, 400], dtype=np.int64)])
+    np.testing.assert_array_equal(model.run([np.array([3, 0], dtype=np.int64)])[0], [30.0, 0.0])
+
+
 def test_standard_registry_refuses_tract_extensions(tmp_path):
     path = write_nnef_archive(
         tmp_path / "q.nnef",
