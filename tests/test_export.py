@@ -84,6 +84,41 @@ CASES: list[Case] = [
     ("logical-not", Fn(lambda a: torch.where(~(a > 0), a, 0.0)), (r(3, 4),), True),
     ("minimum-maximum", Fn(lambda a, b: torch.minimum(a, b) + torch.maximum(a, b) * 2), (r(2, 4), r(4)), True),
     ("min-max-other", Fn(lambda a, b: torch.min(a, b) + torch.max(a, b) * 2), (r(2, 4), r(4)), True),
+    # composite aliases torch >= 2.6 keeps whole: lowered with torch's own decompositions
+    (
+        "alias-multiply-divide-subtract",
+        Fn(lambda a, b: torch.multiply(a, b) + torch.divide(a, b.abs() + 1) - torch.subtract(a, b, alpha=2)),
+        (r(3, 4), r(4)),
+        True,
+    ),
+    (
+        "alias-greater-less-not-equal",
+        Fn(lambda a, b: (torch.greater(a, b) | torch.less_equal(a, 0.2)).float() + torch.not_equal(a, b).float()),
+        (r(3, 4), r(3, 4)),
+        True,
+    ),
+    (
+        "alias-absolute-negative-arctan2",
+        Fn(lambda a, b: torch.absolute(a) + torch.negative(b) + torch.arctan2(a, b)),
+        (r(3, 4), r(3, 4)),
+        True,
+    ),
+    (
+        "vstack-flipud-hstack-vectors",
+        Fn(lambda a, b: torch.vstack([torch.flipud(a), torch.hstack([b, b])])),
+        (r(3, 8), r(4)),
+        True,
+    ),
+    (
+        "alias-swapaxes-concat-fliplr-hstack-expit",
+        Fn(
+            lambda a: torch.concat(
+                [torch.hstack([a.swapaxes(0, 1), torch.special.expit(torch.fliplr(a.t()))]), a.t()], 1
+            )
+        ),
+        (r(3, 4),),
+        True,
+    ),
     (
         "min-max-other-int",
         Fn(lambda a, b: torch.min(a, torch.full_like(a, 3)) - torch.max(a, b)),

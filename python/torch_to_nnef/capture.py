@@ -305,7 +305,61 @@ def _decomposed(exported: Any) -> Any:
             return exported.run_decompositions({}, _preserve_ops=ops)
         except Exception as exc:  # any failure: keep fewer ops whole, as torch 2.5 would lower them
             LOGGER.debug("torch 2.5 could not keep %s whole (%s): lowering them", ops, exc)
-    return exported.run_decompositions({})
+    if kept:
+        return exported.run_decompositions({})
+    # torch >= 2.6 keeps composite ops whole: those the registry lacks are lowered
+    exported = exported.run_decompositions(_composites_to_lower(exported))
+    for _ in range(_COMPOSITE_DEPTH - 1):
+        table = _composites_to_lower(exported)
+        if not table:
+            break
+        exported = exported.run_decompositions(table)
+    return exported
+
+
+_COMPOSITE_DEPTH = 4
+"""How many times the composite ops the registry lacks are lowered (a composite kernel may call
+another composite op)."""
+
+
+def _composites_to_lower(exported: Any) -> dict[Any, Callable[..., Any]]:
+    """The composite ops of the graph that the registry does not translate, each with torch's default
+    decomposition: ``multiply`` becomes ``mul``, ``swapaxes`` ``transpose``, ``special_expit``
+    ``sigmoid``, ``hstack`` ``cat``. torch >= 2.6 keeps composite ops whole, so these would otherwise
+    be reported as unsupported. FFTs and STFTs stay (their lowered forms are translated as kept), and
+    size queries.
+    """
+    from torch._decomp import decomposition_table
+
+    from torch_to_nnef.op.registry import lookup
+
+    default_decompositions = getattr(torch.export, "default_decompositions", None)  # torch >= 2.6
+    if default_decompositions is None:
+        return {}
+    defaults = default_decompositions()
+    table: dict[Any, Callable[..., Any]] = {}
+    for node in exported.graph.nodes:
+        op = node.target
+        if node.op != "call_function" or not isinstance(op, torch._ops.OpOverload) or op in table:
+            continue
+        kind = _kind(op)
+        schema = op._schema
+        overload = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+        if (
+            lookup(kind) is not None
+            or kind in _COMPOSITE_AS
+            or "fft" in kind
+            or "stft" in kind
+            or schema.is_mutable
+            or not all(str(r.type) == "Tensor" for r in schema.returns)  # size queries (sym_size)
+        ):
+            continue
+        if op in defaults and (
+            op in decomposition_table
+            or torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd")
+        ):
+            table[op] = defaults[op]
+    return table
 
 
 def _translatable_as_is(exported: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, cast
@@ -626,6 +627,28 @@ def aten_roll(ctx: Context, node: Node) -> Ref:
         axis = _axis(d, x.rank)
         y = _roll_axis(ctx, y, x.shape[axis], axis, shift)
     return g.op("copy", y, out=out.name)
+
+
+@register("aten::fliplr", "aten::flipud")
+def aten_fliplr(ctx: Context, node: Node) -> Ref:
+    """fliplr/flipud(Tensor self) -> Tensor: flip of axis 1 / axis 0 (torch.jit.trace keeps them whole)."""
+    axis = 1 if node.kind == "aten::fliplr" else 0
+    return cast(Ref, aten_flip(ctx, dataclasses.replace(node, kind="aten::flip", args=(node.args[0], [axis]))))
+
+
+@register("aten::hstack", "aten::vstack")
+def aten_hstack(ctx: Context, node: Node) -> Ref:
+    """hstack/vstack(Tensor[] tensors) -> Tensor: concatenation along axis 1 (axis 0 for vectors) / along
+    axis 0 with vectors as rows (torch.jit.trace keeps them whole).
+    """
+    tensors, out = node.args[0], node.outputs[0]
+    if any(t.rank == 0 for t in tensors):
+        raise TranslationError(f"{node.where()}: {node.kind.split('::')[1]} of scalars (rank 0) is not supported")
+    g = ctx.g
+    if node.kind == "aten::hstack":
+        return g.op("concat", [ctx.ref(t) for t in tensors], axis=0 if out.rank == 1 else 1, out=out.name)
+    rows = [g.op("unsqueeze", ctx.ref(t), axes=[0]) if t.rank == 1 else ctx.ref(t) for t in tensors]
+    return g.op("concat", rows, axis=0, out=out.name)
 
 
 @register("aten::flip")
