@@ -16,6 +16,7 @@ from torch import nn
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+LLM = {**SMALL, "vocab_size": 100, "num_key_value_heads": 2, "max_position_embeddings": 128}
 
 
 class FirstOutput(nn.Module):
@@ -128,6 +129,84 @@ CASES: dict[str, Case] = {
         lambda n: (torch.randn(1, 3, 64, 64),),
         ["pixels"],
         {},
+    ),
+    "convbert": (  # torch.multiply, a composite op torch keeps whole; separable convolutions over time
+        lambda: tf.ConvBertModel(tf.ConvBertConfig(vocab_size=100, embedding_size=32, **SMALL)),
+        lambda n: (ids(n),),
+        ["input_ids"],
+        {"input_ids": {1: "S"}},
+    ),
+    "deberta-v2": (  # disentangled attention: relative positions gathered from the scores
+        lambda: tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=100, **SMALL)),
+        lambda n: (ids(n),),
+        ["input_ids"],
+        {"input_ids": {1: "S"}},
+    ),
+    "bart": (
+        lambda: tf.BartModel(
+            tf.BartConfig(
+                vocab_size=100,
+                d_model=64,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=128,
+                decoder_ffn_dim=128,
+                max_position_embeddings=64,
+            )
+        ),
+        lambda n: (ids(n),),
+        ["input_ids"],
+        {"input_ids": {1: "S"}},
+    ),
+    "llama": (  # rotary embeddings, grouped-query attention, RMS norm
+        lambda: tf.LlamaModel(tf.LlamaConfig(**LLM)),
+        lambda n: (ids(n),),
+        ["input_ids"],
+        {"input_ids": {1: "S"}},
+    ),
+    "gemma2": (  # soft-capped logits, sliding-window layers
+        lambda: tf.Gemma2Model(tf.Gemma2Config(**LLM, head_dim=16)),
+        lambda n: (ids(n),),
+        ["input_ids"],
+        {"input_ids": {1: "S"}},
+    ),
+    "hubert": (
+        lambda: tf.HubertModel(
+            tf.HubertConfig(
+                conv_dim=(32, 32),
+                conv_stride=(5, 2),
+                conv_kernel=(10, 3),
+                num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=4,
+                **SMALL,
+            )
+        ),
+        lambda n: (torch.randn(1, n * 160),),
+        ["waveform"],
+        {"waveform": {1: "T"}},
+    ),
+    "beit": (  # relative position bias tables
+        lambda: tf.BeitModel(tf.BeitConfig(image_size=32, patch_size=8, use_relative_position_bias=True, **SMALL)),
+        lambda n: (torch.randn(1, 3, 32, 32),),
+        ["pixels"],
+        {},
+    ),
+    "segformer": (  # efficient attention over a reduced sequence, over both spatial axes
+        lambda: tf.SegformerModel(
+            tf.SegformerConfig(
+                num_encoder_blocks=2,
+                depths=[1, 1],
+                sr_ratios=[2, 1],
+                hidden_sizes=[16, 32],
+                num_attention_heads=[1, 2],
+                decoder_hidden_size=32,
+            )
+        ),
+        lambda n: (torch.randn(1, 3, 4 * n, 64),),
+        ["pixels"],
+        {"pixels": {2: "H"}},
     ),
 }
 
