@@ -360,6 +360,23 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     assert not Path("debug.tgz").exists()  # only written when the check fails
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [lambda a, b: a + b * 2, lambda a, b: torch.minimum(a, b), lambda a, b: (a < b).float()],
+    ids=["add-mul", "minimum", "lt"],
+)
+def test_khronos_refuses_integer_arithmetic(tmp_path, fn):
+    """The specification's arithmetic and comparisons take float tensors: its parser rejects an
+    integer ``add``, so the export says so instead of writing it; tract takes it."""
+    from torch_to_nnef.op.core import TranslationError
+
+    args = (torch.randint(-5, 5, (2, 3)), torch.randint(-5, 5, (2, 3)))
+    with pytest.raises(TranslationError, match="i64 tensors: the NNEF specification's arithmetic"):
+        export_model_to_nnef(Fn(fn), args, tmp_path / "k.nnef", KhronosNNEF())
+    assert not (tmp_path / "k.nnef").exists()
+    export_model_to_nnef(Fn(fn), args, tmp_path / "t.nnef", TractNNEF(check_io=True))
+
+
 def test_khronos_check_runs_the_khronos_interpreter(tmp_path, monkeypatch, caplog):
     from torch_to_nnef.errors import IOMismatchError
     from torch_to_nnef.op import core

@@ -99,6 +99,7 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
 
     # Tensors of another dtype are cast to the result's (type promotion); scalars and dynamic sizes
     # become operands of that dtype.
+    _float_only_for_khronos(ctx, node, out.dtype)
     ra, rb = (_operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
         rb = ctx.g.op("mul", rb, _scalar(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
@@ -108,6 +109,17 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
 
 
 _SIGNED_INTS = ("i8", "i16", "i32", "i64")
+
+
+def _float_only_for_khronos(ctx: Context, node: Node, dtype: str) -> None:
+    """The NNEF specification's arithmetic and comparisons take scalar (float) tensors: integers are
+    refused for KhronosNNEF (its parser rejects the graph).
+    """
+    if not ctx.tract and dtype in ("u8", "i8", "i16", "i32", "i64"):
+        raise TranslationError(
+            f"{node.where()}: {node.kind} on {dtype} tensors: the NNEF specification's arithmetic and comparisons "
+            "take float tensors; export for TractNNEF, or compute in float in the model"
+        )
 
 
 def integer_square(ctx: Context, x: Ref, out: str) -> Ref:
@@ -178,6 +190,7 @@ def aten_compare(ctx: Context, node: Node) -> Ref:
     from torch_to_nnef.op.tensor_ops import _operand
 
     dtype = out.dtype if out.dtype != "bool" or node.kind.startswith("aten::logical") else _promoted(a, b)
+    _float_only_for_khronos(ctx, node, dtype)
     ra, rb = (_operand(ctx, node, v, dtype, out.rank) for v in (a, b))
     return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
 
