@@ -16,6 +16,15 @@ from torch import nn
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+SPEECH = {
+    **SMALL,
+    "conv_dim": (32, 32),
+    "conv_stride": (5, 2),
+    "conv_kernel": (10, 3),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+"""The speech models' convolutional front end over raw audio: two layers, an overall stride of 10 samples."""
 LLM = {**SMALL, "vocab_size": 100, "num_key_value_heads": 2, "max_position_embeddings": 128}
 
 
@@ -35,6 +44,9 @@ def ids(length: int) -> torch.Tensor:
     return torch.randint(3, 100, (1, length))
 
 
+TOKENS = (lambda n: (ids(n),), ["input_ids"], {"input_ids": {1: "S"}})
+"""Inputs, names and dynamic axes of the models that take token ids alone, over a dynamic length."""
+
 Case = tuple[Callable[[], nn.Module], Callable[[int], tuple[torch.Tensor, ...]], list[str], dict[str, dict[int, str]]]
 
 CASES: dict[str, Case] = {
@@ -46,41 +58,24 @@ CASES: dict[str, Case] = {
     ),
     "distilbert": (
         lambda: tf.DistilBertModel(tf.DistilBertConfig(vocab_size=100, dim=64, n_layers=2, n_heads=4, hidden_dim=128)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "roberta": (
         lambda: tf.RobertaModel(tf.RobertaConfig(vocab_size=100, **SMALL)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "t5-encoder": (  # relative position buckets: logs, integer min and where over positions
         lambda: tf.T5EncoderModel(
             tf.T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
         ),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "gpt2": (  # eager attention: the causal mask compares two aranges
         lambda: tf.GPT2Model(tf.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_positions=64)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "wav2vec2": (
-        lambda: tf.Wav2Vec2Model(
-            tf.Wav2Vec2Config(
-                conv_dim=(32, 32),
-                conv_stride=(5, 2),
-                conv_kernel=(10, 3),
-                num_conv_pos_embeddings=16,
-                num_conv_pos_embedding_groups=4,
-                **SMALL,
-            )
-        ),
+        lambda: tf.Wav2Vec2Model(tf.Wav2Vec2Config(**SPEECH)),
         lambda n: (torch.randn(1, n * 160),),
         ["waveform"],
         {"waveform": {1: "T"}},
@@ -132,15 +127,11 @@ CASES: dict[str, Case] = {
     ),
     "convbert": (  # torch.multiply, a composite op torch keeps whole; separable convolutions over time
         lambda: tf.ConvBertModel(tf.ConvBertConfig(vocab_size=100, embedding_size=32, **SMALL)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "deberta-v2": (  # disentangled attention: relative positions gathered from the scores
         lambda: tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=100, **SMALL)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "bart": (
         lambda: tf.BartModel(
@@ -156,33 +147,18 @@ CASES: dict[str, Case] = {
                 max_position_embeddings=64,
             )
         ),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "llama": (  # rotary embeddings, grouped-query attention, RMS norm
         lambda: tf.LlamaModel(tf.LlamaConfig(**LLM)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "gemma2": (  # soft-capped logits, sliding-window layers
         lambda: tf.Gemma2Model(tf.Gemma2Config(**LLM, head_dim=16)),
-        lambda n: (ids(n),),
-        ["input_ids"],
-        {"input_ids": {1: "S"}},
+        *TOKENS,
     ),
     "hubert": (
-        lambda: tf.HubertModel(
-            tf.HubertConfig(
-                conv_dim=(32, 32),
-                conv_stride=(5, 2),
-                conv_kernel=(10, 3),
-                num_conv_pos_embeddings=16,
-                num_conv_pos_embedding_groups=4,
-                **SMALL,
-            )
-        ),
+        lambda: tf.HubertModel(tf.HubertConfig(**SPEECH)),
         lambda n: (torch.randn(1, n * 160),),
         ["waveform"],
         {"waveform": {1: "T"}},

@@ -327,39 +327,44 @@ def _composites_to_lower(exported: Any) -> dict[Any, Callable[..., Any]]:
     decomposition: ``multiply`` becomes ``mul``, ``swapaxes`` ``transpose``, ``special_expit``
     ``sigmoid``, ``hstack`` ``cat``. torch >= 2.6 keeps composite ops whole, so these would otherwise
     be reported as unsupported. FFTs and STFTs stay (their lowered forms are translated as kept), and
-    size queries.
+    size queries. torch's table is built only when the graph has such an op.
     """
+    candidates = {
+        op
+        for node in exported.graph.nodes
+        if node.op == "call_function"
+        and isinstance(op := node.target, torch._ops.OpOverload)
+        and not _translated(kind := _kind(op))
+        and "fft" not in kind
+        and "stft" not in kind
+        and not op._schema.is_mutable
+        and all(str(r.type) == "Tensor" for r in op._schema.returns)  # not a size query (sym_size)
+    }
+    default_decompositions = getattr(torch.export, "default_decompositions", None)  # torch >= 2.6
+    if not candidates or default_decompositions is None:
+        return {}
     from torch._decomp import decomposition_table
 
+    defaults = default_decompositions()
+    return {
+        op: defaults[op]
+        for op in candidates
+        if op in defaults and (op in decomposition_table or _has_composite_kernel(op))
+    }
+
+
+def _translated(kind: str) -> bool:
+    """Whether the registry translates ``kind``, directly or as the kind :data:`_COMPOSITE_AS` gives it."""
     from torch_to_nnef.op.registry import lookup
 
-    default_decompositions = getattr(torch.export, "default_decompositions", None)  # torch >= 2.6
-    if default_decompositions is None:
-        return {}
-    defaults = default_decompositions()
-    table: dict[Any, Callable[..., Any]] = {}
-    for node in exported.graph.nodes:
-        op = node.target
-        if node.op != "call_function" or not isinstance(op, torch._ops.OpOverload) or op in table:
-            continue
-        kind = _kind(op)
-        schema = op._schema
-        overload = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
-        if (
-            lookup(kind) is not None
-            or kind in _COMPOSITE_AS
-            or "fft" in kind
-            or "stft" in kind
-            or schema.is_mutable
-            or not all(str(r.type) == "Tensor" for r in schema.returns)  # size queries (sym_size)
-        ):
-            continue
-        if op in defaults and (
-            op in decomposition_table
-            or torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd")
-        ):
-            table[op] = defaults[op]
-    return table
+    return lookup(kind) is not None or kind in _COMPOSITE_AS
+
+
+def _has_composite_kernel(op: Any) -> bool:
+    """Whether the ATen overload ``op`` has a composite (decomposing) kernel in C++."""
+    schema = op._schema
+    overload = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name  # "aten::mul.Tensor"
+    return bool(torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd"))
 
 
 def _translatable_as_is(exported: Any) -> bool:
@@ -369,8 +374,6 @@ def _translatable_as_is(exported: Any) -> bool:
     (dropout, batch norm) and no FFT (the pass renames their lowered forms).
     """
     import operator
-
-    from torch_to_nnef.op.registry import lookup
 
     for node in exported.graph.nodes:
         if node.op != "call_function":
@@ -385,7 +388,7 @@ def _translatable_as_is(exported: Any) -> bool:
             schema.is_mutable
             or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
             or "fft" in schema.name
-            or (lookup(_kind(target)) is None and _kind(target) not in _COMPOSITE_AS)
+            or not _translated(_kind(target))
         ):
             return False
         for i, arg in enumerate(schema.arguments):
@@ -445,14 +448,13 @@ def _preserved_ops(exported: Any) -> dict[str, Any]:
             continue
         schema = op._schema
         name = schema.name  # "aten::linear"
-        overload = f"{name}.{schema.overload_name}" if schema.overload_name else name  # "aten::mul.Tensor"
         if (
             "fft" in name
             or name in _NOT_PRESERVED
             or schema.is_mutable
             or any(a.alias_info is not None for a in schema.arguments)
             or not (
-                torch._C._dispatch_has_kernel_for_dispatch_key(overload, "CompositeImplicitAutograd")
+                _has_composite_kernel(op)
                 or torch._C.DispatchKey.CompositeImplicitAutograd in op.py_kernels  # decomposed in Python
             )
         ):

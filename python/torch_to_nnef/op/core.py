@@ -115,7 +115,7 @@ def _float_only_for_khronos(ctx: Context, node: Node, dtype: str) -> None:
     """The NNEF specification's arithmetic and comparisons take scalar (float) tensors: integers are
     refused for KhronosNNEF (its parser rejects the graph).
     """
-    if not ctx.tract and dtype in ("u8", "i8", "i16", "i32", "i64"):
+    if not ctx.tract and dtype in _INTS and dtype != "bool":
         raise TranslationError(
             f"{node.where()}: {node.kind} on {dtype} tensors: the NNEF specification's arithmetic and comparisons "
             "take float tensors; export for TractNNEF, or compute in float in the model"
