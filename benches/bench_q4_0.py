@@ -10,7 +10,7 @@ import numpy as np
 
 from _common import GB, MiB, PeakRss, best_of
 from torch_to_nnef import quantize_q4_0
-from torch_to_nnef.q4_0 import tract_reference_q4_0
+from torch_to_nnef.io.q4_0 import tract_reference_q4_0
 
 
 def numpy_q4_0(w: np.ndarray) -> bytes:

@@ -66,7 +66,7 @@ def measure(impl: str) -> dict[str, float]:
         target = TractNNEF(version="0.23.9", check_io=False)
     else:
         from torch_to_nnef import TractNNEF, export_model_to_nnef  # the published package
-        from torch_to_nnef.compress import quantize_weights_min_max_Q4_0
+        from torch_to_nnef.io.compress import quantize_weights_min_max_Q4_0
 
         def compress(m: nn.Module) -> object:
             return quantize_weights_min_max_Q4_0(m)

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 
 from optable import Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import CaptureError, capture
+from torch_to_nnef.capture.torch_export import CaptureError, capture
+from torch_to_nnef.check.targets import check_tolerance
 from torch_to_nnef.errors import InvalidArgumentError, IOMismatchError
-from torch_to_nnef.inference_target import check_tolerance
-from torch_to_nnef.tensors import read_dat
+from torch_to_nnef.io.dat import read_dat
 
 # --- nn.MultiheadAttention ---------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ import torch
 
 from optable import Fn, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.export import observe_exports
 from torch_to_nnef.op import coverage, lookup, supported_kinds
-from torch_to_nnef.op.core import TranslationError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "supported_ops.md"

@@ -59,7 +59,7 @@ def test_cuda_f16_model_with_f32_islands(tmp_path):
 
 
 def test_cuda_q4_0_model(tmp_path):
-    from torch_to_nnef.compress import compress_model
+    from torch_to_nnef.io.compress import compress_model
 
     model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32)).cuda().eval()
     compress_model(model, "min_max_q4_0")

@@ -10,7 +10,7 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import capture
+from torch_to_nnef.capture.torch_export import capture
 from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError
 from torch_to_nnef.export import UnsupportedOpsError
 
@@ -368,7 +368,7 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
 def test_khronos_refuses_integer_arithmetic(tmp_path, fn):
     """The specification's arithmetic and comparisons take float tensors: its parser rejects an
     integer ``add``, so the export says so instead of writing it; tract takes it."""
-    from torch_to_nnef.op.core import TranslationError
+    from torch_to_nnef.errors import TranslationError
 
     args = (torch.randint(-5, 5, (2, 3)), torch.randint(-5, 5, (2, 3)))
     with pytest.raises(TranslationError, match="i64 tensors: the NNEF specification's arithmetic"):
@@ -381,7 +381,7 @@ def test_khronos_check_runs_the_khronos_interpreter(tmp_path, monkeypatch, caplo
     from torch_to_nnef.errors import IOMismatchError
     from torch_to_nnef.op import core
 
-    caplog.set_level("INFO", logger="torch_to_nnef.export")
+    caplog.set_level("INFO", logger="torch_to_nnef.check.export_check")
     export_model_to_nnef(nn.Sigmoid(), torch.randn(2, 8), tmp_path / "a.nnef.tgz", KhronosNNEF(check_io=True))
     checks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checking with")]
     assert checks == [

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.capture.torch_export import CaptureError
 from torch_to_nnef.errors import InvalidArgumentError, NameClashError
 from torch_to_nnef.ir import Graph, Node
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 from torch_to_nnef.op.custom_extractors import ModuleInfoExtractor
 
 

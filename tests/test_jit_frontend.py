@@ -24,7 +24,7 @@ import test_recurrent
 import test_signal
 from optable import Fn, r
 from torch_to_nnef import TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture_jit import JitCaptureError, capture_jit
+from torch_to_nnef.capture.jit import JitCaptureError, capture_jit
 from torch_to_nnef.errors import InvalidArgumentError
 
 
@@ -228,7 +228,7 @@ def test_auto_falls_back_to_jit_with_the_reason_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
     from torch_to_nnef import export as export_module
-    from torch_to_nnef.capture import CaptureError
+    from torch_to_nnef.capture.torch_export import CaptureError
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise CaptureError("torch.export could not capture Sequential: (a refusal for this test)")
@@ -242,7 +242,7 @@ def test_auto_falls_back_to_jit_with_the_reason_logged(
 
 
 def test_auto_does_not_freeze_a_data_dependent_branch(tmp_path: Path):
-    from torch_to_nnef.capture import CaptureError
+    from torch_to_nnef.capture.torch_export import CaptureError
 
     with pytest.raises(CaptureError, match="(?s)values inside a tensor.*jit.trace was tried too.*only the path"):
         export_model_to_nnef(DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF())
@@ -257,7 +257,7 @@ def test_jit_frontend_asked_for_traces_one_branch_with_a_warning(tmp_path: Path,
 
 
 def test_export_frontend_alone_does_not_fall_back(tmp_path: Path):
-    from torch_to_nnef.capture import CaptureError
+    from torch_to_nnef.capture.torch_export import CaptureError
 
     with pytest.raises(CaptureError, match="values inside a tensor") as err:
         export_model_to_nnef(DataDependent().eval(), (r(1, 3, 9),), tmp_path / "m.nnef", TractNNEF(), frontend="export")

@@ -281,7 +281,7 @@ def test_dump_with_tokenizer_and_conf_bundles_io_spec_and_all_logits(saved, tmp_
 
 def test_flat_layout_and_one_tract_load(saved, tmp_path: Path, monkeypatch):
     import torch_to_nnef.export
-    import torch_to_nnef.llm
+    import torch_to_nnef.llm.verify
 
     loads: list[Path] = []
 
@@ -290,7 +290,7 @@ def test_flat_layout_and_one_tract_load(saved, tmp_path: Path, monkeypatch):
             loads.append(Path(source))
             super().__init__(source, **kwargs)
 
-    monkeypatch.setattr(torch_to_nnef.llm, "TractModel", CountingTractModel)
+    monkeypatch.setattr(torch_to_nnef.llm.verify, "TractModel", CountingTractModel)
     monkeypatch.setattr(torch_to_nnef.export, "TractModel", CountingTractModel)
     out = tmp_path / "export"
     assert main(["-d", str(saved("llama")), "-e", str(out), "-dwtac", "--export-dir-struct", "flat"]) == 0
@@ -364,9 +364,9 @@ def test_merge_peft_errors(saved, tmp_path: Path, capsys, monkeypatch):
 
 
 def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
-    import torch_to_nnef.llm
+    import torch_to_nnef.llm.progress
 
-    monkeypatch.setattr(torch_to_nnef.llm, "PROGRESS_INTERVAL_S", 0.0)  # a line for every step
+    monkeypatch.setattr(torch_to_nnef.llm.progress, "PROGRESS_INTERVAL_S", 0.0)  # a line for every step
     with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
         assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out"), "-nv"]) == 0
     text = caplog.text
@@ -381,9 +381,11 @@ def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
     # while the archive is streamed to disk, the size of its temporary file is reported
     partial = tmp_path / ".model.nnef.tgz.1-0.partial"
     partial.write_bytes(b"\0" * 1500)
-    monkeypatch.setattr(torch_to_nnef.llm, "PROGRESS_INTERVAL_S", 0.01)
+    monkeypatch.setattr(torch_to_nnef.llm.progress, "PROGRESS_INTERVAL_S", 0.01)
     stop = threading.Event()
-    watcher = threading.Thread(target=torch_to_nnef.llm._report_writing, args=(tmp_path / "model.nnef.tgz", 3000, stop))
+    watcher = threading.Thread(
+        target=torch_to_nnef.llm.progress.report_writing, args=(tmp_path / "model.nnef.tgz", 3000, stop)
+    )
     with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
         watcher.start()
         time.sleep(0.2)
@@ -393,13 +395,13 @@ def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
 
 
 def test_failed_export_leaves_no_folder(saved, tmp_path: Path, capsys, monkeypatch):
-    import torch_to_nnef.llm
+    import torch_to_nnef.llm.verify
 
     def mismatch(*args, **kwargs):
         raise IOMismatchError("outputs differ (made to fail)")
 
     # fails after the archive and the bundles are written, at the verification
-    monkeypatch.setattr(torch_to_nnef.llm, "check_outputs", mismatch)
+    monkeypatch.setattr(torch_to_nnef.llm.verify, "check_outputs", mismatch)
     out = tmp_path / "out"
     assert main(["-d", str(saved("llama")), "-e", str(out), "-dwtac"]) == 1
     assert "made to fail" in error_line(capsys)
@@ -506,7 +508,7 @@ def test_cli_unknown_compression(saved, tmp_path: Path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("registry", ["no_such_package.REGISTRY", "torch_to_nnef.compress.NO_SUCH", "plain"])
+@pytest.mark.parametrize("registry", ["no_such_package.REGISTRY", "torch_to_nnef.io.compress.NO_SUCH", "plain"])
 def test_cli_bad_registry(saved, tmp_path: Path, capsys, registry: str):
     argv = ["-d", str(saved("llama")), "-e", str(tmp_path / "out"), "--compression-registry", registry, "-c", "x"]
     assert main(argv) == 1
@@ -565,7 +567,7 @@ def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str
 def test_layers_that_differ_are_not_repeated():
     from torch import nn
 
-    from torch_to_nnef.layer_stack import find_stack
+    from torch_to_nnef.capture.layer_stack import find_stack
 
     class Block(nn.Module):
         def __init__(self, scale: float) -> None:

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import torch_to_nnef.capture as capture_module
+import torch_to_nnef.capture.torch_export as capture_module
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import capture
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.capture.torch_export import capture
+from torch_to_nnef.errors import TranslationError
 
 aten = torch.ops.aten
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.op import supported_kinds
-from torch_to_nnef.op.core import TranslationError
 
 
 def distinct(*shape: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import CaptureError
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.capture.torch_export import CaptureError
+from torch_to_nnef.errors import TranslationError
 
 
 class Attention(nn.Module):

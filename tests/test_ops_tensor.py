@@ -12,8 +12,7 @@ from torch.nn import functional as F
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.errors import ShapeError
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.errors import ShapeError, TranslationError
 
 
 class Fn1(nn.Module):

@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from torch_to_nnef import _rust, quantize_q4_0, read_dat, write_dat
 from torch_to_nnef.errors import DTypeError, QTensorError, ShapeError
-from torch_to_nnef.q4_0 import Q40Tensor, tract_reference_q4_0
+from torch_to_nnef.io.q4_0 import Q40Tensor, tract_reference_q4_0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

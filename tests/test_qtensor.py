@@ -16,17 +16,17 @@ import torch
 from torch import nn
 
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef, quantize_q4_0, read_dat
-from torch_to_nnef.capture import capture
-from torch_to_nnef.compress import (
+from torch_to_nnef.capture.torch_export import capture
+from torch_to_nnef.errors import DTypeError, ShapeError
+from torch_to_nnef.io.compress import (
     DEFAULT_COMPRESSION,
     DEFAULT_COMPRESSION_REGISTRY,
     CompressionRegistryError,
     compress_model,
     load_compression_registry,
 )
-from torch_to_nnef.errors import DTypeError, ShapeError
-from torch_to_nnef.q4_0 import Q40Tensor, tract_reference_q4_0
-from torch_to_nnef.qtensor import (
+from torch_to_nnef.io.q4_0 import Q40Tensor, tract_reference_q4_0
+from torch_to_nnef.io.qtensor import (
     QTensor,
     QTensorError,
     QTensorTractScaleOnly,
@@ -269,14 +269,14 @@ def test_embedding_and_linear(tmp_path: Path, version: str) -> None:
 @pytest.mark.parametrize(("version", "conv_item"), [("0.21.11", FLOAT), ("0.21.12", Q40), ("0.23.9", Q40)])
 def test_conv2d(tmp_path: Path, version: str, conv_item: int, caplog: pytest.LogCaptureFixture) -> None:
     model = ConvNet()
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.compress"):
         compress_model(model, "min_max_q4_0_all")
     assert isinstance(model.wide.weight, QTensor) and isinstance(model.square.weight, QTensor)
     assert type(model.small.weight) is nn.Parameter  # kernel [8, 8, 3, 3]: stays float
     assert "small.weight stays float" in caplog.text
     x = torch.randn(1, 4, 6, 40)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.qtensor"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.qtensor"):
         out = export(model, (x,), tmp_path / "m", TractNNEF(version=version, check_io=True))
     assert dat_header(out / "wide.weight.dat") == ([8, 4, 3, 32], conv_item)
     assert dat_header(out / "small.weight.dat") == ([8, 8, 3, 3], FLOAT)
@@ -303,7 +303,7 @@ class MatmulBoth(nn.Module):
 
 def test_matmul_q4_0_on_the_left_float_on_the_right(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = MatmulBoth()
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.qtensor"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.qtensor"):
         out = export(model, (torch.randn(64, 5),), tmp_path / "m", TractNNEF(check_io=True))
     assert dat_header(out / "left.dat") == ([16, 64], Q40)
     assert dat_header(out / "right.dat") == ([64, 32], FLOAT)
@@ -312,7 +312,7 @@ def test_matmul_q4_0_on_the_left_float_on_the_right(tmp_path: Path, caplog: pyte
 
 def test_khronos_target_writes_dequantized_floats(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = compress_model(LinearStack(), "min_max_q4_0")
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.qtensor"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.qtensor"):
         out = export(model, (torch.randn(2, 64),), tmp_path / "m", KhronosNNEF(check_io=True))
     assert dat_header(out / "0.weight.dat") == ([96, 64], FLOAT)
     assert "no Q4_0" in caplog.text
@@ -320,7 +320,7 @@ def test_khronos_target_writes_dequantized_floats(tmp_path: Path, caplog: pytest
 
 def test_tied_weights(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = TiedLM()
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.compress"):
         compress_model(model, "min_max_q4_0")
     assert type(model.head.weight) is nn.Parameter and model.head.weight is model.embed.weight
     assert "head.weight stays float: it is shared with embed (Embedding)" in caplog.text
@@ -348,7 +348,7 @@ def test_default_registry() -> None:
 def test_non_quantizable_weights_stay_float(caplog: pytest.LogCaptureFixture) -> None:
     model = nn.Sequential(nn.Linear(30, 8), nn.Linear(8, 64), nn.Conv1d(60, 4, 3), nn.Embedding(10, 20))
     weights = [m.weight for m in model]
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.compress"):
         compress_model(model, "min_max_q4_0_all")
     assert all(m.weight is w for m, w in zip(model, weights))
     for name in ("0.weight", "1.weight", "2.weight", "3.weight"):
@@ -357,7 +357,7 @@ def test_non_quantizable_weights_stay_float(caplog: pytest.LogCaptureFixture) ->
 
 def test_unknown_options_are_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     model = nn.Linear(64, 8)
-    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.compress"):
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.compress"):
         compress_model(model, "min_max_q4_0", group_size=64)
     assert isinstance(model.weight, QTensor) and "group_size" in caplog.text
 
@@ -371,7 +371,7 @@ def user_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         textwrap.dedent(
             """
             import torch
-            from torch_to_nnef.qtensor import fp_to_tract_q4_0_with_min_max_calibration
+            from torch_to_nnef.io.qtensor import fp_to_tract_q4_0_with_min_max_calibration
 
             def first_layer_only(model, **kwargs):
                 model[0].weight = fp_to_tract_q4_0_with_min_max_calibration(model[0].weight)

@@ -27,8 +27,8 @@ import torch.ao.quantization as tq
 from torch import nn
 
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture_jit import JitCaptureError
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.capture.jit import JitCaptureError
+from torch_to_nnef.errors import TranslationError
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning"),
@@ -285,7 +285,7 @@ def test_dynamic_axes_on_a_quantized_model_say_why(tmp_path: Path):
 
 
 def test_export_frontend_names_the_quantized_module(tmp_path: Path):
-    from torch_to_nnef.capture import CaptureError
+    from torch_to_nnef.capture.torch_export import CaptureError
 
     model = quantize(nn.Conv2d(3, 4, 3), (X4,))
     with pytest.raises(

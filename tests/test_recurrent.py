@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.check.tract import TractModel
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.op.custom_extractors import ModuleInfoExtractor, extractor_for
-from torch_to_nnef.tract import TractModel
 
 
 class Layer(nn.Module):
@@ -247,7 +247,7 @@ def test_the_recurrent_modules_have_built_in_extractors():
 
 def test_khronos_rejects_a_dynamic_length(tmp_path):
     from torch_to_nnef.ir import Graph, Node, Value
-    from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+    from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
     from torch_to_nnef.op.recurrent import LSTMExtractor
 
     x = Value("x", "f32", ("T", 2, 4))
@@ -351,7 +351,7 @@ def test_an_extractor_module_with_a_plain_tensor_attribute(tmp_path, caplog):
 
 def test_a_packed_sequence_is_refused_with_a_clear_error(tmp_path):
     from torch_to_nnef.ir import Graph, Node, Value
-    from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+    from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
     from torch_to_nnef.op.recurrent import GRUExtractor
 
     data, sizes = Value("data", "f32", (7, 4)), Value("sizes", "i64", (4,))  # a PackedSequence, flattened

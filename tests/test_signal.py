@@ -18,9 +18,9 @@ from torch import nn
 
 from optable import Case, Fn, export_and_check, op_params, r
 from torch_to_nnef import TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.capture.torch_export import CaptureError
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.export import UnsupportedOpsError
-from torch_to_nnef.op.core import TranslationError
 
 TORCH_2_6 = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
 

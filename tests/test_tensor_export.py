@@ -108,7 +108,7 @@ def test_export_from_memory_every_kind_of_value(tmp_path):
 
 
 def test_package_qtensors_are_written_as_q4_0(tmp_path):
-    from torch_to_nnef.qtensor import fp_to_tract_q4_0_with_min_max_calibration
+    from torch_to_nnef.io.qtensor import fp_to_tract_q4_0_with_min_max_calibration
 
     weight = torch.randn(16, 64, generator=torch.Generator().manual_seed(3))
     q = fp_to_tract_q4_0_with_min_max_calibration(weight)
@@ -207,7 +207,7 @@ def test_safetensors_every_dtype_filtered_in_batches(tmp_path, caplog):
         seen.append(name)
         return name != "encoder.bias"
 
-    with caplog.at_level(logging.INFO, logger="torch_to_nnef.tensor_export"):
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.io.tensor_export"):
         returned = export_tensors_from_disk_to_nnef(src, tmp_path / "out", filter_key, checked.update, batch_bytes=64)
     assert sorted(seen) == sorted(tensors)
     expected = {k: v for k, v in tensors.items() if k != "encoder.bias"}
@@ -389,13 +389,13 @@ def test_import_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_readme_example(tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Export tensors alone") :]
+def test_docs_example(tmp_path, monkeypatch):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "tensors.md").read_text()
+    section = page[page.index("## Export tensors alone") :]
     code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/tensors.md", "exec"), scope)
     assert sorted(scope["name_to_tensor"]) == ["0.bias", "0.weight"]
     model = scope["model"]
     assert_dat_equals(tmp_path / "my-nnef-tensor-dump-dir/linear_0.dat", model[0].weight)

@@ -17,10 +17,7 @@ from torch.nn import functional as F
 from optable import Fn, r
 from test_quantized import X4, output_scale, quantize
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.export import UnsupportedOpsError
-from torch_to_nnef.op.core import TranslationError
-from torch_to_nnef.tract_versions import (
+from torch_to_nnef.check.versions import (
     COPY_TRACT,
     CUMSUM_TRACT,
     GRID_SAMPLE_TRACT,
@@ -31,6 +28,8 @@ from torch_to_nnef.tract_versions import (
     TOPK_TRACT,
     version_text,
 )
+from torch_to_nnef.errors import InvalidArgumentError, TranslationError
+from torch_to_nnef.export import UnsupportedOpsError
 
 
 def before(version: tuple[int, int, int]) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
-from torch_to_nnef.capture import CaptureError
+from torch_to_nnef.capture.torch_export import CaptureError
 from torch_to_nnef.errors import ShapeError
 
 

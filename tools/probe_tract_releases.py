@@ -24,7 +24,7 @@ keeps the exports (``ops.json``: remove it to export again) and each release's r
 cases a release has no result for are run).
 
 Prints, per tract-specific operator (and per case failing somewhere), the releases that fail; the
-table in ``torch_to_nnef.tract_versions`` is written from this output, and ``WORKDIR/floors.json``
+table in ``torch_to_nnef.check.versions`` is written from this output, and ``WORKDIR/floors.json``
 (``make tract-releases`` copies it to docs/tract_releases.json) is the floor of every kind.
 """
 
@@ -284,7 +284,7 @@ def gather_cases(groups: Sequence[str]) -> list[Case]:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from optable import Fn
-    from torch_to_nnef.qtensor import fp_to_tract_q4_0_with_min_max_calibration
+    from torch_to_nnef.io.qtensor import fp_to_tract_q4_0_with_min_max_calibration
 
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:

@@ -3,19 +3,19 @@
 from typing import TYPE_CHECKING, Any
 
 from torch_to_nnef._rust import Q40Tensor
-from torch_to_nnef.archive import list_archive, write_nnef_archive
+from torch_to_nnef.check.tract import TRACT_VERSION, TractModel, check_outputs, compare_outputs
 from torch_to_nnef.errors import T2NError
-from torch_to_nnef.q4_0 import quantize_q4_0
-from torch_to_nnef.tensors import read_dat, write_dat, write_dats
-from torch_to_nnef.tract import TRACT_VERSION, TractModel, check_outputs, compare_outputs
+from torch_to_nnef.io.archive import list_archive, write_nnef_archive
+from torch_to_nnef.io.dat import read_dat, write_dat, write_dats
+from torch_to_nnef.io.q4_0 import quantize_q4_0
 
 if TYPE_CHECKING:
-    from torch_to_nnef.compress import compress_model, load_compression_registry
+    from torch_to_nnef.check.targets import KhronosNNEF, TractNNEF
     from torch_to_nnef.export import export_model_to_nnef
-    from torch_to_nnef.inference_target import KhronosNNEF, TractNNEF
+    from torch_to_nnef.io.compress import compress_model, load_compression_registry
+    from torch_to_nnef.io.qtensor import QTensor, QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
+    from torch_to_nnef.io.tensor_export import export_tensors_from_disk_to_nnef, export_tensors_to_nnef
     from torch_to_nnef.peft import export_peft_to_nnef
-    from torch_to_nnef.qtensor import QTensor, QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
-    from torch_to_nnef.tensor_export import export_tensors_from_disk_to_nnef, export_tensors_to_nnef
 
 __version__ = "0.1.0"
 
@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 # stays cheap and free of side effects.
 _LAZY = {
     "export_model_to_nnef": "torch_to_nnef.export",
-    "TractNNEF": "torch_to_nnef.inference_target",
-    "KhronosNNEF": "torch_to_nnef.inference_target",
-    "QTensor": "torch_to_nnef.qtensor",
-    "QTensorTractScaleOnly": "torch_to_nnef.qtensor",
-    "fp_to_tract_q4_0_with_min_max_calibration": "torch_to_nnef.qtensor",
-    "compress_model": "torch_to_nnef.compress",
-    "load_compression_registry": "torch_to_nnef.compress",
-    "export_tensors_to_nnef": "torch_to_nnef.tensor_export",
-    "export_tensors_from_disk_to_nnef": "torch_to_nnef.tensor_export",
+    "TractNNEF": "torch_to_nnef.check.targets",
+    "KhronosNNEF": "torch_to_nnef.check.targets",
+    "QTensor": "torch_to_nnef.io.qtensor",
+    "QTensorTractScaleOnly": "torch_to_nnef.io.qtensor",
+    "fp_to_tract_q4_0_with_min_max_calibration": "torch_to_nnef.io.qtensor",
+    "compress_model": "torch_to_nnef.io.compress",
+    "load_compression_registry": "torch_to_nnef.io.compress",
+    "export_tensors_to_nnef": "torch_to_nnef.io.tensor_export",
+    "export_tensors_from_disk_to_nnef": "torch_to_nnef.io.tensor_export",
     "export_peft_to_nnef": "torch_to_nnef.peft",
 }
 

@@ -69,3 +69,11 @@ class TractError(T2NError, RuntimeError):
 
 class IOMismatchError(T2NError, AssertionError):
     """Outputs computed by tract differ from the expected ones beyond the tolerance."""
+
+
+class UnsupportedOpsError(T2NError, NotImplementedError):
+    """Ops the exporter cannot translate; the message lists every one of them at once."""
+
+
+class TranslationError(T2NError, ValueError):
+    """An op whose arguments this exporter cannot express (the message says which and why)."""

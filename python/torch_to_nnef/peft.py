@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch_to_nnef.archive import archive_kind
 from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NNEFIOError, OutputExistsError
-from torch_to_nnef.tensor_export import export_tensors_from_disk_to_nnef
-from torch_to_nnef.tensors import Bf16Policy, PathLike
+from torch_to_nnef.io.archive import archive_kind
+from torch_to_nnef.io.dat import Bf16Policy, PathLike
+from torch_to_nnef.io.tensor_export import export_tensors_from_disk_to_nnef
 
 __all__ = ["MAPPING_FILENAME", "METHODS", "export_peft_to_nnef", "main", "method_patterns"]
 

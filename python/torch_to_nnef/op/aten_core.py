@@ -16,11 +16,24 @@ from typing import Any
 
 import numpy as np
 
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.nnef_graph import Ref
-from torch_to_nnef.op.core import _NP_DTYPES, TranslationError, _align, _arg, _axis, _reduce_axes, _scalar, variance
+from torch_to_nnef.nnef.builder import Ref
+from torch_to_nnef.op.common import (
+    NP_DTYPES,
+    align_rank,
+    cast_to,
+    filled_like,
+    node_arg,
+    operand_ref,
+    reduce_axes,
+    scalar_const,
+    tract_only,
+    trunc_ref,
+    variance,
+    wrap_axis,
+)
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.op.tensor_ops import _cast, _filled, _operand, _tract_only, _trunc
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
@@ -31,13 +44,13 @@ def _float_in(ctx: Context, node: Node) -> Any:
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet")
-    return _operand(ctx, node, node.args[0], out.dtype, out.rank)
+    return operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
 
 
 def _const(ctx: Context, node: Node, value: float) -> Any:
     """A scalar operand of the output's dtype (a literal in f32)."""
     out = node.outputs[0]
-    return _scalar(ctx, value, out.dtype, out.rank)
+    return scalar_const(ctx, value, out.dtype, out.rank)
 
 
 def _erf(ctx: Context, node: Node, x: Any) -> Ref:
@@ -138,7 +151,7 @@ def aten_trunc(ctx: Context, node: Node) -> Ref:
     x = ctx.ref(node.args[0])
     if not out.dtype.startswith("f"):
         return ctx.g.op("copy", x, out=out.name)
-    return ctx.g.op("copy", _trunc(ctx, x), out=out.name)
+    return ctx.g.op("copy", trunc_ref(ctx, x), out=out.name)
 
 
 _DEGREES = {"aten::rad2deg": 180.0 / math.pi, "aten::deg2rad": math.pi / 180.0}
@@ -177,7 +190,7 @@ def aten_sgn(ctx: Context, node: Node) -> Ref:
     """sgn(Tensor self) -> Tensor: the sign of real numbers."""
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
+        tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
     return ctx.g.op("sign", ctx.ref(node.args[0]), out=out.name)
 
 
@@ -186,7 +199,7 @@ def aten_logit(ctx: Context, node: Node) -> Ref:
     """logit(Tensor self, float? eps=None) -> Tensor: log(x / (1 - x)), x clamped to [eps, 1 - eps]."""
     g, x = ctx.g, _float_in(ctx, node)
     c = partial(_const, ctx, node)
-    eps = _arg(node, 1, "eps")
+    eps = node_arg(node, 1, "eps")
     if eps is not None:
         x = g.op("min", g.op("max", x, c(float(eps))), c(1.0 - float(eps)))
     return g.op("log", g.op("div", x, g.op("sub", c(1.0), x)), out=node.outputs[0].name)
@@ -212,11 +225,11 @@ def aten_relu6(ctx: Context, node: Node) -> Ref:
 def aten_threshold(ctx: Context, node: Node) -> Ref:
     """threshold(Tensor self, Scalar threshold, Scalar value) -> Tensor: x where x > threshold, else value."""
     out = node.outputs[0]
-    g, x = ctx.g, _operand(ctx, node, node.args[0], out.dtype, out.rank)
+    g, x = ctx.g, operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
     if not out.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
-    above = g.op("gt", x, _scalar(ctx, node.args[1], out.dtype, out.rank))
-    return g.op("select", above, x, _scalar(ctx, node.args[2], out.dtype, out.rank), out=out.name)
+        tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
+    above = g.op("gt", x, scalar_const(ctx, node.args[1], out.dtype, out.rank))
+    return g.op("select", above, x, scalar_const(ctx, node.args[2], out.dtype, out.rank), out=out.name)
 
 
 @register("aten::rrelu")
@@ -225,11 +238,11 @@ def aten_rrelu(ctx: Context, node: Node) -> Ref:
 
     At inference a leaky relu of slope (lower + upper) / 2; the training form draws random slopes.
     """
-    if _arg(node, 3, "training", False):
+    if node_arg(node, 3, "training", False):
         raise TranslationError(
             f"{node.where()}: rrelu in training mode draws random slopes: export the model in eval mode"
         )
-    lower, upper = float(_arg(node, 1, "lower", 1.0 / 8.0)), float(_arg(node, 2, "upper", 1.0 / 3.0))
+    lower, upper = float(node_arg(node, 1, "lower", 1.0 / 8.0)), float(node_arg(node, 2, "upper", 1.0 / 3.0))
     x = _float_in(ctx, node)
     return ctx.g.op("leaky_relu", x, alpha=(lower + upper) / 2.0, out=node.outputs[0].name)
 
@@ -242,8 +255,8 @@ def _float_pair(ctx: Context, node: Node) -> tuple[Any, Any, Value]:
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet")
-    a, b = _arg(node, 0, "self"), _arg(node, 1, "other")
-    return _operand(ctx, node, a, out.dtype, out.rank), _operand(ctx, node, b, out.dtype, out.rank), out
+    a, b = node_arg(node, 0, "self"), node_arg(node, 1, "other")
+    return operand_ref(ctx, node, a, out.dtype, out.rank), operand_ref(ctx, node, b, out.dtype, out.rank), out
 
 
 @register("aten::xlogy")
@@ -284,7 +297,7 @@ def aten_logaddexp(ctx: Context, node: Node) -> Ref:
 def _signbit(ctx: Context, x: Any, dtype: str, rank: int) -> Ref:
     """Whether ``x`` (floats of ``dtype`` and ``rank``) is below 0 or is -0.0 (its reciprocal is -inf)."""
     g = ctx.g
-    zero, one = _scalar(ctx, 0.0, dtype, rank), _scalar(ctx, 1.0, dtype, rank)
+    zero, one = scalar_const(ctx, 0.0, dtype, rank), scalar_const(ctx, 1.0, dtype, rank)
     negative_zero = g.op("and", g.op("eq", x, zero), g.op("lt", g.op("div", one, x), zero))
     return g.op("or", g.op("lt", x, zero), negative_zero)
 
@@ -294,8 +307,8 @@ def aten_signbit(ctx: Context, node: Node) -> Ref:
     """signbit(Tensor self) -> Tensor: whether the sign bit is set (-0.0 included)."""
     x, out = node.args[0], node.outputs[0]
     if not x.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {x.dtype} compares integers, which the NNEF specification cannot")
-        return ctx.g.op("lt", ctx.ref(x), _scalar(ctx, 0, x.dtype, x.rank), out=out.name)
+        tract_only(ctx, node, f"on {x.dtype} compares integers, which the NNEF specification cannot")
+        return ctx.g.op("lt", ctx.ref(x), scalar_const(ctx, 0, x.dtype, x.rank), out=out.name)
     return ctx.g.op("copy", _signbit(ctx, ctx.ref(x), x.dtype, x.rank), out=out.name)
 
 
@@ -313,10 +326,10 @@ def aten_heaviside(ctx: Context, node: Node) -> Ref:
     """heaviside(Tensor self, Tensor values) -> Tensor: 0 below 0, values at 0, 1 above."""
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
+        tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
     g = ctx.g
-    x, values = (_operand(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
-    zero, one = _scalar(ctx, 0, out.dtype, out.rank), _scalar(ctx, 1, out.dtype, out.rank)
+    x, values = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
+    zero, one = scalar_const(ctx, 0, out.dtype, out.rank), scalar_const(ctx, 1, out.dtype, out.rank)
     step = g.op("select", g.op("gt", x, zero), one, zero)
     return g.op("select", g.op("eq", x, zero), values, step, out=out.name)
 
@@ -348,18 +361,18 @@ def aten_clamp_bound(ctx: Context, node: Node) -> Ref:
     """
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
+        tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
     if node.kind == "aten::clip":
-        lo, hi = _arg(node, 1, "min"), _arg(node, 2, "max")
+        lo, hi = node_arg(node, 1, "min"), node_arg(node, 2, "max")
     elif node.kind == "aten::clamp_min":
-        lo, hi = _arg(node, 1, "min"), None
+        lo, hi = node_arg(node, 1, "min"), None
     else:
-        lo, hi = None, _arg(node, 1, "max")
-    y = _operand(ctx, node, node.args[0], out.dtype, out.rank)
+        lo, hi = None, node_arg(node, 1, "max")
+    y = operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
     if lo is not None:
-        y = ctx.g.op("max", y, _operand(ctx, node, lo, out.dtype, out.rank))
+        y = ctx.g.op("max", y, operand_ref(ctx, node, lo, out.dtype, out.rank))
     if hi is not None:
-        y = ctx.g.op("min", y, _operand(ctx, node, hi, out.dtype, out.rank))
+        y = ctx.g.op("min", y, operand_ref(ctx, node, hi, out.dtype, out.rank))
     return ctx.g.op("copy", y, out=out.name)
 
 
@@ -381,8 +394,8 @@ def aten_shift(ctx: Context, node: Node) -> Ref:
     out = node.outputs[0]
     if out.dtype.startswith("f") or out.dtype == "bool":
         raise TranslationError(f"{node.where()}: {node.kind} shifts integers, not {out.dtype}")
-    _tract_only(ctx, node, "needs bit shifts, which the NNEF specification lacks")
-    a, b = (_operand(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
+    tract_only(ctx, node, "needs bit shifts, which the NNEF specification lacks")
+    a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
     return ctx.g.op(_SHIFTS[node.kind], a, b, out=out.name)
 
 
@@ -396,7 +409,7 @@ def aten_empty_strided(ctx: Context, node: Node) -> Ref:
 
     Uninitialised memory in PyTorch: zeros here (strides do not exist in NNEF).
     """
-    return _filled(ctx, node, 0)
+    return filled_like(ctx, node, 0)
 
 
 @register("aten::masked_scatter")
@@ -409,13 +422,13 @@ def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
     """
     out = node.outputs[0]
     x, mask, source = node.args[:3]
-    _tract_only(ctx, node, "needs a cumulative sum and a gather, which the NNEF specification lacks")
+    tract_only(ctx, node, "needs a cumulative sum and a gather, which the NNEF specification lacks")
     if any(not isinstance(d, int) for d in (*out.shape, *source.shape)):
         raise TranslationError(f"{node.where()}: masked_scatter with a dynamic shape is not supported yet")
     g = ctx.g
     shape = [int(d) for d in out.shape]
     total = math.prod(shape)
-    m = _align(ctx, mask, out.rank, out)
+    m = align_rank(ctx, mask, out.rank, out)
     have = (1,) * (out.rank - mask.rank) + tuple(mask.shape)
     repeats = [w if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
     if any(r != 1 for r in repeats):
@@ -426,10 +439,10 @@ def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
     )
     source_size = math.prod(int(d) for d in source.shape)
     # Positions past the source (where the mask is false) are clamped: select drops them.
-    index = g.op("min", counts, _scalar(ctx, max(source_size - 1, 0), "i64", 1))
+    index = g.op("min", counts, scalar_const(ctx, max(source_size - 1, 0), "i64", 1))
     flat_source = g.op("reshape", ctx.ref(source), shape=[source_size])
     picked = g.op("reshape", g.op("tract_core_gather", flat_source, index, axis=0), shape=shape)
-    base = _cast(ctx, node, _align(ctx, x, out.rank, out), x.dtype, out.dtype)
+    base = cast_to(ctx, node, align_rank(ctx, x, out.rank, out), x.dtype, out.dtype)
     return g.op("select", m, picked, base, out=out.name)
 
 
@@ -449,8 +462,8 @@ def _pairwise(ctx: Context, node: Node, a: Value, b: Value, p: float) -> Ref:
     out = node.outputs[0]
     g = ctx.g
     rank = max(a.rank, b.rank)
-    ar = g.op("unsqueeze", _align(ctx, a, rank, out), axes=[rank - 1])
-    br = g.op("unsqueeze", _align(ctx, b, rank, out), axes=[rank - 2])
+    ar = g.op("unsqueeze", align_rank(ctx, a, rank, out), axes=[rank - 1])
+    br = g.op("unsqueeze", align_rank(ctx, b, rank, out), axes=[rank - 2])
     return _p_norm(ctx, node, g.op("sub", ar, br), p, rank)
 
 
@@ -462,7 +475,7 @@ def aten_cdist(ctx: Context, node: Node) -> Ref:
     for large inputs rounds differently near zero).
     """
     a, b = node.args[:2]
-    p = float(_arg(node, 2, "p", 2.0))
+    p = float(node_arg(node, 2, "p", 2.0))
     return ctx.g.op("copy", _pairwise(ctx, node, a, b, p), out=node.outputs[0].name)
 
 
@@ -472,13 +485,13 @@ def aten_pdist(ctx: Context, node: Node) -> Ref:
     tensor, row by row (the upper triangle of cdist(x, x), flattened).
     """
     x = node.args[0]
-    p = float(_arg(node, 1, "p", 2.0))
+    p = float(node_arg(node, 1, "p", 2.0))
     n = x.shape[0]
     if not isinstance(n, int):
         raise TranslationError(f"{node.where()}: pdist over a dynamic number of rows is not supported yet")
     g, out = ctx.g, node.outputs[0]
     if n < 2:
-        return _filled(ctx, node, 0)
+        return filled_like(ctx, node, 0)
     full = _pairwise(ctx, node, x, x, p)
     rows = [g.op("slice", full, axes=[0, 1], begin=[i, i + 1], end=[i + 1, n], stride=[1, 1]) for i in range(n - 1)]
     flat = [g.op("reshape", row, shape=[n - 1 - i]) for i, row in enumerate(rows)]
@@ -506,8 +519,8 @@ def aten_var_mean(ctx: Context, node: Node) -> list[Ref]:
 def aten_aminmax(ctx: Context, node: Node) -> list[Ref]:
     """aminmax(Tensor self, *, int? dim=None, bool keepdim=False) -> (Tensor min, Tensor max)."""
     x = node.args[0]
-    dim, keep = _arg(node, 1, "dim"), bool(_arg(node, 2, "keepdim", False))
-    axes = list(range(x.rank)) if dim is None else [_axis(dim, x.rank)]
+    dim, keep = node_arg(node, 1, "dim"), bool(node_arg(node, 2, "keepdim", False))
+    axes = list(range(x.rank)) if dim is None else [wrap_axis(dim, x.rank)]
     g, xr = ctx.g, ctx.ref(x)
     refs = []
     for op, o in zip(("min_reduce", "max_reduce"), node.outputs):
@@ -544,8 +557,8 @@ def aten_dist(ctx: Context, node: Node) -> Ref:
     g, out = ctx.g, node.outputs[0]
     a, b = node.args[:2]
     rank = max(a.rank, b.rank)
-    p = float(_arg(node, 2, "p", 2.0))
-    diff = g.op("sub", _operand(ctx, node, a, out.dtype, rank), _operand(ctx, node, b, out.dtype, rank))
+    p = float(node_arg(node, 2, "p", 2.0))
+    diff = g.op("sub", operand_ref(ctx, node, a, out.dtype, rank), operand_ref(ctx, node, b, out.dtype, rank))
     return g.op("copy", _norm_over(ctx, node, diff, p, list(range(rank)), False), out=out.name)
 
 
@@ -562,10 +575,10 @@ def aten_nansum(ctx: Context, node: Node) -> Ref:
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} to {out.dtype} is not supported yet")
     g = ctx.g
-    c = partial(_scalar, ctx, dtype=out.dtype, rank=x.rank)
-    xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
-    axes = _reduce_axes(x, _arg(node, 1, "dim"))
-    keep = bool(_arg(node, 2, "keepdim", False))
+    c = partial(scalar_const, ctx, dtype=out.dtype, rank=x.rank)
+    xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    axes = reduce_axes(x, node_arg(node, 1, "dim"))
+    keep = bool(node_arg(node, 2, "keepdim", False))
     present = g.op("eq", xr, xr)
     y = g.op("sum_reduce", g.op("select", present, xr, c(0.0)), axes=axes)
     if node.kind == "aten::nanmean":
@@ -577,12 +590,12 @@ def aten_nansum(ctx: Context, node: Node) -> Ref:
 def aten_count_nonzero(ctx: Context, node: Node) -> Ref:
     """count_nonzero.dim_IntList(Tensor self, int[] dim) / count_nonzero(self, int? dim=None) -> Tensor (i64)."""
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
+    tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
     g = ctx.g
     xr = ctx.ref(x)
-    nonzero = xr if x.dtype == "bool" else g.op("ne", xr, _scalar(ctx, 0, x.dtype, x.rank))
+    nonzero = xr if x.dtype == "bool" else g.op("ne", xr, scalar_const(ctx, 0, x.dtype, x.rank))
     y = g.op("tract_core_cast", nonzero, to=out.dtype)
-    axes = _reduce_axes(x, _arg(node, 1, "dim"))
+    axes = reduce_axes(x, node_arg(node, 1, "dim"))
     if not axes:
         return g.op("copy", y, out=out.name)
     return g.op("squeeze", g.op("sum_reduce", y, axes=axes), axes=axes, out=out.name)
@@ -600,7 +613,7 @@ def _scaled_sum(ctx: Context, node: Node, base: Value, product: Ref, beta: Any, 
         product = g.op("mul", product, c(float(alpha)))
     if beta == 0:
         return g.op("copy", product, out=out.name)
-    b = _operand(ctx, node, base, out.dtype, out.rank)
+    b = operand_ref(ctx, node, base, out.dtype, out.rank)
     if beta != 1:
         b = g.op("mul", b, c(float(beta)))
     return g.op("add", b, product, out=out.name)
@@ -613,7 +626,7 @@ def aten_addmv(ctx: Context, node: Node) -> Ref:
     g = ctx.g
     column = g.op("unsqueeze", ctx.ref(vec), axes=[1])
     product = g.op("squeeze", g.op("matmul", ctx.ref(mat), column, transposeA=False, transposeB=False), axes=[1])
-    return _scaled_sum(ctx, node, base, product, _arg(node, 3, "beta", 1), _arg(node, 4, "alpha", 1))
+    return _scaled_sum(ctx, node, base, product, node_arg(node, 3, "beta", 1), node_arg(node, 4, "alpha", 1))
 
 
 @register("aten::addr")
@@ -622,7 +635,7 @@ def aten_addr(ctx: Context, node: Node) -> Ref:
     base, u, v = node.args[:3]
     g = ctx.g
     product = g.op("mul", g.op("unsqueeze", ctx.ref(u), axes=[1]), g.op("unsqueeze", ctx.ref(v), axes=[0]))
-    return _scaled_sum(ctx, node, base, product, _arg(node, 3, "beta", 1), _arg(node, 4, "alpha", 1))
+    return _scaled_sum(ctx, node, base, product, node_arg(node, 3, "beta", 1), node_arg(node, 4, "alpha", 1))
 
 
 @register("aten::trace")
@@ -633,11 +646,11 @@ def aten_trace(ctx: Context, node: Node) -> Ref:
     if not (isinstance(n, int) and isinstance(m, int)):
         raise TranslationError(f"{node.where()}: the trace of a dynamic matrix is not supported yet")
     if not out.dtype.startswith("f"):
-        _tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
+        tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
     g = ctx.g
-    eye = ctx.g.variable(np.eye(n, m, dtype=_NP_DTYPES[x.dtype]), f"eye_{x.dtype}_{n}x{m}")
+    eye = ctx.g.variable(np.eye(n, m, dtype=NP_DTYPES[x.dtype]), f"eye_{x.dtype}_{n}x{m}")
     total = g.op("sum_reduce", g.op("mul", ctx.ref(x), eye), axes=[0, 1])
-    return g.op("squeeze", _cast(ctx, node, total, x.dtype, out.dtype), axes=[0, 1], out=out.name)
+    return g.op("squeeze", cast_to(ctx, node, total, x.dtype, out.dtype), axes=[0, 1], out=out.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -657,8 +670,8 @@ def aten_as_strided(ctx: Context, node: Node) -> Ref:
     """
     x, out = node.args[0], node.outputs[0]
     size, stride = list(node.args[1]), list(node.args[2])
-    offset = _arg(node, 3, "storage_offset", 0) or 0
-    _tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    offset = node_arg(node, 3, "storage_offset", 0) or 0
+    tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
     static = [*x.shape, *size, *stride, offset]
     if not all(isinstance(d, int) for d in static):
         raise TranslationError(f"{node.where()}: as_strided over a dynamic shape is not supported")
@@ -688,11 +701,11 @@ def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
     """
     weight, indices, offsets = node.args[:3]
     out = node.outputs[0]
-    mode = _BAG_MODES[int(_arg(node, 4, "mode", 0))]
-    per_sample = _arg(node, 6, "per_sample_weights", None)
-    include_last = bool(_arg(node, 7, "include_last_offset", False))
-    padding_idx = _arg(node, 8, "padding_idx", None)
-    _tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    mode = _BAG_MODES[int(node_arg(node, 4, "mode", 0))]
+    per_sample = node_arg(node, 6, "per_sample_weights", None)
+    include_last = bool(node_arg(node, 7, "include_last_offset", False))
+    padding_idx = node_arg(node, 8, "padding_idx", None)
+    tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
     if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
         raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
     g = ctx.g
@@ -707,7 +720,7 @@ def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
             np.arange(length, n + 1, length, dtype=np.int64).reshape(bags, 1), f"bag_ends_{n}_{length}"
         )
     else:
-        offs = g.op("unsqueeze", _cast(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
+        offs = g.op("unsqueeze", cast_to(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
         starts = g.op("slice", offs, axes=[0], begin=[0], end=[bags], stride=[1])
         if include_last:
             ends = g.op("slice", offs, axes=[0], begin=[1], end=[bags + 1], stride=[1])
@@ -717,13 +730,13 @@ def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
     positions = g.variable(np.arange(n, dtype=np.int64).reshape(1, n), f"bag_positions_{n}")
     member = g.op("and", g.op("ge", positions, starts), g.op("lt", positions, ends))  # [bags, n]
     if padding_idx is not None and padding_idx >= 0:
-        keep = g.op("ne", _cast(ctx, node, flat, indices.dtype, "i64"), _scalar(ctx, int(padding_idx), "i64", 1))
+        keep = g.op("ne", cast_to(ctx, node, flat, indices.dtype, "i64"), scalar_const(ctx, int(padding_idx), "i64", 1))
         member = g.op("and", member, g.op("unsqueeze", keep, axes=[0]))
-    one, zero = _scalar(ctx, 1.0, out.dtype, 2), _scalar(ctx, 0.0, out.dtype, 2)
+    one, zero = scalar_const(ctx, 1.0, out.dtype, 2), scalar_const(ctx, 0.0, out.dtype, 2)
     mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype
     count = g.op("sum_reduce", mask, axes=[1])  # [bags, 1]
     if mode == "max":
-        lowest = _scalar(ctx, float(np.finfo(_NP_DTYPES[out.dtype]).min), out.dtype, 3)
+        lowest = scalar_const(ctx, float(np.finfo(NP_DTYPES[out.dtype]).min), out.dtype, 3)
         masked = g.op("select", g.op("unsqueeze", member, axes=[2]), g.op("unsqueeze", rows, axes=[0]), lowest)
         top = g.op("squeeze", g.op("max_reduce", masked, axes=[1]), axes=[1])
         return g.op("select", g.op("gt", count, zero), top, zero, out=out.name)

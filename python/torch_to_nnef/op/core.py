@@ -7,36 +7,32 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from torch_to_nnef.errors import T2NError
+from torch_to_nnef.check.versions import POOL_PADDING_TRACT
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, SymInt, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal
+from torch_to_nnef.nnef.builder import Ref, dim_literal
+from torch_to_nnef.op.common import (
+    BIG,
+    NP_DTYPES,
+    adaptive_pool,
+    align_rank,
+    batch_norm,
+    bitwise_integer,
+    conv,
+    dim_ref,
+    div_rounded,
+    node_arg,
+    operand_ref,
+    padding_pairs,
+    reduce_axes,
+    scalar_const,
+    shape_attr,
+    slice_bound,
+    standardize,
+    variance,
+    wrap_axis,
+)
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.tract_versions import POOL_PADDING_TRACT
-
-
-class TranslationError(T2NError, ValueError):
-    """An op whose arguments this exporter cannot express (the message says which and why)."""
-
-
-def _arg(node: Node, index: int, name: str, default: Any = None) -> Any:
-    """Positional argument ``index`` or keyword ``name`` of an ATen call."""
-    kwargs = node.args[-1] if node.args and isinstance(node.args[-1], dict) else {}
-    positional = node.args[:-1] if kwargs else node.args
-    if index < len(positional):
-        return positional[index]
-    return kwargs.get(name, default)
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis % rank if rank else 0
-
-
-def _align(ctx: Context, x: Any, rank: int, out: Value) -> Any:
-    """Unsqueezes a tensor of lower rank on the left (numpy broadcasting)."""
-    if isinstance(x, Value) and x.rank < rank:
-        return ctx.g.op("unsqueeze", ctx.ref(x), axes=list(range(rank - x.rank)), out=x.name + "_aligned")
-    return ctx.ref(x)
-
 
 UNARY = {
     "aten::relu": "relu",
@@ -89,20 +85,16 @@ BINARY = {"aten::add": "add", "aten::sub": "sub", "aten::mul": "mul", "aten::div
 def aten_binary(ctx: Context, node: Node) -> Ref:
     """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); mul/div(self, other, *, str? rounding_mode)."""
     out = node.outputs[0]
-    a, b = _arg(node, 0, "self"), _arg(node, 1, "other")
-    if node.kind == "aten::div" and _arg(node, 2, "rounding_mode") is not None:
-        from torch_to_nnef.op.tensor_ops import div_rounded
-
+    a, b = node_arg(node, 0, "self"), node_arg(node, 1, "other")
+    if node.kind == "aten::div" and node_arg(node, 2, "rounding_mode") is not None:
         return div_rounded(ctx, node)
-    alpha = _arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
-    from torch_to_nnef.op.tensor_ops import _operand
-
+    alpha = node_arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
     # Tensors of another dtype are cast to the result's (type promotion); scalars and dynamic sizes
     # become operands of that dtype.
     _float_only_for_khronos(ctx, node, out.dtype)
-    ra, rb = (_operand(ctx, node, v, out.dtype, out.rank) for v in (a, b))
+    ra, rb = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
-        rb = ctx.g.op("mul", rb, _scalar(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
+        rb = ctx.g.op("mul", rb, scalar_const(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
     if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in _SIGNED_INTS:
         return integer_square(ctx, ra, out.name)
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
@@ -156,10 +148,8 @@ def aten_bitwise(ctx: Context, node: Node) -> Ref:
     """bitwise_and/or(Tensor self, Tensor other) (``&``, ``|``): booleans; integers with TractNNEF."""
     out = node.outputs[0]
     if out.dtype != "bool":
-        from torch_to_nnef.op.tensor_ops import bitwise_integer
-
         return bitwise_integer(ctx, node, "bitand" if BITWISE[node.kind] == "and" else "bitor")
-    a, b = (_align(ctx, v, out.rank, out) for v in node.args[:2])
+    a, b = (align_rank(ctx, v, out.rank, out) for v in node.args[:2])
     return ctx.g.op(BITWISE[node.kind], a, b, out=out.name)
 
 
@@ -168,8 +158,6 @@ def aten_bitwise_not(ctx: Context, node: Node) -> Ref:
     """bitwise_not(Tensor self) (``~``): booleans; integers with TractNNEF."""
     out = node.outputs[0]
     if out.dtype != "bool":
-        from torch_to_nnef.op.tensor_ops import bitwise_integer
-
         return bitwise_integer(ctx, node, "bitnot")
     return ctx.g.op("not", ctx.ref(node.args[0]), out=out.name)
 
@@ -177,7 +165,7 @@ def aten_bitwise_not(ctx: Context, node: Node) -> Ref:
 @register("aten::round")
 def aten_round(ctx: Context, node: Node) -> Ref:
     """round(Tensor self): half to even, as tract_core_round_even (the spec's round differs)."""
-    if not ctx.tract or (_arg(node, 1, "decimals", 0) or 0) != 0:
+    if not ctx.tract or (node_arg(node, 1, "decimals", 0) or 0) != 0:
         raise TranslationError(f"{node.where()}: round (half to even, no decimals) needs TractNNEF")
     return ctx.g.op("tract_core_round_even", ctx.ref(node.args[0]), out=node.outputs[0].name)
 
@@ -187,11 +175,9 @@ def aten_compare(ctx: Context, node: Node) -> Ref:
     """eq/ne/lt/le/gt/ge(Tensor self, Tensor|Scalar other); minimum/maximum; logical_and/or."""
     out = node.outputs[0]
     a, b = node.args[0], node.args[1]
-    from torch_to_nnef.op.tensor_ops import _operand
-
     dtype = out.dtype if out.dtype != "bool" or node.kind.startswith("aten::logical") else _promoted(a, b)
     _float_only_for_khronos(ctx, node, dtype)
-    ra, rb = (_operand(ctx, node, v, dtype, out.rank) for v in (a, b))
+    ra, rb = (operand_ref(ctx, node, v, dtype, out.rank) for v in (a, b))
     return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
 
 
@@ -219,9 +205,9 @@ def aten_where(ctx: Context, node: Node) -> Ref:
     integer one: tract reads bare float literals as f32 and bare integers as dimensions).
     """
     out = node.outputs[0]
-    c = _align(ctx, node.args[0], out.rank, out)
+    c = align_rank(ctx, node.args[0], out.rank, out)
     a, b = (
-        _align(ctx, v, out.rank, out) if isinstance(v, Value) else _scalar(ctx, v, out.dtype, out.rank)
+        align_rank(ctx, v, out.rank, out) if isinstance(v, Value) else scalar_const(ctx, v, out.dtype, out.rank)
         for v in node.args[1:3]
     )
     return ctx.g.op("select", c, a, b, out=out.name)
@@ -237,53 +223,46 @@ def aten_pow(ctx: Context, node: Node) -> Ref:
     if not isinstance(a, Value):  # pow.Scalar: a number raised to a tensor
         if not out.dtype.startswith("f"):
             raise TranslationError(f"{node.where()}: pow of a number to an integer tensor is not supported")
-        base = _scalar(ctx, float(a), out.dtype, out.rank)
-        return ctx.g.op("pow", base, _align(ctx, b, out.rank, out), out=out.name)
+        base = scalar_const(ctx, float(a), out.dtype, out.rank)
+        return ctx.g.op("pow", base, align_rank(ctx, b, out.rank, out), out=out.name)
     if b == 2:
         if ctx.tract and out.dtype in _SIGNED_INTS:
             return integer_square(ctx, ctx.ref(a), out.name)
         return ctx.g.op("sqr", ctx.ref(a), out=out.name)
-    rb = _align(ctx, b, out.rank, out)
+    rb = align_rank(ctx, b, out.rank, out)
     return ctx.g.op("pow", ctx.ref(a), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
 
 
 @register("aten::leaky_relu")
-def aten_leaky_relu(ctx: Context, node: Node) -> Ref:
+def aten_leaky_relu(ctx: Context, self: Value, negative_slope: float = 0.01) -> Ref:
     """leaky_relu(Tensor self, Scalar negative_slope=0.01) -> Tensor."""
-    slope = float(_arg(node, 1, "negative_slope", 0.01))
-    return ctx.g.op("leaky_relu", ctx.ref(node.args[0]), alpha=slope, out=node.outputs[0].name)
+    return ctx.g.op("leaky_relu", ctx.ref(self), alpha=float(negative_slope), out=ctx.out.name)
 
 
 @register("aten::elu")
-def aten_elu(ctx: Context, node: Node) -> Ref:
-    """elu(Tensor self, Scalar alpha=1, Scalar scale=1, Scalar input_scale=1): also selu and celu."""
-    alpha = float(_arg(node, 1, "alpha", 1.0))
-    scale = float(_arg(node, 2, "scale", 1.0))
-    input_scale = float(_arg(node, 3, "input_scale", 1.0))
-    g, x = ctx.g, ctx.ref(node.args[0])
-    negative = g.op("mul", g.op("sub", g.op("exp", g.op("mul", x, input_scale)), 1.0), alpha)
+def aten_elu(ctx: Context, self: Value, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0) -> Ref:
+    """elu(Tensor self, Scalar alpha=1, Scalar scale=1, Scalar input_scale=1) -> Tensor (selu and celu too)."""
+    g, x = ctx.g, ctx.ref(self)
+    negative = g.op("mul", g.op("sub", g.op("exp", g.op("mul", x, float(input_scale))), 1.0), float(alpha))
     y = g.op("select", g.op("gt", x, 0.0), x, negative)
-    return (
-        g.op("mul", y, scale, out=node.outputs[0].name) if scale != 1.0 else g.op("copy", y, out=node.outputs[0].name)
-    )
+    return g.op("mul", y, float(scale), out=ctx.out.name) if scale != 1.0 else g.op("copy", y, out=ctx.out.name)
 
 
 @register("aten::selu")
-def aten_selu(ctx: Context, node: Node) -> Ref:
-    """selu(Tensor self) = 1.0507 * elu(x, alpha=1.6733)."""
-    g, x = ctx.g, ctx.ref(node.args[0])
+def aten_selu(ctx: Context, self: Value) -> Ref:
+    """selu(Tensor self) -> Tensor: 1.0507 * elu(x, alpha=1.6733)."""
+    g, x = ctx.g, ctx.ref(self)
     negative = g.op("mul", g.op("sub", g.op("exp", x), 1.0), 1.6732632423543772)
     y = g.op("select", g.op("gt", x, 0.0), x, negative)
-    return g.op("mul", y, 1.0507009873554805, out=node.outputs[0].name)
+    return g.op("mul", y, 1.0507009873554805, out=ctx.out.name)
 
 
 @register("aten::celu")
-def aten_celu(ctx: Context, node: Node) -> Ref:
-    """celu(Tensor self, Scalar alpha=1) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
-    alpha = float(_arg(node, 1, "alpha", 1.0))
-    g, x = ctx.g, ctx.ref(node.args[0])
-    negative = g.op("mul", g.op("sub", g.op("exp", g.op("div", x, alpha)), 1.0), alpha)
-    return g.op("add", g.op("max", x, 0.0), g.op("min", negative, 0.0), out=node.outputs[0].name)
+def aten_celu(ctx: Context, self: Value, alpha: float = 1.0) -> Ref:
+    """celu(Tensor self, Scalar alpha=1.0) -> Tensor: max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    g, x = ctx.g, ctx.ref(self)
+    negative = g.op("mul", g.op("sub", g.op("exp", g.op("div", x, float(alpha))), 1.0), float(alpha))
+    return g.op("add", g.op("max", x, 0.0), g.op("min", negative, 0.0), out=ctx.out.name)
 
 
 def _softplus(ctx: Context, x: Ref, beta: float, threshold: float) -> Ref:
@@ -296,24 +275,16 @@ def _softplus(ctx: Context, x: Ref, beta: float, threshold: float) -> Ref:
 
 
 @register("aten::softplus")
-def aten_softplus(ctx: Context, node: Node) -> Ref:
-    """softplus(Tensor self, Scalar beta=1, Scalar threshold=20): linear above the threshold."""
-    beta, threshold = float(_arg(node, 1, "beta", 1.0)), float(_arg(node, 2, "threshold", 20.0))
-    return ctx.g.op("copy", _softplus(ctx, ctx.ref(node.args[0]), beta, threshold), out=node.outputs[0].name)
+def aten_softplus(ctx: Context, self: Value, beta: float = 1.0, threshold: float = 20.0) -> Ref:
+    """softplus(Tensor self, Scalar beta=1, Scalar threshold=20) -> Tensor: linear above the threshold."""
+    return ctx.g.op("copy", _softplus(ctx, ctx.ref(self), float(beta), float(threshold)), out=ctx.out.name)
 
 
 @register("aten::mish")
-def aten_mish(ctx: Context, node: Node) -> Ref:
-    """mish(Tensor self) = x * tanh(softplus(x))."""
-    x = ctx.ref(node.args[0])
-    return ctx.g.op("mul", x, ctx.g.op("tanh", _softplus(ctx, x, 1.0, 20.0)), out=node.outputs[0].name)
-
-
-@register("aten::softsign")
-def aten_softsign(ctx: Context, node: Node) -> Ref:
-    """softsign(Tensor self) = x / (1 + |x|)."""
-    x = ctx.ref(node.args[0])
-    return ctx.g.op("div", x, ctx.g.op("add", ctx.g.op("abs", x), 1.0), out=node.outputs[0].name)
+def aten_mish(ctx: Context, self: Value) -> Ref:
+    """mish(Tensor self) -> Tensor: x * tanh(softplus(x))."""
+    x = ctx.ref(self)
+    return ctx.g.op("mul", x, ctx.g.op("tanh", _softplus(ctx, x, 1.0, 20.0)), out=ctx.out.name)
 
 
 def _prelu(ctx: Context, x: Value, slope: Any, out: str) -> Ref:
@@ -328,7 +299,7 @@ def aten_prelu(ctx: Context, node: Node) -> Ref:
     x, w = node.args[0], node.args[1]
     slope = ctx.ref(w)
     if x.rank >= 2 and w.rank == 1:
-        slope = ctx.g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "_channels")
+        slope = ctx.g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "channel_count")
     return _prelu(ctx, x, slope, node.outputs[0].name)
 
 
@@ -336,36 +307,28 @@ def aten_prelu(ctx: Context, node: Node) -> Ref:
 def aten_prelu_kernel(ctx: Context, node: Node) -> Ref:
     """_prelu_kernel(Tensor self, Tensor weight) -> Tensor: the weight already broadcastable to the input."""
     x, w, out = node.args[0], node.args[1], node.outputs[0]
-    return _prelu(ctx, x, _align(ctx, w, out.rank, out), out.name)
+    return _prelu(ctx, x, align_rank(ctx, w, out.rank, out), out.name)
 
 
 @register("aten::glu")
 def aten_glu(ctx: Context, node: Node) -> Ref:
     """glu(Tensor self, int dim=-1) = first half * sigmoid(second half)."""
     x = node.args[0]
-    axis = _axis(_arg(node, 1, "dim", -1), x.rank)
+    axis = wrap_axis(node_arg(node, 1, "dim", -1), x.rank)
     size = x.shape[axis]
     half: Any = size // 2 if isinstance(size, int) else SymInt(f"({dim_literal(size)})/2")
     if not isinstance(size, int) and not ctx.tract:
         raise TranslationError(f"{node.where()}: glu over a dynamic axis needs TractNNEF")
     a = _slice(ctx, x, axis, 0, half, 1, node.outputs[0].name + "_a")
-    b = _slice(ctx, x, axis, half, _BIG, 1, node.outputs[0].name + "_b")
+    b = _slice(ctx, x, axis, half, BIG, 1, node.outputs[0].name + "_b")
     return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=node.outputs[0].name)
-
-
-def standardize(ctx: Context, x: Any, axes: list[int], eps: float) -> Ref:
-    """``(x - mean) / sqrt(var + eps)`` with the mean and the biased variance over ``axes``."""
-    g = ctx.g
-    centered = g.op("sub", x, g.op("mean_reduce", x, axes=axes))
-    var = g.op("mean_reduce", g.op("sqr", centered), axes=axes)
-    return g.op("mul", centered, g.op("rsqrt", g.op("add", var, eps)))
 
 
 @register("aten::group_norm")
 def aten_group_norm(ctx: Context, node: Node) -> Ref:
     """group_norm(Tensor input, int num_groups, Tensor? weight, Tensor? bias, float eps=1e-05)."""
-    w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
-    return _group_norm(ctx, node, node.args[1], w, b, float(_arg(node, 4, "eps", 1e-5)))
+    w, b = node_arg(node, 2, "weight"), node_arg(node, 3, "bias")
+    return _group_norm(ctx, node, node.args[1], w, b, float(node_arg(node, 4, "eps", 1e-5)))
 
 
 @register("aten::native_group_norm")
@@ -383,9 +346,7 @@ def _group_norm(ctx: Context, node: Node, groups: int, w: Value | None, b: Value
     g, out = ctx.g, node.outputs[0]
     grouped = g.op("reshape", ctx.ref(x), shape=[x.shape[0], groups, -1])
     normed = standardize(ctx, grouped, [2], eps)
-    from torch_to_nnef.op.tensor_ops import _shape_attr
-
-    y = g.op("reshape", normed, shape=_shape_attr(ctx, node, x.shape))
+    y = g.op("reshape", normed, shape=shape_attr(ctx, node, x.shape))
     channel_axes = [0, *range(2, x.rank)]
     if w is not None:
         y = g.op("mul", y, g.op("unsqueeze", ctx.ref(w), axes=channel_axes))
@@ -408,7 +369,7 @@ def aten_hard(ctx: Context, node: Node) -> Ref:
 def aten_gelu(ctx: Context, node: Node) -> Ref:
     """gelu(Tensor self, str approximate='none'): tanh form anywhere, exact form with tract's erf."""
     g, x = ctx.g, ctx.ref(node.args[0])
-    approximate = _arg(node, 1, "approximate", "none")
+    approximate = node_arg(node, 1, "approximate", "none")
     if approximate == "tanh":
         inner = g.op("mul", g.op("add", x, g.op("mul", g.op("pow", x, 3.0), 0.044715)), 0.7978845608028654)
         return g.op("mul", g.op("mul", x, 0.5), g.op("add", g.op("tanh", inner), 1.0), out=node.outputs[0].name)
@@ -425,7 +386,7 @@ def aten_gelu(ctx: Context, node: Node) -> Ref:
 def aten_log_softmax(ctx: Context, node: Node) -> Ref:
     """log_softmax(Tensor self, int dim, ScalarType? dtype): x - max - log(sum(exp(x - max)))."""
     x = node.args[0]
-    axes = [_axis(node.args[1], x.rank)]
+    axes = [wrap_axis(node.args[1], x.rank)]
     g, xr = ctx.g, ctx.ref(x)
     shifted = g.op("sub", xr, g.op("max_reduce", xr, axes=axes))
     lse = g.op("log", g.op("sum_reduce", g.op("exp", shifted), axes=axes))
@@ -436,10 +397,10 @@ def aten_log_softmax(ctx: Context, node: Node) -> Ref:
 def aten_rsub(ctx: Context, node: Node) -> Ref:
     """rsub(Tensor self, Tensor|Scalar other, Scalar alpha=1) -> other - alpha * self."""
     out = node.outputs[0]
-    a, b = _align(ctx, node.args[0], out.rank, out), _align(ctx, node.args[1], out.rank, out)
+    a, b = align_rank(ctx, node.args[0], out.rank, out), align_rank(ctx, node.args[1], out.rank, out)
     if isinstance(b, (int, float)) and not isinstance(b, Ref) and out.dtype.startswith("f"):
         b = float(b)
-    alpha = _arg(node, 2, "alpha", 1)
+    alpha = node_arg(node, 2, "alpha", 1)
     if alpha != 1:
         a = ctx.g.op("mul", a, float(alpha), out=out.name + "_alpha")
     return ctx.g.op("sub", b, a, out=out.name)
@@ -456,15 +417,13 @@ def aten_silu(ctx: Context, node: Node) -> Ref:
 def aten_clamp(ctx: Context, node: Node) -> Ref:
     """clamp(Tensor self, Scalar? min, Scalar? max); hardtanh(self, min_val=-1, max_val=1)."""
     default = (-1.0, 1.0) if node.kind == "aten::hardtanh" else (None, None)
-    lo, hi = _arg(node, 1, "min", default[0]), _arg(node, 2, "max", default[1])
+    lo, hi = node_arg(node, 1, "min", default[0]), node_arg(node, 2, "max", default[1])
     out = node.outputs[0]
     y = ctx.ref(node.args[0])
 
     def bound(v: Any) -> Any:  # a dynamic size (clamping indices to it) as an operand of the input's dtype
         if isinstance(v, (SymInt, Value)):
-            from torch_to_nnef.op.tensor_ops import _operand
-
-            return _operand(ctx, node, v, out.dtype, out.rank)
+            return operand_ref(ctx, node, v, out.dtype, out.rank)
         return float(v)
 
     if lo is not None:
@@ -478,19 +437,19 @@ def aten_clamp(ctx: Context, node: Node) -> Ref:
 def aten_softmax(ctx: Context, node: Node) -> Ref:
     """softmax(Tensor self, int dim, ScalarType? dtype) -> Tensor."""
     x = node.args[0]
-    return ctx.g.op("softmax", ctx.ref(x), axes=[_axis(node.args[1], x.rank)], out=node.outputs[0].name)
+    return ctx.g.op("softmax", ctx.ref(x), axes=[wrap_axis(node.args[1], x.rank)], out=node.outputs[0].name)
 
 
 @register("aten::linear")
 def aten_linear(ctx: Context, node: Node) -> Ref:
     """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor."""
-    x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
+    x, w, b = node.args[0], node.args[1], node_arg(node, 2, "bias")
     out = node.outputs[0]
-    wr = _align(ctx, w, x.rank, out)
+    wr = align_rank(ctx, w, x.rank, out)
     y = ctx.g.op("matmul", ctx.ref(x), wr, transposeA=False, transposeB=True, out=out.name + "_mm")
     if b is None:
         return ctx.g.op("copy", y, out=out.name)
-    return ctx.g.op("add", y, _align(ctx, b, out.rank, out), out=out.name)
+    return ctx.g.op("add", y, align_rank(ctx, b, out.rank, out), out=out.name)
 
 
 @register("aten::matmul", "aten::mm", "aten::bmm")
@@ -511,53 +470,16 @@ def aten_matmul(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", g.op("matmul", ra, rb), axes=squeezed, out=out.name)
 
 
-def _pairs(values: list[int]) -> list[tuple[int, int]]:
-    return [(v, v) for v in values]
-
-
 @register("aten::conv1d", "aten::conv2d", "aten::conv3d")
 def aten_conv(ctx: Context, node: Node) -> Ref:
     """conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[]|str padding, int[] dilation,
     int groups).
     """
     spatial = node.args[0].rank - 2
-    stride = list(_arg(node, 3, "stride", [1] * spatial))
-    padding = _arg(node, 4, "padding", [0] * spatial)
-    dilation = list(_arg(node, 5, "dilation", [1] * spatial))
-    return conv(ctx, node, stride, padding, dilation, int(_arg(node, 6, "groups", 1)))
-
-
-def conv(ctx: Context, node: Node, stride: list[int], padding: Any, dilation: list[int], groups: int) -> Ref:
-    """NNEF ``conv`` of ``node``'s (input, weight, bias) arguments; ``padding`` a list, 'valid' or 'same'."""
-    x, w = node.args[0], node.args[1]
-    b = _arg(node, 2, "bias")
-    spatial = x.rank - 2
-    stride, dilation = stride * (spatial // len(stride)), dilation * (spatial // len(dilation))
-    if padding == "valid":
-        pads: list[tuple[int, int]] = [(0, 0)] * spatial
-    elif padding == "same":
-        pads = []
-        for k, d in zip(w.shape[2:], dilation):
-            total = d * (k - 1)
-            pads.append((total // 2, total - total // 2))
-    else:
-        padding = list(padding)
-        pads = _pairs(padding * (spatial // len(padding)))
-    bias: Any = 0.0
-    if b is not None:
-        bias = ctx.g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
-    return ctx.g.op(
-        "conv",
-        ctx.ref(x),
-        ctx.ref(w),
-        bias,
-        border="constant",
-        padding=pads,
-        stride=stride,
-        dilation=dilation,
-        groups=groups,
-        out=node.outputs[0].name,
-    )
+    stride = list(node_arg(node, 3, "stride", [1] * spatial))
+    padding = node_arg(node, 4, "padding", [0] * spatial)
+    dilation = list(node_arg(node, 5, "dilation", [1] * spatial))
+    return conv(ctx, node, stride, padding, dilation, int(node_arg(node, 6, "groups", 1)))
 
 
 @register("aten::_native_batch_norm_legit_no_training")
@@ -565,35 +487,6 @@ def aten_batch_norm(ctx: Context, node: Node) -> Ref:
     """_native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)."""
     x, w, b, mean, var = node.args[:5]
     return batch_norm(ctx, node, x, w, b, mean, var, float(node.args[6]))
-
-
-def batch_norm(
-    ctx: Context,
-    node: Node,
-    x: Value,
-    w: Value | None,
-    b: Value | None,
-    mean: Value | None,
-    var: Value | None,
-    eps: float,
-) -> Ref:
-    """NNEF ``batch_normalization`` with the running statistics ``mean`` and ``var``."""
-
-    def chan(v: Value | None, fill: float) -> Any:
-        if v is None:
-            return fill
-        return ctx.g.op("unsqueeze", ctx.ref(v), axes=[0], out=v.name + "_2d")
-
-    return ctx.g.op(
-        "batch_normalization",
-        ctx.ref(x),
-        chan(mean, 0.0),
-        chan(var, 1.0),
-        chan(b, 0.0),
-        chan(w, 1.0),
-        epsilon=eps,
-        out=node.outputs[0].name,
-    )
 
 
 @register("aten::layer_norm", "aten::native_layer_norm")
@@ -604,15 +497,15 @@ def aten_layer_norm(ctx: Context, node: Node) -> Ref:
     """
     x = node.args[0]
     n = len(node.args[1])
-    w, b = _arg(node, 2, "weight"), _arg(node, 3, "bias")
-    eps = float(_arg(node, 4, "eps", 1e-5))
+    w, b = node_arg(node, 2, "weight"), node_arg(node, 3, "bias")
+    eps = float(node_arg(node, 4, "eps", 1e-5))
     out = node.outputs[0]
     g = ctx.g
     y = standardize(ctx, ctx.ref(x), list(range(x.rank - n, x.rank)), eps)
     if w is not None:
-        y = g.op("mul", y, _align(ctx, w, out.rank, out))
+        y = g.op("mul", y, align_rank(ctx, w, out.rank, out))
     if b is not None:
-        y = g.op("add", y, _align(ctx, b, out.rank, out))
+        y = g.op("add", y, align_rank(ctx, b, out.rank, out))
     return g.op("copy", y, out=out.name)
 
 
@@ -621,7 +514,7 @@ def aten_transpose(ctx: Context, node: Node) -> Ref:
     """transpose.int(Tensor self, int dim0, int dim1) -> Tensor."""
     x = node.args[0]
     perm = list(range(x.rank))
-    a, b = _axis(node.args[1], x.rank), _axis(node.args[2], x.rank)
+    a, b = wrap_axis(node.args[1], x.rank), wrap_axis(node.args[2], x.rank)
     perm[a], perm[b] = perm[b], perm[a]
     return ctx.g.op("transpose", ctx.ref(x), axes=perm, out=node.outputs[0].name)
 
@@ -639,7 +532,9 @@ def aten_t(ctx: Context, node: Node) -> Ref:
 def aten_permute(ctx: Context, node: Node) -> Ref:
     """permute(Tensor self, int[] dims) -> Tensor."""
     x = node.args[0]
-    return ctx.g.op("transpose", ctx.ref(x), axes=[_axis(d, x.rank) for d in node.args[1]], out=node.outputs[0].name)
+    return ctx.g.op(
+        "transpose", ctx.ref(x), axes=[wrap_axis(d, x.rank) for d in node.args[1]], out=node.outputs[0].name
+    )
 
 
 def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
@@ -700,16 +595,16 @@ def aten_view(ctx: Context, node: Node) -> Ref:
 def aten_unsqueeze(ctx: Context, node: Node) -> Ref:
     """unsqueeze(Tensor self, int dim) -> Tensor."""
     x = node.args[0]
-    return ctx.g.op("unsqueeze", ctx.ref(x), axes=[_axis(node.args[1], x.rank + 1)], out=node.outputs[0].name)
+    return ctx.g.op("unsqueeze", ctx.ref(x), axes=[wrap_axis(node.args[1], x.rank + 1)], out=node.outputs[0].name)
 
 
 @register("aten::squeeze")
 def aten_squeeze(ctx: Context, node: Node) -> Ref:
     """squeeze.dim(s)(Tensor self, int[]? dim) -> Tensor; only axes of size 1 are removed."""
     x = node.args[0]
-    dims = _arg(node, 1, "dim")
+    dims = node_arg(node, 1, "dim")
     dims = list(range(x.rank)) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
-    axes = [_axis(d, x.rank) for d in dims if x.shape[_axis(d, x.rank)] == 1]
+    axes = [wrap_axis(d, x.rank) for d in dims if x.shape[wrap_axis(d, x.rank)] == 1]
     if not axes:
         return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
     return ctx.g.op("squeeze", ctx.ref(x), axes=axes, out=node.outputs[0].name)
@@ -719,9 +614,9 @@ def aten_squeeze(ctx: Context, node: Node) -> Ref:
 def aten_reduce(ctx: Context, node: Node) -> Ref:
     """mean.dim / sum.dim_IntList(Tensor self, int[]? dim, bool keepdim=False, ScalarType? dtype)."""
     x = node.args[0]
-    dims = _arg(node, 1, "dim")
-    axes = list(range(x.rank)) if not dims else sorted(_axis(d, x.rank) for d in dims)
-    keep = bool(_arg(node, 2, "keepdim", False))
+    dims = node_arg(node, 1, "dim")
+    axes = list(range(x.rank)) if not dims else sorted(wrap_axis(d, x.rank) for d in dims)
+    keep = bool(node_arg(node, 2, "keepdim", False))
     op = "mean_reduce" if node.kind == "aten::mean" else "sum_reduce"
     out = node.outputs[0]
     xr = ctx.ref(x)
@@ -738,7 +633,7 @@ def aten_cat(ctx: Context, node: Node) -> Ref:
     tensors = [t for t in node.args[0] if t.shape != (0,)]
     out = node.outputs[0]
     return ctx.g.op(
-        "concat", [ctx.ref(t) for t in tensors], axis=_axis(_arg(node, 1, "dim", 0), out.rank), out=out.name
+        "concat", [ctx.ref(t) for t in tensors], axis=wrap_axis(node_arg(node, 1, "dim", 0), out.rank), out=out.name
     )
 
 
@@ -747,14 +642,14 @@ def _pool(ctx: Context, node: Node, op: str, border: str, out: str | None = None
     spatial = x.rank - 2
     kernel = list(node.args[1])
     kernel = kernel * (spatial // len(kernel))
-    stride = list(_arg(node, 2, "stride", []) or kernel)
+    stride = list(node_arg(node, 2, "stride", []) or kernel)
     stride = stride * (spatial // len(stride))
-    padding = list(_arg(node, 3, "padding", [0]))
+    padding = list(node_arg(node, 3, "padding", [0]))
     padding = padding * (spatial // len(padding))
-    dilation = list(_arg(node, 4, "dilation", [1])) if op == "max_pool" else [1]
+    dilation = list(node_arg(node, 4, "dilation", [1])) if op == "max_pool" else [1]
     dilation = dilation * (spatial // len(dilation))
-    pads, xr = _pairs(padding), ctx.ref(x)
-    if _arg(node, 5 if op == "max_pool" else 4, "ceil_mode", False):
+    pads, xr = padding_pairs(padding), ctx.ref(x)
+    if node_arg(node, 5 if op == "max_pool" else 4, "ceil_mode", False):
         # The last windows may overhang the padded input: pad its end further, outside of any count.
         sizes, wanted = x.shape[2:], node.outputs[0].shape[2:]
         if not all(isinstance(d, int) for d in (*sizes, *wanted)):
@@ -818,8 +713,8 @@ def aten_avg_pool(ctx: Context, node: Node) -> Ref:
     """avg_pool2d(Tensor self, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode,
     bool count_include_pad, int? divisor_override).
     """
-    include_pad = _arg(node, 5, "count_include_pad", True)
-    divisor = _arg(node, 6, "divisor_override")
+    include_pad = node_arg(node, 5, "count_include_pad", True)
+    divisor = node_arg(node, 6, "divisor_override")
     if divisor:  # the window sums ('box'), over the given divisor
         out = node.outputs[0].name
         return ctx.g.op("div", _pool(ctx, node, "box", "constant", out=out + "_sum"), float(divisor), out=out)
@@ -837,8 +732,6 @@ def aten_adaptive_avg_pool(ctx: Context, node: Node) -> Ref:
     """adaptive_avg_pool2d(Tensor self, SymInt[] output_size): global pooling, strided pooling or exact windows."""
     x = node.args[0]
     if any(s != 1 for s in node.args[1]):
-        from torch_to_nnef.op.nn_ops import adaptive_pool
-
         return adaptive_pool(ctx, node, "mean_reduce")
     return ctx.g.op("mean_reduce", ctx.ref(x), axes=list(range(2, x.rank)), out=node.outputs[0].name)
 
@@ -867,32 +760,14 @@ def aten_identity(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
 
 
-_BIG = 1 << 62
-
-
-def _bound(value: Any, dim: Any) -> Any:
-    """A slice bound as NNEF can take it: negative ones counted from the end, clamped to the dim."""
-    if isinstance(value, SymInt):
-        return Ref(dim_literal(value.expr))
-    if isinstance(dim, int):
-        if value < 0:
-            value += dim
-        return max(0, min(value, dim))
-    if value >= _BIG:
-        return Ref(dim_literal(dim))
-    if value < 0:
-        return Ref(f"{dim_literal(dim)}-{-value}")
-    return value
-
-
 def _slice(ctx: Context, x: Value, axis: int, start: Any, end: Any, step: int, out: str) -> Ref:
     dim = x.shape[axis]
     return ctx.g.op(
         "slice",
         ctx.ref(x),
         axes=[axis],
-        begin=[_bound(start, dim)],
-        end=[_bound(end, dim)],
+        begin=[slice_bound(start, dim)],
+        end=[slice_bound(end, dim)],
         stride=[step],
         out=out,
     )
@@ -902,16 +777,16 @@ def _slice(ctx: Context, x: Value, axis: int, start: Any, end: Any, step: int, o
 def aten_slice(ctx: Context, node: Node) -> Ref:
     """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1)."""
     x = node.args[0]
-    axis = _axis(_arg(node, 1, "dim", 0), x.rank)
-    start = _arg(node, 2, "start") or 0
-    end = _arg(node, 3, "end")
-    end = _BIG if end is None else end
-    step = _arg(node, 4, "step", 1)
+    axis = wrap_axis(node_arg(node, 1, "dim", 0), x.rank)
+    start = node_arg(node, 2, "start") or 0
+    end = node_arg(node, 3, "end")
+    end = BIG if end is None else end
+    step = node_arg(node, 4, "step", 1)
     size = node.outputs[0].shape[axis]
     if step > 1 and ctx.tract and not (isinstance(size, int) and isinstance(x.shape[axis], int)) and size != 0:
         # over a dynamic axis, the end just after the last element taken: tract counts ceil((end - begin) / step)
         # elements, and proves that equal to the size torch gives only from such an end ([0:2*T:2] has T)
-        begin = _bound(start, x.shape[axis])
+        begin = slice_bound(start, x.shape[axis])
         last = Ref(f"{dim_literal(str(begin))}+{step}*({dim_literal(size)}-1)+1")
         if not isinstance(begin, int):  # tract cannot pull a stride over a slice from a symbolic start: gather
             ctx.g.need("tract_registry tract_core")
@@ -927,13 +802,13 @@ def _scatter_slice(ctx: Context, node: Node, x: Value, src: Any, axis: int, star
     """``x`` with ``x[start:end]`` on ``axis`` replaced by ``src``: the parts of ``x`` around it, concatenated."""
     dim, out = x.shape[axis], node.outputs[0]
     start = 0 if start is None else start
-    end = _BIG if end is None else end
+    end = BIG if end is None else end
     parts = []
-    if _bound(start, dim) != 0:
+    if slice_bound(start, dim) != 0:
         parts.append(_slice(ctx, x, axis, 0, start, 1, out.name + "_before"))
     parts.append(src)
-    if _bound(end, dim) != _bound(_BIG, dim):
-        parts.append(_slice(ctx, x, axis, end, _BIG, 1, out.name + "_after"))
+    if slice_bound(end, dim) != slice_bound(BIG, dim):
+        parts.append(_slice(ctx, x, axis, end, BIG, 1, out.name + "_after"))
     return ctx.g.op("concat", parts, axis=axis, out=out.name)
 
 
@@ -945,17 +820,17 @@ def aten_slice_scatter(ctx: Context, node: Node) -> Ref:
     ``src``, concatenated; steps other than 1 are not supported.
     """
     x, src = node.args[0], node.args[1]
-    axis = _axis(_arg(node, 2, "dim", 0), x.rank)
-    if _arg(node, 5, "step", 1) != 1:
+    axis = wrap_axis(node_arg(node, 2, "dim", 0), x.rank)
+    if node_arg(node, 5, "step", 1) != 1:
         raise TranslationError(f"{node.where()}: slice_scatter with a step other than 1 is not supported yet")
-    return _scatter_slice(ctx, node, x, ctx.ref(src), axis, _arg(node, 3, "start"), _arg(node, 4, "end"))
+    return _scatter_slice(ctx, node, x, ctx.ref(src), axis, node_arg(node, 3, "start"), node_arg(node, 4, "end"))
 
 
 @register("aten::select_scatter")
 def aten_select_scatter(ctx: Context, node: Node) -> Ref:
     """select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor: ``x[..., index] = src``."""
     x, src, index = node.args[0], node.args[1], node.args[3]
-    axis = _axis(node.args[2], x.rank)
+    axis = wrap_axis(node.args[2], x.rank)
     if not isinstance(index, int):
         raise TranslationError(f"{node.where()}: select_scatter at a symbolic index is not supported yet")
     row = ctx.g.op("unsqueeze", ctx.ref(src), axes=[axis], out=node.outputs[0].name + "_row")
@@ -967,9 +842,9 @@ def aten_select_scatter(ctx: Context, node: Node) -> Ref:
 def aten_select(ctx: Context, node: Node) -> Ref:
     """select.int(Tensor self, int dim, SymInt index) -> Tensor (the axis is removed)."""
     x = node.args[0]
-    axis = _axis(node.args[1], x.rank)
+    axis = wrap_axis(node.args[1], x.rank)
     index = node.args[2]
-    end = index + 1 if isinstance(index, int) and index != -1 else _BIG
+    end = index + 1 if isinstance(index, int) and index != -1 else BIG
     y = _slice(ctx, x, axis, index, end, 1, node.outputs[0].name + "_slice")
     return ctx.g.op("squeeze", y, axes=[axis], out=node.outputs[0].name)
 
@@ -978,7 +853,7 @@ def aten_select(ctx: Context, node: Node) -> Ref:
 def aten_split(ctx: Context, node: Node) -> list[Ref]:
     """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0); split.Tensor(self, int size, dim)."""
     x = node.args[0]
-    axis = _axis(_arg(node, 2, "dim", 0), x.rank)
+    axis = wrap_axis(node_arg(node, 2, "dim", 0), x.rank)
     refs: list[Ref] = []
     start: Any = 0
     for out in node.outputs:
@@ -991,8 +866,8 @@ def aten_split(ctx: Context, node: Node) -> list[Ref]:
                 "slice",
                 ctx.ref(x),
                 axes=[axis],
-                begin=[_dim_ref(start)],
-                end=[_dim_ref(end)],
+                begin=[dim_ref(start)],
+                end=[dim_ref(end)],
                 stride=[1],
                 out=out.name,
             )
@@ -1005,7 +880,7 @@ def aten_split(ctx: Context, node: Node) -> list[Ref]:
 def aten_stack(ctx: Context, node: Node) -> Ref:
     """stack(Tensor[] tensors, int dim=0) -> Tensor."""
     out = node.outputs[0]
-    axis = _axis(_arg(node, 1, "dim", 0), out.rank)
+    axis = wrap_axis(node_arg(node, 1, "dim", 0), out.rank)
     return ctx.g.op("stack", [ctx.ref(t) for t in node.args[0]], axis=axis, out=out.name)
 
 
@@ -1013,10 +888,10 @@ def aten_stack(ctx: Context, node: Node) -> Ref:
 def aten_tile(ctx: Context, node: Node) -> Ref:
     """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats): both as tile."""
     x, out = node.args[0], node.outputs[0]
-    xr = _align(ctx, x, out.rank, out)
+    xr = align_rank(ctx, x, out.rank, out)
     if node.kind == "aten::repeat":  # the counts as given: a dynamic axis repeated has no ratio to find
         counts = [c.expr if isinstance(c, SymInt) else c for c in node.args[1]]
-        return ctx.g.op("tile", xr, repeats=[_dim_ref(c) for c in counts], out=out.name)
+        return ctx.g.op("tile", xr, repeats=[dim_ref(c) for c in counts], out=out.name)
     src = (1,) * (out.rank - x.rank) + tuple(x.shape)
     repeats: list[Any] = []
     for have, want in zip(src, out.shape):
@@ -1039,9 +914,9 @@ def aten_pad(ctx: Context, node: Node) -> Ref:
     amounts crop.
     """
     if node.kind == "aten::pad":
-        mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value")
+        mode, value = node_arg(node, 2, "mode", "constant"), node_arg(node, 3, "value")
     else:
-        mode, value = "constant", _arg(node, 2, "value", 0.0)
+        mode, value = "constant", node_arg(node, 2, "value", 0.0)
     return pad_nd(ctx, node, list(node.args[1]), mode, value)
 
 
@@ -1080,13 +955,13 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     shape = list(x.shape)
     for axis, (before, after) in enumerate(pairs):  # negative amounts: crop first
         if before < 0 or after < 0:
-            end: Any = _BIG if after >= 0 else after
+            end: Any = BIG if after >= 0 else after
             y = g.op(
                 "slice",
                 y,
                 axes=[axis],
                 begin=[max(-before, 0)],
-                end=[_bound(end, shape[axis])],
+                end=[slice_bound(end, shape[axis])],
                 stride=[1],
             )
             if isinstance(shape[axis], int):
@@ -1099,7 +974,9 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
             size = shape[axis]
             parts = []
             if before:
-                parts.append(g.op("slice", y, axes=[axis], begin=[_bound(-before, size)], end=[_bound(_BIG, size)]))
+                parts.append(
+                    g.op("slice", y, axes=[axis], begin=[slice_bound(-before, size)], end=[slice_bound(BIG, size)])
+                )
             parts.append(y)
             if after:
                 parts.append(g.op("slice", y, axes=[axis], begin=[0], end=[after]))
@@ -1125,7 +1002,7 @@ def _pad_symbolic(ctx: Context, node: Node, pad: list[Any], value: Any) -> Ref:
     x, out = node.args[0], node.outputs[0]
     g = ctx.g
     fill = g.variable(
-        np.full((1,) * x.rank, float(value or 0.0), dtype=_NP_DTYPES[x.dtype]),
+        np.full((1,) * x.rank, float(value or 0.0), dtype=NP_DTYPES[x.dtype]),
         f"constant_{x.dtype}_{str(float(value or 0.0)).replace('-', 'minus_').replace('.', 'p')}_r{x.rank}",
     )
     y: Any = ctx.ref(x)
@@ -1136,7 +1013,7 @@ def _pad_symbolic(ctx: Context, node: Node, pad: list[Any], value: Any) -> Ref:
         for side, amount in enumerate(pad[2 * i : 2 * i + 2]):
             size = amount.expr if isinstance(amount, SymInt) else amount
             if size != 0:
-                repeats = [_dim_ref(size if a == axis else d) for a, d in enumerate(shape)]
+                repeats = [dim_ref(size if a == axis else d) for a, d in enumerate(shape)]
                 blocks[side].append(g.op("tile", fill, repeats=repeats))
         if blocks[0] or blocks[1]:
             y = g.op("concat", [*blocks[0], y, *blocks[1]], axis=axis)
@@ -1164,14 +1041,7 @@ def aten_embedding(ctx: Context, node: Node) -> Ref:
 def aten_index_select(ctx: Context, node: Node) -> Ref:
     """index_select(Tensor self, int dim, Tensor index) -> Tensor."""
     x = node.args[0]
-    return _gather(ctx, node, x, node.args[2], _axis(node.args[1], x.rank))
-
-
-def _reduce_axes(x: Value, dims: Any) -> list[int]:
-    if dims is None or dims == []:
-        return list(range(x.rank))
-    dims = [dims] if isinstance(dims, int) else dims
-    return sorted(_axis(d, x.rank) for d in dims)
+    return _gather(ctx, node, x, node.args[2], wrap_axis(node.args[1], x.rank))
 
 
 def _reduce(ctx: Context, op: str, x: Value, axes: list[int], keep: bool, out: str) -> Ref:
@@ -1184,8 +1054,8 @@ def aten_amax(ctx: Context, node: Node) -> Ref:
     """amax/amin(Tensor self, int[] dim=[], bool keepdim=False) -> Tensor."""
     x = node.args[0]
     op = "max_reduce" if node.kind == "aten::amax" else "min_reduce"
-    axes = _reduce_axes(x, _arg(node, 1, "dim"))
-    return _reduce(ctx, op, x, axes, bool(_arg(node, 2, "keepdim", False)), node.outputs[0].name)
+    axes = reduce_axes(x, node_arg(node, 1, "dim"))
+    return _reduce(ctx, op, x, axes, bool(node_arg(node, 2, "keepdim", False)), node.outputs[0].name)
 
 
 @register("aten::max", "aten::min")
@@ -1200,8 +1070,8 @@ def aten_max_dim(ctx: Context, node: Node) -> Sequence[Ref] | Ref:
     red = "max_reduce" if node.kind == "aten::max" else "min_reduce"
     if len(node.outputs) == 1:  # max(self): over every axis
         return [_reduce(ctx, red, x, list(range(x.rank)), False, node.outputs[0].name)]
-    axis = _axis(node.args[1], x.rank)
-    keep = bool(_arg(node, 2, "keepdim", False))
+    axis = wrap_axis(node.args[1], x.rank)
+    keep = bool(node_arg(node, 2, "keepdim", False))
     values = _reduce(ctx, red, x, [axis], keep, node.outputs[0].name)
     arg = "argmax_reduce" if node.kind == "aten::max" else "argmin_reduce"
     indices = _reduce(ctx, arg, x, [axis], keep, node.outputs[1].name)
@@ -1212,51 +1082,13 @@ def aten_max_dim(ctx: Context, node: Node) -> Sequence[Ref] | Ref:
 def aten_argmax(ctx: Context, node: Node) -> Ref:
     """argmax/argmin(Tensor self, int? dim=None, bool keepdim=False) -> Tensor."""
     x = node.args[0]
-    dim = _arg(node, 1, "dim")
+    dim = node_arg(node, 1, "dim")
     op = "argmax_reduce" if node.kind == "aten::argmax" else "argmin_reduce"
-    keep = bool(_arg(node, 2, "keepdim", False))
+    keep = bool(node_arg(node, 2, "keepdim", False))
     if dim is None:
         flat = ctx.g.op("reshape", ctx.ref(x), shape=[-1])
         return ctx.g.op("squeeze", ctx.g.op(op, flat, axes=[0]), axes=[0], out=node.outputs[0].name)
-    return _reduce(ctx, op, x, [_axis(dim, x.rank)], keep, node.outputs[0].name)
-
-
-def variance(ctx: Context, node: Node) -> tuple[Ref, Ref, list[int], bool]:
-    """The mean and the variance (the standard deviation for the ``std`` kinds) of a
-    ``var/std(_mean).correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)``
-    node, both reduced with kept axes; and the axes and ``keepdim``. The older overloads
-    ``var/std(Tensor self, bool unbiased)`` and ``.dim(Tensor self, int[]? dim, bool unbiased, bool keepdim)``
-    (torch keeps ``x.std(1, keepdim=True)`` so) give the correction as ``unbiased``.
-    """
-    x = node.args[0]
-    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    positional = list(node.args[:-1] if kwargs else node.args)
-    if len(positional) > 1 and isinstance(positional[1], bool):  # var(self, unbiased)
-        positional = [x, None, *positional[1:]]
-    correction = kwargs.get("correction", 1)
-    if len(positional) > 2 and isinstance(positional[2], bool):  # .dim(self, dim, unbiased, keepdim)
-        correction = int(positional[2])
-    correction = 1 if correction is None else correction
-    keep = bool(positional[3] if len(positional) > 3 else kwargs.get("keepdim", False))
-    axes = _reduce_axes(x, positional[1] if len(positional) > 1 else None)
-    dims = [x.shape[a] for a in axes]
-    g, xr = ctx.g, ctx.ref(x)
-    mean = g.op("mean_reduce", xr, axes=axes)
-    squares = g.op("sqr", g.op("sub", xr, mean))
-    if all(isinstance(d, int) for d in dims):
-        count = math.prod(int(d) for d in dims)
-        spread = g.op("div", g.op("sum_reduce", squares, axes=axes), float(max(count - correction, 0)))
-    elif correction == 0:
-        spread = g.op("mean_reduce", squares, axes=axes)
-    else:  # over a dynamic axis: the count of values, less the correction, from the symbols
-        from torch_to_nnef.op.tensor_ops import _operand
-
-        count_expr = "*".join(f"({dim_literal(d)})" for d in dims)
-        divisor = _operand(ctx, node, SymInt(f"{count_expr}-{correction}"), x.dtype, x.rank)
-        spread = g.op("div", g.op("sum_reduce", squares, axes=axes), divisor)
-    if node.kind in ("aten::std", "aten::std_mean"):
-        spread = g.op("sqrt", spread)
-    return mean, spread, axes, keep
+    return _reduce(ctx, op, x, [wrap_axis(dim, x.rank)], keep, node.outputs[0].name)
 
 
 @register("aten::var", "aten::std")
@@ -1267,44 +1099,19 @@ def aten_var(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", var, out=out) if keep else ctx.g.op("squeeze", var, axes=axes, out=out)
 
 
-_NP_DTYPES = {
-    "f16": "float16",
-    "f32": "float32",
-    "f64": "float64",
-    "i8": "int8",
-    "i16": "int16",
-    "i32": "int32",
-    "i64": "int64",
-    "u8": "uint8",
-    "bool": "bool",
-}
-
-
-def _scalar(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
-    """A scalar operand of ``dtype``: a literal for f32/f64 and booleans, else a one-element variable
-    (tract reads float literals as f32, so an f16 operand needs an f16 constant, and integer literals
-    as dimensions, which do not mix with integer tensors).
-    """
-    import math
-
-    import numpy as np
-
-    if dtype in ("f32", "f64") and isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    if dtype == "bool" and isinstance(value, (bool, int)):
-        return bool(value)
-    array = np.full((1,) * rank, value, dtype=_NP_DTYPES[dtype])
-    label = str(value).replace("-", "minus_").replace(".", "p")
-    return ctx.g.variable(array, f"constant_{dtype}_{label}_r{rank}")
-
-
 @register("aten::masked_fill")
 def aten_masked_fill(ctx: Context, node: Node) -> Ref:
     """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> where(mask, value, self)."""
     out = node.outputs[0]
     x, mask, value = node.args[:3]
-    fill = _align(ctx, value, out.rank, out) if isinstance(value, Value) else _scalar(ctx, value, out.dtype, out.rank)
-    return ctx.g.op("select", _align(ctx, mask, out.rank, out), fill, _align(ctx, x, out.rank, out), out=out.name)
+    fill = (
+        align_rank(ctx, value, out.rank, out)
+        if isinstance(value, Value)
+        else scalar_const(ctx, value, out.dtype, out.rank)
+    )
+    return ctx.g.op(
+        "select", align_rank(ctx, mask, out.rank, out), fill, align_rank(ctx, x, out.rank, out), out=out.name
+    )
 
 
 @register("aten::zeros_like", "aten::ones_like", "aten::full_like")
@@ -1316,11 +1123,7 @@ def aten_full_like(ctx: Context, node: Node) -> Ref:
         value = node.args[1]
     import numpy as np
 
-    array = np.full((1,) * out.rank, value, dtype=_NP_DTYPES[out.dtype])
+    array = np.full((1,) * out.rank, value, dtype=NP_DTYPES[out.dtype])
     one = ctx.g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
     repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
     return ctx.g.op("tile", one, repeats=repeats, out=out.name)
-
-
-def _dim_ref(d: Any) -> Any:
-    return d if isinstance(d, int) else Ref(dim_literal(d))

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch_to_nnef.check.targets import OLDEST_TRACT
 from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.inference_target import OLDEST_TRACT
 from torch_to_nnef.op import supported_kinds
 
 RECORD_ENV = "T2N_RECORD_OP_CASES"

@@ -30,7 +30,7 @@ from torch.utils import _pytree as pytree
 
 from torch_to_nnef.errors import T2NError
 from torch_to_nnef.ir import Graph, Node
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 
 LOGGER = logging.getLogger(__name__)
 

@@ -13,31 +13,33 @@ from typing import Any, cast
 
 import numpy as np
 
+from torch_to_nnef.check.versions import GRID_SAMPLE_TRACT, version_text
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal, literal
-from torch_to_nnef.op.core import (
-    _NP_DTYPES,
-    TranslationError,
-    _align,
-    _arg,
-    _axis,
-    _scalar,
+from torch_to_nnef.nnef.builder import Ref, dim_literal, literal
+from torch_to_nnef.op.common import (
+    NP_DTYPES,
+    NP_FLOAT,
+    align_rank,
+    broadcast_shape,
+    cast_to,
     conv,
+    conv_transpose,
+    dim_of,
+    finish_reduction,
+    node_arg,
+    operand_ref,
+    resize_args,
+    scalar_const,
+    source_scale,
+    static_sizes,
+    tract_only,
+    trunc_ref,
+    vector_norm,
+    wrap_axis,
 )
-from torch_to_nnef.op.nn_ops import _NP_FLOAT, _conv_transpose, _resize_args, _source_scale, _static
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.op.tensor_ops import (
-    _broadcast_shape,
-    _cast,
-    _dim,
-    _finish,
-    _operand,
-    _tract_only,
-    _trunc,
-    _vector_norm,
-    aten_diagonal,
-)
-from torch_to_nnef.tract_versions import GRID_SAMPLE_TRACT, version_text
+from torch_to_nnef.op.tensor_ops import aten_diagonal
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
@@ -63,11 +65,11 @@ def _float_input(ctx: Context, node: Node, v: Any, out: Value) -> Any:
     """An operand of a floating-point op, in the output's dtype and rank."""
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported (floats only)")
-    return _operand(ctx, node, v, out.dtype, out.rank)
+    return operand_ref(ctx, node, v, out.dtype, out.rank)
 
 
 def _finite_max(dtype: str) -> float:
-    return float(np.finfo(_NP_DTYPES[dtype]).max)
+    return float(np.finfo(NP_DTYPES[dtype]).max)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,8 +134,8 @@ def aten_grid_sampler(ctx: Context, node: Node) -> Ref:
             f"with padding {('zeros', 'border', 'reflection')[padding]} needs tract_core_grid_sample: use "
             f"TractNNEF(version >= {version_text(GRID_SAMPLE_TRACT)})"
         )
-    channels, height, width = _static(node, x, [1, 2, 3], "grid_sample")
-    ho, wo = _static(node, grid, [1, 2], "grid_sample")
+    channels, height, width = static_sizes(node, x, [1, 2, 3], "grid_sample")
+    ho, wo = static_sizes(node, grid, [1, 2], "grid_sample")
     points = g.op("reshape", ctx.ref(grid), shape=[-1, 2], axis_start=1, axis_count=3)  # [N, P, 2]
     cx = g.op("slice", points, axes=[2], begin=[0], end=[1], stride=[1])
     cy = g.op("slice", points, axes=[2], begin=[1], end=[2], stride=[1])
@@ -155,7 +157,7 @@ def aten_grid_sampler(ctx: Context, node: Node) -> Ref:
 def _cubic_matrix(size: int, out: int, factor: float | None, align: bool) -> np.ndarray:
     """The ``[out, size]`` matrix of PyTorch's bicubic resizing of one axis (A = -0.75, edges repeated)."""
     a = -0.75
-    scale = np.float32(_source_scale(size, out, factor, align))
+    scale = np.float32(source_scale(size, out, factor, align))
     m = np.zeros((out, size), dtype=np.float64)
     for i in range(out):
         src = scale * np.float32(i) if align else scale * (np.float32(i) + np.float32(0.5)) - np.float32(0.5)
@@ -185,7 +187,7 @@ def _cubic_antialias_matrix(size: int, out: int, factor: float | None, align: bo
             return (((v - 5.0) * v + 8.0) * v - 4.0) * -0.5
         return 0.0
 
-    scale = float(_source_scale(size, out, factor, align))
+    scale = float(source_scale(size, out, factor, align))
     support = 2.0 * scale if scale >= 1.0 else 2.0
     stretch = 1.0 / scale if scale >= 1.0 else 1.0
     m = np.zeros((out, size), dtype=np.float64)
@@ -208,12 +210,12 @@ def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
     """
     x, out = node.args[0], node.outputs[0]
     antialias = node.kind == "aten::_upsample_bicubic2d_aa"
-    align, factors = _resize_args(node, True)
-    sizes = _static(node, x, [2, 3], "bicubic resizing")
-    wanted = _static(node, out, [2, 3], "bicubic resizing")
+    align, factors = resize_args(node, True)
+    sizes = static_sizes(node, x, [2, 3], "bicubic resizing")
+    wanted = static_sizes(node, out, [2, 3], "bicubic resizing")
     g = ctx.g
     y = ctx.ref(x)
-    dtype = _NP_FLOAT.get(x.dtype, "float32")
+    dtype = NP_FLOAT.get(x.dtype, "float32")
     for axis, size, n, f in zip((2, 3), sizes, wanted, factors):
         make = _cubic_antialias_matrix if antialias else _cubic_matrix
         matrix = make(size, n, f, align).astype(dtype)
@@ -245,7 +247,7 @@ def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, larges
     of the elements before it (smaller or larger, or equal at a lower index), and output ``j`` sums the
     elements of rank ``j``. The indices need integer arithmetic, which the specification lacks.
     """
-    (n,) = _static(node, x, [axis], f"{node.kind} for KhronosNNEF")
+    (n,) = static_sizes(node, x, [axis], f"{node.kind} for KhronosNNEF")
     if not isinstance(k, int) or not x.dtype.startswith("f"):
         raise TranslationError(
             f"{node.where()}: {node.kind} for KhronosNNEF needs a static k and floats: use TractNNEF"
@@ -286,7 +288,7 @@ def _sort_args(node: Node) -> tuple[int, bool]:
     """``(dim, descending)`` of sort(self, int dim=-1, bool descending=False) or sort.stable(self, *, stable, dim,
     descending); argsort alike.
     """
-    return int(_arg(node, 1, "dim", -1)), bool(_arg(node, 2, "descending", False))
+    return int(node_arg(node, 1, "dim", -1)), bool(node_arg(node, 2, "descending", False))
 
 
 @register("aten::sort")
@@ -298,7 +300,7 @@ def aten_sort(ctx: Context, node: Node) -> list[Ref]:
     """
     x = node.args[0]
     dim, descending = _sort_args(node)
-    axis = _axis(dim, x.rank)
+    axis = wrap_axis(dim, x.rank)
     values, indices = node.outputs
     return _topk(ctx, node, x, x.shape[axis], axis, descending, [values.name, indices.name])
 
@@ -308,7 +310,7 @@ def aten_argsort(ctx: Context, node: Node) -> Ref:
     """argsort(Tensor self, int dim=-1, bool descending=False) -> Tensor (also argsort.stable)."""
     x, out = node.args[0], node.outputs[0]
     dim, descending = _sort_args(node)
-    axis = _axis(dim, x.rank)
+    axis = wrap_axis(dim, x.rank)
     if not ctx.tract:
         raise TranslationError(
             f"{node.where()}: argsort gives indices, which need integer arithmetic that the NNEF specification "
@@ -325,8 +327,8 @@ def aten_topk(ctx: Context, node: Node) -> list[Ref]:
     Always sorted (``sorted=False`` leaves the order unspecified, so sorted is a valid answer).
     """
     x = node.args[0]
-    axis = _axis(_arg(node, 2, "dim", -1), x.rank)
-    largest = bool(_arg(node, 3, "largest", True))
+    axis = wrap_axis(node_arg(node, 2, "dim", -1), x.rank)
+    largest = bool(node_arg(node, 3, "largest", True))
     values, indices = node.outputs
     return _topk(ctx, node, x, node.args[1], axis, largest, [values.name, indices.name])
 
@@ -346,10 +348,10 @@ def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> An
     """``src`` as updates of the shape of ``index``: a scalar filled in, a larger tensor cropped."""
     if not isinstance(src, Value):
         return _filled_like(ctx, node, index, src, dtype)
-    ref = _cast(ctx, node, ctx.ref(src), src.dtype, dtype)
+    ref = cast_to(ctx, node, ctx.ref(src), src.dtype, dtype)
     if tuple(src.shape) == tuple(index.shape):
         return ref
-    ends = [_dim(node, d) for d in index.shape]
+    ends = [dim_of(node, d) for d in index.shape]
     return ctx.g.op(
         "slice", ref, axes=list(range(index.rank)), begin=[0] * index.rank, end=ends, stride=[1] * index.rank
     )
@@ -357,10 +359,10 @@ def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> An
 
 def _filled_like(ctx: Context, node: Node, like: Value, value: Any, dtype: str) -> Ref:
     """A tensor of ``like``'s shape filled with the scalar ``value`` of ``dtype``."""
-    array = np.full((1,) * like.rank, value, dtype=_NP_DTYPES[dtype])
+    array = np.full((1,) * like.rank, value, dtype=NP_DTYPES[dtype])
     label = f"constant_{dtype}_{str(value).replace('-', 'minus_').replace('.', 'p')}_r{like.rank}"
     one = ctx.g.variable(array, label)
-    return ctx.g.op("tile", one, repeats=[_dim(node, d) for d in like.shape])
+    return ctx.g.op("tile", one, repeats=[dim_of(node, d) for d in like.shape])
 
 
 @register("aten::scatter")
@@ -369,10 +371,10 @@ def aten_scatter(ctx: Context, node: Node) -> Ref:
     scatter.reduce / value_reduce (..., *, str reduce): 'add' or 'multiply'.
     """
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis = _axis(node.args[1], x.rank)
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis = wrap_axis(node.args[1], x.rank)
     index = node.args[2]
-    reduce = _arg(node, 4, "reduce")
+    reduce = node_arg(node, 4, "reduce")
     reduction = "none" if reduce is None else _REDUCTIONS[reduce]
     updates = _updates(ctx, node, node.args[3], index, out.dtype)
     return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, reduction, out.name)
@@ -382,8 +384,8 @@ def aten_scatter(ctx: Context, node: Node) -> Ref:
 def aten_scatter_add(ctx: Context, node: Node) -> Ref:
     """scatter_add(Tensor self, int dim, Tensor index, Tensor src) -> Tensor."""
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index = _axis(node.args[1], x.rank), node.args[2]
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index = wrap_axis(node.args[1], x.rank), node.args[2]
     updates = _updates(ctx, node, node.args[3], index, out.dtype)
     return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, "add", out.name)
 
@@ -396,9 +398,9 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
     Without ``include_self`` the scattered places are first reset to the reduction's identity.
     """
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index, reduce = _axis(node.args[1], x.rank), node.args[2], node.args[4]
-    include_self = bool(_arg(node, 5, "include_self", True))
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index, reduce = wrap_axis(node.args[1], x.rank), node.args[2], node.args[4]
+    include_self = bool(node_arg(node, 5, "include_self", True))
     updates = _updates(ctx, node, node.args[3], index, out.dtype)
     g, xr, ir = ctx.g, ctx.ref(x), ctx.ref(index)
     if reduce == "mean":
@@ -422,9 +424,9 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
     reduction = _REDUCTIONS[reduce]
     if not include_self:
         if out.dtype.startswith("f"):
-            info: Any = np.finfo(_NP_DTYPES[out.dtype])
+            info: Any = np.finfo(NP_DTYPES[out.dtype])
         else:
-            info = np.iinfo(_NP_DTYPES[out.dtype])
+            info = np.iinfo(NP_DTYPES[out.dtype])
         identity = {"add": 0, "mul": 1, "max": info.min, "min": info.max}[reduction]
         reset = _filled_like(ctx, node, index, identity, out.dtype)
         xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset")
@@ -438,7 +440,7 @@ def _index_along(ctx: Context, node: Node, index: Value, axis: int, like: Value)
         if like.rank > 1
         else ctx.ref(index)
     )
-    repeats = [1 if a == axis else _dim(node, d) for a, d in enumerate(like.shape)]
+    repeats = [1 if a == axis else dim_of(node, d) for a, d in enumerate(like.shape)]
     return ctx.g.op("tile", y, repeats=repeats) if any(r != 1 for r in repeats) else y
 
 
@@ -448,13 +450,13 @@ def aten_index_copy(ctx: Context, node: Node) -> Ref:
     Scalar alpha=1): rows of ``source`` written (or added) at ``index`` along ``dim``.
     """
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index, source = _axis(node.args[1], x.rank), node.args[2], node.args[3]
-    updates = _cast(ctx, node, ctx.ref(source), source.dtype, out.dtype)
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index, source = wrap_axis(node.args[1], x.rank), node.args[2], node.args[3]
+    updates = cast_to(ctx, node, ctx.ref(source), source.dtype, out.dtype)
     if node.kind == "aten::index_add":
-        alpha = _arg(node, 4, "alpha", 1)
+        alpha = node_arg(node, 4, "alpha", 1)
         if alpha != 1:
-            updates = ctx.g.op("mul", updates, _scalar(ctx, alpha, out.dtype, out.rank))
+            updates = ctx.g.op("mul", updates, scalar_const(ctx, alpha, out.dtype, out.rank))
     if source.rank == 0:
         updates = ctx.g.op("unsqueeze", updates, axes=[0])
     like = source if source.rank else Value(source.name, source.dtype, (1,))
@@ -472,25 +474,25 @@ def aten_index_put(ctx: Context, node: Node) -> Ref:
     """
     x, out = node.args[0], node.outputs[0]
     indices, values = list(node.args[1]), node.args[2]
-    accumulate = bool(_arg(node, 3, "accumulate", False))
+    accumulate = bool(node_arg(node, 3, "accumulate", False))
     g = ctx.g
     masks = [i for i in indices if isinstance(i, Value) and i.dtype == "bool"]
     if masks:
         return _masked_put(ctx, node, indices, values, accumulate)
-    _tract_only(ctx, node, "needs tract_core_scatter_nd (the NNEF specification has no scatter)")
+    tract_only(ctx, node, "needs tract_core_scatter_nd (the NNEF specification has no scatter)")
     positions = [k for k, i in enumerate(indices) if i is not None]
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
-    batch = _broadcast_shape([indices[k].shape for k in positions])
+    batch = broadcast_shape([indices[k].shape for k in positions])
     columns = []
     for k in positions:
         idx = indices[k]
-        ref = _cast(ctx, node, _tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
-        size = _operand(
+        ref = cast_to(ctx, node, _tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
+        size = operand_ref(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
         )
-        wrapped = g.op("select", g.op("lt", ref, _scalar(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
+        wrapped = g.op("select", g.op("lt", ref, scalar_const(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
         columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
     stacked = g.op("concat", columns, axis=len(batch)) if len(columns) > 1 else columns[0]
     # The values broadcast against x[indices]: [lead..., batch..., trail...] when the indexed axes are
@@ -499,7 +501,7 @@ def aten_index_put(ctx: Context, node: Node) -> Ref:
     lead = positions[0] if adjacent else 0
     rest = [x.shape[a] for a in others]
     result = rest[:lead] + batch + rest[lead:]
-    vr = _cast(ctx, node, ctx.ref(values), values.dtype, out.dtype)
+    vr = cast_to(ctx, node, ctx.ref(values), values.dtype, out.dtype)
     vr = _tile_to(ctx, node, vr, values.shape, result)
     nb = len(batch)
     if lead:
@@ -517,7 +519,7 @@ def _tile_to(ctx: Context, node: Node, ref: Any, shape: tuple[Dim, ...], target:
     if len(shape) < len(target):
         ref = ctx.g.op("unsqueeze", ref, axes=list(range(len(target) - len(shape))))
     have = (1,) * (len(target) - len(shape)) + tuple(shape)
-    repeats = [_dim(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, target)]
+    repeats = [dim_of(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, target)]
     return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref
 
 
@@ -536,7 +538,7 @@ def _masked_put(ctx: Context, node: Node, indices: list[Any], values: Value, acc
         m = g.op("unsqueeze", m, axes=list(range(lead)))
     if lead + mask.rank < x.rank:
         m = g.op("unsqueeze", m, axes=list(range(lead + mask.rank, x.rank)))
-    v = _operand(ctx, node, values, out.dtype, out.rank)
+    v = operand_ref(ctx, node, values, out.dtype, out.rank)
     if accumulate:
         v = g.op("add", ctx.ref(x), v)
     return g.op("select", m, v, ctx.ref(x), out=out.name)
@@ -557,11 +559,11 @@ def aten_cumprod(ctx: Context, node: Node) -> Ref:
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: cumprod of {out.dtype} is not supported (floats only)")
     if x.rank == 0:
-        return ctx.g.op("copy", _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype), out=out.name)
-    axis = _axis(node.args[1], x.rank)
-    (n,) = _static(node, x, [axis], "cumprod")
+        return ctx.g.op("copy", cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype), out=out.name)
+    axis = wrap_axis(node.args[1], x.rank)
+    (n,) = static_sizes(node, x, [axis], "cumprod")
     g = ctx.g
-    y = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    y = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
     shift = 1
     while shift < n:
         padding = [(shift, 0) if a == axis else (0, 0) for a in range(x.rank)]
@@ -579,7 +581,7 @@ def aten_cumprod(ctx: Context, node: Node) -> Ref:
 def _patch_filter(ctx: Context, channels: int, kernel: list[int], dtype: str) -> Value:
     """``[C * kh * kw, 1, kh, kw]``: output channel ``c * K + k`` picks kernel position ``k`` of channel ``c``."""
     count = kernel[0] * kernel[1]
-    eye = np.eye(count, dtype=_NP_FLOAT.get(dtype, "float32")).reshape(count, 1, *kernel)
+    eye = np.eye(count, dtype=NP_FLOAT.get(dtype, "float32")).reshape(count, 1, *kernel)
     weights = np.tile(eye, (channels, 1, 1, 1))
     ref = ctx.g.variable(weights, f"patches_{channels}x{kernel[0]}x{kernel[1]}_{dtype}")
     return _alias(ctx, str(ref), ref, weights.shape)
@@ -594,7 +596,7 @@ def aten_im2col(ctx: Context, node: Node) -> Ref:
     x, out = node.args[0], node.outputs[0]
     kernel, dilation, padding, stride = (list(node.args[i]) for i in (1, 2, 3, 4))
     batched = x.rank == 4
-    (channels,) = _static(node, x, [1 if batched else 0], "F.unfold")
+    (channels,) = static_sizes(node, x, [1 if batched else 0], "F.unfold")
     g = ctx.g
     src = x if batched else _alias(ctx, x.name + "_batched", g.op("unsqueeze", ctx.ref(x), axes=[0]), (1, *x.shape))
     fake = Node(
@@ -620,7 +622,7 @@ def aten_col2im(ctx: Context, node: Node) -> Ref:
     size, kernel, dilation, padding, stride = (list(node.args[i]) for i in (1, 2, 3, 4, 5))
     batched = x.rank == 3
     g = ctx.g
-    (rows,) = _static(node, x, [1 if batched else 0], "F.fold")
+    (rows,) = static_sizes(node, x, [1 if batched else 0], "F.fold")
     channels = rows // (kernel[0] * kernel[1])
     blocks = [
         (s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(size, padding, dilation, kernel, stride)
@@ -635,7 +637,7 @@ def aten_col2im(ctx: Context, node: Node) -> Ref:
     filt = _patch_filter(ctx, channels, kernel, x.dtype)
     target = Value(out.name if batched else out.name + "_batched", out.dtype, ())
     fake = Node(node.kind, (src, filt, None), (target,), source=node.source)
-    y = _conv_transpose(ctx, fake, stride, padding, extra, channels, dilation)
+    y = conv_transpose(ctx, fake, stride, padding, extra, channels, dilation)
     if not batched:
         return g.op("squeeze", y, axes=[0], out=out.name)
     return y
@@ -651,10 +653,10 @@ def aten_unfold(ctx: Context, node: Node) -> Ref:
     g = ctx.g
     if x.rank == 0:
         return g.op("unsqueeze", ctx.ref(x), axes=[0], out=out.name)
-    axis = _axis(node.args[1], x.rank)
+    axis = wrap_axis(node.args[1], x.rank)
     windows = out.shape[axis]
     if not isinstance(windows, int) and not ctx.tract:
-        _static(node, out, [axis], "Tensor.unfold (without TractNNEF)")
+        static_sizes(node, out, [axis], "Tensor.unfold (without TractNNEF)")
 
     def end(k: int) -> Any:  # just after the last element: tract then proves every slice has ``windows`` rows
         if isinstance(windows, int):
@@ -673,7 +675,7 @@ def aten_unfold(ctx: Context, node: Node) -> Ref:
 def aten_meshgrid(ctx: Context, node: Node) -> list[Ref]:
     """meshgrid(Tensor[] tensors) / meshgrid.indexing(Tensor[] tensors, *, str indexing) -> Tensor[]."""
     tensors = list(node.args[0])
-    indexing = _arg(node, 1, "indexing", "ij")
+    indexing = node_arg(node, 1, "indexing", "ij")
     g, refs = ctx.g, []
     for i, (t, out) in enumerate(zip(tensors, node.outputs)):
         axis = i
@@ -682,7 +684,7 @@ def aten_meshgrid(ctx: Context, node: Node) -> list[Ref]:
         y = ctx.ref(t) if t.rank == 1 else g.op("reshape", ctx.ref(t), shape=[1])
         if out.rank > 1:
             y = g.op("unsqueeze", y, axes=[a for a in range(out.rank) if a != axis])
-        repeats = [1 if a == axis else _dim(node, d) for a, d in enumerate(out.shape)]
+        repeats = [1 if a == axis else dim_of(node, d) for a, d in enumerate(out.shape)]
         refs.append(
             g.op("tile", y, repeats=repeats, out=out.name)
             if any(r != 1 for r in repeats)
@@ -697,11 +699,11 @@ def aten_diag(ctx: Context, node: Node) -> Ref:
     diagonal as a vector.
     """
     x, out = node.args[0], node.outputs[0]
-    k = int(_arg(node, 1, "diagonal", 0))
+    k = int(node_arg(node, 1, "diagonal", 0))
     if x.rank == 2:
         fake = Node("aten::diagonal", (x, k, 0, 1), node.outputs, node.module_path, node.module_class, node.source)
         return cast(Ref, aten_diagonal(ctx, fake))
-    (n,) = _static(node, x, [0], "diag")
+    (n,) = static_sizes(node, x, [0], "diag")
     size = n + abs(k)
     g = ctx.g
     # Pad the vector to the matrix size; row r holds x[r] at column r + k (k >= 0), column c holds x[c] at
@@ -710,7 +712,7 @@ def aten_diag(ctx: Context, node: Node) -> Ref:
     y = g.op("unsqueeze", y, axes=[1 if k >= 0 else 0])
     y = g.op("tile", y, repeats=[1, size] if k >= 0 else [size, 1])
     mask = g.variable(np.eye(size, k=k, dtype=bool), f"diag_mask_{size}_{str(k).replace('-', 'minus_')}")
-    return g.op("select", mask, y, _scalar(ctx, 0, out.dtype, 2), out=out.name)
+    return g.op("select", mask, y, scalar_const(ctx, 0, out.dtype, 2), out=out.name)
 
 
 @register("aten::eye")
@@ -723,11 +725,11 @@ def aten_eye(ctx: Context, node: Node) -> Ref:
     rows, cols = out.shape
     g = ctx.g
     if isinstance(rows, int) and isinstance(cols, int):
-        array = np.eye(rows, cols, dtype=_NP_DTYPES[out.dtype])
+        array = np.eye(rows, cols, dtype=NP_DTYPES[out.dtype])
         return g.op("copy", g.variable(array, f"eye_{out.dtype}_{rows}x{cols}"), out=out.name)
-    _tract_only(ctx, node, "with a dynamic size needs tract_core_range")
-    i = g.op("unsqueeze", g.op("tract_core_range", 0, _dim(node, rows), 1), axes=[1])
-    j = g.op("unsqueeze", g.op("tract_core_range", 0, _dim(node, cols), 1), axes=[0])
+    tract_only(ctx, node, "with a dynamic size needs tract_core_range")
+    i = g.op("unsqueeze", g.op("tract_core_range", 0, dim_of(node, rows), 1), axes=[1])
+    j = g.op("unsqueeze", g.op("tract_core_range", 0, dim_of(node, cols), 1), axes=[0])
     return g.op("tract_core_cast", g.op("eq", i, j), to=out.dtype, out=out.name)
 
 
@@ -787,12 +789,12 @@ def aten_addcmul(ctx: Context, node: Node) -> Ref:
     out = node.outputs[0]
     if node.kind == "aten::addcdiv" and not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: addcdiv of {out.dtype} is not supported (floats only)")
-    x, a, b = (_operand(ctx, node, v, out.dtype, out.rank) for v in node.args[:3])
-    value = _arg(node, 3, "value", 1)
+    x, a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:3])
+    value = node_arg(node, 3, "value", 1)
     g = ctx.g
     term = g.op("mul" if node.kind == "aten::addcmul" else "div", a, b)
     if value != 1:
-        term = g.op("mul", _scalar(ctx, value, out.dtype, out.rank), term)
+        term = g.op("mul", scalar_const(ctx, value, out.dtype, out.rank), term)
     return g.op("add", x, term, out=out.name)
 
 
@@ -801,7 +803,7 @@ def _is_inf(ctx: Context, node: Node, x: Value, positive: bool, negative: bool) 
     g, xr = ctx.g, ctx.ref(x)
     if not x.dtype.startswith("f"):
         return g.op("ne", xr, xr)  # integers are never infinite (a false of the input's shape)
-    top = _scalar(ctx, _finite_max(x.dtype), x.dtype, x.rank)
+    top = scalar_const(ctx, _finite_max(x.dtype), x.dtype, x.rank)
     if positive and negative:
         return g.op("gt", g.op("abs", xr), top)
     return g.op("gt", xr if positive else g.op("neg", xr), top)
@@ -835,7 +837,7 @@ def aten_isfinite(ctx: Context, node: Node) -> Ref:
         dims = [int(d) for d in x.shape]
         truth = g.variable(np.ones(dims, dtype=bool), f"isfinite_{x.dtype}_{'x'.join(map(str, dims))}")
         return g.op("copy", truth, out=node.outputs[0].name)
-    top = _scalar(ctx, _finite_max(x.dtype), x.dtype, x.rank)
+    top = scalar_const(ctx, _finite_max(x.dtype), x.dtype, x.rank)
     return g.op("le", g.op("abs", xr), top, out=node.outputs[0].name)
 
 
@@ -850,11 +852,11 @@ def aten_nan_to_num(ctx: Context, node: Node) -> Ref:
     if not x.dtype.startswith("f"):
         return g.op("copy", xr, out=out.name)
     top = _finite_max(x.dtype)
-    nan = _arg(node, 1, "nan")
-    posinf, neginf = _arg(node, 2, "posinf"), _arg(node, 3, "neginf")
+    nan = node_arg(node, 1, "nan")
+    posinf, neginf = node_arg(node, 2, "posinf"), node_arg(node, 3, "neginf")
 
     def value(v: Any, default: float) -> Any:
-        return _scalar(ctx, default if v is None else v, x.dtype, x.rank)
+        return scalar_const(ctx, default if v is None else v, x.dtype, x.rank)
 
     y = g.op("select", _is_inf(ctx, node, x, True, False), value(posinf, top), xr)
     y = g.op("select", _is_inf(ctx, node, x, False, True), value(neginf, -top), y)
@@ -865,7 +867,7 @@ def aten_nan_to_num(ctx: Context, node: Node) -> Ref:
 def aten_frac(ctx: Context, node: Node) -> Ref:
     """frac(Tensor self) -> Tensor: ``x - trunc(x)`` (the sign of x)."""
     xr = ctx.ref(node.args[0])
-    return ctx.g.op("sub", xr, _trunc(ctx, xr), out=node.outputs[0].name)
+    return ctx.g.op("sub", xr, trunc_ref(ctx, xr), out=node.outputs[0].name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -880,12 +882,12 @@ def aten_cosine_similarity(ctx: Context, node: Node) -> Ref:
     """
     out = node.outputs[0]
     rank = out.rank + 1
-    a, b = (_operand(ctx, node, v, out.dtype, rank) for v in node.args[:2])
-    axis = _axis(_arg(node, 2, "dim", 1), rank)
-    eps = float(_arg(node, 3, "eps", 1e-8))
+    a, b = (operand_ref(ctx, node, v, out.dtype, rank) for v in node.args[:2])
+    axis = wrap_axis(node_arg(node, 2, "dim", 1), rank)
+    eps = float(node_arg(node, 3, "eps", 1e-8))
     g = ctx.g
-    unit_a = g.op("div", a, g.op("max", _vector_norm(ctx, node, a, 2, [axis]), eps))
-    unit_b = g.op("div", b, g.op("max", _vector_norm(ctx, node, b, 2, [axis]), eps))
+    unit_a = g.op("div", a, g.op("max", vector_norm(ctx, node, a, 2, [axis]), eps))
+    unit_b = g.op("div", b, g.op("max", vector_norm(ctx, node, b, 2, [axis]), eps))
     y = g.op("sum_reduce", g.op("mul", unit_a, unit_b), axes=[axis])
     return g.op("squeeze", y, axes=[axis], out=out.name)
 
@@ -898,15 +900,15 @@ def aten_pairwise_distance(ctx: Context, node: Node) -> Ref:
     """
     x1, x2, out = node.args[0], node.args[1], node.outputs[0]
     rank = max(x1.rank, x2.rank)
-    a, b = (_operand(ctx, node, v, out.dtype, rank) for v in (x1, x2))
-    p = float(_arg(node, 2, "p", 2.0))
-    eps = float(_arg(node, 3, "eps", 1e-6))
-    keep = bool(_arg(node, 4, "keepdim", False))
+    a, b = (operand_ref(ctx, node, v, out.dtype, rank) for v in (x1, x2))
+    p = float(node_arg(node, 2, "p", 2.0))
+    eps = float(node_arg(node, 3, "eps", 1e-6))
+    keep = bool(node_arg(node, 4, "keepdim", False))
     g = ctx.g
     diff = g.op("add", g.op("sub", a, b), eps)
     order: Any = p if not p.is_integer() or math.isinf(p) else int(p)
-    y = _vector_norm(ctx, node, diff, order, [rank - 1])
-    return _finish(ctx, y, [rank - 1], keep, out.name)
+    y = vector_norm(ctx, node, diff, order, [rank - 1])
+    return finish_reduction(ctx, y, [rank - 1], keep, out.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -927,7 +929,7 @@ def _reduced(ctx: Context, node: Node, loss: Ref, rank: int, reduction: int) -> 
 
 
 def _reduction(node: Node, index: int) -> int:
-    value = _arg(node, index, "reduction", 1)
+    value = node_arg(node, index, "reduction", 1)
     if value not in (0, 1, 2):
         raise TranslationError(f"{node.where()}: unknown loss reduction {value!r}")
     return int(value)
@@ -948,7 +950,7 @@ def aten_mse_loss(ctx: Context, node: Node) -> Ref:
     """mse_loss/l1_loss(Tensor self, Tensor target, int reduction=Mean) -> Tensor."""
     a, b = node.args[0], node.args[1]
     rank = max(a.rank, b.rank)
-    diff = ctx.g.op("sub", _align(ctx, a, rank, a), _align(ctx, b, rank, b))
+    diff = ctx.g.op("sub", align_rank(ctx, a, rank, a), align_rank(ctx, b, rank, b))
     loss = ctx.g.op("sqr" if node.kind == "aten::mse_loss" else "abs", diff)
     return _reduced(ctx, node, loss, rank, _reduction(node, 2))
 
@@ -963,9 +965,9 @@ def aten_smooth_l1_loss(ctx: Context, node: Node) -> Ref:
     """
     a, b = node.args[0], node.args[1]
     rank = max(a.rank, b.rank)
-    limit = float(_arg(node, 3, "beta" if node.kind == "aten::smooth_l1_loss" else "delta", 1.0))
+    limit = float(node_arg(node, 3, "beta" if node.kind == "aten::smooth_l1_loss" else "delta", 1.0))
     g = ctx.g
-    d = g.op("abs", g.op("sub", _align(ctx, a, rank, a), _align(ctx, b, rank, b)))
+    d = g.op("abs", g.op("sub", align_rank(ctx, a, rank, a), align_rank(ctx, b, rank, b)))
     if node.kind == "aten::smooth_l1_loss":
         if limit == 0.0:
             loss = d
@@ -992,17 +994,17 @@ def _class_terms(
     """For class-index targets: ``(-w[t] * logp[t], w[t] masked, valid)`` per element (classes on axis 1 of a
     batched input, axis 0 of a single one); ignored elements give 0.
     """
-    _tract_only(ctx, node, "with class indices needs integer comparisons, which the NNEF specification lacks")
+    tract_only(ctx, node, "with class indices needs integer comparisons, which the NNEF specification lacks")
     g = ctx.g
     axis = 1 if x.rank > 1 else 0
-    (classes,) = _static(node, x, [axis], "a loss over classes")
+    (classes,) = static_sizes(node, x, [axis], "a loss over classes")
     shape = [1] * x.rank
     shape[axis] = classes
     ids = g.variable(np.arange(classes, dtype=np.int64).reshape(shape), f"class_ids_{classes}_r{x.rank}_a{axis}")
     t = g.op("unsqueeze", ctx.ref(target), axes=[axis])
-    t = _cast(ctx, node, t, target.dtype, "i64")
+    t = cast_to(ctx, node, t, target.dtype, "i64")
     onehot = g.op("eq", t, ids)
-    valid = g.op("ne", t, _scalar(ctx, ignore, "i64", x.rank))
+    valid = g.op("ne", t, scalar_const(ctx, ignore, "i64", x.rank))
     w = _class_weight(ctx, node, x, weight, axis)
     picked = g.op("select", onehot, g.op("mul", logp, w) if w is not None else logp, 0.0)
     picked_weight = g.op("select", onehot, w if w is not None else 1.0, 0.0)
@@ -1027,9 +1029,9 @@ def _squeeze_class(ctx: Context, y: Ref, x: Value) -> Ref:
 def _class_loss(ctx: Context, node: Node, logp: Any, label_smoothing: float) -> Ref:
     """nll_loss / cross_entropy over log-probabilities ``logp`` (the class axis of ``node``'s input)."""
     x, target = node.args[0], node.args[1]
-    weight = _arg(node, 2, "weight")
+    weight = node_arg(node, 2, "weight")
     reduction = _reduction(node, 3)
-    ignore = int(_arg(node, 4, "ignore_index", -100))
+    ignore = int(node_arg(node, 4, "ignore_index", -100))
     g, out = ctx.g, node.outputs[0]
     nll, wt, valid = _class_terms(ctx, node, logp, x, target, weight, ignore)
     nll, wt, valid = (_squeeze_class(ctx, v, x) for v in (nll, wt, valid))
@@ -1091,7 +1093,7 @@ def aten_cross_entropy_loss(ctx: Context, node: Node) -> Ref:
     Class indices (integer target, TractNNEF) or class probabilities (float target, both targets).
     """
     x, target = node.args[0], node.args[1]
-    smoothing = float(_arg(node, 5, "label_smoothing", 0.0))
+    smoothing = float(node_arg(node, 5, "label_smoothing", 0.0))
     logp = _log_softmax(ctx, x)
     if target.dtype.startswith("f"):
         return _probability_loss(ctx, node, logp, smoothing)
@@ -1100,7 +1102,7 @@ def aten_cross_entropy_loss(ctx: Context, node: Node) -> Ref:
 
 def _probability_loss(ctx: Context, node: Node, logp: Ref, smoothing: float) -> Ref:
     x, target, out = node.args[0], node.args[1], node.outputs[0]
-    weight = _arg(node, 2, "weight")
+    weight = node_arg(node, 2, "weight")
     reduction = _reduction(node, 3)
     axis = 1 if x.rank > 1 else 0
     classes = x.shape[axis]
@@ -1123,15 +1125,15 @@ def aten_binary_cross_entropy(ctx: Context, node: Node) -> Ref:
     ``-(t log p + (1 - t) log(1 - p))`` with each log clamped at -100, as PyTorch.
     """
     p, t = node.args[0], node.args[1]
-    weight = _arg(node, 2, "weight")
+    weight = node_arg(node, 2, "weight")
     rank = max(p.rank, t.rank)
     g = ctx.g
-    pr, tr = _align(ctx, p, rank, p), _align(ctx, t, rank, t)
+    pr, tr = align_rank(ctx, p, rank, p), align_rank(ctx, t, rank, t)
     log_p = g.op("max", g.op("log", pr), -100.0)
     log_q = g.op("max", g.op("log", g.op("sub", 1.0, pr)), -100.0)
     loss = g.op("neg", g.op("add", g.op("mul", tr, log_p), g.op("mul", g.op("sub", 1.0, tr), log_q)))
     if weight is not None:
-        loss = g.op("mul", loss, _align(ctx, weight, rank, weight))
+        loss = g.op("mul", loss, align_rank(ctx, weight, rank, weight))
     return _reduced(ctx, node, loss, rank, _reduction(node, 3))
 
 
@@ -1143,21 +1145,21 @@ def aten_binary_cross_entropy_with_logits(ctx: Context, node: Node) -> Ref:
     Stable form: ``(1 - t) x + l (log(1 + exp(-|x|)) + max(-x, 0))`` with ``l = 1 + (pos_weight - 1) t``.
     """
     x, t = node.args[0], node.args[1]
-    weight, pos_weight = _arg(node, 2, "weight"), _arg(node, 3, "pos_weight")
+    weight, pos_weight = node_arg(node, 2, "weight"), node_arg(node, 3, "pos_weight")
     rank = max(x.rank, t.rank)
     g = ctx.g
-    xr, tr = _align(ctx, x, rank, x), _align(ctx, t, rank, t)
+    xr, tr = align_rank(ctx, x, rank, x), align_rank(ctx, t, rank, t)
     softplus = g.op(
         "add",
         g.op("log", g.op("add", g.op("exp", g.op("neg", g.op("abs", xr))), 1.0)),
         g.op("max", g.op("neg", xr), 0.0),
     )
     if pos_weight is not None:
-        pw = _align(ctx, pos_weight, rank, pos_weight)
+        pw = align_rank(ctx, pos_weight, rank, pos_weight)
         softplus = g.op("mul", softplus, g.op("add", g.op("mul", g.op("sub", pw, 1.0), tr), 1.0))
     loss = g.op("add", g.op("mul", g.op("sub", 1.0, tr), xr), softplus)
     if weight is not None:
-        loss = g.op("mul", loss, _align(ctx, weight, rank, weight))
+        loss = g.op("mul", loss, align_rank(ctx, weight, rank, weight))
     return _reduced(ctx, node, loss, rank, _reduction(node, 4))
 
 
@@ -1171,8 +1173,8 @@ def aten_kl_div(ctx: Context, node: Node) -> Ref:
     x, t = node.args[0], node.args[1]
     rank = max(x.rank, t.rank)
     g = ctx.g
-    xr, tr = _align(ctx, x, rank, x), _align(ctx, t, rank, t)
-    if bool(_arg(node, 3, "log_target", False)):
+    xr, tr = align_rank(ctx, x, rank, x), align_rank(ctx, t, rank, t)
+    if bool(node_arg(node, 3, "log_target", False)):
         loss = g.op("mul", g.op("exp", tr), g.op("sub", tr, xr))
     else:
         positive = g.op("mul", tr, g.op("sub", g.op("log", tr), xr))

@@ -8,44 +8,36 @@ from typing import Any
 
 import numpy as np
 
-from torch_to_nnef.inference_target import SDPA_TRACT
+from torch_to_nnef.check.targets import SDPA_TRACT
+from torch_to_nnef.check.versions import NEAREST_UPSAMPLE_TRACT
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.op.core import (
-    _NP_DTYPES,
-    TranslationError,
-    _align,
-    _arg,
-    _axis,
-    _dim_ref,
-    _scalar,
+from torch_to_nnef.nnef.builder import Ref, dim_literal
+from torch_to_nnef.op.common import (
+    NP_DTYPES,
+    NP_FLOAT,
+    adaptive_pool,
+    align_rank,
     batch_norm,
+    channel_count,
     conv,
+    conv_transpose,
+    dim_ref,
+    node_arg,
+    resize_args,
+    scalar_const,
+    source_scale,
     standardize,
+    static_sizes,
+    wrap_axis,
 )
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.tract_versions import NEAREST_UPSAMPLE_TRACT
 
 
 def _ints(value: Any, n: int) -> list[int]:
     """An int or an int list of one or ``n`` entries, as ``n`` ints."""
     values = [value] if isinstance(value, int) else list(value)
     return values * n if len(values) == 1 else values
-
-
-def _static(node: Node, x: Value, axes: list[int], what: str) -> list[int]:
-    """The static sizes of ``x`` on ``axes``; a clear error when one is symbolic."""
-    dims = [x.shape[a] for a in axes]
-    if not all(isinstance(d, int) for d in dims):
-        raise TranslationError(
-            f"{node.where()}: {what} over a dynamic axis (shape {list(x.shape)}) is not supported yet"
-        )
-    return [int(d) for d in dims]
-
-
-def _channels(ctx: Context, v: Value, rank: int) -> Ref:
-    """A per-channel vector ``[C]`` as ``[1, C, 1, ...]`` against an input of rank ``rank``."""
-    return ctx.g.op("unsqueeze", ctx.ref(v), axes=[0, *range(2, rank)], out=v.name + "_channels")
 
 
 # --- convolutions -----------------------------------------------------------------------------
@@ -59,12 +51,12 @@ def aten_conv_transpose(ctx: Context, node: Node) -> Ref:
     NNEF ``deconv``; ``output_padding`` shortens the end crop, or pads the end with the bias where it exceeds it.
     """
     spatial = node.args[0].rank - 2
-    stride = _ints(_arg(node, 3, "stride", 1), spatial)
-    padding = _ints(_arg(node, 4, "padding", 0), spatial)
-    output_padding = _ints(_arg(node, 5, "output_padding", 0), spatial)
-    groups = int(_arg(node, 6, "groups", 1))
-    dilation = _ints(_arg(node, 7, "dilation", 1), spatial)
-    return _conv_transpose(ctx, node, stride, padding, output_padding, groups, dilation)
+    stride = _ints(node_arg(node, 3, "stride", 1), spatial)
+    padding = _ints(node_arg(node, 4, "padding", 0), spatial)
+    output_padding = _ints(node_arg(node, 5, "output_padding", 0), spatial)
+    groups = int(node_arg(node, 6, "groups", 1))
+    dilation = _ints(node_arg(node, 7, "dilation", 1), spatial)
+    return conv_transpose(ctx, node, stride, padding, output_padding, groups, dilation)
 
 
 @register("aten::convolution")
@@ -77,119 +69,7 @@ def aten_convolution(ctx: Context, node: Node) -> Ref:
     groups = int(node.args[8])
     if not node.args[6]:
         return conv(ctx, node, stride, padding, dilation, groups)
-    return _conv_transpose(ctx, node, stride, padding, _ints(node.args[7], spatial), groups, dilation)
-
-
-def _conv_transpose(
-    ctx: Context,
-    node: Node,
-    stride: list[int],
-    padding: list[int],
-    output_padding: list[int],
-    groups: int,
-    dilation: list[int],
-) -> Ref:
-    """A transposed convolution of ``node``'s (input, weight, bias) arguments: tract's ``deconv``, or for Khronos
-    the equivalent ``conv``.
-    """
-    x, w = node.args[0], node.args[1]
-    b = _arg(node, 2, "bias")
-    g, out = ctx.g, node.outputs[0]
-    if not ctx.tract:
-        return _conv_transpose_as_conv(ctx, node, stride, padding, output_padding, groups, dilation)
-    crops = [(p, p - op) if op <= p else (p, 0) for p, op in zip(padding, output_padding)]
-    overhang = [max(op - p, 0) for p, op in zip(padding, output_padding)]
-    # tract reads a deconv filter as [C_out, C_in / groups, ...] (the specification and torch: [C_in, C_out / groups]).
-    filt = _swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
-    bias: Any = 0.0
-    if b is not None and not any(overhang):
-        bias = g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
-    y = g.op(
-        "deconv",
-        ctx.ref(x),
-        filt,
-        bias,
-        border="constant",
-        padding=crops,
-        stride=stride,
-        dilation=dilation,
-        groups=groups,
-        out=out.name if not any(overhang) else out.name + "_deconv",
-    )
-    if not any(overhang):
-        return y
-    y = g.op("pad", y, padding=[(0, 0), (0, 0), *((0, e) for e in overhang)], border="constant", value=0.0)
-    if b is None:
-        return g.op("copy", y, out=out.name)
-    return g.op("add", y, _channels(ctx, b, x.rank), out=out.name)
-
-
-def _swap_filter_channels(ctx: Context, node: Node, w: Value, groups: int, name: str) -> Ref:
-    """A ``[C_in, C_out / groups, ...]`` filter as ``[C_out, C_in / groups, ...]`` (channels swapped per group)."""
-    c_in, c_out_g, *kernel = _static(node, w, list(range(w.rank)), "a transposed convolution's filter")
-    g = ctx.g
-    filt = g.op("reshape", ctx.ref(w), shape=[groups, c_in // groups, c_out_g, *kernel], out=name + "_grouped")
-    filt = g.op("transpose", filt, axes=[0, 2, 1, *range(3, w.rank + 1)], out=name + "_swapped")
-    return g.op("reshape", filt, shape=[groups * c_out_g, c_in // groups, *kernel], out=name)
-
-
-def _conv_transpose_as_conv(
-    ctx: Context,
-    node: Node,
-    stride: list[int],
-    padding: list[int],
-    output_padding: list[int],
-    groups: int,
-    dilation: list[int],
-) -> Ref:
-    """A transposed convolution as the specification's ``conv`` (for Khronos).
-
-    tract's reader takes ``deconv``'s filter as ``[C_out, C_in / groups, ...]`` where the specification says
-    ``[C_in, C_out / groups, ...]``, so a Khronos ``deconv`` could neither run nor be checked there. The
-    equivalent convolution reads the input with ``stride - 1`` zeros between samples, padded by
-    ``dilation * (kernel - 1) - padding`` (plus ``output_padding`` at the end), with the channel-swapped,
-    spatially flipped filter. Exact, and only operators of the specification.
-    """
-    x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
-    g, out = ctx.g, node.outputs[0]
-    rank = x.rank
-    kernel = _static(node, w, list(range(2, w.rank)), "a transposed convolution's filter")
-    sizes = _static(node, x, list(range(2, rank)), "a transposed convolution (KhronosNNEF)")
-    y = ctx.ref(x)
-    for i, (s, size) in enumerate(zip(stride, sizes)):
-        if s == 1:
-            continue
-        axis = 2 + i
-        y = g.op("unsqueeze", y, axes=[axis + 1])
-        y = g.op("pad", y, padding=[(0, s - 1) if a == axis + 1 else (0, 0) for a in range(rank + 1)], value=0.0)
-        y = g.op("reshape", y, shape=[size * s], axis_start=axis, axis_count=2)
-        y = g.op("slice", y, axes=[axis], begin=[0], end=[(size - 1) * s + 1], stride=[1])
-    pads = []
-    for i, (k, d, p, op) in enumerate(zip(kernel, dilation, padding, output_padding)):
-        before, after = d * (k - 1) - p, d * (k - 1) - p + op
-        if before < 0 or after < 0:  # more padding than kernel reach: crop the stuffed input instead
-            length = (sizes[i] - 1) * stride[i] + 1
-            y = g.op("slice", y, axes=[2 + i], begin=[max(-before, 0)], end=[length - max(-after, 0)], stride=[1])
-        pads.append((max(before, 0), max(after, 0)))
-    filt = _swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
-    for i, k in enumerate(kernel):
-        if k > 1:
-            axis = 2 + i
-            taps = [g.op("slice", filt, axes=[axis], begin=[j], end=[j + 1], stride=[1]) for j in reversed(range(k))]
-            filt = g.op("concat", taps, axis=axis, out=out.name + "_flipped")
-    bias: Any = 0.0 if b is None else g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
-    return g.op(
-        "conv",
-        y,
-        filt,
-        bias,
-        border="constant",
-        padding=pads,
-        stride=[1] * len(kernel),
-        dilation=dilation,
-        groups=groups,
-        out=out.name,
-    )
+    return conv_transpose(ctx, node, stride, padding, _ints(node.args[7], spatial), groups, dilation)
 
 
 # --- normalisations ---------------------------------------------------------------------------
@@ -202,21 +82,21 @@ def aten_instance_norm(ctx: Context, node: Node) -> Ref:
     """
     x = node.args[0]
     w, b, mean, var = (
-        _arg(node, i, name) for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
+        node_arg(node, i, name) for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
     )
-    use_input_stats = bool(_arg(node, 5, "use_input_stats", True))
-    eps = float(_arg(node, 7, "eps", 1e-5))
+    use_input_stats = bool(node_arg(node, 5, "use_input_stats", True))
+    eps = float(node_arg(node, 7, "eps", 1e-5))
     g, out = ctx.g, node.outputs[0]
     xr = ctx.ref(x)
     if use_input_stats or mean is None or var is None:
         y = standardize(ctx, xr, list(range(2, x.rank)), eps)
     else:
-        centered = g.op("sub", xr, _channels(ctx, mean, x.rank))
-        y = g.op("mul", centered, g.op("rsqrt", g.op("add", _channels(ctx, var, x.rank), eps)))
+        centered = g.op("sub", xr, channel_count(ctx, mean, x.rank))
+        y = g.op("mul", centered, g.op("rsqrt", g.op("add", channel_count(ctx, var, x.rank), eps)))
     if w is not None:
-        y = g.op("mul", y, _channels(ctx, w, x.rank))
+        y = g.op("mul", y, channel_count(ctx, w, x.rank))
     if b is not None:
-        y = g.op("add", y, _channels(ctx, b, x.rank))
+        y = g.op("add", y, channel_count(ctx, b, x.rank))
     return g.op("copy", y, out=out.name)
 
 
@@ -238,9 +118,9 @@ def aten_batch_norm_legit(ctx: Context, node: Node) -> Ref:
     g, out = ctx.g, node.outputs[0]
     y = standardize(ctx, ctx.ref(x), [0, *range(2, x.rank)], eps)
     if w is not None:
-        y = g.op("mul", y, _channels(ctx, w, x.rank))
+        y = g.op("mul", y, channel_count(ctx, w, x.rank))
     if b is not None:
-        y = g.op("add", y, _channels(ctx, b, x.rank))
+        y = g.op("add", y, channel_count(ctx, b, x.rank))
     return g.op("copy", y, out=out.name)
 
 
@@ -259,8 +139,8 @@ def aten_rms_norm(ctx: Context, node: Node) -> Ref:
     """
     x = node.args[0]
     n = len(node.args[1])
-    w = _arg(node, 2, "weight")
-    eps = _arg(node, 3, "eps")
+    w = node_arg(node, 2, "weight")
+    eps = node_arg(node, 3, "eps")
     eps = _EPS.get(x.dtype, _EPS["f32"]) if eps is None else float(eps)
     g, out = ctx.g, node.outputs[0]
     xr = ctx.ref(x)
@@ -268,7 +148,7 @@ def aten_rms_norm(ctx: Context, node: Node) -> Ref:
     y = g.op("mul", xr, g.op("rsqrt", g.op("add", mean_square, eps)))
     if w is None:
         return g.op("copy", y, out=out.name)
-    return g.op("mul", y, _align(ctx, w, out.rank, out), out=out.name)
+    return g.op("mul", y, align_rank(ctx, w, out.rank, out), out=out.name)
 
 
 @register("aten::_weight_norm", "aten::_weight_norm_interface")
@@ -279,12 +159,12 @@ def aten_weight_norm(ctx: Context, node: Node) -> Ref:
     only is exported.
     """
     v, gain = node.args[0], node.args[1]
-    dim = _arg(node, 2, "dim", 0)
-    axes = list(range(v.rank)) if dim == -1 else [a for a in range(v.rank) if a != _axis(dim, v.rank)]
+    dim = node_arg(node, 2, "dim", 0)
+    axes = list(range(v.rank)) if dim == -1 else [a for a in range(v.rank) if a != wrap_axis(dim, v.rank)]
     g, out = ctx.g, node.outputs[0]
     vr = ctx.ref(v)
     norm = g.op("sqrt", g.op("sum_reduce", g.op("sqr", vr), axes=axes), out=out.name + "_norm")
-    return g.op("mul", vr, g.op("div", _align(ctx, gain, v.rank, out), norm), out=out.name)
+    return g.op("mul", vr, g.op("div", align_rank(ctx, gain, v.rank, out), norm), out=out.name)
 
 
 @register("aten::baddbmm", "aten::addmm")
@@ -294,66 +174,20 @@ def aten_baddbmm(ctx: Context, node: Node) -> Ref:
     ``beta * self + alpha * batch1 @ batch2`` (``addmm``: on matrices).
     """
     s, b1, b2 = node.args[0], node.args[1], node.args[2]
-    beta, alpha = float(_arg(node, 3, "beta", 1)), float(_arg(node, 4, "alpha", 1))
+    beta, alpha = float(node_arg(node, 3, "beta", 1)), float(node_arg(node, 4, "alpha", 1))
     g, out = ctx.g, node.outputs[0]
     y = g.op("matmul", ctx.ref(b1), ctx.ref(b2), transposeA=False, transposeB=False, out=out.name + "_mm")
     if alpha != 1.0:
         y = g.op("mul", y, alpha)
     if beta == 0.0:
         return g.op("copy", y, out=out.name)
-    bias = _align(ctx, s, out.rank, out)
+    bias = align_rank(ctx, s, out.rank, out)
     if beta != 1.0:
         bias = g.op("mul", bias, beta)
     return g.op("add", bias, y, out=out.name)
 
 
 # --- pooling ----------------------------------------------------------------------------------
-
-
-def _regions(size: int, out: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive pooling windows: ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
-    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
-
-
-def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
-    """Adaptive pooling, axis by axis (both reductions are separable over a window's axes).
-
-    An axis of size 1 is a reduction, one divided evenly a strided pool; otherwise each window is sliced,
-    reduced and the results concatenated, which gives the exact windows of PyTorch (over a dynamic axis,
-    with TractNNEF, its bounds are expressions of the symbol).
-    """
-    x, out = node.args[0], node.outputs[0]
-    axes = list(range(2, x.rank))
-    sizes = [x.shape[a] for a in axes] if ctx.tract else _static(node, x, axes, "adaptive pooling")
-    wanted = [int(s) for s in out.shape[2:]]
-    g = ctx.g
-    y = ctx.ref(x)
-    pool = "avg_pool" if reduce == "mean_reduce" else "max_pool"
-    for axis, size, n in zip(axes, sizes, wanted):
-        if size == n:
-            continue
-        if n == 1:
-            y = g.op(reduce, y, axes=[axis])
-        elif not isinstance(size, int):  # the same windows, their bounds expressions of the symbol
-            parts = []
-            for i in range(n):
-                d = dim_literal(size)
-                first: Any = Ref(f"({i}*({d}))/{n}") if i else 0
-                last = Ref(f"({i + 1}*({d})+{n - 1})/{n}")
-                part = g.op("slice", y, axes=[axis], begin=[first], end=[last], stride=[1])
-                parts.append(g.op(reduce, part, axes=[axis]))
-            y = g.op("concat", parts, axis=axis)
-        elif size % n == 0:
-            k = size // n
-            window = [k if a == axis else 1 for a in range(x.rank)]
-            y = g.op(pool, y, size=window, stride=window, padding=[(0, 0)] * x.rank, border="ignore")
-        else:
-            parts = []
-            for start, end in _regions(size, n):
-                part = g.op("slice", y, axes=[axis], begin=[start], end=[end], stride=[1])
-                parts.append(part if end - start == 1 else g.op(reduce, part, axes=[axis]))
-            y = g.op("concat", parts, axis=axis)
-    return g.op("copy", y, out=out.name)
 
 
 @register("aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d")
@@ -367,47 +201,9 @@ def aten_adaptive_max_pool(ctx: Context, node: Node) -> list[Ref]:
 # --- resizing ---------------------------------------------------------------------------------
 
 
-def _resize_args(node: Node, linear: bool) -> tuple[bool, list[float | None]]:
-    """``(align_corners, per-axis scale factors or None)`` from either overload of an upsample op.
-
-    ``.vec``: ``(input, output_size, [align_corners,] scale_factors)``;
-    default: ``(input, output_size, [align_corners,] scales_1, ..., scales_n)``.
-    """
-    x = node.args[0]
-    spatial = x.rank - 2
-    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    positional = list(node.args[:-1] if kwargs else node.args)
-    align = bool(positional[2] if linear and len(positional) > 2 else kwargs.get("align_corners", False))
-    rest = positional[3 if linear else 2 :]
-    scales: list[float | None]
-    if rest and isinstance(rest[0], (list, tuple)):
-        scales = [float(s) for s in rest[0]]
-    elif "scale_factors" in kwargs and kwargs["scale_factors"] is not None:
-        scales = [float(s) for s in kwargs["scale_factors"]]
-    else:
-        names = (
-            ["scales"]
-            if spatial == 1
-            else ["scales_h", "scales_w"]
-            if spatial == 2
-            else ["scales_d", "scales_h", "scales_w"]
-        )
-        scales = [rest[i] if i < len(rest) else kwargs.get(name) for i, name in enumerate(names)]
-    scales = [None if s is None else float(s) for s in scales]
-    scales = scales * spatial if len(scales) == 1 else scales
-    return align, scales
-
-
-def _source_scale(size: int, out: int, factor: float | None, align_corners: bool) -> float:
-    """PyTorch's step from an output coordinate to an input coordinate."""
-    if align_corners:
-        return (size - 1) / (out - 1) if out > 1 else 0.0
-    return 1.0 / factor if factor is not None and factor > 0 else size / out
-
-
 def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, align_corners: bool) -> np.ndarray:
     """The ``[out, size]`` matrix that resizes one axis as PyTorch does (two taps for linear, one for nearest)."""
-    scale = np.float32(_source_scale(size, out, factor, align_corners))
+    scale = np.float32(source_scale(size, out, factor, align_corners))
     m = np.zeros((out, size), dtype=np.float64)
     dst = np.arange(out, dtype=np.float32)
     if mode == "nearest":
@@ -435,9 +231,6 @@ def _interpolation_matrix(mode: str, size: int, out: int, factor: float | None, 
     return m
 
 
-_NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
-
-
 def _whole_factor_taps(factor: int) -> list[float]:
     """Per output phase ``k`` of a whole ``factor`` (``align_corners=False``), the offset ``(k + 0.5) / factor - 0.5``
     of its source position from the input sample ``i`` it falls on (within ``(-0.5, 0.5)``).
@@ -457,7 +250,7 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
     g = ctx.g
     if mode == "nearest" and ctx.tract_at_least(NEAREST_UPSAMPLE_TRACT):
         return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
-    (channels,) = _static(node, x, [1], f"{mode} resizing with dynamic channels")
+    (channels,) = static_sizes(node, x, [1], f"{mode} resizing with dynamic channels")
     spatial = x.rank - 2
     y = ctx.ref(x)
     for i, f in enumerate(factors):
@@ -473,7 +266,7 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
                 if offset == 0.0:
                     continue
                 taps = np.array([max(-offset, 0.0), 1.0 - abs(offset), max(offset, 0.0)]).reshape(kernel)
-                weights = np.broadcast_to(taps, (channels, 1, *kernel)).astype(_NP_FLOAT.get(x.dtype, "float32"))
+                weights = np.broadcast_to(taps, (channels, 1, *kernel)).astype(NP_FLOAT.get(x.dtype, "float32"))
                 filt = g.variable(weights.copy(), f"{out.name}_linear_axis{axis}_phase{k}")
                 phases[k] = g.op(
                     "conv",
@@ -559,7 +352,7 @@ def _resize_gathered(ctx: Context, node: Node, mode: str, align: bool, factors: 
 def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     x, out = node.args[0], node.outputs[0]
     axes = list(range(2, x.rank))
-    align, factors = _resize_args(node, linear)
+    align, factors = resize_args(node, linear)
     if any(not isinstance(x.shape[a], int) for a in axes) and any(f is None for f in factors):
         # a size given over dynamic axes (interpolate(size=(2 * H, 2 * W))): its whole factors
         factors = [f if f is not None else _whole_ratio(x.shape[a], out.shape[a]) for a, f in zip(axes, factors)]
@@ -576,7 +369,7 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
         and any(not isinstance(d, int) for a in axes for d in (x.shape[a], out.shape[a]))
     ):
         return _resize_gathered(ctx, node, mode, align, factors)
-    sizes = _static(node, x, axes, f"{mode} resizing")
+    sizes = static_sizes(node, x, axes, f"{mode} resizing")
     wanted = [int(d) for d in out.shape[2:]]
     g = ctx.g
     if mode == "nearest" and all(
@@ -596,9 +389,9 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     for axis, size, n, f in zip(axes, sizes, wanted, factors):
         if size == n and (f is None or f == 1.0):
             continue
-        matrix = _interpolation_matrix(mode, size, n, f, align).astype(_NP_FLOAT.get(x.dtype, "float32"))
+        matrix = _interpolation_matrix(mode, size, n, f, align).astype(NP_FLOAT.get(x.dtype, "float32"))
         lead = (1,) * (x.rank - 2)
-        label = f"{out.name}_{mode.replace('-', '_')}_axis{axis}"
+        label = f"{out.name}_{mode.replace('-', '_')}wrap_axis{axis}"
         if axis == x.rank - 1:
             m = g.variable(matrix.T.reshape(lead + matrix.T.shape).copy(), label)
             y = g.op("matmul", y, m, transposeA=False, transposeB=False)
@@ -689,9 +482,9 @@ def aten_sdpa(ctx: Context, node: Node) -> Ref:
     operator with ``reify_sdpa_operator``. With ``enable_gqa``, each run of ``Hq / Hk`` query heads attends one
     key/value head (grouped-query attention), without repeating the keys and values.
     """
-    mask = _arg(node, 3, "attn_mask")
-    causal = bool(_arg(node, 5, "is_causal", False))
-    return sdpa(ctx, node, mask, causal, _arg(node, 6, "scale"))
+    mask = node_arg(node, 3, "attn_mask")
+    causal = bool(node_arg(node, 5, "is_causal", False))
+    return sdpa(ctx, node, mask, causal, node_arg(node, 6, "scale"))
 
 
 @register("aten::_scaled_dot_product_flash_attention_for_cpu")
@@ -701,8 +494,8 @@ def aten_sdpa_flash_cpu(ctx: Context, node: Node) -> Ref:
 
     The attention output only (the log-sum-exp is not exported).
     """
-    causal = bool(_arg(node, 4, "is_causal", False))
-    return sdpa(ctx, node, _arg(node, 5, "attn_mask"), causal, _arg(node, 6, "scale"))
+    causal = bool(node_arg(node, 4, "is_causal", False))
+    return sdpa(ctx, node, node_arg(node, 5, "attn_mask"), causal, node_arg(node, 6, "scale"))
 
 
 def _query_groups(node: Node, q: Value, k: Value, v: Value) -> int:
@@ -739,7 +532,7 @@ def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: floa
     groups = _query_groups(node, q, k, v)
     g, out = ctx.g, node.outputs[0]
     rank = max(q.rank, k.rank, v.rank)
-    qr, kr, vr = (_align(ctx, t, rank, out) for t in (q, k, v))
+    qr, kr, vr = (align_rank(ctx, t, rank, out) for t in (q, k, v))
     if (
         ctx.flag("reify_sdpa_operator")
         and ctx.tract_at_least(SDPA_TRACT)
@@ -747,7 +540,7 @@ def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: floa
         and (q.rank == 4 or (q.rank == 3 and groups == 1))
     ):
         return _reified_sdpa(ctx, node, qr, kr, vr, mask, causal, float(scale), rank)
-    m = None if mask is None else _align(ctx, mask, rank, out)
+    m = None if mask is None else align_rank(ctx, mask, rank, out)
     if groups > 1:
         axis = rank - 3
         qr = g.op("reshape", qr, shape=[k.shape[-3], groups], axis_start=axis, axis_count=1, out=q.name + "_groups")
@@ -788,14 +581,14 @@ def _causal_keep(ctx: Context, node: Node, lq: Any, lk: Any, rank: int) -> Ref:
         raise TranslationError(f"{node.where()}: causal attention over a dynamic length needs TractNNEF")
     g.need("tract_registry tract_core")
     one = g.variable(np.ones((1,) * rank, dtype=np.float32), f"constant_f32_1_r{rank}")
-    ones = g.op("tile", one, repeats=[1] * (rank - 2) + [_dim_ref(lq), _dim_ref(lk)])
+    ones = g.op("tile", one, repeats=[1] * (rank - 2) + [dim_ref(lq), dim_ref(lk)])
     lower = g.op("tract_core_trilu", ones, 0, upper=False)
     return g.op("gt", lower, 0.5)
 
 
 def _lowest(ctx: Context, dtype: str, rank: int) -> Any:
     """The lowest finite value of ``dtype``, of rank ``rank``: masked scores vanish in the softmax."""
-    return _scalar(ctx, float(np.finfo(_NP_DTYPES[dtype]).min), dtype, rank)
+    return scalar_const(ctx, float(np.finfo(NP_DTYPES[dtype]).min), dtype, rank)
 
 
 def _reified_sdpa(
@@ -812,18 +605,18 @@ def _reified_sdpa(
     lq, lk = node.args[0].shape[-2], node.args[1].shape[-2]
     inputs = [q, k, v]
     if mask is not None:
-        m = _align(ctx, mask, rank, out)
+        m = align_rank(ctx, mask, rank, out)
         if mask.dtype == "bool":
-            m = g.op("select", m, _scalar(ctx, 0.0, out.dtype, rank), _lowest(ctx, out.dtype, rank))
+            m = g.op("select", m, scalar_const(ctx, 0.0, out.dtype, rank), _lowest(ctx, out.dtype, rank))
         # tract reads the mask over every query and key: broadcast axes of one are repeated
         rows = mask.shape[-2] if mask.rank >= 2 else 1
-        spread = [_dim_ref(n) if size == 1 and n != 1 else 1 for size, n in ((rows, lq), (mask.shape[-1], lk))]
+        spread = [dim_ref(n) if size == 1 and n != 1 else 1 for size, n in ((rows, lq), (mask.shape[-1], lk))]
         if spread != [1, 1]:
             m = g.op("tile", m, repeats=[1] * (rank - 2) + spread, out=mask.name + "_full")
         inputs.append(m)
     elif causal and lq != lk:
         keep = _causal_keep(ctx, node, lq, lk, rank)
-        inputs.append(g.op("select", keep, _scalar(ctx, 0.0, out.dtype, rank), _lowest(ctx, out.dtype, rank)))
+        inputs.append(g.op("select", keep, scalar_const(ctx, 0.0, out.dtype, rank), _lowest(ctx, out.dtype, rank)))
         causal = False
     accumulate = "f32" if ctx.flag("force_attention_inner_in_f32") else out.dtype
     return g.op(
@@ -845,10 +638,10 @@ def aten_safe_softmax(ctx: Context, node: Node) -> Ref:
     x, out, g = node.args[0], node.outputs[0], ctx.g
     if x.dtype != out.dtype or not x.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: _safe_softmax from {x.dtype} to {out.dtype} is not supported")
-    axis = _axis(node.args[1], x.rank)
+    axis = wrap_axis(node.args[1], x.rank)
     xr = ctx.ref(x)
     y = g.op("softmax", xr, axes=[axis])
     # a slice is kept where any of its values is above -inf (tract's max_reduce starts at the lowest finite value)
-    above = g.op("select", g.op("gt", xr, _scalar(ctx, -math.inf, x.dtype, x.rank)), 1.0, 0.0)
+    above = g.op("select", g.op("gt", xr, scalar_const(ctx, -math.inf, x.dtype, x.rank)), 1.0, 0.0)
     alive = g.op("gt", g.op("max_reduce", above, axes=[axis]), 0.0)
-    return g.op("select", alive, y, _scalar(ctx, 0.0, out.dtype, out.rank), out=out.name)
+    return g.op("select", alive, y, scalar_const(ctx, 0.0, out.dtype, out.rank), out=out.name)

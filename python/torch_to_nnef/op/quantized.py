@@ -1,7 +1,7 @@
 """Translations of torch's int8 quantized ops (static, per-tensor affine activations) for tract.
 
-The jit front-end (:mod:`torch_to_nnef.capture_jit`) gives quantized tensors as
-:class:`~torch_to_nnef.capture_jit.QuantizedValue`: raw ``u8``/``i8`` integers with a scale and a
+The jit front-end (:mod:`torch_to_nnef.capture.jit`) gives quantized tensors as
+:class:`~torch_to_nnef.capture.jit.QuantizedValue`: raw ``u8``/``i8`` integers with a scale and a
 zero point. In the archive they stay integers: each identifier that holds a quantized tensor (and
 each int8 weight) gets a ``zero_point_linear_quantize`` line in ``graph.quant``, from which tract
 types it ``QU8``/``QI8``/``QI32`` and runs integer kernels.
@@ -41,70 +41,14 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import torch
-
-from torch_to_nnef.capture_jit import JitCaptureError, QuantizedValue
-from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
-from torch_to_nnef.op.core import TranslationError
-from torch_to_nnef.op.registry import Context, lookup, register
-from torch_to_nnef.tract_versions import COPY_TRACT
+from torch_to_nnef.check.versions import COPY_TRACT
+from torch_to_nnef.errors import TranslationError
+from torch_to_nnef.ir import Node, QuantizedValue, Value
+from torch_to_nnef.ir.quantized import FLOAT_OVERLOADS, TORCH_QUANTIZED, VIA_FLOAT
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
+from torch_to_nnef.op.registry import Context, register, resolve, translate_node
 
 _QUANT: weakref.WeakKeyDictionary[NNEFBuilder, dict[str, str]] = weakref.WeakKeyDictionary()
-
-PASS_THROUGH = frozenset(
-    f"aten::{k}"
-    for k in (
-        "flatten",
-        "reshape",
-        "view",
-        "_unsafe_view",
-        "permute",
-        "transpose",
-        "squeeze",
-        "unsqueeze",
-        "contiguous",
-        "clone",
-        "detach",
-        "dropout",
-        "max_pool1d",
-        "max_pool2d",
-        "slice",
-        "select",
-        "t",
-    )
-)
-"""ATen kinds that move quantized integers without arithmetic: same scale and zero point out."""
-
-VIA_FLOAT = frozenset(
-    (
-        "relu",
-        "sigmoid",
-        "hardswish",
-        "hardtanh",
-        "leaky_relu",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "mean",
-        "cat",
-        "add",
-        "mul",
-        "upsample_nearest2d",
-    )
-)
-"""ATen kinds computed in f32 on quantized inputs (as ``quantized::<name>``), then requantized."""
-
-_TORCH_QUANTIZED = {
-    # torch kind: (ATen kind of the float computation, index of output_scale, fused relu)
-    "quantized::add": ("aten::add", 2, False),
-    "quantized::add_relu": ("aten::add", 2, True),
-    "quantized::mul": ("aten::mul", 2, False),
-    "quantized::mul_relu": ("aten::mul", 2, True),
-    "quantized::cat": ("aten::cat", 2, False),
-    "quantized::hardswish": ("aten::hardswish", 1, False),
-}
 
 
 def _tract_only(ctx: Context, node: Node) -> None:
@@ -168,11 +112,13 @@ def _dequantized(ctx: Context, v: Any) -> Any:
 
 def _float_op(ctx: Context, node: Node, kind: str, args: tuple[Any, ...], relu: bool = False) -> list[Ref]:
     """Runs the float translation of ``kind`` on dequantized ``args``; requantizes to ``node``'s outputs."""
-    translation = lookup(kind)
-    if translation is None:
+    overload = FLOAT_OVERLOADS.get(kind, "")
+    registration = resolve(kind, overload)
+    if registration is None:
         raise TranslationError(f"{node.kind} at {node.where()}: no float translation of {kind} to compute it with")
     outs = tuple(Value(o.name + "_f32", "f32", o.shape) for o in node.outputs)
-    result = translation(ctx, Node(kind, tuple(_dequantized(ctx, a) for a in args), outs, node.module_path))
+    float_node = Node(kind, tuple(_dequantized(ctx, a) for a in args), outs, node.module_path, overload=overload)
+    result = translate_node(ctx, float_node, registration)
     refs = [result] if isinstance(result, Ref) else list(result)
     if relu:
         refs = [ctx.g.op("relu", r, out=o.name + "_relu") for r, o in zip(refs, outs)]
@@ -207,7 +153,7 @@ def quantized_binary(ctx: Context, node: Node) -> list[Ref]:
     cat(Tensor[] qx, int dim, float? scale, int? zero_point) -> Tensor: in f32, then requantized.
     """
     _tract_only(ctx, node)
-    kind, at, relu = _TORCH_QUANTIZED[node.kind]
+    kind, at, relu = TORCH_QUANTIZED[node.kind]
     return _float_op(ctx, node, kind, node.args[:at], relu)
 
 
@@ -297,94 +243,3 @@ def _finish(ctx: Context, node: Node, acc: Ref, bias: Any, w_scales: Any, channe
     if not isinstance(out, QuantizedValue):
         raise TranslationError(f"{node.kind} at {node.where()}: its output carries no quantization parameters")
     return _requantize(ctx, y, out)
-
-
-# -- the jit front-end's side: unpacking torch's packed weights into IR arguments ---------------------
-
-
-def _weight(conv: Any, w: torch.Tensor, path: str, where: str) -> tuple[Value, Value | None]:
-    """The int8 weight as a quantized parameter, and its per-channel scales (or None)."""
-    if w.qscheme() == torch.per_tensor_affine:
-        return conv.parameter(w.int_repr(), path, (w.q_scale(), w.q_zero_point())), None
-    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        zero_points = w.q_per_channel_zero_points()
-        if bool((zero_points != 0).any()) or w.q_per_channel_axis() != 0:
-            raise JitCaptureError(
-                f"{where}: per-channel weight {path} has non-zero zero points or is quantized along axis "
-                f"{w.q_per_channel_axis()}: tract's NNEF quantization is per tensor, so per-channel weights must be "
-                "symmetric along the output channels (qscheme=torch.per_channel_symmetric, as in "
-                "torch.ao.quantization.get_default_qconfig('fbgemm')), or use a per-tensor weight observer"
-            )
-        scales = w.q_per_channel_scales().to(torch.float32)
-        return conv.parameter(w.int_repr(), path, (1.0, 0)), conv.parameter(scales, path + "_scales")
-    raise JitCaptureError(f"{where}: weight {path} uses the quantization scheme {w.qscheme()}, which is not exported")
-
-
-def unpack_node(kind: str, inputs: list[Any], conv: Any, where: str) -> tuple[str, list[Any]]:
-    """The IR kind and arguments of a quantized op of the trace (packed weights unpacked)."""
-    if kind in ("quantized::conv1d", "quantized::conv1d_relu", "quantized::conv2d", "quantized::conv2d_relu"):
-        x, packed, scale, zero_point = inputs
-        w, b = packed.unpack()
-        stride, padding, dilation, groups = packed.stride(), packed.padding(), packed.dilation(), packed.groups()
-        if packed.transpose():
-            raise JitCaptureError(f"{kind} at {where}: quantized transposed convolutions are not exported")
-        if kind.startswith("quantized::conv1d"):
-            w = w.squeeze(2)
-            stride, padding, dilation = stride[1:], padding[1:], dilation[1:]
-        path = _packed_path(conv, packed, "weight")
-        weight, w_scales = _weight(conv, w, path, f"{kind} at {where}")
-        bias = (
-            conv.parameter(b.detach().to(torch.float32), _packed_path(conv, packed, "bias")) if b is not None else None
-        )
-        return kind, [x, weight, bias, list(stride), list(padding), list(dilation), groups, scale, zero_point, w_scales]
-    if kind in ("quantized::linear", "quantized::linear_relu"):
-        x, packed, scale, zero_point = inputs
-        w, b = torch.ops.quantized.linear_unpack(packed)
-        weight, w_scales = _weight(conv, w, _packed_path(conv, packed, "weight"), f"{kind} at {where}")
-        bias = (
-            conv.parameter(b.detach().to(torch.float32), _packed_path(conv, packed, "bias")) if b is not None else None
-        )
-        return kind, [x, weight, bias, scale, zero_point, w_scales]
-    if kind in _TORCH_QUANTIZED:
-        return kind, inputs
-    name = kind.removeprefix("aten::").rstrip("_")
-    if kind.startswith("aten::") and name in VIA_FLOAT:
-        return f"quantized::aten_{name}", inputs
-    raise JitCaptureError(
-        f"{kind} at {where}: this quantized operation is not exported yet (supported: quantize_per_tensor, dequantize, "
-        f"quantized conv1d/conv2d/linear (+relu), add, add_relu, mul, cat, hardswish, and on quantized tensors "
-        f"{', '.join(sorted(VIA_FLOAT))} and the data-movement ops)"
-    )
-
-
-def _packed_path(conv: Any, packed: Any, what: str) -> str:
-    for obj, path in conv.objects.values():
-        if obj is packed:
-            return f"{path.removesuffix('._packed_params._packed_params').removesuffix('._packed_params')}.{what}"
-    return f"quantized.{what}"
-
-
-def output_qparams(kind: str, inputs: list[Any], where: str) -> tuple[float, int]:
-    """The scale and zero point of a quantized op's output, from its (IR) arguments."""
-    if kind == "aten::quantize_per_tensor":
-        return float(inputs[1]), int(inputs[2])
-    if kind.startswith(("quantized::conv", "quantized::linear")):
-        at = 7 if kind.startswith("quantized::conv") else 3
-        return float(inputs[at]), int(inputs[at + 1])
-    if kind in _TORCH_QUANTIZED:
-        at = _TORCH_QUANTIZED[kind][1]
-        first = inputs[0][0] if isinstance(inputs[0], list) else inputs[0]
-        scale, zero_point = inputs[at], inputs[at + 1]
-        if scale is None:  # cat without explicit parameters keeps its first input's
-            return first.scale, first.zero_point
-        return float(scale), int(zero_point)
-    first = next(
-        (a for a in [*inputs, *(x for i in inputs if isinstance(i, list) for x in i)] if isinstance(a, QuantizedValue)),
-        None,
-    )
-    if kind == "quantized::aten_sigmoid" and first is not None:
-        # torch's quantized sigmoid: fixed output parameters covering [0, 1)
-        return (1.0 / 256, 0) if first.dtype == "u8" else (1.0 / 256, -128)
-    if first is None:
-        raise JitCaptureError(f"{kind} at {where}: returns a quantized tensor from no quantized input")
-    return first.scale, first.zero_point

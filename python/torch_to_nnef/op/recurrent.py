@@ -21,9 +21,9 @@ from typing import Any, Union, cast
 import numpy as np
 from torch import nn
 
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Graph, Node, Value
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref, dim_literal
-from torch_to_nnef.op.core import TranslationError
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref, dim_literal
 from torch_to_nnef.op.custom_extractors import ModuleInfoExtractor
 
 _NP_DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}

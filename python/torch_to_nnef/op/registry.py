@@ -1,7 +1,31 @@
-"""The op registry: one translation function per ATen kind, registered by decorator."""
+"""The op registry: one translation function per ATen operator, registered by decorator.
+
+A translation is registered under the operator's name as torch spells it, with its overload:
+``@register("aten::add.Tensor", "aten::add.Scalar")``; a name without an overload is the default
+one (``"aten::relu"``). Its parameters mirror the operator's schema, and the registry binds the
+node's arguments to them by Python's own rules (positionals in schema order, keyword-only ones by
+name)::
+
+    @register("aten::leaky_relu")
+    def leaky_relu(ctx: Context, self: Value, negative_slope: float = 0.01) -> Ref:
+        ...
+
+``ctx.node`` is the node being translated (its outputs, its place in the model for messages).
+:func:`registration_problems` resolves every registered name against ``torch.ops`` and compares
+each translation's parameters with the schema's arguments (the test suite runs it).
+
+Names outside torch's namespaces are the IR's own conventions: ``complex::<name>`` is an ATen
+operator on complex tensors (same schema, complex layout), and the quantized kinds of
+:mod:`torch_to_nnef.ir.quantized` carry unpacked arguments (:data:`OWN_SCHEMAS`).
+
+Translations written against the whole node (``def f(ctx, node)``) are still accepted: they read
+``node.args`` themselves, and a name without an overload reaches them for every overload.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +33,8 @@ from typing import Any
 
 from torch_to_nnef.errors import T2NError
 from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.nnef_graph import NNEFBuilder, Ref
+from torch_to_nnef.ir.quantized import VIA_FLOAT
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 
 
 class RegistryError(T2NError, RuntimeError):
@@ -18,13 +43,30 @@ class RegistryError(T2NError, RuntimeError):
 
 @dataclass
 class Context:
-    """What a translation function sees: the builder, the target, and the refs of values."""
+    """What a translation function sees: the builder, the target, the refs of values and the node."""
 
     g: NNEFBuilder
     tract: bool
     refs: dict[str, Ref] = field(default_factory=dict)
     declare: Callable[[Value], Ref] | None = None
     target: Any = None
+    node: Node | None = None
+    """The node being translated (set by :func:`translate_node`)."""
+
+    def at(self, node: Node) -> Context:
+        """A copy of the context that translates ``node`` (it shares the refs and the builder)."""
+        return dataclasses.replace(self, node=node)
+
+    @property
+    def out(self) -> Value:
+        """The first output of the node being translated."""
+        if self.node is None:
+            raise RegistryError("no node is being translated")
+        return self.node.outputs[0]
+
+    def where(self) -> str:
+        """``kind at module path (class) (source line)`` of the node being translated, for messages."""
+        return f"{self.node.kind} at {self.node.where()}" if self.node is not None else "<graph>"
 
     def flag(self, name: str) -> bool:
         """A boolean option of the inference target (``force_norm_in_f32``...); False if it has none."""
@@ -45,32 +87,192 @@ class Context:
         return v
 
 
-Translation = Callable[[Context, Node], Sequence[Ref] | Ref]
+Translation = Callable[..., Sequence[Ref] | Ref]
+"""``fn(ctx, *schema_arguments)`` or, written against the whole node, ``fn(ctx, node)``."""
 
-_KIND = re.compile(r"^[a-z_][a-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$")
-_REGISTRY: dict[str, Translation] = {}
+_NAME = re.compile(r"^([a-z_][a-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$")
 
 
-def register(*kinds: str) -> Callable[[Translation], Translation]:
-    """Registers a translation for one or more kinds (``"aten::relu"``); fails on duplicates."""
+@dataclass(frozen=True)
+class Registration:
+    """A translation and the operator name it is registered under."""
+
+    name: str
+    """``aten::add.Tensor``, ``aten::relu`` (the default overload)."""
+    fn: Translation
+    bound: bool
+    """Whether ``fn`` takes the schema's arguments (rather than the whole node)."""
+
+    @property
+    def kind(self) -> str:
+        """The name without its overload (``aten::add``)."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def overload(self) -> str:
+        """The overload (``Tensor``), "" for the default one."""
+        return self.name.split(".", 1)[1] if "." in self.name else ""
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def _takes_node(fn: Translation) -> bool:
+    params = list(inspect.signature(fn).parameters)
+    return len(params) == 2 and params[1] == "node"
+
+
+def register(*names: str) -> Callable[[Translation], Translation]:
+    """Registers a translation for one or more operators (``"aten::add.Tensor"``); fails on a
+    malformed name or a name registered twice.
+    """
 
     def deco(fn: Translation) -> Translation:
-        for kind in kinds:
-            if not _KIND.match(kind):
-                raise RegistryError(f"malformed op kind {kind!r} for {fn.__name__}: expected 'namespace::name'")
-            if kind in _REGISTRY:
-                raise RegistryError(f"{kind} is registered twice ({_REGISTRY[kind].__name__} and {fn.__name__})")
-            _REGISTRY[kind] = fn
+        bound = not _takes_node(fn)
+        for name in names:
+            if not _NAME.match(name):
+                raise RegistryError(
+                    f"malformed operator name {name!r} for {fn.__name__}: expected 'namespace::name' or "
+                    "'namespace::name.overload'"
+                )
+            if name in _REGISTRY:
+                raise RegistryError(f"{name} is registered twice ({_REGISTRY[name].fn.__name__} and {fn.__name__})")
+            _REGISTRY[name] = Registration(name, fn, bound)
         return fn
 
     return deco
 
 
-def lookup(kind: str) -> Translation | None:
-    """The translation of ``kind``, if any."""
+def resolve(kind: str, overload: str = "") -> Registration | None:
+    """The registration that translates ``kind.overload``: the one of that exact name, else (for a
+    translation written against the whole node) the one of ``kind`` alone.
+    """
+    if overload:
+        exact = _REGISTRY.get(f"{kind}.{overload}")
+        if exact is not None:
+            return exact
+        base = _REGISTRY.get(kind)
+        return base if base is not None and not base.bound else None
     return _REGISTRY.get(kind)
 
 
+def lookup(kind: str, overload: str = "") -> Translation | None:
+    """The translation of ``kind`` (with ``overload``), if any."""
+    found = resolve(kind, overload)
+    return found.fn if found is not None else None
+
+
+def split_arguments(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A node's positional arguments and its keyword-only ones (the trailing dict, if any)."""
+    if args and isinstance(args[-1], dict):
+        return args[:-1], args[-1]
+    return args, {}
+
+
+def translate_node(ctx: Context, node: Node, registration: Registration | None = None) -> Sequence[Ref] | Ref:
+    """Translates ``node`` with its registered translation, its arguments bound to the parameters."""
+    found = registration or resolve(node.kind, node.overload)
+    if found is None:
+        raise RegistryError(f"{node.op_name} at {node.where()} has no translation")
+    at = ctx.at(node)
+    if not found.bound:
+        return found.fn(at, node)
+    positional, keywords = split_arguments(node.args)
+    try:
+        return found.fn(at, *positional, **keywords)
+    except TypeError as exc:
+        signature = inspect.signature(found.fn)
+        try:
+            signature.bind(at, *positional, **keywords)
+        except TypeError:  # the arguments do not fit the schema: say which operator and how
+            raise RegistryError(
+                f"{node.op_name} at {node.where()}: its arguments do not fit {found.fn.__name__}{signature}: {exc}"
+            ) from exc
+        raise
+
+
+def registrations() -> list[Registration]:
+    """Every registration, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
 def supported_kinds() -> list[str]:
-    """Every registered kind, sorted."""
-    return sorted(_REGISTRY)
+    """Every registered operator kind (without overloads), sorted."""
+    return sorted({r.kind for r in _REGISTRY.values()})
+
+
+OWN_KINDS = frozenset(f"quantized::aten_{name}" for name in VIA_FLOAT)
+"""Kinds the capture stage makes up, with arguments of their own (see :mod:`torch_to_nnef.ir.quantized`)."""
+
+OWN_SCHEMAS = frozenset({"complex"})
+"""Namespaces whose operators are the IR's own conventions over an ATen schema: ``complex::abs`` is
+``aten::abs`` on the complex layout."""
+
+
+def torch_schema(name: str) -> Any:
+    """The ``torch.FunctionSchema`` of an operator name (``aten::add.Tensor``), None if torch has no
+    such operator; ``complex::<name>`` is looked up as ``aten::<name>``.
+    """
+    import torch
+
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    namespace, op, overload = match.groups()
+    if namespace in OWN_SCHEMAS:
+        namespace = "aten"
+    try:
+        packet = getattr(getattr(torch.ops, namespace), op)
+        return getattr(packet, overload or "default")._schema
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _torch_has(kind: str) -> bool:
+    """Whether torch has an operator of that name, with any overload (``aten::__and__``)."""
+    import torch
+
+    namespace, op = kind.split("::")
+    if namespace in OWN_SCHEMAS:
+        namespace = "aten"
+    try:
+        return bool(getattr(getattr(torch.ops, namespace), op).overloads())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def registration_problems(own_kinds: frozenset[str] = OWN_KINDS) -> list[str]:
+    """What is wrong with the registry, one line each: names torch does not have, and translations
+    whose parameters do not mirror their operator's schema (names, order, keyword-only ones).
+
+    ``own_kinds`` are kinds that capture gives with arguments of its own (no torch schema to match).
+    """
+    problems = []
+    for reg in registrations():
+        if reg.kind in own_kinds:
+            continue
+        if not reg.bound:  # a translation of every overload: the operator must exist
+            if not _torch_has(reg.kind):
+                problems.append(f"{reg.name} ({reg.fn.__name__}): torch has no such operator")
+            continue
+        schema = torch_schema(reg.name)
+        if schema is None:
+            problems.append(f"{reg.name} ({reg.fn.__name__}): torch has no such operator")
+        else:
+            problem = _signature_problem(reg.fn, schema)
+            if problem:
+                problems.append(f"{reg.name} ({reg.fn.__name__}): {problem}")
+    return problems
+
+
+def _signature_problem(fn: Translation, schema: Any) -> str | None:
+    params = list(inspect.signature(fn).parameters.values())[1:]  # after ctx
+    wanted = [(a.name, bool(a.kwarg_only)) for a in schema.arguments]
+    got = [(p.name, p.kind is inspect.Parameter.KEYWORD_ONLY) for p in params[: len(wanted)]]
+    if got != wanted:
+        text = ", ".join(("*" if k else "") + n for n, k in wanted)
+        return f"parameters ({', '.join(p.name for p in params)}) differ from the schema's ({text})"
+    extra = [p.name for p in params[len(wanted) :] if p.default is inspect.Parameter.empty]
+    if extra:
+        return f"parameters {extra} are not in the schema and have no default"
+    return None

@@ -21,13 +21,14 @@ from typing import Any, cast
 
 import numpy as np
 
+from torch_to_nnef.check.versions import CUMSUM_TRACT
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.op import core, tensor_ops
-from torch_to_nnef.op.core import TranslationError, _arg, _axis
+from torch_to_nnef.nnef.builder import Ref, dim_literal
+from torch_to_nnef.op import common, core, tensor_ops
+from torch_to_nnef.op.common import node_arg, wrap_axis
 from torch_to_nnef.op.extra_ops import atan2
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.tract_versions import CUMSUM_TRACT
 
 _NORMS = ("backward", "ortho", "forward")
 
@@ -161,9 +162,9 @@ def _matmul_dft(
 def _fft(ctx: Context, node: Node, inverse: bool, onesided: bool) -> Ref:
     """fft/ifft/rfft: the transform of length ``n`` along ``dim`` of a real or complex input."""
     x = node.args[0]
-    n, dim, norm = _arg(node, 1, "n"), _arg(node, 2, "dim", -1), _arg(node, 3, "norm")
+    n, dim, norm = node_arg(node, 1, "n"), node_arg(node, 2, "dim", -1), node_arg(node, 3, "norm")
     _check_norm(node, norm)
-    axis = _axis(dim, x.rank)
+    axis = wrap_axis(dim, x.rank)
     size = x.shape[axis]
     if ctx.tract:
         return _tract_fft(ctx, node, x, axis, size if n is None else n, norm, inverse, onesided)
@@ -238,9 +239,9 @@ def aten_fft_irfft(ctx: Context, node: Node) -> Ref:
     with no imaginary part.
     """
     x = node.args[0]
-    n, norm = _arg(node, 1, "n"), _arg(node, 3, "norm")
+    n, norm = node_arg(node, 1, "n"), node_arg(node, 3, "norm")
     _check_norm(node, norm)
-    axis = _axis(_arg(node, 2, "dim", -1), x.rank)
+    axis = wrap_axis(node_arg(node, 2, "dim", -1), x.rank)
     m = _static(node, x.shape[axis], f"number of bins on axis {axis}")
     n = 2 * (m - 1) if n is None else _static(node, n, "output length n")
     scale = _scale(n, norm, inverse=True)
@@ -286,14 +287,14 @@ def _stft_options(ctx: Context, node: Node) -> tuple[int, int, np.ndarray, bool,
     """(n_fft, hop, padded window, normalized, onesided) of an stft or istft node."""
     x = node.args[0]
     n_fft = int(node.args[1])
-    hop = _arg(node, 2, "hop_length") or n_fft // 4
-    win_length = _arg(node, 3, "win_length") or n_fft
-    window = _window(ctx, node, _arg(node, 4, "window"), win_length, n_fft)
+    hop = node_arg(node, 2, "hop_length") or n_fft // 4
+    win_length = node_arg(node, 3, "win_length") or n_fft
+    window = _window(ctx, node, node_arg(node, 4, "window"), win_length, n_fft)
     if node.kind.endswith("::stft"):
-        normalized, onesided = bool(_arg(node, 5, "normalized", False)), _arg(node, 6, "onesided")
+        normalized, onesided = bool(node_arg(node, 5, "normalized", False)), node_arg(node, 6, "onesided")
         onesided = not _is_complex(x) if onesided is None else bool(onesided)
     else:
-        normalized, onesided = bool(_arg(node, 6, "normalized", False)), _arg(node, 7, "onesided")
+        normalized, onesided = bool(node_arg(node, 6, "normalized", False)), node_arg(node, 7, "onesided")
         onesided = x.shape[-2] != n_fft if onesided is None else bool(onesided)
     return n_fft, int(hop), window, normalized, onesided
 
@@ -309,7 +310,7 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
     x, out = node.args[0], node.outputs[0]
     if _is_complex(x):
         raise TranslationError(f"{node.where()}: stft of a complex signal is not supported yet")
-    if _arg(node, 8, "align_to_window"):
+    if node_arg(node, 8, "align_to_window"):
         raise TranslationError(f"{node.where()}: stft with align_to_window=True is not supported yet")
     n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
     bins = n_fft // 2 + 1 if onesided else n_fft
@@ -319,7 +320,7 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
     batched = x.rank == 2
     if ctx.tract:
         g.need("tract_registry tract_core")
-        given = _arg(node, 4, "window")
+        given = node_arg(node, 4, "window")
         if isinstance(given, Value) and given.shape == (n_fft,) and given.dtype == dtype:
             taper = ctx.ref(given)  # the constant itself, already in the document
         else:
@@ -358,10 +359,10 @@ def aten_istft(ctx: Context, node: Node) -> Ref:
     window and cropped as torch crops it.
     """
     x, out = node.args[0], node.outputs[0]
-    if _arg(node, 9, "return_complex", False):
+    if node_arg(node, 9, "return_complex", False):
         raise TranslationError(f"{node.where()}: istft with return_complex=True gives a complex output: not supported")
     n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
-    center, length = bool(_arg(node, 5, "center", True)), _arg(node, 8, "length")
+    center, length = bool(node_arg(node, 5, "center", True)), node_arg(node, 8, "length")
     bins, frames = _static(node, x.shape[-2], "number of frequency bins"), x.shape[-1]
     if not isinstance(frames, int) and not ctx.tract:
         raise TranslationError(f"{node.where()}: istft over a dynamic number of frames needs TractNNEF")
@@ -555,9 +556,9 @@ def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
     wrapped around.
     """
     x, pad = node.args[0], list(node.args[1])
-    mode, value = "constant", _arg(node, 2, "value", 0.0)
+    mode, value = "constant", node_arg(node, 2, "value", 0.0)
     if node.kind == "complex::pad":
-        mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value") or 0.0
+        mode, value = node_arg(node, 2, "mode", "constant"), node_arg(node, 3, "value") or 0.0
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported")
     if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
@@ -627,7 +628,7 @@ def _real_scale(ctx: Context, v: Any, rank: int, node: Node | None = None) -> An
         return float(v)
     ref = ctx.ref(v)
     if node is not None:
-        ref = tensor_ops._cast(ctx, node, ref, v.dtype, _parts_dtype(node.outputs[0]))
+        ref = common.cast_to(ctx, node, ref, v.dtype, _parts_dtype(node.outputs[0]))
     if v.rank < rank:
         ref = ctx.g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
     return ctx.g.op("unsqueeze", ref, axes=[rank])
@@ -682,7 +683,7 @@ def aten_complex_mul(ctx: Context, node: Node) -> Ref:
 
 
 def _alpha(node: Node) -> float:
-    alpha = _arg(node, 2, "alpha", 1)
+    alpha = node_arg(node, 2, "alpha", 1)
     if isinstance(alpha, complex) or not isinstance(alpha, (bool, int, float)):
         raise TranslationError(f"{node.where()}: {node.kind} with alpha={alpha!r} is not supported: use a real number")
     return float(alpha)
@@ -718,7 +719,7 @@ def aten_complex_div(ctx: Context, node: Node) -> Ref:
     """
     out, g = node.outputs[0], ctx.g
     a, b = node.args[0], node.args[1]
-    if _arg(node, 2, "rounding_mode") is not None:
+    if node_arg(node, 2, "rounding_mode") is not None:
         raise TranslationError(f"{node.where()}: a complex division has no rounding mode (got rounding_mode)")
     rank, dtype = out.rank, _parts_dtype(out)
     if _is_real(b):
@@ -895,7 +896,7 @@ def aten_complex_view(ctx: Context, node: Node) -> Ref:
     last.
     """
     x, out = node.args[0], node.outputs[0]
-    shape = tensor_ops._shape_attr(ctx, node, out.shape)
+    shape = common.shape_attr(ctx, node, out.shape)
     return ctx.g.op("reshape", ctx.ref(x), shape=shape, axis_start=0, axis_count=x.rank, out=out.name)
 
 
@@ -919,15 +920,15 @@ def aten_complex_roll(ctx: Context, node: Node) -> Ref:
     logical axes (over the flattened elements when dims is empty).
     """
     x, out = node.args[0], node.outputs[0]
-    if _arg(node, 2, "dims", []):
+    if node_arg(node, 2, "dims", []):
         return cast(Ref, tensor_ops.aten_roll(ctx, node))
     shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
     if not isinstance(shifts[0], int):
         raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
     g = ctx.g
     flat = g.op("reshape", ctx.ref(x), shape=[-1], axis_start=0, axis_count=x.rank)
-    rolled = tensor_ops._roll_axis(ctx, flat, tensor_ops._product(list(x.shape)), 0, shifts[0])
-    shape = tensor_ops._shape_attr(ctx, node, x.shape)
+    rolled = tensor_ops.roll_axis(ctx, flat, tensor_ops.product_of(list(x.shape)), 0, shifts[0])
+    shape = common.shape_attr(ctx, node, x.shape)
     return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
 
 
@@ -998,14 +999,14 @@ def aten_fftshift(ctx: Context, node: Node) -> Ref:
     (``n // 2`` forward, ``-(n // 2)`` back), on every axis by default; complex values move whole.
     """
     x, out = node.args[0], node.outputs[0]
-    dims = _arg(node, 1, "dim")
+    dims = node_arg(node, 1, "dim")
     dims = list(range(x.rank)) if dims is None else [dims] if isinstance(dims, int) else list(dims)
     sign = _SHIFTS[node.kind.split("::", 1)[1]]
     y = ctx.ref(x)
     for d in dims:
-        axis = _axis(d, x.rank)
+        axis = wrap_axis(d, x.rank)
         n = _static(node, x.shape[axis], f"length on axis {axis}")
-        y = tensor_ops._roll_axis(ctx, y, n, axis, sign * (n // 2))
+        y = tensor_ops.roll_axis(ctx, y, n, axis, sign * (n // 2))
     return ctx.g.op("copy", y, out=out.name)
 
 
@@ -1034,7 +1035,7 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     real_equation = ",".join(specs) + (f"->{rhs}{''.join(letters)}" if arrow else "")
     layouts = [Value(v.name, _parts_dtype(v), (*v.shape, 2)) for v in operands]  # the same refs, parts axis named
     products = Value(out.name + "_products", _parts_dtype(out), (*out.shape, *([2] * n)))
-    y = tensor_ops._einsum(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
+    y = tensor_ops.einsum_ref(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
     combine = np.zeros((2**n, 2))
     for index in range(2**n):
         k = bin(index).count("1")  # the number of imaginary factors
@@ -1079,7 +1080,7 @@ def aten_complex_cumsum(ctx: Context, node: Node) -> Ref:
         raise TranslationError(f"{node.where()}: cumsum of {x.dtype} to {out.dtype} is not supported: cast first")
     rank = max(x.rank, 1)
     y = ctx.ref(x) if x.rank else g.op("unsqueeze", ctx.ref(x), axes=[0])
-    axis = _axis(node.args[1], rank)
+    axis = wrap_axis(node.args[1], rank)
     if ctx.tract_at_least(CUMSUM_TRACT):
         g.need("tract_registry tract_core")
         y = g.op("tract_core_cumsum", y, axis=axis, exclusive=False, reverse=False)

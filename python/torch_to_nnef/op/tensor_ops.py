@@ -4,238 +4,91 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Any, cast
 
 import numpy as np
 
+from torch_to_nnef.check.versions import COPY_TRACT, CUMSUM_TRACT
+from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
-from torch_to_nnef.nnef_graph import Ref, dim_literal
-from torch_to_nnef.op.core import (
-    _BIG,
-    _NP_DTYPES,
-    TranslationError,
-    _align,
-    _arg,
-    _axis,
-    _bound,
-    _reduce_axes,
-    _scalar,
-    aten_matmul,
+from torch_to_nnef.nnef.builder import Ref, dim_literal
+from torch_to_nnef.op.common import (
+    BIG,
+    NP_DTYPES,
+    align_rank,
+    binary_operands,
+    bitwise_integer,
+    broadcast_shape,
+    cast_to,
+    dim_of,
+    div_rounded,
+    filled_like,
+    finish_reduction,
+    int_arith,
+    node_arg,
+    operand_ref,
+    reduce_axes,
+    scalar_const,
+    shape_attr,
+    slice_bound,
+    tract_only,
+    trunc_ref,
+    vector_norm,
+    wrap_axis,
 )
+from torch_to_nnef.op.core import aten_matmul
 from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.tract_versions import COPY_TRACT, CUMSUM_TRACT
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _tract_only(ctx: Context, node: Node, why: str) -> None:
-    """Raises unless the target is tract (``why`` says what plain NNEF lacks)."""
-    if not ctx.tract:
-        raise TranslationError(f"{node.where()}: {node.kind} {why}: use TractNNEF")
-    ctx.g.need("tract_registry tract_core")
 
 
 def _label_value(value: Any) -> str:
     return str(value).replace("-", "minus_").replace(".", "p")
 
 
-def _cast(ctx: Context, node: Node, ref: Any, src: str, dst: str) -> Any:
-    """``ref`` converted from ``src`` to ``dst`` (tract casts; the specification only turns booleans to floats)."""
-    if src == dst:
-        return ref
-    if ctx.tract:
-        ctx.g.need("tract_registry tract_core")
-        return ctx.g.op("tract_core_cast", ref, to=dst)
-    if src == "bool" and dst.startswith("f"):
-        return ctx.g.op("select", ref, 1.0, 0.0)
-    raise TranslationError(f"{node.where()}: {node.kind} needs a cast from {src} to {dst}: use TractNNEF")
-
-
-def _symbolic(ctx: Context, node: Node, value: SymInt, dtype: str, rank: int) -> Ref:
-    """A symbolic integer (``x.size(1)`` under a dynamic axis) as a tensor of ``dtype``; or a number
-    computed from one in floats (``x.size(1) ** -0.5``: ``FloatPow(ToFloat(S), -0.5)``), computed in f32.
-    """
-    _tract_only(ctx, node, "uses a dynamic size as a value, which plain NNEF cannot express")
-    if any(f in value.expr for f in _FLOAT_FUNCTIONS):
-        result = _symbolic_float(ctx, node, value.expr)
-        if not isinstance(result, Ref):
-            return cast(Ref, _scalar(ctx, result, dtype, rank))
-        ref = result if dtype == "f32" else ctx.g.op("tract_core_cast", result, to=dtype)
-    else:
-        ref = ctx.g.op("tract_core_cast", Ref(dim_literal(value.expr)), to=dtype)
-    return ctx.g.op("unsqueeze", ref, axes=list(range(rank))) if rank else ref
-
-
-_FLOAT_FUNCTIONS = ("ToFloat", "FloatPow", "FloatTrueDiv", "IntTrueDiv")
-"""torch's functions of symbolic floats (a size turned to a float, powers, true divisions)."""
-
-
-def _symbolic_float(ctx: Context, node: Node, text: str) -> Ref | float:
-    """The ops computing torch's float expression ``text`` of the symbols in f32 (a number when constant)."""
-    import sympy  # type: ignore[import-untyped]
-
-    known = {*_FLOAT_FUNCTIONS, "FloorDiv"}
-    names = set(re.findall(r"[A-Za-z_]\w*", text))
-    tree = sympy.sympify(
-        text, locals={n: sympy.Function(n) if n in known else sympy.Symbol(n, integer=True) for n in names}
-    )
-    g = ctx.g
-
-    def size(e: Any) -> str:  # an integer expression of the symbols in tract's syntax
-        kind = type(e).__name__
-        if e.is_Symbol or e.is_Integer:
-            return str(e)
-        if e.is_Add or e.is_Mul:
-            return ("+" if e.is_Add else "*").join(f"({size(a)})" for a in e.args)
-        if kind == "FloorDiv" and e.args[1].is_Integer:
-            return f"({size(e.args[0])})/{e.args[1]}"
-        if e.is_Pow and e.args[1].is_Integer and e.args[1] > 0:
-            return "*".join([f"({size(e.args[0])})"] * int(e.args[1]))
-        raise TranslationError(f"{node.where()}: {node.kind}: the size {text} has no tract expression")
-
-    def binary(op: str, a: Any, b: Any) -> Ref | float:
-        if isinstance(a, float) and isinstance(b, float):
-            return float({"add": a + b, "mul": a * b, "div": a / b, "pow": a**b}[op])
-        return g.op(op, a, b)
-
-    def walk(e: Any) -> Ref | float:
-        kind = type(e).__name__
-        if e.is_Number:
-            return float(e)
-        if kind == "ToFloat" or not any(f in str(e) for f in _FLOAT_FUNCTIONS):
-            return g.op("tract_core_cast", Ref(dim_literal(size(e.args[0] if kind == "ToFloat" else e))), to="f32")
-        if kind == "FloatPow":
-            return binary("pow", walk(e.args[0]), walk(e.args[1]))
-        if kind in ("FloatTrueDiv", "IntTrueDiv"):
-            return binary("div", walk(e.args[0]), walk(e.args[1]))
-        if e.is_Add or e.is_Mul:
-            parts = [walk(a) for a in e.args]
-            result = parts[0]
-            for part in parts[1:]:
-                result = binary("add" if e.is_Add else "mul", result, part)
-            return result
-        raise TranslationError(f"{node.where()}: {node.kind}: the number {text} has no tract expression")
-
-    return walk(tree)
-
-
-def _operand(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
-    """An elementwise operand of ``dtype``, aligned to ``rank`` (tensors are cast when needed)."""
-    if isinstance(v, Value):
-        aligned = ctx.ref(v) if v.rank >= rank else _align(ctx, v, rank, v)
-        return _cast(ctx, node, aligned, v.dtype, dtype)
-    if isinstance(v, SymInt):
-        return _symbolic(ctx, node, v, dtype, rank)
-    return _scalar(ctx, v, dtype, rank)
-
-
-def _expressible(d: Dim) -> bool:
-    """Whether tract can read a dimension: an int, or arithmetic over the user's single-letter symbols
-    and those of the axes taken in steps (``H_8``), not over torch's own (``u0``: a size from data).
-    """
-    if isinstance(d, int):
-        return True
-    names = re.findall(r"[A-Za-z_]\w*", d)
-    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(re.fullmatch(r"[A-Za-z](_\d+)?", n) for n in names)
-
-
-def _dim(node: Node, d: Dim) -> Any:
-    """A dimension as an NNEF integer: an int, or tract's expression of the symbols."""
-    if isinstance(d, int):
-        return d
-    if not _expressible(d):
-        raise TranslationError(f"{node.where()}: {node.kind}: the size {d} has no tract expression")
-    return Ref(dim_literal(d))
-
-
-def _shape_attr(ctx: Context, node: Node, shape: tuple[Dim, ...] | list[Dim]) -> list[Any]:
-    """A full shape for ``reshape``: one symbolic dimension becomes -1, more need tract's expressions."""
-    symbolic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
-    if len(symbolic) == 1:
-        return [-1 if i == symbolic[0] else d for i, d in enumerate(shape)]
-    if symbolic and not ctx.tract:
-        raise TranslationError(f"{node.where()}: {node.kind} needs a symbolic reshape: use TractNNEF")
-    return [_dim(node, d) for d in shape]
-
-
-def _product(dims: list[Dim]) -> Dim:
+def product_of(dims: list[Dim]) -> Dim:
+    """The product of dimensions: an int when all are static, else tract's expression."""
     if all(isinstance(d, int) for d in dims):
         return math.prod(int(d) for d in dims)
     return "*".join(str(d) if isinstance(d, int) else f"({dim_literal(d)})" for d in dims)
 
 
 def _slice_ref(ctx: Context, x: Any, dim: Dim, axis: int, start: Any, end: Any, out: str | None = None) -> Ref:
-    return ctx.g.op("slice", x, axes=[axis], begin=[_bound(start, dim)], end=[_bound(end, dim)], stride=[1], out=out)
-
-
-def _trunc(ctx: Context, q: Any) -> Ref:
-    """Rounding towards zero with specification ops only."""
-    return ctx.g.op("select", ctx.g.op("lt", q, 0.0), ctx.g.op("ceil", q), ctx.g.op("floor", q))
-
-
-def _int_arith(ctx: Context, node: Node, dtype: str) -> None:
-    if not dtype.startswith("f") and not ctx.tract:
-        raise TranslationError(
-            f"{node.where()}: {node.kind} on {dtype} needs integer arithmetic, which the NNEF specification "
-            "lacks (its arithmetic is on scalars only): use TractNNEF"
-        )
+    return ctx.g.op(
+        "slice", x, axes=[axis], begin=[slice_bound(start, dim)], end=[slice_bound(end, dim)], stride=[1], out=out
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Rounding division and remainders
 
 
-def _binary_operands(ctx: Context, node: Node) -> tuple[Any, Any, Value]:
-    out = node.outputs[0]
-    _int_arith(ctx, node, out.dtype)
-    a, b = _arg(node, 0, "self"), _arg(node, 1, "other")
-    return _operand(ctx, node, a, out.dtype, out.rank), _operand(ctx, node, b, out.dtype, out.rank), out
-
-
 def _fmod(ctx: Context, a: Any, b: Any, dtype: str) -> Ref:
     """The remainder of a truncated division, a - b * trunc(a / b) (integer division already truncates)."""
     q = ctx.g.op("div", a, b)
     if dtype.startswith("f"):
-        q = _trunc(ctx, q)
+        q = trunc_ref(ctx, q)
     return ctx.g.op("sub", a, ctx.g.op("mul", q, b))
 
 
 @register("aten::fmod")
 def aten_fmod(ctx: Context, node: Node) -> Ref:
     """fmod.Tensor(Tensor self, Tensor other) / fmod.Scalar(Tensor self, Scalar other): the sign of self."""
-    a, b, out = _binary_operands(ctx, node)
+    a, b, out = binary_operands(ctx, node)
     return ctx.g.op("copy", _fmod(ctx, a, b, out.dtype), out=out.name)
 
 
 @register("aten::remainder")
 def aten_remainder(ctx: Context, node: Node) -> Ref:
     """remainder.Tensor(Tensor self, Tensor other) / remainder.Scalar(...): Python's %, the sign of other."""
-    a, b, out = _binary_operands(ctx, node)
+    a, b, out = binary_operands(ctx, node)
     g = ctx.g
     r = _fmod(ctx, a, b, out.dtype)
-    zero = _scalar(ctx, 0, out.dtype, out.rank)
+    zero = scalar_const(ctx, 0, out.dtype, out.rank)
     # A non-zero fmod whose sign differs from the divisor's is shifted by the divisor.
     wrong_sign = g.op("lt", g.op("mul", r, b), zero)
     return g.op("select", wrong_sign, g.op("add", r, b), r, out=out.name)
-
-
-def div_rounded(ctx: Context, node: Node) -> Ref:
-    """div.Tensor_mode(Tensor self, Tensor other, *, str? rounding_mode): 'trunc' or 'floor'."""
-    mode = _arg(node, 2, "rounding_mode") if node.kind == "aten::div" else "floor"
-    if mode not in ("trunc", "floor"):
-        raise TranslationError(f"{node.where()}: div with rounding_mode={mode!r} is not supported")
-    a, b, out = _binary_operands(ctx, node)
-    g = ctx.g
-    q = g.op("div", a, b)
-    if out.dtype.startswith("f"):
-        return g.op("floor" if mode == "floor" else "copy", _trunc(ctx, q) if mode == "trunc" else q, out=out.name)
-    if mode == "trunc":
-        return g.op("copy", q, out=out.name)
-    r = g.op("sub", a, g.op("mul", q, b))
-    zero, one = _scalar(ctx, 0, out.dtype, out.rank), _scalar(ctx, 1, out.dtype, out.rank)
-    return g.op("select", g.op("lt", g.op("mul", r, b), zero), g.op("sub", q, one), q, out=out.name)
 
 
 @register("aten::floor_divide")
@@ -248,23 +101,13 @@ def aten_floor_divide(ctx: Context, node: Node) -> Ref:
 # Bitwise and logical
 
 
-def bitwise_integer(ctx: Context, node: Node, op: str) -> Ref:
-    """An integer bitwise op as tract's ``tract_core_bit*`` (the specification has none)."""
-    out = node.outputs[0]
-    _tract_only(ctx, node, f"on {out.dtype} needs bitwise integer operators, which the NNEF specification lacks")
-    if op == "bitnot":
-        return ctx.g.op("tract_core_bitnot", _operand(ctx, node, node.args[0], out.dtype, out.rank), out=out.name)
-    a, b = (_operand(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
-    return ctx.g.op(f"tract_core_{op}", a, b, out=out.name)
-
-
 def _as_bool(ctx: Context, node: Node, v: Any, rank: int) -> Any:
     if isinstance(v, Value):
-        ref = ctx.ref(v) if v.rank >= rank else _align(ctx, v, rank, v)
+        ref = ctx.ref(v) if v.rank >= rank else align_rank(ctx, v, rank, v)
         if v.dtype == "bool":
             return ref
-        _int_arith(ctx, node, v.dtype)
-        return ctx.g.op("ne", ref, _scalar(ctx, 0, v.dtype, rank))
+        int_arith(ctx, node, v.dtype)
+        return ctx.g.op("ne", ref, scalar_const(ctx, 0, v.dtype, rank))
     return bool(v)
 
 
@@ -299,7 +142,7 @@ def aten_bitwise_xor(ctx: Context, node: Node) -> Ref:
 
 
 def _dims_arg(node: Node, index: int, name: str) -> Any:
-    dims = _arg(node, index, name)
+    dims = node_arg(node, index, name)
     return None if isinstance(dims, dict) else dims
 
 
@@ -308,12 +151,12 @@ def aten_prod(ctx: Context, node: Node) -> Ref:
     """prod.dim_int(Tensor self, int dim, bool keepdim=False, *, ScalarType? dtype=None); prod(self)."""
     x, out = node.args[0], node.outputs[0]
     dim = _dims_arg(node, 1, "dim")
-    axes = _reduce_axes(x, dim)
-    keep = bool(_arg(node, 2, "keepdim", False)) if dim is not None else False
+    axes = reduce_axes(x, dim)
+    keep = bool(node_arg(node, 2, "keepdim", False)) if dim is not None else False
     g = ctx.g
     if ctx.tract:
         ctx.g.need("tract_registry tract_core")
-        xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+        xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
         y = g.op("tract_core_product_reduce", xr, axes=axes)
     else:
         if not (x.dtype.startswith("f") and out.dtype == x.dtype):
@@ -330,54 +173,31 @@ def aten_prod(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", y, axes=axes, out=out.name)
 
 
-def _vector_norm(ctx: Context, node: Node, xr: Any, ord_: Any, axes: list[int]) -> Ref:
-    """The p-norm over ``axes``, dimensions kept."""
-    g = ctx.g
-    if ord_ in (math.inf, -math.inf):
-        return g.op("max_reduce" if ord_ > 0 else "min_reduce", g.op("abs", xr), axes=axes)
-    if ord_ == 0:
-        return g.op("sum_reduce", g.op("select", g.op("ne", xr, 0.0), 1.0, 0.0), axes=axes)
-    if ord_ == 1:
-        return g.op("sum_reduce", g.op("abs", xr), axes=axes)
-    if ord_ == 2:
-        return g.op("sqrt", g.op("sum_reduce", g.op("sqr", xr), axes=axes))
-    if not isinstance(ord_, (int, float)) or isinstance(ord_, bool):
-        raise TranslationError(f"{node.where()}: vector norm of order {ord_!r} is not supported")
-    p = float(ord_)
-    return g.op("pow", g.op("sum_reduce", g.op("pow", g.op("abs", xr), p), axes=axes), 1.0 / p)
-
-
 def _norm_input(ctx: Context, node: Node, x: Value, out: Value) -> Any:
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: norm to {out.dtype} is not supported")
-    return _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
-
-
-def _finish(ctx: Context, y: Ref, axes: list[int], keep: bool, out: str) -> Ref:
-    if keep or not axes:
-        return ctx.g.op("copy", y, out=out)
-    return ctx.g.op("squeeze", y, axes=axes, out=out)
+    return cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
 
 
 @register("aten::linalg_vector_norm")
 def aten_linalg_vector_norm(ctx: Context, node: Node) -> Ref:
     """linalg_vector_norm(Tensor self, Scalar ord=2, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype)."""
     x, out = node.args[0], node.outputs[0]
-    ord_ = _arg(node, 1, "ord", 2)
-    axes = _reduce_axes(x, _dims_arg(node, 2, "dim"))
-    keep = bool(_arg(node, 3, "keepdim", False))
-    y = _vector_norm(ctx, node, _norm_input(ctx, node, x, out), ord_, axes)
-    return _finish(ctx, y, axes, keep, out.name)
+    ord_ = node_arg(node, 1, "ord", 2)
+    axes = reduce_axes(x, _dims_arg(node, 2, "dim"))
+    keep = bool(node_arg(node, 3, "keepdim", False))
+    y = vector_norm(ctx, node, _norm_input(ctx, node, x, out), ord_, axes)
+    return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 def _matrix_norm(ctx: Context, node: Node, x: Value, ord_: Any, dims: list[int], keep: bool) -> Ref:
     out = node.outputs[0]
     xr = _norm_input(ctx, node, x, out)
-    rows, cols = (_axis(d, x.rank) for d in dims)
+    rows, cols = (wrap_axis(d, x.rank) for d in dims)
     axes = sorted((rows, cols))
     g = ctx.g
     if ord_ == "fro":
-        y = _vector_norm(ctx, node, xr, 2, axes)
+        y = vector_norm(ctx, node, xr, 2, axes)
     elif ord_ in (1, -1, math.inf, -math.inf):
         # 1: largest column sum of |x|; inf: largest row sum (and the smallest for the negative orders).
         summed, across = (rows, cols) if ord_ in (1, -1) else (cols, rows)
@@ -387,34 +207,34 @@ def _matrix_norm(ctx: Context, node: Node, x: Value, ord_: Any, dims: list[int],
         raise TranslationError(
             f"{node.where()}: matrix norm of order {ord_!r} needs singular values, which NNEF cannot express"
         )
-    return _finish(ctx, y, axes, keep, out.name)
+    return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 @register("aten::linalg_matrix_norm")
 def aten_linalg_matrix_norm(ctx: Context, node: Node) -> Ref:
     """linalg_matrix_norm(Tensor self, Scalar|str ord='fro', int[] dim=[-2,-1], bool keepdim=False, *, dtype)."""
     x = node.args[0]
-    ord_ = _arg(node, 1, "ord", "fro")
-    dims = list(_arg(node, 2, "dim", [-2, -1]))
-    return _matrix_norm(ctx, node, x, ord_, dims, bool(_arg(node, 3, "keepdim", False)))
+    ord_ = node_arg(node, 1, "ord", "fro")
+    dims = list(node_arg(node, 2, "dim", [-2, -1]))
+    return _matrix_norm(ctx, node, x, ord_, dims, bool(node_arg(node, 3, "keepdim", False)))
 
 
 @register("aten::linalg_norm")
 def aten_linalg_norm(ctx: Context, node: Node) -> Ref:
     """linalg_norm(Tensor self, Scalar|str? ord=None, int[1]? dim=None, bool keepdim=False, *, dtype)."""
     x, out = node.args[0], node.outputs[0]
-    ord_ = _arg(node, 1, "ord")
+    ord_ = node_arg(node, 1, "ord")
     dim = _dims_arg(node, 2, "dim")
-    keep = bool(_arg(node, 3, "keepdim", False))
+    keep = bool(node_arg(node, 3, "keepdim", False))
     dims = [dim] if isinstance(dim, int) else (list(dim) if dim is not None else None)
     matrix = (dims is not None and len(dims) == 2) or (dims is None and ord_ is not None and x.rank == 2)
     if ord_ is not None and matrix:
         return _matrix_norm(ctx, node, x, ord_, dims or [0, 1], keep)
     if isinstance(ord_, str):
         raise TranslationError(f"{node.where()}: norm {ord_!r} needs two dims")
-    axes = _reduce_axes(x, dims)
-    y = _vector_norm(ctx, node, _norm_input(ctx, node, x, out), 2 if ord_ is None else ord_, axes)
-    return _finish(ctx, y, axes, keep, out.name)
+    axes = reduce_axes(x, dims)
+    y = vector_norm(ctx, node, _norm_input(ctx, node, x, out), 2 if ord_ is None else ord_, axes)
+    return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 @register("aten::any", "aten::all")
@@ -422,8 +242,8 @@ def aten_any_all(ctx: Context, node: Node) -> Ref:
     """any.dim(Tensor self, int dim, bool keepdim=False) / any.dims(self, int[]? dim) / any(self); all alike."""
     x, out = node.args[0], node.outputs[0]
     dim = _dims_arg(node, 1, "dim")
-    axes = _reduce_axes(x, dim)
-    keep = bool(_arg(node, 2, "keepdim", False)) if dim is not None else False
+    axes = reduce_axes(x, dim)
+    keep = bool(node_arg(node, 2, "keepdim", False)) if dim is not None else False
     g = ctx.g
     truth = _as_bool(ctx, node, x, x.rank)
     if not axes:
@@ -433,16 +253,16 @@ def aten_any_all(ctx: Context, node: Node) -> Ref:
     else:  # older tract: the largest (any) or smallest (all) of 0/1 values
         ones = g.op("select", truth, 1.0, 0.0)
         y = g.op("gt", g.op("max_reduce" if node.kind == "aten::any" else "min_reduce", ones, axes=axes), 0.5)
-    return _finish(ctx, y, axes, keep, out.name)
+    return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 @register("aten::cumsum")
 def aten_cumsum(ctx: Context, node: Node) -> Ref:
     """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) -> Tensor."""
     x, out = node.args[0], node.outputs[0]
-    axis = _axis(node.args[1], x.rank)
+    axis = wrap_axis(node.args[1], x.rank)
     g = ctx.g
-    xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
     n = x.shape[axis] if x.rank else 1
     by_product = out.dtype.startswith("f") and isinstance(n, int)
     if ctx.tract_at_least(CUMSUM_TRACT) or (ctx.tract and not by_product):
@@ -457,7 +277,7 @@ def aten_cumsum(ctx: Context, node: Node) -> Ref:
         axis += 2 - x.rank
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = g.op("transpose", xr, axes=perm) if axis != rank - 1 else xr
-    triangle = np.triu(np.ones((n, n), dtype=_NP_DTYPES[out.dtype])).reshape((1,) * (rank - 2) + (n, n))
+    triangle = np.triu(np.ones((n, n), dtype=NP_DTYPES[out.dtype])).reshape((1,) * (rank - 2) + (n, n))
     y = g.op("matmul", moved, g.variable(triangle, f"cumsum_triangle_{out.dtype}_{n}_r{rank}"))
     if axis != rank - 1:
         y = g.op("transpose", y, axes=[perm.index(a) for a in range(rank)])
@@ -470,36 +290,18 @@ def aten_cumsum(ctx: Context, node: Node) -> Ref:
 def aten_logsumexp(ctx: Context, node: Node) -> Ref:
     """logsumexp(Tensor self, int[1] dim, bool keepdim=False) -> Tensor (stable: the maximum is factored out)."""
     x, out = node.args[0], node.outputs[0]
-    axes = _reduce_axes(x, _dims_arg(node, 1, "dim"))
-    keep = bool(_arg(node, 2, "keepdim", False))
+    axes = reduce_axes(x, _dims_arg(node, 1, "dim"))
+    keep = bool(node_arg(node, 2, "keepdim", False))
     g = ctx.g
-    xr = _cast(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
     # Clamping the maximum to finite values keeps all -inf (or +inf) slices exact instead of NaN.
     top = g.op("min", g.op("max", g.op("max_reduce", xr, axes=axes), -3.4028234663852886e38), 3.4028234663852886e38)
     y = g.op("add", g.op("log", g.op("sum_reduce", g.op("exp", g.op("sub", xr, top)), axes=axes)), top)
-    return _finish(ctx, y, axes, keep, out.name)
+    return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 # ----------------------------------------------------------------------------------------------
 # Creation
-
-
-def _filled(ctx: Context, node: Node, value: Any) -> Ref:
-    """A tensor of the output's shape and dtype filled with ``value`` (a scalar, SymInt or 0-d Value)."""
-    out = node.outputs[0]
-    g = ctx.g
-    if isinstance(value, Value):
-        one = _operand(ctx, node, value, out.dtype, out.rank)
-    elif isinstance(value, SymInt):
-        one = _symbolic(ctx, node, value, out.dtype, out.rank)
-    else:
-        array = np.full((1,) * out.rank, value, dtype=_NP_DTYPES[out.dtype])
-        one = g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
-    if not out.rank:
-        return g.op("copy", one, out=out.name)
-    if any(not isinstance(d, int) for d in out.shape):
-        _tract_only(ctx, node, "has a dynamic shape, which plain NNEF cannot express")
-    return g.op("tile", one, repeats=[_dim(node, d) for d in out.shape], out=out.name)
 
 
 _FILL_VALUE = {
@@ -520,7 +322,7 @@ def aten_zeros_ones(ctx: Context, node: Node) -> Ref:
     ``new_*(Tensor self, SymInt[] size, ...)`` take the size given; empty tensors are given zeros. A
     one-element constant is tiled to the size (symbolic sizes as tract expressions).
     """
-    return _filled(ctx, node, _FILL_VALUE[node.kind])
+    return filled_like(ctx, node, _FILL_VALUE[node.kind])
 
 
 @register("aten::full", "aten::new_full", "aten::scalar_tensor", "aten::fill")
@@ -531,7 +333,7 @@ def aten_full(ctx: Context, node: Node) -> Ref:
     ``fill.Scalar(Tensor self, Scalar value)`` / ``fill.Tensor(Tensor self, Tensor value)``.
     """
     index = {"aten::full": 1, "aten::new_full": 2, "aten::scalar_tensor": 0, "aten::fill": 1}[node.kind]
-    return _filled(ctx, node, node.args[index])
+    return filled_like(ctx, node, node.args[index])
 
 
 @register("aten::arange")
@@ -546,19 +348,19 @@ def aten_arange(ctx: Context, node: Node) -> Ref:
     length = out.shape[0]
     if isinstance(length, int) and not any(isinstance(v, SymInt) for v in (start, end, step)):
         values = np.array([start + i * step for i in range(length)], dtype=np.float64)
-        array = values.astype(_NP_DTYPES[out.dtype])
+        array = values.astype(NP_DTYPES[out.dtype])
         label = f"arange_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{_label_value(step)}"
         return g.op("copy", g.variable(array, label), out=out.name)
-    _tract_only(ctx, node, "with a dynamic length needs tract_core_range, which the NNEF specification lacks")
+    tract_only(ctx, node, "with a dynamic length needs tract_core_range, which the NNEF specification lacks")
     if all(isinstance(v, (int, SymInt)) and not isinstance(v, bool) for v in (start, end, step)):
         bounds = [Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v for v in (start, end, step)]
         return g.op("tract_core_cast", g.op("tract_core_range", *bounds), to=out.dtype, out=out.name)
     # Float bounds: start + step * [0, 1, ..., length - 1].
-    y = g.op("tract_core_cast", g.op("tract_core_range", 0, _dim(node, length), 1), to=out.dtype)
+    y = g.op("tract_core_cast", g.op("tract_core_range", 0, dim_of(node, length), 1), to=out.dtype)
     if step != 1:
-        y = g.op("mul", y, _operand(ctx, node, step, out.dtype, 1))
+        y = g.op("mul", y, operand_ref(ctx, node, step, out.dtype, 1))
     if start != 0:
-        y = g.op("add", y, _operand(ctx, node, start, out.dtype, 1))
+        y = g.op("add", y, operand_ref(ctx, node, start, out.dtype, 1))
     return g.op("copy", y, out=out.name)
 
 
@@ -569,7 +371,7 @@ def aten_linspace(ctx: Context, node: Node) -> Ref:
     start, end, steps = node.args[:3]
     if any(isinstance(v, (SymInt, Value)) for v in (start, end, steps)):
         raise TranslationError(f"{node.where()}: linspace with dynamic bounds is not supported")
-    array = np.linspace(float(start), float(end), int(steps)).astype(_NP_DTYPES[out.dtype])
+    array = np.linspace(float(start), float(end), int(steps)).astype(NP_DTYPES[out.dtype])
     label = f"linspace_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{steps}"
     return ctx.g.op("copy", ctx.g.variable(array, label), out=out.name)
 
@@ -582,7 +384,7 @@ def aten_linspace(ctx: Context, node: Node) -> Ref:
 def aten_tril_triu(ctx: Context, node: Node) -> Ref:
     """tril/triu(Tensor self, int diagonal=0) -> Tensor (over the last two axes)."""
     x, out = node.args[0], node.outputs[0]
-    diagonal = _arg(node, 1, "diagonal", 0)
+    diagonal = node_arg(node, 1, "diagonal", 0)
     upper = node.kind == "aten::triu"
     g = ctx.g
     if ctx.tract:
@@ -595,15 +397,15 @@ def aten_tril_triu(ctx: Context, node: Node) -> Ref:
     ones = np.ones((rows, cols), dtype=bool)
     keep = (np.triu(ones, diagonal) if upper else np.tril(ones, diagonal)).reshape((1,) * (x.rank - 2) + (rows, cols))
     mask = g.variable(keep, f"{'triu' if upper else 'tril'}_{rows}x{cols}_{_label_value(diagonal)}_r{x.rank}")
-    return g.op("select", mask, ctx.ref(x), _scalar(ctx, 0, x.dtype, x.rank), out=out.name)
+    return g.op("select", mask, ctx.ref(x), scalar_const(ctx, 0, x.dtype, x.rank), out=out.name)
 
 
-def _roll_axis(ctx: Context, x: Any, dim: Dim, axis: int, shift: int) -> Any:
+def roll_axis(ctx: Context, x: Any, dim: Dim, axis: int, shift: int) -> Any:
     """``x`` rolled by ``shift`` along ``axis`` (of size ``dim``): the last ``shift`` items come first."""
     split = (-shift) % dim if isinstance(dim, int) else -shift
     if split == 0 or shift == 0:
         return x
-    tail = _slice_ref(ctx, x, dim, axis, split, _BIG)
+    tail = _slice_ref(ctx, x, dim, axis, split, BIG)
     head = _slice_ref(ctx, x, dim, axis, 0, split)
     return ctx.g.op("concat", [tail, head], axis=axis)
 
@@ -613,19 +415,19 @@ def aten_roll(ctx: Context, node: Node) -> Ref:
     """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) -> Tensor (flattened when dims is empty)."""
     x, out = node.args[0], node.outputs[0]
     shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-    dims = _arg(node, 2, "dims", [])
+    dims = node_arg(node, 2, "dims", [])
     dims = [dims] if isinstance(dims, int) else list(dims or [])
     if any(not isinstance(s, int) for s in shifts):
         raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
     g = ctx.g
     if not dims:
         flat = g.op("reshape", ctx.ref(x), shape=[-1])
-        rolled = _roll_axis(ctx, flat, _product(list(x.shape)), 0, shifts[0])
-        return g.op("reshape", rolled, shape=_shape_attr(ctx, node, x.shape), out=out.name)
+        rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shifts[0])
+        return g.op("reshape", rolled, shape=shape_attr(ctx, node, x.shape), out=out.name)
     y = ctx.ref(x)
     for shift, d in zip(shifts, dims):
-        axis = _axis(d, x.rank)
-        y = _roll_axis(ctx, y, x.shape[axis], axis, shift)
+        axis = wrap_axis(d, x.rank)
+        y = roll_axis(ctx, y, x.shape[axis], axis, shift)
     return g.op("copy", y, out=out.name)
 
 
@@ -655,13 +457,13 @@ def aten_hstack(ctx: Context, node: Node) -> Ref:
 def aten_flip(ctx: Context, node: Node) -> Ref:
     """flip(Tensor self, int[] dims) -> Tensor."""
     x, out = node.args[0], node.outputs[0]
-    axes = sorted({_axis(d, x.rank) for d in node.args[1]})
+    axes = sorted({wrap_axis(d, x.rank) for d in node.args[1]})
     g = ctx.g
     if not axes:
         return g.op("copy", ctx.ref(x), out=out.name)
     if ctx.tract:
         # tract slices [begin, end) then walks it backwards for a negative stride.
-        ends = [_dim(node, x.shape[a]) for a in axes]
+        ends = [dim_of(node, x.shape[a]) for a in axes]
         return g.op(
             "slice", ctx.ref(x), axes=axes, begin=[0] * len(axes), end=ends, stride=[-1] * len(axes), out=out.name
         )
@@ -679,7 +481,7 @@ def aten_flip(ctx: Context, node: Node) -> Ref:
 def aten_unbind(ctx: Context, node: Node) -> list[Ref]:
     """unbind.int(Tensor self, int dim=0) -> Tensor[]."""
     x = node.args[0]
-    axis = _axis(_arg(node, 1, "dim", 0), x.rank)
+    axis = wrap_axis(node_arg(node, 1, "dim", 0), x.rank)
     g = ctx.g
     refs = []
     for i, out in enumerate(node.outputs):
@@ -692,18 +494,18 @@ def aten_unbind(ctx: Context, node: Node) -> list[Ref]:
 def aten_repeat_interleave(ctx: Context, node: Node) -> Ref:
     """repeat_interleave.self_int(Tensor self, SymInt repeats, int? dim=None, *, SymInt? output_size=None)."""
     x, out = node.args[0], node.outputs[0]
-    repeats = _arg(node, 1, "repeats")  # repeat_interleave.Tensor(Tensor repeats) has no int
+    repeats = node_arg(node, 1, "repeats")  # repeat_interleave.Tensor(Tensor repeats) has no int
     if not isinstance(repeats, int):
         raise TranslationError(
             f"{node.where()}: repeat_interleave with per-item repeats gives a data-dependent shape: use an int"
         )
-    dim = _arg(node, 2, "dim")
+    dim = node_arg(node, 2, "dim")
     g = ctx.g
     y = ctx.ref(x)
     if dim is None:
         y, rank, axis = g.op("reshape", y, shape=[-1]), 1, 0
     else:
-        rank, axis = x.rank, _axis(dim, x.rank)
+        rank, axis = x.rank, wrap_axis(dim, x.rank)
     y = g.op("unsqueeze", y, axes=[axis + 1])
     y = g.op("tile", y, repeats=[repeats if a == axis + 1 else 1 for a in range(rank + 1)])
     return g.op("reshape", y, shape=[-1], axis_start=axis, axis_count=2, out=out.name)
@@ -717,15 +519,15 @@ def aten_repeat_interleave(ctx: Context, node: Node) -> Ref:
 def aten_gather(ctx: Context, node: Node) -> Ref:
     """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor."""
     x, out = node.args[0], node.outputs[0]
-    _tract_only(ctx, node, "needs an elementwise gather, which the NNEF specification lacks")
-    axis = _axis(node.args[1], x.rank)
+    tract_only(ctx, node, "needs an elementwise gather, which the NNEF specification lacks")
+    axis = wrap_axis(node.args[1], x.rank)
     return ctx.g.op("tract_core_gather_elements", ctx.ref(x), ctx.ref(node.args[2]), axis=axis, out=out.name)
 
 
 def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
-    ref = _align(ctx, v, len(shape), v)
+    ref = align_rank(ctx, v, len(shape), v)
     have = (1,) * (len(shape) - v.rank) + tuple(v.shape)
-    repeats = [_dim(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
+    repeats = [dim_of(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
     return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref
 
 
@@ -737,8 +539,8 @@ def aten_diagonal(ctx: Context, node: Node) -> Ref:
     elements start with one (static sizes; tract cannot take the strided slice of a reshape).
     """
     x, out = node.args[0], node.outputs[0]
-    offset = int(_arg(node, 1, "offset", 0))
-    a, b = _axis(_arg(node, 2, "dim1", 0), x.rank), _axis(_arg(node, 3, "dim2", 1), x.rank)
+    offset = int(node_arg(node, 1, "offset", 0))
+    a, b = wrap_axis(node_arg(node, 2, "dim1", 0), x.rank), wrap_axis(node_arg(node, 3, "dim2", 1), x.rank)
     n, m, count = x.shape[a], x.shape[b], out.shape[-1]
     if not all(isinstance(d, int) for d in (n, m, count)) or not count:
         raise TranslationError(f"{node.where()}: the diagonal of a dynamic or empty axis is not supported yet")
@@ -764,18 +566,8 @@ def aten_copy(ctx: Context, node: Node) -> Ref:
     """
     src, out = node.args[1], node.outputs[0]
     y = _broadcast_to(ctx, node, src, list(out.shape)) if tuple(src.shape) != tuple(out.shape) else ctx.ref(src)
-    y = _cast(ctx, node, y, src.dtype, out.dtype)
+    y = cast_to(ctx, node, y, src.dtype, out.dtype)
     return ctx.g.op("copy", y, out=out.name)
-
-
-def _broadcast_shape(shapes: list[tuple[Dim, ...]]) -> list[Dim]:
-    rank = max(len(s) for s in shapes)
-    result: list[Dim] = []
-    for i in range(rank):
-        dims = [s[i - rank + len(s)] for s in shapes if i - rank + len(s) >= 0]
-        non_one = [d for d in dims if d != 1]
-        result.append(non_one[0] if non_one else 1)
-    return result
 
 
 @register("aten::index", "aten::_unsafe_index")
@@ -786,7 +578,7 @@ def aten_index(ctx: Context, node: Node) -> Ref:
     """
     x, out = node.args[0], node.outputs[0]
     indices = list(node.args[1])
-    _tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
+    tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
     if any(isinstance(i, Value) and i.dtype == "bool" for i in indices):
         raise TranslationError(f"{node.where()}: indexing with a boolean mask gives a data-dependent shape")
     g = ctx.g
@@ -799,15 +591,15 @@ def aten_index(ctx: Context, node: Node) -> Ref:
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
-    batch = _broadcast_shape([indices[k].shape for k in positions])
+    batch = broadcast_shape([indices[k].shape for k in positions])
     dtype = "i64"
     columns = []
     for k in positions:
-        idx = _cast(ctx, node, _broadcast_to(ctx, node, indices[k], batch), indices[k].dtype, dtype)
-        size = _operand(
+        idx = cast_to(ctx, node, _broadcast_to(ctx, node, indices[k], batch), indices[k].dtype, dtype)
+        size = operand_ref(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), dtype, len(batch)
         )
-        wrapped = g.op("select", g.op("lt", idx, _scalar(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
+        wrapped = g.op("select", g.op("lt", idx, scalar_const(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
         columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
     stacked = g.op("concat", columns, axis=len(batch))
     y = g.op("tract_core_gather_nd", xr, stacked, batch_dims=0)
@@ -852,8 +644,8 @@ def aten_inner(ctx: Context, node: Node) -> Ref:
     lb = "".join(next(letters) for _ in range(max(b.rank - 1, 0)))
     k = next(letters)
     if a.rank == 0 or b.rank == 0:
-        return ctx.g.op("mul", *(_align(ctx, v, node.outputs[0].rank, v) for v in (a, b)), out=node.outputs[0].name)
-    return _einsum(ctx, node, f"{la}{k},{lb}{k}->{la}{lb}", [a, b])
+        return ctx.g.op("mul", *(align_rank(ctx, v, node.outputs[0].rank, v) for v in (a, b)), out=node.outputs[0].name)
+    return einsum_ref(ctx, node, f"{la}{k},{lb}{k}->{la}{lb}", [a, b])
 
 
 class _Term:
@@ -893,7 +685,7 @@ def _unmerge(ctx: Context, node: Node, y: Any, start: int, dims: list[Dim]) -> A
         return ctx.g.op("squeeze", y, axes=[start])
     if len(dims) == 1:
         return y
-    return ctx.g.op("reshape", y, shape=_shape_attr(ctx, node, dims), axis_start=start, axis_count=1)
+    return ctx.g.op("reshape", y, shape=shape_attr(ctx, node, dims), axis_start=start, axis_count=1)
 
 
 def _contract(ctx: Context, node: Node, a: _Term, b: _Term, keep: set[str], sizes: dict[str, Dim]) -> _Term:
@@ -928,7 +720,8 @@ def _contract(ctx: Context, node: Node, a: _Term, b: _Term, keep: set[str], size
     return _Term(y, batch + free_a + free_b)
 
 
-def _einsum(ctx: Context, node: Node, equation: str, operands: list[Value]) -> Ref:
+def einsum_ref(ctx: Context, node: Node, equation: str, operands: list[Value]) -> Ref:
+    """``einsum`` of ``operands`` by ``equation``, as tract's einsum or a product and sum of the spec."""
     out = node.outputs[0]
     eq = equation.replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
@@ -973,4 +766,4 @@ def _einsum(ctx: Context, node: Node, equation: str, operands: list[Value]) -> R
 @register("aten::einsum")
 def aten_einsum(ctx: Context, node: Node) -> Ref:
     """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor: pairwise matmuls and sums."""
-    return _einsum(ctx, node, node.args[0], list(node.args[1]))
+    return einsum_ref(ctx, node, node.args[0], list(node.args[1]))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from torch_to_nnef import _rust
-from torch_to_nnef.tensors import Bf16Policy, PathLike, Target, TensorLike, writable
+from torch_to_nnef.io.dat import Bf16Policy, PathLike, Target, TensorLike, writable
 
 ArchiveKind = Literal["folder", "tar", "tgz"]
 
@@ -52,7 +52,7 @@ def write_nnef_archive(
         target: integer item codes of the ``.dat`` files.
         q4_0_legacy: Q4_0 tensors in the layout of tract < 0.21.11.
         overwrite: replace an existing output (otherwise :class:`OutputExistsError`).
-        bf16: see :func:`torch_to_nnef.tensors.as_numpy`.
+        bf16: see :func:`torch_to_nnef.io.dat.as_numpy`.
 
     Returns:
         The path written.

@@ -1,5 +1,5 @@
 """Weight compression for export: a registry of functions that turn a model's float weights into
-:class:`~torch_to_nnef.qtensor.QTensor` values, and a loader for registries of your own.
+:class:`~torch_to_nnef.io.qtensor.QTensor` values, and a loader for registries of your own.
 
 Every registry entry is ``function(model, **options) -> model``. The built-in ones work **in
 place**: they replace the weights of the chosen module classes by Q4_0 QTensors and return the
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from torch_to_nnef.errors import DTypeError, InvalidArgumentError, ShapeError, T2NError
-from torch_to_nnef.qtensor import QTensor, QTensorError, fp_to_tract_q4_0_with_min_max_calibration
+from torch_to_nnef.io.qtensor import QTensor, QTensorError, fp_to_tract_q4_0_with_min_max_calibration
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def quantize_weights_min_max_q4_0(
 ) -> nn.Module:
     """Replaces, in place, the ``weight`` of every module of ``module_classes`` by its Q4_0
     QTensor (min-max calibration, see
-    :func:`~torch_to_nnef.qtensor.fp_to_tract_q4_0_with_min_max_calibration`).
+    :func:`~torch_to_nnef.io.qtensor.fp_to_tract_q4_0_with_min_max_calibration`).
 
     Args:
         model: the model to compress; it is modified and returned.
         module_classes: the module classes whose weight is quantized.
-        percentile: see :func:`~torch_to_nnef.qtensor.fp_to_tract_q4_0_with_min_max_calibration`.
+        percentile: see :func:`~torch_to_nnef.io.qtensor.fp_to_tract_q4_0_with_min_max_calibration`.
         threads: quantization threads (default: all cores).
         unknown: other options (a caller may pass options meant for other compressors): ignored,
             with a warning.
@@ -110,7 +110,7 @@ def quantize_weights_min_max_q4_0(
     return model
 
 
-DEFAULT_COMPRESSION_REGISTRY = "torch_to_nnef.compress.DEFAULT_COMPRESSION"
+DEFAULT_COMPRESSION_REGISTRY = "torch_to_nnef.io.compress.DEFAULT_COMPRESSION"
 """Dotted path of :data:`DEFAULT_COMPRESSION`."""
 
 DEFAULT_COMPRESSION: dict[str, Compressor] = {

@@ -34,7 +34,7 @@ from torch_to_nnef.errors import (
     OutputExistsError,
     UnsafeFileError,
 )
-from torch_to_nnef.tensors import Bf16Policy, PathLike, Target, as_numpy, write_dats
+from torch_to_nnef.io.dat import Bf16Policy, PathLike, Target, as_numpy, write_dats
 
 if TYPE_CHECKING:
     import torch

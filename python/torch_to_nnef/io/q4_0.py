@@ -19,7 +19,7 @@ import numpy as np
 from torch_to_nnef import _rust
 from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.errors import DTypeError
-from torch_to_nnef.tensors import TensorLike, as_numpy
+from torch_to_nnef.io.dat import TensorLike, as_numpy
 
 if TYPE_CHECKING:
     import torch

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.errors import T2NError
+from torch_to_nnef.capture.errors import CaptureError
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value, values_in
+from torch_to_nnef.op import resolve
 
 LOGGER = logging.getLogger(__name__)
 
-_DTYPES = {
+TORCH_DTYPES = {
     torch.float16: "f16",
     torch.float32: "f32",
     torch.float64: "f64",
@@ -35,14 +36,11 @@ _DTYPES = {
     torch.complex64: "c64",
     torch.complex128: "c128",
 }
+"""The torch dtypes NNEF can hold, and the IR's name of each."""
 
 
 _TORCH = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
 """The installed torch's (major, minor) release."""
-
-
-class CaptureError(T2NError, ValueError):
-    """torch.export could not capture the model; the message says where and what to change."""
 
 
 _BF16_LOSS = {
@@ -58,7 +56,7 @@ def _dtype(t: torch.dtype, where: str, bf16_as: str | None = None) -> str:
     if t == torch.bfloat16 and bf16_as is not None:
         return bf16_as
     try:
-        return _DTYPES[t]
+        return TORCH_DTYPES[t]
     except KeyError:
         hint = " or export it with bf16_as='f16' / 'f32'" if t == torch.bfloat16 else ""
         raise CaptureError(f"{where}: dtype {t} cannot be exported to NNEF; cast it{hint}") from None
@@ -334,7 +332,8 @@ def _composites_to_lower(exported: Any) -> dict[Any, Callable[..., Any]]:
         for node in exported.graph.nodes
         if node.op == "call_function"
         and isinstance(op := node.target, torch._ops.OpOverload)
-        and not _translated(kind := _kind(op))
+        and not _translated(op)
+        and (kind := _kind(op))
         and "fft" not in kind
         and "stft" not in kind
         and not op._schema.is_mutable
@@ -353,11 +352,12 @@ def _composites_to_lower(exported: Any) -> dict[Any, Callable[..., Any]]:
     }
 
 
-def _translated(kind: str) -> bool:
-    """Whether the registry translates ``kind``, directly or as the kind :data:`_COMPOSITE_AS` gives it."""
-    from torch_to_nnef.op.registry import lookup
-
-    return lookup(kind) is not None or kind in _COMPOSITE_AS
+def _translated(op: Any) -> bool:
+    """Whether the registry translates the ATen overload ``op``, directly or as the kind
+    :data:`_COMPOSITE_AS` gives it.
+    """
+    kind = _kind(op)
+    return resolve(kind, _overload(op)) is not None or kind in _COMPOSITE_AS
 
 
 def _has_composite_kernel(op: Any) -> bool:
@@ -388,7 +388,7 @@ def _translatable_as_is(exported: Any) -> bool:
             schema.is_mutable
             or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
             or "fft" in schema.name
-            or not _translated(_kind(target))
+            or not _translated(target)
         ):
             return False
         for i, arg in enumerate(schema.arguments):
@@ -807,13 +807,17 @@ def _to_ir(
                 values[node.name] = SymInt(str(symbols.expr(meta)))
                 continue
             args = tuple(convert_arg(a) for a in node.args)
+            overload = _overload(node.target)
+            traced_kind = kind
             kind, args = _fft_as_kept(_LOWERED_AS_KEPT.get(kind, kind), args)
             if kind in _COMPOSITE_AS:
                 kind, args = _COMPOSITE_AS[kind](args)
+            if kind != traced_kind:  # given as the default overload of the kind it stands for
+                overload = ""
             kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
             if kwargs:
                 args = (*args, kwargs)
-            if _touches_complex((*args, *outs)):  # keyed apart: real translations must not see complex operands
+            if touches_complex((*args, *outs)):  # keyed apart: real translations must not see complex operands
                 kind = "complex::" + kind.split("::", 1)[1]
             module_path, module_class = _module_path(node)
             nodes.append(
@@ -824,6 +828,7 @@ def _to_ir(
                     module_path=module_path,
                     module_class=module_class,
                     source=_source_line(node),
+                    overload=overload,
                 )
             )
         elif node.op == "output":
@@ -888,9 +893,15 @@ def complex_io_advice(which: str, name: str, dtype: str) -> str:
     return f"{which} {name!r} is complex ({dtype}): NNEF has no complex tensors; {fix}"
 
 
-def _touches_complex(items: Sequence[Any]) -> bool:
+def touches_complex(items: Sequence[Any]) -> bool:
     """Whether a complex :class:`Value` is among ``items`` (nested in lists, tuples and dicts)."""
     return any(v.dtype in COMPLEX_DTYPES for v in values_in(items))
+
+
+def _overload(target: Any) -> str:
+    """The overload name of an ATen op (``"Tensor"``), "" for the default one or a Python function."""
+    name = getattr(target, "_overloadname", "default")
+    return "" if name == "default" else str(name)
 
 
 def _kind(target: Any) -> str:

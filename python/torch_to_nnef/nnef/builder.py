@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from torch_to_nnef._rust import Q40Tensor
+from torch_to_nnef.check.versions import needs_newer
 from torch_to_nnef.errors import DTypeError
 from torch_to_nnef.ir import Dim, Value
-from torch_to_nnef.tract_versions import needs_newer
 
 _TRACT_DTYPES = {"f16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool"}
 

@@ -36,6 +36,16 @@ class Value:
         return len(self.shape)
 
 
+@dataclass(frozen=True)
+class QuantizedValue(Value):
+    """A per-tensor affine quantized tensor: ``real = scale * (integer - zero_point)``; ``dtype`` is
+    the storage type (``u8`` for ``torch.quint8``, ``i8`` for ``torch.qint8``).
+    """
+
+    scale: float = 1.0
+    zero_point: int = 0
+
+
 @dataclass
 class Node:
     """One operation: ``outputs = kind(*args)``.
@@ -51,6 +61,13 @@ class Node:
     """Dotted path of the innermost module that ran it (``encoder.layers.0.linear1``); "" at the top."""
     module_class: str = ""
     source: str = ""
+    overload: str = ""
+    """The ATen overload (``"Tensor"`` of ``aten::add.Tensor``); "" for the default one."""
+
+    @property
+    def op_name(self) -> str:
+        """The kind with its overload, as torch names it (``aten::add.Tensor``, ``aten::relu``)."""
+        return f"{self.kind}.{self.overload}" if self.overload else self.kind
 
     def where(self) -> str:
         """``module path (class) (source line)`` for messages."""

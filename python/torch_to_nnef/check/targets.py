@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Union, get_args
 
+from torch_to_nnef.check.tract import Tolerance
+from torch_to_nnef.check.versions import OLDEST_TRACT, SDPA_TRACT, TRANSFORMERS_TRACT
 from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.tract import Tolerance
-from torch_to_nnef.tract_versions import OLDEST_TRACT, SDPA_TRACT, TRANSFORMERS_TRACT
 
 __all__ = ["OLDEST_TRACT", "SDPA_TRACT", "TRANSFORMERS_TRACT", "InferenceTarget", "KhronosNNEF", "TractNNEF"]
 

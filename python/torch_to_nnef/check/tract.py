@@ -17,7 +17,7 @@ import numpy as np
 
 from torch_to_nnef import _rust
 from torch_to_nnef.errors import IOMismatchError, ShapeError
-from torch_to_nnef.tensors import PathLike, TensorLike, as_numpy
+from torch_to_nnef.io.dat import PathLike, TensorLike, as_numpy
 
 LOGGER = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The second front-end, for models that ``torch.export`` refuses: chiefly those quantized with
 torch's eager or FX API, whose packed weights are script objects (``torch.jit.trace`` records them
 as ``quantized::conv2d_relu``, ``quantized::linear``...). The traced graph feeds the same IR as
-:mod:`torch_to_nnef.capture`: ATen kinds keep the argument conventions of the ``torch.export``
+:mod:`torch_to_nnef.capture.torch_export`: ATen kinds keep the argument conventions of the ``torch.export``
 front-end (positional arguments in schema order, keyword-only ones in a trailing dict, dtypes as
 ``"f32"``...), and the few kinds that ``torch.jit.trace`` records at another level of the
 dispatcher (``aten::_convolution``, ``aten::batch_norm``, in-place ``aten::relu_``...) are renamed
@@ -33,8 +33,11 @@ from typing import Any
 
 import torch
 
-from torch_to_nnef.capture import _DTYPES, CaptureError, _touches_complex, complex_io_advice
-from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, Value
+from torch_to_nnef.capture.errors import JitCaptureError
+from torch_to_nnef.capture.quantized import output_qparams, unpack_node
+from torch_to_nnef.capture.torch_export import TORCH_DTYPES, complex_io_advice, touches_complex
+from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, QuantizedValue, Value
+from torch_to_nnef.ir.quantized import PASS_THROUGH
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ _SCALAR_TYPES = {
     "ComplexDouble": "c128",
 }
 
-_TORCH_DTYPES = {t: d for t, d in _DTYPES.items() if d not in COMPLEX_DTYPES}
+_TORCH_DTYPES = {t: d for t, d in TORCH_DTYPES.items() if d not in COMPLEX_DTYPES}
 """The tensor dtypes the jit front-end carries (the torch.export ones, complex aside)."""
 
 _SCALAR_TYPE_CODES = {
@@ -71,16 +74,6 @@ _SCALAR_TYPE_CODES = {
     11: "bool",
 }
 """``c10::ScalarType`` codes, as ``torch.jit.trace`` records a ``dtype`` argument."""
-
-
-@dataclass(frozen=True)
-class QuantizedValue(Value):
-    """A per-tensor affine quantized tensor: ``real = scale * (integer - zero_point)``; ``dtype`` is
-    the storage type (``u8`` for ``torch.quint8``, ``i8`` for ``torch.qint8``).
-    """
-
-    scale: float = 1.0
-    zero_point: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,10 +143,6 @@ def _aliasing(node: torch._C.Node) -> tuple[bool, bool, bool]:
         return True, False, writes_other
     returned = schema.returns[0].alias_info if schema.returns else None
     return False, returned is not None, writes_other
-
-
-class JitCaptureError(CaptureError):
-    """torch.jit.trace could not capture the model, or traced something this front-end cannot convert."""
 
 
 def reason_for_jit(model: torch.nn.Module) -> str | None:
@@ -245,10 +234,21 @@ def capture_jit(
     return _Converter(model, traced, input_names).run(), None
 
 
+def _functional(kind: str) -> str:
+    """The kind of an in-place variant's functional form (``aten::relu_`` -> ``aten::relu``)."""
+    return kind[:-1] if kind.endswith("_") and not kind.endswith("__") else kind
+
+
+def _overload(node: torch._C.Node) -> str:
+    """The overload name of the traced op's schema (``"Tensor"`` of ``aten::add.Tensor``), "" if none."""
+    try:
+        return str(torch._C.parse_schema(node.schema()).overload_name)
+    except RuntimeError:  # no schema (prim ops)
+        return ""
+
+
 def _quantized_math(kind: str, inputs: list[Any]) -> bool:
     """Whether an ATen op computes on quantized tensors (rather than only moving their integers)."""
-    from torch_to_nnef.op.quantized import PASS_THROUGH
-
     flat = [x for i in inputs for x in (i if isinstance(i, list) else [i])]
     if not any(isinstance(x, QuantizedValue) for x in flat):
         return False
@@ -428,8 +428,6 @@ class _Converter:
             or any(isinstance(i, torch.ScriptObject) for i in inputs)
             or _quantized_math(kind, inputs)
         ):
-            from torch_to_nnef.op.quantized import unpack_node  # the quantized kinds' own argument conventions
-
             kind, inputs = unpack_node(kind, inputs, self, where)
         elif kind.startswith("aten::") and self.foldable(inputs):
             folded = self.evaluate(node, kind, inputs, where)
@@ -439,7 +437,7 @@ class _Converter:
             kind, inputs = self.normalise(node, kind, inputs)
         else:
             kind, inputs = self.normalise(node, kind, inputs)
-        if kind in ("aten::real", "aten::imag") and _touches_complex(inputs[:1]):
+        if kind in ("aten::real", "aten::imag") and touches_complex(inputs[:1]):
             kind, inputs = self.complex_part(node, kind, inputs[0])
         ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
         unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
@@ -452,7 +450,7 @@ class _Converter:
                 ir_outs = ir_outs[:1]
             for jit_out, ir_out in zip(outs, ir_outs):
                 self.values[jit_out] = ir_out
-        if kind.startswith("aten::") and _touches_complex((*inputs, *ir_outs)):
+        if kind.startswith("aten::") and touches_complex((*inputs, *ir_outs)):
             kind = "complex::" + kind.split("::", 1)[1]  # as the torch.export front-end keys them
         self.emit(node, kind, inputs, tuple(o for o in ir_outs if isinstance(o, Value)))
         self.track_aliases(node, kind, inputs, ir_outs, unpacked, where)
@@ -468,6 +466,7 @@ class _Converter:
                 module_path=module_path,
                 module_class=self.classes.get(module_path, ""),
                 source=_source(node),
+                overload=_overload(node) if kind.split("::")[1] == _functional(node.kind()).split("::")[1] else "",
             )
         )
 
@@ -752,7 +751,5 @@ class _Converter:
         name = self.name(base if not base.isdigit() else kind.split("::")[-1])
         if not quantized:
             return Value(name, dtype, shape)
-        from torch_to_nnef.op.quantized import output_qparams
-
         scale, zero_point = output_qparams(kind, inputs, where)
         return QuantizedValue(name, dtype, shape, scale, zero_point)

@@ -1,0 +1,67 @@
+"""The IR's conventions for int8 quantized tensors (per-tensor affine), shared by the jit front-end
+that produces them (:mod:`torch_to_nnef.capture.quantized`) and the translations that read them
+(:mod:`torch_to_nnef.op.quantized`).
+
+A quantized tensor is a :class:`~torch_to_nnef.ir.QuantizedValue`. Nodes on quantized tensors are
+keyed as torch's own ``quantized::`` ops (packed weights unpacked into plain arguments), or, for an
+ATen op computed in float and requantized, as ``quantized::aten_<name>``.
+"""
+
+from __future__ import annotations
+
+PASS_THROUGH = frozenset(
+    f"aten::{k}"
+    for k in (
+        "flatten",
+        "reshape",
+        "view",
+        "_unsafe_view",
+        "permute",
+        "transpose",
+        "squeeze",
+        "unsqueeze",
+        "contiguous",
+        "clone",
+        "detach",
+        "dropout",
+        "max_pool1d",
+        "max_pool2d",
+        "slice",
+        "select",
+        "t",
+    )
+)
+"""ATen kinds that move quantized integers without arithmetic: same scale and zero point out."""
+
+VIA_FLOAT = frozenset(
+    (
+        "relu",
+        "sigmoid",
+        "hardswish",
+        "hardtanh",
+        "leaky_relu",
+        "adaptive_avg_pool1d",
+        "adaptive_avg_pool2d",
+        "avg_pool1d",
+        "avg_pool2d",
+        "mean",
+        "cat",
+        "add",
+        "mul",
+        "upsample_nearest2d",
+    )
+)
+"""ATen kinds computed in f32 on quantized inputs (as ``quantized::<name>``), then requantized."""
+
+TORCH_QUANTIZED = {
+    # torch kind: (ATen kind of the float computation, index of output_scale, fused relu)
+    "quantized::add": ("aten::add", 2, False),
+    "quantized::add_relu": ("aten::add", 2, True),
+    "quantized::mul": ("aten::mul", 2, False),
+    "quantized::mul_relu": ("aten::mul", 2, True),
+    "quantized::cat": ("aten::cat", 2, False),
+    "quantized::hardswish": ("aten::hardswish", 1, False),
+}
+
+FLOAT_OVERLOADS = {"aten::add": "Tensor", "aten::mul": "Tensor"}
+"""The overload of the float ATen op a quantized op is computed with, where it is not the default one."""

@@ -1,0 +1,160 @@
+"""Test bundles of an export: PyTorch's inputs and outputs saved as ``.npz``, and the ``io_spec.json`` of the graph.
+
+The bundles hold a prompt step (empty caches), a step with a past, and a greedy generation run
+in PyTorch (:func:`torch_generation`); the same steps are what the verification compares tract
+with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torch_to_nnef.check.targets import TractNNEF
+from torch_to_nnef.llm.staging import ARCHIVE_NAME, Layout
+from torch_to_nnef.llm.wrapper import CausalLMGraph
+
+__all__ = [
+    "Step",
+    "random_caches",
+    "random_token_ids",
+    "run_torch",
+    "torch_generation",
+    "write_bundles",
+    "write_io_spec",
+]
+
+
+def random_caches(
+    num_layers: int, heads: int, past: int, head_dim: int, dtype: torch.dtype, seed: int
+) -> list[torch.Tensor]:
+    """Random key and value caches of ``past`` tokens for every layer, seeded by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, heads, past, head_dim, generator=generator).to(dtype) for _ in range(2 * num_layers)]
+
+
+def random_token_ids(vocab: int, length: int, seed: int) -> torch.Tensor:
+    """Random ``[1, length]`` token ids below ``vocab``, seeded by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (1, length), generator=generator, dtype=torch.int64)
+
+
+def run_torch(wrapper: CausalLMGraph, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """PyTorch's outputs of ``wrapper`` for the graph's ``inputs``."""
+    wrapper.eval()
+    with torch.no_grad():
+        return list(wrapper(*inputs))
+
+
+@dataclass
+class Step:
+    """One comparison of the verification: PyTorch's outputs for the graph's inputs.
+
+    The inputs are given whole (``inputs``), or as new tokens run on the caches tract returned at
+    the step before (``ids``).
+    """
+
+    label: str
+    expected: list[torch.Tensor]
+    inputs: Sequence[torch.Tensor] = ()
+    ids: torch.Tensor | None = None
+
+
+def torch_generation(
+    wrapper: CausalLMGraph, prompt: torch.Tensor, empty: list[torch.Tensor], new_tokens: int
+) -> tuple[list[Step], list[int]]:
+    """PyTorch's prompt step (``P = 0``) and greedy generation of ``new_tokens`` tokens.
+
+    Each step is run on the caches of the one before.
+
+    Returns:
+        The steps (for the test bundles, and for the verification, which runs them on tract's own
+        caches), and the generated tokens: PyTorch's greedy choices drive both runs, so that a near
+        tie between two logits cannot send them down different paths.
+    """
+    steps: list[Step] = []
+    ids, caches = prompt, list(empty)
+    generated: list[int] = []
+    for step in range(new_tokens + 1):
+        expected = run_torch(wrapper, [ids, *caches])
+        if step == 0:
+            steps.append(Step("prompt", expected, inputs=[prompt, *empty]))
+        else:
+            steps.append(Step(f"generation step {step}", expected, ids=ids))
+        token = int(expected[0][0, -1].float().argmax())
+        generated.append(token)
+        ids = torch.tensor([[token]], dtype=torch.int64)
+        caches = expected[1:]
+    return steps, generated
+
+
+def _npz(path: Path, names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
+    """Saves ``tensors`` in the ``.npz`` file ``path``, each under its name of ``names``."""
+    arrays: dict[str, Any] = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+    np.savez(path, **arrays)
+
+
+def write_bundles(
+    tests: Path, steps: Sequence[Step], generated: list[int], input_names: list[str], output_names: list[str]
+) -> None:
+    """Writes the test bundles into the folder ``tests``.
+
+    They are the prompt step's and the first generation step's inputs and outputs, and the whole
+    greedy generation (``generation.npz``: the prompt, the generated tokens, and each step's last
+    logits).
+    """
+    prompt, first = steps[0], steps[1]
+    _npz(tests / "prompt_inputs.npz", input_names, prompt.inputs)
+    _npz(tests / "prompt_outputs.npz", output_names, prompt.expected)
+    assert first.ids is not None
+    _npz(tests / "prompt_with_past_inputs.npz", input_names, [first.ids, *prompt.expected[1:]])
+    _npz(tests / "prompt_with_past_outputs.npz", output_names, first.expected)
+    np.savez(
+        tests / "generation.npz",
+        prompt_ids=prompt.inputs[0].numpy(),
+        generated_ids=np.array([generated], dtype=np.int64),
+        logits=torch.cat([s.expected[0][:, -1].float() for s in steps]).numpy(),
+    )
+
+
+def write_io_spec(
+    path: Path,
+    layout: Layout,
+    input_names: list[str],
+    output_names: list[str],
+    float_type: str,
+    cache_type: str,
+    heads: int,
+    head_dim: int,
+    vocab: int,
+    num_logits_to_keep: int,
+    target: TractNNEF,
+) -> None:
+    """Writes ``io_spec.json``: the graph's inputs and outputs, and where the archive and the bundles are."""
+    kept: int | str = num_logits_to_keep if num_logits_to_keep else "S"
+    cache_in = [1, heads, "P", head_dim]
+    cache_out = [1, heads, "P+S", head_dim]
+    tests = {
+        step: [(layout.tests / f"{step}_{kind}.npz").as_posix() for kind in ("inputs", "outputs")]
+        for step in ("prompt", "prompt_with_past")
+    }
+    document = {
+        "layout": layout.struct,
+        "paths": "relative to the export folder",
+        "archive": (layout.model / ARCHIVE_NAME).as_posix(),
+        "tract_version": target.version,
+        "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
+        "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
+        + [{"name": n, "dtype": cache_type, "shape": cache_in} for n in input_names[1:]],
+        "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
+        + [{"name": n, "dtype": cache_type, "shape": cache_out} for n in output_names[1:]],
+        "tests": tests,
+        "generation": (layout.tests / "generation.npz").as_posix(),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,535 @@
+"""Exporting a HuggingFace causal language model to NNEF for tract, from its loading to the checked export folder.
+
+:func:`export_llm_to_tract` runs the steps of the other modules of :mod:`torch_to_nnef.llm` in
+turn: it checks its options, loads and wraps the model (:mod:`~torch_to_nnef.llm.loading`,
+:mod:`~torch_to_nnef.llm.wrapper`), writes the archive (:mod:`~torch_to_nnef.llm.tracing`) and the
+test bundles (:mod:`~torch_to_nnef.llm.bundles`) into a staging folder
+(:mod:`~torch_to_nnef.llm.staging`), checks the export in tract (:mod:`~torch_to_nnef.llm.verify`)
+and moves the folder into place.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torch_to_nnef.capture.errors import CaptureError
+from torch_to_nnef.check.targets import TractNNEF
+from torch_to_nnef.check.tract import Tolerance
+from torch_to_nnef.errors import InvalidArgumentError, UnsupportedOpsError
+from torch_to_nnef.io.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
+from torch_to_nnef.io.qtensor import QTensor
+from torch_to_nnef.llm.bundles import (
+    Step,
+    random_caches,
+    random_token_ids,
+    torch_generation,
+    write_bundles,
+    write_io_spec,
+)
+from torch_to_nnef.llm.errors import LLMExportError
+from torch_to_nnef.llm.loading import (
+    ATTN_IMPLEMENTATIONS,
+    TORCH_DTYPES,
+    DType,
+    describe_architecture,
+    load_model,
+    pick_dtype,
+)
+from torch_to_nnef.llm.staging import (
+    ARCHIVE_NAME,
+    EXPORT_DIR_STRUCTS,
+    IO_SPEC_NAME,
+    ExportDirStruct,
+    Layout,
+    check_export_dir,
+    move_into_place,
+    staging_dir,
+)
+from torch_to_nnef.llm.tracing import length_bounds, random_trace_inputs, write_graph
+from torch_to_nnef.llm.verify import DEFAULT_TOLERANCE, TOLERANCES, size_checks, verify_export
+from torch_to_nnef.llm.wrapper import CausalLMGraph, dynamic_axes, io_names, vocab_size, wrap_causal_lm
+from torch_to_nnef.nnef.builder import NAMING_SCHEMES
+
+__all__ = ["DEFAULT_TRACT_VERSION", "LLMExportResult", "export_llm_to_tract"]
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_TRACT_VERSION: str = TractNNEF().version
+"""The tract release an export targets when none is given."""
+
+
+@dataclass(frozen=True)
+class LLMExportResult:
+    """What :func:`export_llm_to_tract` wrote and checked."""
+
+    export_dir: Path
+    archive: Path
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: str
+    compression: str | None
+    tolerance: Tolerance | None
+    """The tolerance the export was verified at (None: not verified)."""
+    generated_tokens: list[int]
+    """The tokens of the greedy generation the verification ran (empty: not verified)."""
+
+
+@dataclass
+class _Options:
+    """The options of :func:`export_llm_to_tract` (but the export folder), checked as they are made.
+
+    Making one checks every option before anything is loaded, and resolves the float types, the
+    attention implementation and the tolerance the export is made with.
+
+    Raises:
+        InvalidArgumentError: an option with a wrong value.
+        CompressionRegistryError: the registry cannot be loaded.
+    """
+
+    model_slug: str | None
+    local_dir: str | os.PathLike[str] | None
+    dtype: DType
+    inputs_dtype: DType | None
+    compression_method: str | None
+    compression_registry: str
+    tract_version: str | None
+    tolerance: Tolerance | None
+    naming_scheme: str
+    force_f32_attention: bool
+    force_f32_linear_accumulator: bool
+    force_f32_normalization: bool
+    reify_sdpa_operator: bool
+    attn_implementation: str
+    num_logits_to_keep: int
+    trust_remote_code: bool
+    ignore_already_exist_dir: bool
+    dump_with_tokenizer_and_conf: bool
+    export_dir_struct: ExportDirStruct
+    merge_peft: str | os.PathLike[str] | None
+    verify: bool
+    trace_all_layers: bool
+    prompt_length: int
+    generated_tokens: int
+    float_type: str = field(init=False)
+    """The float type the export is made in (bf16 is made in f16)."""
+    cache_type: str = field(init=False)
+    """The float type of the caches in the graph's inputs and outputs."""
+    check_tolerance: Tolerance = field(init=False)
+    """The tolerance of the checks in tract."""
+
+    def __post_init__(self) -> None:
+        self.float_type = pick_dtype(self.dtype)
+        self.cache_type = self.float_type if self.inputs_dtype is None else pick_dtype(self.inputs_dtype)
+        if self.tolerance is not None and self.tolerance not in TOLERANCES:
+            raise InvalidArgumentError(f"tolerance must be one of {', '.join(TOLERANCES)}, got {self.tolerance!r}")
+        if self.naming_scheme not in NAMING_SCHEMES:
+            raise InvalidArgumentError(
+                f"naming scheme {self.naming_scheme!r} is unknown: use one of {', '.join(NAMING_SCHEMES)}"
+            )
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise InvalidArgumentError(
+                f"attn_implementation must be auto, sdpa or eager, got {self.attn_implementation!r}"
+            )
+        if self.export_dir_struct not in EXPORT_DIR_STRUCTS:
+            raise InvalidArgumentError(
+                f"export_dir_struct must be one of {', '.join(EXPORT_DIR_STRUCTS)}, got {self.export_dir_struct!r}"
+            )
+        if self.reify_sdpa_operator:
+            if self.attn_implementation == "eager":
+                raise InvalidArgumentError("reify_sdpa_operator needs the sdpa attention implementation, not eager")
+            self.attn_implementation = "sdpa"
+        if self.prompt_length < 1 or self.generated_tokens < 0:
+            raise InvalidArgumentError("prompt_length must be >= 1 and generated_tokens >= 0")
+        if self.compression_method is not None:
+            registry = load_compression_registry(self.compression_registry)
+            if self.compression_method not in registry:
+                raise InvalidArgumentError(
+                    f"no compression method {self.compression_method!r} in {self.compression_registry}; "
+                    f"available: {', '.join(sorted(registry)) or 'none'}"
+                )
+        self.check_tolerance = (
+            self.tolerance or DEFAULT_TOLERANCE["f16" if "f16" in (self.float_type, self.cache_type) else "f32"]
+        )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype the model is exported in."""
+        return TORCH_DTYPES[self.float_type]
+
+    @property
+    def cache_torch_dtype(self) -> torch.dtype:
+        """The torch dtype of the caches in the graph's inputs and outputs."""
+        return TORCH_DTYPES[self.cache_type]
+
+    @property
+    def layout(self) -> Layout:
+        """Where each file goes in the export folder."""
+        return Layout(self.export_dir_struct)
+
+    @property
+    def source_name(self) -> str:
+        """The model's Hub id, or the name of its folder."""
+        return self.model_slug if self.model_slug is not None else Path(os.fspath(self.local_dir or "")).name
+
+    def tract_target(self) -> TractNNEF:
+        """The tract release and precision options the graph is translated for."""
+        return TractNNEF(
+            version=self.tract_version or DEFAULT_TRACT_VERSION,
+            check_io_tolerance=self.check_tolerance,
+            force_attention_inner_in_f32=self.force_f32_attention,
+            force_linear_accumulation_in_f32=self.force_f32_linear_accumulator,
+            force_norm_in_f32=self.force_f32_normalization,
+            reify_sdpa_operator=self.reify_sdpa_operator,
+        )
+
+
+@dataclass(frozen=True)
+class _LoadedLM:
+    """What the export needs to know of the loaded model.
+
+    The wrapped model itself is kept apart, so that its weights can be freed before tract loads
+    the export.
+    """
+
+    config: Any
+    tokenizer: Any
+    architecture: str
+    """The model's class and ``model_type``, for error messages."""
+    model_name: str
+    """The model's class name."""
+    num_layers: int
+    heads: int
+    head_dim: int
+    vocab: int
+
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's input names."""
+        return io_names(self.num_layers)[0]
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph's output names."""
+        return io_names(self.num_layers)[1]
+
+
+def export_llm_to_tract(
+    export_dirpath: str | os.PathLike[str],
+    *,
+    model_slug: str | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    dtype: DType = "f32",
+    inputs_dtype: DType | None = None,
+    compression_method: str | None = None,
+    compression_registry: str = DEFAULT_COMPRESSION_REGISTRY,
+    tract_version: str | None = None,
+    tolerance: Tolerance | None = None,
+    naming_scheme: str = "natural_verbose_camel",
+    force_f32_attention: bool = False,
+    force_f32_linear_accumulator: bool = False,
+    force_f32_normalization: bool = False,
+    reify_sdpa_operator: bool = False,
+    attn_implementation: str = "auto",
+    num_logits_to_keep: int = 1,
+    trust_remote_code: bool = False,
+    ignore_already_exist_dir: bool = False,
+    dump_with_tokenizer_and_conf: bool = False,
+    export_dir_struct: ExportDirStruct = "deep",
+    merge_peft: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+    trace_all_layers: bool = False,
+    prompt_length: int = 5,
+    generated_tokens: int = 3,
+) -> LLMExportResult:
+    """Exports a HuggingFace causal LM to NNEF for tract, in the folder ``export_dirpath``.
+
+    With ``export_dir_struct="deep"`` the folder gets ``model/model.nnef.tgz``,
+    ``model/io_spec.json`` (the graph's inputs and outputs) and ``tests/*.npz`` (inputs and
+    PyTorch outputs of a prompt step and of a step with a past, and a greedy generation of
+    ``max(generated_tokens, 1)`` tokens); with
+    ``dump_with_tokenizer_and_conf`` also ``model/config.json`` and ``tokenizer/`` (when the
+    model has a tokenizer). With ``"flat"`` the same files are all in the folder itself. The
+    export is written into a temporary sibling folder, renamed into place once complete and
+    verified: a failed export leaves no folder behind. See :mod:`torch_to_nnef.llm.wrapper` for
+    the graph's inputs and outputs.
+
+    Args:
+        export_dirpath: the folder to write (its parent must exist; an existing one must be empty
+            unless ``ignore_already_exist_dir``).
+        model_slug: a Hugging Face Hub model id (needs the network or the Hub cache).
+        local_dir: a folder written by ``save_pretrained`` (exclusive with ``model_slug``).
+        dtype: float type of the export; ``bf16`` is exported as ``f16`` (with a warning).
+        inputs_dtype: float type of the caches in the graph's inputs and outputs, cast to and from
+            ``dtype`` inside the graph (default: ``dtype``); e.g. ``f16`` caches for an ``f32``
+            model halve the memory a long context takes.
+        compression_method: name of a compressor of ``compression_registry`` (e.g.
+            ``"min_max_q4_0"``), applied after the cast to ``dtype``.
+        compression_registry: dotted path of the registry (see
+            :func:`torch_to_nnef.io.compress.load_compression_registry`).
+        tract_version: tract release to target (default: :class:`TractNNEF`'s).
+        tolerance: tolerance of the checks (default ``approximate`` in f32, ``super`` in f16).
+        naming_scheme: how the graph's intermediate identifiers are named.
+        force_f32_attention: in f16, compute attention in f32.
+        force_f32_linear_accumulator: in f16, compute linear layers and matmuls in f32.
+        force_f32_normalization: in f16, compute normalisations in f32.
+        reify_sdpa_operator: write attention as tract's fused SDPA operator (traces the model with
+            ``attn_implementation="sdpa"``).
+        attn_implementation: transformers' attention implementation: ``sdpa``, ``eager``, or
+            ``auto`` (transformers' choice: sdpa where the model has it; sdpa with
+            ``reify_sdpa_operator``).
+        num_logits_to_keep: logits of the last positions output (0: every position's).
+        trust_remote_code: let transformers run the model repository's own code.
+        ignore_already_exist_dir: write into a non-empty ``export_dirpath`` (each exported file
+            replaces its namesake; the other files stay).
+        dump_with_tokenizer_and_conf: also write the model's ``config.json`` and its tokenizer.
+        export_dir_struct: ``"deep"`` (``model/``, ``tokenizer/``, ``tests/``) or ``"flat"``
+            (every file in ``export_dirpath``).
+        merge_peft: a PEFT adapter folder (written by a ``PeftModel``'s ``save_pretrained``)
+            merged into the model's weights (``merge_and_unload``) before the export; needs peft.
+        verify: check the export in tract against PyTorch (at the traced sizes and at larger
+            ones, then the prompt step with empty caches and a greedy generation through the
+            caches), loading the archive in tract once.
+        trace_all_layers: trace every decoder layer. By default, when the model's decoder layers
+            are all alike (same code and weight shapes, one layer type), two are traced and the
+            second is repeated for the others, which makes tracing cost the same for any depth.
+        prompt_length: prompt size of the verification and of the test bundles.
+        generated_tokens: tokens generated by the verification.
+
+    Raises:
+        LLMExportError: the model cannot be loaded, is not a causal LM with a key-value cache, or
+            the PEFT adapter cannot be merged.
+        CompressionRegistryError: the registry cannot be loaded or has no ``compression_method``.
+        OutputExistsError: ``export_dirpath`` is not empty.
+        UnsupportedOpsError: the model uses operations the exporter cannot translate (the message
+            names the architecture and the operations).
+        TractError, IOMismatchError: tract cannot run the export, or differs from PyTorch.
+    """
+    started = time.monotonic()
+    export_dir = Path(os.path.abspath(export_dirpath))  # "." has a name and a parent folder too
+    options = _Options(
+        model_slug=model_slug,
+        local_dir=local_dir,
+        dtype=dtype,
+        inputs_dtype=inputs_dtype,
+        compression_method=compression_method,
+        compression_registry=compression_registry,
+        tract_version=tract_version,
+        tolerance=tolerance,
+        naming_scheme=naming_scheme,
+        force_f32_attention=force_f32_attention,
+        force_f32_linear_accumulator=force_f32_linear_accumulator,
+        force_f32_normalization=force_f32_normalization,
+        reify_sdpa_operator=reify_sdpa_operator,
+        attn_implementation=attn_implementation,
+        num_logits_to_keep=num_logits_to_keep,
+        trust_remote_code=trust_remote_code,
+        ignore_already_exist_dir=ignore_already_exist_dir,
+        dump_with_tokenizer_and_conf=dump_with_tokenizer_and_conf,
+        export_dir_struct=export_dir_struct,
+        merge_peft=merge_peft,
+        verify=verify,
+        trace_all_layers=trace_all_layers,
+        prompt_length=prompt_length,
+        generated_tokens=generated_tokens,
+    )
+    target = options.tract_target()
+    check_export_dir(export_dir, options.ignore_already_exist_dir)
+    wrapper, lm = _load_wrapped(options)
+    target.dynamic_axes = dynamic_axes(lm.num_layers)
+    target.specific_properties = _properties(options, lm)
+    trace_inputs = random_trace_inputs(lm.vocab, lm.num_layers, lm.heads, lm.head_dim, options.cache_torch_dtype)
+    layout = options.layout
+    staging = staging_dir(export_dir)
+    try:
+        layout.make_folders(staging)
+        archive = staging / layout.model / ARCHIVE_NAME
+        _write_archive(archive, wrapper, trace_inputs, target, lm, options)
+        steps, generated = _write_test_files(staging, wrapper, target, lm, options)
+        if options.verify:
+            checks = size_checks(wrapper, trace_inputs, lm.vocab, lm.heads, lm.head_dim, options.cache_torch_dtype)
+            # tract holds its own copy of the weights: PyTorch's are freed first
+            del wrapper, trace_inputs
+            gc.collect()
+            _check_in_tract(archive, lm, checks, steps, options)
+        else:
+            generated = []
+        move_into_place(staging, export_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    archive = export_dir / layout.model / ARCHIVE_NAME
+    LOGGER.info("exported %s to %s in %.1f s", lm.model_name, archive, time.monotonic() - started)
+    return LLMExportResult(
+        export_dir=export_dir,
+        archive=archive,
+        num_layers=lm.num_layers,
+        kv_heads=lm.heads,
+        head_dim=lm.head_dim,
+        dtype=options.float_type,
+        compression=options.compression_method,
+        tolerance=options.check_tolerance if options.verify else None,
+        generated_tokens=generated,
+    )
+
+
+def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
+    """Loads the model in the export's float type, wraps it as the graph and compresses it.
+
+    Raises:
+        LLMExportError: the model cannot be loaded, or its cache cannot be graph I/O.
+    """
+    model, config, tokenizer = load_model(
+        options.model_slug,
+        options.local_dir,
+        trust_remote_code=options.trust_remote_code,
+        attn_implementation=options.attn_implementation,
+        dtype=options.torch_dtype,
+        with_tokenizer=options.dump_with_tokenizer_and_conf,
+        merge_peft=options.merge_peft,
+    )
+    model = model.to(options.torch_dtype)  # a no-op unless the checkpoint holds other dtypes
+    architecture = describe_architecture(config)
+    cache_dtype = None if options.cache_type == options.float_type else options.cache_torch_dtype
+    try:
+        wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, options.num_logits_to_keep, cache_dtype)
+    except LLMExportError as exc:
+        raise LLMExportError(f"unsupported architecture {architecture}: {exc}") from exc
+    if options.compression_method is not None:
+        wrapper = _compress(wrapper, options.compression_method, options.compression_registry, type(model).__name__)
+    lm = _LoadedLM(
+        config=config,
+        tokenizer=tokenizer,
+        architecture=architecture,
+        model_name=type(model).__name__,
+        num_layers=num_layers,
+        heads=heads,
+        head_dim=head_dim,
+        vocab=vocab_size(model),
+    )
+    return wrapper, lm
+
+
+def _compress(wrapper: CausalLMGraph, method: str, registry: str, model_name: str) -> CausalLMGraph:
+    """``wrapper`` compressed by the compressor ``method`` of ``registry``; logs how many weights it quantized.
+
+    Raises:
+        InvalidArgumentError: the compressor returned another model than the one it was given.
+    """
+    compressed = compress_model(wrapper, method, registry)
+    if not isinstance(compressed, CausalLMGraph):
+        raise InvalidArgumentError(
+            f"compressor {method!r} returned a {type(compressed).__name__}: it must return the model it was given"
+        )
+    quantized = sum(isinstance(p, QTensor) for p in compressed.parameters())
+    if quantized == 0:
+        LOGGER.warning("compression %r quantized no weight of %s", method, model_name)
+    else:
+        LOGGER.info("compression %r quantized %d weights", method, quantized)
+    return compressed
+
+
+def _properties(options: _Options, lm: _LoadedLM) -> dict[str, str]:
+    """The ``llm_*`` properties the archive records (in ``tract_core_properties``)."""
+    return {
+        "llm_source": options.source_name,
+        "llm_model_class": lm.model_name,
+        "llm_dtype": options.float_type,
+        "llm_cache_dtype": options.cache_type,
+        "llm_compression": options.compression_method or "none",
+        "llm_num_layers": str(lm.num_layers),
+        "llm_num_logits_to_keep": str(options.num_logits_to_keep),
+        "llm_peft_merged": "yes" if options.merge_peft is not None else "no",
+    }
+
+
+def _write_archive(
+    archive: Path,
+    wrapper: CausalLMGraph,
+    trace_inputs: list[torch.Tensor],
+    target: TractNNEF,
+    lm: _LoadedLM,
+    options: _Options,
+) -> None:
+    """Traces the graph and writes it as ``archive``.
+
+    Raises:
+        UnsupportedOpsError, CaptureError: the model cannot be traced or translated (the message
+            names its architecture).
+    """
+    try:
+        write_graph(
+            wrapper,
+            trace_inputs,
+            archive,
+            target,
+            lm.input_names,
+            lm.output_names,
+            options.naming_scheme,
+            length_bounds(lm.config),
+            repeat_layers=not options.trace_all_layers,
+        )
+    except (UnsupportedOpsError, CaptureError) as exc:
+        raise type(exc)(f"cannot export {lm.architecture}: {exc}") from exc
+
+
+def _write_test_files(
+    staging: Path, wrapper: CausalLMGraph, target: TractNNEF, lm: _LoadedLM, options: _Options
+) -> tuple[list[Step], list[int]]:
+    """Writes the test bundles, ``io_spec.json`` and, when asked for, the config and the tokenizer.
+
+    Returns:
+        PyTorch's prompt step and the steps of its greedy generation of ``generated_tokens``
+        tokens, and those tokens: what the check in tract compares with.
+    """
+    layout = options.layout
+    prompt = random_token_ids(lm.vocab, options.prompt_length, seed=3)
+    empty = random_caches(lm.num_layers, lm.heads, 0, lm.head_dim, options.cache_torch_dtype, seed=0)
+    steps, generated = torch_generation(wrapper, prompt, empty, max(options.generated_tokens, 1))
+    write_bundles(staging / layout.tests, steps, generated, lm.input_names, lm.output_names)
+    write_io_spec(
+        staging / layout.model / IO_SPEC_NAME,
+        layout,
+        lm.input_names,
+        lm.output_names,
+        options.float_type,
+        options.cache_type,
+        lm.heads,
+        lm.head_dim,
+        lm.vocab,
+        options.num_logits_to_keep,
+        target,
+    )
+    if options.dump_with_tokenizer_and_conf:
+        lm.config.save_pretrained(staging / layout.model)
+        if lm.tokenizer is not None:
+            lm.tokenizer.save_pretrained(staging / layout.tokenizer)
+        else:
+            LOGGER.warning("%s has no tokenizer: only its config is written", options.source_name)
+    LOGGER.info("wrote the test bundles%s", " and the config" if options.dump_with_tokenizer_and_conf else "")
+    kept = options.generated_tokens + 1
+    return steps[:kept], generated[:kept]
+
+
+def _check_in_tract(archive: Path, lm: _LoadedLM, checks: list[Step], steps: list[Step], options: _Options) -> None:
+    """Checks the archive in tract: at the ``checks``' sizes, then over the prompt and the generation ``steps``.
+
+    Raises:
+        TractError, IOMismatchError: tract cannot run the export, or differs from PyTorch.
+    """
+    verify_export(archive, lm.model_name, [*checks, *steps], lm.input_names, lm.output_names, options.check_tolerance)
+    LOGGER.info(
+        "tract matches PyTorch at tolerance %r at %s, over the prompt and %d generated tokens",
+        options.check_tolerance,
+        ", ".join(step.label for step in checks),
+        options.generated_tokens,
+    )

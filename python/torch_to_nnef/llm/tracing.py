@@ -1,0 +1,168 @@
+"""Tracing the wrapped language model with torch.export and writing it as an NNEF archive.
+
+A model whose decoder layers are all alike is traced with two of them, the second repeated for
+the others (see :mod:`torch_to_nnef.capture.layer_stack`): tracing then costs the same for any
+depth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torch_to_nnef.capture import layer_stack
+from torch_to_nnef.capture.torch_export import capture
+from torch_to_nnef.check.targets import TractNNEF
+from torch_to_nnef.export import export_metadata
+from torch_to_nnef.io.archive import write_nnef_archive
+from torch_to_nnef.io.dat import writable
+from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT
+from torch_to_nnef.ir import Graph
+from torch_to_nnef.llm.bundles import random_caches, random_token_ids
+from torch_to_nnef.llm.progress import Progress, format_size, writing_reported
+from torch_to_nnef.llm.wrapper import CausalLMGraph, graph_module, io_names
+from torch_to_nnef.nnef.translate import translate
+from torch_to_nnef.op import custom_extractors as extractors
+
+__all__ = ["TRACE_NEW_TOKENS", "TRACE_PAST_TOKENS", "length_bounds", "random_trace_inputs", "write_graph"]
+
+LOGGER = logging.getLogger(__name__)
+
+TRACE_NEW_TOKENS = 3
+TRACE_PAST_TOKENS = 2
+"""Sizes the graph is traced at: torch.export cannot trace ``P = 0`` as a dynamic size, so the
+prompt step (``P = 0``) is verified separately, by running the export."""
+
+
+def random_trace_inputs(
+    vocab: int, num_layers: int, heads: int, head_dim: int, cache_dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """The inputs the graph is traced with: :data:`TRACE_NEW_TOKENS` tokens on caches of :data:`TRACE_PAST_TOKENS`."""
+    return [
+        random_token_ids(vocab, TRACE_NEW_TOKENS, seed=1),
+        *random_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, cache_dtype, seed=2),
+    ]
+
+
+def length_bounds(config: Any) -> list[str]:
+    """Assertions for tract on the symbols.
+
+    ``S >= 1``, ``P >= 0`` and, when the config gives the model's context, ``S + P <= max positions``.
+    """
+    bounds = ["tract_assert S>=1", "tract_assert P>=0"]
+    text = getattr(config, "get_text_config", lambda: config)()
+    limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+    if isinstance(limit, int) and limit > 0:
+        bounds.append(f"tract_assert S+P<={limit}")
+    return bounds
+
+
+def write_graph(
+    wrapper: CausalLMGraph,
+    trace_inputs: Sequence[torch.Tensor],
+    archive: Path,
+    target: TractNNEF,
+    input_names: list[str],
+    output_names: list[str],
+    naming_scheme: str,
+    extensions: list[str],
+    repeat_layers: bool = True,
+) -> None:
+    """Traces ``wrapper``, translates it to NNEF and writes the archive.
+
+    The progress of each step (tracing, packing the tensors, writing the archive) is logged.
+
+    With ``repeat_layers``, a model whose decoder layers are all alike is traced with two of them,
+    the second repeated for the others (see :mod:`torch_to_nnef.capture.layer_stack`).
+    """
+    started = time.monotonic()
+    sizes = f"S = {trace_inputs[0].shape[1]}, P = {trace_inputs[1].shape[2]}"
+    with torch.no_grad(), extractors.opaque(wrapper) as opaque:
+        graph = _capture_stacked(wrapper, trace_inputs, target, sizes, opaque) if repeat_layers else None
+        if graph is None:
+            LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
+            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
+        LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
+        doc, tensors, quant = translate(
+            graph,
+            target,
+            input_names,
+            output_names,
+            export_metadata(wrapper, target),
+            naming_scheme=naming_scheme,
+            custom_extensions=extensions,
+            opaque=opaque,
+        )
+    del graph
+    progress = Progress("packed", len(tensors), "tensors")
+    packed: dict[str, Any] = {}
+    for label in list(tensors):
+        packed[label] = writable(tensors.pop(label), label, "error")
+        progress.step(int(packed[label].nbytes))
+    LOGGER.info("writing %s (%s of tensors)", archive.name, format_size(progress.nbytes))
+    started = time.monotonic()
+    with writing_reported(archive, progress.nbytes):
+        write_nnef_archive(
+            archive,
+            doc,
+            packed,
+            graph_quant=quant,
+            compression_level=0,
+            q4_0_legacy=target.version_tuple < Q4_0_GGML_TRACT,
+        )
+    LOGGER.info(
+        "wrote %s (%s) in %.1f s", archive.name, format_size(archive.stat().st_size), time.monotonic() - started
+    )
+
+
+def _capture_stacked(
+    wrapper: CausalLMGraph,
+    trace_inputs: Sequence[torch.Tensor],
+    target: TractNNEF,
+    sizes: str,
+    opaque: Mapping[str, Any],
+) -> Graph | None:
+    """The graph of ``wrapper`` traced with two decoder layers and the second repeated.
+
+    None when the layers are not all alike.
+    """
+    num_layers = wrapper.num_layers
+    stack = layer_stack.find_stack(wrapper, num_layers)
+    if stack is None:
+        return None
+    LOGGER.info(
+        "tracing %s with torch.export (%s) with 2 of its %d alike layers (%s)",
+        type(wrapper.model).__name__,
+        sizes,
+        num_layers,
+        stack,
+    )
+    short_inputs, _ = io_names(2)
+    dynamic_axes = {n: a for n, a in (target.dynamic_axes or {}).items() if n in short_inputs}
+    with layer_stack.truncated(wrapper, stack):
+        short = graph_module(wrapper.model, 2, wrapper.num_logits_to_keep, wrapper.cache_dtype)
+        graph, _ = capture(short, list(trace_inputs[: len(short_inputs)]), short_inputs, dynamic_axes)
+    tensors = dict(wrapper.named_buffers(remove_duplicate=False))
+    tensors.update(wrapper.state_dict(keep_vars=True))
+    try:
+        return layer_stack.repeat_layers(
+            graph,
+            stack,
+            num_layers,
+            tensors.__getitem__,
+            {f"in_cache_{kind}_1": _cache_name(kind) for kind in ("key", "value")},
+            opaque_kinds=opaque,
+        )
+    except layer_stack.StackMismatch as exc:
+        LOGGER.info("the layers of %s differ (%s): tracing all of them", type(wrapper.model).__name__, exc)
+        return None
+
+
+def _cache_name(kind: str) -> Callable[[int], str]:
+    """The name of layer ``j``'s input cache of ``kind`` (``key`` or ``value``)."""
+    return lambda j: f"in_cache_{kind}_{j}"
