@@ -379,7 +379,7 @@ def test_khronos_refuses_integer_arithmetic(tmp_path, fn):
 
 def test_khronos_check_runs_the_khronos_interpreter(tmp_path, monkeypatch, caplog):
     from torch_to_nnef.errors import IOMismatchError
-    from torch_to_nnef.op import core
+    from torch_to_nnef.op import elementwise
 
     caplog.set_level("INFO", logger="torch_to_nnef.check.export_check")
     export_model_to_nnef(nn.Sigmoid(), torch.randn(2, 8), tmp_path / "a.nnef.tgz", KhronosNNEF(check_io=True))
@@ -388,7 +388,7 @@ def test_khronos_check_runs_the_khronos_interpreter(tmp_path, monkeypatch, caplo
         "checking with tract (standard NNEF registry)",
         "checking with the Khronos NNEF-Tools interpreter",
     ]
-    monkeypatch.setitem(core.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
+    monkeypatch.setitem(elementwise.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
     with pytest.raises(IOMismatchError):
         export_model_to_nnef(nn.Sigmoid(), torch.randn(2, 8), tmp_path / "b.nnef", KhronosNNEF(check_io=True))
 
@@ -399,9 +399,9 @@ def test_failed_check_writes_a_replayable_bundle(tmp_path, monkeypatch):
     import tarfile
 
     from torch_to_nnef.errors import IOMismatchError
-    from torch_to_nnef.op import core
+    from torch_to_nnef.op import elementwise
 
-    monkeypatch.setitem(core.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
+    monkeypatch.setitem(elementwise.UNARY, "aten::sigmoid", "tanh")  # a deliberately wrong translation
     bundle = tmp_path / "debug.tgz"
     with pytest.raises(IOMismatchError, match="(?s)MISMATCH.*debug bundle written to"):
         export_model_to_nnef(

@@ -280,7 +280,7 @@ def test_dump_with_tokenizer_and_conf_bundles_io_spec_and_all_logits(saved, tmp_
 
 
 def test_flat_layout_and_one_tract_load(saved, tmp_path: Path, monkeypatch):
-    import torch_to_nnef.export
+    import torch_to_nnef.check.export_check
     import torch_to_nnef.llm.verify
 
     loads: list[Path] = []
@@ -291,7 +291,7 @@ def test_flat_layout_and_one_tract_load(saved, tmp_path: Path, monkeypatch):
             super().__init__(source, **kwargs)
 
     monkeypatch.setattr(torch_to_nnef.llm.verify, "TractModel", CountingTractModel)
-    monkeypatch.setattr(torch_to_nnef.export, "TractModel", CountingTractModel)
+    monkeypatch.setattr(torch_to_nnef.check.export_check, "TractModel", CountingTractModel)
     out = tmp_path / "export"
     assert main(["-d", str(saved("llama")), "-e", str(out), "-dwtac", "--export-dir-struct", "flat"]) == 0
     assert len(loads) == 1  # the whole verification runs on one loaded model
@@ -444,10 +444,14 @@ def test_unsupported_architectures(tmp_path: Path, capsys):
 
 
 def test_missing_op_names_architecture_and_op(saved, tmp_path: Path, capsys, monkeypatch):
-    import torch_to_nnef.op
+    import torch_to_nnef.nnef.translate
 
-    real = torch_to_nnef.op.lookup
-    monkeypatch.setattr(torch_to_nnef.op, "lookup", lambda kind: None if kind == "aten::rsqrt" else real(kind))
+    real = torch_to_nnef.nnef.translate.resolve
+    monkeypatch.setattr(
+        torch_to_nnef.nnef.translate,
+        "resolve",
+        lambda kind, overload="": None if kind == "aten::rsqrt" else real(kind, overload),
+    )
     assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out")]) == 1
     err = error_line(capsys)
     assert "cannot export LlamaForCausalLM (model_type 'llama')" in err and "aten::rsqrt" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -653,3 +654,55 @@ def source_scale(size: int, out: int, factor: float | None, align_corners: bool)
 
 
 NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
+
+
+def as_bool(ctx: Context, node: Node, v: Any, rank: int) -> Any:
+    """``v`` as a boolean operand aligned to ``rank`` (a tensor of another dtype compared with zero)."""
+    if isinstance(v, Value):
+        ref = ctx.ref(v) if v.rank >= rank else align_rank(ctx, v, rank, v)
+        if v.dtype == "bool":
+            return ref
+        int_arith(ctx, node, v.dtype)
+        return ctx.g.op("ne", ref, scalar_const(ctx, 0, v.dtype, rank))
+    return bool(v)
+
+
+def float_in(ctx: Context, node: Node) -> Any:
+    """The first argument as an operand of the (floating) output dtype: integer inputs are cast."""
+    out = node.outputs[0]
+    if not out.dtype.startswith("f"):
+        raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet")
+    return operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
+
+
+def const_ref(ctx: Context, node: Node, value: float) -> Any:
+    """A scalar operand of the output's dtype (a literal in f32)."""
+    out = node.outputs[0]
+    return scalar_const(ctx, value, out.dtype, out.rank)
+
+
+def norm_over(ctx: Context, node: Node, diff: Any, p: float, axes: list[int], keep: bool) -> Ref:
+    """The p-norm of ``diff`` over ``axes`` (kept when ``keep``)."""
+    g = ctx.g
+    c = partial(const_ref, ctx, node)
+    magnitude = g.op("abs", diff)
+    if p == 0:
+        y = g.op("sum_reduce", g.op("select", g.op("ne", diff, c(0.0)), c(1.0), c(0.0)), axes=axes)
+    elif math.isinf(p):
+        y = g.op("max_reduce" if p > 0 else "min_reduce", magnitude, axes=axes)
+    elif p == 1:
+        y = g.op("sum_reduce", magnitude, axes=axes)
+    elif p == 2:
+        y = g.op("sqrt", g.op("sum_reduce", g.op("sqr", diff), axes=axes))
+    else:
+        y = g.op("pow", g.op("sum_reduce", g.op("pow", magnitude, c(p)), axes=axes), c(1.0 / p))
+    return y if keep or not axes else g.op("squeeze", y, axes=axes)
+
+
+def tile_to(ctx: Context, node: Node, ref: Any, shape: tuple[Dim, ...], target: list[Dim]) -> Any:
+    """``ref`` of ``shape`` broadcast (aligned right, then tiled) to ``target``."""
+    if len(shape) < len(target):
+        ref = ctx.g.op("unsqueeze", ref, axes=list(range(len(target) - len(shape))))
+    have = (1,) * (len(target) - len(shape)) + tuple(shape)
+    repeats = [dim_of(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, target)]
+    return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref

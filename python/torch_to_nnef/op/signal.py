@@ -25,10 +25,35 @@ from torch_to_nnef.check.versions import CUMSUM_TRACT
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
-from torch_to_nnef.op import common, core, tensor_ops
+from torch_to_nnef.op import common
 from torch_to_nnef.op.common import node_arg, wrap_axis
-from torch_to_nnef.op.extra_ops import atan2
+from torch_to_nnef.op.elementwise import atan2
+from torch_to_nnef.op.indexing import (
+    aten_index,
+    aten_index_select,
+    aten_select,
+    aten_select_scatter,
+    aten_slice,
+    aten_slice_scatter,
+)
+from torch_to_nnef.op.linalg import einsum_ref
+from torch_to_nnef.op.reductions import aten_reduce
 from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.op.shape import (
+    aten_cat,
+    aten_flip,
+    aten_permute,
+    aten_roll,
+    aten_split,
+    aten_squeeze,
+    aten_stack,
+    aten_transpose,
+    aten_unbind,
+    aten_unsqueeze,
+    pad_nd,
+    product_of,
+    roll_axis,
+)
 
 _NORMS = ("backward", "ortho", "forward")
 
@@ -516,25 +541,25 @@ def aten_neg_view(ctx: Context, node: Node) -> Ref:
 # index the logical axes only (an NNEF transpose leaves the axes past its list in place; a stack, a slice or a
 # reduction names its axes), so the parts axis stays last.
 _ELEMENT_OPS = {
-    "complex::slice": core.aten_slice,
-    "complex::select": core.aten_select,
-    "complex::transpose": core.aten_transpose,
-    "complex::permute": core.aten_permute,
-    "complex::unsqueeze": core.aten_unsqueeze,
-    "complex::squeeze": core.aten_squeeze,
-    "complex::cat": core.aten_cat,
-    "complex::stack": core.aten_stack,
-    "complex::split": core.aten_split,
-    "complex::split_with_sizes": core.aten_split,
-    "complex::unbind": tensor_ops.aten_unbind,
-    "complex::index_select": core.aten_index_select,
-    "complex::index": tensor_ops.aten_index,
-    "complex::_unsafe_index": tensor_ops.aten_index,
-    "complex::slice_scatter": core.aten_slice_scatter,
-    "complex::select_scatter": core.aten_select_scatter,
-    "complex::flip": tensor_ops.aten_flip,
-    "complex::sum": core.aten_reduce,
-    "complex::mean": core.aten_reduce,
+    "complex::slice": aten_slice,
+    "complex::select": aten_select,
+    "complex::transpose": aten_transpose,
+    "complex::permute": aten_permute,
+    "complex::unsqueeze": aten_unsqueeze,
+    "complex::squeeze": aten_squeeze,
+    "complex::cat": aten_cat,
+    "complex::stack": aten_stack,
+    "complex::split": aten_split,
+    "complex::split_with_sizes": aten_split,
+    "complex::unbind": aten_unbind,
+    "complex::index_select": aten_index_select,
+    "complex::index": aten_index,
+    "complex::_unsafe_index": aten_index,
+    "complex::slice_scatter": aten_slice_scatter,
+    "complex::select_scatter": aten_select_scatter,
+    "complex::flip": aten_flip,
+    "complex::sum": aten_reduce,
+    "complex::mean": aten_reduce,
 }
 
 
@@ -567,7 +592,7 @@ def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
             f"amounts only (got pad={pad}, value={value})"
         )
     if mode == "circular":  # slices and concatenations along the logical axes
-        return core.pad_nd(ctx, node, pad, mode, None)
+        return pad_nd(ctx, node, pad, mode, None)
     pairs = [(0, 0)] * (x.rank + 1)  # the parts axis, last, is not padded
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -921,13 +946,13 @@ def aten_complex_roll(ctx: Context, node: Node) -> Ref:
     """
     x, out = node.args[0], node.outputs[0]
     if node_arg(node, 2, "dims", []):
-        return cast(Ref, tensor_ops.aten_roll(ctx, node))
+        return cast(Ref, aten_roll(ctx, node))
     shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
     if not isinstance(shifts[0], int):
         raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
     g = ctx.g
     flat = g.op("reshape", ctx.ref(x), shape=[-1], axis_start=0, axis_count=x.rank)
-    rolled = tensor_ops.roll_axis(ctx, flat, tensor_ops.product_of(list(x.shape)), 0, shifts[0])
+    rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shifts[0])
     shape = common.shape_attr(ctx, node, x.shape)
     return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
 
@@ -1006,7 +1031,7 @@ def aten_fftshift(ctx: Context, node: Node) -> Ref:
     for d in dims:
         axis = wrap_axis(d, x.rank)
         n = _static(node, x.shape[axis], f"length on axis {axis}")
-        y = tensor_ops.roll_axis(ctx, y, n, axis, sign * (n // 2))
+        y = roll_axis(ctx, y, n, axis, sign * (n // 2))
     return ctx.g.op("copy", y, out=out.name)
 
 
@@ -1035,7 +1060,7 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     real_equation = ",".join(specs) + (f"->{rhs}{''.join(letters)}" if arrow else "")
     layouts = [Value(v.name, _parts_dtype(v), (*v.shape, 2)) for v in operands]  # the same refs, parts axis named
     products = Value(out.name + "_products", _parts_dtype(out), (*out.shape, *([2] * n)))
-    y = tensor_ops.einsum_ref(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
+    y = einsum_ref(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
     combine = np.zeros((2**n, 2))
     for index in range(2**n):
         k = bin(index).count("1")  # the number of imaginary factors

@@ -1,0 +1,647 @@
+"""Indexing: slices and selects (and the writes into them), gathers, embeddings, masked fills,
+advanced indexing, scatters, sorting and top-k, and the ops whose output shape depends on the data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from torch_to_nnef.errors import TranslationError
+from torch_to_nnef.ir import Dim, Node, SymInt, Value
+from torch_to_nnef.nnef.builder import Ref, dim_literal, literal
+from torch_to_nnef.op.common import (
+    BIG,
+    NP_DTYPES,
+    align_rank,
+    broadcast_shape,
+    cast_to,
+    dim_of,
+    node_arg,
+    operand_ref,
+    scalar_const,
+    slice_bound,
+    static_sizes,
+    tile_to,
+    tract_only,
+    wrap_axis,
+)
+from torch_to_nnef.op.registry import Context, register
+
+
+def slice_ref(ctx: Context, x: Value, axis: int, start: Any, end: Any, step: int, out: str) -> Ref:
+    """``x[start:end:step]`` along ``axis`` (bounds clamped to the axis, symbolic ones included)."""
+    dim = x.shape[axis]
+    return ctx.g.op(
+        "slice",
+        ctx.ref(x),
+        axes=[axis],
+        begin=[slice_bound(start, dim)],
+        end=[slice_bound(end, dim)],
+        stride=[step],
+        out=out,
+    )
+
+
+@register("aten::slice")
+def aten_slice(ctx: Context, node: Node) -> Ref:
+    """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1)."""
+    x = node.args[0]
+    axis = wrap_axis(node_arg(node, 1, "dim", 0), x.rank)
+    start = node_arg(node, 2, "start") or 0
+    end = node_arg(node, 3, "end")
+    end = BIG if end is None else end
+    step = node_arg(node, 4, "step", 1)
+    size = node.outputs[0].shape[axis]
+    if step > 1 and ctx.tract and not (isinstance(size, int) and isinstance(x.shape[axis], int)) and size != 0:
+        # over a dynamic axis, the end just after the last element taken: tract counts ceil((end - begin) / step)
+        # elements, and proves that equal to the size torch gives only from such an end ([0:2*T:2] has T)
+        begin = slice_bound(start, x.shape[axis])
+        last = Ref(f"{dim_literal(str(begin))}+{step}*({dim_literal(size)}-1)+1")
+        if not isinstance(begin, int):  # tract cannot pull a stride over a slice from a symbolic start: gather
+            ctx.g.need("tract_registry tract_core")
+            rows = ctx.g.op("tract_core_range", begin, last, step)
+            return ctx.g.op("tract_core_gather", ctx.ref(x), rows, axis=axis, out=node.outputs[0].name)
+        return ctx.g.op(
+            "slice", ctx.ref(x), axes=[axis], begin=[begin], end=[last], stride=[step], out=node.outputs[0].name
+        )
+    return slice_ref(ctx, x, axis, start, end, step, node.outputs[0].name)
+
+
+def _scatter_slice(ctx: Context, node: Node, x: Value, src: Any, axis: int, start: Any, end: Any) -> Ref:
+    """``x`` with ``x[start:end]`` on ``axis`` replaced by ``src``: the parts of ``x`` around it, concatenated."""
+    dim, out = x.shape[axis], node.outputs[0]
+    start = 0 if start is None else start
+    end = BIG if end is None else end
+    parts = []
+    if slice_bound(start, dim) != 0:
+        parts.append(slice_ref(ctx, x, axis, 0, start, 1, out.name + "_before"))
+    parts.append(src)
+    if slice_bound(end, dim) != slice_bound(BIG, dim):
+        parts.append(slice_ref(ctx, x, axis, end, BIG, 1, out.name + "_after"))
+    return ctx.g.op("concat", parts, axis=axis, out=out.name)
+
+
+@register("aten::slice_scatter")
+def aten_slice_scatter(ctx: Context, node: Node) -> Ref:
+    """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1).
+
+    ``x[..., start:end] = src`` out of place (in-place writes into a slice): slices of ``self`` around
+    ``src``, concatenated; steps other than 1 are not supported.
+    """
+    x, src = node.args[0], node.args[1]
+    axis = wrap_axis(node_arg(node, 2, "dim", 0), x.rank)
+    if node_arg(node, 5, "step", 1) != 1:
+        raise TranslationError(f"{node.where()}: slice_scatter with a step other than 1 is not supported yet")
+    return _scatter_slice(ctx, node, x, ctx.ref(src), axis, node_arg(node, 3, "start"), node_arg(node, 4, "end"))
+
+
+@register("aten::select_scatter")
+def aten_select_scatter(ctx: Context, node: Node) -> Ref:
+    """select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor: ``x[..., index] = src``."""
+    x, src, index = node.args[0], node.args[1], node.args[3]
+    axis = wrap_axis(node.args[2], x.rank)
+    if not isinstance(index, int):
+        raise TranslationError(f"{node.where()}: select_scatter at a symbolic index is not supported yet")
+    row = ctx.g.op("unsqueeze", ctx.ref(src), axes=[axis], out=node.outputs[0].name + "_row")
+    end = index + 1 if index != -1 else None
+    return _scatter_slice(ctx, node, x, row, axis, index, end)
+
+
+@register("aten::select")
+def aten_select(ctx: Context, node: Node) -> Ref:
+    """select.int(Tensor self, int dim, SymInt index) -> Tensor (the axis is removed)."""
+    x = node.args[0]
+    axis = wrap_axis(node.args[1], x.rank)
+    index = node.args[2]
+    end = index + 1 if isinstance(index, int) and index != -1 else BIG
+    y = slice_ref(ctx, x, axis, index, end, 1, node.outputs[0].name + "slice_ref")
+    return ctx.g.op("squeeze", y, axes=[axis], out=node.outputs[0].name)
+
+
+def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
+    if not ctx.tract:
+        raise TranslationError(f"{node.where()}: {node.kind} needs a gather, which the NNEF specification lacks")
+    ctx.g.need("tract_registry tract_core")
+    table = ctx.ref(data)
+    # tract gathers rows of Q4_0 blocks only when told the dtype to decode them to.
+    attrs = {"datum_type": node.outputs[0].dtype} if table in ctx.g.block_quantized else {}
+    return ctx.g.op("tract_core_gather", table, ctx.ref(indices), axis=axis, out=node.outputs[0].name, **attrs)
+
+
+@register("aten::embedding")
+def aten_embedding(ctx: Context, node: Node) -> Ref:
+    """embedding(Tensor weight, Tensor indices, ...) -> weight[indices]."""
+    return _gather(ctx, node, node.args[0], node.args[1], 0)
+
+
+@register("aten::index_select")
+def aten_index_select(ctx: Context, node: Node) -> Ref:
+    """index_select(Tensor self, int dim, Tensor index) -> Tensor."""
+    x = node.args[0]
+    return _gather(ctx, node, x, node.args[2], wrap_axis(node.args[1], x.rank))
+
+
+@register("aten::masked_fill")
+def aten_masked_fill(ctx: Context, node: Node) -> Ref:
+    """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> where(mask, value, self)."""
+    out = node.outputs[0]
+    x, mask, value = node.args[:3]
+    fill = (
+        align_rank(ctx, value, out.rank, out)
+        if isinstance(value, Value)
+        else scalar_const(ctx, value, out.dtype, out.rank)
+    )
+    return ctx.g.op(
+        "select", align_rank(ctx, mask, out.rank, out), fill, align_rank(ctx, x, out.rank, out), out=out.name
+    )
+
+
+@register("aten::gather")
+def aten_gather(ctx: Context, node: Node) -> Ref:
+    """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor."""
+    x, out = node.args[0], node.outputs[0]
+    tract_only(ctx, node, "needs an elementwise gather, which the NNEF specification lacks")
+    axis = wrap_axis(node.args[1], x.rank)
+    return ctx.g.op("tract_core_gather_elements", ctx.ref(x), ctx.ref(node.args[2]), axis=axis, out=out.name)
+
+
+def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
+    ref = align_rank(ctx, v, len(shape), v)
+    have = (1,) * (len(shape) - v.rank) + tuple(v.shape)
+    repeats = [dim_of(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
+    return ctx.g.op("tile", ref, repeats=repeats) if any(r != 1 for r in repeats) else ref
+
+
+@register("aten::copy")
+def aten_copy(ctx: Context, node: Node) -> Ref:
+    """copy(Tensor self, Tensor src, bool non_blocking=False) -> Tensor: ``src`` broadcast to the shape of
+    ``self`` and cast to its dtype (out-of-place ``self.copy_(src)``).
+    """
+    src, out = node.args[1], node.outputs[0]
+    y = _broadcast_to(ctx, node, src, list(out.shape)) if tuple(src.shape) != tuple(out.shape) else ctx.ref(src)
+    y = cast_to(ctx, node, y, src.dtype, out.dtype)
+    return ctx.g.op("copy", y, out=out.name)
+
+
+@register("aten::index", "aten::_unsafe_index")
+def aten_index(ctx: Context, node: Node) -> Ref:
+    """index.Tensor/_unsafe_index(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``.
+
+    ``_unsafe_index`` (indices not checked) is translated alike.
+    """
+    x, out = node.args[0], node.outputs[0]
+    indices = list(node.args[1])
+    tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
+    if any(isinstance(i, Value) and i.dtype == "bool" for i in indices):
+        raise TranslationError(f"{node.where()}: indexing with a boolean mask gives a data-dependent shape")
+    g = ctx.g
+    positions = [k for k, i in enumerate(indices) if i is not None]
+    if len(positions) == 1:
+        k = positions[0]
+        return g.op("tract_core_gather", ctx.ref(x), ctx.ref(indices[k]), axis=k, out=out.name)
+    # Several index tensors: their axes move to the front, the broadcast indices are stacked on a last
+    # axis and gathered at once (tract_core_gather_nd does not wrap negative indices: they are wrapped here).
+    others = [a for a in range(x.rank) if a not in positions]
+    perm = positions + others
+    xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
+    batch = broadcast_shape([indices[k].shape for k in positions])
+    dtype = "i64"
+    columns = []
+    for k in positions:
+        idx = cast_to(ctx, node, _broadcast_to(ctx, node, indices[k], batch), indices[k].dtype, dtype)
+        size = operand_ref(
+            ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), dtype, len(batch)
+        )
+        wrapped = g.op("select", g.op("lt", idx, scalar_const(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
+        columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
+    stacked = g.op("concat", columns, axis=len(batch))
+    y = g.op("tract_core_gather_nd", xr, stacked, batch_dims=0)
+    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+    if adjacent and positions[0] > 0:
+        # Adjacent indexed axes keep their place: the leading untouched axes go back in front.
+        nb, lead = len(batch), positions[0]
+        back = list(range(nb, nb + lead)) + list(range(nb)) + list(range(nb + lead, out.rank))
+        return g.op("transpose", y, axes=back, out=out.name)
+    return g.op("copy", y, out=out.name)
+
+
+@register("aten::masked_scatter")
+def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
+    """masked_scatter(Tensor self, Tensor mask, Tensor source) -> Tensor.
+
+    The positions where the (broadcast) mask holds take the source's elements in row-major
+    order: element ``k`` of the flat source goes to the ``k``-th true position, found by a
+    cumulative sum over the flat mask and gathered (tract).
+    """
+    out = node.outputs[0]
+    x, mask, source = node.args[:3]
+    tract_only(ctx, node, "needs a cumulative sum and a gather, which the NNEF specification lacks")
+    if any(not isinstance(d, int) for d in (*out.shape, *source.shape)):
+        raise TranslationError(f"{node.where()}: masked_scatter with a dynamic shape is not supported yet")
+    g = ctx.g
+    shape = [int(d) for d in out.shape]
+    total = math.prod(shape)
+    m = align_rank(ctx, mask, out.rank, out)
+    have = (1,) * (out.rank - mask.rank) + tuple(mask.shape)
+    repeats = [w if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
+    if any(r != 1 for r in repeats):
+        m = g.op("tile", m, repeats=repeats)
+    flat_mask = g.op("reshape", m, shape=[total])
+    counts = g.op(
+        "tract_core_cumsum", g.op("tract_core_cast", flat_mask, to="i64"), axis=0, exclusive=True, reverse=False
+    )
+    source_size = math.prod(int(d) for d in source.shape)
+    # Positions past the source (where the mask is false) are clamped: select drops them.
+    index = g.op("min", counts, scalar_const(ctx, max(source_size - 1, 0), "i64", 1))
+    flat_source = g.op("reshape", ctx.ref(source), shape=[source_size])
+    picked = g.op("reshape", g.op("tract_core_gather", flat_source, index, axis=0), shape=shape)
+    base = cast_to(ctx, node, align_rank(ctx, x, out.rank, out), x.dtype, out.dtype)
+    return g.op("select", m, picked, base, out=out.name)
+
+
+_BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
+
+
+@register("aten::embedding_bag", "aten::_embedding_bag")
+def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
+    """embedding_bag(Tensor weight, Tensor indices, Tensor offsets, bool scale_grad_by_freq, int mode,
+    bool sparse, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx): output 0.
+
+    Rows are gathered, then each bag (positions from its offset to the next, read at run time) is
+    reduced by a membership mask: a product for sum and mean, a masked maximum for max; empty bags
+    give zeros, and rows at ``padding_idx`` are left out, as in PyTorch.
+    """
+    weight, indices, offsets = node.args[:3]
+    out = node.outputs[0]
+    mode = _BAG_MODES[int(node_arg(node, 4, "mode", 0))]
+    per_sample = node_arg(node, 6, "per_sample_weights", None)
+    include_last = bool(node_arg(node, 7, "include_last_offset", False))
+    padding_idx = node_arg(node, 8, "padding_idx", None)
+    tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
+        raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
+    g = ctx.g
+    n = math.prod(int(d) for d in indices.shape)
+    bags = int(out.shape[0])
+    flat = g.op("reshape", ctx.ref(indices), shape=[n]) if indices.rank != 1 else ctx.ref(indices)
+    rows = g.op("tract_core_gather", ctx.ref(weight), flat, axis=0)  # [n, d]
+    if indices.rank == 2:  # fixed-size bags: offsets are 0, L, 2L...
+        length = int(indices.shape[1])
+        starts: Any = g.variable(np.arange(0, n, length, dtype=np.int64).reshape(bags, 1), f"bag_starts_{n}_{length}")
+        ends: Any = g.variable(
+            np.arange(length, n + 1, length, dtype=np.int64).reshape(bags, 1), f"bag_ends_{n}_{length}"
+        )
+    else:
+        offs = g.op("unsqueeze", cast_to(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
+        starts = g.op("slice", offs, axes=[0], begin=[0], end=[bags], stride=[1])
+        if include_last:
+            ends = g.op("slice", offs, axes=[0], begin=[1], end=[bags + 1], stride=[1])
+        else:
+            last = g.variable(np.full((1, 1), n, dtype=np.int64), f"bag_total_{n}")
+            ends = g.op("concat", [g.op("slice", offs, axes=[0], begin=[1], end=[bags], stride=[1]), last], axis=0)
+    positions = g.variable(np.arange(n, dtype=np.int64).reshape(1, n), f"bag_positions_{n}")
+    member = g.op("and", g.op("ge", positions, starts), g.op("lt", positions, ends))  # [bags, n]
+    if padding_idx is not None and padding_idx >= 0:
+        keep = g.op("ne", cast_to(ctx, node, flat, indices.dtype, "i64"), scalar_const(ctx, int(padding_idx), "i64", 1))
+        member = g.op("and", member, g.op("unsqueeze", keep, axes=[0]))
+    one, zero = scalar_const(ctx, 1.0, out.dtype, 2), scalar_const(ctx, 0.0, out.dtype, 2)
+    mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype
+    count = g.op("sum_reduce", mask, axes=[1])  # [bags, 1]
+    if mode == "max":
+        lowest = scalar_const(ctx, float(np.finfo(NP_DTYPES[out.dtype]).min), out.dtype, 3)
+        masked = g.op("select", g.op("unsqueeze", member, axes=[2]), g.op("unsqueeze", rows, axes=[0]), lowest)
+        top = g.op("squeeze", g.op("max_reduce", masked, axes=[1]), axes=[1])
+        return g.op("select", g.op("gt", count, zero), top, zero, out=out.name)
+    if per_sample is not None:
+        mask = g.op("mul", mask, g.op("reshape", ctx.ref(per_sample), shape=[1, n]))
+    total = g.op("matmul", mask, rows, transposeA=False, transposeB=False)
+    if mode == "sum":
+        return g.op("copy", total, out=out.name)
+    return g.op("div", total, g.op("max", count, one), out=out.name)
+
+
+def _multi(ctx: Context, op: str, args: list[Any], outs: list[str], **attrs: Any) -> list[Ref]:
+    """Emits ``(a, b) = op(args, key = value, ...)`` for an operator with several results."""
+    ctx.g.require(op)
+    refs = [ctx.g.fresh(o) for o in outs]
+    parts = [literal(a) for a in args] + [f"{k} = {literal(v)}" for k, v in attrs.items()]
+    ctx.g.lines.append(f"({', '.join(refs)}) = {op}({', '.join(parts)});")
+    return refs
+
+
+def _topk(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, names: list[str]) -> list[Ref]:
+    """``[values, indices]`` of the ``k`` largest (smallest) along ``axis``, sorted; for Khronos the values only."""
+    if not ctx.tract:
+        return [_ranked_values(ctx, node, x, k, axis, largest, names[0])]
+    ctx.g.need("tract_registry tract_core")
+    kref = k if isinstance(k, int) else _runtime_size(ctx, x, axis) if k == x.shape[axis] else None
+    if kref is None:
+        raise TranslationError(f"{node.where()}: topk of a symbolic k other than the axis size is not supported")
+    return _multi(ctx, "tract_core_topk", [ctx.ref(x), kref], names, axis=axis, largest=largest)
+
+
+def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, out: str) -> Ref:
+    """The first ``k`` values in order with specification ops (static sizes): each element's rank is the count
+    of the elements before it (smaller or larger, or equal at a lower index), and output ``j`` sums the
+    elements of rank ``j``. The indices need integer arithmetic, which the specification lacks.
+    """
+    (n,) = static_sizes(node, x, [axis], f"{node.kind} for KhronosNNEF")
+    if not isinstance(k, int) or not x.dtype.startswith("f"):
+        raise TranslationError(
+            f"{node.where()}: {node.kind} for KhronosNNEF needs a static k and floats: use TractNNEF"
+        )
+    g, last = ctx.g, x.rank - 1
+    perm = [a for a in range(x.rank) if a != axis] + [axis]
+    y = g.op("transpose", ctx.ref(x), axes=perm) if axis != last else ctx.ref(x)
+    mine, other = g.op("unsqueeze", y, axes=[last + 1]), g.op("unsqueeze", y, axes=[last])  # [.., n, 1], [.., 1, n]
+    lead = (1,) * last
+    earlier = g.variable(np.tril(np.ones((n, n), dtype=bool), -1).reshape((*lead, n, n)), f"sort_earlier_{n}_r{x.rank}")
+    ahead = g.op("or", g.op("gt" if largest else "lt", other, mine), g.op("and", g.op("eq", other, mine), earlier))
+    rank = g.op("sum_reduce", g.op("select", ahead, 1.0, 0.0), axes=[last + 1])  # [.., n, 1]
+    slots = g.variable(np.arange(k, dtype=np.float32).reshape((*lead, 1, k)), f"sort_slots_{k}_r{x.rank}")
+    picked = g.op("select", g.op("eq", rank, slots), mine, 0.0)  # [.., n, k]
+    values = g.op("squeeze", g.op("sum_reduce", picked, axes=[last]), axes=[last])
+    if axis == last:
+        return g.op("copy", values, out=out)
+    return g.op("transpose", values, axes=[perm.index(a) for a in range(x.rank)], out=out)
+
+
+def _runtime_size(ctx: Context, x: Value, axis: int) -> Ref:
+    """The size of a dynamic ``axis`` of ``x`` as an i64 tensor computed when the model runs (tract's topk
+    reads its ``k`` there, where a symbol would be left unresolved): a count of ones along the axis.
+    """
+    g = ctx.g
+    others = [a for a in range(x.rank) if a != axis]
+    line = ctx.ref(x)
+    if others:
+        line = g.op(
+            "slice", line, axes=others, begin=[0] * len(others), end=[1] * len(others), stride=[1] * len(others)
+        )
+    ones = g.op("tract_core_cast", g.op("or", g.op("eq", line, line), g.op("ne", line, line)), to="i64")
+    count = g.op("sum_reduce", ones, axes=list(range(x.rank)))
+    return g.op("reshape", count, shape=[1])
+
+
+def _sort_args(node: Node) -> tuple[int, bool]:
+    """``(dim, descending)`` of sort(self, int dim=-1, bool descending=False) or sort.stable(self, *, stable, dim,
+    descending); argsort alike.
+    """
+    return int(node_arg(node, 1, "dim", -1)), bool(node_arg(node, 2, "descending", False))
+
+
+@register("aten::sort")
+def aten_sort(ctx: Context, node: Node) -> list[Ref]:
+    """sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices).
+
+    A ``tract_core_topk`` of the whole axis (stable: equal values keep their order); for Khronos the values
+    only, by ranking.
+    """
+    x = node.args[0]
+    dim, descending = _sort_args(node)
+    axis = wrap_axis(dim, x.rank)
+    values, indices = node.outputs
+    return _topk(ctx, node, x, x.shape[axis], axis, descending, [values.name, indices.name])
+
+
+@register("aten::argsort")
+def aten_argsort(ctx: Context, node: Node) -> Ref:
+    """argsort(Tensor self, int dim=-1, bool descending=False) -> Tensor (also argsort.stable)."""
+    x, out = node.args[0], node.outputs[0]
+    dim, descending = _sort_args(node)
+    axis = wrap_axis(dim, x.rank)
+    if not ctx.tract:
+        raise TranslationError(
+            f"{node.where()}: argsort gives indices, which need integer arithmetic that the NNEF specification "
+            "lacks: use TractNNEF"
+        )
+    _, indices = _topk(ctx, node, x, x.shape[axis], axis, descending, [out.name + "_values", out.name])
+    return indices
+
+
+@register("aten::topk")
+def aten_topk(ctx: Context, node: Node) -> list[Ref]:
+    """topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True) -> (Tensor values, Tensor indices).
+
+    Always sorted (``sorted=False`` leaves the order unspecified, so sorted is a valid answer).
+    """
+    x = node.args[0]
+    axis = wrap_axis(node_arg(node, 2, "dim", -1), x.rank)
+    largest = bool(node_arg(node, 3, "largest", True))
+    values, indices = node.outputs
+    return _topk(ctx, node, x, node.args[1], axis, largest, [values.name, indices.name])
+
+
+_REDUCTIONS = {"sum": "add", "add": "add", "prod": "mul", "multiply": "mul", "amax": "max", "amin": "min"}
+
+
+def _scatter_elements(ctx: Context, x: Any, index: Any, updates: Any, axis: int, reduction: str, out: str) -> Ref:
+    return ctx.g.op("tract_core_scatter_elements", x, index, updates, axis=axis, reduction=reduction, out=out)
+
+
+def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> Any:
+    """``src`` as updates of the shape of ``index``: a scalar filled in, a larger tensor cropped."""
+    if not isinstance(src, Value):
+        return _filled_like(ctx, node, index, src, dtype)
+    ref = cast_to(ctx, node, ctx.ref(src), src.dtype, dtype)
+    if tuple(src.shape) == tuple(index.shape):
+        return ref
+    ends = [dim_of(node, d) for d in index.shape]
+    return ctx.g.op(
+        "slice", ref, axes=list(range(index.rank)), begin=[0] * index.rank, end=ends, stride=[1] * index.rank
+    )
+
+
+def _filled_like(ctx: Context, node: Node, like: Value, value: Any, dtype: str) -> Ref:
+    """A tensor of ``like``'s shape filled with the scalar ``value`` of ``dtype``."""
+    array = np.full((1,) * like.rank, value, dtype=NP_DTYPES[dtype])
+    label = f"constant_{dtype}_{str(value).replace('-', 'minus_').replace('.', 'p')}_r{like.rank}"
+    one = ctx.g.variable(array, label)
+    return ctx.g.op("tile", one, repeats=[dim_of(node, d) for d in like.shape])
+
+
+@register("aten::scatter")
+def aten_scatter(ctx: Context, node: Node) -> Ref:
+    """scatter.src(Tensor self, int dim, Tensor index, Tensor src) / scatter.value(self, dim, index, Scalar value);
+    scatter.reduce / value_reduce (..., *, str reduce): 'add' or 'multiply'.
+    """
+    x, out = node.args[0], node.outputs[0]
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis = wrap_axis(node.args[1], x.rank)
+    index = node.args[2]
+    reduce = node_arg(node, 4, "reduce")
+    reduction = "none" if reduce is None else _REDUCTIONS[reduce]
+    updates = _updates(ctx, node, node.args[3], index, out.dtype)
+    return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, reduction, out.name)
+
+
+@register("aten::scatter_add")
+def aten_scatter_add(ctx: Context, node: Node) -> Ref:
+    """scatter_add(Tensor self, int dim, Tensor index, Tensor src) -> Tensor."""
+    x, out = node.args[0], node.outputs[0]
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index = wrap_axis(node.args[1], x.rank), node.args[2]
+    updates = _updates(ctx, node, node.args[3], index, out.dtype)
+    return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, "add", out.name)
+
+
+@register("aten::scatter_reduce")
+def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
+    """scatter_reduce.two(Tensor self, int dim, Tensor index, Tensor src, str reduce, *, bool include_self=True).
+
+    'sum', 'prod', 'amax', 'amin' as the matching tract reduction; 'mean' (floats) as a sum over a count.
+    Without ``include_self`` the scattered places are first reset to the reduction's identity.
+    """
+    x, out = node.args[0], node.outputs[0]
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index, reduce = wrap_axis(node.args[1], x.rank), node.args[2], node.args[4]
+    include_self = bool(node_arg(node, 5, "include_self", True))
+    updates = _updates(ctx, node, node.args[3], index, out.dtype)
+    g, xr, ir = ctx.g, ctx.ref(x), ctx.ref(index)
+    if reduce == "mean":
+        if not out.dtype.startswith("f"):
+            raise TranslationError(f"{node.where()}: scatter_reduce 'mean' of {out.dtype} is not supported (floats)")
+        base = (
+            xr
+            if include_self
+            else _scatter_elements(
+                ctx, xr, ir, _filled_like(ctx, node, index, 0.0, out.dtype), axis, "none", out.name + "_reset"
+            )
+        )
+        total = _scatter_elements(ctx, base, ir, updates, axis, "add", out.name + "_sum")
+        ones = _filled_like(ctx, node, index, 1.0, out.dtype)
+        start = _filled_like(ctx, node, x, 1.0 if include_self else 0.0, out.dtype)
+        count = _scatter_elements(ctx, start, ir, ones, axis, "add", out.name + "_count")
+        mean = g.op("div", total, g.op("max", count, 1.0))
+        return g.op("select", g.op("gt", count, 0.0), mean, xr, out=out.name)
+    if reduce not in _REDUCTIONS:
+        raise TranslationError(f"{node.where()}: scatter_reduce {reduce!r} is not supported")
+    reduction = _REDUCTIONS[reduce]
+    if not include_self:
+        if out.dtype.startswith("f"):
+            info: Any = np.finfo(NP_DTYPES[out.dtype])
+        else:
+            info = np.iinfo(NP_DTYPES[out.dtype])
+        identity = {"add": 0, "mul": 1, "max": info.min, "min": info.max}[reduction]
+        reset = _filled_like(ctx, node, index, identity, out.dtype)
+        xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset")
+    return _scatter_elements(ctx, xr, ir, updates, axis, reduction, out.name)
+
+
+def _index_along(ctx: Context, node: Node, index: Value, axis: int, like: Value) -> Ref:
+    """A 1-D ``index`` of positions along ``axis`` as an elementwise index of ``like``'s shape."""
+    y = (
+        ctx.g.op("unsqueeze", ctx.ref(index), axes=[a for a in range(like.rank) if a != axis])
+        if like.rank > 1
+        else ctx.ref(index)
+    )
+    repeats = [1 if a == axis else dim_of(node, d) for a, d in enumerate(like.shape)]
+    return ctx.g.op("tile", y, repeats=repeats) if any(r != 1 for r in repeats) else y
+
+
+@register("aten::index_copy", "aten::index_add")
+def aten_index_copy(ctx: Context, node: Node) -> Ref:
+    """index_copy(Tensor self, int dim, Tensor index, Tensor source); index_add(self, dim, index, source, *,
+    Scalar alpha=1): rows of ``source`` written (or added) at ``index`` along ``dim``.
+    """
+    x, out = node.args[0], node.outputs[0]
+    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis, index, source = wrap_axis(node.args[1], x.rank), node.args[2], node.args[3]
+    updates = cast_to(ctx, node, ctx.ref(source), source.dtype, out.dtype)
+    if node.kind == "aten::index_add":
+        alpha = node_arg(node, 4, "alpha", 1)
+        if alpha != 1:
+            updates = ctx.g.op("mul", updates, scalar_const(ctx, alpha, out.dtype, out.rank))
+    if source.rank == 0:
+        updates = ctx.g.op("unsqueeze", updates, axes=[0])
+    like = source if source.rank else Value(source.name, source.dtype, (1,))
+    positions = _index_along(ctx, node, index, axis, like)
+    reduction = "add" if node.kind == "aten::index_add" else "none"
+    return _scatter_elements(ctx, ctx.ref(x), positions, updates, axis, reduction, out.name)
+
+
+@register("aten::index_put")
+def aten_index_put(ctx: Context, node: Node) -> Ref:
+    """index_put(Tensor self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor.
+
+    ``x[i, j] = v`` out of place: a ``tract_core_scatter_nd`` over the indexed axes moved to the front. A
+    boolean mask with a single value (``x[mask] = 0``) is a ``select`` on both targets.
+    """
+    x, out = node.args[0], node.outputs[0]
+    indices, values = list(node.args[1]), node.args[2]
+    accumulate = bool(node_arg(node, 3, "accumulate", False))
+    g = ctx.g
+    masks = [i for i in indices if isinstance(i, Value) and i.dtype == "bool"]
+    if masks:
+        return _masked_put(ctx, node, indices, values, accumulate)
+    tract_only(ctx, node, "needs tract_core_scatter_nd (the NNEF specification has no scatter)")
+    positions = [k for k, i in enumerate(indices) if i is not None]
+    others = [a for a in range(x.rank) if a not in positions]
+    perm = positions + others
+    xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
+    batch = broadcast_shape([indices[k].shape for k in positions])
+    columns = []
+    for k in positions:
+        idx = indices[k]
+        ref = cast_to(ctx, node, tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
+        size = operand_ref(
+            ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
+        )
+        wrapped = g.op("select", g.op("lt", ref, scalar_const(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
+        columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
+    stacked = g.op("concat", columns, axis=len(batch)) if len(columns) > 1 else columns[0]
+    # The values broadcast against x[indices]: [lead..., batch..., trail...] when the indexed axes are
+    # adjacent and not first, else [batch..., others...]; scatter_nd wants [batch..., others...].
+    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+    lead = positions[0] if adjacent else 0
+    rest = [x.shape[a] for a in others]
+    result = rest[:lead] + batch + rest[lead:]
+    vr = cast_to(ctx, node, ctx.ref(values), values.dtype, out.dtype)
+    vr = tile_to(ctx, node, vr, values.shape, result)
+    nb = len(batch)
+    if lead:
+        vr = g.op(
+            "transpose", vr, axes=list(range(lead, lead + nb)) + list(range(lead)) + list(range(lead + nb, len(result)))
+        )
+    y = g.op("tract_core_scatter_nd", xr, stacked, vr, reduction="add" if accumulate else "none")
+    if perm == list(range(x.rank)):
+        return g.op("copy", y, out=out.name)
+    return g.op("transpose", y, axes=[perm.index(a) for a in range(x.rank)], out=out.name)
+
+
+def _masked_put(ctx: Context, node: Node, indices: list[Any], values: Value, accumulate: bool) -> Ref:
+    x, out = node.args[0], node.outputs[0]
+    lead = next(k for k, i in enumerate(indices) if i is not None)
+    mask = indices[lead]
+    if len([i for i in indices if i is not None]) != 1 or any(d != 1 for d in values.shape):
+        raise TranslationError(
+            f"{node.where()}: assigning through a boolean mask (x[mask] = v) is only supported with a single value: "
+            "the number of selected elements depends on the data. Write torch.where(mask, v, x) instead"
+        )
+    g = ctx.g
+    m = ctx.ref(mask)
+    if lead:
+        m = g.op("unsqueeze", m, axes=list(range(lead)))
+    if lead + mask.rank < x.rank:
+        m = g.op("unsqueeze", m, axes=list(range(lead + mask.rank, x.rank)))
+    v = operand_ref(ctx, node, values, out.dtype, out.rank)
+    if accumulate:
+        v = g.op("add", ctx.ref(x), v)
+    return g.op("select", m, v, ctx.ref(x), out=out.name)
+
+
+@register("aten::masked_select", "aten::nonzero")
+def aten_data_dependent(ctx: Context, node: Node) -> Ref:
+    """masked_select(Tensor self, Tensor mask) / nonzero(Tensor self): refused.
+
+    Their output size is the number of true (non-zero) elements, known only when the model runs; neither NNEF
+    nor tract can express such a shape.
+    """
+    what = "masked_select" if node.kind == "aten::masked_select" else "nonzero"
+    raise TranslationError(
+        f"{node.where()}: {what} gives a tensor whose size depends on the data (the number of selected "
+        "elements), which NNEF cannot express. Keep the full shape instead: torch.where(mask, x, 0) or a "
+        "multiplication by the mask, then reduce."
+    )

@@ -1,0 +1,3 @@
+"""Translations of neural-network layers: activations, convolutions, normalisations, pooling, resizing,
+attention and losses.
+"""
