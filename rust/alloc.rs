@@ -7,6 +7,9 @@
 //! a 2.2 GB model into tract then peaked at 3.6 GB of RSS, against 2.3 GB with this allocator.
 //! Only the allocations of this library's Rust code (tract's included) go through it; Python's and
 //! PyTorch's are untouched.
+//!
+//! Only the Python extension (the `python` feature) installs it as the global allocator; the
+//! plain library leaves that choice to the program that links it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

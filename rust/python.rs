@@ -17,6 +17,7 @@ use crate::compare::{self as cmp, Tolerance};
 use crate::dat::{self, DatContent, DatOptions, DatSource};
 use crate::dtype::{DType, Flavor};
 use crate::error::Error;
+use crate::q40tensor::{self, Q40Ref, Q40Tensor as CoreQ40Tensor};
 use crate::q4_0::{self, Q40Input, Q40Layout};
 use crate::runner::{ModelSource, RawTensor, Registries, TractModel as CoreModel};
 use crate::view::TensorView;
@@ -150,53 +151,18 @@ fn options(flavor: &str, q4_0_legacy: bool) -> PyResult<DatOptions> {
 /// values they decode to, packed only when written or asked for (see `Q40Tensor.of_values`).
 #[pyclass(frozen, module = "torch_to_nnef._rust")]
 pub struct Q40Tensor {
-    shape: Vec<usize>,
-    data: Q40Data,
+    inner: CoreQ40Tensor<Py<PyUntypedArray>>,
 }
 
-enum Q40Data {
-    Blocks(Vec<u8>),
-    Values(Py<PyUntypedArray>),
-}
-
-/// The quantizer's view of a C-contiguous, aligned f32, f16 (or bf16 bits) array.
+/// The quantizer's view of a C-contiguous, aligned f32, f16 (or bf16 bits) array, with its shape.
 fn q40_input<'a>(
     arr: &'a Bound<'_, PyUntypedArray>,
     bf16: bool,
     name: &str,
 ) -> PyResult<(Q40Input<'a>, Vec<usize>)> {
-    let dtype = numpy_dtype(arr, name)?;
     let view = view_of(arr, name)?;
-    let bytes = view.as_contiguous().ok_or_else(|| {
-        to_pyerr(Error::InvalidArgument(format!(
-            "{name}: Q4_0 values must be C-contiguous; pass numpy.ascontiguousarray(x)"
-        )))
-    })?;
-    let shape = view.shape().to_vec();
-    if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
-        return Err(to_pyerr(Error::InvalidArgument(format!(
-            "{name}: misaligned array memory; pass a copy (numpy.array(x))"
-        ))));
-    }
-    let input = match (dtype, bf16) {
-        // SAFETY (all three casts): the bytes come from an aligned numpy buffer of this
-        // element type, and f32 / f16 / bf16 accept every bit pattern.
-        (DType::F32, false) => Q40Input::F32(unsafe { cast_slice(bytes) }),
-        (DType::F16, false) => Q40Input::F16(unsafe { cast_slice(bytes) }),
-        (DType::U16 | DType::I16, true) => Q40Input::Bf16(unsafe { cast_slice(bytes) }),
-        _ => {
-            return Err(to_pyerr(Error::UnsupportedDtype {
-                what: format!("Q4_0 of {name}"),
-                dtype: if bf16 {
-                    format!("{dtype} as bf16 bits")
-                } else {
-                    dtype.to_string()
-                },
-                hint: "Q4_0 quantizes f32, f16 or bf16 values".into(),
-            }))
-        }
-    };
-    Ok((input, shape))
+    let input = Q40Input::from_view(&view, bf16, name).py_err()?;
+    Ok((input, view.shape().to_vec()))
 }
 
 #[pymethods]
@@ -219,13 +185,10 @@ impl Q40Tensor {
             as_array(&np.call_method1("ascontiguousarray", (arr,))?, name)?
         };
         let (input, shape) = q40_input(&arr, bf16, name)?;
-        let blocks = py
-            .detach(|| q4_0::quantize(name, input, &shape, threads))
+        let inner = py
+            .detach(|| CoreQ40Tensor::quantize(name, input, shape, threads))
             .py_err()?;
-        Ok(Q40Tensor {
-            shape,
-            data: Q40Data::Blocks(blocks),
-        })
+        Ok(Q40Tensor { inner })
     }
 
     /// Deferred Q4_0 of an f32 or f16 C-contiguous array holding Q4_0 values already (decoded
@@ -237,62 +200,47 @@ impl Q40Tensor {
     fn of_values(array: &Bound<'_, PyAny>, name: &str) -> PyResult<Q40Tensor> {
         let arr = as_array(array, name)?;
         let (_, shape) = q40_input(&arr, false, name)?;
-        dat::DatHeader::for_q4_0(name, &shape, Q40Layout::Ggml).py_err()?;
-        Ok(Q40Tensor {
-            shape,
-            data: Q40Data::Values(arr.unbind()),
-        })
+        let inner = CoreQ40Tensor::of_values(name, arr.unbind(), shape).py_err()?;
+        Ok(Q40Tensor { inner })
     }
 
     /// Builds a tensor from existing GGML-order blocks.
     #[staticmethod]
     fn from_blocks(blocks: &[u8], shape: Vec<usize>) -> PyResult<Q40Tensor> {
-        let h = dat::DatHeader::for_q4_0("Q4_0 blocks", &shape, Q40Layout::Ggml).py_err()?;
-        if h.data_size as usize != blocks.len() {
-            return Err(to_pyerr(Error::Shape {
-                what: "Q4_0 blocks".into(),
-                reason: format!(
-                    "{} bytes do not match shape {shape:?} ({} bytes expected)",
-                    blocks.len(),
-                    h.data_size
-                ),
-            }));
-        }
-        Ok(Q40Tensor {
-            shape,
-            data: Q40Data::Blocks(blocks.to_vec()),
-        })
+        let inner = CoreQ40Tensor::from_blocks(blocks.to_vec(), shape).py_err()?;
+        Ok(Q40Tensor { inner })
     }
 
     /// Logical shape.
     #[getter]
     fn shape(&self) -> Vec<usize> {
-        self.shape.clone()
+        self.inner.shape().to_vec()
     }
 
     /// Size of the blocks in bytes (18 per 32 values).
     #[getter]
     fn nbytes(&self) -> usize {
-        self.shape.iter().product::<usize>() / q4_0::BLOCK_LEN * q4_0::BLOCK_BYTES
+        self.inner.nbytes()
     }
 
     /// True when the blocks are packed from the referenced values only when needed.
     #[getter]
     fn deferred(&self) -> bool {
-        matches!(self.data, Q40Data::Values(_))
+        self.inner.is_deferred()
     }
 
     /// The blocks as bytes (GGML order).
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let blocks = self.blocks(py)?;
+        let tensor = self.read(py, q40tensor::VALUES)?;
+        let blocks = py.detach(|| tensor.blocks()).py_err()?;
         Ok(PyBytes::new(py, &blocks))
     }
 
     /// Decodes to a float32 array of the logical shape.
     fn dequantize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let blocks = self.blocks(py)?;
-        let values = py.detach(|| q4_0::dequantize(&blocks)).py_err()?;
-        PyArray1::from_vec(py, values).call_method1("reshape", (self.shape.clone(),))
+        let tensor = self.read(py, q40tensor::VALUES)?;
+        let values = py.detach(|| tensor.dequantize()).py_err()?;
+        PyArray1::from_vec(py, values).call_method1("reshape", (self.shape(),))
     }
 
     /// Decodes into `out`, a writable C-contiguous float32 or float16 array with as many values
@@ -311,29 +259,15 @@ impl Q40Tensor {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Q40Tensor(shape={:?}, nbytes={}{})",
-            self.shape,
-            self.nbytes(),
-            if self.deferred() { ", deferred" } else { "" }
-        )
+        self.inner.to_string()
     }
 }
 
 impl Q40Tensor {
-    /// The blocks: held ones borrowed, deferred ones packed now (and checked).
-    fn blocks(&self, py: Python<'_>) -> PyResult<std::borrow::Cow<'_, [u8]>> {
-        match &self.data {
-            Q40Data::Blocks(b) => Ok(std::borrow::Cow::Borrowed(b)),
-            Q40Data::Values(arr) => {
-                let arr = arr.bind(py);
-                let (input, shape) = q40_input(arr, false, "Q4_0 values")?;
-                let blocks = py
-                    .detach(|| dat::pack_q4_0_values("Q4_0 values", &input, &shape))
-                    .py_err()?;
-                Ok(std::borrow::Cow::Owned(blocks))
-            }
-        }
+    /// The tensor ready to be read without the GIL: deferred values are viewed now, as `what`.
+    fn read<'a>(&'a self, py: Python<'a>, what: &str) -> PyResult<Q40Ref<'a>> {
+        self.inner
+            .resolve(|arr| q40_input(arr.bind(py), false, what))
     }
 
     fn decode_into<T: q4_0::Decoded + numpy::Element>(
@@ -351,48 +285,20 @@ impl Q40Tensor {
                 "dequantize_into needs a C-contiguous array".into(),
             ))
         })?;
-        let n: usize = self.shape.iter().product();
-        if values.len() != n {
-            return Err(to_pyerr(Error::Shape {
-                what: "dequantize_into".into(),
-                reason: format!(
-                    "the output holds {} values, the tensor {n} (shape {:?})",
-                    values.len(),
-                    self.shape
-                ),
-            }));
-        }
-        let blocks = self.blocks(py)?;
-        let blocks: &[u8] = &blocks;
-        py.detach(|| q4_0::dequantize_into(blocks, values)).py_err()
+        self.inner.check_decoded_len(values.len()).py_err()?;
+        let tensor = self.read(py, q40tensor::VALUES)?;
+        py.detach(|| tensor.dequantize_into(values)).py_err()
     }
-}
-
-/// Reinterprets bytes as a slice of `T`.
-///
-/// # Safety
-/// `bytes` must be aligned for `T` and every bit pattern must be a valid `T`.
-unsafe fn cast_slice<T>(bytes: &[u8]) -> &[T] {
-    let n = bytes.len() / std::mem::size_of::<T>();
-    if n == 0 {
-        return &[];
-    }
-    // SAFETY: forwarded to the caller's contract; the length is rounded down to whole items.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, n) }
 }
 
 enum Held<'py> {
     Dense(Bound<'py, PyUntypedArray>),
     Q40(Bound<'py, Q40Tensor>),
-    Q40Values(Bound<'py, PyUntypedArray>),
 }
 
 fn hold<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Held<'py>> {
     if let Ok(q) = obj.cast::<Q40Tensor>() {
-        return Ok(match &q.get().data {
-            Q40Data::Blocks(_) => Held::Q40(q.clone()),
-            Q40Data::Values(arr) => Held::Q40Values(arr.bind(obj.py()).clone()),
-        });
+        return Ok(Held::Q40(q.clone()));
     }
     Ok(Held::Dense(as_array(obj, what)?))
 }
@@ -400,20 +306,7 @@ fn hold<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Held<'py>> {
 fn source_of<'a>(held: &'a Held<'_>, what: &str) -> PyResult<DatSource<'a>> {
     Ok(match held {
         Held::Dense(arr) => DatSource::Dense(view_of(arr, what)?),
-        Held::Q40(q) => {
-            let q = q.get();
-            let Q40Data::Blocks(blocks) = &q.data else {
-                unreachable!("held as Q40Values")
-            };
-            DatSource::Q40 {
-                shape: q.shape.clone(),
-                blocks,
-            }
-        }
-        Held::Q40Values(arr) => {
-            let (values, shape) = q40_input(arr, false, what)?;
-            DatSource::Q40Values { shape, values }
-        }
+        Held::Q40(q) => q.get().read(q.py(), what)?.into(),
     })
 }
 
@@ -506,14 +399,10 @@ fn read_dat<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> 
                 bytes,
             },
         ),
-        DatContent::Q40 { blocks, .. } => Ok(Bound::new(
-            py,
-            Q40Tensor {
-                shape: t.shape,
-                data: Q40Data::Blocks(blocks),
-            },
-        )?
-        .into_any()),
+        DatContent::Q40 { blocks, .. } => {
+            let inner = CoreQ40Tensor::from_blocks(blocks, t.shape).py_err()?;
+            Ok(Bound::new(py, Q40Tensor { inner })?.into_any())
+        }
     }
 }
 
@@ -538,28 +427,10 @@ fn tract_q4_0_reference<'py>(
             "array must be C-contiguous".into(),
         )));
     }
-    let dtype = numpy_dtype(&arr, "array")?;
     let view = view_of(&arr, "array")?;
-    let bytes = view.as_contiguous().expect("contiguous");
-    if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
-        return Err(to_pyerr(Error::InvalidArgument(
-            "misaligned array memory".into(),
-        )));
-    }
-    let out = match dtype {
-        // SAFETY: aligned numpy buffers of these element types.
-        DType::F32 => py.detach(|| q4_0::tract_reference_quantize(unsafe { cast_slice(bytes) })),
-        DType::F16 => {
-            py.detach(|| q4_0::tract_reference_quantize_f16(unsafe { cast_slice(bytes) }))
-        }
-        _ => {
-            return Err(to_pyerr(Error::UnsupportedDtype {
-                what: "tract Q4_0 reference".into(),
-                dtype: dtype.to_string(),
-                hint: "pass f32 or f16".into(),
-            }))
-        }
-    };
+    let out = py
+        .detach(|| q4_0::tract_reference_quantize_view(&view))
+        .py_err()?;
     Ok(PyBytes::new(py, &out))
 }
 

@@ -15,7 +15,9 @@
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::view::TensorView;
 
 /// Values per block.
 pub const BLOCK_LEN: usize = 32;
@@ -92,6 +94,62 @@ impl Q40Input<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+impl<'a> Q40Input<'a> {
+    /// The values of a C-contiguous, aligned f32 or f16 view, or with `bf16` a u16 / i16 view
+    /// holding bf16 bits; `what` names the tensor in errors.
+    pub fn from_view(view: &TensorView<'a>, bf16: bool, what: &str) -> Result<Q40Input<'a>> {
+        let dtype = view.dtype();
+        let bytes = view.as_contiguous().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{what}: Q4_0 values must be C-contiguous; pass numpy.ascontiguousarray(x)"
+            ))
+        })?;
+        let misaligned = || {
+            Error::InvalidArgument(format!(
+                "{what}: misaligned array memory; pass a copy (numpy.array(x))"
+            ))
+        };
+        if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size_of()) {
+            return Err(misaligned());
+        }
+        Ok(match (dtype, bf16) {
+            (DType::F32, false) => Q40Input::F32(cast_aligned(bytes).ok_or_else(misaligned)?),
+            (DType::F16, false) => Q40Input::F16(cast_aligned(bytes).ok_or_else(misaligned)?),
+            (DType::U16 | DType::I16, true) => {
+                Q40Input::Bf16(cast_aligned(bytes).ok_or_else(misaligned)?)
+            }
+            _ => {
+                return Err(Error::UnsupportedDtype {
+                    what: format!("Q4_0 of {what}"),
+                    dtype: if bf16 {
+                        format!("{dtype} as bf16 bits")
+                    } else {
+                        dtype.to_string()
+                    },
+                    hint: "Q4_0 quantizes f32, f16 or bf16 values".into(),
+                })
+            }
+        })
+    }
+}
+
+/// Float types that every bit pattern is a value of.
+trait AnyBits: Copy {}
+impl AnyBits for f32 {}
+impl AnyBits for f16 {}
+impl AnyBits for bf16 {}
+
+/// `bytes` as whole values of `T`, or `None` when they are not aligned for `T`.
+fn cast_aligned<T: AnyBits>(bytes: &[u8]) -> Option<&[T]> {
+    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return None;
+    }
+    let n = bytes.len() / std::mem::size_of::<T>();
+    // SAFETY: the pointer is non-null (a slice's) and aligned for `T` (checked above), the `n`
+    // values lie within `bytes` and share its lifetime, and every bit pattern is a `T` (AnyBits).
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, n) })
 }
 
 /// Quantizes one block of 32 f32 values.
@@ -413,4 +471,28 @@ pub fn tract_reference_quantize_f16(input: &[f16]) -> Vec<u8> {
     use tract_linalg::block_quant::{BlockQuant, Q4_0};
     let blob = Q4_0.quant_f16(input).expect("tract Q4_0 quantizer");
     blob.as_bytes().to_vec()
+}
+
+/// tract-linalg's own Q4_0 quantizer on a C-contiguous, aligned f32 or f16 view.
+pub fn tract_reference_quantize_view(view: &TensorView) -> Result<Vec<u8>> {
+    let bytes = view
+        .as_contiguous()
+        .ok_or_else(|| Error::InvalidArgument("array must be C-contiguous".into()))?;
+    let misaligned = || Error::InvalidArgument("misaligned array memory".into());
+    if !(bytes.as_ptr() as usize).is_multiple_of(view.dtype().size_of()) {
+        return Err(misaligned());
+    }
+    match view.dtype() {
+        DType::F32 => Ok(tract_reference_quantize(
+            cast_aligned(bytes).ok_or_else(misaligned)?,
+        )),
+        DType::F16 => Ok(tract_reference_quantize_f16(
+            cast_aligned(bytes).ok_or_else(misaligned)?,
+        )),
+        dtype => Err(Error::UnsupportedDtype {
+            what: "tract Q4_0 reference".into(),
+            dtype: dtype.to_string(),
+            hint: "pass f32 or f16".into(),
+        }),
+    }
 }

@@ -3,9 +3,13 @@
 
 use half::f16;
 use proptest::prelude::*;
+use torch_to_nnef_core::dtype::DType;
+use torch_to_nnef_core::error::Error;
 use torch_to_nnef_core::q4_0::{
-    self, tract_reference_quantize, tract_reference_quantize_f16, Q40Input,
+    self, tract_reference_quantize, tract_reference_quantize_f16, tract_reference_quantize_view,
+    Q40Input,
 };
+use torch_to_nnef_core::view::TensorView;
 
 fn ours(values: &[f32], threads: Option<usize>) -> Vec<u8> {
     q4_0::quantize(
@@ -227,4 +231,121 @@ fn checked_quantization_finds_the_first_value_lost() {
     // The raw values themselves are not Q4_0 values.
     let (_, lost) = q4_0::quantize_checked("t", Q40Input::F32(&v), &shape).unwrap();
     assert!(lost.is_some());
+}
+
+/// `bytes` copied `offset` bytes after a `align`-aligned address of a fresh buffer (the buffer
+/// returned holds them at `offset..offset + bytes.len()`).
+fn placed(bytes: &[u8], align: usize, offset: usize) -> (Vec<u8>, usize) {
+    let mut buffer = vec![0u8; bytes.len() + 2 * align];
+    let start = (align - buffer.as_ptr() as usize % align) % align + offset;
+    buffer[start..start + bytes.len()].copy_from_slice(bytes);
+    (buffer, start)
+}
+
+fn message(result: Result<impl std::fmt::Debug, Error>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[test]
+fn views_of_floats_are_quantized_like_the_slices() {
+    let v = lcg(32 * 6, 21, 4.0);
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let (buffer, at) = placed(&bytes, 4, 0);
+    let view = TensorView::contiguous(DType::F32, &[6, 32], &buffer[at..at + bytes.len()]).unwrap();
+    let Q40Input::F32(got) = Q40Input::from_view(&view, false, "w").unwrap() else {
+        panic!("f32 values expected")
+    };
+    assert_eq!(got, &v[..]);
+    assert_eq!(
+        tract_reference_quantize_view(&view).unwrap(),
+        ours(&v, None)
+    );
+
+    let halves: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let bytes: Vec<u8> = halves.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let (buffer, at) = placed(&bytes, 2, 0);
+    let view = TensorView::contiguous(DType::F16, &[6, 32], &buffer[at..at + bytes.len()]).unwrap();
+    let Q40Input::F16(got) = Q40Input::from_view(&view, false, "w").unwrap() else {
+        panic!("f16 values expected")
+    };
+    assert_eq!(got, &halves[..]);
+    assert_eq!(
+        tract_reference_quantize_view(&view).unwrap(),
+        tract_reference_quantize_f16(&halves)
+    );
+
+    // bf16 given as the bits of a u16 or i16 array.
+    let brain: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+    let bytes: Vec<u8> = brain.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let (buffer, at) = placed(&bytes, 2, 0);
+    for dtype in [DType::U16, DType::I16] {
+        let view = TensorView::contiguous(dtype, &[6, 32], &buffer[at..at + bytes.len()]).unwrap();
+        let Q40Input::Bf16(got) = Q40Input::from_view(&view, true, "w").unwrap() else {
+            panic!("bf16 values expected")
+        };
+        assert_eq!(got, &brain[..]);
+    }
+}
+
+#[test]
+fn views_that_cannot_be_read_as_floats_are_refused() {
+    let bytes = vec![0u8; 4 * 64];
+    let (buffer, at) = placed(&bytes, 4, 1);
+    let misaligned = TensorView::contiguous(DType::F32, &[2, 32], &buffer[at..at + 256]).unwrap();
+    assert_eq!(
+        message(Q40Input::from_view(&misaligned, false, "w")),
+        "w: misaligned array memory; pass a copy (numpy.array(x))"
+    );
+    assert_eq!(
+        message(tract_reference_quantize_view(&misaligned)),
+        "misaligned array memory"
+    );
+
+    let (buffer, at) = placed(&bytes, 8, 0);
+    // SAFETY: a [32, 2] view with byte strides (4, 128) reads f32 values inside the 256 bytes.
+    let transposed =
+        unsafe { TensorView::strided(DType::F32, &[32, 2], buffer[at..].as_ptr(), &[4, 128]) };
+    assert_eq!(
+        message(Q40Input::from_view(&transposed, false, "w")),
+        "w: Q4_0 values must be C-contiguous; pass numpy.ascontiguousarray(x)"
+    );
+    assert_eq!(
+        message(tract_reference_quantize_view(&transposed)),
+        "array must be C-contiguous"
+    );
+
+    let floats = |dtype: DType| {
+        TensorView::contiguous(
+            dtype,
+            &[256 / dtype.size_of() / 32, 32],
+            &buffer[at..at + 256],
+        )
+        .unwrap()
+    };
+    let refusals = [
+        (DType::F64, false, "Q4_0 of w: dtype f64 is not supported."),
+        (DType::U16, false, "Q4_0 of w: dtype u16 is not supported."),
+        (
+            DType::F32,
+            true,
+            "Q4_0 of w: dtype f32 as bf16 bits is not supported.",
+        ),
+        (
+            DType::I32,
+            true,
+            "Q4_0 of w: dtype i32 as bf16 bits is not supported.",
+        ),
+    ];
+    for (dtype, bf16, expected) in refusals {
+        let err = message(Q40Input::from_view(&floats(dtype), bf16, "w"));
+        assert_eq!(
+            err,
+            format!("{expected} Q4_0 quantizes f32, f16 or bf16 values"),
+            "{dtype} bf16={bf16}"
+        );
+    }
+    assert_eq!(
+        message(tract_reference_quantize_view(&floats(DType::I32))),
+        "tract Q4_0 reference: dtype i32 is not supported. pass f32 or f16"
+    );
 }
