@@ -19,23 +19,12 @@ import torch
 
 from torch_to_nnef.capture.errors import CaptureError
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, SizeStep, SymInt, Value, values_in
+from torch_to_nnef.ir.dtypes import CAPTURED, DTYPES
 from torch_to_nnef.op import resolve
 
 LOGGER = logging.getLogger(__name__)
 
-TORCH_DTYPES = {
-    torch.float16: "f16",
-    torch.float32: "f32",
-    torch.float64: "f64",
-    torch.int8: "i8",
-    torch.int16: "i16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.uint8: "u8",
-    torch.bool: "bool",
-    torch.complex64: "c64",
-    torch.complex128: "c128",
-}
+TORCH_DTYPES = {getattr(torch, DTYPES[name].torch): name for name in CAPTURED}
 """The torch dtypes NNEF can hold, and the IR's name of each."""
 
 
@@ -709,156 +698,195 @@ def _to_ir(
     dynamic_axes: Mapping[str, Mapping[int, str]],
     bf16_as: str | None = None,
 ) -> Graph:
-    symbols = _Symbols()
-    stepped = _size_steps(exported, input_names, dynamic_axes)
-    if stepped:
-        import sympy  # type: ignore[import-untyped]
+    """The IR graph of an ``ExportedProgram``: its user inputs under ``input_names``, its weights as
+    parameters, one node per ATen call, and the dynamic axes as the user's letters.
+    """
+    return _IRBuilder(exported, input_names, dynamic_axes, bf16_as).build()
 
-        for sym, (_, step) in stepped.items():
-            base = sympy.Symbol(step.symbol, integer=True, nonnegative=True)
-            symbols.forms[sym] = step.step * base + step.offset
-    bf16_seen: list[str] = []
 
-    def dtype_of(t: torch.dtype, where: str) -> str:
-        if t == torch.bfloat16 and not bf16_seen and bf16_as is not None:
-            bf16_seen.append(where)
+class _IRBuilder:
+    """Walks an ``ExportedProgram``'s graph once, turning each FX node into IR values and nodes."""
+
+    def __init__(
+        self,
+        exported: Any,
+        input_names: Sequence[str],
+        dynamic_axes: Mapping[str, Mapping[int, str]],
+        bf16_as: str | None,
+    ) -> None:
+        self.exported = exported
+        self.input_names = input_names
+        self.dynamic_axes = dynamic_axes
+        self.bf16_as = bf16_as
+        self.bf16_seen = False
+        self.symbols = _Symbols()
+        self.stepped = _size_steps(exported, input_names, dynamic_axes)
+        if self.stepped:
+            import sympy  # type: ignore[import-untyped]
+
+            for sym, (_, step) in self.stepped.items():
+                base = sympy.Symbol(step.symbol, integer=True, nonnegative=True)
+                self.symbols.forms[sym] = step.step * base + step.offset
+        signature = exported.graph_signature
+        self.output_specs = signature.output_specs
+        self.param_targets = {spec.arg.name: spec for spec in signature.input_specs if spec.kind.name != "USER_INPUT"}
+        self.state = {**exported.state_dict, **exported.constants}
+        self.values: dict[str, Any] = {}
+        self.inputs: list[Value] = []
+        self.outputs: list[Any] = []
+        self.parameters: dict[str, Parameter] = {}
+        self.nodes: list[Node] = []
+
+    def build(self) -> Graph:
+        """The whole graph."""
+        for node in self.exported.graph.nodes:
+            if node.op == "placeholder":
+                self.placeholder(node)
+            elif node.op == "call_function":
+                self.call(node)
+            elif node.op == "output":
+                self.output(node)
+        return Graph(
+            inputs=self.inputs,
+            outputs=[o for o in self.outputs if isinstance(o, Value)],
+            nodes=self.nodes,
+            parameters=self.parameters,
+            symbols=self.symbol_ranges(),
+            steps={letter: step for letter, step in self.stepped.values()},
+        )
+
+    def dtype_of(self, t: torch.dtype, where: str) -> str:
+        """The IR dtype of a torch dtype; bfloat16, which tract lacks, as ``bf16_as`` (warned once)."""
+        if t == torch.bfloat16 and not self.bf16_seen and self.bf16_as is not None:
+            self.bf16_seen = True
             LOGGER.warning(
                 "the model computes in bfloat16 (first at %s), which tract does not have: exported as %s; %s",
                 where,
-                bf16_as,
-                _BF16_LOSS.get(bf16_as, ""),
+                self.bf16_as,
+                _BF16_LOSS.get(self.bf16_as, ""),
             )
-        return _dtype(t, where, bf16_as)
+        return _dtype(t, where, self.bf16_as)
 
-    sig = exported.graph_signature
-    param_targets = {spec.arg.name: spec for spec in sig.input_specs if spec.kind.name != "USER_INPUT"}
-    state = {**exported.state_dict, **exported.constants}
-    values: dict[str, Any] = {}
-    inputs: list[Value] = []
-    parameters: dict[str, Parameter] = {}
-    nodes: list[Node] = []
-    user_index = 0
-
-    def value_of(node: torch.fx.Node, meta: Any, suffix: str = "") -> Value:
-        where = node.name
+    def value_of(self, node: torch.fx.Node, meta: Any, suffix: str = "") -> Value:
+        """The IR value of a tensor result (``suffix`` tells apart the results of one node)."""
         return Value(
             name=node.name + suffix,
-            dtype=dtype_of(meta.dtype, where),
-            shape=tuple(symbols.expr(d) for d in meta.shape),
+            dtype=self.dtype_of(meta.dtype, node.name),
+            shape=tuple(self.symbols.expr(d) for d in meta.shape),
         )
 
-    def convert_arg(a: Any) -> Any:
+    def convert_arg(self, a: Any) -> Any:
+        """An FX argument in IR terms: values for nodes, IR dtypes for torch dtypes, the rest as is."""
         if isinstance(a, torch.fx.Node):
-            return values[a.name]
+            return self.values[a.name]
         if isinstance(a, (list, tuple)):
-            return type(a)(convert_arg(x) for x in a)
+            return type(a)(self.convert_arg(x) for x in a)
         if isinstance(a, torch.dtype):
-            return dtype_of(a, "argument")
+            return self.dtype_of(a, "argument")
         return a
 
-    for node in exported.graph.nodes:
-        if node.op == "placeholder":
-            meta = node.meta["val"]
-            if node.name in param_targets:
-                spec = param_targets[node.name]
-                tensor = state[spec.target]
-                v = value_of(node, meta)
-                if v.dtype in COMPLEX_DTYPES:  # stored in the complex layout: its parts on a trailing axis
-                    tensor = torch.view_as_real(tensor.detach().resolve_conj()).contiguous()
-                values[node.name] = v
-                parameters[node.name] = Parameter(spec.target, tensor)
-                continue
-            name = input_names[user_index]
-            for axis, letter in dynamic_axes.get(name, {}).items():
-                d = meta.shape[axis]
-                if isinstance(d, int) or d.node.expr.is_number:  # specialised, maybe only by the decompositions
-                    raise CaptureError(
-                        f"dynamic axis {axis} ({letter}) of input {name!r} was specialised to {d} by the model's "
-                        "code: it only works at that size"
-                    )
-                symbols.names.setdefault(str(d.node.expr), letter)
-            user_index += 1
-            v = value_of(node, meta)
-            if v.dtype in COMPLEX_DTYPES:
-                raise CaptureError(complex_io_advice("input", name, v.dtype))
-            v = Value(name=name, dtype=v.dtype, shape=v.shape)
-            values[node.name] = v
-            inputs.append(v)
-        elif node.op == "call_function":
-            if node.target.__name__ == "getitem":
-                source, index = node.args
-                values[node.name] = values[source.name][index]
-                continue
-            meta = node.meta.get("val")
-            kind = _kind(node.target)
-            if isinstance(meta, (list, tuple)):
-                outs = tuple(
-                    value_of(node, m, f"_{i}") if isinstance(m, torch.Tensor) else None for i, m in enumerate(meta)
+    def placeholder(self, node: torch.fx.Node) -> None:
+        """A weight (a parameter, buffer or lifted constant) or the next user input."""
+        meta = node.meta["val"]
+        if node.name in self.param_targets:
+            spec = self.param_targets[node.name]
+            tensor = self.state[spec.target]
+            v = self.value_of(node, meta)
+            if v.dtype in COMPLEX_DTYPES:  # stored in the complex layout: its parts on a trailing axis
+                tensor = torch.view_as_real(tensor.detach().resolve_conj()).contiguous()
+            self.values[node.name] = v
+            self.parameters[node.name] = Parameter(spec.target, tensor)
+            return
+        name = self.input_names[len(self.inputs)]
+        for axis, letter in self.dynamic_axes.get(name, {}).items():
+            d = meta.shape[axis]
+            if isinstance(d, int) or d.node.expr.is_number:  # specialised, maybe only by the decompositions
+                raise CaptureError(
+                    f"dynamic axis {axis} ({letter}) of input {name!r} was specialised to {d} by the model's "
+                    "code: it only works at that size"
                 )
-                values[node.name] = outs
-            elif isinstance(meta, torch.Tensor):
-                outs = (value_of(node, meta),)
-                values[node.name] = outs[0]
-            elif meta is None:  # no result: runtime assertions are dropped, anything else is kept
-                if kind.startswith("aten::_assert") or kind == "aten::sym_constrain_range_for_size":
-                    continue
-                outs = ()
-            else:  # a symbolic integer (x.size(2) under a dynamic axis)
-                values[node.name] = SymInt(str(symbols.expr(meta)))
-                continue
-            args = tuple(convert_arg(a) for a in node.args)
-            overload = _overload(node.target)
-            traced_kind = kind
-            kind, args = _fft_as_kept(_LOWERED_AS_KEPT.get(kind, kind), args)
-            if kind in _COMPOSITE_AS:
-                kind, args = _COMPOSITE_AS[kind](args)
-            if kind != traced_kind:  # given as the default overload of the kind it stands for
-                overload = ""
-            kwargs = {k: convert_arg(v) for k, v in node.kwargs.items()}
-            if kwargs:
-                args = (*args, kwargs)
-            if touches_complex((*args, *outs)):  # keyed apart: real translations must not see complex operands
-                kind = "complex::" + kind.split("::", 1)[1]
-            module_path, module_class = _module_path(node)
-            nodes.append(
-                Node(
-                    kind=kind,
-                    args=args,
-                    outputs=tuple(o for o in outs if o is not None),
-                    module_path=module_path,
-                    module_class=module_class,
-                    source=_source_line(node),
-                    overload=overload,
-                )
+            self.symbols.names.setdefault(str(d.node.expr), letter)
+        v = self.value_of(node, meta)
+        if v.dtype in COMPLEX_DTYPES:
+            raise CaptureError(complex_io_advice("input", name, v.dtype))
+        v = Value(name=name, dtype=v.dtype, shape=v.shape)
+        self.values[node.name] = v
+        self.inputs.append(v)
+
+    def call(self, node: torch.fx.Node) -> None:
+        """An ATen call: its results become IR values, and the call an IR node (kept under the kind
+        a lowered or composite op stands for, and in the ``complex::`` namespace on complex values).
+        """
+        if node.target.__name__ == "getitem":
+            source, index = node.args
+            self.values[node.name] = self.values[source.name][index]
+            return
+        meta = node.meta.get("val")
+        kind = _kind(node.target)
+        if isinstance(meta, (list, tuple)):
+            outs = tuple(
+                self.value_of(node, m, f"_{i}") if isinstance(m, torch.Tensor) else None for i, m in enumerate(meta)
             )
-        elif node.op == "output":
-            # buffers written back (torch 2.5 marks instance_norm's running stats so) are no outputs
-            flat = [a for a, spec in zip(node.args[0], sig.output_specs) if spec.kind.name == "USER_OUTPUT"]
-            outputs = [values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
-            for o in outputs:
-                if isinstance(o, Value) and o.dtype in COMPLEX_DTYPES:
-                    raise CaptureError(complex_io_advice("output", o.name, o.dtype))
-    symbols_range: dict[str, tuple[int, int | None]] = {}
-    for s, r in exported.range_constraints.items():
-        known = symbols.names.get(str(s))
-        if known is None:
-            continue
-        letter = known
-        low, high = int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper)
-        if s in stepped:  # the range of k in step * k + offset
-            step = stepped[s][1]
-            letter = step.symbol
-            low = max(0, -(-(low - step.offset) // step.step))
-            high = None if high is None else (high - step.offset) // step.step
-        symbols_range.setdefault(letter, (low, high))
-    return Graph(
-        inputs=inputs,
-        outputs=[o for o in outputs if isinstance(o, Value)],
-        nodes=nodes,
-        parameters=parameters,
-        symbols=symbols_range,
-        steps={letter: step for letter, step in stepped.values()},
-    )
+            self.values[node.name] = outs
+        elif isinstance(meta, torch.Tensor):
+            outs = (self.value_of(node, meta),)
+            self.values[node.name] = outs[0]
+        elif meta is None:  # no result: runtime assertions are dropped, anything else is kept
+            if kind.startswith("aten::_assert") or kind == "aten::sym_constrain_range_for_size":
+                return
+            outs = ()
+        else:  # a symbolic integer (x.size(2) under a dynamic axis)
+            self.values[node.name] = SymInt(str(self.symbols.expr(meta)))
+            return
+        args = tuple(self.convert_arg(a) for a in node.args)
+        overload = _overload(node.target)
+        traced_kind = kind
+        kind, args = _fft_as_kept(_LOWERED_AS_KEPT.get(kind, kind), args)
+        if kind in _COMPOSITE_AS:
+            kind, args = _COMPOSITE_AS[kind](args)
+        if kind != traced_kind:  # given as the default overload of the kind it stands for
+            overload = ""
+        kwargs = {k: self.convert_arg(v) for k, v in node.kwargs.items()}
+        if kwargs:
+            args = (*args, kwargs)
+        if touches_complex((*args, *outs)):  # keyed apart: real translations must not see complex operands
+            kind = "complex::" + kind.split("::", 1)[1]
+        module_path, module_class = _module_path(node)
+        self.nodes.append(
+            Node(
+                kind=kind,
+                args=args,
+                outputs=tuple(o for o in outs if o is not None),
+                module_path=module_path,
+                module_class=module_class,
+                source=_source_line(node),
+                overload=overload,
+            )
+        )
+
+    def output(self, node: torch.fx.Node) -> None:
+        """The user outputs (buffers written back, as torch 2.5 marks instance_norm's running stats, are none)."""
+        flat = [a for a, spec in zip(node.args[0], self.output_specs) if spec.kind.name == "USER_OUTPUT"]
+        self.outputs = [self.values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]
+        for o in self.outputs:
+            if isinstance(o, Value) and o.dtype in COMPLEX_DTYPES:
+                raise CaptureError(complex_io_advice("output", o.name, o.dtype))
+
+    def symbol_ranges(self) -> dict[str, tuple[int, int | None]]:
+        """Each user letter's range of values (for an axis in steps, the range of its step count)."""
+        ranges: dict[str, tuple[int, int | None]] = {}
+        for s, r in self.exported.range_constraints.items():
+            letter = self.symbols.names.get(str(s))
+            if letter is None:
+                continue
+            low, high = int(r.lower), None if str(r.upper) in ("int_oo", "oo") else int(r.upper)
+            if s in self.stepped:  # the range of k in step * k + offset
+                step = self.stepped[s][1]
+                letter = step.symbol
+                low = max(0, -(-(low - step.offset) // step.step))
+                high = None if high is None else (high - step.offset) // step.step
+            ranges.setdefault(letter, (low, high))
+        return ranges
 
 
 _FFT_NORMS = ("backward", "ortho", "forward")

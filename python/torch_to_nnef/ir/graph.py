@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from torch_to_nnef.ir.dtypes import COMPLEX_PARTS
+
 Dim = Union[int, str]
 """A dimension: a static size, or an expression over symbols such as ``"S"`` or ``"S - 2"``."""
 
-COMPLEX_DTYPES = {"c64": "f32", "c128": "f64"}
+COMPLEX_DTYPES = COMPLEX_PARTS
 """Complex dtypes and the real dtype of their parts. A complex value of shape ``S`` is held in NNEF
 as a real tensor of shape ``S + [2]`` (real and imaginary parts on a trailing axis, as tract does);
 nodes touching one are keyed in the ``complex::`` namespace (``complex::abs``), so that only

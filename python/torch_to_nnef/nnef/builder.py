@@ -14,8 +14,6 @@ from torch_to_nnef.check.versions import needs_newer
 from torch_to_nnef.errors import DTypeError
 from torch_to_nnef.ir import Dim, Value
 
-_TRACT_DTYPES = {"f16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool"}
-
 
 class Ref(str):
     """An identifier in the NNEF graph (as opposed to a string literal)."""
