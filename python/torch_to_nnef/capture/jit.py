@@ -37,7 +37,7 @@ from torch_to_nnef.capture.errors import JitCaptureError
 from torch_to_nnef.capture.quantized import output_qparams, unpack_node
 from torch_to_nnef.capture.torch_export import TORCH_DTYPES, complex_io_advice, touches_complex
 from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, QuantizedValue, Value
-from torch_to_nnef.ir.quantized import PASS_THROUGH
+from torch_to_nnef.ir.quantized import PASS_THROUGH, UNPACKED_SCHEMAS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -234,9 +234,29 @@ def capture_jit(
     return _Converter(model, traced, input_names).run(), None
 
 
+_STAND_IN_OVERLOADS = {"slice": "Tensor", "select": "int"}
+"""The overload of the ops recorded in place of another (``narrow`` as a slice, ``.real`` as a select) where
+torch has no default one."""
+
+
 def _functional(kind: str) -> str:
     """The kind of an in-place variant's functional form (``aten::relu_`` -> ``aten::relu``)."""
     return kind[:-1] if kind.endswith("_") and not kind.endswith("__") else kind
+
+
+def _ir_overload(node: torch._C.Node, kind: str) -> str:
+    """The overload of the IR node made of the traced ``node`` as ``kind``: the traced op's when ``kind``
+    is that op (in place or not, on complex or quantized tensors); for an op recorded in place of
+    another, the one of :data:`_STAND_IN_OVERLOADS` or the default one.
+    """
+    if kind in UNPACKED_SCHEMAS:
+        return ""
+    name = kind.split("::")[1]
+    if kind.startswith("quantized::aten_"):
+        name = name.removeprefix("aten_")
+    if name == _functional(node.kind()).split("::")[1]:
+        return _overload(node)
+    return _STAND_IN_OVERLOADS.get(name, "")
 
 
 def _overload(node: torch._C.Node) -> str:
@@ -466,7 +486,7 @@ class _Converter:
                 module_path=module_path,
                 module_class=self.classes.get(module_path, ""),
                 source=_source(node),
-                overload=_overload(node) if kind.split("::")[1] == _functional(node.kind()).split("::")[1] else "",
+                overload=_ir_overload(node, kind),
             )
         )
 
@@ -674,15 +694,8 @@ class _Converter:
             # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
             x, w, b, mean, var, training, momentum, eps = inputs[:8]
             if training or mean is None:
-                kind = "aten::_native_batch_norm_legit"
-                return kind, [x, w, b, mean, var, True, momentum, eps] if mean is not None else [
-                    x,
-                    w,
-                    b,
-                    True,
-                    momentum,
-                    eps,
-                ]
+                # the default overload's arguments (running statistics None without them)
+                return "aten::_native_batch_norm_legit", [x, w, b, mean, var, True, momentum, eps]
             inputs = [x, w, b, mean, var, momentum, eps]
         kwargs: dict[str, Any] = {}
         positional: list[Any] = []

@@ -64,4 +64,21 @@ TORCH_QUANTIZED = {
 }
 
 FLOAT_OVERLOADS = {"aten::add": "Tensor", "aten::mul": "Tensor"}
-"""The overload of the float ATen op a quantized op is computed with, where it is not the default one."""
+"""The overload of the float ATen op that torch's quantized ops of :data:`TORCH_QUANTIZED` are computed
+with, where it is not the default one."""
+
+_CONV = (
+    "(Tensor qx, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups, "
+    "float output_scale, int output_zero_point, Tensor? weight_scales) -> Tensor"
+)
+_LINEAR = (
+    "(Tensor qx, Tensor weight, Tensor? bias, float output_scale, int output_zero_point, Tensor? weight_scales) "
+    "-> Tensor"
+)
+UNPACKED_SCHEMAS = {
+    **{f"quantized::{k}": _CONV for k in ("conv1d", "conv1d_relu", "conv2d", "conv2d_relu")},
+    **{f"quantized::{k}": _LINEAR for k in ("linear", "linear_relu")},
+}
+"""The schemas of torch's quantized convolutions and linear layers as the IR holds them: their packed
+weights unpacked into the int8 ``weight`` (a quantized value), the float ``bias`` and, for per-channel
+weights, the f32 ``weight_scales`` (None for a per-tensor weight)."""

@@ -110,12 +110,15 @@ def _dequantized(ctx: Context, v: Any) -> Any:
     return v
 
 
-def _float_op(ctx: Context, node: Node, kind: str, args: tuple[Any, ...], relu: bool = False) -> list[Ref]:
-    """Runs the float translation of ``kind`` on dequantized ``args``; requantizes to ``node``'s outputs."""
-    overload = FLOAT_OVERLOADS.get(kind, "")
+def _float_op(ctx: Context, kind: str, overload: str, args: tuple[Any, ...], relu: bool = False) -> list[Ref]:
+    """Runs the float translation of ``kind.overload`` on dequantized ``args``; requantizes to the
+    outputs of the node being translated.
+    """
+    node = ctx.node
+    assert node is not None
     registration = resolve(kind, overload)
     if registration is None:
-        raise TranslationError(f"{node.kind} at {node.where()}: no float translation of {kind} to compute it with")
+        raise TranslationError(f"{ctx.where()}: no float translation of {kind} to compute it with")
     outs = tuple(Value(o.name + "_f32", "f32", o.shape) for o in node.outputs)
     float_node = Node(kind, tuple(_dequantized(ctx, a) for a in args), outs, node.module_path, overload=overload)
     result = translate_node(ctx, float_node, registration)
@@ -125,93 +128,122 @@ def _float_op(ctx: Context, node: Node, kind: str, args: tuple[Any, ...], relu: 
     return [_requantize(ctx, r, o) if isinstance(o, QuantizedValue) else r for r, o in zip(refs, node.outputs)]
 
 
-@register("aten::quantize_per_tensor")
-def aten_quantize_per_tensor(ctx: Context, node: Node) -> Ref:
-    """quantize_per_tensor(Tensor self, float scale, int zero_point, ScalarType dtype) -> Tensor."""
-    _tract_only(ctx, node)
-    out = node.outputs[0]
+@register("aten::quantize_per_tensor", "aten::quantize_per_tensor.tensor_qparams")
+def aten_quantize_per_tensor(ctx: Context, self: Value, scale: float, zero_point: int, dtype: Any) -> Ref:
+    """quantize_per_tensor(Tensor self, float scale, int zero_point, ScalarType dtype) -> Tensor: the
+    float input rounded into the output's integers (``.tensor_qparams``, FX's form, has its scale and
+    zero point read from their tensors by the capture).
+    """
+    _tract_only(ctx, ctx.node)
+    out = ctx.out
     if not isinstance(out, QuantizedValue):
-        raise TranslationError(f"{node.kind} at {node.where()}: its output carries no quantization parameters")
-    x = node.args[0]
-    ref = ctx.ref(x) if x.dtype == "f32" else ctx.g.op("tract_core_cast", ctx.ref(x), to="f32")
+        raise TranslationError(f"{ctx.where()}: its output carries no quantization parameters")
+    ref = ctx.ref(self) if self.dtype == "f32" else ctx.g.op("tract_core_cast", ctx.ref(self), to="f32")
     return _requantize(ctx, ref, out)
 
 
-@register("aten::dequantize")
-def aten_dequantize(ctx: Context, node: Node) -> Ref:
-    """dequantize(Tensor self) -> Tensor: ``scale * (q - zero_point)`` in f32."""
-    _tract_only(ctx, node)
-    x = node.args[0]
-    if not isinstance(x, QuantizedValue):
-        return ctx.g.op("tract_core_cast", ctx.ref(x), to="f32", out=node.outputs[0].name)
-    return ctx.g.op("tract_core_cast", _qref(ctx, x), to="f32", out=node.outputs[0].name)
+@register("aten::dequantize.self")
+def aten_dequantize(ctx: Context, self: Value) -> Ref:
+    """dequantize.self(Tensor self) -> Tensor: ``scale * (q - zero_point)`` in f32."""
+    _tract_only(ctx, ctx.node)
+    ref = _qref(ctx, self) if isinstance(self, QuantizedValue) else ctx.ref(self)
+    return ctx.g.op("tract_core_cast", ref, to="f32", out=ctx.out.name)
 
 
-@register("quantized::add", "quantized::add_relu", "quantized::mul", "quantized::mul_relu", "quantized::cat")
-def quantized_binary(ctx: Context, node: Node) -> list[Ref]:
-    """add(Tensor qa, Tensor qb, float scale, int zero_point) -> Tensor (also add_relu, mul, mul_relu);
-    cat(Tensor[] qx, int dim, float? scale, int? zero_point) -> Tensor: in f32, then requantized.
+@register("quantized::add", "quantized::add_relu", "quantized::mul", "quantized::mul_relu")
+def quantized_binary(ctx: Context, qa: Value, qb: Value, scale: float, zero_point: int) -> list[Ref]:
+    """add(Tensor qa, Tensor qb, float scale, int zero_point) -> Tensor qc (also add_relu, mul,
+    mul_relu): computed in f32, then requantized.
     """
-    _tract_only(ctx, node)
-    kind, at, relu = TORCH_QUANTIZED[node.kind]
-    return _float_op(ctx, node, kind, node.args[:at], relu)
+    _tract_only(ctx, ctx.node)
+    kind, _, relu = TORCH_QUANTIZED[ctx.node.kind]
+    return _float_op(ctx, kind, FLOAT_OVERLOADS.get(kind, ""), (qa, qb), relu)
+
+
+@register("quantized::cat")
+def quantized_cat(ctx: Context, qx: list[Value], dim: int, scale: float | None, zero_point: int | None) -> list[Ref]:
+    """cat(Tensor[] qx, int dim, float? scale, int? zero_point) -> Tensor: in f32, then requantized."""
+    _tract_only(ctx, ctx.node)
+    return _float_op(ctx, "aten::cat", "", (qx, dim))
 
 
 @register("quantized::hardswish")
-def quantized_hardswish(ctx: Context, node: Node) -> list[Ref]:
+def quantized_hardswish(ctx: Context, input: Value, output_scale: float, output_zero_point: int) -> list[Ref]:
     """hardswish(Tensor input, float output_scale, int output_zero_point) -> Tensor."""
-    _tract_only(ctx, node)
-    return _float_op(ctx, node, "aten::hardswish", node.args[:1])
+    _tract_only(ctx, ctx.node)
+    return _float_op(ctx, "aten::hardswish", "", (input,))
 
 
 @register(*(f"quantized::aten_{k}" for k in sorted(VIA_FLOAT)))
-def quantized_via_float(ctx: Context, node: Node) -> list[Ref]:
+def quantized_via_float(ctx: Context, *args: Any, **kwargs: Any) -> list[Ref]:
     """An ATen op applied to quantized tensors (``torch.relu(q)``, ``torch.sigmoid(q)``, ``q.mean()``...):
-    the arguments are the ATen schema's; computed in f32 and requantized to the output's parameters.
+    its arguments, the ATen schema's, go to the float translation of that operator (bound there); the
+    result is requantized to the output's parameters.
     """
-    _tract_only(ctx, node)
-    return _float_op(ctx, node, "aten::" + node.kind.removeprefix("quantized::aten_"), node.args)
+    _tract_only(ctx, ctx.node)
+    node = ctx.node
+    assert node is not None
+    kind = "aten::" + node.kind.removeprefix("quantized::aten_")
+    return _float_op(ctx, kind, node.overload, (*args, kwargs) if kwargs else args)
 
 
 @register("quantized::conv1d", "quantized::conv1d_relu", "quantized::conv2d", "quantized::conv2d_relu")
-def quantized_conv(ctx: Context, node: Node) -> Ref:
-    """conv2d(Tensor qx, Tensor w, Tensor? b, int[] stride, int[] padding, int[] dilation, int groups,
-    float output_scale, int output_zero_point, Tensor? w_scales) -> Tensor (the packed weights unpacked by
-    the jit front-end: ``w`` the int8 weight, ``w_scales`` its per-channel scales or None).
+def quantized_conv(
+    ctx: Context,
+    qx: Value,
+    weight: Value,
+    bias: Value | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    output_scale: float,
+    output_zero_point: int,
+    weight_scales: Value | None,
+) -> Ref:
+    """conv2d(Tensor qx, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups,
+    float output_scale, int output_zero_point, Tensor? weight_scales) -> Tensor (the packed weights unpacked
+    by the jit front-end: ``weight`` the int8 weight, ``weight_scales`` its per-channel scales or None).
     """
-    _tract_only(ctx, node)
-    x, w, b, stride, padding, dilation, groups, _, _, w_scales = node.args
-    acc = _accumulator(ctx, x, w)
+    _tract_only(ctx, ctx.node)
+    acc = _accumulator(ctx, qx, weight)
     conv = ctx.g.op(
         "conv",
-        _qref(ctx, x),
-        _qref(ctx, w),
+        _qref(ctx, qx),
+        _qref(ctx, weight),
         0,
         border="constant",
         stride=list(stride),
         padding=[(p, p) for p in padding],
         dilation=list(dilation),
         groups=groups,
-        out=node.outputs[0].name + "_acc",
+        out=ctx.out.name + "_acc",
     )
     _declare(ctx, conv, "i32", acc, 0)
-    return _finish(ctx, node, conv, b, w_scales, channel_axis=1, relu=node.kind.endswith("_relu"))
+    return _finish(ctx, conv, bias, weight_scales, channel_axis=1)
 
 
 @register("quantized::linear", "quantized::linear_relu")
-def quantized_linear(ctx: Context, node: Node) -> Ref:
-    """linear(Tensor qx, Tensor w, Tensor? b, float output_scale, int output_zero_point, Tensor? w_scales)
-    -> Tensor (the packed weights unpacked by the jit front-end).
+def quantized_linear(
+    ctx: Context,
+    qx: Value,
+    weight: Value,
+    bias: Value | None,
+    output_scale: float,
+    output_zero_point: int,
+    weight_scales: Value | None,
+) -> Ref:
+    """linear(Tensor qx, Tensor weight, Tensor? bias, float output_scale, int output_zero_point,
+    Tensor? weight_scales) -> Tensor (the packed weights unpacked by the jit front-end).
     """
-    _tract_only(ctx, node)
-    x, w, b, _, _, w_scales = node.args
-    acc = _accumulator(ctx, x, w)
-    wq = _qref(ctx, w)
-    if x.rank > 2:
-        wq = ctx.g.op("unsqueeze", wq, axes=list(range(x.rank - 2)), out=w.name + "_aligned")
-    mm = ctx.g.op("matmul", _qref(ctx, x), wq, transposeA=False, transposeB=True, out=node.outputs[0].name + "_acc")
+    _tract_only(ctx, ctx.node)
+    acc = _accumulator(ctx, qx, weight)
+    wq = _qref(ctx, weight)
+    if qx.rank > 2:
+        wq = ctx.g.op("unsqueeze", wq, axes=list(range(qx.rank - 2)), out=weight.name + "_aligned")
+    mm = ctx.g.op("matmul", _qref(ctx, qx), wq, transposeA=False, transposeB=True, out=ctx.out.name + "_acc")
     _declare(ctx, mm, "i32", acc, 0)
-    return _finish(ctx, node, mm, b, w_scales, channel_axis=x.rank - 1, relu=node.kind.endswith("_relu"))
+    return _finish(ctx, mm, bias, weight_scales, channel_axis=qx.rank - 1)
 
 
 def _accumulator(ctx: Context, x: Any, w: Any) -> float:
@@ -220,9 +252,14 @@ def _accumulator(ctx: Context, x: Any, w: Any) -> float:
     return x.scale * w.scale
 
 
-def _finish(ctx: Context, node: Node, acc: Ref, bias: Any, w_scales: Any, channel_axis: int, relu: bool) -> Ref:
-    """f32 epilogue of an integer convolution/matmul: per-channel scales, bias, ReLU, requantization."""
+def _finish(ctx: Context, acc: Ref, bias: Any, w_scales: Any, channel_axis: int) -> Ref:
+    """f32 epilogue of an integer convolution/matmul: per-channel scales, bias, the fused ReLU of the
+    ``*_relu`` kinds, requantization.
+    """
     g = ctx.g
+    node = ctx.node
+    assert node is not None
+    relu = node.kind.endswith("_relu")
     out = node.outputs[0]
     rank = out.rank
     y = g.op("tract_core_cast", acc, to="f32", out=out.name + "_f32")

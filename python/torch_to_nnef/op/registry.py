@@ -15,8 +15,10 @@ name)::
 each translation's parameters with the schema's arguments (the test suite runs it).
 
 Names outside torch's namespaces are the IR's own conventions: ``complex::<name>`` is an ATen
-operator on complex tensors (same schema, complex layout), and the quantized kinds of
-:mod:`torch_to_nnef.ir.quantized` carry unpacked arguments (:data:`OWN_SCHEMAS`).
+operator on complex tensors (same schema, complex layout); ``quantized::aten_<name>`` an ATen
+operator on quantized tensors (:data:`OWN_KINDS`); and torch's quantized convolutions and linear
+layers carry their packed weights unpacked (the schemas of
+:data:`~torch_to_nnef.ir.quantized.UNPACKED_SCHEMAS`).
 
 Translations written against the whole node (``def f(ctx, node)``) are still accepted: they read
 ``node.args`` themselves, and a name without an overload reaches them for every overload.
@@ -33,7 +35,7 @@ from typing import Any
 
 from torch_to_nnef.errors import T2NError
 from torch_to_nnef.ir import Node, Value
-from torch_to_nnef.ir.quantized import VIA_FLOAT
+from torch_to_nnef.ir.quantized import UNPACKED_SCHEMAS, VIA_FLOAT
 from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 
 
@@ -202,7 +204,8 @@ def supported_kinds() -> list[str]:
 
 
 OWN_KINDS = frozenset(f"quantized::aten_{name}" for name in VIA_FLOAT)
-"""Kinds the capture stage makes up, with arguments of their own (see :mod:`torch_to_nnef.ir.quantized`)."""
+"""Kinds the capture makes up for an ATen op on quantized tensors (:mod:`torch_to_nnef.ir.quantized`):
+their arguments are the ATen op's, which their translation hands to the float translation."""
 
 OWN_SCHEMAS = frozenset({"complex"})
 """Namespaces whose operators are the IR's own conventions over an ATen schema: ``complex::abs`` is
@@ -211,10 +214,13 @@ OWN_SCHEMAS = frozenset({"complex"})
 
 def torch_schema(name: str) -> Any:
     """The ``torch.FunctionSchema`` of an operator name (``aten::add.Tensor``), None if torch has no
-    such operator; ``complex::<name>`` is looked up as ``aten::<name>``.
+    such operator; ``complex::<name>`` is looked up as ``aten::<name>``, and the quantized operators
+    whose packed weights the capture unpacks have the schemas of :data:`UNPACKED_SCHEMAS`.
     """
     import torch
 
+    if name in UNPACKED_SCHEMAS:
+        return torch._C.parse_schema(name + UNPACKED_SCHEMAS[name])
     match = _NAME.match(name)
     if match is None:
         return None
