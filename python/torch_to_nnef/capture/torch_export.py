@@ -767,7 +767,7 @@ class _IRBuilder:
             )
         return _dtype(t, where, self.bf16_as)
 
-    def value_of(self, node: torch.fx.Node, meta: Any, suffix: str = "") -> Value:
+    def value_of(self, node: Any, meta: Any, suffix: str = "") -> Value:
         """The IR value of a tensor result (``suffix`` tells apart the results of one node)."""
         return Value(
             name=node.name + suffix,
@@ -785,7 +785,7 @@ class _IRBuilder:
             return self.dtype_of(a, "argument")
         return a
 
-    def placeholder(self, node: torch.fx.Node) -> None:
+    def placeholder(self, node: Any) -> None:
         """A weight (a parameter, buffer or lifted constant) or the next user input."""
         meta = node.meta["val"]
         if node.name in self.param_targets:
@@ -813,7 +813,7 @@ class _IRBuilder:
         self.values[node.name] = v
         self.inputs.append(v)
 
-    def call(self, node: torch.fx.Node) -> None:
+    def call(self, node: Any) -> None:
         """An ATen call: its results become IR values, and the call an IR node (kept under the kind
         a lowered or composite op stands for, and in the ``complex::`` namespace on complex values).
         """
@@ -864,7 +864,7 @@ class _IRBuilder:
             )
         )
 
-    def output(self, node: torch.fx.Node) -> None:
+    def output(self, node: Any) -> None:
         """The user outputs (buffers written back, as torch 2.5 marks instance_norm's running stats, are none)."""
         flat = [a for a, spec in zip(node.args[0], self.output_specs) if spec.kind.name == "USER_OUTPUT"]
         self.outputs = [self.values[a.name] if isinstance(a, torch.fx.Node) else a for a in flat]

@@ -51,10 +51,10 @@ from torch_to_nnef.op.registry import Context, register, resolve, translate_node
 _QUANT: weakref.WeakKeyDictionary[NNEFBuilder, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
-def _tract_only(ctx: Context, node: Node) -> None:
+def _tract_only(ctx: Context) -> None:
     if not ctx.tract:
         raise TranslationError(
-            f"{node.kind} at {node.where()}: quantized models export to TractNNEF only (the Khronos tools do not "
+            f"{ctx.where()}: quantized models export to TractNNEF only (the Khronos tools do not "
             "run NNEF quantized integer kernels); export the float model for KhronosNNEF"
         )
 
@@ -76,10 +76,12 @@ def _declare(ctx: Context, ref: Ref, dtype: str, scale: float, zero_point: int) 
     )
 
 
-def _qref(ctx: Context, v: QuantizedValue) -> Ref:
+def _qref(ctx: Context, v: Value) -> Ref:
     """The ref of a quantized value, declared in ``graph.quant`` (weights when first used; the same
     parameters again for activations, which tract then keeps as they are).
     """
+    if not isinstance(v, QuantizedValue):
+        raise TranslationError(f"{ctx.where()}: {v.name} should be a quantized tensor")
     ref: Ref = ctx.ref(v)
     _declare(ctx, ref, v.dtype, v.scale, v.zero_point)
     return ref
@@ -134,7 +136,7 @@ def aten_quantize_per_tensor(ctx: Context, self: Value, scale: float, zero_point
     float input rounded into the output's integers (``.tensor_qparams``, FX's form, has its scale and
     zero point read from their tensors by the capture).
     """
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     out = ctx.out
     if not isinstance(out, QuantizedValue):
         raise TranslationError(f"{ctx.where()}: its output carries no quantization parameters")
@@ -145,7 +147,7 @@ def aten_quantize_per_tensor(ctx: Context, self: Value, scale: float, zero_point
 @register("aten::dequantize.self")
 def aten_dequantize(ctx: Context, self: Value) -> Ref:
     """dequantize.self(Tensor self) -> Tensor: ``scale * (q - zero_point)`` in f32."""
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     ref = _qref(ctx, self) if isinstance(self, QuantizedValue) else ctx.ref(self)
     return ctx.g.op("tract_core_cast", ref, to="f32", out=ctx.out.name)
 
@@ -155,7 +157,8 @@ def quantized_binary(ctx: Context, qa: Value, qb: Value, scale: float, zero_poin
     """add(Tensor qa, Tensor qb, float scale, int zero_point) -> Tensor qc (also add_relu, mul,
     mul_relu): computed in f32, then requantized.
     """
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
+    assert ctx.node is not None
     kind, _, relu = TORCH_QUANTIZED[ctx.node.kind]
     return _float_op(ctx, kind, FLOAT_OVERLOADS.get(kind, ""), (qa, qb), relu)
 
@@ -163,14 +166,14 @@ def quantized_binary(ctx: Context, qa: Value, qb: Value, scale: float, zero_poin
 @register("quantized::cat")
 def quantized_cat(ctx: Context, qx: list[Value], dim: int, scale: float | None, zero_point: int | None) -> list[Ref]:
     """cat(Tensor[] qx, int dim, float? scale, int? zero_point) -> Tensor: in f32, then requantized."""
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     return _float_op(ctx, "aten::cat", "", (qx, dim))
 
 
 @register("quantized::hardswish")
 def quantized_hardswish(ctx: Context, input: Value, output_scale: float, output_zero_point: int) -> list[Ref]:
     """hardswish(Tensor input, float output_scale, int output_zero_point) -> Tensor."""
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     return _float_op(ctx, "aten::hardswish", "", (input,))
 
 
@@ -180,7 +183,7 @@ def quantized_via_float(ctx: Context, *args: Any, **kwargs: Any) -> list[Ref]:
     its arguments, the ATen schema's, go to the float translation of that operator (bound there); the
     result is requantized to the output's parameters.
     """
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     node = ctx.node
     assert node is not None
     kind = "aten::" + node.kind.removeprefix("quantized::aten_")
@@ -205,7 +208,7 @@ def quantized_conv(
     float output_scale, int output_zero_point, Tensor? weight_scales) -> Tensor (the packed weights unpacked
     by the jit front-end: ``weight`` the int8 weight, ``weight_scales`` its per-channel scales or None).
     """
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     acc = _accumulator(ctx, qx, weight)
     conv = ctx.g.op(
         "conv",
@@ -236,7 +239,7 @@ def quantized_linear(
     """linear(Tensor qx, Tensor weight, Tensor? bias, float output_scale, int output_zero_point,
     Tensor? weight_scales) -> Tensor (the packed weights unpacked by the jit front-end).
     """
-    _tract_only(ctx, ctx.node)
+    _tract_only(ctx)
     acc = _accumulator(ctx, qx, weight)
     wq = _qref(ctx, weight)
     if qx.rank > 2:
