@@ -154,7 +154,8 @@ def resolve(kind: str, overload: str = "") -> Registration | None:
         if exact is not None:
             return exact
         base = _REGISTRY.get(kind)
-        return base if base is not None and not base.bound else None
+        # a kind of OWN_KINDS forwards its overload's arguments, whichever overload it is
+        return base if base is not None and (not base.bound or kind in OWN_KINDS) else None
     return _REGISTRY.get(kind)
 
 
