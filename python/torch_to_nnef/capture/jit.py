@@ -234,9 +234,9 @@ def capture_jit(
     return _Converter(model, traced, input_names).run(), None
 
 
-_STAND_IN_OVERLOADS = {"slice": "Tensor", "select": "int"}
-"""The overload of the ops recorded in place of another (``narrow`` as a slice, ``.real`` as a select) where
-torch has no default one."""
+_STAND_IN_OVERLOADS = {"slice": "Tensor", "select": "int", "transpose": "int", "fill": "Scalar"}
+"""The overload of the ops recorded in place of another (``narrow`` as a slice, ``.real`` as a select, the
+transpose that writes a view back, a copy of a number as a fill) where torch has no default one."""
 
 
 def _functional(kind: str) -> str:
@@ -449,6 +449,8 @@ class _Converter:
             or _quantized_math(kind, inputs)
         ):
             kind, inputs = unpack_node(kind, inputs, self, where)
+            if kind.startswith("quantized::aten_"):  # the ATen op's arguments, keyword-only ones in a trailing dict
+                inputs = self.normalise(node, node.kind(), inputs)[1]
         elif kind.startswith("aten::") and self.foldable(inputs):
             folded = self.evaluate(node, kind, inputs, where)
             if folded is not None:

@@ -1,6 +1,6 @@
-"""What the translation modules share: argument access, axes and ranks, scalars and casts, symbolic
-sizes, and the building blocks of several translations (convolutions, normalisations, reductions,
-integer arithmetic, resizing arguments).
+"""What the translation modules share: axes and ranks, scalars and casts, operands of a dtype,
+symbolic sizes, and the building blocks of several translations (convolutions, normalisations,
+reductions, pooling).
 
 Translation modules import from here; nothing here registers a translation.
 """
@@ -20,13 +20,11 @@ from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.registry import Context
 
 
-def node_arg(node: Node, index: int, name: str, default: Any = None) -> Any:
-    """Positional argument ``index`` or keyword ``name`` of an ATen call."""
-    kwargs = node.args[-1] if node.args and isinstance(node.args[-1], dict) else {}
-    positional = node.args[:-1] if kwargs else node.args
-    if index < len(positional):
-        return positional[index]
-    return kwargs.get(name, default)
+def current_node(ctx: Context) -> Node:
+    """The node ``ctx`` translates (for the helpers that take it: its outputs, its place in messages)."""
+    if ctx.node is None:
+        raise TranslationError("no node is being translated")
+    return ctx.node
 
 
 def wrap_axis(axis: int, rank: int) -> int:
@@ -54,10 +52,20 @@ def padding_pairs(values: list[int]) -> list[tuple[int, int]]:
     return [(v, v) for v in values]
 
 
-def conv(ctx: Context, node: Node, stride: list[int], padding: Any, dilation: list[int], groups: int) -> Ref:
-    """NNEF ``conv`` of ``node``'s (input, weight, bias) arguments; ``padding`` a list, 'valid' or 'same'."""
-    x, w = node.args[0], node.args[1]
-    b = node_arg(node, 2, "bias")
+def convolve(
+    ctx: Context,
+    x: Value,
+    w: Value,
+    b: Value | None,
+    stride: list[int],
+    padding: Any,
+    dilation: list[int],
+    groups: int,
+    out: str,
+) -> Ref:
+    """NNEF ``conv`` of ``x`` by the filter ``w`` (and ``b``) into ``out``; ``padding`` a list, 'valid' or 'same'
+    (a list of one entry, like ``stride`` and ``dilation``, stands for every spatial axis).
+    """
     spatial = x.rank - 2
     stride, dilation = stride * (spatial // len(stride)), dilation * (spatial // len(dilation))
     if padding == "valid":
@@ -65,7 +73,7 @@ def conv(ctx: Context, node: Node, stride: list[int], padding: Any, dilation: li
     elif padding == "same":
         pads = []
         for k, d in zip(w.shape[2:], dilation):
-            total = d * (k - 1)
+            total = d * (int(k) - 1)
             pads.append((total // 2, total - total // 2))
     else:
         padding = list(padding)
@@ -83,7 +91,7 @@ def conv(ctx: Context, node: Node, stride: list[int], padding: Any, dilation: li
         stride=stride,
         dilation=dilation,
         groups=groups,
-        out=node.outputs[0].name,
+        out=out,
     )
 
 
@@ -142,24 +150,15 @@ def reduce_axes(x: Value, dims: Any) -> list[int]:
     return sorted(wrap_axis(d, x.rank) for d in dims)
 
 
-def variance(ctx: Context, node: Node) -> tuple[Ref, Ref, list[int], bool]:
-    """The mean and the variance (the standard deviation for the ``std`` kinds) of a
-    ``var/std(_mean).correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)``
-    node, both reduced with kept axes; and the axes and ``keepdim``. The older overloads
-    ``var/std(Tensor self, bool unbiased)`` and ``.dim(Tensor self, int[]? dim, bool unbiased, bool keepdim)``
-    (torch keeps ``x.std(1, keepdim=True)`` so) give the correction as ``unbiased``.
+def mean_and_spread(
+    ctx: Context, node: Node, x: Value, dim: Any, correction: Any, std: bool
+) -> tuple[Ref, Ref, list[int]]:
+    """The mean of ``x`` over ``dim`` (every axis when None or empty) and its variance with ``correction``
+    subtracted from the count of values (None: 1), or the standard deviation if ``std``; both reduced with
+    kept axes; and the axes. ``node`` is the op translated.
     """
-    x = node.args[0]
-    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    positional = list(node.args[:-1] if kwargs else node.args)
-    if len(positional) > 1 and isinstance(positional[1], bool):  # var(self, unbiased)
-        positional = [x, None, *positional[1:]]
-    correction = kwargs.get("correction", 1)
-    if len(positional) > 2 and isinstance(positional[2], bool):  # .dim(self, dim, unbiased, keepdim)
-        correction = int(positional[2])
     correction = 1 if correction is None else correction
-    keep = bool(positional[3] if len(positional) > 3 else kwargs.get("keepdim", False))
-    axes = reduce_axes(x, positional[1] if len(positional) > 1 else None)
+    axes = reduce_axes(x, dim)
     dims = [x.shape[a] for a in axes]
     g, xr = ctx.g, ctx.ref(x)
     mean = g.op("mean_reduce", xr, axes=axes)
@@ -173,9 +172,9 @@ def variance(ctx: Context, node: Node) -> tuple[Ref, Ref, list[int], bool]:
         count_expr = "*".join(f"({dim_literal(d)})" for d in dims)
         divisor = operand_ref(ctx, node, SymInt(f"{count_expr}-{correction}"), x.dtype, x.rank)
         spread = g.op("div", g.op("sum_reduce", squares, axes=axes), divisor)
-    if node.kind in ("aten::std", "aten::std_mean"):
+    if std:
         spread = g.op("sqrt", spread)
-    return mean, spread, axes, keep
+    return mean, spread, axes
 
 
 NP_DTYPES = {
@@ -354,41 +353,6 @@ def int_arith(ctx: Context, node: Node, dtype: str) -> None:
         )
 
 
-def binary_operands(ctx: Context, node: Node) -> tuple[Any, Any, Value]:
-    """The two operands of an elementwise binary op in the output's dtype and rank, and the output."""
-    out = node.outputs[0]
-    int_arith(ctx, node, out.dtype)
-    a, b = node_arg(node, 0, "self"), node_arg(node, 1, "other")
-    return operand_ref(ctx, node, a, out.dtype, out.rank), operand_ref(ctx, node, b, out.dtype, out.rank), out
-
-
-def div_rounded(ctx: Context, node: Node) -> Ref:
-    """div.Tensor_mode(Tensor self, Tensor other, *, str? rounding_mode): 'trunc' or 'floor'."""
-    mode = node_arg(node, 2, "rounding_mode") if node.kind == "aten::div" else "floor"
-    if mode not in ("trunc", "floor"):
-        raise TranslationError(f"{node.where()}: div with rounding_mode={mode!r} is not supported")
-    a, b, out = binary_operands(ctx, node)
-    g = ctx.g
-    q = g.op("div", a, b)
-    if out.dtype.startswith("f"):
-        return g.op("floor" if mode == "floor" else "copy", trunc_ref(ctx, q) if mode == "trunc" else q, out=out.name)
-    if mode == "trunc":
-        return g.op("copy", q, out=out.name)
-    r = g.op("sub", a, g.op("mul", q, b))
-    zero, one = scalar_const(ctx, 0, out.dtype, out.rank), scalar_const(ctx, 1, out.dtype, out.rank)
-    return g.op("select", g.op("lt", g.op("mul", r, b), zero), g.op("sub", q, one), q, out=out.name)
-
-
-def bitwise_integer(ctx: Context, node: Node, op: str) -> Ref:
-    """An integer bitwise op as tract's ``tract_core_bit*`` (the specification has none)."""
-    out = node.outputs[0]
-    tract_only(ctx, node, f"on {out.dtype} needs bitwise integer operators, which the NNEF specification lacks")
-    if op == "bitnot":
-        return ctx.g.op("tract_core_bitnot", operand_ref(ctx, node, node.args[0], out.dtype, out.rank), out=out.name)
-    a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
-    return ctx.g.op(f"tract_core_{op}", a, b, out=out.name)
-
-
 def vector_norm(ctx: Context, node: Node, xr: Any, ord_: Any, axes: list[int]) -> Ref:
     """The p-norm over ``axes``, dimensions kept."""
     g = ctx.g
@@ -457,27 +421,29 @@ def channel_count(ctx: Context, v: Value, rank: int) -> Ref:
     return ctx.g.op("unsqueeze", ctx.ref(v), axes=[0, *range(2, rank)], out=v.name + "channel_count")
 
 
-def conv_transpose(
+def convolve_transposed(
     ctx: Context,
     node: Node,
+    x: Value,
+    w: Value,
+    b: Value | None,
     stride: list[int],
     padding: list[int],
     output_padding: list[int],
     groups: int,
     dilation: list[int],
+    out: str,
 ) -> Ref:
-    """A transposed convolution of ``node``'s (input, weight, bias) arguments: tract's ``deconv``, or for Khronos
-    the equivalent ``conv``.
+    """A transposed convolution of ``x`` by the filter ``w`` (and ``b``) into ``out``: tract's ``deconv``, or for
+    Khronos the equivalent ``conv`` (``node``, the op translated, for messages).
     """
-    x, w = node.args[0], node.args[1]
-    b = node_arg(node, 2, "bias")
-    g, out = ctx.g, node.outputs[0]
+    g = ctx.g
     if not ctx.tract:
-        return conv_transpose_as_conv(ctx, node, stride, padding, output_padding, groups, dilation)
+        return convolve_transposed_as_conv(ctx, node, x, w, b, stride, padding, output_padding, groups, dilation, out)
     crops = [(p, p - op) if op <= p else (p, 0) for p, op in zip(padding, output_padding)]
     overhang = [max(op - p, 0) for p, op in zip(padding, output_padding)]
     # tract reads a deconv filter as [C_out, C_in / groups, ...] (the specification and torch: [C_in, C_out / groups]).
-    filt = swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
+    filt = swap_filter_channels(ctx, node, w, groups, out + "_filter")
     bias: Any = 0.0
     if b is not None and not any(overhang):
         bias = g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
@@ -491,14 +457,14 @@ def conv_transpose(
         stride=stride,
         dilation=dilation,
         groups=groups,
-        out=out.name if not any(overhang) else out.name + "_deconv",
+        out=out if not any(overhang) else out + "_deconv",
     )
     if not any(overhang):
         return y
     y = g.op("pad", y, padding=[(0, 0), (0, 0), *((0, e) for e in overhang)], border="constant", value=0.0)
     if b is None:
-        return g.op("copy", y, out=out.name)
-    return g.op("add", y, channel_count(ctx, b, x.rank), out=out.name)
+        return g.op("copy", y, out=out)
+    return g.op("add", y, channel_count(ctx, b, x.rank), out=out)
 
 
 def swap_filter_channels(ctx: Context, node: Node, w: Value, groups: int, name: str) -> Ref:
@@ -510,16 +476,21 @@ def swap_filter_channels(ctx: Context, node: Node, w: Value, groups: int, name: 
     return g.op("reshape", filt, shape=[groups * c_out_g, c_in // groups, *kernel], out=name)
 
 
-def conv_transpose_as_conv(
+def convolve_transposed_as_conv(
     ctx: Context,
     node: Node,
+    x: Value,
+    w: Value,
+    b: Value | None,
     stride: list[int],
     padding: list[int],
     output_padding: list[int],
     groups: int,
     dilation: list[int],
+    out: str,
 ) -> Ref:
-    """A transposed convolution as the specification's ``conv`` (for Khronos).
+    """A transposed convolution of ``x`` by the filter ``w`` (and ``b``) into ``out`` as the specification's
+    ``conv`` (for Khronos; ``node``, the op translated, for messages).
 
     tract's reader takes ``deconv``'s filter as ``[C_out, C_in / groups, ...]`` where the specification says
     ``[C_in, C_out / groups, ...]``, so a Khronos ``deconv`` could neither run nor be checked there. The
@@ -527,8 +498,7 @@ def conv_transpose_as_conv(
     ``dilation * (kernel - 1) - padding`` (plus ``output_padding`` at the end), with the channel-swapped,
     spatially flipped filter. Exact, and only operators of the specification.
     """
-    x, w, b = node.args[0], node.args[1], node_arg(node, 2, "bias")
-    g, out = ctx.g, node.outputs[0]
+    g = ctx.g
     rank = x.rank
     kernel = static_sizes(node, w, list(range(2, w.rank)), "a transposed convolution's filter")
     sizes = static_sizes(node, x, list(range(2, rank)), "a transposed convolution (KhronosNNEF)")
@@ -548,12 +518,12 @@ def conv_transpose_as_conv(
             length = (sizes[i] - 1) * stride[i] + 1
             y = g.op("slice", y, axes=[2 + i], begin=[max(-before, 0)], end=[length - max(-after, 0)], stride=[1])
         pads.append((max(before, 0), max(after, 0)))
-    filt = swap_filter_channels(ctx, node, w, groups, out.name + "_filter")
+    filt = swap_filter_channels(ctx, node, w, groups, out + "_filter")
     for i, k in enumerate(kernel):
         if k > 1:
             axis = 2 + i
             taps = [g.op("slice", filt, axes=[axis], begin=[j], end=[j + 1], stride=[1]) for j in reversed(range(k))]
-            filt = g.op("concat", taps, axis=axis, out=out.name + "_flipped")
+            filt = g.op("concat", taps, axis=axis, out=out + "_flipped")
     bias: Any = 0.0 if b is None else g.op("unsqueeze", ctx.ref(b), axes=[0], out=b.name + "_2d")
     return g.op(
         "conv",
@@ -565,7 +535,7 @@ def conv_transpose_as_conv(
         stride=[1] * len(kernel),
         dilation=dilation,
         groups=groups,
-        out=out.name,
+        out=out,
     )
 
 
@@ -574,14 +544,15 @@ def regions(size: int, out: int) -> list[tuple[int, int]]:
     return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
 
 
-def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
-    """Adaptive pooling, axis by axis (both reductions are separable over a window's axes).
+def adaptive_pooling(ctx: Context, node: Node, x: Value, reduce: str) -> Ref:
+    """Adaptive pooling of ``x`` into ``node``'s first output, axis by axis (both reductions are separable
+    over a window's axes).
 
     An axis of size 1 is a reduction, one divided evenly a strided pool; otherwise each window is sliced,
     reduced and the results concatenated, which gives the exact windows of PyTorch (over a dynamic axis,
     with TractNNEF, its bounds are expressions of the symbol).
     """
-    x, out = node.args[0], node.outputs[0]
+    out = node.outputs[0]
     axes = list(range(2, x.rank))
     sizes = [x.shape[a] for a in axes] if ctx.tract else static_sizes(node, x, axes, "adaptive pooling")
     wanted = [int(s) for s in out.shape[2:]]
@@ -615,37 +586,6 @@ def adaptive_pool(ctx: Context, node: Node, reduce: str) -> Ref:
     return g.op("copy", y, out=out.name)
 
 
-def resize_args(node: Node, linear: bool) -> tuple[bool, list[float | None]]:
-    """``(align_corners, per-axis scale factors or None)`` from either overload of an upsample op.
-
-    ``.vec``: ``(input, output_size, [align_corners,] scale_factors)``;
-    default: ``(input, output_size, [align_corners,] scales_1, ..., scales_n)``.
-    """
-    x = node.args[0]
-    spatial = x.rank - 2
-    kwargs = node.args[-1] if isinstance(node.args[-1], dict) else {}
-    positional = list(node.args[:-1] if kwargs else node.args)
-    align = bool(positional[2] if linear and len(positional) > 2 else kwargs.get("align_corners", False))
-    rest = positional[3 if linear else 2 :]
-    scales: list[float | None]
-    if rest and isinstance(rest[0], (list, tuple)):
-        scales = [float(s) for s in rest[0]]
-    elif "scale_factors" in kwargs and kwargs["scale_factors"] is not None:
-        scales = [float(s) for s in kwargs["scale_factors"]]
-    else:
-        names = (
-            ["scales"]
-            if spatial == 1
-            else ["scales_h", "scales_w"]
-            if spatial == 2
-            else ["scales_d", "scales_h", "scales_w"]
-        )
-        scales = [rest[i] if i < len(rest) else kwargs.get(name) for i, name in enumerate(names)]
-    scales = [None if s is None else float(s) for s in scales]
-    scales = scales * spatial if len(scales) == 1 else scales
-    return align, scales
-
-
 def source_scale(size: int, out: int, factor: float | None, align_corners: bool) -> float:
     """PyTorch's step from an output coordinate to an input coordinate."""
     if align_corners:
@@ -667,12 +607,12 @@ def as_bool(ctx: Context, node: Node, v: Any, rank: int) -> Any:
     return bool(v)
 
 
-def float_in(ctx: Context, node: Node) -> Any:
-    """The first argument as an operand of the (floating) output dtype: integer inputs are cast."""
+def float_operand(ctx: Context, node: Node, x: Any) -> Any:
+    """``x`` as an operand of ``node``'s (floating) output dtype: integer inputs are cast."""
     out = node.outputs[0]
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet")
-    return operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
+    return operand_ref(ctx, node, x, out.dtype, out.rank)
 
 
 def const_ref(ctx: Context, node: Node, value: float) -> Any:

@@ -1,14 +1,12 @@
-"""Generates ``docs/supported_ops.md`` from the op registry and the recorded op test cases.
+"""Renders ``docs/supported_ops.md`` from the op registry and a record of what the test suite translated.
 
-python -m torch_to_nnef.op.coverage docs/supported_ops.md [--cases docs/op_cases.json]
-
-(The release floors are read from ``tract_releases.json`` beside the cases file.)
-
-The cases file is written by the op tables run with ``T2N_RECORD_OP_CASES=<path>`` (``make
-coverage``): for every passing test, the ATen kinds and overloads its exports translated, per
-target. Nothing in the table is estimated: a kind's case count and its KhronosNNEF column come
-from those records, and the core ATen operator set is read from the torch in use
-(``torch.Tag.core``).
+A run of the whole test suite records, for every passing test, the operators (with their overloads)
+its exports translated, per target (``tests/conftest.py``); from that record it checks that every
+registered operator was translated by a passing test and that the page says what the run measured.
+``make coverage`` runs the suite with ``T2N_RECORD_OP_CASES=<path>``: the page is regenerated and
+the record written to ``<path>``, which ``python -m torch_to_nnef.op.coverage PAGE --cases <path>``
+renders again. Nothing in the table is estimated: a case count and the KhronosNNEF column come
+from the record, and the core ATen operator set is read from the torch in use (``torch.Tag.core``).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from typing import Any
 
 from torch_to_nnef.check.targets import OLDEST_TRACT
 from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.op import supported_kinds
+from torch_to_nnef.op import Registration, registrations, supported_kinds
 
 RECORD_ENV = "T2N_RECORD_OP_CASES"
 """Environment variable: where the test run records its cases (see ``tests/conftest.py``)."""
@@ -131,8 +129,8 @@ def core_aten_overloads() -> list[str]:
 
 
 @dataclass
-class KindCases:
-    """What the recorded cases say of one ATen kind."""
+class OpCases:
+    """What the recorded cases say of one registered operator."""
 
     cases: int = 0
     """Passing tests whose exports translated it."""
@@ -153,22 +151,34 @@ def load_cases(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def tally(cases: Mapping[str, Any]) -> tuple[dict[str, KindCases], set[str]]:
-    """Per kind: its case count and targets; and every overload translated by some case."""
-    kinds: dict[str, KindCases] = {}
+def covers(registration: Registration, name: str) -> bool:
+    """Whether translating the operator ``name`` (``aten::add.Tensor``) runs ``registration``."""
+    return name == registration.name
+
+
+def tally(cases: Mapping[str, Any]) -> tuple[dict[str, OpCases], set[str]]:
+    """Per registered operator name: its case count and targets; and every torch overload that some
+    case's captured graph held.
+    """
+    by_kind: dict[str, list[Registration]] = {}
+    for reg in registrations():
+        by_kind.setdefault(reg.kind, []).append(reg)
+    ops: dict[str, OpCases] = {}
     overloads: set[str] = set()
     for record in cases["cases"].values():
         seen: set[str] = set()
         for target, names in record["kinds"].items():
-            for kind in names:
-                entry = kinds.setdefault(kind, KindCases())
-                entry.tract |= target == "tract"
-                entry.khronos |= target == "khronos"
-                seen.add(kind)
-        for kind in seen:
-            kinds[kind].cases += 1
+            for name in names:
+                for reg in by_kind.get(name.split(".", 1)[0], []):
+                    if covers(reg, name):
+                        entry = ops.setdefault(reg.name, OpCases())
+                        entry.tract |= target == "tract"
+                        entry.khronos |= target == "khronos"
+                        seen.add(reg.name)
+        for name in seen:
+            ops[name].cases += 1
         overloads.update(record["overloads"])
-    return kinds, overloads
+    return ops, overloads
 
 
 def unknown_to_torch() -> list[str]:
@@ -183,11 +193,11 @@ def unknown_to_torch() -> list[str]:
     return unknown
 
 
-def untested_kinds(cases: Mapping[str, Any]) -> list[str]:
-    """Registered kinds of the torch in use that no recorded case translated."""
-    kinds, _ = tally(cases)
+def untested_ops(cases: Mapping[str, Any]) -> list[str]:
+    """Registered operator names of the torch in use that no recorded case translated."""
+    ops, _ = tally(cases)
     unknown = set(unknown_to_torch())
-    return [k for k in supported_kinds() if k not in kinds and k not in unknown and k not in REFUSED]
+    return [r.name for r in registrations() if r.name not in ops and r.kind not in unknown and r.kind not in REFUSED]
 
 
 def _percent(part: int, whole: int) -> str:
@@ -200,14 +210,16 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
     """
     import torch
 
-    kinds, overloads = tally(cases)
+    ops, overloads = tally(cases)
     registered = supported_kinds()
+    regs = registrations()
     version = torch.__version__.split("+")[0]
     rows = []
-    for kind in registered:
-        entry = kinds.get(kind, KindCases())
+    for reg in regs:
+        entry = ops.get(reg.name, OpCases())
+        kind = reg.kind
         tract = min_tract_version(kind, floors) if entry.tract else "refused" if kind in REFUSED else "no case"
-        rows.append(f"| `{kind}` | {tract} | {'yes' if entry.khronos else 'no'} | {entry.cases} |")
+        rows.append(f"| `{reg.name}` | {tract} | {'yes' if entry.khronos else 'no'} | {entry.cases} |")
 
     core = core_aten_overloads()
     tested: list[str] = []
@@ -216,14 +228,15 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
     missing: list[str] = []
     for name in core:
         kind = name.rsplit(".", 1)[0]
+        op_name = kind if name.endswith(".default") else name  # as the registry names it
         why = not_applicable(name)
-        if kind in registered and name in overloads:
+        if any(covers(r, op_name) for r in regs) and name in overloads:
             tested.append(name)
         elif why is not None:
             inapplicable.append(f"| `{name}` | not applicable ({why[0]}): {why[1]} |")
         elif kind in REFUSED:
             inapplicable.append(f"| `{name}` | refused with the user's line: {REFUSED[kind]} |")
-        elif kind in registered:
+        elif any(covers(r, op_name) for r in regs):
             untested.append(name)
         else:
             missing.append(f"| `{name}` | not covered |")
@@ -239,12 +252,12 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
         [
             "# Supported ATen operators",
             "",
-            "Generated by `python -m torch_to_nnef.op.coverage docs/supported_ops.md` from the op registry and",
-            "the op test cases recorded in `docs/op_cases.json`; `make coverage` reruns the op tables to record",
-            "them and regenerates both. A test fails when this file is stale.",
+            "Generated from the op registry and what a run of the whole test suite translated: `make coverage`",
+            "runs the suite and regenerates this page, and `make test` fails when the page differs from what its",
+            "own run measured, or when a registered operator was translated by no passing test.",
             "",
             "Columns: the oldest tract release the translation runs on (`no case`: no TractNNEF case passed),",
-            "whether a KhronosNNEF case containing the kind passed, and how many passing test cases translated it.",
+            "whether a KhronosNNEF case containing the operator passed, and how many passing tests translated it.",
             "Release floors are measured by `tools/probe_tract_releases.py`, which runs the op-table cases in the",
             "tract releases from PyPI and writes `docs/tract_releases.json`"
             + (
@@ -253,9 +266,10 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
                 else "."
             ),
             "",
-            f"{len(registered)} kinds registered.",
+            f"{len(regs)} operators registered, of {len(registered)} kinds. Each row is an operator as torch names it,",
+            "with its overload (`aten::add.Tensor`; no overload: the default one).",
             "",
-            "| ATen kind | TractNNEF (from) | KhronosNNEF | tested cases |",
+            "| operator | TractNNEF (from) | KhronosNNEF | tested cases |",
             "|---|---|---|---|",
             *rows,
             "",
@@ -286,8 +300,8 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Writes the page to the given path (default: stdout) from ``--cases`` (default: ``op_cases.json``
-    beside the page, or ``docs/op_cases.json`` when printing).
+    """Writes the page to the given path (default: stdout) from the record ``--cases`` (what
+    ``make coverage`` recorded; by default ``op_cases.json`` beside the page).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     cases_path = None

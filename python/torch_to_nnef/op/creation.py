@@ -7,13 +7,13 @@ from typing import Any, cast
 import numpy as np
 
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import Node, SymInt, Value
+from torch_to_nnef.ir import SymInt, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
     NP_DTYPES,
+    current_node,
     dim_of,
     filled_like,
-    node_arg,
     operand_ref,
     scalar_const,
     static_sizes,
@@ -23,65 +23,245 @@ from torch_to_nnef.op.registry import Context, register
 from torch_to_nnef.op.shape import aten_diagonal
 
 
-@register("aten::zeros_like", "aten::ones_like", "aten::full_like")
-def aten_full_like(ctx: Context, node: Node) -> Ref:
-    """zeros_like/ones_like(Tensor self, *, dtype...); full_like(Tensor self, Scalar fill_value, ...)."""
-    out = node.outputs[0]
-    value = {"aten::zeros_like": 0, "aten::ones_like": 1}.get(node.kind)
-    if value is None:
-        value = node.args[1]
-    import numpy as np
-
+def _tiled_constant(ctx: Context, value: Any) -> Ref:
+    """The output of the node translated, filled with the number ``value`` (a one-element constant tiled)."""
+    out = ctx.out
     array = np.full((1,) * out.rank, value, dtype=NP_DTYPES[out.dtype])
     one = ctx.g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
     repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
     return ctx.g.op("tile", one, repeats=repeats, out=out.name)
 
 
+@register("aten::zeros_like")
+def aten_zeros_like(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """zeros_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor.
+    """
+    return _tiled_constant(ctx, 0)
+
+
+@register("aten::ones_like")
+def aten_ones_like(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """ones_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor.
+    """
+    return _tiled_constant(ctx, 1)
+
+
+@register("aten::full_like")
+def aten_full_like(
+    ctx: Context,
+    self: Value,
+    fill_value: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """full_like(Tensor self, Scalar fill_value, *, ScalarType? dtype=None, Layout? layout=None, Device?
+    device=None, bool? pin_memory=None, MemoryFormat? memory_format=None) -> Tensor.
+    """
+    return _tiled_constant(ctx, fill_value)
+
+
 def _label_value(value: Any) -> str:
     return str(value).replace("-", "minus_").replace(".", "p")
 
 
-_FILL_VALUE = {
-    "aten::zeros": 0,
-    "aten::new_zeros": 0,
-    "aten::empty": 0,
-    "aten::new_empty": 0,
-    "aten::zero": 0,
-    "aten::ones": 1,
-    "aten::new_ones": 1,
-}
+def _filled(ctx: Context, value: Any) -> Ref:
+    """The output of the node translated, filled with ``value`` (a scalar, SymInt or 0-d Value)."""
+    return filled_like(ctx, current_node(ctx), value)
 
 
-@register(*_FILL_VALUE)
-def aten_zeros_ones(ctx: Context, node: Node) -> Ref:
-    """zeros/ones/empty(SymInt[] size, *, ScalarType? dtype, ...); new_zeros/new_ones/new_empty; zero(Tensor self).
-
-    ``new_*(Tensor self, SymInt[] size, ...)`` take the size given; empty tensors are given zeros. A
-    one-element constant is tiled to the size (symbolic sizes as tract expressions).
+@register("aten::zeros")
+def aten_zeros(
+    ctx: Context,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """zeros(SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor: a one-element constant tiled to the size (symbolic sizes as tract expressions).
     """
-    return filled_like(ctx, node, _FILL_VALUE[node.kind])
+    return _filled(ctx, 0)
 
 
-@register("aten::full", "aten::new_full", "aten::scalar_tensor", "aten::fill")
-def aten_full(ctx: Context, node: Node) -> Ref:
-    """full(SymInt[] size, Scalar fill_value, *, ScalarType? dtype, ...); new_full; scalar_tensor; fill.
-
-    ``new_full(Tensor self, SymInt[] size, Scalar fill_value)``, ``scalar_tensor(Scalar s)``,
-    ``fill.Scalar(Tensor self, Scalar value)`` / ``fill.Tensor(Tensor self, Tensor value)``.
+@register("aten::ones")
+def aten_ones(
+    ctx: Context,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """ones(SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor: a one-element constant tiled to the size.
     """
-    index = {"aten::full": 1, "aten::new_full": 2, "aten::scalar_tensor": 0, "aten::fill": 1}[node.kind]
-    return filled_like(ctx, node, node.args[index])
+    return _filled(ctx, 1)
 
 
-@register("aten::arange")
-def aten_arange(ctx: Context, node: Node) -> Ref:
-    """arange.start_step(Scalar start, Scalar end, Scalar step=1, *, ScalarType? dtype, ...); arange(Scalar end)."""
-    out = node.outputs[0]
-    positional = [a for a in node.args if not isinstance(a, dict)]
-    start, end, step = (0, positional[0], 1) if len(positional) == 1 else (*positional[:2], 1)
-    if len(positional) >= 3:
-        step = positional[2]
+@register("aten::empty.memory_format")
+def aten_empty(
+    ctx: Context,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """empty.memory_format(SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None, MemoryFormat? memory_format=None) -> Tensor: uninitialised memory in PyTorch, zeros
+    here.
+    """
+    return _filled(ctx, 0)
+
+
+@register("aten::new_zeros")
+def aten_new_zeros(
+    ctx: Context,
+    self: Value,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """new_zeros(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None) -> Tensor.
+    """
+    return _filled(ctx, 0)
+
+
+@register("aten::new_ones")
+def aten_new_ones(
+    ctx: Context,
+    self: Value,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """new_ones(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None) -> Tensor.
+    """
+    return _filled(ctx, 1)
+
+
+@register("aten::new_empty")
+def aten_new_empty(
+    ctx: Context,
+    self: Value,
+    size: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """new_empty(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None) -> Tensor: zeros here.
+    """
+    return _filled(ctx, 0)
+
+
+@register("aten::zero")
+def aten_zero(ctx: Context, self: Value) -> Ref:
+    """zero(Tensor self) -> Tensor: zeros of the shape of ``self``."""
+    return _filled(ctx, 0)
+
+
+@register("aten::full")
+def aten_full(
+    ctx: Context,
+    size: list[Any],
+    fill_value: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """full(SymInt[] size, Scalar fill_value, *, ScalarType? dtype=None, Layout? layout=None, Device?
+    device=None, bool? pin_memory=None) -> Tensor.
+    """
+    return _filled(ctx, fill_value)
+
+
+@register("aten::new_full")
+def aten_new_full(
+    ctx: Context,
+    self: Value,
+    size: list[Any],
+    fill_value: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """new_full(Tensor self, SymInt[] size, Scalar fill_value, *, ScalarType? dtype=None, Layout? layout=None,
+    Device? device=None, bool? pin_memory=None) -> Tensor.
+    """
+    return _filled(ctx, fill_value)
+
+
+@register("aten::scalar_tensor")
+def aten_scalar_tensor(
+    ctx: Context,
+    s: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """scalar_tensor(Scalar s, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor.
+    """
+    return _filled(ctx, s)
+
+
+@register("aten::fill.Scalar", "aten::fill.Tensor")
+def aten_fill(ctx: Context, self: Value, value: Any) -> Ref:
+    """fill.Scalar(Tensor self, Scalar value) -> Tensor (and .Tensor, a 0-d tensor value, which torch.jit.trace
+    may give as a number): ``value`` in the shape of ``self``.
+    """
+    return _filled(ctx, value)
+
+
+def _arange(ctx: Context, start: Any, end: Any, step: Any) -> Ref:
+    """``start, start + step, ...`` below ``end``: a constant for a static length, else tract's range."""
+    node, out = current_node(ctx), ctx.out
     g = ctx.g
     length = out.shape[0]
     if isinstance(length, int) and not any(isinstance(v, SymInt) for v in (start, end, step)):
@@ -102,24 +282,86 @@ def aten_arange(ctx: Context, node: Node) -> Ref:
     return g.op("copy", y, out=out.name)
 
 
-@register("aten::linspace")
-def aten_linspace(ctx: Context, node: Node) -> Ref:
-    """linspace(Scalar start, Scalar end, int steps, *, ScalarType? dtype, ...) -> Tensor (a constant)."""
-    out = node.outputs[0]
-    start, end, steps = node.args[:3]
+@register("aten::arange")
+def aten_arange(
+    ctx: Context,
+    end: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """arange(Scalar end, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor.
+    """
+    return _arange(ctx, 0, end, 1)
+
+
+@register("aten::arange.start")
+def aten_arange_start(
+    ctx: Context,
+    start: Any,
+    end: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """arange.start(Scalar start, Scalar end, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None) -> Tensor.
+    """
+    return _arange(ctx, start, end, 1)
+
+
+@register("aten::arange.start_step")
+def aten_arange_start_step(
+    ctx: Context,
+    start: Any,
+    end: Any,
+    step: Any = 1,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """arange.start_step(Scalar start, Scalar end, Scalar step=1, *, ScalarType? dtype=None, Layout? layout=None,
+    Device? device=None, bool? pin_memory=None) -> Tensor.
+    """
+    return _arange(ctx, start, end, step)
+
+
+@register(
+    "aten::linspace", "aten::linspace.Tensor_Tensor", "aten::linspace.Tensor_Scalar", "aten::linspace.Scalar_Tensor"
+)
+def aten_linspace(
+    ctx: Context,
+    start: Any,
+    end: Any,
+    steps: int,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """linspace(Scalar start, Scalar end, int steps, *, ScalarType? dtype=None, Layout? layout=None, Device?
+    device=None, bool? pin_memory=None) -> Tensor: a constant (the .Tensor_Tensor, .Tensor_Scalar and
+    .Scalar_Tensor overloads alike, their 0-d tensors given as numbers; refused when they are tensors).
+    """
+    out = ctx.out
     if any(isinstance(v, (SymInt, Value)) for v in (start, end, steps)):
-        raise TranslationError(f"{node.where()}: linspace with dynamic bounds is not supported")
+        raise TranslationError(f"{current_node(ctx).where()}: linspace with dynamic bounds is not supported")
     array = np.linspace(float(start), float(end), int(steps)).astype(NP_DTYPES[out.dtype])
     label = f"linspace_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{steps}"
     return ctx.g.op("copy", ctx.g.variable(array, label), out=out.name)
 
 
-@register("aten::tril", "aten::triu")
-def aten_tril_triu(ctx: Context, node: Node) -> Ref:
-    """tril/triu(Tensor self, int diagonal=0) -> Tensor (over the last two axes)."""
-    x, out = node.args[0], node.outputs[0]
-    diagonal = node_arg(node, 1, "diagonal", 0)
-    upper = node.kind == "aten::triu"
+def _trilu(ctx: Context, x: Value, diagonal: Any, upper: bool) -> Ref:
+    """The lower (upper if ``upper``) triangle of the last two axes of ``x`` from ``diagonal`` on, zeros elsewhere."""
+    out = ctx.out
     g = ctx.g
     if ctx.tract:
         ctx.g.need("tract_registry tract_core")
@@ -127,6 +369,7 @@ def aten_tril_triu(ctx: Context, node: Node) -> Ref:
         return g.op("tract_core_trilu", ctx.ref(x), k, upper=upper, out=out.name)
     rows, cols = x.shape[-2:]
     if not isinstance(diagonal, int) or not isinstance(rows, int) or not isinstance(cols, int):
+        node = current_node(ctx)
         raise TranslationError(f"{node.where()}: {node.kind} over dynamic axes needs TractNNEF")
     ones = np.ones((rows, cols), dtype=bool)
     keep = (np.triu(ones, diagonal) if upper else np.tril(ones, diagonal)).reshape((1,) * (x.rank - 2) + (rows, cols))
@@ -134,26 +377,63 @@ def aten_tril_triu(ctx: Context, node: Node) -> Ref:
     return g.op("select", mask, ctx.ref(x), scalar_const(ctx, 0, x.dtype, x.rank), out=out.name)
 
 
-@register("aten::empty_strided", "aten::empty_like")
-def aten_empty_strided(ctx: Context, node: Node) -> Ref:
-    """empty_strided(SymInt[] size, SymInt[] stride, *, ScalarType? dtype, ...); empty_like(Tensor self, ...).
+@register("aten::tril")
+def aten_tril(ctx: Context, self: Value, diagonal: Any = 0) -> Ref:
+    """tril(Tensor self, SymInt diagonal=0) -> Tensor (over the last two axes)."""
+    return _trilu(ctx, self, diagonal, upper=False)
 
-    Uninitialised memory in PyTorch: zeros here (strides do not exist in NNEF).
+
+@register("aten::triu")
+def aten_triu(ctx: Context, self: Value, diagonal: Any = 0) -> Ref:
+    """triu(Tensor self, SymInt diagonal=0) -> Tensor (over the last two axes)."""
+    return _trilu(ctx, self, diagonal, upper=True)
+
+
+@register("aten::empty_strided")
+def aten_empty_strided(
+    ctx: Context,
+    size: list[Any],
+    stride: list[Any],
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """empty_strided(SymInt[] size, SymInt[] stride, *, ScalarType? dtype=None, Layout? layout=None, Device?
+    device=None, bool? pin_memory=None) -> Tensor: uninitialised memory in PyTorch, zeros here (strides do not
+    exist in NNEF).
     """
-    return filled_like(ctx, node, 0)
+    return _filled(ctx, 0)
+
+
+@register("aten::empty_like")
+def aten_empty_like(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """empty_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor: uninitialised memory in PyTorch, zeros here.
+    """
+    return _filled(ctx, 0)
 
 
 @register("aten::diag")
-def aten_diag(ctx: Context, node: Node) -> Ref:
+def aten_diag(ctx: Context, self: Value, diagonal: int = 0) -> Ref:
     """diag(Tensor self, int diagonal=0) -> Tensor: a vector onto a diagonal of a square matrix, or a matrix's
     diagonal as a vector.
     """
-    x, out = node.args[0], node.outputs[0]
-    k = int(node_arg(node, 1, "diagonal", 0))
+    x, out = self, ctx.out
+    k = int(diagonal)
     if x.rank == 2:
-        fake = Node("aten::diagonal", (x, k, 0, 1), node.outputs, node.module_path, node.module_class, node.source)
-        return cast(Ref, aten_diagonal(ctx, fake))
-    (n,) = static_sizes(node, x, [0], "diag")
+        return cast(Ref, aten_diagonal(ctx, x, k, 0, 1))
+    (n,) = static_sizes(current_node(ctx), x, [0], "diag")
     size = n + abs(k)
     g = ctx.g
     # Pad the vector to the matrix size; row r holds x[r] at column r + k (k >= 0), column c holds x[c] at
@@ -165,19 +445,51 @@ def aten_diag(ctx: Context, node: Node) -> Ref:
     return g.op("select", mask, y, scalar_const(ctx, 0, out.dtype, 2), out=out.name)
 
 
-@register("aten::eye")
-def aten_eye(ctx: Context, node: Node) -> Ref:
-    """eye(SymInt n, *, ScalarType? dtype, ...) / eye.m(SymInt n, SymInt m, ...) -> Tensor.
-
-    A constant for static sizes; with tract, ``range(n)[:, None] == range(m)[None, :]`` for dynamic ones.
+def _eye(ctx: Context) -> Ref:
+    """The identity matrix of the output's shape: a constant for static sizes; with tract,
+    ``range(n)[:, None] == range(m)[None, :]`` for dynamic ones.
     """
-    out = node.outputs[0]
+    out = ctx.out
     rows, cols = out.shape
     g = ctx.g
     if isinstance(rows, int) and isinstance(cols, int):
         array = np.eye(rows, cols, dtype=NP_DTYPES[out.dtype])
         return g.op("copy", g.variable(array, f"eye_{out.dtype}_{rows}x{cols}"), out=out.name)
+    node = current_node(ctx)
     tract_only(ctx, node, "with a dynamic size needs tract_core_range")
     i = g.op("unsqueeze", g.op("tract_core_range", 0, dim_of(node, rows), 1), axes=[1])
     j = g.op("unsqueeze", g.op("tract_core_range", 0, dim_of(node, cols), 1), axes=[0])
     return g.op("tract_core_cast", g.op("eq", i, j), to=out.dtype, out=out.name)
+
+
+@register("aten::eye")
+def aten_eye(
+    ctx: Context,
+    n: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """eye(SymInt n, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None)
+    -> Tensor: the n-by-n identity.
+    """
+    return _eye(ctx)
+
+
+@register("aten::eye.m")
+def aten_eye_m(
+    ctx: Context,
+    n: Any,
+    m: Any,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """eye.m(SymInt n, SymInt m, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor: the n-by-m identity.
+    """
+    return _eye(ctx)

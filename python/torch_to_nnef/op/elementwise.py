@@ -17,12 +17,10 @@ from torch_to_nnef.op.common import (
     NP_DTYPES,
     align_rank,
     as_bool,
-    binary_operands,
-    bitwise_integer,
     const_ref,
-    div_rounded,
-    float_in,
-    node_arg,
+    current_node,
+    float_operand,
+    int_arith,
     operand_ref,
     scalar_const,
     tract_only,
@@ -57,9 +55,9 @@ UNARY = {
 BOOLEAN_ONLY = {"aten::bitwise_not": "not"}
 
 
-def _unary(ctx: Context, node: Node) -> Ref:
-    """op(Tensor self) -> Tensor: one-to-one elementwise ops (the UNARY table)."""
-    return ctx.g.op(UNARY[node.kind], ctx.ref(node.args[0]), out=node.outputs[0].name)
+def _unary(ctx: Context, self: Value) -> Ref:
+    """relu(Tensor self) -> Tensor, and every op of the UNARY table (sigmoid, exp, abs...): one NNEF op."""
+    return ctx.g.op(UNARY[current_node(ctx).kind], ctx.ref(self), out=ctx.out.name)
 
 
 for _kind in UNARY:
@@ -67,26 +65,26 @@ for _kind in UNARY:
 
 
 @register("aten::reciprocal")
-def aten_reciprocal(ctx: Context, node: Node) -> Ref:
-    """reciprocal(Tensor self) -> Tensor (``div(1.0, x)`` for Khronos: tract lacks the spec's ``rcp``)."""
+def aten_reciprocal(ctx: Context, self: Value) -> Ref:
+    """reciprocal(Tensor self) -> Tensor.
+
+    ``div(1.0, x)`` for Khronos: tract lacks the specification's ``rcp``.
+    """
     if ctx.tract:
-        return ctx.g.op("recip", ctx.ref(node.args[0]), out=node.outputs[0].name)
-    return ctx.g.op("div", 1.0, ctx.ref(node.args[0]), out=node.outputs[0].name)
+        return ctx.g.op("recip", ctx.ref(self), out=ctx.out.name)
+    return ctx.g.op("div", 1.0, ctx.ref(self), out=ctx.out.name)
 
 
 BINARY = {"aten::add": "add", "aten::sub": "sub", "aten::mul": "mul", "aten::div": "div"}
 
 
-@register(*BINARY)
-def aten_binary(ctx: Context, node: Node) -> Ref:
-    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); mul/div(self, other, *, str? rounding_mode)."""
-    out = node.outputs[0]
-    a, b = node_arg(node, 0, "self"), node_arg(node, 1, "other")
-    if node.kind == "aten::div" and node_arg(node, 2, "rounding_mode") is not None:
-        return div_rounded(ctx, node)
-    alpha = node_arg(node, 2, "alpha", 1) if node.kind in ("aten::add", "aten::sub") else 1
-    # Tensors of another dtype are cast to the result's (type promotion); scalars and dynamic sizes
-    # become operands of that dtype.
+def _arithmetic(ctx: Context, a: Any, b: Any, alpha: Any) -> Ref:
+    """``a op alpha * b`` with the BINARY op of the node's kind, in the output's dtype and rank.
+
+    Tensors of another dtype are cast to the result's (type promotion); scalars and dynamic sizes
+    become operands of that dtype.
+    """
+    node, out = current_node(ctx), ctx.out
     _float_only_for_khronos(ctx, node, out.dtype)
     ra, rb = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
@@ -94,6 +92,42 @@ def aten_binary(ctx: Context, node: Node) -> Ref:
     if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in _SIGNED_INTS:
         return integer_square(ctx, ra, out.name)
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
+
+
+@register("aten::add.Tensor", "aten::sub.Tensor")
+def aten_add(ctx: Context, self: Any, other: Any, *, alpha: float = 1) -> Ref:
+    """add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor (sub.Tensor too): self +/- alpha * other.
+
+    Either operand may be a number or a dynamic size (``x + 1``, ``x * x.size(1)``).
+    """
+    return _arithmetic(ctx, self, other, alpha)
+
+
+@register("aten::add.Scalar", "aten::sub.Scalar")
+def aten_add_scalar(ctx: Context, self: Any, other: Any, alpha: float = 1) -> Ref:
+    """add.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor (sub.Scalar too): self +/- alpha * other."""
+    return _arithmetic(ctx, self, other, alpha)
+
+
+@register("aten::mul.Tensor", "aten::mul.Scalar", "aten::div.Tensor", "aten::div.Scalar")
+def aten_mul(ctx: Context, self: Any, other: Any) -> Ref:
+    """mul.Tensor(Tensor self, Tensor other) -> Tensor (mul.Scalar, div.Tensor, div.Scalar too).
+
+    ``x * x`` of signed integers avoids tract's float-only ``square`` (:func:`integer_square`).
+    """
+    return _arithmetic(ctx, self, other, 1)
+
+
+@register("aten::div.Tensor_mode", "aten::div.Scalar_mode")
+def aten_div_mode(ctx: Context, self: Any, other: Any, *, rounding_mode: str | None = None) -> Ref:
+    """div.Tensor_mode(Tensor self, Tensor other, *, str? rounding_mode) -> Tensor (div.Scalar_mode too).
+
+    'trunc' or 'floor' rounds the quotient; None is the true division. (The jit front-end leaves a
+    keyword-only argument that is None out of the node, hence the default.)
+    """
+    if rounding_mode is None:
+        return _arithmetic(ctx, self, other, 1)
+    return _div_rounded(ctx, self, other, rounding_mode)
 
 
 _SIGNED_INTS = ("i8", "i16", "i32", "i64")
@@ -119,6 +153,37 @@ def integer_square(ctx: Context, x: Ref, out: str) -> Ref:
     return ctx.g.op("mul", left, right, out=out)
 
 
+def _binary_operands(ctx: Context, a: Any, b: Any) -> tuple[Any, Any, Value]:
+    """``a`` and ``b`` as operands of an integer-capable binary op in the output's dtype and rank, and the output."""
+    node, out = current_node(ctx), ctx.out
+    int_arith(ctx, node, out.dtype)
+    return operand_ref(ctx, node, a, out.dtype, out.rank), operand_ref(ctx, node, b, out.dtype, out.rank), out
+
+
+def _div_rounded(ctx: Context, a: Any, b: Any, mode: str) -> Ref:
+    """``a / b`` rounded: ``mode`` 'trunc' (towards zero) or 'floor' (Python's //)."""
+    if mode not in ("trunc", "floor"):
+        raise TranslationError(f"{current_node(ctx).where()}: div with rounding_mode={mode!r} is not supported")
+    ra, rb, out = _binary_operands(ctx, a, b)
+    g = ctx.g
+    q = g.op("div", ra, rb)
+    if out.dtype.startswith("f"):
+        return g.op("floor" if mode == "floor" else "copy", trunc_ref(ctx, q) if mode == "trunc" else q, out=out.name)
+    if mode == "trunc":
+        return g.op("copy", q, out=out.name)
+    r = g.op("sub", ra, g.op("mul", q, rb))
+    zero, one = scalar_const(ctx, 0, out.dtype, out.rank), scalar_const(ctx, 1, out.dtype, out.rank)
+    return g.op("select", g.op("lt", g.op("mul", r, rb), zero), g.op("sub", q, one), q, out=out.name)
+
+
+def _bitwise_integer(ctx: Context, op: str, *operands: Any) -> Ref:
+    """An integer bitwise op of ``operands`` as tract's ``tract_core_bit*`` (the specification has none)."""
+    node, out = current_node(ctx), ctx.out
+    tract_only(ctx, node, f"on {out.dtype} needs bitwise integer operators, which the NNEF specification lacks")
+    refs = [operand_ref(ctx, node, v, out.dtype, out.rank) for v in operands]
+    return ctx.g.op(f"tract_core_{op}", *refs, out=out.name)
+
+
 COMPARE = {
     "aten::eq": "eq",
     "aten::ne": "ne",
@@ -132,6 +197,9 @@ COMPARE = {
     "aten::logical_or": "or",
 }
 
+_COMPARISONS = ("aten::eq", "aten::ne", "aten::lt", "aten::le", "aten::gt", "aten::ge")
+"""The kinds of COMPARE with a ``.Tensor`` and a ``.Scalar`` overload (the others have the default one)."""
+
 BITWISE = {
     "aten::__and__": "and",
     "aten::__or__": "or",
@@ -140,41 +208,73 @@ BITWISE = {
 }
 
 
-@register(*BITWISE)
-def aten_bitwise(ctx: Context, node: Node) -> Ref:
-    """bitwise_and/or(Tensor self, Tensor other) (``&``, ``|``): booleans; integers with TractNNEF."""
-    out = node.outputs[0]
+@register(
+    "aten::__and__.Tensor",
+    "aten::__and__.Scalar",
+    "aten::__or__.Tensor",
+    "aten::__or__.Scalar",
+    "aten::bitwise_and.Tensor",
+    "aten::bitwise_and.Scalar",
+    "aten::bitwise_and.Scalar_Tensor",
+    "aten::bitwise_or.Tensor",
+    "aten::bitwise_or.Scalar",
+    "aten::bitwise_or.Scalar_Tensor",
+)
+def aten_bitwise(ctx: Context, self: Any, other: Any) -> Ref:
+    """bitwise_and.Tensor(Tensor self, Tensor other) -> Tensor (``&``; ``|``, and the .Scalar overloads too).
+
+    Booleans; integers with TractNNEF.
+    """
+    out, kind = ctx.out, current_node(ctx).kind
     if out.dtype != "bool":
-        return bitwise_integer(ctx, node, "bitand" if BITWISE[node.kind] == "and" else "bitor")
-    a, b = (align_rank(ctx, v, out.rank, out) for v in node.args[:2])
-    return ctx.g.op(BITWISE[node.kind], a, b, out=out.name)
+        return _bitwise_integer(ctx, "bitand" if BITWISE[kind] == "and" else "bitor", self, other)
+    a, b = (align_rank(ctx, v, out.rank, out) for v in (self, other))
+    return ctx.g.op(BITWISE[kind], a, b, out=out.name)
 
 
 @register(*BOOLEAN_ONLY)
-def aten_bitwise_not(ctx: Context, node: Node) -> Ref:
-    """bitwise_not(Tensor self) (``~``): booleans; integers with TractNNEF."""
-    out = node.outputs[0]
+def aten_bitwise_not(ctx: Context, self: Value) -> Ref:
+    """bitwise_not(Tensor self) -> Tensor (``~``): booleans; integers with TractNNEF."""
+    out = ctx.out
     if out.dtype != "bool":
-        return bitwise_integer(ctx, node, "bitnot")
-    return ctx.g.op("not", ctx.ref(node.args[0]), out=out.name)
+        return _bitwise_integer(ctx, "bitnot", self)
+    return ctx.g.op("not", ctx.ref(self), out=out.name)
+
+
+def _round_even(ctx: Context, x: Value, decimals: int) -> Ref:
+    """``x`` rounded half to even, as tract_core_round_even (the specification's round differs)."""
+    if not ctx.tract or (decimals or 0) != 0:
+        raise TranslationError(f"{current_node(ctx).where()}: round (half to even, no decimals) needs TractNNEF")
+    return ctx.g.op("tract_core_round_even", ctx.ref(x), out=ctx.out.name)
 
 
 @register("aten::round")
-def aten_round(ctx: Context, node: Node) -> Ref:
-    """round(Tensor self): half to even, as tract_core_round_even (the spec's round differs)."""
-    if not ctx.tract or (node_arg(node, 1, "decimals", 0) or 0) != 0:
-        raise TranslationError(f"{node.where()}: round (half to even, no decimals) needs TractNNEF")
-    return ctx.g.op("tract_core_round_even", ctx.ref(node.args[0]), out=node.outputs[0].name)
+def aten_round(ctx: Context, self: Value) -> Ref:
+    """round(Tensor self) -> Tensor: half to even (TractNNEF)."""
+    return _round_even(ctx, self, 0)
 
 
-@register(*COMPARE)
-def aten_compare(ctx: Context, node: Node) -> Ref:
-    """eq/ne/lt/le/gt/ge(Tensor self, Tensor|Scalar other); minimum/maximum; logical_and/or."""
-    out = node.outputs[0]
-    a, b = node.args[0], node.args[1]
-    dtype = out.dtype if out.dtype != "bool" or node.kind.startswith("aten::logical") else _promoted(a, b)
+@register("aten::round.decimals")
+def aten_round_decimals(ctx: Context, self: Value, *, decimals: int) -> Ref:
+    """round.decimals(Tensor self, *, int decimals) -> Tensor: with 0 decimals only, half to even (TractNNEF)."""
+    return _round_even(ctx, self, decimals)
+
+
+@register(
+    *(f"{kind}.{overload}" for kind in _COMPARISONS for overload in ("Tensor", "Scalar")),
+    "aten::minimum",
+    "aten::maximum",
+    "aten::logical_and",
+    "aten::logical_or",
+)
+def aten_compare(ctx: Context, self: Any, other: Any) -> Ref:
+    """eq.Tensor(Tensor self, Tensor other) -> Tensor (ne/lt/le/gt/ge, their .Scalar overloads, minimum,
+    maximum, logical_and and logical_or too).
+    """
+    node, out = current_node(ctx), ctx.out
+    dtype = out.dtype if out.dtype != "bool" or node.kind.startswith("aten::logical") else _promoted(self, other)
     _float_only_for_khronos(ctx, node, dtype)
-    ra, rb = (operand_ref(ctx, node, v, dtype, out.rank) for v in (a, b))
+    ra, rb = (operand_ref(ctx, node, v, dtype, out.rank) for v in (self, other))
     return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
 
 
@@ -195,62 +295,81 @@ def _promoted(a: Any, b: Any) -> str:
     return max(ints, key=_INTS.index) if ints else tensors[0]
 
 
-@register("aten::where")
-def aten_where(ctx: Context, node: Node) -> Ref:
-    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor; where.ScalarSelf/ScalarOther/Scalar.
+@register("aten::where.self", "aten::where.ScalarSelf", "aten::where.ScalarOther", "aten::where.Scalar")
+def aten_where(ctx: Context, condition: Value, self: Any, other: Any) -> Ref:
+    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor (.ScalarSelf, .ScalarOther, .Scalar too).
 
     Scalars take the output's dtype (an f16 constant for an f16 result, an integer tensor for an
     integer one: tract reads bare float literals as f32 and bare integers as dimensions).
     """
-    out = node.outputs[0]
-    c = align_rank(ctx, node.args[0], out.rank, out)
+    out = ctx.out
+    c = align_rank(ctx, condition, out.rank, out)
     a, b = (
         align_rank(ctx, v, out.rank, out) if isinstance(v, Value) else scalar_const(ctx, v, out.dtype, out.rank)
-        for v in node.args[1:3]
+        for v in (self, other)
     )
     return ctx.g.op("select", c, a, b, out=out.name)
 
 
-@register("aten::pow")
-def aten_pow(ctx: Context, node: Node) -> Ref:
-    """pow.Tensor_Scalar(Tensor self, Scalar exponent); pow.Tensor_Tensor(self, Tensor exponent);
-    pow.Scalar(Scalar self, Tensor exponent).
+def _number_to_power(ctx: Context, base: Any, exponent: Any) -> Ref:
+    """A number raised to a tensor, in the (floating) output dtype."""
+    out = ctx.out
+    if not out.dtype.startswith("f"):
+        raise TranslationError(f"{current_node(ctx).where()}: pow of a number to an integer tensor is not supported")
+    number = scalar_const(ctx, float(base), out.dtype, out.rank)
+    return ctx.g.op("pow", number, align_rank(ctx, exponent, out.rank, out), out=out.name)
+
+
+@register("aten::pow.Tensor_Tensor", "aten::pow.Tensor_Scalar")
+def aten_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
+    """pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor (pow.Tensor_Scalar too: a Scalar exponent).
+
+    A square is ``sqr`` (signed integers squared without tract's float-only ``square``).
     """
-    out = node.outputs[0]
-    a, b = node.args[0], node.args[1]
-    if not isinstance(a, Value):  # pow.Scalar: a number raised to a tensor
-        if not out.dtype.startswith("f"):
-            raise TranslationError(f"{node.where()}: pow of a number to an integer tensor is not supported")
-        base = scalar_const(ctx, float(a), out.dtype, out.rank)
-        return ctx.g.op("pow", base, align_rank(ctx, b, out.rank, out), out=out.name)
-    if b == 2:
+    out = ctx.out
+    if not isinstance(self, Value):  # a number as the base, as in pow.Scalar
+        return _number_to_power(ctx, self, exponent)
+    if exponent == 2:
         if ctx.tract and out.dtype in _SIGNED_INTS:
-            return integer_square(ctx, ctx.ref(a), out.name)
-        return ctx.g.op("sqr", ctx.ref(a), out=out.name)
-    rb = align_rank(ctx, b, out.rank, out)
-    return ctx.g.op("pow", ctx.ref(a), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
+            return integer_square(ctx, ctx.ref(self), out.name)
+        return ctx.g.op("sqr", ctx.ref(self), out=out.name)
+    rb = align_rank(ctx, exponent, out.rank, out)
+    return ctx.g.op("pow", ctx.ref(self), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
 
 
-@register("aten::rsub")
-def aten_rsub(ctx: Context, node: Node) -> Ref:
-    """rsub(Tensor self, Tensor|Scalar other, Scalar alpha=1) -> other - alpha * self."""
-    out = node.outputs[0]
-    a, b = align_rank(ctx, node.args[0], out.rank, out), align_rank(ctx, node.args[1], out.rank, out)
+@register("aten::pow.Scalar")
+def aten_pow_scalar(ctx: Context, self: float, exponent: Value) -> Ref:
+    """pow.Scalar(Scalar self, Tensor exponent) -> Tensor: a number raised to a tensor (floats only)."""
+    return _number_to_power(ctx, self, exponent)
+
+
+def _rsub(ctx: Context, x: Any, y: Any, alpha: float) -> Ref:
+    """``y - alpha * x``."""
+    out = ctx.out
+    a, b = align_rank(ctx, x, out.rank, out), align_rank(ctx, y, out.rank, out)
     if isinstance(b, (int, float)) and not isinstance(b, Ref) and out.dtype.startswith("f"):
         b = float(b)
-    alpha = node_arg(node, 2, "alpha", 1)
     if alpha != 1:
         a = ctx.g.op("mul", a, float(alpha), out=out.name + "_alpha")
     return ctx.g.op("sub", b, a, out=out.name)
 
 
-@register("aten::hardtanh", "aten::clamp")
-def aten_clamp(ctx: Context, node: Node) -> Ref:
-    """clamp(Tensor self, Scalar? min, Scalar? max); hardtanh(self, min_val=-1, max_val=1)."""
-    default = (-1.0, 1.0) if node.kind == "aten::hardtanh" else (None, None)
-    lo, hi = node_arg(node, 1, "min", default[0]), node_arg(node, 2, "max", default[1])
-    out = node.outputs[0]
-    y = ctx.ref(node.args[0])
+@register("aten::rsub.Tensor")
+def aten_rsub(ctx: Context, self: Any, other: Any, *, alpha: float = 1) -> Ref:
+    """rsub.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor: other - alpha * self."""
+    return _rsub(ctx, self, other, alpha)
+
+
+@register("aten::rsub.Scalar")
+def aten_rsub_scalar(ctx: Context, self: Any, other: Any, alpha: float = 1) -> Ref:
+    """rsub.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor: other - alpha * self (``1 - x``)."""
+    return _rsub(ctx, self, other, alpha)
+
+
+def _clamp(ctx: Context, x: Value, lo: Any, hi: Any) -> Ref:
+    """``x`` clamped to ``[lo, hi]`` (a None bound is no bound)."""
+    node, out = current_node(ctx), ctx.out
+    y = ctx.ref(x)
 
     def bound(v: Any) -> Any:  # a dynamic size (clamping indices to it) as an operand of the input's dtype
         if isinstance(v, (SymInt, Value)):
@@ -264,12 +383,21 @@ def aten_clamp(ctx: Context, node: Node) -> Ref:
     return ctx.g.op("copy", y, out=out.name)
 
 
-@register("aten::_to_copy", "aten::to", "aten::type_as")
-def aten_to(ctx: Context, node: Node) -> Ref:
-    """_to_copy(Tensor self, *, ScalarType? dtype, ...); type_as(self, other): a cast to the output's
-    dtype (device and layout are ignored).
-    """
-    x, out = node.args[0], node.outputs[0]
+@register("aten::clamp", "aten::clamp.Tensor")
+def aten_clamp(ctx: Context, self: Value, min: Any = None, max: Any = None) -> Ref:
+    """clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor (clamp.Tensor too: Tensor? bounds)."""
+    return _clamp(ctx, self, min, max)
+
+
+@register("aten::hardtanh")
+def aten_hardtanh(ctx: Context, self: Value, min_val: float = -1, max_val: float = 1) -> Ref:
+    """hardtanh(Tensor self, Scalar min_val=-1, Scalar max_val=1) -> Tensor: a clamp (relu6 too)."""
+    return _clamp(ctx, self, min_val, max_val)
+
+
+def _cast(ctx: Context, x: Value) -> Ref:
+    """``x`` cast to the output's dtype (a copy when it has it already)."""
+    out = ctx.out
     if x.dtype == out.dtype:
         return ctx.g.op("copy", ctx.ref(x), out=out.name)
     if ctx.tract:
@@ -278,14 +406,125 @@ def aten_to(ctx: Context, node: Node) -> Ref:
     if x.dtype == "bool" and out.dtype.startswith("f"):
         return ctx.g.op("select", ctx.ref(x), 1.0, 0.0, out=out.name)
     raise TranslationError(
-        f"{node.where()}: the NNEF specification cannot cast {x.dtype} to {out.dtype}; use TractNNEF"
+        f"{current_node(ctx).where()}: the NNEF specification cannot cast {x.dtype} to {out.dtype}; use TractNNEF"
     )
 
 
-@register("aten::dropout", "aten::clone", "aten::contiguous", "aten::alias", "aten::detach")
-def aten_identity(ctx: Context, node: Node) -> Ref:
-    """Ops that are the identity at inference (dropout in eval, copies, aliases)."""
-    return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
+@register("aten::_to_copy")
+def aten__to_copy(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    non_blocking: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, bool non_blocking=False, MemoryFormat? memory_format=None) -> Tensor.
+
+    A cast to the output's dtype (device, layout and memory format are ignored).
+    """
+    return _cast(ctx, self)
+
+
+@register("aten::to.dtype")
+def aten_to_dtype(
+    ctx: Context,
+    self: Value,
+    dtype: str,
+    non_blocking: bool = False,
+    copy: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """to.dtype(Tensor(a) self, ScalarType dtype, bool non_blocking=False, bool copy=False, MemoryFormat?
+    memory_format=None) -> Tensor(a): a cast to the output's dtype.
+    """
+    return _cast(ctx, self)
+
+
+@register("aten::to.dtype_layout")
+def aten_to_dtype_layout(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: str | None = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    non_blocking: bool = False,
+    copy: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """to.dtype_layout(Tensor(a) self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, bool non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> Tensor(a).
+
+    A cast to the output's dtype (device and layout are ignored).
+    """
+    return _cast(ctx, self)
+
+
+@register("aten::to.device")
+def aten_to_device(
+    ctx: Context,
+    self: Value,
+    device: Any,
+    dtype: str,
+    non_blocking: bool = False,
+    copy: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """to.device(Tensor(a) self, Device device, ScalarType dtype, bool non_blocking=False, bool copy=False,
+    MemoryFormat? memory_format=None) -> Tensor(a): a cast to the output's dtype (the device is ignored).
+    """
+    return _cast(ctx, self)
+
+
+@register("aten::to.other")
+def aten_to_other(
+    ctx: Context,
+    self: Value,
+    other: Value,
+    non_blocking: bool = False,
+    copy: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """to.other(Tensor(a) self, Tensor other, bool non_blocking=False, bool copy=False, MemoryFormat?
+    memory_format=None) -> Tensor(a): a cast to the dtype of ``other`` (the output's).
+    """
+    return _cast(ctx, self)
+
+
+@register("aten::type_as")
+def aten_type_as(ctx: Context, self: Value, other: Value) -> Ref:
+    """type_as(Tensor self, Tensor other) -> Tensor: a cast to the dtype of ``other`` (the output's)."""
+    return _cast(ctx, self)
+
+
+@register("aten::dropout")
+def aten_dropout(ctx: Context, input: Value, p: float, train: bool) -> Ref:
+    """dropout(Tensor input, float p, bool train) -> Tensor: the identity at inference."""
+    return ctx.g.op("copy", ctx.ref(input), out=ctx.out.name)
+
+
+@register("aten::clone")
+def aten_clone(ctx: Context, self: Value, *, memory_format: Any = None) -> Ref:
+    """clone(Tensor self, *, MemoryFormat? memory_format=None) -> Tensor: a copy."""
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+
+
+@register("aten::contiguous")
+def aten_contiguous(ctx: Context, self: Value, *, memory_format: Any = 0) -> Ref:
+    """contiguous(Tensor(a) self, *, MemoryFormat memory_format=0) -> Tensor(a): a copy (NNEF has no strides)."""
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+
+
+@register("aten::alias", "aten::detach")
+def aten_alias(ctx: Context, self: Value) -> Ref:
+    """alias(Tensor(a) self) -> Tensor(a) (detach too): a copy."""
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
 
 
 def _fmod(ctx: Context, a: Any, b: Any, dtype: str) -> Ref:
@@ -296,17 +535,19 @@ def _fmod(ctx: Context, a: Any, b: Any, dtype: str) -> Ref:
     return ctx.g.op("sub", a, ctx.g.op("mul", q, b))
 
 
-@register("aten::fmod")
-def aten_fmod(ctx: Context, node: Node) -> Ref:
-    """fmod.Tensor(Tensor self, Tensor other) / fmod.Scalar(Tensor self, Scalar other): the sign of self."""
-    a, b, out = binary_operands(ctx, node)
+@register("aten::fmod.Tensor", "aten::fmod.Scalar")
+def aten_fmod(ctx: Context, self: Any, other: Any) -> Ref:
+    """fmod.Tensor(Tensor self, Tensor other) -> Tensor (fmod.Scalar too): the remainder with the sign of self."""
+    a, b, out = _binary_operands(ctx, self, other)
     return ctx.g.op("copy", _fmod(ctx, a, b, out.dtype), out=out.name)
 
 
-@register("aten::remainder")
-def aten_remainder(ctx: Context, node: Node) -> Ref:
-    """remainder.Tensor(Tensor self, Tensor other) / remainder.Scalar(...): Python's %, the sign of other."""
-    a, b, out = binary_operands(ctx, node)
+@register("aten::remainder.Tensor", "aten::remainder.Scalar", "aten::remainder.Scalar_Tensor")
+def aten_remainder(ctx: Context, self: Any, other: Any) -> Ref:
+    """remainder.Tensor(Tensor self, Tensor other) -> Tensor (.Scalar, .Scalar_Tensor too): Python's %, the sign
+    of other.
+    """
+    a, b, out = _binary_operands(ctx, self, other)
     g = ctx.g
     r = _fmod(ctx, a, b, out.dtype)
     zero = scalar_const(ctx, 0, out.dtype, out.rank)
@@ -315,10 +556,10 @@ def aten_remainder(ctx: Context, node: Node) -> Ref:
     return g.op("select", wrong_sign, g.op("add", r, b), r, out=out.name)
 
 
-@register("aten::floor_divide")
-def aten_floor_divide(ctx: Context, node: Node) -> Ref:
-    """floor_divide(Tensor self, Tensor other) / floor_divide.Scalar(...): Python's //."""
-    return div_rounded(ctx, node)
+@register("aten::floor_divide", "aten::floor_divide.Scalar")
+def aten_floor_divide(ctx: Context, self: Any, other: Any) -> Ref:
+    """floor_divide(Tensor self, Tensor other) -> Tensor (floor_divide.Scalar too): Python's //."""
+    return _div_rounded(ctx, self, other, "floor")
 
 
 def _xor(ctx: Context, a: Any, b: Any, out: str) -> Ref:
@@ -330,20 +571,28 @@ def _xor(ctx: Context, a: Any, b: Any, out: str) -> Ref:
 
 
 @register("aten::logical_xor")
-def aten_logical_xor(ctx: Context, node: Node) -> Ref:
+def aten_logical_xor(ctx: Context, self: Any, other: Any) -> Ref:
     """logical_xor(Tensor self, Tensor other) -> Tensor (non-zero is true)."""
-    out = node.outputs[0]
-    a, b = (as_bool(ctx, node, v, out.rank) for v in node.args[:2])
+    node, out = current_node(ctx), ctx.out
+    a, b = (as_bool(ctx, node, v, out.rank) for v in (self, other))
     return _xor(ctx, a, b, out.name)
 
 
-@register("aten::__xor__", "aten::bitwise_xor")
-def aten_bitwise_xor(ctx: Context, node: Node) -> Ref:
-    """bitwise_xor.Tensor(Tensor self, Tensor other) / .Scalar: ``^`` on booleans or integers (tract)."""
-    out = node.outputs[0]
+@register(
+    "aten::__xor__.Tensor",
+    "aten::__xor__.Scalar",
+    "aten::bitwise_xor.Tensor",
+    "aten::bitwise_xor.Scalar",
+    "aten::bitwise_xor.Scalar_Tensor",
+)
+def aten_bitwise_xor(ctx: Context, self: Any, other: Any) -> Ref:
+    """bitwise_xor.Tensor(Tensor self, Tensor other) -> Tensor (``^``, the .Scalar overloads too): booleans, or
+    integers with TractNNEF.
+    """
+    node, out = current_node(ctx), ctx.out
     if out.dtype != "bool":
-        return bitwise_integer(ctx, node, "bitxor")
-    a, b = (as_bool(ctx, node, v, out.rank) for v in node.args[:2])
+        return _bitwise_integer(ctx, "bitxor", self, other)
+    a, b = (as_bool(ctx, node, v, out.rank) for v in (self, other))
     return _xor(ctx, a, b, out.name)
 
 
@@ -369,77 +618,83 @@ INVERSE_HYPERBOLIC = {"aten::asinh": "asinh", "aten::acosh": "acosh", "aten::ata
 
 
 @register(*INVERSE_HYPERBOLIC)
-def aten_inverse_hyperbolic(ctx: Context, node: Node) -> Ref:
-    """asinh/acosh/atanh(Tensor self) -> Tensor (operators of tract and of the specification)."""
-    return ctx.g.op(INVERSE_HYPERBOLIC[node.kind], float_in(ctx, node), out=node.outputs[0].name)
+def aten_inverse_hyperbolic(ctx: Context, self: Value) -> Ref:
+    """asinh(Tensor self) -> Tensor (acosh, atanh too): operators of tract and of the specification."""
+    node = current_node(ctx)
+    return ctx.g.op(INVERSE_HYPERBOLIC[node.kind], float_operand(ctx, node, self), out=ctx.out.name)
 
 
 @register("aten::erf", "aten::erfc")
-def aten_erf(ctx: Context, node: Node) -> Ref:
-    """erf(Tensor self) -> Tensor; erfc(self) = 1 - erf(self).
+def aten_erf(ctx: Context, self: Value) -> Ref:
+    """erf(Tensor self) -> Tensor (erfc too: 1 - erf(self)).
 
     tract's erf; the specification's operators through a rational approximation (error < 1.5e-7).
     """
-    y = _erf(ctx, node, float_in(ctx, node))
+    node = current_node(ctx)
+    y = _erf(ctx, node, float_operand(ctx, node, self))
     if node.kind == "aten::erfc":
-        return ctx.g.op("sub", const_ref(ctx, node, 1.0), y, out=node.outputs[0].name)
-    return ctx.g.op("copy", y, out=node.outputs[0].name)
+        return ctx.g.op("sub", const_ref(ctx, node, 1.0), y, out=ctx.out.name)
+    return ctx.g.op("copy", y, out=ctx.out.name)
 
 
 @register("aten::expm1")
-def aten_expm1(ctx: Context, node: Node) -> Ref:
+def aten_expm1(ctx: Context, self: Value) -> Ref:
     """expm1(Tensor self) -> Tensor: exp(x) - 1, accurate near 0.
 
     Kahan's form ``(u - 1) * x / log(u)`` with ``u = exp(x)`` for ``|x| <= 0.5`` (``x`` where ``u``
     rounds to 1), ``u - 1`` elsewhere.
     """
-    g, x = ctx.g, float_in(ctx, node)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     c = partial(const_ref, ctx, node)
     u = g.op("exp", x)
     um1 = g.op("sub", u, c(1.0))
     near = g.op("le", g.op("abs", x), c(0.5))
     safe_log = g.op("select", near, g.op("log", u), c(1.0))
     kahan = g.op("select", g.op("eq", u, c(1.0)), x, g.op("div", g.op("mul", um1, x), safe_log))
-    return g.op("select", near, kahan, um1, out=node.outputs[0].name)
+    return g.op("select", near, kahan, um1, out=ctx.out.name)
 
 
 @register("aten::log1p")
-def aten_log1p(ctx: Context, node: Node) -> Ref:
+def aten_log1p(ctx: Context, self: Value) -> Ref:
     """log1p(Tensor self) -> Tensor: log(1 + x), accurate near 0.
 
     Goldberg's form ``log(u) * x / (u - 1)`` with ``u = 1 + x`` (``x`` where ``u`` rounds to 1).
     """
-    g, x = ctx.g, float_in(ctx, node)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     c = partial(const_ref, ctx, node)
     u = g.op("add", x, c(1.0))
     one = g.op("eq", u, c(1.0))
     denominator = g.op("select", one, c(1.0), g.op("sub", u, c(1.0)))
-    return g.op("select", one, x, g.op("div", g.op("mul", g.op("log", u), x), denominator), out=node.outputs[0].name)
+    return g.op("select", one, x, g.op("div", g.op("mul", g.op("log", u), x), denominator), out=ctx.out.name)
 
 
 _LOG_BASE = {"aten::log2": 2.0, "aten::log10": 10.0}
 
 
 @register(*_LOG_BASE)
-def aten_log_base(ctx: Context, node: Node) -> Ref:
-    """log2/log10(Tensor self) -> Tensor: log(x) / log(base)."""
-    g, x = ctx.g, float_in(ctx, node)
+def aten_log_base(ctx: Context, self: Value) -> Ref:
+    """log2(Tensor self) -> Tensor (log10 too): log(x) / log(base)."""
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     scale = const_ref(ctx, node, 1.0 / math.log(_LOG_BASE[node.kind]))
-    return g.op("mul", g.op("log", x), scale, out=node.outputs[0].name)
+    return g.op("mul", g.op("log", x), scale, out=ctx.out.name)
 
 
 @register("aten::exp2")
-def aten_exp2(ctx: Context, node: Node) -> Ref:
+def aten_exp2(ctx: Context, self: Value) -> Ref:
     """exp2(Tensor self) -> Tensor: exp(x * log(2))."""
-    g, x = ctx.g, float_in(ctx, node)
-    return g.op("exp", g.op("mul", x, const_ref(ctx, node, math.log(2.0))), out=node.outputs[0].name)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
+    return g.op("exp", g.op("mul", x, const_ref(ctx, node, math.log(2.0))), out=ctx.out.name)
 
 
 @register("aten::trunc", "aten::fix")
-def aten_trunc(ctx: Context, node: Node) -> Ref:
+def aten_trunc(ctx: Context, self: Value) -> Ref:
     """trunc(Tensor self) -> Tensor (fix is its alias): rounding towards zero; integers unchanged."""
-    out = node.outputs[0]
-    x = ctx.ref(node.args[0])
+    out = ctx.out
+    x = ctx.ref(self)
     if not out.dtype.startswith("f"):
         return ctx.g.op("copy", x, out=out.name)
     return ctx.g.op("copy", trunc_ref(ctx, x), out=out.name)
@@ -449,69 +704,74 @@ _DEGREES = {"aten::rad2deg": 180.0 / math.pi, "aten::deg2rad": math.pi / 180.0}
 
 
 @register(*_DEGREES)
-def aten_degrees(ctx: Context, node: Node) -> Ref:
-    """rad2deg/deg2rad(Tensor self) -> Tensor: a product by 180 / pi or pi / 180."""
-    return ctx.g.op("mul", float_in(ctx, node), const_ref(ctx, node, _DEGREES[node.kind]), out=node.outputs[0].name)
+def aten_degrees(ctx: Context, self: Value) -> Ref:
+    """rad2deg(Tensor self) -> Tensor (deg2rad too): a product by 180 / pi or pi / 180."""
+    node = current_node(ctx)
+    factor = const_ref(ctx, node, _DEGREES[node.kind])
+    return ctx.g.op("mul", float_operand(ctx, node, self), factor, out=ctx.out.name)
 
 
 @register("aten::sinc")
-def aten_sinc(ctx: Context, node: Node) -> Ref:
+def aten_sinc(ctx: Context, self: Value) -> Ref:
     """sinc(Tensor self) -> Tensor: sin(pi x) / (pi x), 1 at 0."""
-    g, x = ctx.g, float_in(ctx, node)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     c = partial(const_ref, ctx, node)
     zero = g.op("eq", x, c(0.0))
     px = g.op("mul", g.op("select", zero, c(1.0), x), c(math.pi))
-    return g.op("select", zero, c(1.0), g.op("div", g.op("sin", px), px), out=node.outputs[0].name)
+    return g.op("select", zero, c(1.0), g.op("div", g.op("sin", px), px), out=ctx.out.name)
 
 
 @register("aten::square")
-def aten_square(ctx: Context, node: Node) -> Ref:
+def aten_square(ctx: Context, self: Value) -> Ref:
     """square(Tensor self) -> Tensor: x * x, for floats (tract rewrites an integer x * x to its float-only square)."""
-    out = node.outputs[0]
+    out = ctx.out
     if not out.dtype.startswith("f"):
         raise TranslationError(
-            f"{node.where()}: square of {out.dtype} is not supported (tract squares floats only): "
+            f"{current_node(ctx).where()}: square of {out.dtype} is not supported (tract squares floats only): "
             "cast it to float first"
         )
-    return ctx.g.op("sqr", ctx.ref(node.args[0]), out=out.name)
+    return ctx.g.op("sqr", ctx.ref(self), out=out.name)
 
 
 @register("aten::sgn")
-def aten_sgn(ctx: Context, node: Node) -> Ref:
+def aten_sgn(ctx: Context, self: Value) -> Ref:
     """sgn(Tensor self) -> Tensor: the sign of real numbers."""
-    out = node.outputs[0]
+    out = ctx.out
     if not out.dtype.startswith("f"):
-        tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
-    return ctx.g.op("sign", ctx.ref(node.args[0]), out=out.name)
+        tract_only(
+            ctx, current_node(ctx), f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks"
+        )
+    return ctx.g.op("sign", ctx.ref(self), out=out.name)
 
 
 @register("aten::logit")
-def aten_logit(ctx: Context, node: Node) -> Ref:
+def aten_logit(ctx: Context, self: Value, eps: float | None = None) -> Ref:
     """logit(Tensor self, float? eps=None) -> Tensor: log(x / (1 - x)), x clamped to [eps, 1 - eps]."""
-    g, x = ctx.g, float_in(ctx, node)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     c = partial(const_ref, ctx, node)
-    eps = node_arg(node, 1, "eps")
     if eps is not None:
         x = g.op("min", g.op("max", x, c(float(eps))), c(1.0 - float(eps)))
-    return g.op("log", g.op("div", x, g.op("sub", c(1.0), x)), out=node.outputs[0].name)
+    return g.op("log", g.op("div", x, g.op("sub", c(1.0), x)), out=ctx.out.name)
 
 
-def _float_pair(ctx: Context, node: Node) -> tuple[Any, Any, Value]:
-    out = node.outputs[0]
+def _float_pair(ctx: Context, a: Any, b: Any) -> tuple[Any, Any, Value]:
+    """``a`` and ``b`` as operands of a floating-point binary op in the output's dtype and rank, and the output."""
+    node, out = current_node(ctx), ctx.out
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported yet")
-    a, b = node_arg(node, 0, "self"), node_arg(node, 1, "other")
     return operand_ref(ctx, node, a, out.dtype, out.rank), operand_ref(ctx, node, b, out.dtype, out.rank), out
 
 
-@register("aten::xlogy")
-def aten_xlogy(ctx: Context, node: Node) -> Ref:
-    """xlogy.Tensor(Tensor self, Tensor other) / .Scalar_Self / .Scalar_Other: x * log(y), 0 where x is 0
-    (NaN where y is NaN).
+@register("aten::xlogy.Tensor", "aten::xlogy.Scalar_Self", "aten::xlogy.Scalar_Other")
+def aten_xlogy(ctx: Context, self: Any, other: Any) -> Ref:
+    """xlogy.Tensor(Tensor self, Tensor other) -> Tensor (.Scalar_Self, .Scalar_Other too): x * log(y), 0 where x
+    is 0 (NaN where y is NaN).
     """
     g = ctx.g
-    x, y, out = _float_pair(ctx, node)
-    c = partial(const_ref, ctx, node)
+    x, y, out = _float_pair(ctx, self, other)
+    c = partial(const_ref, ctx, current_node(ctx))
     product = g.op("mul", x, g.op("log", y))
     zero = g.op("and", g.op("eq", x, c(0.0)), g.op("eq", y, y))
     return g.op("select", zero, c(0.0), product, out=out.name)
@@ -521,13 +781,13 @@ _LOGADDEXP_BASE = {"aten::logaddexp": math.e, "aten::logaddexp2": 2.0}
 
 
 @register(*_LOGADDEXP_BASE)
-def aten_logaddexp(ctx: Context, node: Node) -> Ref:
-    """logaddexp(Tensor self, Tensor other) = log(exp(a) + exp(b)); logaddexp2 in base 2.
+def aten_logaddexp(ctx: Context, self: Value, other: Value) -> Ref:
+    """logaddexp(Tensor self, Tensor other) -> Tensor: log(exp(a) + exp(b)) (logaddexp2 too, in base 2).
 
     ``max(a, b) + log_base(1 + base^-|a - b|)``: no overflow; equal infinities give that infinity.
     """
-    g = ctx.g
-    a, b, out = _float_pair(ctx, node)
+    node, g = current_node(ctx), ctx.g
+    a, b, out = _float_pair(ctx, self, other)
     c = partial(const_ref, ctx, node)
     ln_base = math.log(_LOGADDEXP_BASE[node.kind])
     high = g.op("max", a, b)
@@ -548,73 +808,86 @@ def _signbit(ctx: Context, x: Any, dtype: str, rank: int) -> Ref:
 
 
 @register("aten::signbit")
-def aten_signbit(ctx: Context, node: Node) -> Ref:
+def aten_signbit(ctx: Context, self: Value) -> Ref:
     """signbit(Tensor self) -> Tensor: whether the sign bit is set (-0.0 included)."""
-    x, out = node.args[0], node.outputs[0]
+    x, out = self, ctx.out
     if not x.dtype.startswith("f"):
-        tract_only(ctx, node, f"on {x.dtype} compares integers, which the NNEF specification cannot")
+        tract_only(ctx, current_node(ctx), f"on {x.dtype} compares integers, which the NNEF specification cannot")
         return ctx.g.op("lt", ctx.ref(x), scalar_const(ctx, 0, x.dtype, x.rank), out=out.name)
     return ctx.g.op("copy", _signbit(ctx, ctx.ref(x), x.dtype, x.rank), out=out.name)
 
 
-@register("aten::copysign")
-def aten_copysign(ctx: Context, node: Node) -> Ref:
-    """copysign.Tensor(Tensor self, Tensor other) / .Scalar: |self| with the sign bit of other."""
+@register("aten::copysign.Tensor", "aten::copysign.Scalar")
+def aten_copysign(ctx: Context, self: Value, other: Any) -> Ref:
+    """copysign.Tensor(Tensor self, Tensor other) -> Tensor (copysign.Scalar too): |self| with the sign bit of
+    other.
+    """
     g = ctx.g
-    a, b, out = _float_pair(ctx, node)
+    a, b, out = _float_pair(ctx, self, other)
     magnitude = g.op("abs", a)
     return g.op("select", _signbit(ctx, b, out.dtype, out.rank), g.op("neg", magnitude), magnitude, out=out.name)
 
 
 @register("aten::heaviside")
-def aten_heaviside(ctx: Context, node: Node) -> Ref:
+def aten_heaviside(ctx: Context, self: Value, values: Any) -> Ref:
     """heaviside(Tensor self, Tensor values) -> Tensor: 0 below 0, values at 0, 1 above."""
-    out = node.outputs[0]
+    node, out = current_node(ctx), ctx.out
     if not out.dtype.startswith("f"):
         tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
     g = ctx.g
-    x, values = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
+    x, at_zero = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (self, values))
     zero, one = scalar_const(ctx, 0, out.dtype, out.rank), scalar_const(ctx, 1, out.dtype, out.rank)
     step = g.op("select", g.op("gt", x, zero), one, zero)
-    return g.op("select", g.op("eq", x, zero), values, step, out=out.name)
+    return g.op("select", g.op("eq", x, zero), at_zero, step, out=out.name)
 
 
 @register("aten::fmin", "aten::fmax")
-def aten_fmin_fmax(ctx: Context, node: Node) -> Ref:
-    """fmin/fmax(Tensor self, Tensor other) -> Tensor: min/max that ignore a NaN operand."""
+def aten_fmin_fmax(ctx: Context, self: Any, other: Any) -> Ref:
+    """fmin(Tensor self, Tensor other) -> Tensor (fmax too): min/max that ignore a NaN operand."""
     g = ctx.g
-    a, b, out = _float_pair(ctx, node)
-    both = g.op("min" if node.kind == "aten::fmin" else "max", a, b)
+    a, b, out = _float_pair(ctx, self, other)
+    both = g.op("min" if current_node(ctx).kind == "aten::fmin" else "max", a, b)
     return g.op("select", g.op("ne", a, a), b, g.op("select", g.op("ne", b, b), a, both), out=out.name)
 
 
-@register("aten::true_divide")
-def aten_true_divide(ctx: Context, node: Node) -> Ref:
-    """true_divide.Tensor(Tensor self, Tensor other) / .Scalar: division in the (floating) result dtype."""
-    a, b, out = _float_pair(ctx, node)
+@register("aten::true_divide.Tensor", "aten::true_divide.Scalar")
+def aten_true_divide(ctx: Context, self: Any, other: Any) -> Ref:
+    """true_divide.Tensor(Tensor self, Tensor other) -> Tensor (.Scalar too): division in the (floating) result
+    dtype.
+    """
+    a, b, out = _float_pair(ctx, self, other)
     return ctx.g.op("div", a, b, out=out.name)
 
 
-@register("aten::clamp_min", "aten::clamp_max", "aten::clip")
-def aten_clamp_bound(ctx: Context, node: Node) -> Ref:
-    """clamp_min(Tensor self, Scalar|Tensor min); clamp_max(self, max); clip(self, min=None, max=None)
-    (clip is clamp's alias).
-    """
-    out = node.outputs[0]
+def _clamp_between(ctx: Context, x: Any, lo: Any, hi: Any) -> Ref:
+    """``x`` clamped to ``[lo, hi]`` in the output's dtype (bounds: numbers, sizes or tensors; None is no bound)."""
+    node, out = current_node(ctx), ctx.out
     if not out.dtype.startswith("f"):
         tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
-    if node.kind == "aten::clip":
-        lo, hi = node_arg(node, 1, "min"), node_arg(node, 2, "max")
-    elif node.kind == "aten::clamp_min":
-        lo, hi = node_arg(node, 1, "min"), None
-    else:
-        lo, hi = None, node_arg(node, 1, "max")
-    y = operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
+    y = operand_ref(ctx, node, x, out.dtype, out.rank)
     if lo is not None:
         y = ctx.g.op("max", y, operand_ref(ctx, node, lo, out.dtype, out.rank))
     if hi is not None:
         y = ctx.g.op("min", y, operand_ref(ctx, node, hi, out.dtype, out.rank))
     return ctx.g.op("copy", y, out=out.name)
+
+
+@register("aten::clamp_min", "aten::clamp_min.Tensor")
+def aten_clamp_min(ctx: Context, self: Value, min: Any) -> Ref:
+    """clamp_min(Tensor self, Scalar min) -> Tensor (clamp_min.Tensor too: a Tensor min)."""
+    return _clamp_between(ctx, self, min, None)
+
+
+@register("aten::clamp_max", "aten::clamp_max.Tensor")
+def aten_clamp_max(ctx: Context, self: Value, max: Any) -> Ref:
+    """clamp_max(Tensor self, Scalar max) -> Tensor (clamp_max.Tensor too: a Tensor max)."""
+    return _clamp_between(ctx, self, None, max)
+
+
+@register("aten::clip", "aten::clip.Tensor")
+def aten_clip(ctx: Context, self: Value, min: Any = None, max: Any = None) -> Ref:
+    """clip(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor (clip.Tensor too): clamp's alias."""
+    return _clamp_between(ctx, self, min, max)
 
 
 _SHIFTS = {
@@ -625,23 +898,36 @@ _SHIFTS = {
 }
 
 
-@register(*_SHIFTS)
-def aten_shift(ctx: Context, node: Node) -> Ref:
-    """bitwise_left_shift/right_shift.Tensor(Tensor self, Tensor other) / .Tensor_Scalar; ``<<``, ``>>``.
+@register(
+    "aten::bitwise_left_shift.Tensor",
+    "aten::bitwise_left_shift.Tensor_Scalar",
+    "aten::bitwise_left_shift.Scalar_Tensor",
+    "aten::__lshift__.Tensor",
+    "aten::__lshift__.Scalar",
+    "aten::bitwise_right_shift.Tensor",
+    "aten::bitwise_right_shift.Tensor_Scalar",
+    "aten::bitwise_right_shift.Scalar_Tensor",
+    "aten::__rshift__.Tensor",
+    "aten::__rshift__.Scalar",
+)
+def aten_shift(ctx: Context, self: Any, other: Any) -> Ref:
+    """bitwise_left_shift.Tensor(Tensor self, Tensor other) -> Tensor (right shifts, ``<<``, ``>>`` and the
+    Scalar overloads too).
 
     tract's shift operators, with the amount as a tensor of the value's dtype (right shifts of
     signed integers are arithmetic, as in PyTorch).
     """
-    out = node.outputs[0]
+    node, out = current_node(ctx), ctx.out
     if out.dtype.startswith("f") or out.dtype == "bool":
         raise TranslationError(f"{node.where()}: {node.kind} shifts integers, not {out.dtype}")
     tract_only(ctx, node, "needs bit shifts, which the NNEF specification lacks")
-    a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:2])
+    a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (self, other))
     return ctx.g.op(_SHIFTS[node.kind], a, b, out=out.name)
 
 
-def _float_input(ctx: Context, node: Node, v: Any, out: Value) -> Any:
+def _float_input(ctx: Context, v: Any) -> Any:
     """An operand of a floating-point op, in the output's dtype and rank."""
+    node, out = current_node(ctx), ctx.out
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} on {out.dtype} is not supported (floats only)")
     return operand_ref(ctx, node, v, out.dtype, out.rank)
@@ -652,11 +938,10 @@ def _finite_max(dtype: str) -> float:
 
 
 @register("aten::atan2")
-def aten_atan2(ctx: Context, node: Node) -> Ref:
+def aten_atan2(ctx: Context, self: Any, other: Any) -> Ref:
     """atan2(Tensor self, Tensor other) -> Tensor: the angle of (other, self), in (-pi, pi]."""
-    out = node.outputs[0]
-    y, x = (_float_input(ctx, node, v, out) for v in node.args[:2])
-    return atan2(ctx, y, x, out.name)
+    y, x = (_float_input(ctx, v) for v in (self, other))
+    return atan2(ctx, y, x, ctx.out.name)
 
 
 def atan2(ctx: Context, y: Any, x: Any, out: str | None = None) -> Ref:
@@ -670,41 +955,39 @@ def atan2(ctx: Context, y: Any, x: Any, out: str | None = None) -> Ref:
 
 
 @register("aten::hypot")
-def aten_hypot(ctx: Context, node: Node) -> Ref:
+def aten_hypot(ctx: Context, self: Any, other: Any) -> Ref:
     """hypot(Tensor self, Tensor other) -> Tensor: sqrt(self^2 + other^2)."""
-    out = node.outputs[0]
-    a, b = (_float_input(ctx, node, v, out) for v in node.args[:2])
+    a, b = (_float_input(ctx, v) for v in (self, other))
     g = ctx.g
-    return g.op("sqrt", g.op("add", g.op("sqr", a), g.op("sqr", b)), out=out.name)
+    return g.op("sqrt", g.op("add", g.op("sqr", a), g.op("sqr", b)), out=ctx.out.name)
 
 
-@register("aten::lerp")
-def aten_lerp(ctx: Context, node: Node) -> Ref:
-    """lerp.Scalar(Tensor self, Tensor end, Scalar weight) / lerp.Tensor(self, end, Tensor weight).
+@register("aten::lerp.Scalar", "aten::lerp.Tensor")
+def aten_lerp(ctx: Context, self: Any, end: Any, weight: Any) -> Ref:
+    """lerp.Scalar(Tensor self, Tensor end, Scalar weight) -> Tensor (lerp.Tensor too: a Tensor weight).
 
     As PyTorch: ``start + w * (end - start)`` for ``|w| < 0.5``, else ``end - (end - start) * (1 - w)``.
     """
-    out = node.outputs[0]
-    start, end, weight = (_float_input(ctx, node, v, out) for v in node.args[:3])
+    out = ctx.out
+    start, stop, w = (_float_input(ctx, v) for v in (self, end, weight))
     g = ctx.g
-    diff = g.op("sub", end, start)
-    low = g.op("add", start, g.op("mul", weight, diff))
-    high = g.op("sub", end, g.op("mul", diff, g.op("sub", 1.0, weight)))
-    if isinstance(weight, float):
-        return g.op("copy", low if abs(weight) < 0.5 else high, out=out.name)
-    return g.op("select", g.op("lt", g.op("abs", weight), 0.5), low, high, out=out.name)
+    diff = g.op("sub", stop, start)
+    low = g.op("add", start, g.op("mul", w, diff))
+    high = g.op("sub", stop, g.op("mul", diff, g.op("sub", 1.0, w)))
+    if isinstance(w, float):
+        return g.op("copy", low if abs(w) < 0.5 else high, out=out.name)
+    return g.op("select", g.op("lt", g.op("abs", w), 0.5), low, high, out=out.name)
 
 
 @register("aten::addcmul", "aten::addcdiv")
-def aten_addcmul(ctx: Context, node: Node) -> Ref:
-    """addcmul(Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1): self + value * t1 * t2; addcdiv:
-    self + value * t1 / t2.
+def aten_addcmul(ctx: Context, self: Any, tensor1: Any, tensor2: Any, *, value: float = 1) -> Ref:
+    """addcmul(Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1) -> Tensor: self + value * t1 * t2
+    (addcdiv too: self + value * t1 / t2).
     """
-    out = node.outputs[0]
+    node, out = current_node(ctx), ctx.out
     if node.kind == "aten::addcdiv" and not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: addcdiv of {out.dtype} is not supported (floats only)")
-    x, a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in node.args[:3])
-    value = node_arg(node, 3, "value", 1)
+    x, a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (self, tensor1, tensor2))
     g = ctx.g
     term = g.op("mul" if node.kind == "aten::addcmul" else "div", a, b)
     if value != 1:
@@ -712,7 +995,7 @@ def aten_addcmul(ctx: Context, node: Node) -> Ref:
     return g.op("add", x, term, out=out.name)
 
 
-def _is_inf(ctx: Context, node: Node, x: Value, positive: bool, negative: bool) -> Ref:
+def _is_inf(ctx: Context, x: Value, positive: bool, negative: bool) -> Ref:
     """Whether each element is an infinity (of the signs asked): beyond the dtype's largest finite value."""
     g, xr = ctx.g, ctx.ref(x)
     if not x.dtype.startswith("f"):
@@ -724,61 +1007,60 @@ def _is_inf(ctx: Context, node: Node, x: Value, positive: bool, negative: bool) 
 
 
 @register("aten::isnan")
-def aten_isnan(ctx: Context, node: Node) -> Ref:
+def aten_isnan(ctx: Context, self: Value) -> Ref:
     """isnan(Tensor self) -> Tensor: ``x != x`` (true for NaN only)."""
-    xr = ctx.ref(node.args[0])
-    return ctx.g.op("ne", xr, xr, out=node.outputs[0].name)
+    xr = ctx.ref(self)
+    return ctx.g.op("ne", xr, xr, out=ctx.out.name)
 
 
 @register("aten::isinf", "aten::isposinf", "aten::isneginf")
-def aten_isinf(ctx: Context, node: Node) -> Ref:
-    """isinf/isposinf/isneginf(Tensor self) -> Tensor: beyond the largest finite value of the dtype."""
-    positive = node.kind != "aten::isneginf"
-    negative = node.kind != "aten::isposinf"
-    y = _is_inf(ctx, node, node.args[0], positive, negative)
-    return ctx.g.op("copy", y, out=node.outputs[0].name)
+def aten_isinf(ctx: Context, self: Value) -> Ref:
+    """isinf(Tensor self) -> Tensor (isposinf, isneginf too): beyond the largest finite value of the dtype."""
+    kind = current_node(ctx).kind
+    y = _is_inf(ctx, self, kind != "aten::isneginf", kind != "aten::isposinf")
+    return ctx.g.op("copy", y, out=ctx.out.name)
 
 
 @register("aten::isfinite")
-def aten_isfinite(ctx: Context, node: Node) -> Ref:
+def aten_isfinite(ctx: Context, self: Value) -> Ref:
     """isfinite(Tensor self) -> Tensor: neither NaN nor infinite (``|x| <= max``, false for NaN)."""
-    x = node.args[0]
+    x, out = self, ctx.out
     g, xr = ctx.g, ctx.ref(x)
     if not x.dtype.startswith("f"):  # integers are always finite
         if ctx.tract or not all(isinstance(d, int) for d in x.shape):
-            return g.op("eq", xr, xr, out=node.outputs[0].name)
+            return g.op("eq", xr, xr, out=out.name)
         # the specification compares scalars only: a constant of trues
         dims = [int(d) for d in x.shape]
         truth = g.variable(np.ones(dims, dtype=bool), f"isfinite_{x.dtype}_{'x'.join(map(str, dims))}")
-        return g.op("copy", truth, out=node.outputs[0].name)
+        return g.op("copy", truth, out=out.name)
     top = scalar_const(ctx, _finite_max(x.dtype), x.dtype, x.rank)
-    return g.op("le", g.op("abs", xr), top, out=node.outputs[0].name)
+    return g.op("le", g.op("abs", xr), top, out=out.name)
 
 
 @register("aten::nan_to_num")
-def aten_nan_to_num(ctx: Context, node: Node) -> Ref:
+def aten_nan_to_num(
+    ctx: Context, self: Value, nan: float | None = None, posinf: float | None = None, neginf: float | None = None
+) -> Ref:
     """nan_to_num(Tensor self, float? nan=None, float? posinf=None, float? neginf=None) -> Tensor.
 
     NaN becomes ``nan`` (0), +inf ``posinf`` and -inf ``neginf`` (the dtype's largest and lowest by default).
     """
-    x, out = node.args[0], node.outputs[0]
+    x, out = self, ctx.out
     g, xr = ctx.g, ctx.ref(x)
     if not x.dtype.startswith("f"):
         return g.op("copy", xr, out=out.name)
     top = _finite_max(x.dtype)
-    nan = node_arg(node, 1, "nan")
-    posinf, neginf = node_arg(node, 2, "posinf"), node_arg(node, 3, "neginf")
 
     def value(v: Any, default: float) -> Any:
         return scalar_const(ctx, default if v is None else v, x.dtype, x.rank)
 
-    y = g.op("select", _is_inf(ctx, node, x, True, False), value(posinf, top), xr)
-    y = g.op("select", _is_inf(ctx, node, x, False, True), value(neginf, -top), y)
+    y = g.op("select", _is_inf(ctx, x, True, False), value(posinf, top), xr)
+    y = g.op("select", _is_inf(ctx, x, False, True), value(neginf, -top), y)
     return g.op("select", g.op("ne", xr, xr), value(nan, 0.0), y, out=out.name)
 
 
 @register("aten::frac")
-def aten_frac(ctx: Context, node: Node) -> Ref:
+def aten_frac(ctx: Context, self: Value) -> Ref:
     """frac(Tensor self) -> Tensor: ``x - trunc(x)`` (the sign of x)."""
-    xr = ctx.ref(node.args[0])
-    return ctx.g.op("sub", xr, trunc_ref(ctx, xr), out=node.outputs[0].name)
+    xr = ctx.ref(self)
+    return ctx.g.op("sub", xr, trunc_ref(ctx, xr), out=ctx.out.name)

@@ -18,8 +18,8 @@ from torch_to_nnef.op.common import (
     align_rank,
     broadcast_shape,
     cast_to,
+    current_node,
     dim_of,
-    node_arg,
     operand_ref,
     scalar_const,
     slice_bound,
@@ -45,16 +45,17 @@ def slice_ref(ctx: Context, x: Value, axis: int, start: Any, end: Any, step: int
     )
 
 
-@register("aten::slice")
-def aten_slice(ctx: Context, node: Node) -> Ref:
-    """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1)."""
-    x = node.args[0]
-    axis = wrap_axis(node_arg(node, 1, "dim", 0), x.rank)
-    start = node_arg(node, 2, "start") or 0
-    end = node_arg(node, 3, "end")
+@register("aten::slice.Tensor")
+def aten_slice(ctx: Context, self: Value, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> Ref:
+    """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1) -> Tensor.
+
+    ``self[start:end:step]`` along ``dim``, the bounds clamped to the axis.
+    """
+    x, out = self, ctx.out
+    axis = wrap_axis(dim, x.rank)
+    start = start or 0
     end = BIG if end is None else end
-    step = node_arg(node, 4, "step", 1)
-    size = node.outputs[0].shape[axis]
+    size = out.shape[axis]
     if step > 1 and ctx.tract and not (isinstance(size, int) and isinstance(x.shape[axis], int)) and size != 0:
         # over a dynamic axis, the end just after the last element taken: tract counts ceil((end - begin) / step)
         # elements, and proves that equal to the size torch gives only from such an end ([0:2*T:2] has T)
@@ -63,16 +64,14 @@ def aten_slice(ctx: Context, node: Node) -> Ref:
         if not isinstance(begin, int):  # tract cannot pull a stride over a slice from a symbolic start: gather
             ctx.g.need("tract_registry tract_core")
             rows = ctx.g.op("tract_core_range", begin, last, step)
-            return ctx.g.op("tract_core_gather", ctx.ref(x), rows, axis=axis, out=node.outputs[0].name)
-        return ctx.g.op(
-            "slice", ctx.ref(x), axes=[axis], begin=[begin], end=[last], stride=[step], out=node.outputs[0].name
-        )
-    return slice_ref(ctx, x, axis, start, end, step, node.outputs[0].name)
+            return ctx.g.op("tract_core_gather", ctx.ref(x), rows, axis=axis, out=out.name)
+        return ctx.g.op("slice", ctx.ref(x), axes=[axis], begin=[begin], end=[last], stride=[step], out=out.name)
+    return slice_ref(ctx, x, axis, start, end, step, out.name)
 
 
-def _scatter_slice(ctx: Context, node: Node, x: Value, src: Any, axis: int, start: Any, end: Any) -> Ref:
+def _scatter_slice(ctx: Context, x: Value, src: Any, axis: int, start: Any, end: Any) -> Ref:
     """``x`` with ``x[start:end]`` on ``axis`` replaced by ``src``: the parts of ``x`` around it, concatenated."""
-    dim, out = x.shape[axis], node.outputs[0]
+    dim, out = x.shape[axis], ctx.out
     start = 0 if start is None else start
     end = BIG if end is None else end
     parts = []
@@ -85,90 +84,98 @@ def _scatter_slice(ctx: Context, node: Node, x: Value, src: Any, axis: int, star
 
 
 @register("aten::slice_scatter")
-def aten_slice_scatter(ctx: Context, node: Node) -> Ref:
-    """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1).
+def aten_slice_scatter(
+    ctx: Context, self: Value, src: Value, dim: int = 0, start: Any = None, end: Any = None, step: int = 1
+) -> Ref:
+    """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1) -> Tensor.
 
     ``x[..., start:end] = src`` out of place (in-place writes into a slice): slices of ``self`` around
     ``src``, concatenated; steps other than 1 are not supported.
     """
-    x, src = node.args[0], node.args[1]
-    axis = wrap_axis(node_arg(node, 2, "dim", 0), x.rank)
-    if node_arg(node, 5, "step", 1) != 1:
-        raise TranslationError(f"{node.where()}: slice_scatter with a step other than 1 is not supported yet")
-    return _scatter_slice(ctx, node, x, ctx.ref(src), axis, node_arg(node, 3, "start"), node_arg(node, 4, "end"))
+    axis = wrap_axis(dim, self.rank)
+    if step != 1:
+        raise TranslationError(f"{ctx.where()}: slice_scatter with a step other than 1 is not supported yet")
+    return _scatter_slice(ctx, self, ctx.ref(src), axis, start, end)
 
 
 @register("aten::select_scatter")
-def aten_select_scatter(ctx: Context, node: Node) -> Ref:
+def aten_select_scatter(ctx: Context, self: Value, src: Value, dim: int, index: Any) -> Ref:
     """select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor: ``x[..., index] = src``."""
-    x, src, index = node.args[0], node.args[1], node.args[3]
-    axis = wrap_axis(node.args[2], x.rank)
+    axis = wrap_axis(dim, self.rank)
     if not isinstance(index, int):
-        raise TranslationError(f"{node.where()}: select_scatter at a symbolic index is not supported yet")
-    row = ctx.g.op("unsqueeze", ctx.ref(src), axes=[axis], out=node.outputs[0].name + "_row")
+        raise TranslationError(f"{ctx.where()}: select_scatter at a symbolic index is not supported yet")
+    row = ctx.g.op("unsqueeze", ctx.ref(src), axes=[axis], out=ctx.out.name + "_row")
     end = index + 1 if index != -1 else None
-    return _scatter_slice(ctx, node, x, row, axis, index, end)
+    return _scatter_slice(ctx, self, row, axis, index, end)
 
 
-@register("aten::select")
-def aten_select(ctx: Context, node: Node) -> Ref:
-    """select.int(Tensor self, int dim, SymInt index) -> Tensor (the axis is removed)."""
-    x = node.args[0]
-    axis = wrap_axis(node.args[1], x.rank)
-    index = node.args[2]
+@register("aten::select.int")
+def aten_select(ctx: Context, self: Value, dim: int, index: Any) -> Ref:
+    """select.int(Tensor self, int dim, SymInt index) -> Tensor: the axis is removed."""
+    axis = wrap_axis(dim, self.rank)
     end = index + 1 if isinstance(index, int) and index != -1 else BIG
-    y = slice_ref(ctx, x, axis, index, end, 1, node.outputs[0].name + "slice_ref")
-    return ctx.g.op("squeeze", y, axes=[axis], out=node.outputs[0].name)
+    y = slice_ref(ctx, self, axis, index, end, 1, ctx.out.name + "slice_ref")
+    return ctx.g.op("squeeze", y, axes=[axis], out=ctx.out.name)
 
 
-def _gather(ctx: Context, node: Node, data: Value, indices: Value, axis: int) -> Ref:
+def _gather(ctx: Context, data: Value, indices: Value, axis: int) -> Ref:
+    node, out = current_node(ctx), ctx.out
     if not ctx.tract:
         raise TranslationError(f"{node.where()}: {node.kind} needs a gather, which the NNEF specification lacks")
     ctx.g.need("tract_registry tract_core")
     table = ctx.ref(data)
     # tract gathers rows of Q4_0 blocks only when told the dtype to decode them to.
-    attrs = {"datum_type": node.outputs[0].dtype} if table in ctx.g.block_quantized else {}
-    return ctx.g.op("tract_core_gather", table, ctx.ref(indices), axis=axis, out=node.outputs[0].name, **attrs)
+    attrs = {"datum_type": out.dtype} if table in ctx.g.block_quantized else {}
+    return ctx.g.op("tract_core_gather", table, ctx.ref(indices), axis=axis, out=out.name, **attrs)
 
 
 @register("aten::embedding")
-def aten_embedding(ctx: Context, node: Node) -> Ref:
-    """embedding(Tensor weight, Tensor indices, ...) -> weight[indices]."""
-    return _gather(ctx, node, node.args[0], node.args[1], 0)
+def aten_embedding(
+    ctx: Context,
+    weight: Value,
+    indices: Value,
+    padding_idx: Any = -1,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Ref:
+    """embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool scale_grad_by_freq=False, bool
+    sparse=False) -> Tensor: ``weight[indices]`` (the other arguments concern the gradient).
+    """
+    return _gather(ctx, weight, indices, 0)
 
 
 @register("aten::index_select")
-def aten_index_select(ctx: Context, node: Node) -> Ref:
+def aten_index_select(ctx: Context, self: Value, dim: int, index: Value) -> Ref:
     """index_select(Tensor self, int dim, Tensor index) -> Tensor."""
-    x = node.args[0]
-    return _gather(ctx, node, x, node.args[2], wrap_axis(node.args[1], x.rank))
+    return _gather(ctx, self, index, wrap_axis(dim, self.rank))
 
 
-@register("aten::masked_fill")
-def aten_masked_fill(ctx: Context, node: Node) -> Ref:
-    """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> where(mask, value, self)."""
-    out = node.outputs[0]
-    x, mask, value = node.args[:3]
+@register("aten::masked_fill.Scalar", "aten::masked_fill.Tensor")
+def aten_masked_fill(ctx: Context, self: Value, mask: Value, value: Any) -> Ref:
+    """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> Tensor (and .Tensor, a 0-d tensor value):
+    where(mask, value, self).
+    """
+    out = ctx.out
     fill = (
         align_rank(ctx, value, out.rank, out)
         if isinstance(value, Value)
         else scalar_const(ctx, value, out.dtype, out.rank)
     )
     return ctx.g.op(
-        "select", align_rank(ctx, mask, out.rank, out), fill, align_rank(ctx, x, out.rank, out), out=out.name
+        "select", align_rank(ctx, mask, out.rank, out), fill, align_rank(ctx, self, out.rank, out), out=out.name
     )
 
 
 @register("aten::gather")
-def aten_gather(ctx: Context, node: Node) -> Ref:
+def aten_gather(ctx: Context, self: Value, dim: int, index: Value, *, sparse_grad: bool = False) -> Ref:
     """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor."""
-    x, out = node.args[0], node.outputs[0]
-    tract_only(ctx, node, "needs an elementwise gather, which the NNEF specification lacks")
-    axis = wrap_axis(node.args[1], x.rank)
-    return ctx.g.op("tract_core_gather_elements", ctx.ref(x), ctx.ref(node.args[2]), axis=axis, out=out.name)
+    tract_only(ctx, current_node(ctx), "needs an elementwise gather, which the NNEF specification lacks")
+    axis = wrap_axis(dim, self.rank)
+    return ctx.g.op("tract_core_gather_elements", ctx.ref(self), ctx.ref(index), axis=axis, out=ctx.out.name)
 
 
-def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
+def _broadcast_to(ctx: Context, v: Value, shape: list[Dim]) -> Any:
+    node = current_node(ctx)
     ref = align_rank(ctx, v, len(shape), v)
     have = (1,) * (len(shape) - v.rank) + tuple(v.shape)
     repeats = [dim_of(node, w) if h == 1 and w != 1 else 1 for h, w in zip(have, shape)]
@@ -176,24 +183,24 @@ def _broadcast_to(ctx: Context, node: Node, v: Value, shape: list[Dim]) -> Any:
 
 
 @register("aten::copy")
-def aten_copy(ctx: Context, node: Node) -> Ref:
+def aten_copy(ctx: Context, self: Value, src: Value, non_blocking: bool = False) -> Ref:
     """copy(Tensor self, Tensor src, bool non_blocking=False) -> Tensor: ``src`` broadcast to the shape of
     ``self`` and cast to its dtype (out-of-place ``self.copy_(src)``).
     """
-    src, out = node.args[1], node.outputs[0]
-    y = _broadcast_to(ctx, node, src, list(out.shape)) if tuple(src.shape) != tuple(out.shape) else ctx.ref(src)
-    y = cast_to(ctx, node, y, src.dtype, out.dtype)
+    out = ctx.out
+    y = _broadcast_to(ctx, src, list(out.shape)) if tuple(src.shape) != tuple(out.shape) else ctx.ref(src)
+    y = cast_to(ctx, current_node(ctx), y, src.dtype, out.dtype)
     return ctx.g.op("copy", y, out=out.name)
 
 
-@register("aten::index", "aten::_unsafe_index")
-def aten_index(ctx: Context, node: Node) -> Ref:
-    """index.Tensor/_unsafe_index(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``.
+@register("aten::index.Tensor", "aten::_unsafe_index.Tensor")
+def aten_index(ctx: Context, self: Value, indices: list[Value | None]) -> Ref:
+    """index.Tensor(Tensor self, Tensor?[] indices) -> Tensor: ``x[idx]``, ``x[:, idx]``, ``x[i, j]``.
 
-    ``_unsafe_index`` (indices not checked) is translated alike.
+    ``_unsafe_index.Tensor`` (indices not checked) is translated alike.
     """
-    x, out = node.args[0], node.outputs[0]
-    indices = list(node.args[1])
+    x, out, node = self, ctx.out, current_node(ctx)
+    indices = list(indices)
     tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
     if any(isinstance(i, Value) and i.dtype == "bool" for i in indices):
         raise TranslationError(f"{node.where()}: indexing with a boolean mask gives a data-dependent shape")
@@ -207,15 +214,17 @@ def aten_index(ctx: Context, node: Node) -> Ref:
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
-    batch = broadcast_shape([indices[k].shape for k in positions])
+    chosen = [i for i in indices if i is not None]
+    batch = broadcast_shape([i.shape for i in chosen])
     dtype = "i64"
     columns = []
-    for k in positions:
-        idx = cast_to(ctx, node, _broadcast_to(ctx, node, indices[k], batch), indices[k].dtype, dtype)
+    for k, idx in zip(positions, chosen):
+        column = cast_to(ctx, node, _broadcast_to(ctx, idx, batch), idx.dtype, dtype)
         size = operand_ref(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), dtype, len(batch)
         )
-        wrapped = g.op("select", g.op("lt", idx, scalar_const(ctx, 0, dtype, len(batch))), g.op("add", idx, size), idx)
+        zero = scalar_const(ctx, 0, dtype, len(batch))
+        wrapped = g.op("select", g.op("lt", column, zero), g.op("add", column, size), column)
         columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
     stacked = g.op("concat", columns, axis=len(batch))
     y = g.op("tract_core_gather_nd", xr, stacked, batch_dims=0)
@@ -229,15 +238,14 @@ def aten_index(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::masked_scatter")
-def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
+def aten_masked_scatter(ctx: Context, self: Value, mask: Value, source: Value) -> Ref:
     """masked_scatter(Tensor self, Tensor mask, Tensor source) -> Tensor.
 
     The positions where the (broadcast) mask holds take the source's elements in row-major
     order: element ``k`` of the flat source goes to the ``k``-th true position, found by a
     cumulative sum over the flat mask and gathered (tract).
     """
-    out = node.outputs[0]
-    x, mask, source = node.args[:3]
+    x, out, node = self, ctx.out, current_node(ctx)
     tract_only(ctx, node, "needs a cumulative sum and a gather, which the NNEF specification lacks")
     if any(not isinstance(d, int) for d in (*out.shape, *source.shape)):
         raise TranslationError(f"{node.where()}: masked_scatter with a dynamic shape is not supported yet")
@@ -265,21 +273,29 @@ def aten_masked_scatter(ctx: Context, node: Node) -> Ref:
 _BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
 
 
-@register("aten::embedding_bag", "aten::_embedding_bag")
-def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
-    """embedding_bag(Tensor weight, Tensor indices, Tensor offsets, bool scale_grad_by_freq, int mode,
-    bool sparse, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx): output 0.
+@register("aten::embedding_bag", "aten::embedding_bag.padding_idx", "aten::_embedding_bag")
+def aten_embedding_bag(
+    ctx: Context,
+    weight: Value,
+    indices: Value,
+    offsets: Value,
+    scale_grad_by_freq: bool = False,
+    mode: int = 0,
+    sparse: bool = False,
+    per_sample_weights: Value | None = None,
+    include_last_offset: bool = False,
+    padding_idx: int | None = -1,
+) -> Ref:
+    """embedding_bag.padding_idx(Tensor weight, Tensor indices, Tensor offsets, bool scale_grad_by_freq, int mode,
+    bool sparse, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx) -> (Tensor, Tensor,
+    Tensor, Tensor); embedding_bag without ``padding_idx``, _embedding_bag with ``padding_idx=-1``: output 0.
 
     Rows are gathered, then each bag (positions from its offset to the next, read at run time) is
     reduced by a membership mask: a product for sum and mean, a masked maximum for max; empty bags
     give zeros, and rows at ``padding_idx`` are left out, as in PyTorch.
     """
-    weight, indices, offsets = node.args[:3]
-    out = node.outputs[0]
-    mode = _BAG_MODES[int(node_arg(node, 4, "mode", 0))]
-    per_sample = node_arg(node, 6, "per_sample_weights", None)
-    include_last = bool(node_arg(node, 7, "include_last_offset", False))
-    padding_idx = node_arg(node, 8, "padding_idx", None)
+    out, node = ctx.out, current_node(ctx)
+    bag_mode = _BAG_MODES[int(mode)]
     tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
     if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
         raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
@@ -297,7 +313,7 @@ def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
     else:
         offs = g.op("unsqueeze", cast_to(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
         starts = g.op("slice", offs, axes=[0], begin=[0], end=[bags], stride=[1])
-        if include_last:
+        if include_last_offset:
             ends = g.op("slice", offs, axes=[0], begin=[1], end=[bags + 1], stride=[1])
         else:
             last = g.variable(np.full((1, 1), n, dtype=np.int64), f"bag_total_{n}")
@@ -310,15 +326,15 @@ def aten_embedding_bag(ctx: Context, node: Node) -> Ref:
     one, zero = scalar_const(ctx, 1.0, out.dtype, 2), scalar_const(ctx, 0.0, out.dtype, 2)
     mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype
     count = g.op("sum_reduce", mask, axes=[1])  # [bags, 1]
-    if mode == "max":
+    if bag_mode == "max":
         lowest = scalar_const(ctx, float(np.finfo(NP_DTYPES[out.dtype]).min), out.dtype, 3)
         masked = g.op("select", g.op("unsqueeze", member, axes=[2]), g.op("unsqueeze", rows, axes=[0]), lowest)
         top = g.op("squeeze", g.op("max_reduce", masked, axes=[1]), axes=[1])
         return g.op("select", g.op("gt", count, zero), top, zero, out=out.name)
-    if per_sample is not None:
-        mask = g.op("mul", mask, g.op("reshape", ctx.ref(per_sample), shape=[1, n]))
+    if per_sample_weights is not None:
+        mask = g.op("mul", mask, g.op("reshape", ctx.ref(per_sample_weights), shape=[1, n]))
     total = g.op("matmul", mask, rows, transposeA=False, transposeB=False)
-    if mode == "sum":
+    if bag_mode == "sum":
         return g.op("copy", total, out=out.name)
     return g.op("div", total, g.op("max", count, one), out=out.name)
 
@@ -385,53 +401,68 @@ def _runtime_size(ctx: Context, x: Value, axis: int) -> Ref:
     return g.op("reshape", count, shape=[1])
 
 
-def _sort_args(node: Node) -> tuple[int, bool]:
-    """``(dim, descending)`` of sort(self, int dim=-1, bool descending=False) or sort.stable(self, *, stable, dim,
-    descending); argsort alike.
+def _sort(ctx: Context, x: Value, dim: int, descending: bool) -> list[Ref]:
+    """Values and indices of ``x`` sorted along ``dim``: a ``tract_core_topk`` of the whole axis (stable: equal
+    values keep their order); for Khronos the values only, by ranking.
     """
-    return int(node_arg(node, 1, "dim", -1)), bool(node_arg(node, 2, "descending", False))
+    axis = wrap_axis(dim, x.rank)
+    values, indices = current_node(ctx).outputs
+    return _topk(ctx, current_node(ctx), x, x.shape[axis], axis, bool(descending), [values.name, indices.name])
 
 
 @register("aten::sort")
-def aten_sort(ctx: Context, node: Node) -> list[Ref]:
-    """sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices).
+def aten_sort(ctx: Context, self: Value, dim: int = -1, descending: bool = False) -> list[Ref]:
+    """sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices): always stable."""
+    return _sort(ctx, self, dim, descending)
 
-    A ``tract_core_topk`` of the whole axis (stable: equal values keep their order); for Khronos the values
-    only, by ranking.
+
+@register("aten::sort.stable")
+def aten_sort_stable(
+    ctx: Context, self: Value, *, stable: bool | None = None, dim: int = -1, descending: bool = False
+) -> list[Ref]:
+    """sort.stable(Tensor self, *, bool? stable, int dim=-1, bool descending=False) -> (Tensor values, Tensor
+    indices): stable whatever ``stable`` says (a stable order is a valid unstable one).
     """
-    x = node.args[0]
-    dim, descending = _sort_args(node)
-    axis = wrap_axis(dim, x.rank)
-    values, indices = node.outputs
-    return _topk(ctx, node, x, x.shape[axis], axis, descending, [values.name, indices.name])
+    return _sort(ctx, self, dim, descending)
 
 
-@register("aten::argsort")
-def aten_argsort(ctx: Context, node: Node) -> Ref:
-    """argsort(Tensor self, int dim=-1, bool descending=False) -> Tensor (also argsort.stable)."""
-    x, out = node.args[0], node.outputs[0]
-    dim, descending = _sort_args(node)
+def _argsort(ctx: Context, x: Value, dim: int, descending: bool) -> Ref:
+    """The indices that sort ``x`` along ``dim`` (stable), by a ``tract_core_topk`` of the whole axis."""
+    node, out = current_node(ctx), ctx.out
     axis = wrap_axis(dim, x.rank)
     if not ctx.tract:
         raise TranslationError(
             f"{node.where()}: argsort gives indices, which need integer arithmetic that the NNEF specification "
             "lacks: use TractNNEF"
         )
-    _, indices = _topk(ctx, node, x, x.shape[axis], axis, descending, [out.name + "_values", out.name])
+    _, indices = _topk(ctx, node, x, x.shape[axis], axis, bool(descending), [out.name + "_values", out.name])
     return indices
 
 
+@register("aten::argsort")
+def aten_argsort(ctx: Context, self: Value, dim: int = -1, descending: bool = False) -> Ref:
+    """argsort(Tensor self, int dim=-1, bool descending=False) -> Tensor."""
+    return _argsort(ctx, self, dim, descending)
+
+
+@register("aten::argsort.stable")
+def aten_argsort_stable(ctx: Context, self: Value, *, stable: bool, dim: int = -1, descending: bool = False) -> Ref:
+    """argsort.stable(Tensor self, *, bool stable, int dim=-1, bool descending=False) -> Tensor: stable whatever
+    ``stable`` says.
+    """
+    return _argsort(ctx, self, dim, descending)
+
+
 @register("aten::topk")
-def aten_topk(ctx: Context, node: Node) -> list[Ref]:
-    """topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True) -> (Tensor values, Tensor indices).
+def aten_topk(ctx: Context, self: Value, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True) -> list[Ref]:
+    """topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True) -> (Tensor values, Tensor
+    indices).
 
     Always sorted (``sorted=False`` leaves the order unspecified, so sorted is a valid answer).
     """
-    x = node.args[0]
-    axis = wrap_axis(node_arg(node, 2, "dim", -1), x.rank)
-    largest = bool(node_arg(node, 3, "largest", True))
-    values, indices = node.outputs
-    return _topk(ctx, node, x, node.args[1], axis, largest, [values.name, indices.name])
+    axis = wrap_axis(dim, self.rank)
+    values, indices = current_node(ctx).outputs
+    return _topk(ctx, current_node(ctx), self, k, axis, bool(largest), [values.name, indices.name])
 
 
 _REDUCTIONS = {"sum": "add", "add": "add", "prod": "mul", "multiply": "mul", "amax": "max", "amin": "min"}
@@ -441,10 +472,11 @@ def _scatter_elements(ctx: Context, x: Any, index: Any, updates: Any, axis: int,
     return ctx.g.op("tract_core_scatter_elements", x, index, updates, axis=axis, reduction=reduction, out=out)
 
 
-def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> Any:
+def _updates(ctx: Context, src: Any, index: Value, dtype: str) -> Any:
     """``src`` as updates of the shape of ``index``: a scalar filled in, a larger tensor cropped."""
     if not isinstance(src, Value):
-        return _filled_like(ctx, node, index, src, dtype)
+        return _filled_like(ctx, index, src, dtype)
+    node = current_node(ctx)
     ref = cast_to(ctx, node, ctx.ref(src), src.dtype, dtype)
     if tuple(src.shape) == tuple(index.shape):
         return ref
@@ -454,51 +486,65 @@ def _updates(ctx: Context, node: Node, src: Any, index: Value, dtype: str) -> An
     )
 
 
-def _filled_like(ctx: Context, node: Node, like: Value, value: Any, dtype: str) -> Ref:
+def _filled_like(ctx: Context, like: Value, value: Any, dtype: str) -> Ref:
     """A tensor of ``like``'s shape filled with the scalar ``value`` of ``dtype``."""
     array = np.full((1,) * like.rank, value, dtype=NP_DTYPES[dtype])
     label = f"constant_{dtype}_{str(value).replace('-', 'minus_').replace('.', 'p')}_r{like.rank}"
     one = ctx.g.variable(array, label)
-    return ctx.g.op("tile", one, repeats=[dim_of(node, d) for d in like.shape])
+    return ctx.g.op("tile", one, repeats=[dim_of(current_node(ctx), d) for d in like.shape])
 
 
-@register("aten::scatter")
-def aten_scatter(ctx: Context, node: Node) -> Ref:
-    """scatter.src(Tensor self, int dim, Tensor index, Tensor src) / scatter.value(self, dim, index, Scalar value);
-    scatter.reduce / value_reduce (..., *, str reduce): 'add' or 'multiply'.
+def _scatter(ctx: Context, x: Value, dim: int, index: Value, src: Any, reduce: str | None) -> Ref:
+    """``x`` with ``src`` (a tensor or a scalar) written at ``index`` along ``dim``, or combined by ``reduce``
+    ('add' or 'multiply').
     """
-    x, out = node.args[0], node.outputs[0]
-    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis = wrap_axis(node.args[1], x.rank)
-    index = node.args[2]
-    reduce = node_arg(node, 4, "reduce")
+    out = ctx.out
+    tract_only(ctx, current_node(ctx), "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
+    axis = wrap_axis(dim, x.rank)
     reduction = "none" if reduce is None else _REDUCTIONS[reduce]
-    updates = _updates(ctx, node, node.args[3], index, out.dtype)
+    updates = _updates(ctx, src, index, out.dtype)
     return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, reduction, out.name)
 
 
+@register("aten::scatter.src", "aten::scatter.reduce")
+def aten_scatter(ctx: Context, self: Value, dim: int, index: Value, src: Value, *, reduce: str | None = None) -> Ref:
+    """scatter.src(Tensor self, int dim, Tensor index, Tensor src) -> Tensor; scatter.reduce(..., *, str reduce):
+    'add' or 'multiply'.
+    """
+    return _scatter(ctx, self, dim, index, src, reduce)
+
+
+@register("aten::scatter.value", "aten::scatter.value_reduce")
+def aten_scatter_value(
+    ctx: Context, self: Value, dim: int, index: Value, value: Any, *, reduce: str | None = None
+) -> Ref:
+    """scatter.value(Tensor self, int dim, Tensor index, Scalar value) -> Tensor; scatter.value_reduce(..., *,
+    str reduce): 'add' or 'multiply'.
+    """
+    return _scatter(ctx, self, dim, index, value, reduce)
+
+
 @register("aten::scatter_add")
-def aten_scatter_add(ctx: Context, node: Node) -> Ref:
+def aten_scatter_add(ctx: Context, self: Value, dim: int, index: Value, src: Value) -> Ref:
     """scatter_add(Tensor self, int dim, Tensor index, Tensor src) -> Tensor."""
-    x, out = node.args[0], node.outputs[0]
-    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index = wrap_axis(node.args[1], x.rank), node.args[2]
-    updates = _updates(ctx, node, node.args[3], index, out.dtype)
-    return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, "add", out.name)
+    return _scatter(ctx, self, dim, index, src, "add")
 
 
-@register("aten::scatter_reduce")
-def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
-    """scatter_reduce.two(Tensor self, int dim, Tensor index, Tensor src, str reduce, *, bool include_self=True).
+@register("aten::scatter_reduce.two")
+def aten_scatter_reduce(
+    ctx: Context, self: Value, dim: int, index: Value, src: Value, reduce: str, *, include_self: bool = True
+) -> Ref:
+    """scatter_reduce.two(Tensor self, int dim, Tensor index, Tensor src, str reduce, *, bool include_self=True)
+    -> Tensor.
 
     'sum', 'prod', 'amax', 'amin' as the matching tract reduction; 'mean' (floats) as a sum over a count.
     Without ``include_self`` the scattered places are first reset to the reduction's identity.
     """
-    x, out = node.args[0], node.outputs[0]
+    x, out, node = self, ctx.out, current_node(ctx)
     tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index, reduce = wrap_axis(node.args[1], x.rank), node.args[2], node.args[4]
-    include_self = bool(node_arg(node, 5, "include_self", True))
-    updates = _updates(ctx, node, node.args[3], index, out.dtype)
+    axis = wrap_axis(dim, x.rank)
+    include_self = bool(include_self)
+    updates = _updates(ctx, src, index, out.dtype)
     g, xr, ir = ctx.g, ctx.ref(x), ctx.ref(index)
     if reduce == "mean":
         if not out.dtype.startswith("f"):
@@ -507,12 +553,12 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
             xr
             if include_self
             else _scatter_elements(
-                ctx, xr, ir, _filled_like(ctx, node, index, 0.0, out.dtype), axis, "none", out.name + "_reset"
+                ctx, xr, ir, _filled_like(ctx, index, 0.0, out.dtype), axis, "none", out.name + "_reset"
             )
         )
         total = _scatter_elements(ctx, base, ir, updates, axis, "add", out.name + "_sum")
-        ones = _filled_like(ctx, node, index, 1.0, out.dtype)
-        start = _filled_like(ctx, node, x, 1.0 if include_self else 0.0, out.dtype)
+        ones = _filled_like(ctx, index, 1.0, out.dtype)
+        start = _filled_like(ctx, x, 1.0 if include_self else 0.0, out.dtype)
         count = _scatter_elements(ctx, start, ir, ones, axis, "add", out.name + "_count")
         mean = g.op("div", total, g.op("max", count, 1.0))
         return g.op("select", g.op("gt", count, 0.0), mean, xr, out=out.name)
@@ -525,66 +571,80 @@ def aten_scatter_reduce(ctx: Context, node: Node) -> Ref:
         else:
             info = np.iinfo(NP_DTYPES[out.dtype])
         identity = {"add": 0, "mul": 1, "max": info.min, "min": info.max}[reduction]
-        reset = _filled_like(ctx, node, index, identity, out.dtype)
+        reset = _filled_like(ctx, index, identity, out.dtype)
         xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset")
     return _scatter_elements(ctx, xr, ir, updates, axis, reduction, out.name)
 
 
-def _index_along(ctx: Context, node: Node, index: Value, axis: int, like: Value) -> Ref:
+def _index_along(ctx: Context, index: Value, axis: int, like: Value) -> Ref:
     """A 1-D ``index`` of positions along ``axis`` as an elementwise index of ``like``'s shape."""
     y = (
         ctx.g.op("unsqueeze", ctx.ref(index), axes=[a for a in range(like.rank) if a != axis])
         if like.rank > 1
         else ctx.ref(index)
     )
-    repeats = [1 if a == axis else dim_of(node, d) for a, d in enumerate(like.shape)]
+    repeats = [1 if a == axis else dim_of(current_node(ctx), d) for a, d in enumerate(like.shape)]
     return ctx.g.op("tile", y, repeats=repeats) if any(r != 1 for r in repeats) else y
 
 
-@register("aten::index_copy", "aten::index_add")
-def aten_index_copy(ctx: Context, node: Node) -> Ref:
-    """index_copy(Tensor self, int dim, Tensor index, Tensor source); index_add(self, dim, index, source, *,
-    Scalar alpha=1): rows of ``source`` written (or added) at ``index`` along ``dim``.
+def _index_write(ctx: Context, x: Value, dim: int, index: Value, source: Value, alpha: Any, reduction: str) -> Ref:
+    """``x`` with the rows of ``alpha * source`` written (reduction "none") or added ("add") at ``index`` along
+    ``dim``.
     """
-    x, out = node.args[0], node.outputs[0]
+    out, node = ctx.out, current_node(ctx)
     tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
-    axis, index, source = wrap_axis(node.args[1], x.rank), node.args[2], node.args[3]
+    axis = wrap_axis(dim, x.rank)
     updates = cast_to(ctx, node, ctx.ref(source), source.dtype, out.dtype)
-    if node.kind == "aten::index_add":
-        alpha = node_arg(node, 4, "alpha", 1)
-        if alpha != 1:
-            updates = ctx.g.op("mul", updates, scalar_const(ctx, alpha, out.dtype, out.rank))
+    if alpha != 1:
+        updates = ctx.g.op("mul", updates, scalar_const(ctx, alpha, out.dtype, out.rank))
     if source.rank == 0:
         updates = ctx.g.op("unsqueeze", updates, axes=[0])
     like = source if source.rank else Value(source.name, source.dtype, (1,))
-    positions = _index_along(ctx, node, index, axis, like)
-    reduction = "add" if node.kind == "aten::index_add" else "none"
+    positions = _index_along(ctx, index, axis, like)
     return _scatter_elements(ctx, ctx.ref(x), positions, updates, axis, reduction, out.name)
 
 
+@register("aten::index_copy")
+def aten_index_copy(ctx: Context, self: Value, dim: int, index: Value, source: Value) -> Ref:
+    """index_copy(Tensor self, int dim, Tensor index, Tensor source) -> Tensor: rows of ``source`` written at
+    ``index`` along ``dim``.
+    """
+    return _index_write(ctx, self, dim, index, source, 1, "none")
+
+
+@register("aten::index_add")
+def aten_index_add(ctx: Context, self: Value, dim: int, index: Value, source: Value, *, alpha: Any = 1) -> Ref:
+    """index_add(Tensor self, int dim, Tensor index, Tensor source, *, Scalar alpha=1) -> Tensor: rows of
+    ``alpha * source`` added at ``index`` along ``dim``.
+    """
+    return _index_write(ctx, self, dim, index, source, alpha, "add")
+
+
 @register("aten::index_put")
-def aten_index_put(ctx: Context, node: Node) -> Ref:
+def aten_index_put(
+    ctx: Context, self: Value, indices: list[Value | None], values: Value, accumulate: bool = False
+) -> Ref:
     """index_put(Tensor self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor.
 
     ``x[i, j] = v`` out of place: a ``tract_core_scatter_nd`` over the indexed axes moved to the front. A
     boolean mask with a single value (``x[mask] = 0``) is a ``select`` on both targets.
     """
-    x, out = node.args[0], node.outputs[0]
-    indices, values = list(node.args[1]), node.args[2]
-    accumulate = bool(node_arg(node, 3, "accumulate", False))
+    x, out, node = self, ctx.out, current_node(ctx)
+    indices = list(indices)
+    accumulate = bool(accumulate)
     g = ctx.g
     masks = [i for i in indices if isinstance(i, Value) and i.dtype == "bool"]
     if masks:
-        return _masked_put(ctx, node, indices, values, accumulate)
+        return _masked_put(ctx, x, indices, values, accumulate)
     tract_only(ctx, node, "needs tract_core_scatter_nd (the NNEF specification has no scatter)")
     positions = [k for k, i in enumerate(indices) if i is not None]
+    chosen = [i for i in indices if i is not None]
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
-    batch = broadcast_shape([indices[k].shape for k in positions])
+    batch = broadcast_shape([i.shape for i in chosen])
     columns = []
-    for k in positions:
-        idx = indices[k]
+    for k, idx in zip(positions, chosen):
         ref = cast_to(ctx, node, tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
         size = operand_ref(
             ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
@@ -611,8 +671,8 @@ def aten_index_put(ctx: Context, node: Node) -> Ref:
     return g.op("transpose", y, axes=[perm.index(a) for a in range(x.rank)], out=out.name)
 
 
-def _masked_put(ctx: Context, node: Node, indices: list[Any], values: Value, accumulate: bool) -> Ref:
-    x, out = node.args[0], node.outputs[0]
+def _masked_put(ctx: Context, x: Value, indices: list[Any], values: Value, accumulate: bool) -> Ref:
+    node, out = current_node(ctx), ctx.out
     lead = next(k for k, i in enumerate(indices) if i is not None)
     mask = indices[lead]
     if len([i for i in indices if i is not None]) != 1 or any(d != 1 for d in values.shape):
@@ -632,16 +692,24 @@ def _masked_put(ctx: Context, node: Node, indices: list[Any], values: Value, acc
     return g.op("select", m, v, ctx.ref(x), out=out.name)
 
 
-@register("aten::masked_select", "aten::nonzero")
-def aten_data_dependent(ctx: Context, node: Node) -> Ref:
-    """masked_select(Tensor self, Tensor mask) / nonzero(Tensor self): refused.
-
-    Their output size is the number of true (non-zero) elements, known only when the model runs; neither NNEF
-    nor tract can express such a shape.
+def _data_dependent(ctx: Context, what: str) -> TranslationError:
+    """The refusal of an op whose output size is the number of true (non-zero) elements, known only when the model
+    runs: neither NNEF nor tract can express such a shape.
     """
-    what = "masked_select" if node.kind == "aten::masked_select" else "nonzero"
-    raise TranslationError(
-        f"{node.where()}: {what} gives a tensor whose size depends on the data (the number of selected "
+    return TranslationError(
+        f"{current_node(ctx).where()}: {what} gives a tensor whose size depends on the data (the number of selected "
         "elements), which NNEF cannot express. Keep the full shape instead: torch.where(mask, x, 0) or a "
         "multiplication by the mask, then reduce."
     )
+
+
+@register("aten::masked_select")
+def aten_masked_select(ctx: Context, self: Value, mask: Value) -> Ref:
+    """masked_select(Tensor self, Tensor mask) -> Tensor: refused (its size depends on the data)."""
+    raise _data_dependent(ctx, "masked_select")
+
+
+@register("aten::nonzero")
+def aten_nonzero(ctx: Context, self: Value) -> Ref:
+    """nonzero(Tensor self) -> Tensor: refused (its size depends on the data)."""
+    raise _data_dependent(ctx, "nonzero")

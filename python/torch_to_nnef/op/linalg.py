@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +18,9 @@ from torch_to_nnef.op.common import (
     align_rank,
     cast_to,
     const_ref,
+    current_node,
     filled_like,
     finish_reduction,
-    node_arg,
     norm_over,
     operand_ref,
     shape_attr,
@@ -32,22 +32,21 @@ from torch_to_nnef.op.registry import Context, register
 
 
 @register("aten::linear")
-def aten_linear(ctx: Context, node: Node) -> Ref:
-    """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor."""
-    x, w, b = node.args[0], node.args[1], node_arg(node, 2, "bias")
-    out = node.outputs[0]
-    wr = align_rank(ctx, w, x.rank, out)
-    y = ctx.g.op("matmul", ctx.ref(x), wr, transposeA=False, transposeB=True, out=out.name + "_mm")
-    if b is None:
+def aten_linear(ctx: Context, input: Value, weight: Value, bias: Value | None = None) -> Ref:
+    """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor: ``input @ weight.T + bias``."""
+    out = ctx.out
+    wr = align_rank(ctx, weight, input.rank, out)
+    y = ctx.g.op("matmul", ctx.ref(input), wr, transposeA=False, transposeB=True, out=out.name + "_mm")
+    if bias is None:
         return ctx.g.op("copy", y, out=out.name)
-    return ctx.g.op("add", y, align_rank(ctx, b, out.rank, out), out=out.name)
+    return ctx.g.op("add", y, align_rank(ctx, bias, out.rank, out), out=out.name)
 
 
-@register("aten::matmul", "aten::mm", "aten::bmm")
-def aten_matmul(ctx: Context, node: Node) -> Ref:
-    """matmul(Tensor self, Tensor other) -> Tensor; a 1-D operand is a row (left) or a column (right)."""
-    a, b = node.args[0], node.args[1]
-    out, g = node.outputs[0], ctx.g
+def _matmul(ctx: Context, a: Value, b: Value) -> Ref:
+    """``a @ b`` into the node's output, as ``torch.matmul``: a 1-D operand is a row (left) or a column (right),
+    the batch axes broadcast.
+    """
+    out, g = ctx.out, ctx.g
     rank = max(a.rank, b.rank, 2)
     ra = g.op("unsqueeze", ctx.ref(a), axes=[0]) if a.rank == 1 else ctx.ref(a)
     rb = g.op("unsqueeze", ctx.ref(b), axes=[1]) if b.rank == 1 else ctx.ref(b)
@@ -61,36 +60,59 @@ def aten_matmul(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", g.op("matmul", ra, rb), axes=squeezed, out=out.name)
 
 
-@register("aten::mv", "aten::dot", "aten::vdot")
-def aten_mv_dot(ctx: Context, node: Node) -> Ref:
-    """mv(Tensor self, Tensor vec); dot(Tensor self, Tensor tensor); vdot (real tensors): as matmul."""
-    return cast(Ref, aten_matmul(ctx, node))
+@register("aten::matmul")
+def aten_matmul(ctx: Context, self: Value, other: Value) -> Ref:
+    """matmul(Tensor self, Tensor other) -> Tensor; a 1-D operand is a row (left) or a column (right)."""
+    return _matmul(ctx, self, other)
+
+
+@register("aten::mm", "aten::bmm")
+def aten_mm(ctx: Context, self: Value, mat2: Value) -> Ref:
+    """mm(Tensor self, Tensor mat2) -> Tensor; bmm alike, on batches of matrices."""
+    return _matmul(ctx, self, mat2)
+
+
+@register("aten::mv")
+def aten_mv(ctx: Context, self: Value, vec: Value) -> Ref:
+    """mv(Tensor self, Tensor vec) -> Tensor: a matrix times a column."""
+    return _matmul(ctx, self, vec)
+
+
+@register("aten::dot")
+def aten_dot(ctx: Context, self: Value, tensor: Value) -> Ref:
+    """dot(Tensor self, Tensor tensor) -> Tensor: a row times a column."""
+    return _matmul(ctx, self, tensor)
+
+
+@register("aten::vdot")
+def aten_vdot(ctx: Context, self: Value, other: Value) -> Ref:
+    """vdot(Tensor self, Tensor other) -> Tensor: on real tensors, as dot."""
+    return _matmul(ctx, self, other)
 
 
 @register("aten::outer")
-def aten_outer(ctx: Context, node: Node) -> Ref:
+def aten_outer(ctx: Context, self: Value, vec2: Value) -> Ref:
     """outer(Tensor self, Tensor vec2) -> Tensor: a[:, None] * b[None, :]."""
-    a, b = node.args[:2]
     g = ctx.g
     return g.op(
         "mul",
-        g.op("unsqueeze", ctx.ref(a), axes=[1]),
-        g.op("unsqueeze", ctx.ref(b), axes=[0]),
-        out=node.outputs[0].name,
+        g.op("unsqueeze", ctx.ref(self), axes=[1]),
+        g.op("unsqueeze", ctx.ref(vec2), axes=[0]),
+        out=ctx.out.name,
     )
 
 
 @register("aten::inner")
-def aten_inner(ctx: Context, node: Node) -> Ref:
+def aten_inner(ctx: Context, self: Value, other: Value) -> Ref:
     """inner(Tensor self, Tensor other) -> Tensor: the sum over the last axes of both."""
-    a, b = node.args[:2]
+    a, b = self, other
     letters = iter("abcdefghijklmnopqrstuvwxyz")
     la = "".join(next(letters) for _ in range(max(a.rank - 1, 0)))
     lb = "".join(next(letters) for _ in range(max(b.rank - 1, 0)))
     k = next(letters)
     if a.rank == 0 or b.rank == 0:
-        return ctx.g.op("mul", *(align_rank(ctx, v, node.outputs[0].rank, v) for v in (a, b)), out=node.outputs[0].name)
-    return einsum_ref(ctx, node, f"{la}{k},{lb}{k}->{la}{lb}", [a, b])
+        return ctx.g.op("mul", *(align_rank(ctx, v, ctx.out.rank, v) for v in (a, b)), out=ctx.out.name)
+    return einsum_ref(ctx, current_node(ctx), f"{la}{k},{lb}{k}->{la}{lb}", [a, b])
 
 
 class _Term:
@@ -209,9 +231,9 @@ def einsum_ref(ctx: Context, node: Node, equation: str, operands: list[Value]) -
 
 
 @register("aten::einsum")
-def aten_einsum(ctx: Context, node: Node) -> Ref:
+def aten_einsum(ctx: Context, equation: str, tensors: list[Value], *, path: list[int] | None = None) -> Ref:
     """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor: pairwise matmuls and sums."""
-    return einsum_ref(ctx, node, node.args[0], list(node.args[1]))
+    return einsum_ref(ctx, current_node(ctx), equation, list(tensors))
 
 
 def _p_norm(ctx: Context, node: Node, diff: Any, p: float, axis: int) -> Ref:
@@ -232,31 +254,30 @@ def _pairwise(ctx: Context, node: Node, a: Value, b: Value, p: float) -> Ref:
 
 
 @register("aten::cdist", "aten::_cdist_forward")
-def aten_cdist(ctx: Context, node: Node) -> Ref:
-    """cdist(Tensor x1, Tensor x2, float p=2, int? compute_mode=None); _cdist_forward(x1, x2, p, compute_mode).
+def aten_cdist(ctx: Context, x1: Value, x2: Value, p: float = 2.0, compute_mode: int | None = None) -> Ref:
+    """cdist(Tensor x1, Tensor x2, float p=2., int? compute_mode=None) -> Tensor; _cdist_forward alike.
 
     Computed from the differences of every pair of rows (exact; PyTorch's matrix-product mode
     for large inputs rounds differently near zero).
     """
-    a, b = node.args[:2]
-    p = float(node_arg(node, 2, "p", 2.0))
-    return ctx.g.op("copy", _pairwise(ctx, node, a, b, p), out=node.outputs[0].name)
+    return ctx.g.op("copy", _pairwise(ctx, current_node(ctx), x1, x2, float(p)), out=ctx.out.name)
 
 
 @register("aten::pdist", "aten::_pdist_forward")
-def aten_pdist(ctx: Context, node: Node) -> Ref:
-    """pdist(Tensor self, float p=2); _pdist_forward(self, p): the distances of rows i < j of an ``[N, M]``
-    tensor, row by row (the upper triangle of cdist(x, x), flattened).
+def aten_pdist(ctx: Context, self: Value, p: float = 2.0) -> Ref:
+    """pdist(Tensor self, float p=2.) -> Tensor; _pdist_forward alike.
+
+    The distances of rows i < j of an ``[N, M]`` tensor, row by row (the upper triangle of cdist(x, x),
+    flattened).
     """
-    x = node.args[0]
-    p = float(node_arg(node, 1, "p", 2.0))
+    node, x = current_node(ctx), self
     n = x.shape[0]
     if not isinstance(n, int):
         raise TranslationError(f"{node.where()}: pdist over a dynamic number of rows is not supported yet")
-    g, out = ctx.g, node.outputs[0]
+    g, out = ctx.g, ctx.out
     if n < 2:
         return filled_like(ctx, node, 0)
-    full = _pairwise(ctx, node, x, x, p)
+    full = _pairwise(ctx, node, x, x, float(p))
     rows = [g.op("slice", full, axes=[0, 1], begin=[i, i + 1], end=[i + 1, n], stride=[1, 1]) for i in range(n - 1)]
     flat = [g.op("reshape", row, shape=[n - 1 - i]) for i, row in enumerate(rows)]
     return g.op("concat", flat, axis=0, out=out.name) if len(flat) > 1 else g.op("copy", flat[0], out=out.name)
@@ -277,28 +298,32 @@ def _scaled_sum(ctx: Context, node: Node, base: Value, product: Ref, beta: Any, 
 
 
 @register("aten::addmv")
-def aten_addmv(ctx: Context, node: Node) -> Ref:
-    """addmv(Tensor self, Tensor mat, Tensor vec, *, Scalar beta=1, Scalar alpha=1) -> Tensor."""
-    base, mat, vec = node.args[:3]
+def aten_addmv(ctx: Context, self: Value, mat: Value, vec: Value, *, beta: Any = 1, alpha: Any = 1) -> Ref:
+    """addmv(Tensor self, Tensor mat, Tensor vec, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
+
+    ``beta * self + alpha * mat @ vec``.
+    """
     g = ctx.g
     column = g.op("unsqueeze", ctx.ref(vec), axes=[1])
     product = g.op("squeeze", g.op("matmul", ctx.ref(mat), column, transposeA=False, transposeB=False), axes=[1])
-    return _scaled_sum(ctx, node, base, product, node_arg(node, 3, "beta", 1), node_arg(node, 4, "alpha", 1))
+    return _scaled_sum(ctx, current_node(ctx), self, product, beta, alpha)
 
 
 @register("aten::addr")
-def aten_addr(ctx: Context, node: Node) -> Ref:
-    """addr(Tensor self, Tensor vec1, Tensor vec2, *, Scalar beta=1, Scalar alpha=1) -> Tensor (an outer product)."""
-    base, u, v = node.args[:3]
+def aten_addr(ctx: Context, self: Value, vec1: Value, vec2: Value, *, beta: Any = 1, alpha: Any = 1) -> Ref:
+    """addr(Tensor self, Tensor vec1, Tensor vec2, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
+
+    ``beta * self + alpha * outer(vec1, vec2)``.
+    """
     g = ctx.g
-    product = g.op("mul", g.op("unsqueeze", ctx.ref(u), axes=[1]), g.op("unsqueeze", ctx.ref(v), axes=[0]))
-    return _scaled_sum(ctx, node, base, product, node_arg(node, 3, "beta", 1), node_arg(node, 4, "alpha", 1))
+    product = g.op("mul", g.op("unsqueeze", ctx.ref(vec1), axes=[1]), g.op("unsqueeze", ctx.ref(vec2), axes=[0]))
+    return _scaled_sum(ctx, current_node(ctx), self, product, beta, alpha)
 
 
 @register("aten::trace")
-def aten_trace(ctx: Context, node: Node) -> Ref:
+def aten_trace(ctx: Context, self: Value) -> Ref:
     """trace(Tensor self) -> Tensor: the sum of the main diagonal of a matrix (static sizes)."""
-    x, out = node.args[0], node.outputs[0]
+    node, x, out = current_node(ctx), self, ctx.out
     n, m = x.shape
     if not (isinstance(n, int) and isinstance(m, int)):
         raise TranslationError(f"{node.where()}: the trace of a dynamic matrix is not supported yet")
@@ -310,58 +335,69 @@ def aten_trace(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", cast_to(ctx, node, total, x.dtype, out.dtype), axes=[0, 1], out=out.name)
 
 
-@register("aten::baddbmm", "aten::addmm")
-def aten_baddbmm(ctx: Context, node: Node) -> Ref:
-    """baddbmm/addmm(Tensor self, Tensor batch1|mat1, Tensor batch2|mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
-
-    ``beta * self + alpha * batch1 @ batch2`` (``addmm``: on matrices).
-    """
-    s, b1, b2 = node.args[0], node.args[1], node.args[2]
-    beta, alpha = float(node_arg(node, 3, "beta", 1)), float(node_arg(node, 4, "alpha", 1))
-    g, out = ctx.g, node.outputs[0]
-    y = g.op("matmul", ctx.ref(b1), ctx.ref(b2), transposeA=False, transposeB=False, out=out.name + "_mm")
+def _add_product(ctx: Context, base: Value, a: Value, b: Value, beta: float, alpha: float) -> Ref:
+    """``beta * base + alpha * a @ b`` into the node's output."""
+    g, out = ctx.g, ctx.out
+    y = g.op("matmul", ctx.ref(a), ctx.ref(b), transposeA=False, transposeB=False, out=out.name + "_mm")
     if alpha != 1.0:
         y = g.op("mul", y, alpha)
     if beta == 0.0:
         return g.op("copy", y, out=out.name)
-    bias = align_rank(ctx, s, out.rank, out)
+    bias = align_rank(ctx, base, out.rank, out)
     if beta != 1.0:
         bias = g.op("mul", bias, beta)
     return g.op("add", bias, y, out=out.name)
 
 
+@register("aten::baddbmm")
+def aten_baddbmm(ctx: Context, self: Value, batch1: Value, batch2: Value, *, beta: Any = 1, alpha: Any = 1) -> Ref:
+    """baddbmm(Tensor self, Tensor batch1, Tensor batch2, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
+
+    ``beta * self + alpha * batch1 @ batch2``.
+    """
+    return _add_product(ctx, self, batch1, batch2, float(beta), float(alpha))
+
+
+@register("aten::addmm")
+def aten_addmm(ctx: Context, self: Value, mat1: Value, mat2: Value, *, beta: Any = 1, alpha: Any = 1) -> Ref:
+    """addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor.
+
+    ``beta * self + alpha * mat1 @ mat2``.
+    """
+    return _add_product(ctx, self, mat1, mat2, float(beta), float(alpha))
+
+
 @register("aten::cosine_similarity")
-def aten_cosine_similarity(ctx: Context, node: Node) -> Ref:
+def aten_cosine_similarity(ctx: Context, x1: Value, x2: Value, dim: int = 1, eps: float = 1e-08) -> Ref:
     """cosine_similarity(Tensor x1, Tensor x2, int dim=1, float eps=1e-08) -> Tensor.
 
     Each operand divided by its norm (at least ``eps``), then the sum of the products over ``dim``.
     """
-    out = node.outputs[0]
+    node, out = current_node(ctx), ctx.out
     rank = out.rank + 1
-    a, b = (operand_ref(ctx, node, v, out.dtype, rank) for v in node.args[:2])
-    axis = wrap_axis(node_arg(node, 2, "dim", 1), rank)
-    eps = float(node_arg(node, 3, "eps", 1e-8))
+    a, b = (operand_ref(ctx, node, v, out.dtype, rank) for v in (x1, x2))
+    axis = wrap_axis(dim, rank)
     g = ctx.g
-    unit_a = g.op("div", a, g.op("max", vector_norm(ctx, node, a, 2, [axis]), eps))
-    unit_b = g.op("div", b, g.op("max", vector_norm(ctx, node, b, 2, [axis]), eps))
+    unit_a = g.op("div", a, g.op("max", vector_norm(ctx, node, a, 2, [axis]), float(eps)))
+    unit_b = g.op("div", b, g.op("max", vector_norm(ctx, node, b, 2, [axis]), float(eps)))
     y = g.op("sum_reduce", g.op("mul", unit_a, unit_b), axes=[axis])
     return g.op("squeeze", y, axes=[axis], out=out.name)
 
 
 @register("aten::pairwise_distance")
-def aten_pairwise_distance(ctx: Context, node: Node) -> Ref:
-    """pairwise_distance(Tensor x1, Tensor x2, float p=2, float eps=1e-06, bool keepdim=False) -> Tensor.
+def aten_pairwise_distance(
+    ctx: Context, x1: Value, x2: Value, p: float = 2.0, eps: float = 1e-06, keepdim: bool = False
+) -> Ref:
+    """pairwise_distance(Tensor x1, Tensor x2, float p=2., float eps=1e-06, bool keepdim=False) -> Tensor.
 
     The p-norm of ``x1 - x2 + eps`` over the last axis.
     """
-    x1, x2, out = node.args[0], node.args[1], node.outputs[0]
+    node, out = current_node(ctx), ctx.out
     rank = max(x1.rank, x2.rank)
     a, b = (operand_ref(ctx, node, v, out.dtype, rank) for v in (x1, x2))
-    p = float(node_arg(node, 2, "p", 2.0))
-    eps = float(node_arg(node, 3, "eps", 1e-6))
-    keep = bool(node_arg(node, 4, "keepdim", False))
+    order = float(p)
     g = ctx.g
-    diff = g.op("add", g.op("sub", a, b), eps)
-    order: Any = p if not p.is_integer() or math.isinf(p) else int(p)
-    y = vector_norm(ctx, node, diff, order, [rank - 1])
-    return finish_reduction(ctx, y, [rank - 1], keep, out.name)
+    diff = g.op("add", g.op("sub", a, b), float(eps))
+    norm_order: Any = order if not order.is_integer() or math.isinf(order) else int(order)
+    y = vector_norm(ctx, node, diff, norm_order, [rank - 1])
+    return finish_reduction(ctx, y, [rank - 1], bool(keepdim), out.name)

@@ -14,37 +14,32 @@ import numpy as np
 
 from torch_to_nnef.check.versions import COPY_TRACT, CUMSUM_TRACT
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import Node, Value
+from torch_to_nnef.ir import Value
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
     NP_DTYPES,
     as_bool,
     cast_to,
+    current_node,
     finish_reduction,
-    node_arg,
+    mean_and_spread,
     norm_over,
     operand_ref,
     reduce_axes,
     scalar_const,
     static_sizes,
     tract_only,
-    variance,
     vector_norm,
     wrap_axis,
 )
-from torch_to_nnef.op.elementwise import aten_compare
-from torch_to_nnef.op.registry import Context, register
+from torch_to_nnef.op.registry import Context, register, translate_node
 
 
-@register("aten::mean", "aten::sum")
-def aten_reduce(ctx: Context, node: Node) -> Ref:
-    """mean.dim / sum.dim_IntList(Tensor self, int[]? dim, bool keepdim=False, ScalarType? dtype)."""
-    x = node.args[0]
-    dims = node_arg(node, 1, "dim")
-    axes = list(range(x.rank)) if not dims else sorted(wrap_axis(d, x.rank) for d in dims)
-    keep = bool(node_arg(node, 2, "keepdim", False))
-    op = "mean_reduce" if node.kind == "aten::mean" else "sum_reduce"
-    out = node.outputs[0]
+def _sum_or_mean(ctx: Context, x: Value, dim: Any, keep: bool) -> Ref:
+    """The sum (``aten::sum``) or the mean (``aten::mean``) of ``x`` over ``dim`` (every axis when None or empty)."""
+    out = ctx.out
+    axes = reduce_axes(x, dim)
+    op = "mean_reduce" if current_node(ctx).kind == "aten::mean" else "sum_reduce"
     xr = ctx.ref(x)
     if x.dtype != out.dtype and ctx.tract:  # booleans counted in i64, or the dtype argument: tract casts first
         ctx.g.need("tract_registry tract_core")
@@ -53,73 +48,155 @@ def aten_reduce(ctx: Context, node: Node) -> Ref:
     return y if keep else ctx.g.op("squeeze", y, axes=axes, out=out.name)
 
 
+@register("aten::mean", "aten::sum")
+def aten_sum_mean(ctx: Context, self: Value, *, dtype: Any = None) -> Ref:
+    """mean(Tensor self, *, ScalarType? dtype=None) -> Tensor; sum alike: over every axis (in the output's dtype)."""
+    return _sum_or_mean(ctx, self, None, False)
+
+
+@register("aten::mean.dim", "aten::sum.dim_IntList")
+def aten_sum_mean_dim(
+    ctx: Context, self: Value, dim: list[int] | None, keepdim: bool = False, *, dtype: Any = None
+) -> Ref:
+    """mean.dim(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor; sum.dim_IntList
+    alike (every axis when ``dim`` is None or empty; in the output's dtype).
+    """
+    return _sum_or_mean(ctx, self, dim, bool(keepdim))
+
+
 def _reduce(ctx: Context, op: str, x: Value, axes: list[int], keep: bool, out: str) -> Ref:
     y = ctx.g.op(op, ctx.ref(x), axes=axes, out=out if keep else out + "_keep")
     return y if keep or not axes else ctx.g.op("squeeze", y, axes=axes, out=out)
 
 
+def _is_max(ctx: Context) -> bool:
+    """Whether the node translated is the ``max`` kind of a max/min pair (amax, argmax, any...)."""
+    return current_node(ctx).kind in ("aten::max", "aten::amax", "aten::argmax")
+
+
 @register("aten::amax", "aten::amin")
-def aten_amax(ctx: Context, node: Node) -> Ref:
-    """amax/amin(Tensor self, int[] dim=[], bool keepdim=False) -> Tensor."""
-    x = node.args[0]
-    op = "max_reduce" if node.kind == "aten::amax" else "min_reduce"
-    axes = reduce_axes(x, node_arg(node, 1, "dim"))
-    return _reduce(ctx, op, x, axes, bool(node_arg(node, 2, "keepdim", False)), node.outputs[0].name)
+def aten_amax(ctx: Context, self: Value, dim: Sequence[int] = (), keepdim: bool = False) -> Ref:
+    """amax(Tensor self, int[1] dim=[], bool keepdim=False) -> Tensor; amin alike."""
+    op = "max_reduce" if _is_max(ctx) else "min_reduce"
+    return _reduce(ctx, op, self, reduce_axes(self, list(dim)), bool(keepdim), ctx.out.name)
 
 
 @register("aten::max", "aten::min")
-def aten_max_dim(ctx: Context, node: Node) -> Sequence[Ref] | Ref:
-    """max.dim/min.dim(Tensor self, int dim, bool keepdim=False) -> (values, indices); max(self);
-    max.other/min.other(Tensor self, Tensor other) (``torch.max(a, b)``): elementwise, as maximum/minimum.
+def aten_max(ctx: Context, self: Value) -> list[Ref]:
+    """max(Tensor self) -> Tensor; min alike: over every axis."""
+    op = "max_reduce" if _is_max(ctx) else "min_reduce"
+    return [_reduce(ctx, op, self, list(range(self.rank)), False, ctx.out.name)]
+
+
+@register("aten::max.dim", "aten::min.dim")
+def aten_max_dim(ctx: Context, self: Value, dim: int, keepdim: bool = False) -> list[Ref]:
+    """max.dim(Tensor self, int dim, bool keepdim=False) -> (Tensor values, Tensor indices); min.dim alike."""
+    values, indices = current_node(ctx).outputs
+    axis, keep = wrap_axis(dim, self.rank), bool(keepdim)
+    largest = _is_max(ctx)
+    found = _reduce(ctx, "max_reduce" if largest else "min_reduce", self, [axis], keep, values.name)
+    at = _reduce(ctx, "argmax_reduce" if largest else "argmin_reduce", self, [axis], keep, indices.name)
+    return [found, at]
+
+
+@register("aten::max.other", "aten::min.other")
+def aten_max_other(ctx: Context, self: Value, other: Value) -> Sequence[Ref] | Ref:
+    """max.other(Tensor self, Tensor other) -> Tensor (``torch.max(a, b)``); min.other alike: elementwise, as
+    maximum/minimum.
     """
-    x = node.args[0]
-    if len(node.args) > 1 and isinstance(node.args[1], Value):
-        kind = "aten::maximum" if node.kind == "aten::max" else "aten::minimum"
-        return aten_compare(ctx, dataclasses.replace(node, kind=kind))
-    red = "max_reduce" if node.kind == "aten::max" else "min_reduce"
-    if len(node.outputs) == 1:  # max(self): over every axis
-        return [_reduce(ctx, red, x, list(range(x.rank)), False, node.outputs[0].name)]
-    axis = wrap_axis(node.args[1], x.rank)
-    keep = bool(node_arg(node, 2, "keepdim", False))
-    values = _reduce(ctx, red, x, [axis], keep, node.outputs[0].name)
-    arg = "argmax_reduce" if node.kind == "aten::max" else "argmin_reduce"
-    indices = _reduce(ctx, arg, x, [axis], keep, node.outputs[1].name)
-    return [values, indices]
+    node = current_node(ctx)
+    kind = "aten::maximum" if _is_max(ctx) else "aten::minimum"
+    return translate_node(ctx, dataclasses.replace(node, kind=kind, args=(self, other), overload=""))
 
 
 @register("aten::argmax", "aten::argmin")
-def aten_argmax(ctx: Context, node: Node) -> Ref:
-    """argmax/argmin(Tensor self, int? dim=None, bool keepdim=False) -> Tensor."""
-    x = node.args[0]
-    dim = node_arg(node, 1, "dim")
-    op = "argmax_reduce" if node.kind == "aten::argmax" else "argmin_reduce"
-    keep = bool(node_arg(node, 2, "keepdim", False))
+def aten_argmax(ctx: Context, self: Value, dim: int | None = None, keepdim: bool = False) -> Ref:
+    """argmax(Tensor self, int? dim=None, bool keepdim=False) -> Tensor; argmin alike (of the flattened tensor
+    when ``dim`` is None).
+    """
+    op = "argmax_reduce" if _is_max(ctx) else "argmin_reduce"
     if dim is None:
-        flat = ctx.g.op("reshape", ctx.ref(x), shape=[-1])
-        return ctx.g.op("squeeze", ctx.g.op(op, flat, axes=[0]), axes=[0], out=node.outputs[0].name)
-    return _reduce(ctx, op, x, [wrap_axis(dim, x.rank)], keep, node.outputs[0].name)
+        flat = ctx.g.op("reshape", ctx.ref(self), shape=[-1])
+        return ctx.g.op("squeeze", ctx.g.op(op, flat, axes=[0]), axes=[0], out=ctx.out.name)
+    return _reduce(ctx, op, self, [wrap_axis(dim, self.rank)], bool(keepdim), ctx.out.name)
+
+
+def _is_std(ctx: Context) -> bool:
+    """Whether the node translated gives a standard deviation (rather than a variance)."""
+    return current_node(ctx).kind in ("aten::std", "aten::std_mean")
+
+
+def _spread(ctx: Context, x: Value, dim: Any, correction: Any, keep: bool) -> Ref:
+    """The variance (``var``) or the standard deviation (``std``) of ``x`` over ``dim``."""
+    _, spread, axes = mean_and_spread(ctx, current_node(ctx), x, dim, correction, _is_std(ctx))
+    return finish_reduction(ctx, spread, axes, keep, ctx.out.name)
 
 
 @register("aten::var", "aten::std")
-def aten_var(ctx: Context, node: Node) -> Ref:
-    """var/std.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)."""
-    _, var, axes, keep = variance(ctx, node)
-    out = node.outputs[0].name
-    return ctx.g.op("copy", var, out=out) if keep else ctx.g.op("squeeze", var, axes=axes, out=out)
+def aten_var(ctx: Context, self: Value, unbiased: bool = True) -> Ref:
+    """var(Tensor self, bool unbiased=True) -> Tensor; std alike: over every axis."""
+    return _spread(ctx, self, None, int(unbiased), False)
 
 
-def _dims_arg(node: Node, index: int, name: str) -> Any:
-    dims = node_arg(node, index, name)
-    return None if isinstance(dims, dict) else dims
+@register("aten::var.dim", "aten::std.dim")
+def aten_var_dim(ctx: Context, self: Value, dim: list[int] | None, unbiased: bool = True, keepdim: bool = False) -> Ref:
+    """var.dim(Tensor self, int[1]? dim, bool unbiased=True, bool keepdim=False) -> Tensor; std.dim alike (torch
+    keeps ``x.std(1, keepdim=True)`` so).
+    """
+    return _spread(ctx, self, dim, int(unbiased), bool(keepdim))
 
 
-@register("aten::prod")
-def aten_prod(ctx: Context, node: Node) -> Ref:
-    """prod.dim_int(Tensor self, int dim, bool keepdim=False, *, ScalarType? dtype=None); prod(self)."""
-    x, out = node.args[0], node.outputs[0]
-    dim = _dims_arg(node, 1, "dim")
-    axes = reduce_axes(x, dim)
-    keep = bool(node_arg(node, 2, "keepdim", False)) if dim is not None else False
+@register("aten::var.correction", "aten::std.correction")
+def aten_var_correction(
+    ctx: Context, self: Value, dim: list[int] | None = None, *, correction: Any = None, keepdim: bool = False
+) -> Ref:
+    """var.correction(Tensor self, int[1]? dim=None, *, Scalar? correction=None, bool keepdim=False) -> Tensor;
+    std.correction alike (a correction of None is 1).
+    """
+    return _spread(ctx, self, dim, correction, bool(keepdim))
+
+
+def _spread_mean(ctx: Context, x: Value, dim: Any, correction: Any, keep: bool) -> list[Ref]:
+    """The variance (``var_mean``) or the standard deviation (``std_mean``) of ``x`` over ``dim``, and its mean."""
+    mean, spread, axes = mean_and_spread(ctx, current_node(ctx), x, dim, correction, _is_std(ctx))
+    outs = current_node(ctx).outputs
+    return [
+        finish_reduction(ctx, spread, axes, keep, outs[0].name),
+        finish_reduction(ctx, mean, axes, keep, outs[1].name),
+    ]
+
+
+@register("aten::var_mean", "aten::std_mean")
+def aten_var_mean(ctx: Context, self: Value, unbiased: bool = True) -> list[Ref]:
+    """var_mean(Tensor self, bool unbiased=True) -> (Tensor, Tensor); std_mean alike: over every axis."""
+    return _spread_mean(ctx, self, None, int(unbiased), False)
+
+
+@register("aten::var_mean.dim", "aten::std_mean.dim")
+def aten_var_mean_dim(
+    ctx: Context, self: Value, dim: list[int] | None, unbiased: bool = True, keepdim: bool = False
+) -> list[Ref]:
+    """var_mean.dim(Tensor self, int[1]? dim, bool unbiased=True, bool keepdim=False) -> (Tensor, Tensor);
+    std_mean.dim alike.
+    """
+    return _spread_mean(ctx, self, dim, int(unbiased), bool(keepdim))
+
+
+@register("aten::var_mean.correction", "aten::std_mean.correction")
+def aten_var_mean_correction(
+    ctx: Context, self: Value, dim: list[int] | None = None, *, correction: Any = None, keepdim: bool = False
+) -> list[Ref]:
+    """var_mean.correction(Tensor self, int[1]? dim=None, *, Scalar? correction=None, bool keepdim=False) ->
+    (Tensor, Tensor); std_mean.correction alike (a correction of None is 1).
+    """
+    return _spread_mean(ctx, self, dim, correction, bool(keepdim))
+
+
+def _prod(ctx: Context, x: Value, axes: list[int], keep: bool) -> Ref:
+    """The product of ``x`` over ``axes``: tract's product reduction, or for Khronos (floats) exp(sum(log|x|))
+    with the sign of the parity of the negative factors.
+    """
+    node, out = current_node(ctx), ctx.out
     g = ctx.g
     if ctx.tract:
         ctx.g.need("tract_registry tract_core")
@@ -140,26 +217,46 @@ def aten_prod(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", y, axes=axes, out=out.name)
 
 
-def _norm_input(ctx: Context, node: Node, x: Value, out: Value) -> Any:
+@register("aten::prod")
+def aten_prod(ctx: Context, self: Value, *, dtype: Any = None) -> Ref:
+    """prod(Tensor self, *, ScalarType? dtype=None) -> Tensor: over every axis."""
+    return _prod(ctx, self, reduce_axes(self, None), False)
+
+
+@register("aten::prod.dim_int")
+def aten_prod_dim(ctx: Context, self: Value, dim: int, keepdim: bool = False, *, dtype: Any = None) -> Ref:
+    """prod.dim_int(Tensor self, int dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor."""
+    return _prod(ctx, self, reduce_axes(self, dim), bool(keepdim))
+
+
+def _norm_input(ctx: Context, x: Value) -> Any:
+    out = ctx.out
     if not out.dtype.startswith("f"):
-        raise TranslationError(f"{node.where()}: norm to {out.dtype} is not supported")
-    return cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+        raise TranslationError(f"{current_node(ctx).where()}: norm to {out.dtype} is not supported")
+    return cast_to(ctx, current_node(ctx), ctx.ref(x), x.dtype, out.dtype)
 
 
 @register("aten::linalg_vector_norm")
-def aten_linalg_vector_norm(ctx: Context, node: Node) -> Ref:
-    """linalg_vector_norm(Tensor self, Scalar ord=2, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype)."""
-    x, out = node.args[0], node.outputs[0]
-    ord_ = node_arg(node, 1, "ord", 2)
-    axes = reduce_axes(x, _dims_arg(node, 2, "dim"))
-    keep = bool(node_arg(node, 3, "keepdim", False))
-    y = vector_norm(ctx, node, _norm_input(ctx, node, x, out), ord_, axes)
-    return finish_reduction(ctx, y, axes, keep, out.name)
+def aten_linalg_vector_norm(
+    ctx: Context,
+    self: Value,
+    ord: Any = 2,
+    dim: list[int] | None = None,
+    keepdim: bool = False,
+    *,
+    dtype: Any = None,
+) -> Ref:
+    """linalg_vector_norm(Tensor self, Scalar ord=2, int[1]? dim=None, bool keepdim=False, *, ScalarType?
+    dtype=None) -> Tensor.
+    """
+    axes = reduce_axes(self, dim)
+    y = vector_norm(ctx, current_node(ctx), _norm_input(ctx, self), ord, axes)
+    return finish_reduction(ctx, y, axes, bool(keepdim), ctx.out.name)
 
 
-def _matrix_norm(ctx: Context, node: Node, x: Value, ord_: Any, dims: list[int], keep: bool) -> Ref:
-    out = node.outputs[0]
-    xr = _norm_input(ctx, node, x, out)
+def _matrix_norm(ctx: Context, x: Value, ord_: Any, dims: list[int], keep: bool) -> Ref:
+    node, out = current_node(ctx), ctx.out
+    xr = _norm_input(ctx, x)
     rows, cols = (wrap_axis(d, x.rank) for d in dims)
     axes = sorted((rows, cols))
     g = ctx.g
@@ -177,57 +274,85 @@ def _matrix_norm(ctx: Context, node: Node, x: Value, ord_: Any, dims: list[int],
     return finish_reduction(ctx, y, axes, keep, out.name)
 
 
-@register("aten::linalg_matrix_norm")
-def aten_linalg_matrix_norm(ctx: Context, node: Node) -> Ref:
-    """linalg_matrix_norm(Tensor self, Scalar|str ord='fro', int[] dim=[-2,-1], bool keepdim=False, *, dtype)."""
-    x = node.args[0]
-    ord_ = node_arg(node, 1, "ord", "fro")
-    dims = list(node_arg(node, 2, "dim", [-2, -1]))
-    return _matrix_norm(ctx, node, x, ord_, dims, bool(node_arg(node, 3, "keepdim", False)))
+@register("aten::linalg_matrix_norm", "aten::linalg_matrix_norm.str_ord")
+def aten_linalg_matrix_norm(
+    ctx: Context,
+    self: Value,
+    ord: Any = "fro",
+    dim: Sequence[int] = (-2, -1),
+    keepdim: bool = False,
+    *,
+    dtype: Any = None,
+) -> Ref:
+    """linalg_matrix_norm(Tensor self, Scalar ord, int[] dim=[-2, -1], bool keepdim=False, *, ScalarType?
+    dtype=None) -> Tensor; .str_ord alike (str ord="fro"): 'fro' and the orders 1, -1, inf, -inf.
+    """
+    return _matrix_norm(ctx, self, ord, list(dim), bool(keepdim))
 
 
-@register("aten::linalg_norm")
-def aten_linalg_norm(ctx: Context, node: Node) -> Ref:
-    """linalg_norm(Tensor self, Scalar|str? ord=None, int[1]? dim=None, bool keepdim=False, *, dtype)."""
-    x, out = node.args[0], node.outputs[0]
-    ord_ = node_arg(node, 1, "ord")
-    dim = _dims_arg(node, 2, "dim")
-    keep = bool(node_arg(node, 3, "keepdim", False))
+@register("aten::linalg_norm", "aten::linalg_norm.ord_str")
+def aten_linalg_norm(
+    ctx: Context,
+    self: Value,
+    ord: Any = None,
+    dim: list[int] | None = None,
+    keepdim: bool = False,
+    *,
+    dtype: Any = None,
+) -> Ref:
+    """linalg_norm(Tensor self, Scalar? ord=None, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype=None)
+    -> Tensor; .ord_str alike (str ord): a matrix norm over two dims (or of a matrix with an order), else a
+    vector norm.
+    """
+    x, out = self, ctx.out
+    keep = bool(keepdim)
     dims = [dim] if isinstance(dim, int) else (list(dim) if dim is not None else None)
-    matrix = (dims is not None and len(dims) == 2) or (dims is None and ord_ is not None and x.rank == 2)
-    if ord_ is not None and matrix:
-        return _matrix_norm(ctx, node, x, ord_, dims or [0, 1], keep)
-    if isinstance(ord_, str):
-        raise TranslationError(f"{node.where()}: norm {ord_!r} needs two dims")
+    matrix = (dims is not None and len(dims) == 2) or (dims is None and ord is not None and x.rank == 2)
+    if ord is not None and matrix:
+        return _matrix_norm(ctx, x, ord, dims or [0, 1], keep)
+    if isinstance(ord, str):
+        raise TranslationError(f"{current_node(ctx).where()}: norm {ord!r} needs two dims")
     axes = reduce_axes(x, dims)
-    y = vector_norm(ctx, node, _norm_input(ctx, node, x, out), 2 if ord_ is None else ord_, axes)
+    y = vector_norm(ctx, current_node(ctx), _norm_input(ctx, x), 2 if ord is None else ord, axes)
+    return finish_reduction(ctx, y, axes, keep, out.name)
+
+
+def _any_all(ctx: Context, x: Value, dim: Any, keep: bool) -> Ref:
+    """Whether any (``aten::any``) or every (``aten::all``) element of ``x`` over ``dim`` is true."""
+    node, out = current_node(ctx), ctx.out
+    axes = reduce_axes(x, dim)
+    g = ctx.g
+    truth = as_bool(ctx, node, x, x.rank)
+    any_ = node.kind == "aten::any"
+    if not axes:
+        y = truth
+    elif not ctx.tract or ctx.tract_at_least(COPY_TRACT):
+        y = g.op("any_reduce" if any_ else "all_reduce", truth, axes=axes)
+    else:  # older tract: the largest (any) or smallest (all) of 0/1 values
+        ones = g.op("select", truth, 1.0, 0.0)
+        y = g.op("gt", g.op("max_reduce" if any_ else "min_reduce", ones, axes=axes), 0.5)
     return finish_reduction(ctx, y, axes, keep, out.name)
 
 
 @register("aten::any", "aten::all")
-def aten_any_all(ctx: Context, node: Node) -> Ref:
-    """any.dim(Tensor self, int dim, bool keepdim=False) / any.dims(self, int[]? dim) / any(self); all alike."""
-    x, out = node.args[0], node.outputs[0]
-    dim = _dims_arg(node, 1, "dim")
-    axes = reduce_axes(x, dim)
-    keep = bool(node_arg(node, 2, "keepdim", False)) if dim is not None else False
-    g = ctx.g
-    truth = as_bool(ctx, node, x, x.rank)
-    if not axes:
-        y = truth
-    elif not ctx.tract or ctx.tract_at_least(COPY_TRACT):
-        y = g.op("any_reduce" if node.kind == "aten::any" else "all_reduce", truth, axes=axes)
-    else:  # older tract: the largest (any) or smallest (all) of 0/1 values
-        ones = g.op("select", truth, 1.0, 0.0)
-        y = g.op("gt", g.op("max_reduce" if node.kind == "aten::any" else "min_reduce", ones, axes=axes), 0.5)
-    return finish_reduction(ctx, y, axes, keep, out.name)
+def aten_any_all(ctx: Context, self: Value) -> Ref:
+    """any(Tensor self) -> Tensor; all alike: over every axis."""
+    return _any_all(ctx, self, None, False)
+
+
+@register("aten::any.dim", "aten::any.dims", "aten::all.dim", "aten::all.dims")
+def aten_any_all_dim(ctx: Context, self: Value, dim: int | list[int] | None = None, keepdim: bool = False) -> Ref:
+    """any.dims(Tensor self, int[]? dim=None, bool keepdim=False) -> Tensor; any.dim (int dim), all.dim and
+    all.dims alike (every axis when ``dim`` is None).
+    """
+    return _any_all(ctx, self, dim, bool(keepdim))
 
 
 @register("aten::cumsum")
-def aten_cumsum(ctx: Context, node: Node) -> Ref:
+def aten_cumsum(ctx: Context, self: Value, dim: int, *, dtype: Any = None) -> Ref:
     """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) -> Tensor."""
-    x, out = node.args[0], node.outputs[0]
-    axis = wrap_axis(node.args[1], x.rank)
+    x, out, node = self, ctx.out, current_node(ctx)
+    axis = wrap_axis(dim, x.rank)
     g = ctx.g
     xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
     n = x.shape[axis] if x.rank else 1
@@ -244,8 +369,9 @@ def aten_cumsum(ctx: Context, node: Node) -> Ref:
         axis += 2 - x.rank
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = g.op("transpose", xr, axes=perm) if axis != rank - 1 else xr
-    triangle = np.triu(np.ones((n, n), dtype=NP_DTYPES[out.dtype])).reshape((1,) * (rank - 2) + (n, n))
-    y = g.op("matmul", moved, g.variable(triangle, f"cumsum_triangle_{out.dtype}_{n}_r{rank}"))
+    size = int(n)  # static: by_product
+    triangle = np.triu(np.ones((size, size), dtype=NP_DTYPES[out.dtype])).reshape((1,) * (rank - 2) + (size, size))
+    y = g.op("matmul", moved, g.variable(triangle, f"cumsum_triangle_{out.dtype}_{size}_r{rank}"))
     if axis != rank - 1:
         y = g.op("transpose", y, axes=[perm.index(a) for a in range(rank)])
     if x.rank < 2:
@@ -254,70 +380,56 @@ def aten_cumsum(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::logsumexp")
-def aten_logsumexp(ctx: Context, node: Node) -> Ref:
+def aten_logsumexp(ctx: Context, self: Value, dim: list[int], keepdim: bool = False) -> Ref:
     """logsumexp(Tensor self, int[1] dim, bool keepdim=False) -> Tensor (stable: the maximum is factored out)."""
-    x, out = node.args[0], node.outputs[0]
-    axes = reduce_axes(x, _dims_arg(node, 1, "dim"))
-    keep = bool(node_arg(node, 2, "keepdim", False))
+    x, out = self, ctx.out
+    axes = reduce_axes(x, dim)
     g = ctx.g
-    xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
+    xr = cast_to(ctx, current_node(ctx), ctx.ref(x), x.dtype, out.dtype)
     # Clamping the maximum to finite values keeps all -inf (or +inf) slices exact instead of NaN.
     top = g.op("min", g.op("max", g.op("max_reduce", xr, axes=axes), -3.4028234663852886e38), 3.4028234663852886e38)
     y = g.op("add", g.op("log", g.op("sum_reduce", g.op("exp", g.op("sub", xr, top)), axes=axes)), top)
-    return finish_reduction(ctx, y, axes, keep, out.name)
-
-
-@register("aten::var_mean", "aten::std_mean")
-def aten_var_mean(ctx: Context, node: Node) -> list[Ref]:
-    """var_mean/std_mean.correction(Tensor self, int[]? dim, *, Scalar? correction=1, bool keepdim=False)
-    -> (Tensor, Tensor).
-    """
-    mean, spread, axes, keep = variance(ctx, node)
-    g = ctx.g
-    outs = node.outputs
-    if keep or not axes:
-        return [g.op("copy", spread, out=outs[0].name), g.op("copy", mean, out=outs[1].name)]
-    return [g.op("squeeze", spread, axes=axes, out=outs[0].name), g.op("squeeze", mean, axes=axes, out=outs[1].name)]
+    return finish_reduction(ctx, y, axes, bool(keepdim), out.name)
 
 
 @register("aten::aminmax")
-def aten_aminmax(ctx: Context, node: Node) -> list[Ref]:
+def aten_aminmax(ctx: Context, self: Value, *, dim: int | None = None, keepdim: bool = False) -> list[Ref]:
     """aminmax(Tensor self, *, int? dim=None, bool keepdim=False) -> (Tensor min, Tensor max)."""
-    x = node.args[0]
-    dim, keep = node_arg(node, 1, "dim"), bool(node_arg(node, 2, "keepdim", False))
+    x = self
+    keep = bool(keepdim)
     axes = list(range(x.rank)) if dim is None else [wrap_axis(dim, x.rank)]
     g, xr = ctx.g, ctx.ref(x)
     refs = []
-    for op, o in zip(("min_reduce", "max_reduce"), node.outputs):
+    for op, o in zip(("min_reduce", "max_reduce"), current_node(ctx).outputs):
         y = g.op(op, xr, axes=axes)
         refs.append(g.op("copy", y, out=o.name) if keep or not axes else g.op("squeeze", y, axes=axes, out=o.name))
     return refs
 
 
 @register("aten::dist")
-def aten_dist(ctx: Context, node: Node) -> Ref:
+def aten_dist(ctx: Context, self: Value, other: Value, p: Any = 2) -> Ref:
     """dist(Tensor self, Tensor other, Scalar p=2) -> Tensor: the p-norm of ``self - other`` over every element."""
-    g, out = ctx.g, node.outputs[0]
-    a, b = node.args[:2]
-    rank = max(a.rank, b.rank)
-    p = float(node_arg(node, 2, "p", 2.0))
-    diff = g.op("sub", operand_ref(ctx, node, a, out.dtype, rank), operand_ref(ctx, node, b, out.dtype, rank))
-    return g.op("copy", norm_over(ctx, node, diff, p, list(range(rank)), False), out=out.name)
+    g, out, node = ctx.g, ctx.out, current_node(ctx)
+    rank = max(self.rank, other.rank)
+    diff = g.op("sub", operand_ref(ctx, node, self, out.dtype, rank), operand_ref(ctx, node, other, out.dtype, rank))
+    return g.op("copy", norm_over(ctx, node, diff, float(p), list(range(rank)), False), out=out.name)
 
 
 @register("aten::nansum", "aten::nanmean")
-def aten_nansum(ctx: Context, node: Node) -> Ref:
-    """nansum/nanmean(Tensor self, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype=None):
-    the sum or the mean of the values that are not NaN.
+def aten_nansum(
+    ctx: Context, self: Value, dim: list[int] | None = None, keepdim: bool = False, *, dtype: Any = None
+) -> Ref:
+    """nansum(Tensor self, int[1]? dim=None, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor; nanmean
+    alike: the sum or the mean of the values that are not NaN.
     """
-    x, out = node.args[0], node.outputs[0]
+    x, out, node = self, ctx.out, current_node(ctx)
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: {node.kind} to {out.dtype} is not supported yet")
     g = ctx.g
     c = partial(scalar_const, ctx, dtype=out.dtype, rank=x.rank)
     xr = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)
-    axes = reduce_axes(x, node_arg(node, 1, "dim"))
-    keep = bool(node_arg(node, 2, "keepdim", False))
+    axes = reduce_axes(x, dim)
+    keep = bool(keepdim)
     present = g.op("eq", xr, xr)
     y = g.op("sum_reduce", g.op("select", present, xr, c(0.0)), axes=axes)
     if node.kind == "aten::nanmean":
@@ -325,34 +437,34 @@ def aten_nansum(ctx: Context, node: Node) -> Ref:
     return g.op("copy", y, out=out.name) if keep or not axes else g.op("squeeze", y, axes=axes, out=out.name)
 
 
-@register("aten::count_nonzero")
-def aten_count_nonzero(ctx: Context, node: Node) -> Ref:
-    """count_nonzero.dim_IntList(Tensor self, int[] dim) / count_nonzero(self, int? dim=None) -> Tensor (i64)."""
-    x, out = node.args[0], node.outputs[0]
+@register("aten::count_nonzero", "aten::count_nonzero.dim_IntList")
+def aten_count_nonzero(ctx: Context, self: Value, dim: int | list[int] | None = None) -> Ref:
+    """count_nonzero(Tensor self, int? dim=None) -> Tensor (i64); .dim_IntList alike (int[] dim)."""
+    x, out, node = self, ctx.out, current_node(ctx)
     tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
     g = ctx.g
     xr = ctx.ref(x)
     nonzero = xr if x.dtype == "bool" else g.op("ne", xr, scalar_const(ctx, 0, x.dtype, x.rank))
     y = g.op("tract_core_cast", nonzero, to=out.dtype)
-    axes = reduce_axes(x, node_arg(node, 1, "dim"))
+    axes = reduce_axes(x, dim)
     if not axes:
         return g.op("copy", y, out=out.name)
     return g.op("squeeze", g.op("sum_reduce", y, axes=axes), axes=axes, out=out.name)
 
 
 @register("aten::cumprod")
-def aten_cumprod(ctx: Context, node: Node) -> Ref:
+def aten_cumprod(ctx: Context, self: Value, dim: int, *, dtype: Any = None) -> Ref:
     """cumprod(Tensor self, int dim, *, ScalarType? dtype=None) -> Tensor.
 
     A scan by doubling: ``ceil(log2 n)`` products of the running result with itself shifted by 1, 2, 4...
     (the shift pads with ones); static axis, floats on both targets.
     """
-    x, out = node.args[0], node.outputs[0]
+    x, out, node = self, ctx.out, current_node(ctx)
     if not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: cumprod of {out.dtype} is not supported (floats only)")
     if x.rank == 0:
         return ctx.g.op("copy", cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype), out=out.name)
-    axis = wrap_axis(node.args[1], x.rank)
+    axis = wrap_axis(dim, x.rank)
     (n,) = static_sizes(node, x, [axis], "cumprod")
     g = ctx.g
     y = cast_to(ctx, node, ctx.ref(x), x.dtype, out.dtype)

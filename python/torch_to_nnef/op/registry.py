@@ -20,8 +20,8 @@ operator on quantized tensors (:data:`OWN_KINDS`); and torch's quantized convolu
 layers carry their packed weights unpacked (the schemas of
 :data:`~torch_to_nnef.ir.quantized.UNPACKED_SCHEMAS`).
 
-Translations written against the whole node (``def f(ctx, node)``) are still accepted: they read
-``node.args`` themselves, and a name without an overload reaches them for every overload.
+A translation may not take the whole node (``def f(ctx, node)``): registering one fails, so that
+every translation reads like its schema.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Context:
 
 
 Translation = Callable[..., Sequence[Ref] | Ref]
-"""``fn(ctx, *schema_arguments)`` or, written against the whole node, ``fn(ctx, node)``."""
+"""``fn(ctx, *schema_arguments)``: the schema's arguments as parameters, after the context."""
 
 _NAME = re.compile(r"^([a-z_][a-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$")
 
@@ -102,8 +102,6 @@ class Registration:
     name: str
     """``aten::add.Tensor``, ``aten::relu`` (the default overload)."""
     fn: Translation
-    bound: bool
-    """Whether ``fn`` takes the schema's arguments (rather than the whole node)."""
 
     @property
     def kind(self) -> str:
@@ -130,7 +128,10 @@ def register(*names: str) -> Callable[[Translation], Translation]:
     """
 
     def deco(fn: Translation) -> Translation:
-        bound = not _takes_node(fn)
+        if _takes_node(fn):
+            raise RegistryError(
+                f"{fn.__name__} takes the whole node: name its parameters as the schema of {', '.join(names)} does"
+            )
         for name in names:
             if not _NAME.match(name):
                 raise RegistryError(
@@ -139,23 +140,21 @@ def register(*names: str) -> Callable[[Translation], Translation]:
                 )
             if name in _REGISTRY:
                 raise RegistryError(f"{name} is registered twice ({_REGISTRY[name].fn.__name__} and {fn.__name__})")
-            _REGISTRY[name] = Registration(name, fn, bound)
+            _REGISTRY[name] = Registration(name, fn)
         return fn
 
     return deco
 
 
 def resolve(kind: str, overload: str = "") -> Registration | None:
-    """The registration that translates ``kind.overload``: the one of that exact name, else (for a
-    translation written against the whole node) the one of ``kind`` alone.
+    """The registration that translates ``kind.overload``: the one of that exact name (for the kinds
+    of :data:`OWN_KINDS`, which forward any overload's arguments, the one of ``kind`` alone).
     """
     if overload:
         exact = _REGISTRY.get(f"{kind}.{overload}")
         if exact is not None:
             return exact
-        base = _REGISTRY.get(kind)
-        # a kind of OWN_KINDS forwards its overload's arguments, whichever overload it is
-        return base if base is not None and (not base.bound or kind in OWN_KINDS) else None
+        return _REGISTRY.get(kind) if kind in OWN_KINDS else None
     return _REGISTRY.get(kind)
 
 
@@ -178,8 +177,6 @@ def translate_node(ctx: Context, node: Node, registration: Registration | None =
     if found is None:
         raise RegistryError(f"{node.op_name} at {node.where()} has no translation")
     at = ctx.at(node)
-    if not found.bound:
-        return found.fn(at, node)
     positional, keywords = split_arguments(node.args)
     try:
         return found.fn(at, *positional, **keywords)
@@ -235,19 +232,6 @@ def torch_schema(name: str) -> Any:
         return None
 
 
-def _torch_has(kind: str) -> bool:
-    """Whether torch has an operator of that name, with any overload (``aten::__and__``)."""
-    import torch
-
-    namespace, op = kind.split("::")
-    if namespace in OWN_SCHEMAS:
-        namespace = "aten"
-    try:
-        return bool(getattr(getattr(torch.ops, namespace), op).overloads())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def registration_problems(own_kinds: frozenset[str] = OWN_KINDS) -> list[str]:
     """What is wrong with the registry, one line each: names torch does not have, and translations
     whose parameters do not mirror their operator's schema (names, order, keyword-only ones).
@@ -257,10 +241,6 @@ def registration_problems(own_kinds: frozenset[str] = OWN_KINDS) -> list[str]:
     problems = []
     for reg in registrations():
         if reg.kind in own_kinds:
-            continue
-        if not reg.bound:  # a translation of every overload: the operator must exist
-            if not _torch_has(reg.kind):
-                problems.append(f"{reg.name} ({reg.fn.__name__}): torch has no such operator")
             continue
         schema = torch_schema(reg.name)
         if schema is None:

@@ -4,22 +4,22 @@ and splitting, tiling and broadcasting, padding, flips and rolls, pixel and chan
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import Dim, Node, SymInt, Value
+from torch_to_nnef.ir import Dim, SymInt, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
     BIG,
     NP_DTYPES,
     align_rank,
+    current_node,
     dim_of,
     dim_ref,
-    node_arg,
     shape_attr,
     slice_bound,
     static_sizes,
@@ -30,45 +30,39 @@ from torch_to_nnef.op.common import (
 from torch_to_nnef.op.registry import Context, register
 
 
-@register("aten::transpose")
-def aten_transpose(ctx: Context, node: Node) -> Ref:
+@register("aten::transpose.int")
+def aten_transpose(ctx: Context, self: Value, dim0: int, dim1: int) -> Ref:
     """transpose.int(Tensor self, int dim0, int dim1) -> Tensor."""
-    x = node.args[0]
-    perm = list(range(x.rank))
-    a, b = wrap_axis(node.args[1], x.rank), wrap_axis(node.args[2], x.rank)
+    perm = list(range(self.rank))
+    a, b = wrap_axis(dim0, self.rank), wrap_axis(dim1, self.rank)
     perm[a], perm[b] = perm[b], perm[a]
-    return ctx.g.op("transpose", ctx.ref(x), axes=perm, out=node.outputs[0].name)
+    return ctx.g.op("transpose", ctx.ref(self), axes=perm, out=ctx.out.name)
 
 
 @register("aten::t")
-def aten_t(ctx: Context, node: Node) -> Ref:
+def aten_t(ctx: Context, self: Value) -> Ref:
     """t(Tensor self) -> Tensor."""
-    x = node.args[0]
-    if x.rank < 2:
-        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
-    return ctx.g.op("transpose", ctx.ref(x), axes=[1, 0], out=node.outputs[0].name)
+    if self.rank < 2:
+        return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+    return ctx.g.op("transpose", ctx.ref(self), axes=[1, 0], out=ctx.out.name)
 
 
 @register("aten::permute")
-def aten_permute(ctx: Context, node: Node) -> Ref:
+def aten_permute(ctx: Context, self: Value, dims: list[int]) -> Ref:
     """permute(Tensor self, int[] dims) -> Tensor."""
-    x = node.args[0]
-    return ctx.g.op(
-        "transpose", ctx.ref(x), axes=[wrap_axis(d, x.rank) for d in node.args[1]], out=node.outputs[0].name
-    )
+    return ctx.g.op("transpose", ctx.ref(self), axes=[wrap_axis(d, self.rank) for d in dims], out=ctx.out.name)
 
 
-def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
+def _reshape_to(ctx: Context, x: Value, asked: Any = None) -> Ref:
     """Reshape to the node's output shape, preferring what needs no symbol arithmetic: the sizes the
-    code asked for (ints and -1), 0 for a dimension kept from the input, one -1 for the remaining
-    symbolic one; only then tract's expressions of the symbols.
+    code asked for (``asked``: ints and -1), 0 for a dimension kept from the input, one -1 for the
+    remaining symbolic one; only then tract's expressions of the symbols.
     """
-    out = node.outputs[0]
+    out = ctx.out
     if out.rank == 0 and all(d == 1 for d in x.shape):  # tract cannot read a reshape to the shape []
         if not x.rank:
             return ctx.g.op("copy", ctx.ref(x), out=out.name)
         return ctx.g.op("squeeze", ctx.ref(x), axes=list(range(x.rank)), out=out.name)
-    asked = node.args[1] if node.kind in _SIZED_RESHAPES and len(node.args) > 1 else None
     if not isinstance(asked, (list, tuple)) or len(asked) != out.rank:
         asked = [None] * out.rank
     shape: list[Any] = []
@@ -87,65 +81,81 @@ def _reshape_to(ctx: Context, node: Node, x: Value) -> Ref:
         shape[symbolic[0]] = -1
     elif symbolic:
         if not ctx.tract:
-            raise TranslationError(f"{node.where()}: symbolic reshape needs TractNNEF")
+            raise TranslationError(f"{current_node(ctx).where()}: symbolic reshape needs TractNNEF")
         shape = [Ref(dim_literal(d)) if i in symbolic else d for i, d in enumerate(shape)]
     return ctx.g.op("reshape", ctx.ref(x), shape=shape, out=out.name)
 
 
-_SIZED_RESHAPES = ("aten::view", "aten::reshape", "aten::_unsafe_view")
+@register("aten::view", "aten::_unsafe_view")
+def aten_view(ctx: Context, self: Value, size: list[Any]) -> Ref:
+    """view(Tensor self, SymInt[] size) -> Tensor (and _unsafe_view): the output shape is known from the IR."""
+    return _reshape_to(ctx, self, size)
 
 
-@register("aten::view", "aten::reshape", "aten::_unsafe_view", "aten::flatten", "aten::unflatten")
-def aten_view(ctx: Context, node: Node) -> Ref:
-    """view(Tensor self, SymInt[] size) and friends: the output shape is known from the IR.
-    view.dtype(Tensor self, ScalarType dtype) reinterprets the bytes: refused unless the dtype is the same.
+@register("aten::view.dtype")
+def aten_view_dtype(ctx: Context, self: Value, dtype: str) -> Ref:
+    """view.dtype(Tensor self, ScalarType dtype) -> Tensor: reinterprets the bytes, refused unless the dtype is
+    the same.
     """
-    x = node.args[0]
-    if node.kind == "aten::view" and isinstance(node.args[1], str):
-        if node.args[1] != x.dtype:
-            raise TranslationError(
-                f"{node.where()}: view({node.args[1]}) reinterprets the bytes of a {x.dtype} tensor, and NNEF has no "
-                f"bit cast: convert the values with .to() instead, or keep the reinterpretation out of the exported "
-                "module"
-            )
-        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
-    return _reshape_to(ctx, node, x)
+    if dtype != self.dtype:
+        raise TranslationError(
+            f"{current_node(ctx).where()}: view({dtype}) reinterprets the bytes of a {self.dtype} tensor, and NNEF "
+            f"has no bit cast: convert the values with .to() instead, or keep the reinterpretation out of the "
+            "exported module"
+        )
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+
+
+@register("aten::reshape")
+def aten_reshape(ctx: Context, self: Value, shape: list[Any]) -> Ref:
+    """reshape(Tensor self, SymInt[] shape) -> Tensor: the output shape is known from the IR."""
+    return _reshape_to(ctx, self, shape)
+
+
+@register("aten::flatten.using_ints")
+def aten_flatten(ctx: Context, self: Value, start_dim: int = 0, end_dim: int = -1) -> Ref:
+    """flatten.using_ints(Tensor self, int start_dim=0, int end_dim=-1) -> Tensor: a reshape to the output
+    shape.
+    """
+    return _reshape_to(ctx, self)
+
+
+@register("aten::unflatten.int")
+def aten_unflatten(ctx: Context, self: Value, dim: int, sizes: list[Any]) -> Ref:
+    """unflatten.int(Tensor self, int dim, SymInt[] sizes) -> Tensor: a reshape to the output shape."""
+    return _reshape_to(ctx, self)
 
 
 @register("aten::unsqueeze")
-def aten_unsqueeze(ctx: Context, node: Node) -> Ref:
+def aten_unsqueeze(ctx: Context, self: Value, dim: int) -> Ref:
     """unsqueeze(Tensor self, int dim) -> Tensor."""
-    x = node.args[0]
-    return ctx.g.op("unsqueeze", ctx.ref(x), axes=[wrap_axis(node.args[1], x.rank + 1)], out=node.outputs[0].name)
+    return ctx.g.op("unsqueeze", ctx.ref(self), axes=[wrap_axis(dim, self.rank + 1)], out=ctx.out.name)
 
 
-@register("aten::squeeze")
-def aten_squeeze(ctx: Context, node: Node) -> Ref:
-    """squeeze.dim(s)(Tensor self, int[]? dim) -> Tensor; only axes of size 1 are removed."""
-    x = node.args[0]
-    dims = node_arg(node, 1, "dim")
-    dims = list(range(x.rank)) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
-    axes = [wrap_axis(d, x.rank) for d in dims if x.shape[wrap_axis(d, x.rank)] == 1]
+@register("aten::squeeze", "aten::squeeze.dim", "aten::squeeze.dims")
+def aten_squeeze(ctx: Context, self: Value, dim: int | Sequence[int] | None = None) -> Ref:
+    """squeeze.dims(Tensor self, int[] dim) -> Tensor (.dim: int dim; the default overload: every axis); only
+    axes of size 1 are removed.
+    """
+    dims = list(range(self.rank)) if dim is None else ([dim] if isinstance(dim, int) else list(dim))
+    axes = [wrap_axis(d, self.rank) for d in dims if self.shape[wrap_axis(d, self.rank)] == 1]
     if not axes:
-        return ctx.g.op("copy", ctx.ref(x), out=node.outputs[0].name)
-    return ctx.g.op("squeeze", ctx.ref(x), axes=axes, out=node.outputs[0].name)
+        return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+    return ctx.g.op("squeeze", ctx.ref(self), axes=axes, out=ctx.out.name)
 
 
 @register("aten::cat")
-def aten_cat(ctx: Context, node: Node) -> Ref:
-    """cat(Tensor[] tensors, int dim=0) -> Tensor."""
-    tensors = [t for t in node.args[0] if t.shape != (0,)]
-    out = node.outputs[0]
-    return ctx.g.op(
-        "concat", [ctx.ref(t) for t in tensors], axis=wrap_axis(node_arg(node, 1, "dim", 0), out.rank), out=out.name
-    )
+def aten_cat(ctx: Context, tensors: list[Value], dim: int = 0) -> Ref:
+    """cat(Tensor[] tensors, int dim=0) -> Tensor (empty 1-d tensors, which torch skips, are left out)."""
+    out = ctx.out
+    kept = [t for t in tensors if t.shape != (0,)]
+    return ctx.g.op("concat", [ctx.ref(t) for t in kept], axis=wrap_axis(dim, out.rank), out=out.name)
 
 
-@register("aten::split_with_sizes", "aten::split")
-def aten_split(ctx: Context, node: Node) -> list[Ref]:
-    """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0); split.Tensor(self, int size, dim)."""
-    x = node.args[0]
-    axis = wrap_axis(node_arg(node, 2, "dim", 0), x.rank)
+def _split(ctx: Context, x: Value, dim: int) -> list[Ref]:
+    """``x`` sliced along ``dim`` into the node's outputs, whose sizes they hold."""
+    node = current_node(ctx)
+    axis = wrap_axis(dim, x.rank)
     refs: list[Ref] = []
     start: Any = 0
     for out in node.outputs:
@@ -168,22 +178,32 @@ def aten_split(ctx: Context, node: Node) -> list[Ref]:
     return refs
 
 
+@register("aten::split.Tensor", "aten::split.sizes")
+def aten_split(ctx: Context, self: Value, split_size: Any, dim: int = 0) -> list[Ref]:
+    """split.Tensor(Tensor self, SymInt split_size, int dim=0) -> Tensor[] (.sizes: SymInt[] split_size): the
+    parts' sizes are those of the outputs.
+    """
+    return _split(ctx, self, dim)
+
+
+@register("aten::split_with_sizes")
+def aten_split_with_sizes(ctx: Context, self: Value, split_sizes: list[Any], dim: int = 0) -> list[Ref]:
+    """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0) -> Tensor[]."""
+    return _split(ctx, self, dim)
+
+
 @register("aten::stack")
-def aten_stack(ctx: Context, node: Node) -> Ref:
+def aten_stack(ctx: Context, tensors: list[Value], dim: int = 0) -> Ref:
     """stack(Tensor[] tensors, int dim=0) -> Tensor."""
-    out = node.outputs[0]
-    axis = wrap_axis(node_arg(node, 1, "dim", 0), out.rank)
-    return ctx.g.op("stack", [ctx.ref(t) for t in node.args[0]], axis=axis, out=out.name)
+    out = ctx.out
+    return ctx.g.op("stack", [ctx.ref(t) for t in tensors], axis=wrap_axis(dim, out.rank), out=out.name)
 
 
-@register("aten::expand", "aten::repeat")
-def aten_tile(ctx: Context, node: Node) -> Ref:
-    """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats): both as tile."""
-    x, out = node.args[0], node.outputs[0]
+@register("aten::expand")
+def aten_expand(ctx: Context, self: Value, size: list[Any], *, implicit: bool = False) -> Ref:
+    """expand(Tensor self, SymInt[] size, *, bool implicit=False) -> Tensor: a tile to the output shape."""
+    x, out = self, ctx.out
     xr = align_rank(ctx, x, out.rank, out)
-    if node.kind == "aten::repeat":  # the counts as given: a dynamic axis repeated has no ratio to find
-        counts = [c.expr if isinstance(c, SymInt) else c for c in node.args[1]]
-        return ctx.g.op("tile", xr, repeats=[dim_ref(c) for c in counts], out=out.name)
     src = (1,) * (out.rank - x.rank) + tuple(x.shape)
     repeats: list[Any] = []
     for have, want in zip(src, out.shape):
@@ -194,43 +214,60 @@ def aten_tile(ctx: Context, node: Node) -> Ref:
         elif isinstance(have, int) and isinstance(want, int):
             repeats.append(want // have)
         else:
-            raise TranslationError(f"{node.where()}: cannot tile {list(src)} to {list(out.shape)}")
+            raise TranslationError(f"{current_node(ctx).where()}: cannot tile {list(src)} to {list(out.shape)}")
     return ctx.g.op("tile", xr, repeats=repeats, out=out.name)
 
 
-@register("aten::constant_pad_nd", "aten::pad")
-def aten_pad(ctx: Context, node: Node) -> Ref:
-    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(self, pad, str mode, float? value).
+@register("aten::repeat")
+def aten_repeat(ctx: Context, self: Value, repeats: list[Any]) -> Ref:
+    """repeat(Tensor self, SymInt[] repeats) -> Tensor: a tile by the counts as given (a dynamic axis repeated
+    has no ratio to find).
+    """
+    out = ctx.out
+    xr = align_rank(ctx, self, out.rank, out)
+    counts = [c.expr if isinstance(c, SymInt) else c for c in repeats]
+    return ctx.g.op("tile", xr, repeats=[dim_ref(c) for c in counts], out=out.name)
+
+
+@register("aten::constant_pad_nd")
+def aten_constant_pad_nd(ctx: Context, self: Value, pad: list[Any], value: Any = 0) -> Ref:
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) -> Tensor: pad pairs from the last axis;
+    negative amounts crop.
+    """
+    return pad_nd(ctx, self, list(pad), "constant", value)
+
+
+@register("aten::pad")
+def aten_pad(ctx: Context, self: Value, pad: list[Any], mode: str = "constant", value: float | None = None) -> Ref:
+    """pad(Tensor self, SymInt[] pad, str mode="constant", float? value=None) -> Tensor.
 
     Pad pairs run from the last axis; modes constant, reflect, replicate and circular; negative
     amounts crop.
     """
-    if node.kind == "aten::pad":
-        mode, value = node_arg(node, 2, "mode", "constant"), node_arg(node, 3, "value")
-    else:
-        mode, value = "constant", node_arg(node, 2, "value", 0.0)
-    return pad_nd(ctx, node, list(node.args[1]), mode, value)
+    return pad_nd(ctx, self, list(pad), mode, value)
 
 
-_BORDER_PADS = {
-    f"aten::{mode}_pad{n}d": border
-    for mode, border in (("reflection", "reflect"), ("replication", "replicate"))
-    for n in (1, 2, 3)
-}
-
-
-@register(*_BORDER_PADS)
-def aten_border_pad(ctx: Context, node: Node) -> Ref:
-    """reflection_pad2d(Tensor self, SymInt[4] padding) -> Tensor; replication_pad1d/2d/3d alike.
-
-    Pad pairs from the last axis, as for ``pad`` in the modes 'reflect' and 'replicate'.
+@register(*(f"aten::reflection_pad{n}d" for n in (1, 2, 3)))
+def aten_reflection_pad(ctx: Context, self: Value, padding: list[Any]) -> Ref:
+    """reflection_pad2d(Tensor self, SymInt[4] padding) -> Tensor (1d and 3d alike): pad pairs from the last
+    axis, as ``pad`` in the mode 'reflect'.
     """
-    return pad_nd(ctx, node, list(node.args[1]), _BORDER_PADS[node.kind], None)
+    return pad_nd(ctx, self, list(padding), "reflect", None)
 
 
-def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> Ref:
-    """Pads ``node``'s first argument by ``pad`` (pairs from the last axis) in ``mode``; negative amounts crop."""
-    x = node.args[0]
+@register(*(f"aten::replication_pad{n}d" for n in (1, 2, 3)))
+def aten_replication_pad(ctx: Context, self: Value, padding: list[Any]) -> Ref:
+    """replication_pad2d(Tensor self, SymInt[4] padding) -> Tensor (1d and 3d alike): pad pairs from the last
+    axis, as ``pad`` in the mode 'replicate'.
+    """
+    return pad_nd(ctx, self, list(padding), "replicate", None)
+
+
+def pad_nd(ctx: Context, x: Value, pad: list[Any], mode: str, value: Any) -> Ref:
+    """Pads ``x`` by ``pad`` (pairs from the last axis) in ``mode`` into the output of the node translated;
+    negative amounts crop.
+    """
+    node = current_node(ctx)
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported yet")
     if any(not isinstance(p, int) for p in pad):
@@ -238,11 +275,11 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
             raise TranslationError(
                 f"{node.where()}: padding by a symbolic amount is supported in the constant mode with TractNNEF only"
             )
-        return _pad_symbolic(ctx, node, pad, value)
+        return _pad_symbolic(ctx, x, pad, value)
     pairs = [(0, 0)] * x.rank
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    g, out = ctx.g, node.outputs[0]
+    g, out = ctx.g, ctx.out
     y: Any = ctx.ref(x)
     shape = list(x.shape)
     for axis, (before, after) in enumerate(pairs):  # negative amounts: crop first
@@ -256,8 +293,9 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
                 end=[slice_bound(end, shape[axis])],
                 stride=[1],
             )
-            if isinstance(shape[axis], int):
-                shape[axis] = shape[axis] - max(-before, 0) - max(-after, 0)
+            size = shape[axis]
+            if isinstance(size, int):
+                shape[axis] = size - max(-before, 0) - max(-after, 0)
             pairs[axis] = (max(before, 0), max(after, 0))
     if mode == "circular":
         for axis, (before, after) in enumerate(pairs):
@@ -284,14 +322,12 @@ def pad_nd(ctx: Context, node: Node, pad: list[Any], mode: str, value: Any) -> R
     return g.op("pad", y, out=out.name, **attrs)
 
 
-def _pad_symbolic(ctx: Context, node: Node, pad: list[Any], value: Any) -> Ref:
+def _pad_symbolic(ctx: Context, x: Value, pad: list[Any], value: Any) -> Ref:
     """Constant padding by amounts computed from a dynamic size (``F.pad(x, (0, (4 - S % 4) % 4))``, to a
     multiple of 4): blocks of the value tiled to each amount, concatenated around the input (the
     amounts are taken as non-negative).
     """
-    import numpy as np
-
-    x, out = node.args[0], node.outputs[0]
+    out = ctx.out
     g = ctx.g
     fill = g.variable(
         np.full((1,) * x.rank, float(value or 0.0), dtype=NP_DTYPES[x.dtype]),
@@ -337,53 +373,74 @@ def roll_axis(ctx: Context, x: Any, dim: Dim, axis: int, shift: int) -> Any:
 
 
 @register("aten::roll")
-def aten_roll(ctx: Context, node: Node) -> Ref:
+def aten_roll(ctx: Context, self: Value, shifts: Sequence[Any] | Any, dims: Sequence[int] | int = ()) -> Ref:
     """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) -> Tensor (flattened when dims is empty)."""
-    x, out = node.args[0], node.outputs[0]
-    shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-    dims = node_arg(node, 2, "dims", [])
-    dims = [dims] if isinstance(dims, int) else list(dims or [])
-    if any(not isinstance(s, int) for s in shifts):
+    x, out = self, ctx.out
+    node = current_node(ctx)
+    shift_list: list[Any] = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+    dim_list = [dims] if isinstance(dims, int) else list(dims or [])
+    if any(not isinstance(s, int) for s in shift_list):
         raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
     g = ctx.g
-    if not dims:
+    if not dim_list:
         flat = g.op("reshape", ctx.ref(x), shape=[-1])
-        rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shifts[0])
+        rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shift_list[0])
         return g.op("reshape", rolled, shape=shape_attr(ctx, node, x.shape), out=out.name)
     y = ctx.ref(x)
-    for shift, d in zip(shifts, dims):
+    for shift, d in zip(shift_list, dim_list):
         axis = wrap_axis(d, x.rank)
         y = roll_axis(ctx, y, x.shape[axis], axis, shift)
     return g.op("copy", y, out=out.name)
 
 
-@register("aten::fliplr", "aten::flipud")
-def aten_fliplr(ctx: Context, node: Node) -> Ref:
-    """fliplr/flipud(Tensor self) -> Tensor: flip of axis 1 / axis 0 (torch.jit.trace keeps them whole)."""
-    axis = 1 if node.kind == "aten::fliplr" else 0
-    return cast(Ref, aten_flip(ctx, dataclasses.replace(node, kind="aten::flip", args=(node.args[0], [axis]))))
+@register("aten::fliplr")
+def aten_fliplr(ctx: Context, self: Value) -> Ref:
+    """fliplr(Tensor self) -> Tensor: flip of axis 1 (torch.jit.trace keeps it whole)."""
+    return _flip(ctx, self, [1])
 
 
-@register("aten::hstack", "aten::vstack")
-def aten_hstack(ctx: Context, node: Node) -> Ref:
-    """hstack/vstack(Tensor[] tensors) -> Tensor: concatenation along axis 1 (axis 0 for vectors) / along
-    axis 0 with vectors as rows (torch.jit.trace keeps them whole).
-    """
-    tensors, out = node.args[0], node.outputs[0]
+@register("aten::flipud")
+def aten_flipud(ctx: Context, self: Value) -> Ref:
+    """flipud(Tensor self) -> Tensor: flip of axis 0 (torch.jit.trace keeps it whole)."""
+    return _flip(ctx, self, [0])
+
+
+def _no_scalars(ctx: Context, tensors: list[Value], what: str) -> None:
     if any(t.rank == 0 for t in tensors):
-        raise TranslationError(f"{node.where()}: {node.kind.split('::')[1]} of scalars (rank 0) is not supported")
+        raise TranslationError(f"{current_node(ctx).where()}: {what} of scalars (rank 0) is not supported")
+
+
+@register("aten::hstack")
+def aten_hstack(ctx: Context, tensors: list[Value]) -> Ref:
+    """hstack(Tensor[] tensors) -> Tensor: concatenation along axis 1 (axis 0 for vectors; torch.jit.trace keeps
+    it whole).
+    """
+    _no_scalars(ctx, tensors, "hstack")
+    out = ctx.out
+    return ctx.g.op("concat", [ctx.ref(t) for t in tensors], axis=0 if out.rank == 1 else 1, out=out.name)
+
+
+@register("aten::vstack")
+def aten_vstack(ctx: Context, tensors: list[Value]) -> Ref:
+    """vstack(Tensor[] tensors) -> Tensor: concatenation along axis 0 with vectors as rows (torch.jit.trace keeps
+    it whole).
+    """
+    _no_scalars(ctx, tensors, "vstack")
     g = ctx.g
-    if node.kind == "aten::hstack":
-        return g.op("concat", [ctx.ref(t) for t in tensors], axis=0 if out.rank == 1 else 1, out=out.name)
     rows = [g.op("unsqueeze", ctx.ref(t), axes=[0]) if t.rank == 1 else ctx.ref(t) for t in tensors]
-    return g.op("concat", rows, axis=0, out=out.name)
+    return g.op("concat", rows, axis=0, out=ctx.out.name)
 
 
 @register("aten::flip")
-def aten_flip(ctx: Context, node: Node) -> Ref:
+def aten_flip(ctx: Context, self: Value, dims: list[int]) -> Ref:
     """flip(Tensor self, int[] dims) -> Tensor."""
-    x, out = node.args[0], node.outputs[0]
-    axes = sorted({wrap_axis(d, x.rank) for d in node.args[1]})
+    return _flip(ctx, self, dims)
+
+
+def _flip(ctx: Context, x: Value, dims: Sequence[int]) -> Ref:
+    """``x`` reversed along ``dims`` into the output of the node translated."""
+    node, out = current_node(ctx), ctx.out
+    axes = sorted({wrap_axis(d, x.rank) for d in dims})
     g = ctx.g
     if not axes:
         return g.op("copy", ctx.ref(x), out=out.name)
@@ -403,53 +460,68 @@ def aten_flip(ctx: Context, node: Node) -> Ref:
     return g.op("copy", y, out=out.name)
 
 
-@register("aten::unbind")
-def aten_unbind(ctx: Context, node: Node) -> list[Ref]:
+@register("aten::unbind.int")
+def aten_unbind(ctx: Context, self: Value, dim: int = 0) -> list[Ref]:
     """unbind.int(Tensor self, int dim=0) -> Tensor[]."""
-    x = node.args[0]
-    axis = wrap_axis(node_arg(node, 1, "dim", 0), x.rank)
+    axis = wrap_axis(dim, self.rank)
     g = ctx.g
     refs = []
-    for i, out in enumerate(node.outputs):
-        part = _slice_ref(ctx, ctx.ref(x), x.shape[axis], axis, i, i + 1, out=out.name + "slice_ref")
+    for i, out in enumerate(current_node(ctx).outputs):
+        part = _slice_ref(ctx, ctx.ref(self), self.shape[axis], axis, i, i + 1, out=out.name + "slice_ref")
         refs.append(g.op("squeeze", part, axes=[axis], out=out.name))
     return refs
 
 
-@register("aten::repeat_interleave")
-def aten_repeat_interleave(ctx: Context, node: Node) -> Ref:
-    """repeat_interleave.self_int(Tensor self, SymInt repeats, int? dim=None, *, SymInt? output_size=None)."""
-    x, out = node.args[0], node.outputs[0]
-    repeats = node_arg(node, 1, "repeats")  # repeat_interleave.Tensor(Tensor repeats) has no int
+def _per_item_repeats(ctx: Context) -> TranslationError:
+    return TranslationError(
+        f"{current_node(ctx).where()}: repeat_interleave with per-item repeats gives a data-dependent shape: use an int"
+    )
+
+
+@register("aten::repeat_interleave.self_int", "aten::repeat_interleave.self_Tensor")
+def aten_repeat_interleave(
+    ctx: Context, self: Value, repeats: Any, dim: int | None = None, *, output_size: Any = None
+) -> Ref:
+    """repeat_interleave.self_int(Tensor self, SymInt repeats, int? dim=None, *, SymInt? output_size=None) ->
+    Tensor; .self_Tensor (Tensor repeats): refused, its shape depends on the data.
+    """
     if not isinstance(repeats, int):
-        raise TranslationError(
-            f"{node.where()}: repeat_interleave with per-item repeats gives a data-dependent shape: use an int"
-        )
-    dim = node_arg(node, 2, "dim")
+        raise _per_item_repeats(ctx)
     g = ctx.g
-    y = ctx.ref(x)
+    y = ctx.ref(self)
     if dim is None:
         y, rank, axis = g.op("reshape", y, shape=[-1]), 1, 0
     else:
-        rank, axis = x.rank, wrap_axis(dim, x.rank)
+        rank, axis = self.rank, wrap_axis(dim, self.rank)
     y = g.op("unsqueeze", y, axes=[axis + 1])
     y = g.op("tile", y, repeats=[repeats if a == axis + 1 else 1 for a in range(rank + 1)])
-    return g.op("reshape", y, shape=[-1], axis_start=axis, axis_count=2, out=out.name)
+    return g.op("reshape", y, shape=[-1], axis_start=axis, axis_count=2, out=ctx.out.name)
+
+
+@register("aten::repeat_interleave.Tensor")
+def aten_repeat_interleave_tensor(ctx: Context, repeats: Any, *, output_size: Any = None) -> Ref:
+    """repeat_interleave.Tensor(Tensor repeats, *, SymInt? output_size=None) -> Tensor: refused, its shape
+    depends on the data.
+    """
+    raise _per_item_repeats(ctx)
 
 
 @register("aten::diagonal")
-def aten_diagonal(ctx: Context, node: Node) -> Ref:
+def aten_diagonal(ctx: Context, self: Value, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Ref:
     """diagonal(Tensor(a) self, int offset=0, int dim1=0, int dim2=1) -> Tensor(a): the diagonal as a last axis.
 
     ``dim1`` and ``dim2`` move to the end and merge; from the first diagonal element on, rows of ``dim2 + 1``
     elements start with one (static sizes; tract cannot take the strided slice of a reshape).
     """
-    x, out = node.args[0], node.outputs[0]
-    offset = int(node_arg(node, 1, "offset", 0))
-    a, b = wrap_axis(node_arg(node, 2, "dim1", 0), x.rank), wrap_axis(node_arg(node, 3, "dim2", 1), x.rank)
+    x, out = self, ctx.out
+    offset = int(offset)
+    a, b = wrap_axis(dim1, x.rank), wrap_axis(dim2, x.rank)
     n, m, count = x.shape[a], x.shape[b], out.shape[-1]
     if not all(isinstance(d, int) for d in (n, m, count)) or not count:
-        raise TranslationError(f"{node.where()}: the diagonal of a dynamic or empty axis is not supported yet")
+        raise TranslationError(
+            f"{current_node(ctx).where()}: the diagonal of a dynamic or empty axis is not supported yet"
+        )
+    n, m, count = int(n), int(m), int(count)
     g, last = ctx.g, x.rank - 2
     perm = [d for d in range(x.rank) if d not in (a, b)] + [a, b]
     y = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
@@ -466,15 +538,16 @@ def aten_diagonal(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::as_strided")
-def aten_as_strided(ctx: Context, node: Node) -> Ref:
+def aten_as_strided(ctx: Context, self: Value, size: list[Any], stride: list[Any], storage_offset: Any = None) -> Ref:
     """as_strided(Tensor self, SymInt[] size, SymInt[] stride, SymInt? storage_offset=None) -> Tensor.
 
     The input is read as the contiguous tensor a functionalised graph holds: element ``i`` of the
     result is element ``offset + sum(i_k * stride_k)`` of its flattened values, gathered (tract).
     """
-    x, out = node.args[0], node.outputs[0]
-    size, stride = list(node.args[1]), list(node.args[2])
-    offset = node_arg(node, 3, "storage_offset", 0) or 0
+    x, out = self, ctx.out
+    node = current_node(ctx)
+    size, stride = list(size), list(stride)
+    offset = storage_offset or 0
     tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
     static = [*x.shape, *size, *stride, offset]
     if not all(isinstance(d, int) for d in static):
@@ -492,51 +565,52 @@ def aten_as_strided(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::pixel_shuffle")
-def aten_pixel_shuffle(ctx: Context, node: Node) -> Ref:
+def aten_pixel_shuffle(ctx: Context, self: Value, upscale_factor: int) -> Ref:
     """pixel_shuffle(Tensor self, int upscale_factor) -> Tensor: ``[..., C*r*r, H, W] -> [..., C, H*r, W*r]``."""
-    x, r = node.args[0], int(node.args[1])
-    g, b = ctx.g, x.rank - 3
-    y = g.op("reshape", ctx.ref(x), shape=[-1, r, r], axis_start=b, axis_count=1)
+    r = int(upscale_factor)
+    g, b = ctx.g, self.rank - 3
+    y = g.op("reshape", ctx.ref(self), shape=[-1, r, r], axis_start=b, axis_count=1)
     y = g.op("transpose", y, axes=[*range(b), b, b + 3, b + 1, b + 4, b + 2])
     y = g.op("reshape", y, shape=[-1], axis_start=b + 1, axis_count=2)
-    return g.op("reshape", y, shape=[-1], axis_start=b + 2, axis_count=2, out=node.outputs[0].name)
+    return g.op("reshape", y, shape=[-1], axis_start=b + 2, axis_count=2, out=ctx.out.name)
 
 
 @register("aten::pixel_unshuffle")
-def aten_pixel_unshuffle(ctx: Context, node: Node) -> Ref:
+def aten_pixel_unshuffle(ctx: Context, self: Value, downscale_factor: int) -> Ref:
     """pixel_unshuffle(Tensor self, int downscale_factor) -> Tensor: ``[..., C, H*r, W*r] -> [..., C*r*r, H, W]``."""
-    x, r = node.args[0], int(node.args[1])
-    g, b = ctx.g, x.rank - 3
-    y = g.op("reshape", ctx.ref(x), shape=[-1, r], axis_start=b + 1, axis_count=1)
+    r = int(downscale_factor)
+    g, b = ctx.g, self.rank - 3
+    y = g.op("reshape", ctx.ref(self), shape=[-1, r], axis_start=b + 1, axis_count=1)
     y = g.op("reshape", y, shape=[-1, r], axis_start=b + 3, axis_count=1)
     y = g.op("transpose", y, axes=[*range(b), b, b + 2, b + 4, b + 1, b + 3])
-    return g.op("reshape", y, shape=[-1], axis_start=b, axis_count=3, out=node.outputs[0].name)
+    return g.op("reshape", y, shape=[-1], axis_start=b, axis_count=3, out=ctx.out.name)
 
 
 @register("aten::channel_shuffle", "aten::native_channel_shuffle")
-def aten_channel_shuffle(ctx: Context, node: Node) -> Ref:
-    """channel_shuffle(Tensor self, SymInt groups) -> Tensor: ``[N, g*k, ...] -> [N, k*g, ...]`` (transposed groups)."""
-    x, groups = node.args[0], int(node.args[1])
+def aten_channel_shuffle(ctx: Context, self: Value, groups: int) -> Ref:
+    """channel_shuffle(Tensor self, SymInt groups) -> Tensor (and native_channel_shuffle): ``[N, g*k, ...] ->
+    [N, k*g, ...]`` (transposed groups).
+    """
     g = ctx.g
-    y = g.op("reshape", ctx.ref(x), shape=[groups, -1], axis_start=1, axis_count=1)
-    y = g.op("transpose", y, axes=[0, 2, 1, *range(3, x.rank + 1)])
-    return g.op("reshape", y, shape=[-1], axis_start=1, axis_count=2, out=node.outputs[0].name)
+    y = g.op("reshape", ctx.ref(self), shape=[int(groups), -1], axis_start=1, axis_count=1)
+    y = g.op("transpose", y, axes=[0, 2, 1, *range(3, self.rank + 1)])
+    return g.op("reshape", y, shape=[-1], axis_start=1, axis_count=2, out=ctx.out.name)
 
 
 @register("aten::unfold")
-def aten_unfold(ctx: Context, node: Node) -> Ref:
+def aten_unfold(ctx: Context, self: Value, dimension: int, size: int, step: int) -> Ref:
     """unfold(Tensor self, int dimension, int size, int step) -> Tensor: windows along ``dimension`` as a new
     last axis (one strided slice per window position, stacked).
     """
-    x, out = node.args[0], node.outputs[0]
-    size, step = int(node.args[2]), int(node.args[3])
+    x, out = self, ctx.out
+    size, step = int(size), int(step)
     g = ctx.g
     if x.rank == 0:
         return g.op("unsqueeze", ctx.ref(x), axes=[0], out=out.name)
-    axis = wrap_axis(node.args[1], x.rank)
+    axis = wrap_axis(dimension, x.rank)
     windows = out.shape[axis]
     if not isinstance(windows, int) and not ctx.tract:
-        static_sizes(node, out, [axis], "Tensor.unfold (without TractNNEF)")
+        static_sizes(current_node(ctx), out, [axis], "Tensor.unfold (without TractNNEF)")
 
     def end(k: int) -> Any:  # just after the last element: tract then proves every slice has ``windows`` rows
         if isinstance(windows, int):
@@ -547,11 +621,10 @@ def aten_unfold(ctx: Context, node: Node) -> Ref:
     return g.op("stack", parts, axis=x.rank, out=out.name)
 
 
-@register("aten::meshgrid")
-def aten_meshgrid(ctx: Context, node: Node) -> list[Ref]:
-    """meshgrid(Tensor[] tensors) / meshgrid.indexing(Tensor[] tensors, *, str indexing) -> Tensor[]."""
-    tensors = list(node.args[0])
-    indexing = node_arg(node, 1, "indexing", "ij")
+@register("aten::meshgrid", "aten::meshgrid.indexing")
+def aten_meshgrid(ctx: Context, tensors: list[Value], *, indexing: str = "ij") -> list[Ref]:
+    """meshgrid.indexing(Tensor[] tensors, *, str indexing) -> Tensor[] (the default overload: 'ij')."""
+    node = current_node(ctx)
     g, refs = ctx.g, []
     for i, (t, out) in enumerate(zip(tensors, node.outputs)):
         axis = i
@@ -570,10 +643,11 @@ def aten_meshgrid(ctx: Context, node: Node) -> list[Ref]:
 
 
 @register("aten::broadcast_tensors")
-def aten_broadcast_tensors(ctx: Context, node: Node) -> list[Ref]:
+def aten_broadcast_tensors(ctx: Context, tensors: list[Value]) -> list[Ref]:
     """broadcast_tensors(Tensor[] tensors) -> Tensor[]: each tensor tiled to the common shape."""
+    node = current_node(ctx)
     refs = []
-    for t, out in zip(node.args[0], node.outputs):
+    for t, out in zip(tensors, node.outputs):
         y = tile_to(ctx, node, ctx.ref(t), t.shape, list(out.shape))
         refs.append(ctx.g.op("copy", y, out=out.name))
     return refs

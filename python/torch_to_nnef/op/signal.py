@@ -16,44 +16,23 @@ for both targets (a matmul; for ``istft`` then an overlap-add of shifted, padded
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 
 from torch_to_nnef.check.versions import CUMSUM_TRACT
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import COMPLEX_DTYPES, Node, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op import common
-from torch_to_nnef.op.common import node_arg, wrap_axis
+from torch_to_nnef.op.common import current_node, dim_ref, wrap_axis
 from torch_to_nnef.op.elementwise import atan2
-from torch_to_nnef.op.indexing import (
-    aten_index,
-    aten_index_select,
-    aten_select,
-    aten_select_scatter,
-    aten_slice,
-    aten_slice_scatter,
-)
 from torch_to_nnef.op.linalg import einsum_ref
-from torch_to_nnef.op.reductions import aten_reduce
-from torch_to_nnef.op.registry import Context, register
-from torch_to_nnef.op.shape import (
-    aten_cat,
-    aten_flip,
-    aten_permute,
-    aten_roll,
-    aten_split,
-    aten_squeeze,
-    aten_stack,
-    aten_transpose,
-    aten_unbind,
-    aten_unsqueeze,
-    pad_nd,
-    product_of,
-    roll_axis,
-)
+from torch_to_nnef.op.registry import Context, register, translate_node
+from torch_to_nnef.op.shape import pad_nd, product_of, roll_axis
 
 _NORMS = ("backward", "ortho", "forward")
 
@@ -67,10 +46,14 @@ def _is_complex(v: Value) -> bool:
     return v.dtype in COMPLEX_DTYPES
 
 
-def _static(node: Node, size: Any, what: str) -> int:
+def _static_value(ctx: Context, size: Any, what: str) -> int:
+    """One size, an argument (a transform length ``n``, a window length) or a dimension, as an int; when it is
+    symbolic, an error that says to export it static or to use TractNNEF (:func:`common.static_sizes` checks
+    the axes of a tensor).
+    """
     if not isinstance(size, int):
         raise TranslationError(
-            f"{node.where()}: {node.kind} needs a static {what} (got {size!r}); "
+            f"{ctx.where()} needs a static {what} (got {size!r}); "
             "export with that axis static, or use TractNNEF where it may be dynamic"
         )
     return size
@@ -95,9 +78,9 @@ def _scale(n: int, norm: str | None, inverse: bool) -> float:
     return 1.0
 
 
-def _check_norm(node: Node, norm: Any) -> None:
+def _check_norm(ctx: Context, norm: Any) -> None:
     if norm is not None and norm not in _NORMS:
-        raise TranslationError(f"{node.where()}: unknown fft norm {norm!r}: use one of {', '.join(_NORMS)}")
+        raise TranslationError(f"{ctx.where()}: unknown fft norm {norm!r}: use one of {', '.join(_NORMS)}")
 
 
 def _variable(ctx: Context, array: np.ndarray, dtype: str, label: str) -> Ref:
@@ -161,11 +144,9 @@ def _from_last(ctx: Context, y: Ref, perm: list[int] | None, out: str) -> Ref:
     return ctx.g.op("transpose", y, axes=inverse, out=out)
 
 
-def _matmul_dft(
-    ctx: Context, node: Node, x: Value, axis: int, matrix: np.ndarray, label: str, complex_out: bool
-) -> Ref:
-    """Applies ``matrix`` along ``axis`` of ``x`` (interleaved parts in and out where complex)."""
-    g, out = ctx.g, node.outputs[0]
+def _matmul_dft(ctx: Context, x: Value, axis: int, matrix: np.ndarray, label: str, complex_out: bool) -> Ref:
+    """Applies ``matrix`` along ``axis`` of ``x`` (interleaved parts in and out where complex) into the output."""
+    g, out = ctx.g, ctx.out
     complex_in = _is_complex(x)
     y, rank = ctx.ref(x), x.rank
     if rank == 1:  # matmul takes matrices: a row of one
@@ -184,35 +165,31 @@ def _matmul_dft(
     return _from_last(ctx, y, perm, out.name)
 
 
-def _fft(ctx: Context, node: Node, inverse: bool, onesided: bool) -> Ref:
+def _fft(ctx: Context, x: Value, n: Any, dim: int, norm: str | None, inverse: bool, onesided: bool) -> Ref:
     """fft/ifft/rfft: the transform of length ``n`` along ``dim`` of a real or complex input."""
-    x = node.args[0]
-    n, dim, norm = node_arg(node, 1, "n"), node_arg(node, 2, "dim", -1), node_arg(node, 3, "norm")
-    _check_norm(node, norm)
+    _check_norm(ctx, norm)
     axis = wrap_axis(dim, x.rank)
     size = x.shape[axis]
     if ctx.tract:
-        return _tract_fft(ctx, node, x, axis, size if n is None else n, norm, inverse, onesided)
-    m = _static(node, size, f"length on axis {axis}")
-    n = m if n is None else _static(node, n, "transform length n")
+        return _tract_fft(ctx, x, axis, size if n is None else n, norm, inverse, onesided)
+    m = _static_value(ctx, size, f"length on axis {axis}")
+    n = m if n is None else _static_value(ctx, n, "transform length n")
     bins = n // 2 + 1 if onesided else n
     scale = _scale(n, norm, inverse)
     matrix = _dft_matrix(m, n, bins, inverse, _is_complex(x), scale)
     label = f"{'idft' if inverse else 'dft'}_{'c' if _is_complex(x) else 'r'}{m}_n{n}_b{bins}_s{scale:.6g}"
-    return _matmul_dft(ctx, node, x, axis, matrix, label, complex_out=True)
+    return _matmul_dft(ctx, x, axis, matrix, label, complex_out=True)
 
 
-def _tract_fft(
-    ctx: Context, node: Node, x: Value, axis: int, n: Any, norm: str | None, inverse: bool, onesided: bool
-) -> Ref:
+def _tract_fft(ctx: Context, x: Value, axis: int, n: Any, norm: str | None, inverse: bool, onesided: bool) -> Ref:
     """``tract_core_fft`` on ``x`` brought to ``n`` samples along ``axis`` (cropped or zero-padded)."""
-    g, out = ctx.g, node.outputs[0]
+    g, out = ctx.g, ctx.out
     g.need("tract_registry tract_core")
     y = _as_complex(ctx, x)
     size = x.shape[axis]
     if n != size:
-        m = _static(node, size, f"length on axis {axis} when n is given")
-        n = _static(node, n, "transform length n")
+        m = _static_value(ctx, size, f"length on axis {axis} when n is given")
+        n = _static_value(ctx, n, "transform length n")
         if m > n:
             y = g.op("slice", y, axes=[axis], begin=[0], end=[n], stride=[1])
         else:
@@ -225,7 +202,7 @@ def _tract_fft(
         scale = 1.0
     else:
         raise TranslationError(
-            f"{node.where()}: {node.kind} over a dynamic length with norm={norm!r} is not supported yet "
+            f"{ctx.where()} over a dynamic length with norm={norm!r} is not supported yet "
             "(its scale depends on the length): scale the result in the model instead"
         )
     if scale != 1.0:
@@ -237,44 +214,43 @@ def _tract_fft(
 
 
 @register("complex::fft_fft")
-def aten_fft_fft(ctx: Context, node: Node) -> Ref:
+def aten_fft_fft(ctx: Context, self: Value, n: Any = None, dim: int = -1, norm: str | None = None) -> Ref:
     """fft_fft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor."""
-    return _fft(ctx, node, inverse=False, onesided=False)
+    return _fft(ctx, self, n, dim, norm, inverse=False, onesided=False)
 
 
 @register("complex::fft_ifft")
-def aten_fft_ifft(ctx: Context, node: Node) -> Ref:
+def aten_fft_ifft(ctx: Context, self: Value, n: Any = None, dim: int = -1, norm: str | None = None) -> Ref:
     """fft_ifft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor."""
-    return _fft(ctx, node, inverse=True, onesided=False)
+    return _fft(ctx, self, n, dim, norm, inverse=True, onesided=False)
 
 
 @register("complex::fft_rfft")
-def aten_fft_rfft(ctx: Context, node: Node) -> Ref:
+def aten_fft_rfft(ctx: Context, self: Value, n: Any = None, dim: int = -1, norm: str | None = None) -> Ref:
     """fft_rfft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor: the n // 2 + 1 first bins."""
-    if _is_complex(node.args[0]):
-        raise TranslationError(f"{node.where()}: rfft takes a real input; use torch.fft.fft for a complex one")
-    return _fft(ctx, node, inverse=False, onesided=True)
+    if _is_complex(self):
+        raise TranslationError(f"{ctx.where()}: rfft takes a real input; use torch.fft.fft for a complex one")
+    return _fft(ctx, self, n, dim, norm, inverse=False, onesided=True)
 
 
 @register("complex::fft_irfft", "aten::fft_irfft")
-def aten_fft_irfft(ctx: Context, node: Node) -> Ref:
+def aten_fft_irfft(ctx: Context, self: Value, n: Any = None, dim: int = -1, norm: str | None = None) -> Ref:
     """fft_irfft(Tensor self, SymInt? n=None, int dim=-1, str? norm=None) -> Tensor: real, n = 2 (m - 1) by default.
 
     A real inverse DFT as one matmul (static lengths), for both targets; a real input is read as bins
     with no imaginary part.
     """
-    x = node.args[0]
-    n, norm = node_arg(node, 1, "n"), node_arg(node, 3, "norm")
-    _check_norm(node, norm)
-    axis = wrap_axis(node_arg(node, 2, "dim", -1), x.rank)
-    m = _static(node, x.shape[axis], f"number of bins on axis {axis}")
-    n = 2 * (m - 1) if n is None else _static(node, n, "output length n")
-    scale = _scale(n, norm, inverse=True)
-    matrix = _irfft_matrix(m, n, scale)
+    x = self
+    _check_norm(ctx, norm)
+    axis = wrap_axis(dim, x.rank)
+    m = _static_value(ctx, x.shape[axis], f"number of bins on axis {axis}")
+    length = 2 * (m - 1) if n is None else _static_value(ctx, n, "output length n")
+    scale = _scale(length, norm, inverse=True)
+    matrix = _irfft_matrix(m, length, scale)
     if not _is_complex(x):
         matrix = matrix[0::2]  # the rows of the real parts
-    label = f"irdft_{'c' if _is_complex(x) else 'r'}{m}_n{n}_s{scale:.6g}"
-    return _matmul_dft(ctx, node, x, axis, matrix, label, complex_out=False)
+    label = f"irdft_{'c' if _is_complex(x) else 'r'}{m}_n{length}_s{scale:.6g}"
+    return _matmul_dft(ctx, x, axis, matrix, label, complex_out=False)
 
 
 def _known_tensor(ctx: Context, v: Value) -> np.ndarray | None:
@@ -288,7 +264,7 @@ def _known_tensor(ctx: Context, v: Value) -> np.ndarray | None:
     return None
 
 
-def _window(ctx: Context, node: Node, window: Value | None, win_length: int, n_fft: int) -> np.ndarray:
+def _window(ctx: Context, window: Value | None, win_length: int, n_fft: int) -> np.ndarray:
     """The window zero-padded to ``n_fft`` on both sides (as torch centres it); ones by default."""
     if window is None:
         values = np.ones(win_length)
@@ -296,48 +272,55 @@ def _window(ctx: Context, node: Node, window: Value | None, win_length: int, n_f
         known = _known_tensor(ctx, window)
         if known is None:
             raise TranslationError(
-                f"{node.where()}: the window of {node.kind.split('::')[1]} must be a constant (a buffer, a "
+                f"{ctx.where()}: the window of {current_node(ctx).kind.split('::')[1]} must be a constant (a buffer, a "
                 "parameter or torch.hann_window(...) and its siblings); register a computed window as a buffer"
             )
         values = known.reshape(-1)
     if values.shape[0] > n_fft:
-        raise TranslationError(f"{node.where()}: a window of {values.shape[0]} samples is longer than n_fft={n_fft}")
+        raise TranslationError(f"{ctx.where()}: a window of {values.shape[0]} samples is longer than n_fft={n_fft}")
     left = (n_fft - values.shape[0]) // 2
     padded = np.zeros(n_fft)
     padded[left : left + values.shape[0]] = values
     return padded
 
 
-def _stft_options(ctx: Context, node: Node) -> tuple[int, int, np.ndarray, bool, bool]:
-    """(n_fft, hop, padded window, normalized, onesided) of an stft or istft node."""
-    x = node.args[0]
-    n_fft = int(node.args[1])
-    hop = node_arg(node, 2, "hop_length") or n_fft // 4
-    win_length = node_arg(node, 3, "win_length") or n_fft
-    window = _window(ctx, node, node_arg(node, 4, "window"), win_length, n_fft)
-    if node.kind.endswith("::stft"):
-        normalized, onesided = bool(node_arg(node, 5, "normalized", False)), node_arg(node, 6, "onesided")
-        onesided = not _is_complex(x) if onesided is None else bool(onesided)
-    else:
-        normalized, onesided = bool(node_arg(node, 6, "normalized", False)), node_arg(node, 7, "onesided")
-        onesided = x.shape[-2] != n_fft if onesided is None else bool(onesided)
-    return n_fft, int(hop), window, normalized, onesided
+def _framing(
+    ctx: Context, n_fft: int, hop_length: int | None, win_length: int | None, window: Value | None
+) -> tuple[int, int, np.ndarray]:
+    """(n_fft, hop, window padded to n_fft) of an stft or istft: a hop of ``n_fft // 4`` and a window of ones
+    over ``n_fft`` samples by default.
+    """
+    n_fft = int(n_fft)
+    hop = hop_length or n_fft // 4
+    return n_fft, int(hop), _window(ctx, window, win_length or n_fft, n_fft)
 
 
 @register("complex::stft", "aten::stft")
-def aten_stft(ctx: Context, node: Node) -> Ref:
+def aten_stft(
+    ctx: Context,
+    self: Value,
+    n_fft: int,
+    hop_length: int | None = None,
+    win_length: int | None = None,
+    window: Value | None = None,
+    normalized: bool = False,
+    onesided: bool | None = None,
+    return_complex: bool | None = None,
+    align_to_window: bool | None = None,
+) -> Ref:
     """stft(Tensor self, int n_fft, int? hop_length=None, int? win_length=None, Tensor? window=None,
     bool normalized=False, bool? onesided=None, bool? return_complex=None, bool? align_to_window=None) -> Tensor.
 
     Frames of ``n_fft`` samples every ``hop_length``, windowed and transformed: ``[B?, bins, frames]``
     (the padding of ``center=True`` is a separate pad node). The window must be a constant.
     """
-    x, out = node.args[0], node.outputs[0]
+    x, out = self, ctx.out
     if _is_complex(x):
-        raise TranslationError(f"{node.where()}: stft of a complex signal is not supported yet")
-    if node_arg(node, 8, "align_to_window"):
-        raise TranslationError(f"{node.where()}: stft with align_to_window=True is not supported yet")
-    n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
+        raise TranslationError(f"{ctx.where()}: stft of a complex signal is not supported yet")
+    if align_to_window:
+        raise TranslationError(f"{ctx.where()}: stft with align_to_window=True is not supported yet")
+    n_fft, hop, taper_values = _framing(ctx, n_fft, hop_length, win_length, window)
+    onesided = not _is_complex(x) if onesided is None else bool(onesided)
     bins = n_fft // 2 + 1 if onesided else n_fft
     scale = 1.0 / math.sqrt(n_fft) if normalized else 1.0
     dtype = _parts_dtype(out)
@@ -345,11 +328,10 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
     batched = x.rank == 2
     if ctx.tract:
         g.need("tract_registry tract_core")
-        given = node_arg(node, 4, "window")
-        if isinstance(given, Value) and given.shape == (n_fft,) and given.dtype == dtype:
-            taper = ctx.ref(given)  # the constant itself, already in the document
+        if isinstance(window, Value) and window.shape == (n_fft,) and window.dtype == dtype:
+            taper = ctx.ref(window)  # the constant itself, already in the document
         else:
-            taper = _variable(ctx, window, dtype, f"stft_window_{_digest(window)}")
+            taper = _variable(ctx, taper_values, dtype, f"stft_window_{_digest(taper_values)}")
         y = g.op("tract_core_stft", _as_complex(ctx, x), axis=x.rank - 1, frame=n_fft, stride=hop, window=taper)
         if onesided:
             y = g.op("slice", y, axes=[x.rank], begin=[0], end=[bins], stride=[1])
@@ -358,9 +340,9 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
     # The specification: a strided conv whose 2 * bins filters are the windowed DFT rows.
     theta = -_angles(bins, n_fft, n_fft)
     filters = np.zeros((2 * bins, 1, n_fft))
-    filters[0::2, 0] = np.cos(theta) * window * scale
-    filters[1::2, 0] = np.sin(theta) * window * scale
-    label = f"stft_filters_{n_fft}_b{bins}_s{scale:.6g}_{_digest(window)}"
+    filters[0::2, 0] = np.cos(theta) * taper_values * scale
+    filters[1::2, 0] = np.sin(theta) * taper_values * scale
+    label = f"stft_filters_{n_fft}_b{bins}_s{scale:.6g}_{_digest(taper_values)}"
     signal = g.op("unsqueeze", ctx.ref(x), axes=[0, 1] if not batched else [1])
     y = g.op("conv", signal, _variable(ctx, filters, dtype, label), 0.0, stride=[hop], padding=[(0, 0)])
     y = g.op("reshape", y, shape=[bins, 2], axis_start=1, axis_count=1)
@@ -370,27 +352,39 @@ def aten_stft(ctx: Context, node: Node) -> Ref:
 
 def _digest(window: np.ndarray) -> str:
     """A short content label for a window (constants are shared by label)."""
-    import hashlib
-
     return hashlib.sha1(np.ascontiguousarray(window, dtype=np.float64).tobytes()).hexdigest()[:10]
 
 
 @register("complex::istft")
-def aten_istft(ctx: Context, node: Node) -> Ref:
+def aten_istft(
+    ctx: Context,
+    self: Value,
+    n_fft: int,
+    hop_length: int | None = None,
+    win_length: int | None = None,
+    window: Value | None = None,
+    center: bool = True,
+    normalized: bool = False,
+    onesided: bool | None = None,
+    length: int | None = None,
+    return_complex: bool = False,
+) -> Ref:
     """istft(Tensor self, int n_fft, int? hop_length=None, int? win_length=None, Tensor? window=None,
-    bool center=True, bool normalized=False, bool? onesided=None, int? length=None, bool return_complex=False).
+    bool center=True, bool normalized=False, bool? onesided=None, int? length=None, bool return_complex=False) ->
+    Tensor.
 
     Each frame's windowed inverse DFT (one matmul), overlap-added, divided by the overlap-added squared
     window and cropped as torch crops it.
     """
-    x, out = node.args[0], node.outputs[0]
-    if node_arg(node, 9, "return_complex", False):
-        raise TranslationError(f"{node.where()}: istft with return_complex=True gives a complex output: not supported")
-    n_fft, hop, window, normalized, onesided = _stft_options(ctx, node)
-    center, length = bool(node_arg(node, 5, "center", True)), node_arg(node, 8, "length")
-    bins, frames = _static(node, x.shape[-2], "number of frequency bins"), x.shape[-1]
+    x, out = self, ctx.out
+    if return_complex:
+        raise TranslationError(f"{ctx.where()}: istft with return_complex=True gives a complex output: not supported")
+    n_fft, hop, taper = _framing(ctx, n_fft, hop_length, win_length, window)
+    onesided = x.shape[-2] != n_fft if onesided is None else bool(onesided)
+    start = n_fft // 2 if center else 0
+    bins, frames = _static_value(ctx, x.shape[-2], "number of frequency bins"), x.shape[-1]
     if not isinstance(frames, int) and not ctx.tract:
-        raise TranslationError(f"{node.where()}: istft over a dynamic number of frames needs TractNNEF")
+        raise TranslationError(f"{ctx.where()}: istft over a dynamic number of frames needs TractNNEF")
     scale = (math.sqrt(n_fft) if normalized else 1.0) / n_fft
     if onesided:
         basis = _irfft_matrix(bins, n_fft, scale)
@@ -398,24 +392,20 @@ def aten_istft(ctx: Context, node: Node) -> Ref:
         basis = _dft_matrix(bins, n_fft, n_fft, True, True, scale)[:, 0::2]  # the real part
     blocks = -(-n_fft // hop)  # each frame spans this many hops (zeros past n_fft)
     matrix = np.zeros((2 * bins, blocks * hop))
-    matrix[:, :n_fft] = basis * window[None, :]
+    matrix[:, :n_fft] = basis * taper[None, :]
     dtype = _parts_dtype(out)
     g = ctx.g
     spec = ctx.ref(x) if x.rank == 3 else g.op("unsqueeze", ctx.ref(x), axes=[0])
     spec = g.op("transpose", spec, axes=[0, 2, 1, 3])  # [B, frames, bins, 2]
     spec = g.op("reshape", spec, shape=[2 * bins], axis_start=2, axis_count=2)
-    label = f"istft_basis_{n_fft}_b{bins}_h{hop}_{'o' if onesided else 't'}_s{scale:.6g}_{_digest(window)}"
+    label = f"istft_basis_{n_fft}_b{bins}_h{hop}_{'o' if onesided else 't'}_s{scale:.6g}_{_digest(taper)}"
     y = g.op("matmul", spec, _variable(ctx, matrix[None], dtype, label), transposeA=False, transposeB=False)
     y = _overlap_add(ctx, y, blocks, hop)
     squares = np.zeros((1, 1, blocks * hop))
-    squares[0, 0, :n_fft] = window**2
-    envelope = _variable(ctx, squares, dtype, f"istft_squared_window_{blocks * hop}_{_digest(window)}")
-    if isinstance(frames, int):
-        envelope = g.op("tile", envelope, repeats=[1, frames, 1])
-    else:
-        envelope = g.op("tile", envelope, repeats=[1, Ref(dim_literal(frames)), 1])
+    squares[0, 0, :n_fft] = taper**2
+    envelope = _variable(ctx, squares, dtype, f"istft_squared_window_{blocks * hop}_{_digest(taper)}")
+    envelope = g.op("tile", envelope, repeats=[1, dim_ref(frames), 1])
     envelope = _overlap_add(ctx, envelope, blocks, hop)
-    start = n_fft // 2 if center else 0
     keep = out.shape[-1]
     available: Any
     if isinstance(frames, int):
@@ -450,19 +440,18 @@ def _overlap_add(ctx: Context, frames: Ref, blocks: int, hop: int) -> Ref:
 
 
 @register("aten::unfold_backward")
-def aten_unfold_backward(ctx: Context, node: Node) -> Ref:
+def aten_unfold_backward(ctx: Context, grad_in: Value, input_sizes: list[Any], dim: int, size: int, step: int) -> Ref:
     """unfold_backward(Tensor grad_in, SymInt[] input_sizes, int dim, int size, int step) -> Tensor: frames of
     ``size`` samples taken every ``step`` along the last axis (``grad_in`` is ``[..., frames, size]``),
     overlap-added back into a tensor of ``input_sizes``, over which frames with size-1 leading axes broadcast
     (torch 2.5 lowers istft to it).
     """
-    grad, sizes, dim, size, step = node.args[:5]
-    out, g = node.outputs[0], ctx.g
-    rank = len(sizes)
+    grad, out, g = grad_in, ctx.out, ctx.g
+    rank = len(input_sizes)
     if dim % rank != rank - 1:
-        raise TranslationError(f"{node.where()}: unfold_backward is supported along the last axis only (got dim={dim})")
-    shape = [_static(node, d, "shape") for d in out.shape]
-    frames = _static(node, grad.shape[-2], "number of frames")
+        raise TranslationError(f"{ctx.where()}: unfold_backward is supported along the last axis only (got dim={dim})")
+    shape = [_static_value(ctx, d, "shape") for d in out.shape]
+    frames = _static_value(ctx, grad.shape[-2], "number of frames")
     blocks = -(-size // step)  # each frame spans this many steps (zeros past size)
     y = g.op("reshape", ctx.ref(grad), shape=[-1, frames, size])
     if blocks * step > size:
@@ -473,7 +462,7 @@ def aten_unfold_backward(ctx: Context, node: Node) -> Ref:
         y = g.op("slice", y, axes=[1], begin=[0], end=[length], stride=[1])
     elif total < length:
         y = g.op("pad", y, padding=[(0, 0), (0, length - total)], border="constant", value=0.0)
-    lead = [_static(node, d, "shape") for d in grad.shape[:-2]]
+    lead = [_static_value(ctx, d, "shape") for d in grad.shape[:-2]]
     lead = [1] * (rank - 1 - len(lead)) + lead  # frames broadcast over the leading axes, as torch adds them
     if lead == shape[:-1]:
         return g.op("reshape", y, shape=shape, out=out.name)
@@ -481,135 +470,356 @@ def aten_unfold_backward(ctx: Context, node: Node) -> Ref:
     return g.op("tile", y, repeats=[s // d for s, d in zip(shape, [*lead, length])], out=out.name)
 
 
-_WINDOWS = {
-    "aten::hann_window": "hann_window",
-    "aten::hamming_window": "hamming_window",
-    "aten::blackman_window": "blackman_window",
-    "aten::bartlett_window": "bartlett_window",
-}
-
-
-@register(*_WINDOWS)
-def aten_window(ctx: Context, node: Node) -> Ref:
-    """hann_window(int window_length, bool periodic=True, *, ScalarType? dtype...); hamming_window (with
-    optional alpha, beta), blackman_window, bartlett_window: a constant computed by torch itself.
+def _window_constant(ctx: Context, window_length: int, *options: Any) -> Ref:
+    """The window of the node's kind (``hann_window``...) with torch's own values: ``options`` are its positional
+    arguments after the length (``periodic``, ``alpha``, ``beta``).
     """
     import torch
 
-    length = _static(node, node.args[0], "window length")
-    positional = [a for a in node.args[1:] if not isinstance(a, dict)]
-    out = node.outputs[0]
-    fn = getattr(torch, _WINDOWS[node.kind])
-    values = fn(length, *positional, dtype=torch.float64).numpy()
-    options = "_".join(str(a) for a in positional)
+    name = current_node(ctx).kind.split("::", 1)[1]
+    length = _static_value(ctx, window_length, "window length")
+    out = ctx.out
+    values = getattr(torch, name)(length, *options, dtype=torch.float64).numpy()
+    label = "_".join(str(a) for a in options)
     array = values.astype(_parts_dtype(out).replace("f", "float"))
-    return ctx.g.variable(array, f"{_WINDOWS[node.kind]}_{length}_{options}_{out.dtype}".rstrip("_"))
+    return ctx.g.variable(array, f"{name}_{length}_{label}_{out.dtype}".rstrip("_"))
 
 
-@register("complex::view_as_real", "complex::view_as_complex", "complex::clone", "complex::alias", "complex::detach")
-def aten_view_as_real(ctx: Context, node: Node) -> Ref:
-    """view_as_real(Tensor self); view_as_complex(Tensor self); clone/alias/detach of a complex tensor.
-
-    The complex layout already holds the parts on a trailing axis: a copy.
+@register("aten::hann_window", "aten::hamming_window", "aten::blackman_window", "aten::bartlett_window")
+def aten_window(
+    ctx: Context,
+    window_length: int,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """hann_window(int window_length, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None) -> Tensor; hamming_window, blackman_window, bartlett_window alike: a constant computed by
+    torch itself (in the output's dtype).
     """
-    return ctx.g.op("copy", ctx.ref(node.args[0]), out=node.outputs[0].name)
+    return _window_constant(ctx, window_length)
+
+
+@register(
+    "aten::hann_window.periodic",
+    "aten::hamming_window.periodic",
+    "aten::blackman_window.periodic",
+    "aten::bartlett_window.periodic",
+)
+def aten_window_periodic(
+    ctx: Context,
+    window_length: int,
+    periodic: bool,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """hann_window.periodic(int window_length, bool periodic, *, ScalarType? dtype=None, Layout? layout=None,
+    Device? device=None, bool? pin_memory=None) -> Tensor; hamming_window, blackman_window, bartlett_window alike: a
+    constant computed by torch itself.
+    """
+    return _window_constant(ctx, window_length, periodic)
+
+
+@register("aten::hamming_window.periodic_alpha")
+def aten_hamming_window_periodic_alpha(
+    ctx: Context,
+    window_length: int,
+    periodic: bool,
+    alpha: float,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """hamming_window.periodic_alpha(int window_length, bool periodic, float alpha, *, ScalarType? dtype=None,
+    Layout? layout=None, Device? device=None, bool? pin_memory=None) -> Tensor: a constant computed by torch itself.
+    """
+    return _window_constant(ctx, window_length, periodic, alpha)
+
+
+@register("aten::hamming_window.periodic_alpha_beta")
+def aten_hamming_window_periodic_alpha_beta(
+    ctx: Context,
+    window_length: int,
+    periodic: bool,
+    alpha: float,
+    beta: float,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+) -> Ref:
+    """hamming_window.periodic_alpha_beta(int window_length, bool periodic, float alpha, float beta, *, ScalarType?
+    dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None) -> Tensor: a constant computed by
+    torch itself.
+    """
+    return _window_constant(ctx, window_length, periodic, alpha, beta)
+
+
+@register("complex::view_as_real", "complex::view_as_complex", "complex::alias", "complex::detach")
+def aten_complex_alias(ctx: Context, self: Value) -> Ref:
+    """view_as_real(Tensor self) -> Tensor; view_as_complex, alias, detach alike: the complex layout already holds
+    the parts on a trailing axis, a copy.
+    """
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
+
+
+@register("complex::clone")
+def aten_complex_clone(ctx: Context, self: Value, *, memory_format: Any = None) -> Ref:
+    """clone(Tensor self, *, MemoryFormat? memory_format=None) -> Tensor of a complex tensor: a copy."""
+    return ctx.g.op("copy", ctx.ref(self), out=ctx.out.name)
 
 
 @register("complex::abs")
-def aten_complex_abs(ctx: Context, node: Node) -> Ref:
-    """abs(Tensor self) of a complex tensor: the modulus sqrt(re^2 + im^2)."""
-    x, g = node.args[0], ctx.g
-    return g.op(
-        "squeeze", g.op("sqrt", _squared_modulus(ctx, ctx.ref(x), x.rank)), axes=[x.rank], out=node.outputs[0].name
-    )
+def aten_complex_abs(ctx: Context, self: Value) -> Ref:
+    """abs(Tensor self) -> Tensor of a complex tensor: the modulus sqrt(re^2 + im^2)."""
+    g = ctx.g
+    modulus = g.op("sqrt", _squared_modulus(ctx, ctx.ref(self), self.rank))
+    return g.op("squeeze", modulus, axes=[self.rank], out=ctx.out.name)
 
 
 @register("complex::_conj", "complex::_conj_physical", "complex::conj_physical")
-def aten_conj(ctx: Context, node: Node) -> Ref:
-    """_conj(Tensor self) -> Tensor; _conj_physical: the conjugate (the imaginary part negated)."""
-    x, out = node.args[0], node.outputs[0]
-    return _conjugate(ctx, ctx.ref(x), x.rank, _parts_dtype(out), out=out.name)
+def aten_conj(ctx: Context, self: Value) -> Ref:
+    """_conj(Tensor self) -> Tensor; _conj_physical, conj_physical alike: the conjugate (the imaginary part
+    negated).
+    """
+    out = ctx.out
+    return _conjugate(ctx, ctx.ref(self), self.rank, _parts_dtype(out), out=out.name)
 
 
 @register("aten::_neg_view")
-def aten_neg_view(ctx: Context, node: Node) -> Ref:
+def aten_neg_view(ctx: Context, self: Value) -> Ref:
     """_neg_view(Tensor self) -> Tensor: the negation (as ``.imag`` of a conjugate leaves it)."""
-    return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+    return ctx.g.op("neg", ctx.ref(self), out=ctx.out.name)
 
 
 # Views, gathers and reductions that move or sum whole elements along the logical axes: the real translations
 # index the logical axes only (an NNEF transpose leaves the axes past its list in place; a stack, a slice or a
 # reduction names its axes), so the parts axis stays last.
-_ELEMENT_OPS = {
-    "complex::slice": aten_slice,
-    "complex::select": aten_select,
-    "complex::transpose": aten_transpose,
-    "complex::permute": aten_permute,
-    "complex::unsqueeze": aten_unsqueeze,
-    "complex::squeeze": aten_squeeze,
-    "complex::cat": aten_cat,
-    "complex::stack": aten_stack,
-    "complex::split": aten_split,
-    "complex::split_with_sizes": aten_split,
-    "complex::unbind": aten_unbind,
-    "complex::index_select": aten_index_select,
-    "complex::index": aten_index,
-    "complex::_unsafe_index": aten_index,
-    "complex::slice_scatter": aten_slice_scatter,
-    "complex::select_scatter": aten_select_scatter,
-    "complex::flip": aten_flip,
-    "complex::sum": aten_reduce,
-    "complex::mean": aten_reduce,
-}
 
 
-def _element_op(ctx: Context, node: Node) -> Any:
-    """A complex node of the _ELEMENT_OPS table through its real translation, under its ATen kind (which some
-    translations read, e.g. mean and sum share one).
+def _by_real_translation(ctx: Context, *args: Any, **keywords: Any) -> Any:
+    """The complex node translated by the ATen translation of its operator and overload (``aten::slice.Tensor``
+    for ``complex::slice.Tensor``), given these arguments; under the ATen kind, which some translations read
+    (mean and sum share one).
     """
-    return _ELEMENT_OPS[node.kind](ctx, dataclasses.replace(node, kind="aten::" + node.kind.split("::", 1)[1]))
+    node = current_node(ctx)
+    kind = "aten::" + node.kind.split("::", 1)[1]
+    return translate_node(ctx, dataclasses.replace(node, kind=kind, args=(*args, keywords) if keywords else args))
 
 
-register(*_ELEMENT_OPS)(_element_op)
-
-
-@register("complex::constant_pad_nd", "complex::pad")
-def aten_complex_constant_pad_nd(ctx: Context, node: Node) -> Ref:
-    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0); pad(Tensor self, SymInt[] pad, str
-    mode="constant", float? value=None) of a complex tensor: zero bins or samples appended on the logical axes
-    (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way), or whole elements reflected, replicated or
-    wrapped around.
+@register("complex::slice.Tensor")
+def aten_complex_slice(
+    ctx: Context, self: Value, dim: int = 0, start: Any = None, end: Any = None, step: Any = 1
+) -> Any:
+    """slice.Tensor(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1) -> Tensor of a
+    complex tensor: the real slice of the logical axis.
     """
-    x, pad = node.args[0], list(node.args[1])
-    mode, value = "constant", node_arg(node, 2, "value", 0.0)
-    if node.kind == "complex::pad":
-        mode, value = node_arg(node, 2, "mode", "constant"), node_arg(node, 3, "value") or 0.0
+    return _by_real_translation(ctx, self, dim, start, end, step)
+
+
+@register("complex::select.int")
+def aten_complex_select(ctx: Context, self: Value, dim: int, index: Any) -> Any:
+    """select.int(Tensor self, int dim, SymInt index) -> Tensor of a complex tensor: the real select of the logical
+    axis.
+    """
+    return _by_real_translation(ctx, self, dim, index)
+
+
+@register("complex::transpose.int")
+def aten_complex_transpose(ctx: Context, self: Value, dim0: int, dim1: int) -> Any:
+    """transpose.int(Tensor self, int dim0, int dim1) -> Tensor of a complex tensor: logical axes swapped."""
+    return _by_real_translation(ctx, self, dim0, dim1)
+
+
+@register("complex::permute")
+def aten_complex_permute(ctx: Context, self: Value, dims: list[int]) -> Any:
+    """permute(Tensor self, int[] dims) -> Tensor of a complex tensor: the logical axes permuted."""
+    return _by_real_translation(ctx, self, dims)
+
+
+@register("complex::unsqueeze")
+def aten_complex_unsqueeze(ctx: Context, self: Value, dim: int) -> Any:
+    """unsqueeze(Tensor self, int dim) -> Tensor of a complex tensor: a logical axis added."""
+    return _by_real_translation(ctx, self, dim)
+
+
+@register("complex::squeeze", "complex::squeeze.dim", "complex::squeeze.dims")
+def aten_complex_squeeze(ctx: Context, self: Value, dim: int | Sequence[int] | None = None) -> Any:
+    """squeeze(Tensor self) -> Tensor; squeeze.dim(Tensor self, int dim); squeeze.dims(Tensor self, int[] dim) of a
+    complex tensor: logical axes of size 1 removed.
+    """
+    return _by_real_translation(ctx, self) if dim is None else _by_real_translation(ctx, self, dim)
+
+
+@register("complex::cat")
+def aten_complex_cat(ctx: Context, tensors: list[Value], dim: int = 0) -> Any:
+    """cat(Tensor[] tensors, int dim=0) -> Tensor of complex tensors: joined along a logical axis."""
+    return _by_real_translation(ctx, tensors, dim)
+
+
+@register("complex::stack")
+def aten_complex_stack(ctx: Context, tensors: list[Value], dim: int = 0) -> Any:
+    """stack(Tensor[] tensors, int dim=0) -> Tensor of complex tensors: stacked on a new logical axis."""
+    return _by_real_translation(ctx, tensors, dim)
+
+
+@register("complex::split.Tensor", "complex::split.sizes")
+def aten_complex_split(ctx: Context, self: Value, split_size: Any, dim: int = 0) -> Any:
+    """split.Tensor(Tensor self, SymInt split_size, int dim=0) -> Tensor[]; split.sizes(Tensor self, SymInt[]
+    split_size, int dim=0) of a complex tensor: pieces along a logical axis.
+    """
+    return _by_real_translation(ctx, self, split_size, dim)
+
+
+@register("complex::split_with_sizes")
+def aten_complex_split_with_sizes(ctx: Context, self: Value, split_sizes: list[Any], dim: int = 0) -> Any:
+    """split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0) -> Tensor[] of a complex tensor: pieces along a
+    logical axis.
+    """
+    return _by_real_translation(ctx, self, split_sizes, dim)
+
+
+@register("complex::unbind.int")
+def aten_complex_unbind(ctx: Context, self: Value, dim: int = 0) -> Any:
+    """unbind.int(Tensor self, int dim=0) -> Tensor[] of a complex tensor: every element of a logical axis."""
+    return _by_real_translation(ctx, self, dim)
+
+
+@register("complex::index_select")
+def aten_complex_index_select(ctx: Context, self: Value, dim: int, index: Value) -> Any:
+    """index_select(Tensor self, int dim, Tensor index) -> Tensor of a complex tensor: whole elements gathered along
+    a logical axis.
+    """
+    return _by_real_translation(ctx, self, dim, index)
+
+
+@register("complex::index.Tensor", "complex::_unsafe_index.Tensor")
+def aten_complex_index(ctx: Context, self: Value, indices: list[Value | None]) -> Any:
+    """index.Tensor(Tensor self, Tensor?[] indices) -> Tensor (and _unsafe_index.Tensor) of a complex tensor: whole
+    elements gathered by the indices of the logical axes.
+    """
+    return _by_real_translation(ctx, self, indices)
+
+
+@register("complex::slice_scatter")
+def aten_complex_slice_scatter(
+    ctx: Context,
+    self: Value,
+    src: Value,
+    dim: int = 0,
+    start: Any = None,
+    end: Any = None,
+    step: Any = 1,
+) -> Any:
+    """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1) ->
+    Tensor of complex tensors: ``src`` written into a slice of a logical axis.
+    """
+    return _by_real_translation(ctx, self, src, dim, start, end, step)
+
+
+@register("complex::select_scatter")
+def aten_complex_select_scatter(ctx: Context, self: Value, src: Value, dim: int, index: Any) -> Any:
+    """select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor of complex tensors: ``src`` written
+    at an index of a logical axis.
+    """
+    return _by_real_translation(ctx, self, src, dim, index)
+
+
+@register("complex::flip")
+def aten_complex_flip(ctx: Context, self: Value, dims: list[int]) -> Any:
+    """flip(Tensor self, int[] dims) -> Tensor of a complex tensor: whole elements reversed along logical axes."""
+    return _by_real_translation(ctx, self, dims)
+
+
+@register("complex::sum", "complex::mean")
+def aten_complex_sum_mean(ctx: Context, self: Value, *, dtype: Any = None) -> Any:
+    """sum(Tensor self, *, ScalarType? dtype=None) -> Tensor; mean alike, of a complex tensor: both parts reduced
+    over every logical axis.
+    """
+    return _by_real_translation(ctx, self, dtype=dtype)
+
+
+@register("complex::sum.dim_IntList", "complex::mean.dim")
+def aten_complex_sum_mean_dim(
+    ctx: Context, self: Value, dim: list[int] | None, keepdim: bool = False, *, dtype: Any = None
+) -> Any:
+    """sum.dim_IntList(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor; mean.dim
+    alike, of a complex tensor: both parts reduced over logical axes.
+    """
+    return _by_real_translation(ctx, self, dim, keepdim, dtype=dtype)
+
+
+def _complex_pad(ctx: Context, x: Value, pad: list[Any], mode: str, value: Any) -> Ref:
+    """``x`` padded by ``pad`` (pairs from the last logical axis) in ``mode``: zeros, or whole elements reflected,
+    replicated or wrapped around.
+    """
+    pad = list(pad)
     if mode not in ("constant", "reflect", "replicate", "circular"):
-        raise TranslationError(f"{node.where()}: padding mode {mode!r} is not supported")
+        raise TranslationError(f"{ctx.where()}: padding mode {mode!r} is not supported")
     if value != 0 or any(not isinstance(p, int) or p < 0 for p in pad):
         raise TranslationError(
-            f"{node.where()}: padding a complex tensor is supported with zeros and static, non-negative "
+            f"{ctx.where()}: padding a complex tensor is supported with zeros and static, non-negative "
             f"amounts only (got pad={pad}, value={value})"
         )
     if mode == "circular":  # slices and concatenations along the logical axes
-        return pad_nd(ctx, node, pad, mode, None)
+        return pad_nd(ctx, x, pad, mode, None)
     pairs = [(0, 0)] * (x.rank + 1)  # the parts axis, last, is not padded
     for i in range(len(pad) // 2):
         pairs[x.rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     border = "replicated" if (mode == "replicate" and ctx.tract) else mode  # tract's spelling
     attrs: dict[str, Any] = {"value": 0.0} if mode == "constant" else {}
-    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border=border, out=node.outputs[0].name, **attrs)
+    return ctx.g.op("pad", ctx.ref(x), padding=pairs, border=border, out=ctx.out.name, **attrs)
+
+
+@register("complex::constant_pad_nd")
+def aten_complex_constant_pad_nd(ctx: Context, self: Value, pad: list[Any], value: Any = 0) -> Ref:
+    """constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) -> Tensor of a complex tensor: zero bins or
+    samples appended on the logical axes (torch 2.5 brings the input of ``fft``/``irfft`` to ``n`` this way).
+    """
+    return _complex_pad(ctx, self, pad, "constant", value)
+
+
+@register("complex::pad")
+def aten_complex_pad(
+    ctx: Context, self: Value, pad: list[Any], mode: str = "constant", value: float | None = None
+) -> Ref:
+    """pad(Tensor self, SymInt[] pad, str mode="constant", float? value=None) -> Tensor of a complex tensor: zeros,
+    or whole elements reflected, replicated or wrapped around.
+    """
+    return _complex_pad(ctx, self, pad, mode, value or 0.0)
 
 
 @register("complex::_to_copy")
-def aten_complex_to_copy(ctx: Context, node: Node) -> Ref:
-    """_to_copy(Tensor self, *, ScalarType? dtype, ...) to a complex dtype of the same precision: a real
-    tensor gets a zero imaginary part (torch 2.5 casts irfft's real input this way), a complex one is copied.
+def aten_complex_to_copy(
+    ctx: Context,
+    self: Any,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    non_blocking: bool = False,
+    memory_format: Any = None,
+) -> Ref:
+    """_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, bool non_blocking=False, MemoryFormat? memory_format=None) -> Tensor to a complex dtype of the
+    same precision: a real tensor gets a zero imaginary part (torch 2.5 casts irfft's real input this way), a
+    complex one is copied.
     """
-    x, out = node.args[0], node.outputs[0]
-    if not isinstance(x, Value) or _parts_dtype(x) != _parts_dtype(out):
-        raise TranslationError(f"{node.where()}: a cast from {getattr(x, 'dtype', x)} to {out.dtype} is not supported")
-    return ctx.g.op("copy", _as_complex(ctx, x), out=out.name)
+    out = ctx.out
+    if not isinstance(self, Value) or _parts_dtype(self) != _parts_dtype(out):
+        raise TranslationError(
+            f"{ctx.where()}: a cast from {getattr(self, 'dtype', self)} to {out.dtype} is not supported"
+        )
+    return ctx.g.op("copy", _as_complex(ctx, self), out=out.name)
 
 
 def _parts(ctx: Context, x: Ref, rank: int) -> tuple[Ref, Ref]:
@@ -623,13 +833,13 @@ def _join(ctx: Context, re: Ref, im: Ref, rank: int, out: str | None = None) -> 
     return ctx.g.op("concat", [re, im], axis=rank, out=out)
 
 
-def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
+def _complex_operand(ctx: Context, v: Any, rank: int) -> Ref:
     """An operand of an elementwise complex op in the complex layout, aligned to ``rank`` logical axes: a complex
     tensor as it is, a real tensor with a zero imaginary part, a scalar (real or complex) as a constant.
     """
-    g, dtype = ctx.g, _parts_dtype(node.outputs[0])
+    g, dtype = ctx.g, _parts_dtype(ctx.out)
     if isinstance(v, Value):
-        ref = Ref(ctx.ref(v)) if _is_complex(v) else _real_scale(ctx, v, rank, node)
+        ref = Ref(ctx.ref(v)) if _is_complex(v) else _real_scale(ctx, v, rank, promote=True)
         if _is_complex(v) and v.rank < rank:
             ref = g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
         if _is_complex(v):
@@ -640,20 +850,19 @@ def _complex_operand(ctx: Context, node: Node, v: Any, rank: int) -> Ref:
         array = np.array([z.real, z.imag]).reshape((1,) * rank + (2,))
         return _variable(ctx, array, dtype, f"complex_scalar_{z.real:.17g}_{z.imag:.17g}_r{rank}")
     raise TranslationError(
-        f"{node.where()}: {node.kind} with the operand {v!r} is not supported: complex arithmetic takes tensors and "
-        "constant numbers"
+        f"{ctx.where()} with the operand {v!r} is not supported: complex arithmetic takes tensors and constant numbers"
     )
 
 
-def _real_scale(ctx: Context, v: Any, rank: int, node: Node | None = None) -> Any:
-    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1 (and, given the node,
-    the dtype of its result's parts: torch promotes an integer or boolean factor).
+def _real_scale(ctx: Context, v: Any, rank: int, promote: bool = False) -> Any:
+    """A real tensor or scalar applied alike to both parts: a tensor gets a parts axis of 1 (and, if ``promote``,
+    the dtype of the result's parts: torch promotes an integer or boolean factor).
     """
     if not isinstance(v, Value):
         return float(v)
     ref = ctx.ref(v)
-    if node is not None:
-        ref = common.cast_to(ctx, node, ref, v.dtype, _parts_dtype(node.outputs[0]))
+    if promote:
+        ref = common.cast_to(ctx, current_node(ctx), ref, v.dtype, _parts_dtype(ctx.out))
     if v.rank < rank:
         ref = ctx.g.op("unsqueeze", ref, axes=list(range(rank - v.rank)))
     return ctx.g.op("unsqueeze", ref, axes=[rank])
@@ -664,8 +873,8 @@ def _is_real(v: Any) -> bool:
     return (isinstance(v, Value) and not _is_complex(v)) or (isinstance(v, (bool, int, float)))
 
 
-def _product(ctx: Context, x: Ref, y: Ref, rank: int, out: str | None = None) -> Ref:
-    """The complex product of two operands in the complex layout."""
+def _complex_product(ctx: Context, x: Ref, y: Ref, rank: int, out: str | None = None) -> Ref:
+    """The complex product of two operands in the complex layout (``(a + bi)(c + di)``, part by part)."""
     g = ctx.g
     (re_x, im_x), (re_y, im_y) = _parts(ctx, x, rank), _parts(ctx, y, rank)
     re = g.op("sub", g.op("mul", re_x, re_y), g.op("mul", im_x, im_y))
@@ -689,80 +898,95 @@ def _reciprocal(ctx: Context, x: Ref, rank: int, dtype: str, out: str | None = N
     return ctx.g.op("div", _conjugate(ctx, x, rank, dtype), _squared_modulus(ctx, x, rank), out=out)
 
 
-@register("complex::mul")
-def aten_complex_mul(ctx: Context, node: Node) -> Ref:
-    """mul.Tensor(Tensor self, Tensor other) with a complex operand: the complex product (with a complex tensor
-    or number, ``1j * phase`` included), or the parts scaled by a real tensor or number.
+@register("complex::mul.Tensor", "complex::mul.Scalar")
+def aten_complex_mul(ctx: Context, self: Any, other: Any) -> Ref:
+    """mul.Tensor(Tensor self, Tensor other) -> Tensor (and mul.Scalar) with a complex operand: the complex product
+    (with a complex tensor or number, ``1j * phase`` included), or the parts scaled by a real tensor or number.
     """
-    out, g = node.outputs[0], ctx.g
-    a, b = node.args[0], node.args[1]
+    out, g = ctx.out, ctx.g
+    a, b = self, other
     if _is_real(a) or _is_real(b):
         return g.op(
             "mul",
-            _real_scale(ctx, a, out.rank, node) if _is_real(a) else _complex_operand(ctx, node, a, out.rank),
-            _real_scale(ctx, b, out.rank, node) if _is_real(b) else _complex_operand(ctx, node, b, out.rank),
+            _real_scale(ctx, a, out.rank, promote=True) if _is_real(a) else _complex_operand(ctx, a, out.rank),
+            _real_scale(ctx, b, out.rank, promote=True) if _is_real(b) else _complex_operand(ctx, b, out.rank),
             out=out.name,
         )
-    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
-    return _product(ctx, x, y, out.rank, out.name)
+    x, y = (_complex_operand(ctx, v, out.rank) for v in (a, b))
+    return _complex_product(ctx, x, y, out.rank, out.name)
 
 
-def _alpha(node: Node) -> float:
-    alpha = node_arg(node, 2, "alpha", 1)
+def _real_alpha(ctx: Context, alpha: Any) -> float:
+    """The factor of ``other`` in add/sub, a real number."""
     if isinstance(alpha, complex) or not isinstance(alpha, (bool, int, float)):
-        raise TranslationError(f"{node.where()}: {node.kind} with alpha={alpha!r} is not supported: use a real number")
+        raise TranslationError(f"{ctx.where()} with alpha={alpha!r} is not supported: use a real number")
     return float(alpha)
 
 
-@register("complex::add", "complex::sub", "complex::rsub")
-def aten_complex_add(ctx: Context, node: Node) -> Ref:
-    """add/sub(Tensor self, Tensor|Scalar other, Scalar alpha=1); rsub(self, other, alpha) = other - alpha * self.
+_SUMS = {"complex::add": ("add", False), "complex::sub": ("sub", False), "complex::rsub": ("sub", True)}
+"""The NNEF op of each complex sum kind, and whether its operands are swapped (``rsub``: other - alpha * self)."""
 
-    A real operand (tensor or number) adds to the real part only, as torch promotes it.
+
+def _complex_sum(ctx: Context, self: Any, other: Any, alpha: Any) -> Ref:
+    """``self + alpha * other`` (``-`` for sub, ``other - alpha * self`` for rsub) in the complex layout; a real
+    operand (tensor or number) adds to the real part only, as torch promotes it.
     """
-    out, g = node.outputs[0], ctx.g
-    a, b = node.args[0], node.args[1]
-    if node.kind == "complex::rsub":
-        a, b = b, a
-    alpha = _alpha(node)
-    x, y = (_complex_operand(ctx, node, v, out.rank) for v in (a, b))
-    if alpha != 1.0:
-        y = g.op("mul", y, alpha)
-    return g.op("add" if node.kind == "complex::add" else "sub", x, y, out=out.name)
+    out, g = ctx.out, ctx.g
+    op, swapped = _SUMS[current_node(ctx).kind]
+    a, b = (other, self) if swapped else (self, other)
+    factor = _real_alpha(ctx, alpha)
+    x, y = (_complex_operand(ctx, v, out.rank) for v in (a, b))
+    if factor != 1.0:
+        y = g.op("mul", y, factor)
+    return g.op(op, x, y, out=out.name)
+
+
+@register("complex::add.Tensor", "complex::sub.Tensor", "complex::rsub.Tensor")
+def aten_complex_add(ctx: Context, self: Any, other: Any, *, alpha: Any = 1) -> Ref:
+    """add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor; sub.Tensor alike, rsub.Tensor (other -
+    alpha * self), with a complex operand.
+    """
+    return _complex_sum(ctx, self, other, alpha)
+
+
+@register("complex::add.Scalar", "complex::sub.Scalar", "complex::rsub.Scalar")
+def aten_complex_add_scalar(ctx: Context, self: Any, other: Any, alpha: Any = 1) -> Ref:
+    """add.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor; sub.Scalar alike, rsub.Scalar (other -
+    alpha * self), with a complex operand.
+    """
+    return _complex_sum(ctx, self, other, alpha)
 
 
 @register("complex::neg")
-def aten_complex_neg(ctx: Context, node: Node) -> Ref:
-    """neg(Tensor self) of a complex tensor: both parts negated."""
-    return ctx.g.op("neg", ctx.ref(node.args[0]), out=node.outputs[0].name)
+def aten_complex_neg(ctx: Context, self: Value) -> Ref:
+    """neg(Tensor self) -> Tensor of a complex tensor: both parts negated."""
+    return ctx.g.op("neg", ctx.ref(self), out=ctx.out.name)
 
 
-@register("complex::div")
-def aten_complex_div(ctx: Context, node: Node) -> Ref:
-    """div.Tensor(Tensor self, Tensor|Scalar other) with a complex operand: by a real divisor both parts are
-    divided; by a complex one the dividend is multiplied by ``conj(other) / |other|^2``.
+@register("complex::div.Tensor", "complex::div.Scalar")
+def aten_complex_div(ctx: Context, self: Any, other: Any) -> Ref:
+    """div.Tensor(Tensor self, Tensor other) -> Tensor (and div.Scalar) with a complex operand: by a real divisor
+    both parts are divided; by a complex one the dividend is multiplied by ``conj(other) / |other|^2``.
     """
-    out, g = node.outputs[0], ctx.g
-    a, b = node.args[0], node.args[1]
-    if node_arg(node, 2, "rounding_mode") is not None:
-        raise TranslationError(f"{node.where()}: a complex division has no rounding mode (got rounding_mode)")
+    out, g = ctx.out, ctx.g
+    a, b = self, other
     rank, dtype = out.rank, _parts_dtype(out)
     if _is_real(b):
-        return g.op("div", _complex_operand(ctx, node, a, rank), _real_scale(ctx, b, rank, node), out=out.name)
-    y = _complex_operand(ctx, node, b, rank)
+        return g.op("div", _complex_operand(ctx, a, rank), _real_scale(ctx, b, rank, promote=True), out=out.name)
+    y = _complex_operand(ctx, b, rank)
     numerator = _conjugate(ctx, y, rank, dtype)
     if _is_real(a):
-        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank, node))
+        numerator = g.op("mul", numerator, _real_scale(ctx, a, rank, promote=True))
     else:
-        numerator = _product(ctx, _complex_operand(ctx, node, a, rank), numerator, rank, out.name + "_numerator")
+        numerator = _complex_product(ctx, _complex_operand(ctx, a, rank), numerator, rank, out.name + "_numerator")
     return g.op("div", numerator, _squared_modulus(ctx, y, rank), out=out.name)
 
 
 @register("complex::reciprocal")
-def aten_complex_reciprocal(ctx: Context, node: Node) -> Ref:
-    """reciprocal(Tensor self) of a complex tensor: ``conj(z) / |z|^2``."""
-    x, out = node.args[0], node.outputs[0]
-    return _reciprocal(ctx, ctx.ref(x), x.rank, _parts_dtype(out), out=out.name)
+def aten_complex_reciprocal(ctx: Context, self: Value) -> Ref:
+    """reciprocal(Tensor self) -> Tensor of a complex tensor: ``conj(z) / |z|^2``."""
+    out = ctx.out
+    return _reciprocal(ctx, ctx.ref(self), self.rank, _parts_dtype(out), out=out.name)
 
 
 def _polar(ctx: Context, modulus: Any, angle: Any, rank: int, out: str) -> Ref:
@@ -774,11 +998,10 @@ def _polar(ctx: Context, modulus: Any, angle: Any, rank: int, out: str) -> Ref:
 
 
 @register("complex::exp")
-def aten_complex_exp(ctx: Context, node: Node) -> Ref:
-    """exp(Tensor self) of a complex tensor: ``e^re * (cos(im), sin(im))``."""
-    x, out = node.args[0], node.outputs[0]
-    re, im = _parts(ctx, ctx.ref(x), x.rank)
-    return _polar(ctx, ctx.g.op("exp", re), im, x.rank, out.name)
+def aten_complex_exp(ctx: Context, self: Value) -> Ref:
+    """exp(Tensor self) -> Tensor of a complex tensor: ``e^re * (cos(im), sin(im))``."""
+    re, im = _parts(ctx, ctx.ref(self), self.rank)
+    return _polar(ctx, ctx.g.op("exp", re), im, self.rank, ctx.out.name)
 
 
 def _angle(ctx: Context, x: Ref, rank: int, out: str | None = None) -> Ref:
@@ -788,62 +1011,58 @@ def _angle(ctx: Context, x: Ref, rank: int, out: str | None = None) -> Ref:
 
 
 @register("complex::angle")
-def aten_complex_angle(ctx: Context, node: Node) -> Ref:
-    """angle(Tensor self) of a complex tensor: the real ``atan2(im, re)``, in (-pi, pi]."""
-    x, out = node.args[0], node.outputs[0]
-    return ctx.g.op("squeeze", _angle(ctx, ctx.ref(x), x.rank), axes=[x.rank], out=out.name)
+def aten_complex_angle(ctx: Context, self: Value) -> Ref:
+    """angle(Tensor self) -> Tensor of a complex tensor: the real ``atan2(im, re)``, in (-pi, pi]."""
+    return ctx.g.op("squeeze", _angle(ctx, ctx.ref(self), self.rank), axes=[self.rank], out=ctx.out.name)
 
 
 @register("complex::log")
-def aten_complex_log(ctx: Context, node: Node) -> Ref:
-    """log(Tensor self) of a complex tensor: ``(log|z|, angle(z))``."""
-    x, out = node.args[0], node.outputs[0]
-    z, g = ctx.ref(x), ctx.g
-    magnitude = g.op("mul", g.op("log", _squared_modulus(ctx, z, x.rank)), 0.5)
-    return _join(ctx, magnitude, _angle(ctx, z, x.rank), x.rank, out.name)
+def aten_complex_log(ctx: Context, self: Value) -> Ref:
+    """log(Tensor self) -> Tensor of a complex tensor: ``(log|z|, angle(z))``."""
+    z, g = ctx.ref(self), ctx.g
+    magnitude = g.op("mul", g.op("log", _squared_modulus(ctx, z, self.rank)), 0.5)
+    return _join(ctx, magnitude, _angle(ctx, z, self.rank), self.rank, ctx.out.name)
 
 
 @register("complex::sgn")
-def aten_complex_sgn(ctx: Context, node: Node) -> Ref:
-    """sgn(Tensor self) of a complex tensor: ``z / |z|``, 0 where z is 0."""
-    x, out = node.args[0], node.outputs[0]
-    z, g = ctx.ref(x), ctx.g
-    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+def aten_complex_sgn(ctx: Context, self: Value) -> Ref:
+    """sgn(Tensor self) -> Tensor of a complex tensor: ``z / |z|``, 0 where z is 0."""
+    z, g = ctx.ref(self), ctx.g
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, self.rank))
     safe = g.op("select", g.op("eq", modulus, 0.0), 1.0, modulus)
-    return g.op("div", z, safe, out=out.name)
+    return g.op("div", z, safe, out=ctx.out.name)
 
 
 @register("complex::sqrt")
-def aten_complex_sqrt(ctx: Context, node: Node) -> Ref:
-    """sqrt(Tensor self) of a complex tensor, the principal root: ``(sqrt((|z| + re) / 2), ±sqrt((|z| - re) / 2))``
-    with the sign of ``im`` (the negative real axis maps to the positive imaginary one).
+def aten_complex_sqrt(ctx: Context, self: Value) -> Ref:
+    """sqrt(Tensor self) -> Tensor of a complex tensor, the principal root: ``(sqrt((|z| + re) / 2), ±sqrt((|z| - re)
+    / 2))`` with the sign of ``im`` (the negative real axis maps to the positive imaginary one).
     """
-    x, out = node.args[0], node.outputs[0]
-    z, g = ctx.ref(x), ctx.g
-    re, im = _parts(ctx, z, x.rank)
-    modulus = g.op("sqrt", _squared_modulus(ctx, z, x.rank))
+    z, g = ctx.ref(self), ctx.g
+    re, im = _parts(ctx, z, self.rank)
+    modulus = g.op("sqrt", _squared_modulus(ctx, z, self.rank))
     root_re = g.op("sqrt", g.op("mul", g.op("max", g.op("add", modulus, re), 0.0), 0.5))
     root_im = g.op("sqrt", g.op("mul", g.op("max", g.op("sub", modulus, re), 0.0), 0.5))
     root_im = g.op("select", g.op("lt", im, 0.0), g.op("neg", root_im), root_im)
-    return _join(ctx, root_re, root_im, x.rank, out.name)
+    return _join(ctx, root_re, root_im, self.rank, ctx.out.name)
 
 
 @register("complex::square")
-def aten_complex_square(ctx: Context, node: Node) -> Ref:
-    """square(Tensor self) of a complex tensor: ``z * z``."""
-    x, out = node.args[0], node.outputs[0]
-    return _product(ctx, ctx.ref(x), ctx.ref(x), x.rank, out.name)
+def aten_complex_square(ctx: Context, self: Value) -> Ref:
+    """square(Tensor self) -> Tensor of a complex tensor: ``z * z``."""
+    return _complex_product(ctx, ctx.ref(self), ctx.ref(self), self.rank, ctx.out.name)
 
 
-@register("complex::pow")
-def aten_complex_pow(ctx: Context, node: Node) -> Ref:
-    """pow.Tensor_Scalar(Tensor self, Scalar exponent) of a complex tensor and a real exponent: repeated products
-    for an integer exponent (a reciprocal for a negative one), ``|z|^p * (cos(p angle), sin(p angle))`` otherwise.
+@register("complex::pow.Tensor_Scalar", "complex::pow.Tensor_Tensor", "complex::pow.Scalar")
+def aten_complex_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
+    """pow.Tensor_Scalar(Tensor self, Scalar exponent) -> Tensor of a complex tensor and a real exponent: repeated
+    products for an integer exponent (a reciprocal for a negative one), ``|z|^p * (cos(p angle), sin(p angle))``
+    otherwise. pow.Tensor_Tensor and pow.Scalar (a tensor exponent) are refused.
     """
-    x, exponent, out = node.args[0], node.args[1], node.outputs[0]
+    x, out = self, ctx.out
     if not isinstance(x, Value) or not _is_complex(x) or not isinstance(exponent, (bool, int, float)):
         raise TranslationError(
-            f"{node.where()}: complex pow is supported for a complex tensor raised to a real number only (got "
+            f"{ctx.where()}: complex pow is supported for a complex tensor raised to a real number only (got "
             f"{getattr(x, 'dtype', x)!r} ** {getattr(exponent, 'dtype', exponent)!r})"
         )
     g, rank, dtype = ctx.g, x.rank, _parts_dtype(out)
@@ -851,16 +1070,16 @@ def aten_complex_pow(ctx: Context, node: Node) -> Ref:
     if float(exponent) == int(exponent) and abs(int(exponent)) <= 64:
         n = int(exponent)
         if n == 0:  # ones, whatever z holds (inf and nan included, as torch gives)
-            return _filled(ctx, node, 1.0)
+            return _filled_complex(ctx, 1.0)
         base = z if n > 0 else _reciprocal(ctx, z, rank, dtype)
         result: Ref | None = None
         n = abs(n)
         while n:  # square-and-multiply
             if n & 1:
-                result = base if result is None else _product(ctx, result, base, rank)
+                result = base if result is None else _complex_product(ctx, result, base, rank)
             n >>= 1
             if n:
-                base = _product(ctx, base, base, rank)
+                base = _complex_product(ctx, base, base, rank)
         assert result is not None
         return g.op("copy", result, out=out.name)
     p = float(exponent)
@@ -869,103 +1088,144 @@ def aten_complex_pow(ctx: Context, node: Node) -> Ref:
 
 
 @register("complex::polar")
-def aten_complex_polar(ctx: Context, node: Node) -> Ref:
+def aten_complex_polar(ctx: Context, abs: Value, angle: Value) -> Ref:
     """polar(Tensor abs, Tensor angle) -> Tensor: ``abs * (cos(angle), sin(angle))`` (broadcast)."""
-    out = node.outputs[0]
-    modulus, angle = (_real_scale(ctx, v, out.rank, node) for v in node.args[:2])
-    return _polar(ctx, modulus, angle, out.rank, out.name)
+    out = ctx.out
+    modulus, phase = (_real_scale(ctx, v, out.rank, promote=True) for v in (abs, angle))
+    return _polar(ctx, modulus, phase, out.rank, out.name)
 
 
 @register("complex::complex")
-def aten_complex_complex(ctx: Context, node: Node) -> Ref:
+def aten_complex_complex(ctx: Context, real: Value, imag: Value) -> Ref:
     """complex(Tensor real, Tensor imag) -> Tensor: the parts side by side (broadcast to the result's shape)."""
-    out, g = node.outputs[0], ctx.g
+    out, g = ctx.out, ctx.g
     parts = []
-    for v in node.args[:2]:
-        ref = _real_scale(ctx, v, out.rank, node)
+    for v in (real, imag):
+        ref = _real_scale(ctx, v, out.rank, promote=True)
         shape = (1,) * (out.rank - v.rank) + tuple(v.shape)
         if shape != tuple(out.shape):
-            repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+            repeats = [_broadcast_repeat(ctx, have, want) for have, want in zip(shape, out.shape)]
             ref = g.op("tile", ref, repeats=[*repeats, 1])
         parts.append(ref)
     return _join(ctx, parts[0], parts[1], out.rank, out.name)
 
 
-def _broadcast_repeat(node: Node, have: Any, want: Any) -> Any:
-    """How many times an axis of size ``have`` is tiled to broadcast to ``want``."""
+def _broadcast_repeat(ctx: Context, have: Any, want: Any) -> Any:
+    """How many times an axis of size ``have`` is tiled to broadcast to ``want`` (or to repeat it, a whole
+    multiple); an error when it cannot.
+    """
     if have == want:
         return 1
     if have == 1:
-        return want if isinstance(want, int) else Ref(dim_literal(want))
+        return dim_ref(want)
     if isinstance(have, int) and isinstance(want, int) and want % have == 0:
         return want // have
-    raise TranslationError(f"{node.where()}: {node.kind} cannot broadcast a size of {have} to {want}")
+    raise TranslationError(f"{ctx.where()} cannot broadcast a size of {have} to {want}")
 
 
-@register("complex::where")
-def aten_complex_where(ctx: Context, node: Node) -> Ref:
-    """where.self(Tensor condition, Tensor self, Tensor other) with a complex branch: the condition picks whole
-    elements (the same for both parts); a real branch has a zero imaginary part.
+@register("complex::where.self", "complex::where.ScalarOther", "complex::where.ScalarSelf", "complex::where.Scalar")
+def aten_complex_where(ctx: Context, condition: Any, self: Any, other: Any) -> Ref:
+    """where.self(Tensor condition, Tensor self, Tensor other) -> Tensor (and the overloads with a Scalar branch)
+    with a complex branch: the condition picks whole elements (the same for both parts); a real branch has a zero
+    imaginary part.
     """
-    condition, out, g = node.args[0], node.outputs[0], ctx.g
+    out, g = ctx.out, ctx.g
     if not isinstance(condition, Value):
-        raise TranslationError(f"{node.where()}: complex where needs a tensor condition (got {condition!r})")
+        raise TranslationError(f"{ctx.where()}: complex where needs a tensor condition (got {condition!r})")
     cond = _real_scale(ctx, condition, out.rank)
-    x, y = (_complex_operand(ctx, node, v, out.rank) for v in node.args[1:3])
+    x, y = (_complex_operand(ctx, v, out.rank) for v in (self, other))
     return g.op("select", cond, x, y, out=out.name)
 
 
-@register("complex::view", "complex::reshape", "complex::_unsafe_view", "complex::flatten", "complex::unflatten")
-def aten_complex_view(ctx: Context, node: Node) -> Ref:
-    """view/reshape(Tensor self, SymInt[] size) of a complex tensor: the logical axes reshaped, the parts axis kept
-    last.
-    """
-    x, out = node.args[0], node.outputs[0]
-    shape = common.shape_attr(ctx, node, out.shape)
+def _complex_reshape(ctx: Context, x: Value) -> Ref:
+    """``x`` reshaped to the output's shape on the logical axes, the parts axis kept last."""
+    out = ctx.out
+    shape = common.shape_attr(ctx, current_node(ctx), out.shape)
     return ctx.g.op("reshape", ctx.ref(x), shape=shape, axis_start=0, axis_count=x.rank, out=out.name)
 
 
-@register("complex::expand", "complex::repeat")
-def aten_complex_tile(ctx: Context, node: Node) -> Ref:
-    """expand(Tensor self, SymInt[] size); repeat(Tensor self, SymInt[] repeats) of a complex tensor: a tile of the
-    logical axes (new ones on the left), the parts axis once.
+@register("complex::view", "complex::_unsafe_view")
+def aten_complex_view(ctx: Context, self: Value, size: list[Any]) -> Ref:
+    """view(Tensor self, SymInt[] size) -> Tensor (and _unsafe_view) of a complex tensor: the logical axes
+    reshaped, the parts axis kept last.
     """
-    x, out = node.args[0], node.outputs[0]
+    return _complex_reshape(ctx, self)
+
+
+@register("complex::reshape")
+def aten_complex_reshape(ctx: Context, self: Value, shape: list[Any]) -> Ref:
+    """reshape(Tensor self, SymInt[] shape) -> Tensor of a complex tensor: the logical axes reshaped."""
+    return _complex_reshape(ctx, self)
+
+
+@register("complex::flatten.using_ints")
+def aten_complex_flatten(ctx: Context, self: Value, start_dim: int = 0, end_dim: int = -1) -> Ref:
+    """flatten.using_ints(Tensor self, int start_dim=0, int end_dim=-1) -> Tensor of a complex tensor: the logical
+    axes reshaped to the output's.
+    """
+    return _complex_reshape(ctx, self)
+
+
+@register("complex::unflatten.int")
+def aten_complex_unflatten(ctx: Context, self: Value, dim: int, sizes: list[Any]) -> Ref:
+    """unflatten.int(Tensor self, int dim, SymInt[] sizes) -> Tensor of a complex tensor: the logical axes
+    reshaped to the output's.
+    """
+    return _complex_reshape(ctx, self)
+
+
+def _complex_tile(ctx: Context, x: Value) -> Ref:
+    """``x`` tiled to the output's shape on the logical axes (new ones on the left), the parts axis once."""
+    out = ctx.out
     ref = ctx.ref(x)
     if x.rank < out.rank:
         ref = ctx.g.op("unsqueeze", ref, axes=list(range(out.rank - x.rank)))
     shape = (1,) * (out.rank - x.rank) + tuple(x.shape)
-    repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+    repeats = [_broadcast_repeat(ctx, have, want) for have, want in zip(shape, out.shape)]
     return ctx.g.op("tile", ref, repeats=[*repeats, 1], out=out.name)
 
 
-@register("complex::roll")
-def aten_complex_roll(ctx: Context, node: Node) -> Ref:
-    """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) of a complex tensor: whole elements rolled along the
-    logical axes (over the flattened elements when dims is empty).
+@register("complex::expand")
+def aten_complex_expand(ctx: Context, self: Value, size: list[Any], *, implicit: bool = False) -> Ref:
+    """expand(Tensor self, SymInt[] size, *, bool implicit=False) -> Tensor of a complex tensor: a tile of the
+    logical axes (new ones on the left), the parts axis once.
     """
-    x, out = node.args[0], node.outputs[0]
-    if node_arg(node, 2, "dims", []):
-        return cast(Ref, aten_roll(ctx, node))
-    shifts = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-    if not isinstance(shifts[0], int):
-        raise TranslationError(f"{node.where()}: roll by a dynamic shift is not supported")
+    return _complex_tile(ctx, self)
+
+
+@register("complex::repeat")
+def aten_complex_repeat(ctx: Context, self: Value, repeats: list[Any]) -> Ref:
+    """repeat(Tensor self, SymInt[] repeats) -> Tensor of a complex tensor: a tile of the logical axes (new ones on
+    the left), the parts axis once.
+    """
+    return _complex_tile(ctx, self)
+
+
+@register("complex::roll")
+def aten_complex_roll(ctx: Context, self: Value, shifts: Sequence[Any] | Any, dims: Sequence[int] | int = ()) -> Ref:
+    """roll(Tensor self, SymInt[1] shifts, int[1] dims=[]) -> Tensor of a complex tensor: whole elements rolled
+    along the logical axes (over the flattened elements when dims is empty).
+    """
+    x, out = self, ctx.out
+    if dims:
+        return cast(Ref, _by_real_translation(ctx, self, shifts, dims))
+    shift_list = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+    if not isinstance(shift_list[0], int):
+        raise TranslationError(f"{ctx.where()}: roll by a dynamic shift is not supported")
     g = ctx.g
     flat = g.op("reshape", ctx.ref(x), shape=[-1], axis_start=0, axis_count=x.rank)
-    rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shifts[0])
-    shape = common.shape_attr(ctx, node, x.shape)
+    rolled = roll_axis(ctx, flat, product_of(list(x.shape)), 0, shift_list[0])
+    shape = common.shape_attr(ctx, current_node(ctx), x.shape)
     return g.op("reshape", rolled, shape=shape, axis_start=0, axis_count=1, out=out.name)
 
 
-@register("complex::matmul", "complex::mm", "complex::bmm")
-def aten_complex_matmul(ctx: Context, node: Node) -> Ref:
-    """matmul(Tensor self, Tensor other) of complex tensors (torch multiplies no complex by real matrices): real
-    matmuls of the parts, ``(ar br - ai bi, ar bi + ai br)``; a 1-D operand is a row (left) or a column (right).
+def _complex_matmul(ctx: Context, a: Value, b: Value) -> Ref:
+    """The product of complex matrices (torch multiplies no complex by real matrices): real matmuls of the parts,
+    ``(ar br - ai bi, ar bi + ai br)``; a 1-D operand is a row (left) or a column (right).
     """
-    a, b = node.args[0], node.args[1]
-    out, g = node.outputs[0], ctx.g
+    out, g = ctx.out, ctx.g
     if not (_is_complex(a) and _is_complex(b)):
-        raise TranslationError(f"{node.where()}: {node.kind} takes two complex tensors (got {a.dtype} and {b.dtype})")
+        raise TranslationError(f"{ctx.where()} takes two complex tensors (got {a.dtype} and {b.dtype})")
     rank = max(a.rank, b.rank, 2)
 
     def parts(v: Value, column: bool) -> list[Ref]:
@@ -985,74 +1245,141 @@ def aten_complex_matmul(ctx: Context, node: Node) -> Ref:
     return g.op("stack", [re, im], axis=out.rank, out=out.name)
 
 
-@register("complex::zeros_like", "complex::ones_like", "complex::full_like")
-def aten_complex_full_like(ctx: Context, node: Node) -> Ref:
-    """zeros_like/ones_like(Tensor self, ...); full_like(Tensor self, Scalar fill_value, ...) of a complex dtype:
-    the constant (real or complex) tiled to the shape.
-    """
-    out = node.outputs[0]
-    value = {"complex::zeros_like": 0, "complex::ones_like": 1}.get(node.kind)
-    if value is None:
-        value = node.args[1]
+@register("complex::matmul")
+def aten_complex_matmul(ctx: Context, self: Value, other: Value) -> Ref:
+    """matmul(Tensor self, Tensor other) -> Tensor of complex tensors: real matmuls of the parts."""
+    return _complex_matmul(ctx, self, other)
+
+
+@register("complex::mm", "complex::bmm")
+def aten_complex_mm(ctx: Context, self: Value, mat2: Value) -> Ref:
+    """mm(Tensor self, Tensor mat2) -> Tensor (and bmm) of complex tensors: real matmuls of the parts."""
+    return _complex_matmul(ctx, self, mat2)
+
+
+def _filled_complex(ctx: Context, value: Any) -> Ref:
+    """The (complex) output: the constant ``value`` (real or complex) in the complex layout, tiled to its shape."""
+    out = ctx.out
+    repeats = [dim_ref(d) for d in out.shape]
+    return ctx.g.op("tile", _complex_operand(ctx, value, out.rank), repeats=[*repeats, 1], out=out.name)
+
+
+def _complex_full(ctx: Context, value: Any) -> Ref:
+    """The output filled with ``value``, when it is complex."""
+    out = ctx.out
     if not _is_complex(out):
-        raise TranslationError(f"{node.where()}: {node.kind} of a complex tensor to {out.dtype} is not supported yet")
-    return _filled(ctx, node, value)
+        raise TranslationError(f"{ctx.where()} of a complex tensor to {out.dtype} is not supported yet")
+    return _filled_complex(ctx, value)
 
 
-def _filled(ctx: Context, node: Node, value: Any) -> Ref:
-    """The node's (complex) result: the constant ``value`` (real or complex) tiled to its shape."""
-    out = node.outputs[0]
-    repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
-    return ctx.g.op("tile", _complex_operand(ctx, node, value, out.rank), repeats=[*repeats, 1], out=out.name)
-
-
-@register("complex::masked_fill")
-def aten_complex_masked_fill(ctx: Context, node: Node) -> Ref:
-    """masked_fill(Tensor self, Tensor mask, Scalar|Tensor value) of a complex tensor: whole elements replaced."""
-    x, mask, value = node.args[:3]
-    out = node.outputs[0]
-    fill = _complex_operand(ctx, node, value, out.rank)
-    return ctx.g.op("select", _real_scale(ctx, mask, out.rank), fill, ctx.ref(x), out=out.name)
-
-
-_SHIFTS = {"fft_fftshift": 1, "fft_ifftshift": -1}
-
-
-@register("aten::fft_fftshift", "aten::fft_ifftshift", "complex::fft_fftshift", "complex::fft_ifftshift")
-def aten_fftshift(ctx: Context, node: Node) -> Ref:
-    """fft_fftshift / fft_ifftshift(Tensor input, int[1]? dim=None) -> Tensor: a roll by half of each axis
-    (``n // 2`` forward, ``-(n // 2)`` back), on every axis by default; complex values move whole.
+@register("complex::zeros_like")
+def aten_complex_zeros_like(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """zeros_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype: zeros tiled to the shape.
     """
-    x, out = node.args[0], node.outputs[0]
-    dims = node_arg(node, 1, "dim")
-    dims = list(range(x.rank)) if dims is None else [dims] if isinstance(dims, int) else list(dims)
-    sign = _SHIFTS[node.kind.split("::", 1)[1]]
+    return _complex_full(ctx, 0)
+
+
+@register("complex::ones_like")
+def aten_complex_ones_like(
+    ctx: Context,
+    self: Value,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """ones_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype: ones tiled to the shape.
+    """
+    return _complex_full(ctx, 1)
+
+
+@register("complex::full_like")
+def aten_complex_full_like(
+    ctx: Context,
+    self: Value,
+    fill_value: Any,
+    *,
+    dtype: Any = None,
+    layout: Any = None,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    memory_format: Any = None,
+) -> Ref:
+    """full_like(Tensor self, Scalar fill_value, *, ScalarType? dtype=None, Layout? layout=None, Device?
+    device=None, bool? pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype: the
+    constant (real or complex) tiled to the shape.
+    """
+    return _complex_full(ctx, fill_value)
+
+
+@register("complex::masked_fill.Scalar", "complex::masked_fill.Tensor")
+def aten_complex_masked_fill(ctx: Context, self: Value, mask: Value, value: Any) -> Ref:
+    """masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> Tensor (and masked_fill.Tensor) of a complex
+    tensor: whole elements replaced.
+    """
+    out = ctx.out
+    fill = _complex_operand(ctx, value, out.rank)
+    return ctx.g.op("select", _real_scale(ctx, mask, out.rank), fill, ctx.ref(self), out=out.name)
+
+
+def _shift_halves(ctx: Context, x: Value, dim: int | Sequence[int] | None, sign: int) -> Ref:
+    """``x`` rolled by ``sign * (n // 2)`` along each axis of ``dim`` (every axis when None)."""
+    dims = list(range(x.rank)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
     y = ctx.ref(x)
     for d in dims:
         axis = wrap_axis(d, x.rank)
-        n = _static(node, x.shape[axis], f"length on axis {axis}")
+        n = _static_value(ctx, x.shape[axis], f"length on axis {axis}")
         y = roll_axis(ctx, y, n, axis, sign * (n // 2))
-    return ctx.g.op("copy", y, out=out.name)
+    return ctx.g.op("copy", y, out=ctx.out.name)
+
+
+@register("aten::fft_fftshift", "complex::fft_fftshift")
+def aten_fft_fftshift(ctx: Context, self: Value, dim: int | Sequence[int] | None = None) -> Ref:
+    """fft_fftshift(Tensor self, int[1]? dim=None) -> Tensor: a roll by half of each axis (``n // 2``), on every
+    axis by default; complex values move whole.
+    """
+    return _shift_halves(ctx, self, dim, 1)
+
+
+@register("aten::fft_ifftshift", "complex::fft_ifftshift")
+def aten_fft_ifftshift(ctx: Context, self: Value, dim: int | Sequence[int] | None = None) -> Ref:
+    """fft_ifftshift(Tensor self, int[1]? dim=None) -> Tensor: a roll back by half of each axis (``-(n // 2)``),
+    on every axis by default; complex values move whole.
+    """
+    return _shift_halves(ctx, self, dim, -1)
 
 
 @register("aten::angle")
-def aten_angle(ctx: Context, node: Node) -> Ref:
-    """angle(Tensor self) of a real tensor: pi for negative values, 0 otherwise (NaN kept)."""
-    x, g = ctx.ref(node.args[0]), ctx.g
+def aten_angle(ctx: Context, self: Value) -> Ref:
+    """angle(Tensor self) -> Tensor of a real tensor: pi for negative values, 0 otherwise (NaN kept)."""
+    x, g = ctx.ref(self), ctx.g
     sign = g.op("select", g.op("lt", x, 0.0), math.pi, 0.0)
-    return g.op("select", g.op("ne", x, x), x, sign, out=node.outputs[0].name)
+    return g.op("select", g.op("ne", x, x), x, sign, out=ctx.out.name)
 
 
 @register("complex::einsum")
-def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
-    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) of complex tensors: the real einsum of the
-    layouts with one more letter per operand for its parts (every product of parts), then each product of
+def aten_complex_einsum(ctx: Context, equation: str, tensors: list[Value], *, path: list[int] | None = None) -> Ref:
+    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor of complex tensors: the real einsum of
+    the layouts with one more letter per operand for its parts (every product of parts), then each product of
     ``k`` imaginary parts added to the result's real or imaginary part with the sign of ``i^k``.
     """
-    equation, operands = node.args[0], list(node.args[1])
-    out, g = node.outputs[0], ctx.g
+    operands = list(tensors)
+    out, g = ctx.out, ctx.g
     if not all(isinstance(v, Value) and _is_complex(v) for v in operands):
-        raise TranslationError(f"{node.where()}: a complex einsum takes complex operands only")
+        raise TranslationError(f"{ctx.where()}: a complex einsum takes complex operands only")
     n = len(operands)
     letters = [chr(0x5D0 + i) for i in range(n)]  # sorted after the equation's and the ellipsis' letters
     lhs, arrow, rhs = equation.replace(" ", "").partition("->")
@@ -1060,7 +1387,7 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     real_equation = ",".join(specs) + (f"->{rhs}{''.join(letters)}" if arrow else "")
     layouts = [Value(v.name, _parts_dtype(v), (*v.shape, 2)) for v in operands]  # the same refs, parts axis named
     products = Value(out.name + "_products", _parts_dtype(out), (*out.shape, *([2] * n)))
-    y = einsum_ref(ctx, dataclasses.replace(node, outputs=(products,)), real_equation, layouts)
+    y = einsum_ref(ctx, dataclasses.replace(current_node(ctx), outputs=(products,)), real_equation, layouts)
     combine = np.zeros((2**n, 2))
     for index in range(2**n):
         k = bin(index).count("1")  # the number of imaginary factors
@@ -1076,41 +1403,53 @@ def aten_complex_einsum(ctx: Context, node: Node) -> Ref:
     return g.op("squeeze", y, axes=[0], out=out.name) if out.rank == 0 else g.op("copy", y, out=out.name)
 
 
-@register("complex::copy", "complex::fill")
-def aten_complex_copy(ctx: Context, node: Node) -> Ref:
-    """copy(Tensor self, Tensor src, bool non_blocking=False); fill.Tensor(Tensor self, Tensor value) into a complex
-    tensor: ``src`` (a real one with a zero imaginary part) broadcast to the shape of ``self`` (out-of-place
-    ``self[...] = src``).
-    """
-    src, out = node.args[1], node.outputs[0]
+def _complex_broadcast_into(ctx: Context, src: Any) -> Ref:
+    """``src`` (a real one with a zero imaginary part) broadcast to the complex output's shape."""
+    out = ctx.out
     if not _is_complex(out) or (isinstance(src, Value) and _parts_dtype(src) != _parts_dtype(out)):
         raise TranslationError(
-            f"{node.where()}: a copy of {getattr(src, 'dtype', src)} into {out.dtype} is not supported: cast first"
+            f"{ctx.where()}: a copy of {getattr(src, 'dtype', src)} into {out.dtype} is not supported: cast first"
         )
-    y = _complex_operand(ctx, node, src, out.rank)
+    y = _complex_operand(ctx, src, out.rank)
     shape = (1,) * (out.rank - src.rank) + tuple(src.shape) if isinstance(src, Value) else (1,) * out.rank
     if shape != tuple(out.shape):
-        repeats = [_broadcast_repeat(node, have, want) for have, want in zip(shape, out.shape)]
+        repeats = [_broadcast_repeat(ctx, have, want) for have, want in zip(shape, out.shape)]
         y = ctx.g.op("tile", y, repeats=[*repeats, 1])
     return ctx.g.op("copy", y, out=out.name)
 
 
-@register("complex::cumsum")
-def aten_complex_cumsum(ctx: Context, node: Node) -> Ref:
-    """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) of a complex tensor: both parts summed along ``dim``
-    (tract's cumsum, or a product by the upper triangle of ones over a static axis).
+@register("complex::copy")
+def aten_complex_copy(ctx: Context, self: Value, src: Any, non_blocking: bool = False) -> Ref:
+    """copy(Tensor self, Tensor src, bool non_blocking=False) -> Tensor into a complex tensor: ``src`` broadcast to
+    the shape of ``self`` (out-of-place ``self[...] = src``).
     """
-    x, out, g = node.args[0], node.outputs[0], ctx.g
+    return _complex_broadcast_into(ctx, src)
+
+
+@register("complex::fill.Tensor", "complex::fill.Scalar")
+def aten_complex_fill(ctx: Context, self: Value, value: Any) -> Ref:
+    """fill.Tensor(Tensor self, Tensor value) -> Tensor (and fill.Scalar) of a complex tensor: ``value`` broadcast
+    to the shape of ``self``.
+    """
+    return _complex_broadcast_into(ctx, value)
+
+
+@register("complex::cumsum")
+def aten_complex_cumsum(ctx: Context, self: Value, dim: int, *, dtype: Any = None) -> Ref:
+    """cumsum(Tensor self, int dim, *, ScalarType? dtype=None) -> Tensor of a complex tensor: both parts summed along
+    ``dim`` (tract's cumsum, or a product by the upper triangle of ones over a static axis).
+    """
+    x, out, g = self, ctx.out, ctx.g
     if _parts_dtype(x) != _parts_dtype(out):
-        raise TranslationError(f"{node.where()}: cumsum of {x.dtype} to {out.dtype} is not supported: cast first")
+        raise TranslationError(f"{ctx.where()}: cumsum of {x.dtype} to {out.dtype} is not supported: cast first")
     rank = max(x.rank, 1)
     y = ctx.ref(x) if x.rank else g.op("unsqueeze", ctx.ref(x), axes=[0])
-    axis = wrap_axis(node.args[1], rank)
+    axis = wrap_axis(dim, rank)
     if ctx.tract_at_least(CUMSUM_TRACT):
         g.need("tract_registry tract_core")
         y = g.op("tract_core_cumsum", y, axis=axis, exclusive=False, reverse=False)
     else:
-        n = _static(node, x.shape[axis] if x.rank else 1, f"length on axis {axis}")
+        n = _static_value(ctx, x.shape[axis] if x.rank else 1, f"length on axis {axis}")
         perm = [a for a in range(rank) if a != axis] + [rank, axis]  # the parts axis, then the summed one
         triangle = np.triu(np.ones((n, n))).reshape((1,) * (rank - 1) + (n, n))
         y = g.op("transpose", y, axes=perm)

@@ -9,14 +9,14 @@ from functools import partial
 from typing import Any
 
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import Node, SymInt, Value
+from torch_to_nnef.ir import SymInt, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
     BIG,
     align_rank,
     const_ref,
-    float_in,
-    node_arg,
+    current_node,
+    float_operand,
     operand_ref,
     scalar_const,
     tract_only,
@@ -87,139 +87,168 @@ def _prelu(ctx: Context, x: Value, slope: Any, out: str) -> Ref:
 
 
 @register("aten::prelu")
-def aten_prelu(ctx: Context, node: Node) -> Ref:
-    """prelu(Tensor self, Tensor weight): one slope, or one per channel (axis 1)."""
-    x, w = node.args[0], node.args[1]
-    slope = ctx.ref(w)
-    if x.rank >= 2 and w.rank == 1:
-        slope = ctx.g.op("unsqueeze", slope, axes=[0, *range(2, x.rank)], out=w.name + "channel_count")
-    return _prelu(ctx, x, slope, node.outputs[0].name)
+def aten_prelu(ctx: Context, self: Value, weight: Value) -> Ref:
+    """prelu(Tensor self, Tensor weight) -> Tensor: one slope, or one per channel (axis 1)."""
+    slope = ctx.ref(weight)
+    if self.rank >= 2 and weight.rank == 1:
+        slope = ctx.g.op("unsqueeze", slope, axes=[0, *range(2, self.rank)], out=weight.name + "channel_count")
+    return _prelu(ctx, self, slope, ctx.out.name)
 
 
 @register("aten::_prelu_kernel")
-def aten_prelu_kernel(ctx: Context, node: Node) -> Ref:
+def aten_prelu_kernel(ctx: Context, self: Value, weight: Value) -> Ref:
     """_prelu_kernel(Tensor self, Tensor weight) -> Tensor: the weight already broadcastable to the input."""
-    x, w, out = node.args[0], node.args[1], node.outputs[0]
-    return _prelu(ctx, x, align_rank(ctx, w, out.rank, out), out.name)
+    out = ctx.out
+    return _prelu(ctx, self, align_rank(ctx, weight, out.rank, out), out.name)
 
 
 @register("aten::glu")
-def aten_glu(ctx: Context, node: Node) -> Ref:
-    """glu(Tensor self, int dim=-1) = first half * sigmoid(second half)."""
-    x = node.args[0]
-    axis = wrap_axis(node_arg(node, 1, "dim", -1), x.rank)
-    size = x.shape[axis]
+def aten_glu(ctx: Context, self: Value, dim: int = -1) -> Ref:
+    """glu(Tensor self, int dim=-1) -> Tensor: first half * sigmoid(second half)."""
+    axis = wrap_axis(dim, self.rank)
+    size = self.shape[axis]
     half: Any = size // 2 if isinstance(size, int) else SymInt(f"({dim_literal(size)})/2")
     if not isinstance(size, int) and not ctx.tract:
-        raise TranslationError(f"{node.where()}: glu over a dynamic axis needs TractNNEF")
-    a = slice_ref(ctx, x, axis, 0, half, 1, node.outputs[0].name + "_a")
-    b = slice_ref(ctx, x, axis, half, BIG, 1, node.outputs[0].name + "_b")
-    return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=node.outputs[0].name)
+        raise TranslationError(f"{ctx.where()}: glu over a dynamic axis needs TractNNEF")
+    out = ctx.out.name
+    a = slice_ref(ctx, self, axis, 0, half, 1, out + "_a")
+    b = slice_ref(ctx, self, axis, half, BIG, 1, out + "_b")
+    return ctx.g.op("mul", a, ctx.g.op("sigmoid", b), out=out)
 
 
 @register("aten::hardsigmoid", "aten::hardswish")
-def aten_hard(ctx: Context, node: Node) -> Ref:
-    """hardsigmoid(x) = clamp(x / 6 + 0.5, 0, 1); hardswish(x) = x * hardsigmoid(x)."""
-    g, x = ctx.g, ctx.ref(node.args[0])
+def aten_hard(ctx: Context, self: Value) -> Ref:
+    """hardsigmoid(Tensor self) -> Tensor, hardswish(Tensor self) -> Tensor.
+
+    hardsigmoid(x) = clamp(x / 6 + 0.5, 0, 1); hardswish(x) = x * hardsigmoid(x).
+    """
+    g, x = ctx.g, ctx.ref(self)
     hs = g.op("min", g.op("max", g.op("add", g.op("div", x, 6.0), 0.5), 0.0), 1.0)
-    if node.kind == "aten::hardsigmoid":
-        return g.op("copy", hs, out=node.outputs[0].name)
-    return g.op("mul", x, hs, out=node.outputs[0].name)
+    if current_node(ctx).kind == "aten::hardsigmoid":
+        return g.op("copy", hs, out=ctx.out.name)
+    return g.op("mul", x, hs, out=ctx.out.name)
 
 
 @register("aten::gelu")
-def aten_gelu(ctx: Context, node: Node) -> Ref:
-    """gelu(Tensor self, str approximate='none'): tanh form anywhere, exact form with tract's erf."""
-    g, x = ctx.g, ctx.ref(node.args[0])
-    approximate = node_arg(node, 1, "approximate", "none")
+def aten_gelu(ctx: Context, self: Value, *, approximate: str = "none") -> Ref:
+    """gelu(Tensor self, *, str approximate="none") -> Tensor: tanh form anywhere, exact form with tract's erf."""
+    g, x, out = ctx.g, ctx.ref(self), ctx.out.name
     if approximate == "tanh":
         inner = g.op("mul", g.op("add", x, g.op("mul", g.op("pow", x, 3.0), 0.044715)), 0.7978845608028654)
-        return g.op("mul", g.op("mul", x, 0.5), g.op("add", g.op("tanh", inner), 1.0), out=node.outputs[0].name)
+        return g.op("mul", g.op("mul", x, 0.5), g.op("add", g.op("tanh", inner), 1.0), out=out)
     if not ctx.tract:
         raise TranslationError(
-            f"{node.where()}: exact gelu needs erf, which the NNEF specification lacks: "
+            f"{ctx.where()}: exact gelu needs erf, which the NNEF specification lacks: "
             "use gelu(approximate='tanh') or TractNNEF"
         )
     erf = g.op("tract_core_erf", g.op("mul", x, 0.7071067811865476))
-    return g.op("mul", g.op("mul", x, 0.5), g.op("add", erf, 1.0), out=node.outputs[0].name)
+    return g.op("mul", g.op("mul", x, 0.5), g.op("add", erf, 1.0), out=out)
 
 
-@register("aten::log_softmax", "aten::_log_softmax")
-def aten_log_softmax(ctx: Context, node: Node) -> Ref:
-    """log_softmax(Tensor self, int dim, ScalarType? dtype): x - max - log(sum(exp(x - max)))."""
-    x = node.args[0]
-    axes = [wrap_axis(node.args[1], x.rank)]
+def _log_softmax(ctx: Context, x: Value, dim: int) -> Ref:
+    """The log-softmax over ``dim``: x - max - log(sum(exp(x - max)))."""
+    axes = [wrap_axis(dim, x.rank)]
     g, xr = ctx.g, ctx.ref(x)
     shifted = g.op("sub", xr, g.op("max_reduce", xr, axes=axes))
     lse = g.op("log", g.op("sum_reduce", g.op("exp", shifted), axes=axes))
-    return g.op("sub", shifted, lse, out=node.outputs[0].name)
+    return g.op("sub", shifted, lse, out=ctx.out.name)
+
+
+@register("aten::log_softmax.int")
+def aten_log_softmax(ctx: Context, self: Value, dim: int, dtype: Any = None) -> Ref:
+    """log_softmax.int(Tensor self, int dim, ScalarType? dtype=None) -> Tensor."""
+    return _log_softmax(ctx, self, dim)
+
+
+@register("aten::_log_softmax")
+def aten_log_softmax_kernel(ctx: Context, self: Value, dim: int, half_to_float: bool) -> Ref:
+    """_log_softmax(Tensor self, int dim, bool half_to_float) -> Tensor."""
+    return _log_softmax(ctx, self, dim)
 
 
 @register("aten::silu")
-def aten_silu(ctx: Context, node: Node) -> Ref:
-    """silu(Tensor self) -> Tensor."""
-    x = ctx.ref(node.args[0])
-    return ctx.g.op("mul", x, ctx.g.op("sigmoid", x), out=node.outputs[0].name)
+def aten_silu(ctx: Context, self: Value) -> Ref:
+    """silu(Tensor self) -> Tensor: x * sigmoid(x)."""
+    x = ctx.ref(self)
+    return ctx.g.op("mul", x, ctx.g.op("sigmoid", x), out=ctx.out.name)
 
 
-@register("aten::softmax", "aten::_softmax")
-def aten_softmax(ctx: Context, node: Node) -> Ref:
-    """softmax(Tensor self, int dim, ScalarType? dtype) -> Tensor."""
-    x = node.args[0]
-    return ctx.g.op("softmax", ctx.ref(x), axes=[wrap_axis(node.args[1], x.rank)], out=node.outputs[0].name)
+def _softmax(ctx: Context, x: Value, dim: int) -> Ref:
+    return ctx.g.op("softmax", ctx.ref(x), axes=[wrap_axis(dim, x.rank)], out=ctx.out.name)
+
+
+@register("aten::softmax.int")
+def aten_softmax(ctx: Context, self: Value, dim: int, dtype: Any = None) -> Ref:
+    """softmax.int(Tensor self, int dim, ScalarType? dtype=None) -> Tensor."""
+    return _softmax(ctx, self, dim)
+
+
+@register("aten::_softmax")
+def aten_softmax_kernel(ctx: Context, self: Value, dim: int, half_to_float: bool) -> Ref:
+    """_softmax(Tensor self, int dim, bool half_to_float) -> Tensor."""
+    return _softmax(ctx, self, dim)
 
 
 @register("aten::log_sigmoid")
-def aten_log_sigmoid(ctx: Context, node: Node) -> Ref:
+def aten_log_sigmoid(ctx: Context, self: Value) -> Ref:
     """log_sigmoid(Tensor self) -> Tensor: min(x, 0) - log(1 + exp(-|x|)), stable for large |x|."""
-    g, x = ctx.g, float_in(ctx, node)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
     c = partial(const_ref, ctx, node)
     soft = g.op("log", g.op("add", c(1.0), g.op("exp", g.op("neg", g.op("abs", x)))))
-    return g.op("sub", g.op("min", x, c(0.0)), soft, out=node.outputs[0].name)
+    return g.op("sub", g.op("min", x, c(0.0)), soft, out=ctx.out.name)
 
 
 @register("aten::relu6")
-def aten_relu6(ctx: Context, node: Node) -> Ref:
+def aten_relu6(ctx: Context, self: Value) -> Ref:
     """relu6(Tensor self) -> Tensor: min(max(x, 0), 6)."""
-    g, x = ctx.g, float_in(ctx, node)
-    return g.op("min", g.op("max", x, const_ref(ctx, node, 0.0)), const_ref(ctx, node, 6.0), out=node.outputs[0].name)
+    node = current_node(ctx)
+    g, x = ctx.g, float_operand(ctx, node, self)
+    return g.op("min", g.op("max", x, const_ref(ctx, node, 0.0)), const_ref(ctx, node, 6.0), out=ctx.out.name)
 
 
 @register("aten::threshold")
-def aten_threshold(ctx: Context, node: Node) -> Ref:
+def aten_threshold(ctx: Context, self: Value, threshold: float, value: float) -> Ref:
     """threshold(Tensor self, Scalar threshold, Scalar value) -> Tensor: x where x > threshold, else value."""
-    out = node.outputs[0]
-    g, x = ctx.g, operand_ref(ctx, node, node.args[0], out.dtype, out.rank)
+    node, out = current_node(ctx), ctx.out
+    g, x = ctx.g, operand_ref(ctx, node, self, out.dtype, out.rank)
     if not out.dtype.startswith("f"):
         tract_only(ctx, node, f"on {out.dtype} compares integers, which the NNEF specification cannot")
-    above = g.op("gt", x, scalar_const(ctx, node.args[1], out.dtype, out.rank))
-    return g.op("select", above, x, scalar_const(ctx, node.args[2], out.dtype, out.rank), out=out.name)
+    above = g.op("gt", x, scalar_const(ctx, threshold, out.dtype, out.rank))
+    return g.op("select", above, x, scalar_const(ctx, value, out.dtype, out.rank), out=out.name)
 
 
 @register("aten::rrelu")
-def aten_rrelu(ctx: Context, node: Node) -> Ref:
-    """rrelu(Tensor self, Scalar lower=1/8, Scalar upper=1/3, bool training=False, Generator? generator).
+def aten_rrelu(
+    ctx: Context,
+    self: Value,
+    lower: float = 0.125,
+    upper: float = 1.0 / 3.0,
+    training: bool = False,
+    generator: Any = None,
+) -> Ref:
+    """rrelu(Tensor self, Scalar lower=0.125, Scalar upper=0.3333333333333333, bool training=False,
+    Generator? generator=None) -> Tensor.
 
     At inference a leaky relu of slope (lower + upper) / 2; the training form draws random slopes.
     """
-    if node_arg(node, 3, "training", False):
+    if training:
         raise TranslationError(
-            f"{node.where()}: rrelu in training mode draws random slopes: export the model in eval mode"
+            f"{ctx.where()}: rrelu in training mode draws random slopes: export the model in eval mode"
         )
-    lower, upper = float(node_arg(node, 1, "lower", 1.0 / 8.0)), float(node_arg(node, 2, "upper", 1.0 / 3.0))
-    x = float_in(ctx, node)
-    return ctx.g.op("leaky_relu", x, alpha=(lower + upper) / 2.0, out=node.outputs[0].name)
+    x = float_operand(ctx, current_node(ctx), self)
+    return ctx.g.op("leaky_relu", x, alpha=(float(lower) + float(upper)) / 2.0, out=ctx.out.name)
 
 
 @register("aten::_safe_softmax")
-def aten_safe_softmax(ctx: Context, node: Node) -> Ref:
+def aten_safe_softmax(ctx: Context, self: Value, dim: int, dtype: Any = None) -> Ref:
     """_safe_softmax(Tensor self, int dim, ScalarType? dtype=None) -> Tensor: softmax, and zeros over a slice
     that is all -inf (torch 2.5 lowers the softmax of scaled_dot_product_attention to it).
     """
-    x, out, g = node.args[0], node.outputs[0], ctx.g
+    x, out, g = self, ctx.out, ctx.g
     if x.dtype != out.dtype or not x.dtype.startswith("f"):
-        raise TranslationError(f"{node.where()}: _safe_softmax from {x.dtype} to {out.dtype} is not supported")
-    axis = wrap_axis(node.args[1], x.rank)
+        raise TranslationError(f"{ctx.where()}: _safe_softmax from {x.dtype} to {out.dtype} is not supported")
+    axis = wrap_axis(dim, x.rank)
     xr = ctx.ref(x)
     y = g.op("softmax", xr, axes=[axis])
     # a slice is kept where any of its values is above -inf (tract's max_reduce starts at the lowest finite value)

@@ -11,12 +11,23 @@ from torch_to_nnef.check.targets import SDPA_TRACT
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import NP_DTYPES, align_rank, dim_ref, node_arg, scalar_const
+from torch_to_nnef.op.common import NP_DTYPES, align_rank, current_node, dim_ref, scalar_const
 from torch_to_nnef.op.registry import Context, register
 
 
 @register("aten::scaled_dot_product_attention")
-def aten_sdpa(ctx: Context, node: Node) -> Ref:
+def aten_sdpa(
+    ctx: Context,
+    query: Value,
+    key: Value,
+    value: Value,
+    attn_mask: Value | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> Ref:
     """scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
     float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor.
 
@@ -24,20 +35,27 @@ def aten_sdpa(ctx: Context, node: Node) -> Ref:
     operator with ``reify_sdpa_operator``. With ``enable_gqa``, each run of ``Hq / Hk`` query heads attends one
     key/value head (grouped-query attention), without repeating the keys and values.
     """
-    mask = node_arg(node, 3, "attn_mask")
-    causal = bool(node_arg(node, 5, "is_causal", False))
-    return sdpa(ctx, node, mask, causal, node_arg(node, 6, "scale"))
+    return sdpa(ctx, current_node(ctx), query, key, value, attn_mask, bool(is_causal), scale)
 
 
 @register("aten::_scaled_dot_product_flash_attention_for_cpu")
-def aten_sdpa_flash_cpu(ctx: Context, node: Node) -> Ref:
+def aten_sdpa_flash_cpu(
+    ctx: Context,
+    query: Value,
+    key: Value,
+    value: Value,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    attn_mask: Value | None = None,
+    scale: float | None = None,
+) -> Ref:
     """_scaled_dot_product_flash_attention_for_cpu(Tensor query, Tensor key, Tensor value, float dropout_p=0.0,
     bool is_causal=False, *, Tensor? attn_mask=None, float? scale=None) -> (Tensor output, Tensor logsumexp).
 
     The attention output only (the log-sum-exp is not exported).
     """
-    causal = bool(node_arg(node, 4, "is_causal", False))
-    return sdpa(ctx, node, node_arg(node, 5, "attn_mask"), causal, node_arg(node, 6, "scale"))
+    return sdpa(ctx, current_node(ctx), query, key, value, attn_mask, bool(is_causal), scale)
 
 
 def _query_groups(node: Node, q: Value, k: Value, v: Value) -> int:
@@ -58,14 +76,22 @@ def _query_groups(node: Node, q: Value, k: Value, v: Value) -> int:
     return int(hq) // int(hk)
 
 
-def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: float | None) -> Ref:
-    """Attention of ``node``'s (query, key, value) arguments into its first output.
+def sdpa(
+    ctx: Context,
+    node: Node,
+    q: Value,
+    k: Value,
+    v: Value,
+    mask: Value | None,
+    causal: bool,
+    scale: float | None,
+) -> Ref:
+    """Attention of the query ``q``, keys ``k`` and values ``v`` into ``node``'s first output.
 
     ``causal`` masks as PyTorch does: query ``i`` attends the keys ``j <= i`` (the upper-left triangle, whatever
     the two lengths). Under grouped-query attention the query heads are split as ``[Hk, Hq / Hk]`` and the keys
     and values broadcast over the groups.
     """
-    q, k, v = node.args[:3]
     head = q.shape[-1]
     if scale is None:
         if not isinstance(head, int):
@@ -81,7 +107,7 @@ def sdpa(ctx: Context, node: Node, mask: Value | None, causal: bool, scale: floa
         and q.rank == k.rank == v.rank
         and (q.rank == 4 or (q.rank == 3 and groups == 1))
     ):
-        return _reified_sdpa(ctx, node, qr, kr, vr, mask, causal, float(scale), rank)
+        return _reified_sdpa(ctx, node, qr, kr, vr, mask, causal, float(scale), rank, q.shape[-2], k.shape[-2])
     m = None if mask is None else align_rank(ctx, mask, rank, out)
     if groups > 1:
         axis = rank - 3
@@ -134,17 +160,27 @@ def _lowest(ctx: Context, dtype: str, rank: int) -> Any:
 
 
 def _reified_sdpa(
-    ctx: Context, node: Node, q: Ref, k: Ref, v: Ref, mask: Value | None, causal: bool, scale: float, rank: int
+    ctx: Context,
+    node: Node,
+    q: Ref,
+    k: Ref,
+    v: Ref,
+    mask: Value | None,
+    causal: bool,
+    scale: float,
+    rank: int,
+    lq: Any,
+    lk: Any,
 ) -> Ref:
     """tract_transformers_sdpa (tract >= 0.22.0): one fused operator, the mask as an additive float tensor.
 
     tract splits the query heads into groups of ``Hq / Hk`` itself (grouped-query attention). Its causal mask
     is aligned on the last key, PyTorch's on the first: when the lengths may differ, the causal mask is given
-    as an explicit mask instead. A mask broadcast over the queries or keys is repeated to their lengths.
+    as an explicit mask instead. A mask broadcast over the queries or keys is repeated to their lengths
+    (``lq`` and ``lk``).
     """
     g, out = ctx.g, node.outputs[0]
     g.need("tract_registry tract_transformers")
-    lq, lk = node.args[0].shape[-2], node.args[1].shape[-2]
     inputs = [q, k, v]
     if mask is not None:
         m = align_rank(ctx, mask, rank, out)

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from torch_to_nnef.ir import Dim, Node, Value
+from torch_to_nnef.ir import Dim, Value
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import NP_FLOAT, conv, conv_transpose, node_arg, static_sizes
+from torch_to_nnef.op.common import NP_FLOAT, convolve, convolve_transposed, current_node, static_sizes
 from torch_to_nnef.op.registry import Context, register
 
 
-@register("aten::conv1d", "aten::conv2d", "aten::conv3d")
-def aten_conv(ctx: Context, node: Node) -> Ref:
-    """conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[]|str padding, int[] dilation,
-    int groups).
+@register(
+    "aten::conv1d",
+    "aten::conv1d.padding",
+    "aten::conv2d",
+    "aten::conv2d.padding",
+    "aten::conv3d",
+    "aten::conv3d.padding",
+)
+def aten_conv(
+    ctx: Context,
+    input: Value,
+    weight: Value,
+    bias: Value | None = None,
+    stride: Sequence[int] = (1,),
+    padding: Sequence[int] | str = (0,),
+    dilation: Sequence[int] = (1,),
+    groups: int = 1,
+) -> Ref:
+    """conv2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=[1, 1], SymInt[2] padding=[0, 0],
+    SymInt[2] dilation=[1, 1], SymInt groups=1) -> Tensor; 1-D and 3-D alike; ``.padding``: 'valid' or 'same'.
+
+    NNEF ``conv`` (a one-entry list stands for every spatial axis).
     """
-    spatial = node.args[0].rank - 2
-    stride = list(node_arg(node, 3, "stride", [1] * spatial))
-    padding = node_arg(node, 4, "padding", [0] * spatial)
-    dilation = list(node_arg(node, 5, "dilation", [1] * spatial))
-    return conv(ctx, node, stride, padding, dilation, int(node_arg(node, 6, "groups", 1)))
+    pads = padding if isinstance(padding, str) else list(padding)
+    return convolve(ctx, input, weight, bias, list(stride), pads, list(dilation), int(groups), ctx.out.name)
 
 
 def _ints(value: Any, n: int) -> list[int]:
@@ -30,33 +46,73 @@ def _ints(value: Any, n: int) -> list[int]:
     return values * n if len(values) == 1 else values
 
 
-@register("aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d")
-def aten_conv_transpose(ctx: Context, node: Node) -> Ref:
-    """conv_transpose2d.input(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1, SymInt[2] padding=0,
-    SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1) -> Tensor.
+@register("aten::conv_transpose1d", "aten::conv_transpose2d.input", "aten::conv_transpose3d.input")
+def aten_conv_transpose(
+    ctx: Context,
+    input: Value,
+    weight: Value,
+    bias: Value | None = None,
+    stride: Sequence[int] | int = 1,
+    padding: Sequence[int] | int = 0,
+    output_padding: Sequence[int] | int = 0,
+    groups: int = 1,
+    dilation: Sequence[int] | int = 1,
+) -> Ref:
+    """conv_transpose2d.input(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=[1, 1],
+    SymInt[2] padding=[0, 0], SymInt[2] output_padding=[0, 0], SymInt groups=1, SymInt[2] dilation=[1, 1])
+    -> Tensor; 1-D and 3-D alike.
 
     NNEF ``deconv``; ``output_padding`` shortens the end crop, or pads the end with the bias where it exceeds it.
     """
-    spatial = node.args[0].rank - 2
-    stride = _ints(node_arg(node, 3, "stride", 1), spatial)
-    padding = _ints(node_arg(node, 4, "padding", 0), spatial)
-    output_padding = _ints(node_arg(node, 5, "output_padding", 0), spatial)
-    groups = int(node_arg(node, 6, "groups", 1))
-    dilation = _ints(node_arg(node, 7, "dilation", 1), spatial)
-    return conv_transpose(ctx, node, stride, padding, output_padding, groups, dilation)
+    spatial = input.rank - 2
+    return convolve_transposed(
+        ctx,
+        current_node(ctx),
+        input,
+        weight,
+        bias,
+        _ints(stride, spatial),
+        _ints(padding, spatial),
+        _ints(output_padding, spatial),
+        int(groups),
+        _ints(dilation, spatial),
+        ctx.out.name,
+    )
 
 
 @register("aten::convolution")
-def aten_convolution(ctx: Context, node: Node) -> Ref:
+def aten_convolution(
+    ctx: Context,
+    input: Value,
+    weight: Value,
+    bias: Value | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    transposed: bool,
+    output_padding: Sequence[int],
+    groups: int,
+) -> Ref:
     """convolution(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation,
     bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor: a convolution or a transposed one.
     """
-    spatial = node.args[0].rank - 2
-    stride, padding, dilation = (_ints(node.args[i], spatial) for i in (3, 4, 5))
-    groups = int(node.args[8])
-    if not node.args[6]:
-        return conv(ctx, node, stride, padding, dilation, groups)
-    return conv_transpose(ctx, node, stride, padding, _ints(node.args[7], spatial), groups, dilation)
+    spatial = input.rank - 2
+    strides, pads, dilations = (_ints(v, spatial) for v in (stride, padding, dilation))
+    if not transposed:
+        return convolve(ctx, input, weight, bias, strides, pads, dilations, int(groups), ctx.out.name)
+    return convolve_transposed(
+        ctx,
+        current_node(ctx),
+        input,
+        weight,
+        bias,
+        strides,
+        pads,
+        _ints(output_padding, spatial),
+        int(groups),
+        dilations,
+        ctx.out.name,
+    )
 
 
 def _alias(ctx: Context, name: str, ref: Ref, shape: tuple[Dim, ...] = ()) -> Value:
@@ -76,24 +132,25 @@ def _patch_filter(ctx: Context, channels: int, kernel: list[int], dtype: str) ->
 
 
 @register("aten::im2col")
-def aten_im2col(ctx: Context, node: Node) -> Ref:
+def aten_im2col(
+    ctx: Context,
+    self: Value,
+    kernel_size: Sequence[int],
+    dilation: Sequence[int],
+    padding: Sequence[int],
+    stride: Sequence[int],
+) -> Ref:
     """im2col(Tensor self, int[2] kernel_size, int[2] dilation, int[2] padding, int[2] stride) -> Tensor (F.unfold).
 
     A depthwise convolution with a one-hot filter (exact: one tap per output), the spatial axes merged.
     """
-    x, out = node.args[0], node.outputs[0]
-    kernel, dilation, padding, stride = (list(node.args[i]) for i in (1, 2, 3, 4))
+    x, out = self, ctx.out
     batched = x.rank == 4
-    (channels,) = static_sizes(node, x, [1 if batched else 0], "F.unfold")
+    (channels,) = static_sizes(current_node(ctx), x, [1 if batched else 0], "F.unfold")
     g = ctx.g
     src = x if batched else _alias(ctx, x.name + "_batched", g.op("unsqueeze", ctx.ref(x), axes=[0]), (1, *x.shape))
-    fake = Node(
-        node.kind,
-        (src, _patch_filter(ctx, channels, kernel, x.dtype), None),
-        (Value(out.name + "_patches", out.dtype, ()),),
-        source=node.source,
-    )
-    y = conv(ctx, fake, stride, padding, dilation, channels)
+    filt = _patch_filter(ctx, channels, list(kernel_size), x.dtype)
+    y = convolve(ctx, src, filt, None, list(stride), list(padding), list(dilation), channels, out.name + "_patches")
     y = g.op("reshape", y, shape=[-1], axis_start=2, axis_count=2)
     if not batched:
         return g.op("squeeze", y, axes=[0], out=out.name)
@@ -101,31 +158,37 @@ def aten_im2col(ctx: Context, node: Node) -> Ref:
 
 
 @register("aten::col2im")
-def aten_col2im(ctx: Context, node: Node) -> Ref:
+def aten_col2im(
+    ctx: Context,
+    self: Value,
+    output_size: Sequence[int],
+    kernel_size: Sequence[int],
+    dilation: Sequence[int],
+    padding: Sequence[int],
+    stride: Sequence[int],
+) -> Ref:
     """col2im(Tensor self, SymInt[2] output_size, int[2] kernel_size, int[2] dilation, int[2] padding, int[2] stride)
-    -> Tensor (F.fold): a transposed depthwise convolution with the one-hot filter of :func:`aten_im2col`
-    (overlapping patches add up).
+    -> Tensor (F.fold).
+
+    A transposed depthwise convolution with the one-hot filter of :func:`aten_im2col` (overlapping patches add up).
     """
-    x, out = node.args[0], node.outputs[0]
-    size, kernel, dilation, padding, stride = (list(node.args[i]) for i in (1, 2, 3, 4, 5))
+    x, out, node = self, ctx.out, current_node(ctx)
+    size, kernel, dilations, pads, strides = (list(v) for v in (output_size, kernel_size, dilation, padding, stride))
     batched = x.rank == 3
     g = ctx.g
     (rows,) = static_sizes(node, x, [1 if batched else 0], "F.fold")
     channels = rows // (kernel[0] * kernel[1])
-    blocks = [
-        (s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(size, padding, dilation, kernel, stride)
-    ]
+    blocks = [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(size, pads, dilations, kernel, strides)]
     y = ctx.ref(x) if batched else g.op("unsqueeze", ctx.ref(x), axes=[0])
     y = g.op("reshape", y, shape=blocks, axis_start=2, axis_count=1)
     natural = [
-        (b - 1) * st - 2 * p + d * (k - 1) + 1 for b, st, p, d, k in zip(blocks, stride, padding, dilation, kernel)
+        (b - 1) * st - 2 * p + d * (k - 1) + 1 for b, st, p, d, k in zip(blocks, strides, pads, dilations, kernel)
     ]
     extra = [s - n for s, n in zip(size, natural)]
     src = _alias(ctx, out.name + "_blocks", y, (x.shape[0] if batched else 1, rows, *blocks))
     filt = _patch_filter(ctx, channels, kernel, x.dtype)
-    target = Value(out.name if batched else out.name + "_batched", out.dtype, ())
-    fake = Node(node.kind, (src, filt, None), (target,), source=node.source)
-    y = conv_transpose(ctx, fake, stride, padding, extra, channels, dilation)
+    target = out.name if batched else out.name + "_batched"
+    y = convolve_transposed(ctx, node, src, filt, None, strides, pads, extra, channels, dilations, target)
     if not batched:
         return g.op("squeeze", y, axes=[0], out=out.name)
     return y

@@ -9,7 +9,7 @@ import numpy as np
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import align_rank, cast_to, node_arg, scalar_const, static_sizes, tract_only
+from torch_to_nnef.op.common import align_rank, cast_to, current_node, scalar_const, static_sizes, tract_only
 from torch_to_nnef.op.registry import Context, register
 
 _REDUCTION_NAMES = ("none", "mean", "sum")
@@ -25,54 +25,72 @@ def _reduced(ctx: Context, node: Node, loss: Ref, rank: int, reduction: int) -> 
     return g.op("squeeze", g.op(op, loss, axes=axes), axes=axes, out=out.name)
 
 
-def _reduction(node: Node, index: int) -> int:
-    value = node_arg(node, index, "reduction", 1)
-    if value not in (0, 1, 2):
-        raise TranslationError(f"{node.where()}: unknown loss reduction {value!r}")
-    return int(value)
+def _reduction(ctx: Context, reduction: Any) -> int:
+    """A loss's ``reduction`` argument, checked: 0 none, 1 mean, 2 sum."""
+    if reduction not in (0, 1, 2):
+        raise TranslationError(f"{ctx.where()}: unknown loss reduction {reduction!r}")
+    return int(reduction)
 
 
-@register("aten::mse_loss", "aten::l1_loss")
-def aten_mse_loss(ctx: Context, node: Node) -> Ref:
-    """mse_loss/l1_loss(Tensor self, Tensor target, int reduction=Mean) -> Tensor."""
-    a, b = node.args[0], node.args[1]
+def _difference(ctx: Context, a: Value, b: Value) -> tuple[Ref, int]:
+    """``a - b`` (ranks aligned) and its rank."""
     rank = max(a.rank, b.rank)
-    diff = ctx.g.op("sub", align_rank(ctx, a, rank, a), align_rank(ctx, b, rank, b))
-    loss = ctx.g.op("sqr" if node.kind == "aten::mse_loss" else "abs", diff)
-    return _reduced(ctx, node, loss, rank, _reduction(node, 2))
+    return ctx.g.op("sub", align_rank(ctx, a, rank, a), align_rank(ctx, b, rank, b)), rank
 
 
-@register("aten::smooth_l1_loss", "aten::huber_loss")
-def aten_smooth_l1_loss(ctx: Context, node: Node) -> Ref:
-    """smooth_l1_loss(Tensor self, Tensor target, int reduction=Mean, float beta=1.0);
-    huber_loss(self, target, reduction=Mean, float delta=1.0).
+@register("aten::mse_loss")
+def aten_mse_loss(ctx: Context, self: Value, target: Value, reduction: int = 1) -> Ref:
+    """mse_loss(Tensor self, Tensor target, int reduction=Mean) -> Tensor: ``(self - target)^2``, reduced."""
+    diff, rank = _difference(ctx, self, target)
+    return _reduced(ctx, current_node(ctx), ctx.g.op("sqr", diff), rank, _reduction(ctx, reduction))
 
-    smooth L1: ``0.5 d^2 / beta`` below ``beta``, else ``|d| - 0.5 beta``; Huber: ``0.5 d^2`` below ``delta``,
-    else ``delta (|d| - 0.5 delta)``.
+
+@register("aten::l1_loss")
+def aten_l1_loss(ctx: Context, self: Value, target: Value, reduction: int = 1) -> Ref:
+    """l1_loss(Tensor self, Tensor target, int reduction=Mean) -> Tensor: ``|self - target|``, reduced."""
+    diff, rank = _difference(ctx, self, target)
+    return _reduced(ctx, current_node(ctx), ctx.g.op("abs", diff), rank, _reduction(ctx, reduction))
+
+
+@register("aten::smooth_l1_loss")
+def aten_smooth_l1_loss(ctx: Context, self: Value, target: Value, reduction: int = 1, beta: float = 1.0) -> Ref:
+    """smooth_l1_loss(Tensor self, Tensor target, int reduction=Mean, float beta=1.) -> Tensor.
+
+    ``0.5 d^2 / beta`` below ``beta``, else ``|d| - 0.5 beta``.
     """
-    a, b = node.args[0], node.args[1]
-    rank = max(a.rank, b.rank)
-    limit = float(node_arg(node, 3, "beta" if node.kind == "aten::smooth_l1_loss" else "delta", 1.0))
+    diff, rank = _difference(ctx, self, target)
+    limit = float(beta)
     g = ctx.g
-    d = g.op("abs", g.op("sub", align_rank(ctx, a, rank, a), align_rank(ctx, b, rank, b)))
-    if node.kind == "aten::smooth_l1_loss":
-        if limit == 0.0:
-            loss = d
-        else:
-            loss = g.op(
-                "select",
-                g.op("lt", d, limit),
-                g.op("div", g.op("mul", g.op("sqr", d), 0.5), limit),
-                g.op("sub", d, 0.5 * limit),
-            )
+    d = g.op("abs", diff)
+    if limit == 0.0:
+        loss = d
     else:
         loss = g.op(
             "select",
             g.op("lt", d, limit),
-            g.op("mul", g.op("sqr", d), 0.5),
-            g.op("mul", g.op("sub", d, 0.5 * limit), limit),
+            g.op("div", g.op("mul", g.op("sqr", d), 0.5), limit),
+            g.op("sub", d, 0.5 * limit),
         )
-    return _reduced(ctx, node, loss, rank, _reduction(node, 2))
+    return _reduced(ctx, current_node(ctx), loss, rank, _reduction(ctx, reduction))
+
+
+@register("aten::huber_loss")
+def aten_huber_loss(ctx: Context, self: Value, target: Value, reduction: int = 1, delta: float = 1.0) -> Ref:
+    """huber_loss(Tensor self, Tensor target, int reduction=Mean, float delta=1.) -> Tensor.
+
+    ``0.5 d^2`` below ``delta``, else ``delta (|d| - 0.5 delta)``.
+    """
+    diff, rank = _difference(ctx, self, target)
+    limit = float(delta)
+    g = ctx.g
+    d = g.op("abs", diff)
+    loss = g.op(
+        "select",
+        g.op("lt", d, limit),
+        g.op("mul", g.op("sqr", d), 0.5),
+        g.op("mul", g.op("sub", d, 0.5 * limit), limit),
+    )
+    return _reduced(ctx, current_node(ctx), loss, rank, _reduction(ctx, reduction))
 
 
 def _class_terms(
@@ -113,13 +131,21 @@ def _squeeze_class(ctx: Context, y: Ref, x: Value) -> Ref:
     return ctx.g.op("squeeze", y, axes=[axis])
 
 
-def _class_loss(ctx: Context, node: Node, logp: Any, label_smoothing: float) -> Ref:
-    """nll_loss / cross_entropy over log-probabilities ``logp`` (the class axis of ``node``'s input)."""
-    x, target = node.args[0], node.args[1]
-    weight = node_arg(node, 2, "weight")
-    reduction = _reduction(node, 3)
-    ignore = int(node_arg(node, 4, "ignore_index", -100))
-    g, out = ctx.g, node.outputs[0]
+def _class_loss(
+    ctx: Context,
+    x: Value,
+    target: Value,
+    weight: Value | None,
+    reduction: int,
+    ignore: int,
+    logp: Any,
+    label_smoothing: float,
+) -> Ref:
+    """nll_loss / cross_entropy of class indices ``target`` over log-probabilities ``logp`` (the class axis of
+    the input ``x``).
+    """
+    node = current_node(ctx)
+    g, out = ctx.g, ctx.out
     nll, wt, valid = _class_terms(ctx, node, logp, x, target, weight, ignore)
     nll, wt, valid = (_squeeze_class(ctx, v, x) for v in (nll, wt, valid))
     rank = target.rank
@@ -164,33 +190,50 @@ def _log_softmax(ctx: Context, x: Value) -> Ref:
 
 
 @register("aten::nll_loss_nd")
-def aten_nll_loss(ctx: Context, node: Node) -> Ref:
-    """nll_loss_nd(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean, SymInt ignore_index=-100).
+def aten_nll_loss(
+    ctx: Context,
+    self: Value,
+    target: Value,
+    weight: Value | None = None,
+    reduction: int = 1,
+    ignore_index: int = -100,
+) -> Ref:
+    """nll_loss_nd(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean, SymInt ignore_index=-100)
+    -> Tensor.
 
     ``-w[t] * self[t]`` per element; the mean divides by the sum of the weights of the counted elements.
     """
-    return _class_loss(ctx, node, ctx.ref(node.args[0]), 0.0)
+    checked = _reduction(ctx, reduction)
+    return _class_loss(ctx, self, target, weight, checked, int(ignore_index), ctx.ref(self), 0.0)
 
 
 @register("aten::cross_entropy_loss")
-def aten_cross_entropy_loss(ctx: Context, node: Node) -> Ref:
+def aten_cross_entropy_loss(
+    ctx: Context,
+    self: Value,
+    target: Value,
+    weight: Value | None = None,
+    reduction: int = 1,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Ref:
     """cross_entropy_loss(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean,
-    SymInt ignore_index=-100, float label_smoothing=0.0) -> Tensor.
+    SymInt ignore_index=-100, float label_smoothing=0.) -> Tensor.
 
     Class indices (integer target, TractNNEF) or class probabilities (float target, both targets).
     """
-    x, target = node.args[0], node.args[1]
-    smoothing = float(node_arg(node, 5, "label_smoothing", 0.0))
-    logp = _log_softmax(ctx, x)
+    smoothing, checked = float(label_smoothing), _reduction(ctx, reduction)
+    logp = _log_softmax(ctx, self)
     if target.dtype.startswith("f"):
-        return _probability_loss(ctx, node, logp, smoothing)
-    return _class_loss(ctx, node, logp, smoothing)
+        return _probability_loss(ctx, self, target, weight, checked, logp, smoothing)
+    return _class_loss(ctx, self, target, weight, checked, int(ignore_index), logp, smoothing)
 
 
-def _probability_loss(ctx: Context, node: Node, logp: Ref, smoothing: float) -> Ref:
-    x, target, out = node.args[0], node.args[1], node.outputs[0]
-    weight = node_arg(node, 2, "weight")
-    reduction = _reduction(node, 3)
+def _probability_loss(
+    ctx: Context, x: Value, target: Value, weight: Value | None, reduction: int, logp: Ref, smoothing: float
+) -> Ref:
+    """cross_entropy of class probabilities ``target`` over log-probabilities ``logp`` of the input ``x``."""
+    node, out = current_node(ctx), ctx.out
     axis = 1 if x.rank > 1 else 0
     classes = x.shape[axis]
     g = ctx.g
@@ -206,13 +249,14 @@ def _probability_loss(ctx: Context, node: Node, logp: Ref, smoothing: float) -> 
 
 
 @register("aten::binary_cross_entropy")
-def aten_binary_cross_entropy(ctx: Context, node: Node) -> Ref:
+def aten_binary_cross_entropy(
+    ctx: Context, self: Value, target: Value, weight: Value | None = None, reduction: int = 1
+) -> Ref:
     """binary_cross_entropy(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean) -> Tensor.
 
     ``-(t log p + (1 - t) log(1 - p))`` with each log clamped at -100, as PyTorch.
     """
-    p, t = node.args[0], node.args[1]
-    weight = node_arg(node, 2, "weight")
+    p, t = self, target
     rank = max(p.rank, t.rank)
     g = ctx.g
     pr, tr = align_rank(ctx, p, rank, p), align_rank(ctx, t, rank, t)
@@ -221,18 +265,24 @@ def aten_binary_cross_entropy(ctx: Context, node: Node) -> Ref:
     loss = g.op("neg", g.op("add", g.op("mul", tr, log_p), g.op("mul", g.op("sub", 1.0, tr), log_q)))
     if weight is not None:
         loss = g.op("mul", loss, align_rank(ctx, weight, rank, weight))
-    return _reduced(ctx, node, loss, rank, _reduction(node, 3))
+    return _reduced(ctx, current_node(ctx), loss, rank, _reduction(ctx, reduction))
 
 
 @register("aten::binary_cross_entropy_with_logits")
-def aten_binary_cross_entropy_with_logits(ctx: Context, node: Node) -> Ref:
+def aten_binary_cross_entropy_with_logits(
+    ctx: Context,
+    self: Value,
+    target: Value,
+    weight: Value | None = None,
+    pos_weight: Value | None = None,
+    reduction: int = 1,
+) -> Ref:
     """binary_cross_entropy_with_logits(Tensor self, Tensor target, Tensor? weight=None, Tensor? pos_weight=None,
     int reduction=Mean) -> Tensor.
 
     Stable form: ``(1 - t) x + l (log(1 + exp(-|x|)) + max(-x, 0))`` with ``l = 1 + (pos_weight - 1) t``.
     """
-    x, t = node.args[0], node.args[1]
-    weight, pos_weight = node_arg(node, 2, "weight"), node_arg(node, 3, "pos_weight")
+    x, t = self, target
     rank = max(x.rank, t.rank)
     g = ctx.g
     xr, tr = align_rank(ctx, x, rank, x), align_rank(ctx, t, rank, t)
@@ -247,23 +297,23 @@ def aten_binary_cross_entropy_with_logits(ctx: Context, node: Node) -> Ref:
     loss = g.op("add", g.op("mul", g.op("sub", 1.0, tr), xr), softplus)
     if weight is not None:
         loss = g.op("mul", loss, align_rank(ctx, weight, rank, weight))
-    return _reduced(ctx, node, loss, rank, _reduction(node, 4))
+    return _reduced(ctx, current_node(ctx), loss, rank, _reduction(ctx, reduction))
 
 
 @register("aten::kl_div")
-def aten_kl_div(ctx: Context, node: Node) -> Ref:
+def aten_kl_div(ctx: Context, self: Value, target: Value, reduction: int = 1, *, log_target: bool = False) -> Ref:
     """kl_div(Tensor self, Tensor target, int reduction=Mean, *, bool log_target=False) -> Tensor.
 
     ``t (log t - x)`` (0 where t is 0), or ``exp(t) (t - x)`` for a log target; 'batchmean' is this sum over
     the batch size, divided after the op.
     """
-    x, t = node.args[0], node.args[1]
+    x, t = self, target
     rank = max(x.rank, t.rank)
     g = ctx.g
     xr, tr = align_rank(ctx, x, rank, x), align_rank(ctx, t, rank, t)
-    if bool(node_arg(node, 3, "log_target", False)):
+    if bool(log_target):
         loss = g.op("mul", g.op("exp", tr), g.op("sub", tr, xr))
     else:
         positive = g.op("mul", tr, g.op("sub", g.op("log", tr), xr))
         loss = g.op("select", g.op("gt", tr, 0.0), positive, g.op("mul", g.op("neg", tr), xr))
-    return _reduced(ctx, node, loss, rank, _reduction(node, 2))
+    return _reduced(ctx, current_node(ctx), loss, rank, _reduction(ctx, reduction))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from torch_to_nnef.check.versions import GRID_SAMPLE_TRACT, NEAREST_UPSAMPLE_TRACT, version_text
 from torch_to_nnef.errors import TranslationError
-from torch_to_nnef.ir import Dim, Node
+from torch_to_nnef.ir import Dim, Value
 from torch_to_nnef.nnef.builder import Ref, dim_literal
-from torch_to_nnef.op.common import NP_FLOAT, resize_args, source_scale, static_sizes
+from torch_to_nnef.op.common import NP_FLOAT, current_node, source_scale, static_sizes
 from torch_to_nnef.op.registry import Context, register
 
 
@@ -53,7 +54,7 @@ def _whole_factor_taps(factor: int) -> list[float]:
     return [(k + 0.5) / factor - 0.5 for k in range(factor)]
 
 
-def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> Ref:
+def _resize_dynamic(ctx: Context, x: Value, mode: str, factors: list[int]) -> Ref:
     """Resizing by whole factors over axes whose size is symbolic, without any size-dependent constant.
 
     Output ``f * i + k`` takes input ``i`` (nearest), or for linear, input ``i`` blended with its neighbour
@@ -61,11 +62,10 @@ def _resize_dynamic(ctx: Context, node: Node, mode: str, factors: list[int]) -> 
     a depthwise 3-tap convolution of the edge-padded input per phase ``k``, so that no slice bound depends on
     the symbolic size. The ``f`` phases are stacked after the axis and merged into it.
     """
-    x, out = node.args[0], node.outputs[0]
-    g = ctx.g
+    out, g = ctx.out, ctx.g
     if mode == "nearest" and ctx.tract_at_least(NEAREST_UPSAMPLE_TRACT):
         return g.op("nearest_upsample", ctx.ref(x), factor=factors, out=out.name)
-    (channels,) = static_sizes(node, x, [1], f"{mode} resizing with dynamic channels")
+    (channels,) = static_sizes(current_node(ctx), x, [1], f"{mode} resizing with dynamic channels")
     spatial = x.rank - 2
     y = ctx.ref(x)
     for i, f in enumerate(factors):
@@ -114,13 +114,12 @@ def _whole_ratio(size: Dim, out: Dim) -> float | None:
     return float(ratio) if ratio.is_Integer and ratio > 0 else None
 
 
-def _resize_gathered(ctx: Context, node: Node, mode: str, align: bool, factors: list[float | None]) -> Ref:
+def _resize_gathered(ctx: Context, x: Value, mode: str, align: bool, factors: list[float | None]) -> Ref:
     """Resizing over dynamic sizes in any ratio (``interpolate(y, size=skip.shape[2:])`` in a U-Net), axis
     by axis as PyTorch computes it: each output position's source coordinate from the sizes at run time,
     the input rows there gathered (the two around it, blended, for linear).
     """
-    x, out = node.args[0], node.outputs[0]
-    g = ctx.g
+    out, g = ctx.out, ctx.g
     g.need("tract_registry tract_core")
 
     def number(d: Dim) -> Any:  # a size as an f32 scalar tensor
@@ -164,10 +163,10 @@ def _resize_gathered(ctx: Context, node: Node, mode: str, align: bool, factors: 
     return g.op("copy", y, out=out.name)
 
 
-def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
-    x, out = node.args[0], node.outputs[0]
+def _resize(ctx: Context, x: Value, mode: str, align: bool, factors: list[float | None]) -> Ref:
+    """Resizing of the spatial axes of ``x`` (from axis 2) by ``mode``, to the output's sizes."""
+    node, out = current_node(ctx), ctx.out
     axes = list(range(2, x.rank))
-    align, factors = resize_args(node, linear)
     if any(not isinstance(x.shape[a], int) for a in axes) and any(f is None for f in factors):
         # a size given over dynamic axes (interpolate(size=(2 * H, 2 * W))): its whole factors
         factors = [f if f is not None else _whole_ratio(x.shape[a], out.shape[a]) for a, f in zip(axes, factors)]
@@ -177,13 +176,13 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
         and any(not isinstance(x.shape[a], int) for a in axes)
         and all(f is not None and f >= 1 and float(f).is_integer() for f in factors)
     ):
-        return _resize_dynamic(ctx, node, mode, [int(f or 1) for f in factors])
+        return _resize_dynamic(ctx, x, mode, [int(f or 1) for f in factors])
     if (
         ctx.tract
         and mode in ("nearest", "nearest-exact", "linear")
         and any(not isinstance(d, int) for a in axes for d in (x.shape[a], out.shape[a]))
     ):
-        return _resize_gathered(ctx, node, mode, align, factors)
+        return _resize_gathered(ctx, x, mode, align, factors)
     sizes = static_sizes(node, x, axes, f"{mode} resizing")
     wanted = [int(d) for d in out.shape[2:]]
     g = ctx.g
@@ -216,40 +215,6 @@ def _resize(ctx: Context, node: Node, mode: str, linear: bool) -> Ref:
     return g.op("copy", y, out=out.name)
 
 
-@register("aten::upsample_nearest1d", "aten::upsample_nearest2d")
-def aten_upsample_nearest(ctx: Context, node: Node) -> Ref:
-    """upsample_nearest2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor.
-
-    Whole factors as ``nearest_upsample``, other sizes as a constant selection matrix (exact).
-    """
-    return _resize(ctx, node, "nearest", linear=False)
-
-
-@register("aten::_upsample_nearest_exact1d", "aten::_upsample_nearest_exact2d")
-def aten_upsample_nearest_exact(ctx: Context, node: Node) -> Ref:
-    """_upsample_nearest_exact2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor."""
-    return _resize(ctx, node, "nearest-exact", linear=False)
-
-
-@register("aten::upsample_linear1d", "aten::upsample_bilinear2d")
-def aten_upsample_linear(ctx: Context, node: Node) -> Ref:
-    """upsample_bilinear2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors).
-
-    Each spatial axis is a matmul with a constant interpolation matrix built from the static sizes: exact for
-    any size, scale factor and ``align_corners``, on both targets.
-    """
-    return _resize(ctx, node, "linear", linear=True)
-
-
-@register("aten::_upsample_bilinear2d_aa")
-def aten_upsample_bilinear_aa(ctx: Context, node: Node) -> Ref:
-    """_upsample_bilinear2d_aa.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors).
-
-    Antialiased bilinear resizing (``antialias=True``): a constant matrix per axis, as for plain bilinear.
-    """
-    return _resize(ctx, node, "linear-antialias", linear=True)
-
-
 def _unnormalize(ctx: Context, c: Ref, size: int, align: bool, border: bool) -> Ref:
     """A grid coordinate in [-1, 1] as a pixel coordinate (clamped to the image for ``border``)."""
     g = ctx.g
@@ -280,16 +245,18 @@ def _sampling_weights(ctx: Context, c: Ref, size: int, nearest: bool, label: str
 
 
 @register("aten::grid_sampler", "aten::grid_sampler_2d", "aten::grid_sampler_3d")
-def aten_grid_sampler(ctx: Context, node: Node) -> Ref:
-    """grid_sampler(Tensor input, Tensor grid, int interpolation_mode, int padding_mode, bool align_corners).
+def aten_grid_sampler(
+    ctx: Context, input: Value, grid: Value, interpolation_mode: int, padding_mode: int, align_corners: bool
+) -> Ref:
+    """grid_sampler(Tensor input, Tensor grid, int interpolation_mode, int padding_mode, bool align_corners) -> Tensor.
 
     Modes 0 bilinear, 1 nearest, 2 bicubic; padding 0 zeros, 1 border, 2 reflection. tract >= 0.23.3 runs
     ``tract_core_grid_sample`` (every mode); otherwise 2-D bilinear or nearest sampling with zeros or border
     padding is written with specification ops: the weights of every input pixel for every output point
     (static image sizes), applied by a matmul along the width and a weighted sum along the height.
     """
-    x, grid, out = node.args[0], node.args[1], node.outputs[0]
-    mode, padding, align = int(node.args[2]), int(node.args[3]), bool(node.args[4])
+    x, node, out = input, current_node(ctx), ctx.out
+    mode, padding, align = int(interpolation_mode), int(padding_mode), bool(align_corners)
     g = ctx.g
     if ctx.tract_at_least(GRID_SAMPLE_TRACT):
         g.need("tract_registry tract_core")
@@ -370,17 +337,11 @@ def _cubic_antialias_matrix(size: int, out: int, factor: float | None, align: bo
     return m
 
 
-@register("aten::upsample_bicubic2d", "aten::_upsample_bicubic2d_aa")
-def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
-    """upsample_bicubic2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors);
-    _upsample_bicubic2d_aa alike (``antialias=True``).
-
-    Separable: one matmul per spatial axis with a constant ``[out, in]`` matrix of the cubic taps (static
-    sizes), on both targets.
+def _bicubic(ctx: Context, x: Value, antialias: bool, align: bool, factors: list[float | None]) -> Ref:
+    """Bicubic resizing of the two spatial axes of ``x``, separable: one matmul per axis with a constant
+    ``[out, in]`` matrix of the cubic taps (static sizes), on both targets.
     """
-    x, out = node.args[0], node.outputs[0]
-    antialias = node.kind == "aten::_upsample_bicubic2d_aa"
-    align, factors = resize_args(node, True)
+    node, out = current_node(ctx), ctx.out
     sizes = static_sizes(node, x, [2, 3], "bicubic resizing")
     wanted = static_sizes(node, out, [2, 3], "bicubic resizing")
     g = ctx.g
@@ -395,3 +356,132 @@ def aten_upsample_bicubic2d(ctx: Context, node: Node) -> Ref:
         else:
             y = g.op("matmul", g.variable(matrix.reshape(1, 1, n, size).copy(), label), y)
     return g.op("copy", y, out=out.name)
+
+
+_MODES = {
+    "aten::upsample_nearest1d": "nearest",
+    "aten::upsample_nearest2d": "nearest",
+    "aten::_upsample_nearest_exact1d": "nearest-exact",
+    "aten::_upsample_nearest_exact2d": "nearest-exact",
+    "aten::upsample_linear1d": "linear",
+    "aten::upsample_bilinear2d": "linear",
+    "aten::_upsample_bilinear2d_aa": "linear-antialias",
+    "aten::upsample_bicubic2d": "cubic",
+    "aten::_upsample_bicubic2d_aa": "cubic-antialias",
+}
+"""The resizing each upsampling kind does."""
+
+
+def _upsample(ctx: Context, x: Value, align: bool, scales: Sequence[float | None] | None) -> Ref:
+    """``x`` resized as the node's kind says (:data:`_MODES`) to the output's sizes; ``scales`` the scale factor
+    of each spatial axis, if given (one stands for every axis; None: from the sizes).
+    """
+    spatial = x.rank - 2
+    factors: list[float | None] = [None] * spatial
+    if scales is not None:
+        factors = [None if f is None else float(f) for f in scales]
+    factors = factors * spatial if len(factors) == 1 else factors
+    mode = _MODES[current_node(ctx).kind]
+    if mode.startswith("cubic"):
+        return _bicubic(ctx, x, mode == "cubic-antialias", align, factors)
+    return _resize(ctx, x, mode, align, factors)
+
+
+@register("aten::upsample_nearest1d", "aten::_upsample_nearest_exact1d")
+def aten_upsample_nearest1d(ctx: Context, self: Value, output_size: Sequence[int], scales: float | None = None) -> Ref:
+    """upsample_nearest1d(Tensor self, SymInt[1] output_size, float? scales=None) -> Tensor;
+    _upsample_nearest_exact1d alike.
+
+    A constant selection matrix (exact), or whole factors repeated.
+    """
+    return _upsample(ctx, self, False, [scales])
+
+
+@register("aten::upsample_nearest2d", "aten::_upsample_nearest_exact2d")
+def aten_upsample_nearest2d(
+    ctx: Context,
+    self: Value,
+    output_size: Sequence[int],
+    scales_h: float | None = None,
+    scales_w: float | None = None,
+) -> Ref:
+    """upsample_nearest2d(Tensor self, SymInt[2] output_size, float? scales_h=None, float? scales_w=None) -> Tensor;
+    _upsample_nearest_exact2d alike.
+
+    Whole factors as ``nearest_upsample``, other sizes as a constant selection matrix (exact).
+    """
+    return _upsample(ctx, self, False, [scales_h, scales_w])
+
+
+@register(
+    "aten::upsample_nearest1d.vec",
+    "aten::upsample_nearest2d.vec",
+    "aten::_upsample_nearest_exact1d.vec",
+    "aten::_upsample_nearest_exact2d.vec",
+)
+def aten_upsample_nearest_vec(
+    ctx: Context, input: Value, output_size: Sequence[int] | None, scale_factors: Sequence[float] | None
+) -> Ref:
+    """upsample_nearest2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor; the 1-D and
+    ``nearest-exact`` ones alike.
+
+    Whole factors as ``nearest_upsample``, other sizes as a constant selection matrix (exact).
+    """
+    return _upsample(ctx, input, False, scale_factors)
+
+
+@register("aten::upsample_linear1d")
+def aten_upsample_linear1d(
+    ctx: Context, self: Value, output_size: Sequence[int], align_corners: bool, scales: float | None = None
+) -> Ref:
+    """upsample_linear1d(Tensor self, SymInt[1] output_size, bool align_corners, float? scales=None) -> Tensor.
+
+    A matmul with a constant interpolation matrix built from the static sizes (exact).
+    """
+    return _upsample(ctx, self, bool(align_corners), [scales])
+
+
+@register(
+    "aten::upsample_bilinear2d",
+    "aten::_upsample_bilinear2d_aa",
+    "aten::upsample_bicubic2d",
+    "aten::_upsample_bicubic2d_aa",
+)
+def aten_upsample_2d(
+    ctx: Context,
+    self: Value,
+    output_size: Sequence[int],
+    align_corners: bool,
+    scales_h: float | None = None,
+    scales_w: float | None = None,
+) -> Ref:
+    """upsample_bilinear2d(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None,
+    float? scales_w=None) -> Tensor; the antialiased and bicubic ones alike.
+
+    Each spatial axis is a matmul with a constant interpolation matrix built from the static sizes: exact for
+    any size, scale factor and ``align_corners``, on both targets.
+    """
+    return _upsample(ctx, self, bool(align_corners), [scales_h, scales_w])
+
+
+@register(
+    "aten::upsample_linear1d.vec",
+    "aten::upsample_bilinear2d.vec",
+    "aten::_upsample_bilinear2d_aa.vec",
+    "aten::upsample_bicubic2d.vec",
+    "aten::_upsample_bicubic2d_aa.vec",
+)
+def aten_upsample_interpolated_vec(
+    ctx: Context,
+    input: Value,
+    output_size: Sequence[int] | None,
+    align_corners: bool,
+    scale_factors: Sequence[float] | None,
+) -> Ref:
+    """upsample_bilinear2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors)
+    -> Tensor; the linear, antialiased bilinear, bicubic and antialiased bicubic ones alike.
+
+    Each spatial axis is a matmul with a constant interpolation matrix built from the static sizes: exact for
+    any size, scale factor and ``align_corners``, on both targets.
+    """
+    return _upsample(ctx, input, bool(align_corners), scale_factors)
