@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,22 @@ import pytest
 import torch
 
 from torch_to_nnef.export import observe_exports
+from torch_to_nnef.op import coverage
 from torch_to_nnef.op.coverage import RECORD_ENV, overload_name
 
 # Test tables draw their inputs at import time: make them the same on every run.
 torch.manual_seed(0)
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+DOC = ROOT / "docs" / "supported_ops.md"
+FLOORS = ROOT / "docs" / "tract_releases.json"
+
+# Test modules import each other's tables and helpers by module name: every folder of the tree is on
+# the import path (module names are unique across the folders).
+for _folder in sorted({path.parent for path in TESTS.rglob("*.py")} - {TESTS}):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 
 @pytest.fixture
@@ -22,16 +35,19 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-# With T2N_RECORD_OP_CASES=<path> (``make coverage``), every passing test records the ATen kinds and
-# overloads its successful exports translated, per target; the session writes them to <path> for
-# ``python -m torch_to_nnef.op.coverage``.
+# Every passing test records the operators (with their overloads) its successful exports translated,
+# per target. A run of the whole suite then checks, from its own record, that every registered
+# operator was translated by some passing test and that docs/supported_ops.md says what this run
+# measured; with T2N_RECORD_OP_CASES=<path> (``make coverage``) it writes the record to <path> and
+# regenerates the page instead.
 _RECORDS: dict[str, dict[str, Any]] = {}
 _CURRENT: dict[str, Any] = {}
+_DESELECTED: list[str] = []
 
 
 def _observe(graph: Any, exported: Any, target: Any) -> None:
     kinds = _CURRENT.setdefault("kinds", {}).setdefault("tract" if target.is_tract else "khronos", set())
-    kinds.update(node.kind for node in graph.nodes)
+    kinds.update(node.op_name for node in graph.nodes)
     if exported is None:  # captured by the jit front-end: no ATen overloads to record
         return
     _CURRENT.setdefault("overloads", set()).update(
@@ -43,9 +59,6 @@ def _observe(graph: Any, exported: Any, target: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _record_op_cases() -> Iterator[None]:
-    if not os.environ.get(RECORD_ENV):
-        yield
-        return
     _CURRENT.clear()
     remove = observe_exports(_observe)
     try:
@@ -57,7 +70,7 @@ def _record_op_cases() -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if os.environ.get(RECORD_ENV) and report.when == "call" and report.passed and _CURRENT.get("kinds"):
+    if report.when == "call" and report.passed and _CURRENT.get("kinds"):
         _RECORDS[item.nodeid] = {
             "kinds": {target: sorted(kinds) for target, kinds in sorted(_CURRENT["kinds"].items())},
             "overloads": sorted(_CURRENT.get("overloads", ())),
@@ -65,10 +78,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _DESELECTED.extend(item.nodeid for item in items)
+
+
+def _whole_suite(session: pytest.Session) -> bool:
+    """Whether this run collected every test module of the suite and deselected nothing."""
+    collected = {Path(str(item.path)).resolve() for item in session.items}
+    every = {p.resolve() for p in TESTS.rglob("test_*.py")}
+    return not _DESELECTED and every <= collected
+
+
+def _record() -> dict[str, Any]:
+    return {"torch": torch.__version__.split("+")[0], "cases": dict(sorted(_RECORDS.items()))}
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    path = os.environ.get(RECORD_ENV)
-    if not path or exitstatus != 0:  # a failed run records nothing: the last complete record stays
+    if exitstatus != 0 or not _whole_suite(session):
         return
-    lines = [f"  {json.dumps(nodeid)}: {json.dumps(record)}" for nodeid, record in sorted(_RECORDS.items())]
-    torch_version = json.dumps(torch.__version__.split("+")[0])
-    Path(path).write_text(f'{{\n "torch": {torch_version},\n "cases": {{\n' + ",\n".join(lines) + "\n }\n}\n")
+    record = _record()
+    page = coverage.render(record, coverage.load_floors(FLOORS))
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        lines = [f"  {json.dumps(nodeid)}: {json.dumps(r)}" for nodeid, r in record["cases"].items()]
+        torch_version = json.dumps(record["torch"])
+        Path(path).write_text(f'{{\n "torch": {torch_version},\n "cases": {{\n' + ",\n".join(lines) + "\n }\n}\n")
+        DOC.write_text(page)
+        return
+    problems = []
+    untested = coverage.untested_ops(record)
+    if untested:
+        problems.append(f"registered operators that no passing test translated: {untested}; add a case for each")
+    if DOC.read_text() != page:
+        problems.append("docs/supported_ops.md differs from what this run measured: run `make coverage`")
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for problem in problems:
+            if reporter is not None:
+                reporter.write_line(f"OP COVERAGE: {problem}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

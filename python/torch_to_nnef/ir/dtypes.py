@@ -65,3 +65,8 @@ TRACT = frozenset(n for n, d in DTYPES.items() if d.kind != "complex")
 def is_float(name: str) -> bool:
     """Whether ``name`` is a floating-point dtype."""
     return name in FLOATS
+
+
+def float_numpy(name: str) -> str:
+    """Numpy's name of a float dtype; ``float32`` for any other (constants of an integer op's float math)."""
+    return NUMPY[name] if name in FLOATS else "float32"

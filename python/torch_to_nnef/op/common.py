@@ -16,6 +16,7 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.registry import Context
 
@@ -177,19 +178,6 @@ def mean_and_spread(
     return mean, spread, axes
 
 
-NP_DTYPES = {
-    "f16": "float16",
-    "f32": "float32",
-    "f64": "float64",
-    "i8": "int8",
-    "i16": "int16",
-    "i32": "int32",
-    "i64": "int64",
-    "u8": "uint8",
-    "bool": "bool",
-}
-
-
 def scalar_const(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
     """A scalar operand of ``dtype``: a literal for f32/f64 and booleans, else a one-element variable
     (tract reads float literals as f32, so an f16 operand needs an f16 constant, and integer literals
@@ -203,7 +191,7 @@ def scalar_const(ctx: Context, value: Any, dtype: str, rank: int) -> Any:
         return float(value)
     if dtype == "bool" and isinstance(value, (bool, int)):
         return bool(value)
-    array = np.full((1,) * rank, value, dtype=NP_DTYPES[dtype])
+    array = np.full((1,) * rank, value, dtype=NUMPY[dtype])
     label = str(value).replace("-", "minus_").replace(".", "p")
     return ctx.g.variable(array, f"constant_{dtype}_{label}_r{rank}")
 
@@ -386,7 +374,7 @@ def filled_like(ctx: Context, node: Node, value: Any) -> Ref:
     elif isinstance(value, SymInt):
         one = symint_ref(ctx, node, value, out.dtype, out.rank)
     else:
-        array = np.full((1,) * out.rank, value, dtype=NP_DTYPES[out.dtype])
+        array = np.full((1,) * out.rank, value, dtype=NUMPY[out.dtype])
         one = g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
     if not out.rank:
         return g.op("copy", one, out=out.name)
@@ -591,9 +579,6 @@ def source_scale(size: int, out: int, factor: float | None, align_corners: bool)
     if align_corners:
         return (size - 1) / (out - 1) if out > 1 else 0.0
     return 1.0 / factor if factor is not None and factor > 0 else size / out
-
-
-NP_FLOAT = {"f16": "float16", "f32": "float32", "f64": "float64"}
 
 
 def as_bool(ctx: Context, node: Node, v: Any, rank: int) -> Any:

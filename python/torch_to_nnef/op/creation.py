@@ -8,9 +8,9 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import SymInt, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
-    NP_DTYPES,
     current_node,
     dim_of,
     filled_like,
@@ -26,13 +26,30 @@ from torch_to_nnef.op.shape import aten_diagonal
 def _tiled_constant(ctx: Context, value: Any) -> Ref:
     """The output of the node translated, filled with the number ``value`` (a one-element constant tiled)."""
     out = ctx.out
-    array = np.full((1,) * out.rank, value, dtype=NP_DTYPES[out.dtype])
+    array = np.full((1,) * out.rank, value, dtype=NUMPY[out.dtype])
     one = ctx.g.variable(array, f"constant_{out.dtype}_{str(value).replace('-', 'minus_')}_r{out.rank}")
     repeats = [d if isinstance(d, int) else Ref(dim_literal(d)) for d in out.shape]
     return ctx.g.op("tile", one, repeats=repeats, out=out.name)
 
 
-@register("aten::zeros_like")
+FILL_VALUES = {
+    "aten::zeros_like": 0,
+    "aten::ones_like": 1,
+    "aten::zeros": 0,
+    "aten::ones": 1,
+    "aten::empty": 0,
+    "aten::new_zeros": 0,
+    "aten::new_ones": 1,
+    "aten::new_empty": 0,
+}
+"""The value each filled-tensor kind writes (``empty``: uninitialised memory in PyTorch, zeros here)."""
+
+
+def _fill_value(ctx: Context) -> int:
+    return FILL_VALUES[current_node(ctx).kind]
+
+
+@register("aten::zeros_like", "aten::ones_like")
 def aten_zeros_like(
     ctx: Context,
     self: Value,
@@ -44,26 +61,10 @@ def aten_zeros_like(
     memory_format: Any = None,
 ) -> Ref:
     """zeros_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor.
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor (``ones_like`` too): the output filled
+    with the kind's value of :data:`FILL_VALUES`.
     """
-    return _tiled_constant(ctx, 0)
-
-
-@register("aten::ones_like")
-def aten_ones_like(
-    ctx: Context,
-    self: Value,
-    *,
-    dtype: str | None = None,
-    layout: Any = None,
-    device: Any = None,
-    pin_memory: bool | None = None,
-    memory_format: Any = None,
-) -> Ref:
-    """ones_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor.
-    """
-    return _tiled_constant(ctx, 1)
+    return _tiled_constant(ctx, _fill_value(ctx))
 
 
 @register("aten::full_like")
@@ -93,7 +94,7 @@ def _filled(ctx: Context, value: Any) -> Ref:
     return filled_like(ctx, current_node(ctx), value)
 
 
-@register("aten::zeros")
+@register("aten::zeros", "aten::ones")
 def aten_zeros(
     ctx: Context,
     size: list[Any],
@@ -104,25 +105,10 @@ def aten_zeros(
     pin_memory: bool | None = None,
 ) -> Ref:
     """zeros(SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None) -> Tensor: a one-element constant tiled to the size (symbolic sizes as tract expressions).
+    pin_memory=None) -> Tensor (``ones`` too): a one-element constant tiled to the size (symbolic sizes as
+    tract expressions).
     """
-    return _filled(ctx, 0)
-
-
-@register("aten::ones")
-def aten_ones(
-    ctx: Context,
-    size: list[Any],
-    *,
-    dtype: str | None = None,
-    layout: Any = None,
-    device: Any = None,
-    pin_memory: bool | None = None,
-) -> Ref:
-    """ones(SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None) -> Tensor: a one-element constant tiled to the size.
-    """
-    return _filled(ctx, 1)
+    return _filled(ctx, _fill_value(ctx))
 
 
 @register("aten::empty.memory_format")
@@ -140,10 +126,10 @@ def aten_empty(
     bool? pin_memory=None, MemoryFormat? memory_format=None) -> Tensor: uninitialised memory in PyTorch, zeros
     here.
     """
-    return _filled(ctx, 0)
+    return _filled(ctx, _fill_value(ctx))
 
 
-@register("aten::new_zeros")
+@register("aten::new_zeros", "aten::new_ones", "aten::new_empty")
 def aten_new_zeros(
     ctx: Context,
     self: Value,
@@ -155,43 +141,10 @@ def aten_new_zeros(
     pin_memory: bool | None = None,
 ) -> Ref:
     """new_zeros(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
-    bool? pin_memory=None) -> Tensor.
+    bool? pin_memory=None) -> Tensor (``new_ones``, ``new_empty`` too): filled with the kind's value of
+    :data:`FILL_VALUES`.
     """
-    return _filled(ctx, 0)
-
-
-@register("aten::new_ones")
-def aten_new_ones(
-    ctx: Context,
-    self: Value,
-    size: list[Any],
-    *,
-    dtype: str | None = None,
-    layout: Any = None,
-    device: Any = None,
-    pin_memory: bool | None = None,
-) -> Ref:
-    """new_ones(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
-    bool? pin_memory=None) -> Tensor.
-    """
-    return _filled(ctx, 1)
-
-
-@register("aten::new_empty")
-def aten_new_empty(
-    ctx: Context,
-    self: Value,
-    size: list[Any],
-    *,
-    dtype: str | None = None,
-    layout: Any = None,
-    device: Any = None,
-    pin_memory: bool | None = None,
-) -> Ref:
-    """new_empty(Tensor self, SymInt[] size, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
-    bool? pin_memory=None) -> Tensor: zeros here.
-    """
-    return _filled(ctx, 0)
+    return _filled(ctx, _fill_value(ctx))
 
 
 @register("aten::zero")
@@ -266,7 +219,7 @@ def _arange(ctx: Context, start: Any, end: Any, step: Any) -> Ref:
     length = out.shape[0]
     if isinstance(length, int) and not any(isinstance(v, SymInt) for v in (start, end, step)):
         values = np.array([start + i * step for i in range(length)], dtype=np.float64)
-        array = values.astype(NP_DTYPES[out.dtype])
+        array = values.astype(NUMPY[out.dtype])
         label = f"arange_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{_label_value(step)}"
         return g.op("copy", g.variable(array, label), out=out.name)
     tract_only(ctx, node, "with a dynamic length needs tract_core_range, which the NNEF specification lacks")
@@ -354,7 +307,7 @@ def aten_linspace(
     out = ctx.out
     if any(isinstance(v, (SymInt, Value)) for v in (start, end, steps)):
         raise TranslationError(f"{current_node(ctx).where()}: linspace with dynamic bounds is not supported")
-    array = np.linspace(float(start), float(end), int(steps)).astype(NP_DTYPES[out.dtype])
+    array = np.linspace(float(start), float(end), int(steps)).astype(NUMPY[out.dtype])
     label = f"linspace_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{steps}"
     return ctx.g.op("copy", ctx.g.variable(array, label), out=out.name)
 
@@ -453,7 +406,7 @@ def _eye(ctx: Context) -> Ref:
     rows, cols = out.shape
     g = ctx.g
     if isinstance(rows, int) and isinstance(cols, int):
-        array = np.eye(rows, cols, dtype=NP_DTYPES[out.dtype])
+        array = np.eye(rows, cols, dtype=NUMPY[out.dtype])
         return g.op("copy", g.variable(array, f"eye_{out.dtype}_{rows}x{cols}"), out=out.name)
     node = current_node(ctx)
     tract_only(ctx, node, "with a dynamic size needs tract_core_range")

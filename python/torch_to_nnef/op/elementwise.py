@@ -12,9 +12,9 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, SymInt, Value
+from torch_to_nnef.ir.dtypes import FLOATS, INTEGERS, NUMPY, SIGNED_INTS
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
-    NP_DTYPES,
     align_rank,
     as_bool,
     const_ref,
@@ -89,7 +89,7 @@ def _arithmetic(ctx: Context, a: Any, b: Any, alpha: Any) -> Ref:
     ra, rb = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
         rb = ctx.g.op("mul", rb, scalar_const(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
-    if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in _SIGNED_INTS:
+    if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in SIGNED_INTS:
         return integer_square(ctx, ra, out.name)
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
 
@@ -130,14 +130,11 @@ def aten_div_mode(ctx: Context, self: Any, other: Any, *, rounding_mode: str | N
     return _div_rounded(ctx, self, other, rounding_mode)
 
 
-_SIGNED_INTS = ("i8", "i16", "i32", "i64")
-
-
 def _float_only_for_khronos(ctx: Context, node: Node, dtype: str) -> None:
     """The NNEF specification's arithmetic and comparisons take scalar (float) tensors: integers are
     refused for KhronosNNEF (its parser rejects the graph).
     """
-    if not ctx.tract and dtype in _INTS and dtype != "bool":
+    if not ctx.tract and dtype in INTEGERS and dtype != "bool":
         raise TranslationError(
             f"{node.where()}: {node.kind} on {dtype} tensors: the NNEF specification's arithmetic and comparisons "
             "take float tensors; export for TractNNEF, or compute in float in the model"
@@ -278,21 +275,16 @@ def aten_compare(ctx: Context, self: Any, other: Any) -> Ref:
     return ctx.g.op(COMPARE[node.kind], ra, rb, out=out.name)
 
 
-_FLOATS = ("f16", "f32", "f64")
-
-_INTS = ("bool", "u8", "i8", "i16", "i32", "i64")
-
-
 def _promoted(a: Any, b: Any) -> str:
     """The dtype torch compares ``a`` and ``b`` in (tensors first, then the kind of a Python scalar)."""
     tensors = [v.dtype for v in (a, b) if isinstance(v, Value)]
-    floats = [d for d in tensors if d in _FLOATS]
+    floats = [d for d in tensors if d in FLOATS]
     if floats:
-        return max(floats, key=_FLOATS.index)
+        return max(floats, key=FLOATS.index)
     if any(isinstance(v, float) for v in (a, b)):
         return "f32"
-    ints = [d for d in tensors if d in _INTS]
-    return max(ints, key=_INTS.index) if ints else tensors[0]
+    ints = [d for d in tensors if d in INTEGERS]
+    return max(ints, key=INTEGERS.index) if ints else tensors[0]
 
 
 @register("aten::where.self", "aten::where.ScalarSelf", "aten::where.ScalarOther", "aten::where.Scalar")
@@ -330,7 +322,7 @@ def aten_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
     if not isinstance(self, Value):  # a number as the base, as in pow.Scalar
         return _number_to_power(ctx, self, exponent)
     if exponent == 2:
-        if ctx.tract and out.dtype in _SIGNED_INTS:
+        if ctx.tract and out.dtype in SIGNED_INTS:
             return integer_square(ctx, ctx.ref(self), out.name)
         return ctx.g.op("sqr", ctx.ref(self), out=out.name)
     rb = align_rank(ctx, exponent, out.rank, out)
@@ -934,7 +926,7 @@ def _float_input(ctx: Context, v: Any) -> Any:
 
 
 def _finite_max(dtype: str) -> float:
-    return float(np.finfo(NP_DTYPES[dtype]).max)
+    return float(np.finfo(NUMPY[dtype]).max)
 
 
 @register("aten::atan2")

@@ -11,10 +11,10 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, SymInt, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref, dim_literal, literal
 from torch_to_nnef.op.common import (
     BIG,
-    NP_DTYPES,
     align_rank,
     broadcast_shape,
     cast_to,
@@ -327,7 +327,7 @@ def aten_embedding_bag(
     mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype
     count = g.op("sum_reduce", mask, axes=[1])  # [bags, 1]
     if bag_mode == "max":
-        lowest = scalar_const(ctx, float(np.finfo(NP_DTYPES[out.dtype]).min), out.dtype, 3)
+        lowest = scalar_const(ctx, float(np.finfo(NUMPY[out.dtype]).min), out.dtype, 3)
         masked = g.op("select", g.op("unsqueeze", member, axes=[2]), g.op("unsqueeze", rows, axes=[0]), lowest)
         top = g.op("squeeze", g.op("max_reduce", masked, axes=[1]), axes=[1])
         return g.op("select", g.op("gt", count, zero), top, zero, out=out.name)
@@ -488,7 +488,7 @@ def _updates(ctx: Context, src: Any, index: Value, dtype: str) -> Any:
 
 def _filled_like(ctx: Context, like: Value, value: Any, dtype: str) -> Ref:
     """A tensor of ``like``'s shape filled with the scalar ``value`` of ``dtype``."""
-    array = np.full((1,) * like.rank, value, dtype=NP_DTYPES[dtype])
+    array = np.full((1,) * like.rank, value, dtype=NUMPY[dtype])
     label = f"constant_{dtype}_{str(value).replace('-', 'minus_').replace('.', 'p')}_r{like.rank}"
     one = ctx.g.variable(array, label)
     return ctx.g.op("tile", one, repeats=[dim_of(current_node(ctx), d) for d in like.shape])
@@ -567,9 +567,9 @@ def aten_scatter_reduce(
     reduction = _REDUCTIONS[reduce]
     if not include_self:
         if out.dtype.startswith("f"):
-            info: Any = np.finfo(NP_DTYPES[out.dtype])
+            info: Any = np.finfo(NUMPY[out.dtype])
         else:
-            info = np.iinfo(NP_DTYPES[out.dtype])
+            info = np.iinfo(NUMPY[out.dtype])
         identity = {"add": 0, "mul": 1, "max": info.min, "min": info.max}[reduction]
         reset = _filled_like(ctx, index, identity, out.dtype)
         xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset")

@@ -12,9 +12,9 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Node, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
-    NP_DTYPES,
     align_rank,
     cast_to,
     const_ref,
@@ -330,7 +330,7 @@ def aten_trace(ctx: Context, self: Value) -> Ref:
     if not out.dtype.startswith("f"):
         tract_only(ctx, node, f"on {out.dtype} needs integer arithmetic, which the NNEF specification lacks")
     g = ctx.g
-    eye = ctx.g.variable(np.eye(n, m, dtype=NP_DTYPES[x.dtype]), f"eye_{x.dtype}_{n}x{m}")
+    eye = ctx.g.variable(np.eye(n, m, dtype=NUMPY[x.dtype]), f"eye_{x.dtype}_{n}x{m}")
     total = g.op("sum_reduce", g.op("mul", ctx.ref(x), eye), axes=[0, 1])
     return g.op("squeeze", cast_to(ctx, node, total, x.dtype, out.dtype), axes=[0, 1], out=out.name)
 

@@ -23,10 +23,9 @@ from torch import nn
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Graph, Node, Value
+from torch_to_nnef.ir.dtypes import FLOATS, NUMPY
 from torch_to_nnef.nnef.builder import NNEFBuilder, Ref, dim_literal
 from torch_to_nnef.op.custom_extractors import ModuleInfoExtractor
-
-_NP_DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class _Recurrent(ModuleInfoExtractor):
         return _mode(self.module)
 
     def _dtype(self, x: Value) -> str:
-        if x.dtype not in _NP_DTYPES:
+        if x.dtype not in FLOATS:
             raise TranslationError(
                 f"{self._where()}: input of dtype {x.dtype}; recurrent layers take float inputs (f16, f32, f64)"
             )
@@ -133,7 +132,7 @@ class _Recurrent(ModuleInfoExtractor):
 
     def _zeros(self, g: NNEFBuilder, dtype: str, batch: Any, size: int, out: str) -> Ref:
         """A ``[batch, size]`` zero state (``batch`` may be symbolic): a tiled one-element constant."""
-        one = g.variable(np.zeros((1, 1), dtype=_NP_DTYPES[dtype]), f"constant_{dtype}_0_r2")
+        one = g.variable(np.zeros((1, 1), dtype=NUMPY[dtype]), f"constant_{dtype}_0_r2")
         repeats = [batch if isinstance(batch, int) else Ref(dim_literal(batch)), size]
         return g.op("tile", one, repeats=repeats, out=out)
 

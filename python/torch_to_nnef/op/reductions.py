@@ -15,9 +15,9 @@ import numpy as np
 from torch_to_nnef.check.versions import COPY_TRACT, CUMSUM_TRACT
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
-    NP_DTYPES,
     as_bool,
     cast_to,
     current_node,
@@ -370,7 +370,7 @@ def aten_cumsum(ctx: Context, self: Value, dim: int, *, dtype: Any = None) -> Re
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = g.op("transpose", xr, axes=perm) if axis != rank - 1 else xr
     size = int(n)  # static: by_product
-    triangle = np.triu(np.ones((size, size), dtype=NP_DTYPES[out.dtype])).reshape((1,) * (rank - 2) + (size, size))
+    triangle = np.triu(np.ones((size, size), dtype=NUMPY[out.dtype])).reshape((1,) * (rank - 2) + (size, size))
     y = g.op("matmul", moved, g.variable(triangle, f"cumsum_triangle_{out.dtype}_{size}_r{rank}"))
     if axis != rank - 1:
         y = g.op("transpose", y, axes=[perm.index(a) for a in range(rank)])

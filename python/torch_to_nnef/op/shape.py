@@ -12,10 +12,10 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, SymInt, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
     BIG,
-    NP_DTYPES,
     align_rank,
     current_node,
     dim_of,
@@ -330,7 +330,7 @@ def _pad_symbolic(ctx: Context, x: Value, pad: list[Any], value: Any) -> Ref:
     out = ctx.out
     g = ctx.g
     fill = g.variable(
-        np.full((1,) * x.rank, float(value or 0.0), dtype=NP_DTYPES[x.dtype]),
+        np.full((1,) * x.rank, float(value or 0.0), dtype=NUMPY[x.dtype]),
         f"constant_{x.dtype}_{str(float(value or 0.0)).replace('-', 'minus_').replace('.', 'p')}_r{x.rank}",
     )
     y: Any = ctx.ref(x)

@@ -1272,7 +1272,7 @@ def _complex_full(ctx: Context, value: Any) -> Ref:
     return _filled_complex(ctx, value)
 
 
-@register("complex::zeros_like")
+@register("complex::zeros_like", "complex::ones_like")
 def aten_complex_zeros_like(
     ctx: Context,
     self: Value,
@@ -1284,26 +1284,12 @@ def aten_complex_zeros_like(
     memory_format: Any = None,
 ) -> Ref:
     """zeros_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype: zeros tiled to the shape.
+    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype (``ones_like`` too):
+    zeros or ones tiled to the shape.
     """
-    return _complex_full(ctx, 0)
-
-
-@register("complex::ones_like")
-def aten_complex_ones_like(
-    ctx: Context,
-    self: Value,
-    *,
-    dtype: Any = None,
-    layout: Any = None,
-    device: Any = None,
-    pin_memory: bool | None = None,
-    memory_format: Any = None,
-) -> Ref:
-    """ones_like(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool?
-    pin_memory=None, MemoryFormat? memory_format=None) -> Tensor of a complex dtype: ones tiled to the shape.
-    """
-    return _complex_full(ctx, 1)
+    node = ctx.node
+    assert node is not None
+    return _complex_full(ctx, 1 if node.kind == "complex::ones_like" else 0)
 
 
 @register("complex::full_like")

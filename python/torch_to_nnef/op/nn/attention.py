@@ -10,8 +10,9 @@ import numpy as np
 from torch_to_nnef.check.targets import SDPA_TRACT
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import NP_DTYPES, align_rank, current_node, dim_ref, scalar_const
+from torch_to_nnef.op.common import align_rank, current_node, dim_ref, scalar_const
 from torch_to_nnef.op.registry import Context, register
 
 
@@ -156,7 +157,7 @@ def _causal_keep(ctx: Context, node: Node, lq: Any, lk: Any, rank: int) -> Ref:
 
 def _lowest(ctx: Context, dtype: str, rank: int) -> Any:
     """The lowest finite value of ``dtype``, of rank ``rank``: masked scores vanish in the softmax."""
-    return scalar_const(ctx, float(np.finfo(NP_DTYPES[dtype]).min), dtype, rank)
+    return scalar_const(ctx, float(np.finfo(NUMPY[dtype]).min), dtype, rank)
 
 
 def _reified_sdpa(

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from torch_to_nnef.ir import Dim, Value
+from torch_to_nnef.ir.dtypes import float_numpy
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import NP_FLOAT, convolve, convolve_transposed, current_node, static_sizes
+from torch_to_nnef.op.common import convolve, convolve_transposed, current_node, static_sizes
 from torch_to_nnef.op.registry import Context, register
 
 
@@ -125,7 +126,7 @@ def _alias(ctx: Context, name: str, ref: Ref, shape: tuple[Dim, ...] = ()) -> Va
 def _patch_filter(ctx: Context, channels: int, kernel: list[int], dtype: str) -> Value:
     """``[C * kh * kw, 1, kh, kw]``: output channel ``c * K + k`` picks kernel position ``k`` of channel ``c``."""
     count = kernel[0] * kernel[1]
-    eye = np.eye(count, dtype=NP_FLOAT.get(dtype, "float32")).reshape(count, 1, *kernel)
+    eye = np.eye(count, dtype=float_numpy(dtype)).reshape(count, 1, *kernel)
     weights = np.tile(eye, (channels, 1, 1, 1))
     ref = ctx.g.variable(weights, f"patches_{channels}x{kernel[0]}x{kernel[1]}_{dtype}")
     return _alias(ctx, str(ref), ref, weights.shape)

@@ -12,8 +12,9 @@ import numpy as np
 from torch_to_nnef.check.versions import GRID_SAMPLE_TRACT, NEAREST_UPSAMPLE_TRACT, version_text
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Dim, Value
+from torch_to_nnef.ir.dtypes import float_numpy
 from torch_to_nnef.nnef.builder import Ref, dim_literal
-from torch_to_nnef.op.common import NP_FLOAT, current_node, source_scale, static_sizes
+from torch_to_nnef.op.common import current_node, source_scale, static_sizes
 from torch_to_nnef.op.registry import Context, register
 
 
@@ -81,7 +82,7 @@ def _resize_dynamic(ctx: Context, x: Value, mode: str, factors: list[int]) -> Re
                 if offset == 0.0:
                     continue
                 taps = np.array([max(-offset, 0.0), 1.0 - abs(offset), max(offset, 0.0)]).reshape(kernel)
-                weights = np.broadcast_to(taps, (channels, 1, *kernel)).astype(NP_FLOAT.get(x.dtype, "float32"))
+                weights = np.broadcast_to(taps, (channels, 1, *kernel)).astype(float_numpy(x.dtype))
                 filt = g.variable(weights.copy(), f"{out.name}_linear_axis{axis}_phase{k}")
                 phases[k] = g.op(
                     "conv",
@@ -203,7 +204,7 @@ def _resize(ctx: Context, x: Value, mode: str, align: bool, factors: list[float 
     for axis, size, n, f in zip(axes, sizes, wanted, factors):
         if size == n and (f is None or f == 1.0):
             continue
-        matrix = _interpolation_matrix(mode, size, n, f, align).astype(NP_FLOAT.get(x.dtype, "float32"))
+        matrix = _interpolation_matrix(mode, size, n, f, align).astype(float_numpy(x.dtype))
         lead = (1,) * (x.rank - 2)
         label = f"{out.name}_{mode.replace('-', '_')}wrap_axis{axis}"
         if axis == x.rank - 1:
@@ -346,7 +347,7 @@ def _bicubic(ctx: Context, x: Value, antialias: bool, align: bool, factors: list
     wanted = static_sizes(node, out, [2, 3], "bicubic resizing")
     g = ctx.g
     y = ctx.ref(x)
-    dtype = NP_FLOAT.get(x.dtype, "float32")
+    dtype = float_numpy(x.dtype)
     for axis, size, n, f in zip((2, 3), sizes, wanted, factors):
         make = _cubic_antialias_matrix if antialias else _cubic_matrix
         matrix = make(size, n, f, align).astype(dtype)

@@ -7,22 +7,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
+import test_activation
+import test_attention
+import test_conv
+import test_creation
+import test_elementwise
+import test_indexing
+import test_linalg
+import test_loss
+import test_lowered
+import test_norm
+import test_pool
+import test_recurrent
+import test_reductions
+import test_resize
+import test_shape
+import test_signal
 import torch
 from torch import nn
 
-import test_attention_precision
-import test_export
-import test_ops_core
-import test_ops_extra
-import test_ops_lowered
-import test_ops_nn
-import test_ops_tensor
-import test_recurrent
-import test_signal
-from optable import Fn, r
+from harness import Fn, OpCase, r
 from torch_to_nnef import TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture.jit import JitCaptureError, capture_jit
 from torch_to_nnef.errors import InvalidArgumentError
@@ -44,24 +50,37 @@ def _recurrent() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]:
     return cases
 
 
-TABLES: dict[str, Sequence[tuple[Any, ...]]] = {
-    "core": test_ops_core.CASES,
-    "core-older-forms": test_ops_core.OLDER_FORMS,
-    "nn": test_ops_nn.CASES,
-    "tensor": test_ops_tensor.CASES,
-    "extra": test_ops_extra.CASES,
-    "lowered": test_ops_lowered.CASES,
-    "signal": test_signal.CASES,
-    "signal-warned": test_signal.WARNED,
-    "export": test_export.CASES,
-    "mha": test_attention_precision.MHA_CASES,
-    "sdpa": test_attention_precision.SDPA_CASES,
+def _entries(cases: Sequence[OpCase]) -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]:
+    return [(case.id, case.module, case.inputs) for case in cases]
+
+
+TABLES: dict[str, Sequence[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]] = {
+    "elementwise": _entries(test_elementwise.CASES),
+    "elementwise-older-forms": _entries(test_elementwise.OLDER_FORMS),
+    "reductions": _entries(test_reductions.CASES),
+    "shape": _entries(test_shape.CASES),
+    "shape-older-forms": _entries(test_shape.OLDER_FORMS),
+    "indexing": _entries(test_indexing.CASES),
+    "creation": _entries(test_creation.CASES),
+    "linalg": _entries(test_linalg.CASES),
+    "activation": _entries(test_activation.CASES),
+    "conv": _entries(test_conv.CASES),
+    "norm": _entries(test_norm.CASES),
+    "pool": _entries(test_pool.CASES),
+    "resize": _entries(test_resize.CASES),
+    "loss": _entries(test_loss.CASES),
+    "attention": _entries(test_attention.CASES),
+    "lowered": _entries(test_lowered.CASES),
+    "signal": _entries(test_signal.CASES),
+    "signal-warned": _entries(test_signal.WARNED),
+    "mha": _entries(test_attention.MHA_CASES),
+    "sdpa": _entries(test_attention.SDPA_CASES),
     "recurrent": _recurrent(),
 }
 """The op tables, each case named ``<table>/<id>`` here (ids repeat across tables)."""
 
 NOT_APPLICABLE = {
-    "tensor/full-bool": "torch.jit.trace itself fails on torch.full with a bool fill value (an internal assert "
+    "creation/full-bool": "torch.jit.trace itself fails on torch.full with a bool fill value (an internal assert "
     "of TorchScript's alias analysis: it finds no aten::full overload for a bool Scalar)",
 }
 """Op-table cases that torch.jit.trace cannot capture, with the reason."""
@@ -121,7 +140,7 @@ EXTRA = [
     # through views
     (
         "conv-bn-relu6-inplace",
-        nn.Sequential(nn.Conv2d(3, 8, 3), test_ops_nn.running_stats(nn.BatchNorm2d(8)), nn.ReLU6(inplace=True)),
+        nn.Sequential(nn.Conv2d(3, 8, 3), test_norm.running_stats(nn.BatchNorm2d(8)), nn.ReLU6(inplace=True)),
         (r(2, 3, 10, 10),),
     ),
     ("chunk-reversed", Fn(lambda x: torch.cat(x.chunk(3, dim=1)[::-1], 1)), (r(2, 7),)),
@@ -286,5 +305,5 @@ def test_jit_graph_keeps_module_paths_dtypes_shapes_and_source_lines():
     assert by_kind["aten::relu"].module_path == "1.0" and by_kind["aten::relu"].module_class == "ReLU"
     assert by_kind["aten::flatten"].outputs[0].shape == (2, 24)
     line = capture_jit(Fn(lambda x: x * 2), [r(3)], ["x"])[0].nodes[0].source
-    assert "test_jit_frontend.py" in line and "x * 2" in line
+    assert "test_jit.py" in line and "x * 2" in line
     assert [p.torch_name for p in graph.parameters.values()] == ["0.weight", "0.bias"]

@@ -9,6 +9,7 @@ captured graph really holds the kinds it is about, then exports it with ``check_
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_to_nnef.capture.torch_export as capture_module
-from optable import Fn, export_and_check, r
+from harness import Fn, OpCase, export_and_check, op_params, r
 from torch_to_nnef import TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture.torch_export import capture
 from torch_to_nnef.errors import TranslationError
@@ -99,242 +100,315 @@ _PADS = [
 # torch 2.5 lowers max_pool3d to max_pool3d_with_indices whatever the table.
 _MAX_POOL3D = {"aten::max_pool3d"} if hasattr(torch.export, "default_decompositions") else set()
 
-# (id, module, inputs, also for Khronos, decompositions to leave out, kinds the capture must hold)
-CASES: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], bool, list[Any], set[str]]] = [
-    (
+
+@dataclass(frozen=True)
+class LoweredCase(OpCase):
+    """A case captured with torch's core decompositions, less those of ``keep``; the capture must hold
+    the kinds it covers."""
+
+    keep: list[Any]
+    """The decompositions to leave out."""
+
+
+CASES: list[LoweredCase] = [
+    LoweredCase(
         "embedding-bag",
         nn.EmbeddingBag(10, 4, mode="mean"),
         (torch.tensor([1, 2, 4, 5, 4, 3, 2, 9]), torch.tensor([0, 2, 5])),
-        False,
-        [],
-        {"aten::_embedding_bag"},
+        covers=("aten::_embedding_bag",),
+        khronos=False,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "grid-sample-2d",
         Fn(lambda x, grid: F.grid_sample(x, grid, align_corners=False)),
         (r(1, 2, 4, 5), r(1, 3, 3, 2)),
-        False,
-        [],
-        {"aten::grid_sampler_2d"},
+        covers=("aten::grid_sampler_2d",),
+        khronos=False,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "grid-sample-3d",
         Fn(lambda x, grid: F.grid_sample(x, grid, align_corners=True)),
         (r(1, 2, 3, 4, 5), r(1, 2, 3, 3, 3)),
-        False,
-        [],
-        {"aten::grid_sampler_3d"},
+        covers=("aten::grid_sampler_3d",),
+        khronos=False,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "cnn-conv-batchnorm-maxpool",
         nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)),
         (r(1, 3, 8, 8),),
-        True,
-        [],
-        {"aten::convolution", "aten::max_pool2d_with_indices"},
+        covers=("aten::convolution", "aten::max_pool2d_with_indices"),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "conv1d-stride-dilation-groups",
         nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
         (r(2, 4, 11),),
-        True,
-        [],
-        {"aten::convolution"},
+        covers=("aten::convolution",),
+        khronos=True,
+        keep=[],
     ),
-    ("conv3d-no-bias", nn.Conv3d(2, 3, 2, bias=False), (r(1, 2, 4, 5, 3),), True, [], {"aten::convolution"}),
-    (
+    LoweredCase(
+        "conv3d-no-bias",
+        nn.Conv3d(2, 3, 2, bias=False),
+        (r(1, 2, 4, 5, 3),),
+        covers=("aten::convolution",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
         "conv-transpose2d-groups-output-padding",
         nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
         (r(1, 4, 4, 5),),
-        True,
-        [],
-        {"aten::convolution"},
+        covers=("aten::convolution",),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "conv-transpose1d-dilation",
         nn.ConvTranspose1d(2, 3, 3, stride=3, dilation=2),
         (r(1, 2, 5),),
-        True,
-        [],
-        {"aten::convolution"},
+        covers=("aten::convolution",),
+        khronos=True,
+        keep=[],
     ),
-    ("circular-conv", CircularConv(), (r(1, 2, 5, 6),), True, [], {"aten::slice_scatter", "aten::copy"}),
-    (
+    LoweredCase(
+        "circular-conv",
+        CircularConv(),
+        (r(1, 2, 5, 6),),
+        covers=("aten::copy", "aten::slice_scatter"),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
         "maxpool1d-ceil",
         nn.MaxPool1d(3, stride=2, ceil_mode=True),
         (r(1, 2, 8),),
-        True,
-        [],
-        {"aten::max_pool2d_with_indices"},
+        covers=("aten::max_pool2d_with_indices",),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "maxpool3d-pad",
         nn.MaxPool3d(3, stride=2, padding=1),
         (r(1, 2, 5, 6, 4),),
-        True,
-        [],
-        {"aten::max_pool3d_with_indices"},
+        covers=("aten::max_pool3d_with_indices",),
+        khronos=True,
+        keep=[],
     ),
-    ("avgpool3d", nn.AvgPool3d(2), (r(1, 2, 4, 4, 6),), True, [], {"aten::avg_pool3d"}),
-    (
+    LoweredCase(
+        "avgpool3d",
+        nn.AvgPool3d(2),
+        (r(1, 2, 4, 4, 6),),
+        covers=("aten::avg_pool3d",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
         "maxpool3d",
         nn.MaxPool3d((2, 1, 3)),
         (r(1, 2, 4, 3, 6),),
-        True,
-        [aten.max_pool3d.default],
-        _MAX_POOL3D,
+        covers=tuple(sorted(_MAX_POOL3D)),
+        khronos=True,
+        keep=[aten.max_pool3d.default],
     ),
-    (
+    LoweredCase(
         "adaptive-avgpool3d",
         nn.AdaptiveAvgPool3d((1, 2, 3)),
         (r(1, 2, 3, 4, 7),),
-        True,
-        [],
-        {"aten::_adaptive_avg_pool3d"},
+        covers=("aten::_adaptive_avg_pool3d",),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "adaptive-avgpool2d",
         nn.AdaptiveAvgPool2d((2, 3)),
         (r(1, 2, 4, 7),),
-        True,
-        [],
-        {"aten::_adaptive_avg_pool2d"},
+        covers=("aten::_adaptive_avg_pool2d",),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "layernorm-linear",
         nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 4), nn.LayerNorm([2, 4], elementwise_affine=False)),
         (r(3, 2, 8),),
-        True,
-        [],
-        {"aten::native_layer_norm", "aten::addmm"},
+        covers=("aten::addmm", "aten::native_layer_norm"),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "addmm-beta-alpha",
         Fn(lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0)),
         (r(4), r(3, 5), r(5, 4)),
-        True,
-        [],
-        {"aten::addmm"},
+        covers=("aten::addmm",),
+        khronos=True,
+        keep=[],
     ),
-    ("groupnorm", nn.GroupNorm(2, 4), (r(2, 4, 3, 5),), True, [], {"aten::native_group_norm"}),
-    (
+    LoweredCase(
+        "groupnorm",
+        nn.GroupNorm(2, 4),
+        (r(2, 4, 3, 5),),
+        covers=("aten::native_group_norm",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
         "groupnorm-no-affine",
         nn.GroupNorm(3, 6, affine=False),
         (r(1, 6, 7),),
-        True,
-        [],
-        {"aten::native_group_norm"},
+        covers=("aten::native_group_norm",),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "instance-norm",
         nn.InstanceNorm1d(3, affine=True),
         (r(2, 3, 6),),
-        True,
-        [aten._native_batch_norm_legit.no_stats],
-        {"aten::_native_batch_norm_legit"},
+        covers=("aten::_native_batch_norm_legit",),
+        khronos=True,
+        keep=[aten._native_batch_norm_legit.no_stats],
     ),
-    (
+    LoweredCase(
         "prelu-channels",
         nn.PReLU(4, init=0.1),
         (r(2, 4, 5),),
-        True,
-        [aten._prelu_kernel.default],
-        {"aten::_prelu_kernel"},
+        covers=("aten::_prelu_kernel",),
+        khronos=True,
+        keep=[aten._prelu_kernel.default],
     ),
-    ("prelu-single", nn.PReLU(), (r(3, 5),), True, [aten._prelu_kernel.default], {"aten::_prelu_kernel"}),
-    (
+    LoweredCase(
+        "prelu-single",
+        nn.PReLU(),
+        (r(3, 5),),
+        covers=("aten::_prelu_kernel",),
+        khronos=True,
+        keep=[aten._prelu_kernel.default],
+    ),
+    LoweredCase(
         "sdpa",
         Fn(F.scaled_dot_product_attention),
         (r(2, 3, 5, 4), r(2, 3, 6, 4), r(2, 3, 6, 4)),
-        True,
-        _SDPA,
-        {"aten::_scaled_dot_product_flash_attention_for_cpu"},
+        covers=("aten::_scaled_dot_product_flash_attention_for_cpu",),
+        khronos=True,
+        keep=_SDPA,
     ),
-    (
+    LoweredCase(
         "sdpa-causal-scale",
         Fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)),
         (r(1, 2, 5, 4), r(1, 2, 5, 4), r(1, 2, 5, 4)),
-        True,
-        _SDPA,
-        {"aten::_scaled_dot_product_flash_attention_for_cpu"},
+        covers=("aten::_scaled_dot_product_flash_attention_for_cpu",),
+        khronos=True,
+        keep=_SDPA,
     ),
-    (
+    LoweredCase(
         "sdpa-float-mask",
         Fn(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)),
         (r(1, 2, 5, 4), r(1, 2, 6, 4), r(1, 2, 6, 4), r(5, 6)),
-        True,
-        _SDPA,
-        {"aten::_scaled_dot_product_flash_attention_for_cpu"},
+        covers=("aten::_scaled_dot_product_flash_attention_for_cpu",),
+        khronos=True,
+        keep=_SDPA,
     ),
-    (
+    LoweredCase(
         "sdpa-bool-mask",
         Fn(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m > -0.5)),
         (r(1, 2, 5, 4), r(1, 2, 6, 4), r(1, 2, 6, 4), r(5, 6)),
-        False,
-        _SDPA,
-        {"aten::_scaled_dot_product_flash_attention_for_cpu"},
+        covers=("aten::_scaled_dot_product_flash_attention_for_cpu",),
+        khronos=False,
+        keep=_SDPA,
     ),
-    ("reflection-pad1d", nn.ReflectionPad1d((2, 1)), (r(1, 2, 5),), True, _PADS, {"aten::reflection_pad1d"}),
-    ("reflection-pad2d", nn.ReflectionPad2d((1, 2, 0, 3)), (r(1, 2, 4, 5),), True, _PADS, {"aten::reflection_pad2d"}),
-    ("reflection-pad3d", nn.ReflectionPad3d(1), (r(1, 2, 3, 3, 4),), True, _PADS, {"aten::reflection_pad3d"}),
-    ("replication-pad1d", nn.ReplicationPad1d((3, 0)), (r(2, 3, 4),), True, _PADS, {"aten::replication_pad1d"}),
-    ("replication-pad2d", nn.ReplicationPad2d(2), (r(1, 2, 3, 4),), True, _PADS, {"aten::replication_pad2d"}),
-    ("replication-pad3d", nn.ReplicationPad3d(1), (r(1, 2, 3, 2, 4),), True, _PADS, {"aten::replication_pad3d"}),
-    (
+    LoweredCase(
+        "reflection-pad1d",
+        nn.ReflectionPad1d((2, 1)),
+        (r(1, 2, 5),),
+        covers=("aten::reflection_pad1d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
+        "reflection-pad2d",
+        nn.ReflectionPad2d((1, 2, 0, 3)),
+        (r(1, 2, 4, 5),),
+        covers=("aten::reflection_pad2d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
+        "reflection-pad3d",
+        nn.ReflectionPad3d(1),
+        (r(1, 2, 3, 3, 4),),
+        covers=("aten::reflection_pad3d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
+        "replication-pad1d",
+        nn.ReplicationPad1d((3, 0)),
+        (r(2, 3, 4),),
+        covers=("aten::replication_pad1d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
+        "replication-pad2d",
+        nn.ReplicationPad2d(2),
+        (r(1, 2, 3, 4),),
+        covers=("aten::replication_pad2d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
+        "replication-pad3d",
+        nn.ReplicationPad3d(1),
+        (r(1, 2, 3, 2, 4),),
+        covers=("aten::replication_pad3d",),
+        khronos=True,
+        keep=_PADS,
+    ),
+    LoweredCase(
         "weight-norm-linear",
         nn.utils.parametrizations.weight_norm(nn.Linear(4, 3)),
         (r(2, 4),),
-        True,
-        [aten._weight_norm_interface.default],
-        {"aten::_weight_norm_interface"},
+        covers=("aten::_weight_norm_interface",),
+        khronos=True,
+        keep=[aten._weight_norm_interface.default],
     ),
-    (
+    LoweredCase(
         "slice-writes",
         Fn(_write_slices),
         (r(4, 5), r(4, 2)),
-        True,
-        [],
-        {"aten::slice_scatter", "aten::copy"},
+        covers=("aten::copy", "aten::slice_scatter"),
+        khronos=True,
+        keep=[],
     ),
-    (
+    LoweredCase(
         "row-writes",
         Fn(_write_rows),
         (r(3, 4), r(3)),
-        True,
-        [aten.select_scatter.default],
-        {"aten::select_scatter"},
+        covers=("aten::select_scatter",),
+        khronos=True,
+        keep=[aten.select_scatter.default],
     ),
-    (
+    LoweredCase(
         "diagonal",
         Fn(lambda x, y: torch.diagonal(x, 1, 0, 2) + torch.diagonal(y, -2, -1, 1).sum(-1, keepdim=True)),
         (r(3, 2, 4), r(2, 5, 4)),
-        True,
-        [],
-        {"aten::diagonal"},
+        covers=("aten::diagonal",),
+        khronos=True,
+        keep=[],
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("target", "module", "inputs", "keep", "kinds"),
-    [
-        pytest.param(target, module, inputs, keep, kinds, id=f"{target}-{name}")
-        for name, module, inputs, khronos, keep, kinds in CASES
-        for target in (["tract", "khronos"] if khronos else ["tract"])
-    ],
-)
+@pytest.mark.parametrize(("target", "case"), op_params(CASES))
 def test_lowered_op_table(
-    tmp_path: Path,
-    lowered: Callable[[Sequence[Any]], None],
-    target: str,
-    module: nn.Module,
-    inputs: tuple[torch.Tensor, ...],
-    keep: list[Any],
-    kinds: set[str],
+    tmp_path: Path, lowered: Callable[[Sequence[Any]], None], target: str, case: LoweredCase
 ) -> None:
-    lowered(keep)
-    assert kinds <= _kinds(module, inputs)
-    export_and_check(tmp_path, target, module, inputs)
+    lowered(case.keep)
+    assert set(case.covers) <= _kinds(case.module, case.inputs)
+    export_and_check(tmp_path, target, case)
 
 
 def test_slice_scatter_with_a_step_is_refused(tmp_path: Path, lowered: Callable[[Sequence[Any]], None]) -> None:

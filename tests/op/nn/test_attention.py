@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from optable import Fn, export_and_check, op_params, r
+from harness import Fn, OpCase, export_and_check, export_checked, op_params, r
 from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.capture.torch_export import CaptureError, capture
 from torch_to_nnef.check.targets import check_tolerance
@@ -88,73 +88,169 @@ def mha(masks: tuple[str, ...] = (), **kw: Any) -> MHA:
     return MHA(masks=masks, batch_first=kw.pop("batch_first", True), **kw)
 
 
-# (id, module, inputs, also for Khronos: a representative subset, to keep the suite fast)
-MHA_CASES = [
-    ("batch-first", mha(), _qkv(), True),
-    ("sequence-first", mha(batch_first=False), _qkv(False), False),
-    ("sequence-first-weights", mha(batch_first=False, need_weights=True), _qkv(False), True),
-    ("weights-averaged", mha(need_weights=True), _qkv(), False),
-    ("weights-per-head", mha(need_weights=True, average=False), _qkv(), False),
-    ("key-padding-bool", mha(("key_padding_mask",)), (*_qkv(), KP_BOOL), False),
-    ("key-padding-float", mha(("key_padding_mask",)), (*_qkv(), KP_FLOAT), True),
-    ("key-padding-float-weights", mha(("key_padding_mask",), need_weights=True), (*_qkv(), KP_FLOAT), False),
-    ("attn-mask-bool-2d", mha(("attn_mask",)), (*_qkv(), AM_BOOL), False),
-    ("attn-mask-float-2d", mha(("attn_mask",)), (*_qkv(), AM_FLOAT), False),
-    ("attn-mask-bool-3d", mha(("attn_mask",)), (*_qkv(), AM3_BOOL), True),
-    (
+# Khronos for a representative subset, to keep the suite fast.
+MHA_CASES: list[OpCase] = [
+    OpCase("batch-first", mha(), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=True),
+    OpCase(
+        "sequence-first",
+        mha(batch_first=False),
+        _qkv(False),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "sequence-first-weights",
+        mha(batch_first=False, need_weights=True),
+        _qkv(False),
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=True,
+    ),
+    OpCase("weights-averaged", mha(need_weights=True), _qkv(), covers=("aten::bmm", "aten::softmax"), khronos=False),
+    OpCase(
+        "weights-per-head",
+        mha(need_weights=True, average=False),
+        _qkv(),
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=False,
+    ),
+    OpCase(
+        "key-padding-bool",
+        mha(("key_padding_mask",)),
+        (*_qkv(), KP_BOOL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "key-padding-float",
+        mha(("key_padding_mask",)),
+        (*_qkv(), KP_FLOAT),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "key-padding-float-weights",
+        mha(("key_padding_mask",), need_weights=True),
+        (*_qkv(), KP_FLOAT),
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=False,
+    ),
+    OpCase(
+        "attn-mask-bool-2d",
+        mha(("attn_mask",)),
+        (*_qkv(), AM_BOOL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "attn-mask-float-2d",
+        mha(("attn_mask",)),
+        (*_qkv(), AM_FLOAT),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "attn-mask-bool-3d",
+        mha(("attn_mask",)),
+        (*_qkv(), AM3_BOOL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
         "attn-mask-float-3d-weights-per-head",
         mha(("attn_mask",), need_weights=True, average=False),
         (*_qkv(), AM3_FLOAT),
-        True,
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=True,
     ),
-    (
+    OpCase(
         "both-masks-weights",
         mha(("attn_mask", "key_padding_mask"), need_weights=True),
         (*_qkv(), AM_BOOL, KP_BOOL),
-        True,
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=True,
     ),
-    ("float-mask-bool-padding", mha(("attn_mask", "key_padding_mask")), (*_qkv(), AM_FLOAT, KP_BOOL), False),
-    ("kdim-vdim", mha(kdim=6, vdim=4), _qkv(kdim=6, vdim=4), True),
-    ("kdim-vdim-weights", mha(kdim=6, vdim=4, need_weights=True), _qkv(kdim=6, vdim=4), False),
-    ("kdim-vdim-sequence-first", mha(kdim=6, vdim=4, batch_first=False), _qkv(False, 6, 4), False),
-    ("no-bias", mha(bias=False), _qkv(), False),
-    ("add-bias-kv", mha(add_bias_kv=True), _qkv(), False),
-    (
+    OpCase(
+        "float-mask-bool-padding",
+        mha(("attn_mask", "key_padding_mask")),
+        (*_qkv(), AM_FLOAT, KP_BOOL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "kdim-vdim",
+        mha(kdim=6, vdim=4),
+        _qkv(kdim=6, vdim=4),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "kdim-vdim-weights",
+        mha(kdim=6, vdim=4, need_weights=True),
+        _qkv(kdim=6, vdim=4),
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=False,
+    ),
+    OpCase(
+        "kdim-vdim-sequence-first",
+        mha(kdim=6, vdim=4, batch_first=False),
+        _qkv(False, 6, 4),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase("no-bias", mha(bias=False), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False),
+    OpCase("add-bias-kv", mha(add_bias_kv=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False),
+    OpCase(
         "add-bias-kv-masks",
         mha(("attn_mask", "key_padding_mask"), add_bias_kv=True, need_weights=True),
         (*_qkv(), AM_BOOL, KP_BOOL),
-        True,
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=True,
     ),
-    ("add-zero-attn", mha(add_zero_attn=True), _qkv(), False),
-    (
+    OpCase(
+        "add-zero-attn", mha(add_zero_attn=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False
+    ),
+    OpCase(
         "add-zero-attn-masks",
         mha(("attn_mask", "key_padding_mask"), add_zero_attn=True, need_weights=True),
         (*_qkv(), AM_FLOAT, KP_BOOL),
-        True,
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=True,
     ),
-    (
+    OpCase(
         "bias-kv-zero-attn-float-padding",
         mha(("key_padding_mask",), add_bias_kv=True, add_zero_attn=True),
         (*_qkv(), KP_FLOAT),
-        False,
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
     ),
-    ("dropout-in-eval", mha(dropout=0.5, need_weights=True), _qkv(), False),
-    ("unbatched", mha(need_weights=True), tuple(t[0] for t in _qkv()), True),
-    (
+    OpCase(
+        "dropout-in-eval",
+        mha(dropout=0.5, need_weights=True),
+        _qkv(),
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=False,
+    ),
+    OpCase(
+        "unbatched",
+        mha(need_weights=True),
+        tuple(t[0] for t in _qkv()),
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=True,
+    ),
+    OpCase(
         "causal-hint",
         mha(("attn_mask",), is_causal=True),
         (*(torch.randn(B, L, E) for _ in range(3)), nn.Transformer.generate_square_subsequent_mask(L)),
-        True,
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
     ),
 ]
 
 
-@pytest.mark.parametrize(("target", "module", "inputs"), op_params(MHA_CASES))
-def test_multihead_attention_options(
-    tmp_path: Path, target: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]
-) -> None:
+@pytest.mark.parametrize(("target", "case"), op_params(MHA_CASES))
+def test_multihead_attention_options(tmp_path: Path, target: str, case: OpCase) -> None:
     """Every option of nn.MultiheadAttention, checked in tract (and for Khronos, by its parser and interpreter)."""
-    export_and_check(tmp_path, target, module, inputs)
+    export_and_check(tmp_path, target, case)
 
 
 class SelfMHA(nn.Module):
@@ -204,48 +300,124 @@ SD_BOOL_HEADS[..., 0] = True
 SD_PADDING = torch.ones(B, 1, 1, S, dtype=torch.bool)
 SD_PADDING[0, ..., -2:] = False
 
-# (id, module, inputs, also for Khronos: a representative subset)
-SDPA_CASES = [
-    ("plain", sdpa(), (Q, K_FULL, V_FULL), True),
-    ("scale", sdpa(scale=0.2), (Q, K_FULL, V_FULL), False),
-    ("causal-equal-lengths", sdpa(is_causal=True), (Q, Q.clone(), Q.clone()), False),
-    ("causal-fewer-queries", sdpa(is_causal=True), (Q, K_FULL, V_FULL), True),
-    ("causal-more-queries", sdpa(is_causal=True), (K_FULL, Q, Q.clone()), True),
-    ("bool-mask", sdpa(), (Q, K_FULL, V_FULL, SD_BOOL), True),
-    ("float-mask-per-batch", sdpa(), (Q, K_FULL, V_FULL, r(B, 1, L, S)), False),
-    ("value-dim", sdpa(), (Q, K_FULL, r(B, HQ, S, 3)), False),
-    ("rank-3-causal", sdpa(is_causal=True), (Q[0], K_FULL[0], V_FULL[0]), False),
-    ("gqa", sdpa(enable_gqa=True), (Q, K, V), True),
-    ("gqa-causal-scale", sdpa(enable_gqa=True, is_causal=True, scale=0.3), (Q, K, V), True),
-    ("gqa-bool-mask", sdpa(enable_gqa=True), (Q, K, V, SD_BOOL), False),
-    ("gqa-bool-mask-per-head", sdpa(enable_gqa=True), (Q, K, V, SD_BOOL_HEADS), True),
-    ("gqa-bool-key-padding", sdpa(enable_gqa=True), (Q, K, V, SD_PADDING), True),
-    ("gqa-float-mask-per-head", sdpa(enable_gqa=True), (Q, K, V, r(B, HQ, L, S)), True),
-    ("gqa-one-kv-head", sdpa(enable_gqa=True), (Q, K[:, :1], V[:, :1]), False),
-    ("gqa-equal-heads", sdpa(enable_gqa=True), (Q, K_FULL, V_FULL), False),
+# Khronos for a representative subset.
+SDPA_CASES: list[OpCase] = [
+    OpCase("plain", sdpa(), (Q, K_FULL, V_FULL), covers=("aten::scaled_dot_product_attention",), khronos=True),
+    OpCase(
+        "scale", sdpa(scale=0.2), (Q, K_FULL, V_FULL), covers=("aten::scaled_dot_product_attention",), khronos=False
+    ),
+    OpCase(
+        "causal-equal-lengths",
+        sdpa(is_causal=True),
+        (Q, Q.clone(), Q.clone()),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "causal-fewer-queries",
+        sdpa(is_causal=True),
+        (Q, K_FULL, V_FULL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "causal-more-queries",
+        sdpa(is_causal=True),
+        (K_FULL, Q, Q.clone()),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "bool-mask", sdpa(), (Q, K_FULL, V_FULL, SD_BOOL), covers=("aten::scaled_dot_product_attention",), khronos=True
+    ),
+    OpCase(
+        "float-mask-per-batch",
+        sdpa(),
+        (Q, K_FULL, V_FULL, r(B, 1, L, S)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "value-dim", sdpa(), (Q, K_FULL, r(B, HQ, S, 3)), covers=("aten::scaled_dot_product_attention",), khronos=False
+    ),
+    OpCase(
+        "rank-3-causal",
+        sdpa(is_causal=True),
+        (Q[0], K_FULL[0], V_FULL[0]),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase("gqa", sdpa(enable_gqa=True), (Q, K, V), covers=("aten::scaled_dot_product_attention",), khronos=True),
+    OpCase(
+        "gqa-causal-scale",
+        sdpa(enable_gqa=True, is_causal=True, scale=0.3),
+        (Q, K, V),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "gqa-bool-mask",
+        sdpa(enable_gqa=True),
+        (Q, K, V, SD_BOOL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "gqa-bool-mask-per-head",
+        sdpa(enable_gqa=True),
+        (Q, K, V, SD_BOOL_HEADS),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "gqa-bool-key-padding",
+        sdpa(enable_gqa=True),
+        (Q, K, V, SD_PADDING),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "gqa-float-mask-per-head",
+        sdpa(enable_gqa=True),
+        (Q, K, V, r(B, HQ, L, S)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "gqa-one-kv-head",
+        sdpa(enable_gqa=True),
+        (Q, K[:, :1], V[:, :1]),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
+    OpCase(
+        "gqa-equal-heads",
+        sdpa(enable_gqa=True),
+        (Q, K_FULL, V_FULL),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=False,
+    ),
 ]
 
 
 def _sdpa_params() -> list[Any]:
     params = []
-    for name, module, inputs, khronos in SDPA_CASES:
-        params.append(pytest.param("tract", False, module, inputs, id=f"tract-{name}"))
-        params.append(pytest.param("tract", True, module, inputs, id=f"tract-reified-{name}"))
-        if khronos:
-            params.append(pytest.param("khronos", False, module, inputs, id=f"khronos-{name}"))
+    for case in SDPA_CASES:
+        params.append(pytest.param("tract", False, case, id=f"tract-{case.id}"))
+        params.append(pytest.param("tract", True, case, id=f"tract-reified-{case.id}"))
+        if case.khronos:
+            params.append(pytest.param("khronos", False, case, id=f"khronos-{case.id}"))
     return params
 
 
-@pytest.mark.parametrize(("target", "reify", "module", "inputs"), _sdpa_params())
-def test_sdpa_variants(
-    tmp_path: Path, target: str, reify: bool, module: nn.Module, inputs: tuple[torch.Tensor, ...]
-) -> None:
+@pytest.mark.parametrize(("target", "reify", "case"), _sdpa_params())
+def test_sdpa_variants(tmp_path: Path, target: str, reify: bool, case: OpCase) -> None:
     """SDPA expanded (tract, Khronos) or as tract_transformers_sdpa, each compared with PyTorch."""
     if target == "khronos":
-        export_and_check(tmp_path, target, module, inputs)
+        export_and_check(tmp_path, target, case)
         return
     path = export_model_to_nnef(
-        module.eval(), inputs, tmp_path / "m.nnef", TractNNEF(check_io=True, reify_sdpa_operator=reify)
+        case.module.eval(), case.inputs, tmp_path / "m.nnef", TractNNEF(check_io=True, reify_sdpa_operator=reify)
     )
     text = (path / "graph.nnef").read_text()
     assert ("tract_transformers_sdpa(" in text) == reify
@@ -614,7 +786,7 @@ def test_bf16_range_is_lost_as_f16_and_kept_as_f32(tmp_path: Path) -> None:
 
 def test_bf16_for_khronos_is_f32(tmp_path: Path) -> None:
     assert KhronosNNEF().bf16_as == "f32"
-    export_and_check(
+    export_checked(
         tmp_path, "khronos", nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)).bfloat16(), (r(2, 8).bfloat16(),)
     )
 
@@ -633,3 +805,139 @@ def test_bf16_as_must_be_a_float_type() -> None:
 def test_capture_without_a_bf16_choice_names_it() -> None:
     with pytest.raises(CaptureError, match="bf16_as"):
         capture(nn.Linear(2, 2).bfloat16(), [torch.randn(1, 2).bfloat16()], ["x"])
+
+
+# --- op table: SDPA calls and nn.MultiheadAttention layers -------------------------------------
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention called with masks and weights options; returns the output (and the weights)."""
+
+    def __init__(self, batch_first: bool, need_weights: bool = False, average: bool = True, kdim: int = 8) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=batch_first, kdim=kdim, vdim=kdim)
+        self.need_weights, self.average = need_weights, average
+
+    def forward(self, q, k, v, attn_mask=None, key_padding_mask=None):
+        out, weights = self.mha(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=self.need_weights,
+            average_attn_weights=self.average,
+        )
+        return out if weights is None else (out, weights)
+
+
+class SelfAttention(nn.Module):
+    """Query, key and value are the same tensor (one packed input projection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+BOOL_MASK = torch.tensor([[True, False, True, True, True, True]] * 5)
+KEY_PADDING = torch.tensor([[False] * 5 + [True], [False] * 6])
+QKV_BATCH_FIRST = (r(2, 5, 8), r(2, 6, 8), r(2, 6, 8))
+QKV_SEQUENCE_FIRST = (r(5, 2, 8), r(6, 2, 8), r(6, 2, 8))
+
+CASES: list[OpCase] = [
+    OpCase(
+        "sdpa",
+        Fn(nn.functional.scaled_dot_product_attention),
+        (r(2, 4, 5, 8), r(2, 4, 6, 8), r(2, 4, 6, 8)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "sdpa-causal-scale",
+        Fn(lambda q, k, v: nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)),
+        (r(1, 2, 5, 8), r(1, 2, 5, 8), r(1, 2, 5, 8)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "sdpa-bool-mask",
+        Fn(lambda q, k, v, m: nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)),
+        (r(1, 2, 4, 8), r(1, 2, 6, 8), r(1, 2, 6, 8), torch.arange(24).reshape(4, 6) % 3 != 0),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "sdpa-float-mask",
+        Fn(lambda q, k, v, m: nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)),
+        (r(1, 2, 4, 8), r(1, 2, 6, 8), r(1, 2, 6, 8), r(1, 1, 4, 6)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    # attention
+    OpCase(
+        "mha-batch-first",
+        Attention(True),
+        QKV_BATCH_FIRST,
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-sequence-first-weights",
+        Attention(False, need_weights=True),
+        QKV_SEQUENCE_FIRST,
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-weights-per-head",
+        Attention(False, need_weights=True, average=False),
+        QKV_SEQUENCE_FIRST,
+        covers=("aten::bmm", "aten::softmax"),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-masks",
+        Attention(True),
+        (*QKV_BATCH_FIRST, BOOL_MASK, KEY_PADDING),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-masks-weights",
+        Attention(True, need_weights=True),
+        (*QKV_BATCH_FIRST, BOOL_MASK, KEY_PADDING),
+        covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-float-mask",
+        Attention(True),
+        (*QKV_BATCH_FIRST, r(5, 6)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-kdim",
+        Attention(True, kdim=6),
+        (r(2, 5, 8), r(2, 6, 6), r(2, 6, 6)),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+    OpCase(
+        "mha-self",
+        SelfAttention(),
+        (r(2, 5, 8),),
+        covers=("aten::scaled_dot_product_attention",),
+        khronos=True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("target", "case"), op_params(CASES))
+def test_op_table(tmp_path: Path, target: str, case: OpCase) -> None:
+    """Each case exported and checked in tract (Khronos cases also by the Khronos parser and interpreter),
+    translating the operators it covers."""
+    export_and_check(tmp_path, target, case)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_quantized import X4, output_scale, quantize
 from torch import nn
 from torch.nn import functional as F
 
-from optable import Fn, r
-from test_quantized import X4, output_scale, quantize
+from harness import Fn, r
 from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
 from torch_to_nnef.check.versions import (
     COPY_TRACT,

@@ -21,7 +21,7 @@ from torch_to_nnef import export_peft_to_nnef, read_dat
 from torch_to_nnef.errors import InvalidArgumentError, OutputExistsError
 from torch_to_nnef.peft import MAPPING_FILENAME, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Tiny(nn.Module):

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 import torch
 
-from optable import Fn, r
+from harness import Fn, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.export import observe_exports
 from torch_to_nnef.op import coverage, lookup, supported_kinds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "supported_ops.md"
 CASES = ROOT / "docs" / "op_cases.json"
 FLOORS = ROOT / "docs" / "tract_releases.json"
-TABLE = "tests/test_ops_core.py::test_core_op_table"
+TABLE = f"{(Path(__file__).resolve().parent / 'test_elementwise.py').relative_to(ROOT).as_posix()}::test_op_table"
 REGENERATE = "run `make coverage` (or python -m torch_to_nnef.op.coverage docs/supported_ops.md)"
 
 
@@ -143,11 +143,11 @@ def test_recording_run_writes_the_cases_of_passing_tests(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     cases = json.loads(out.read_text())["cases"]
     assert cases == {
-        "tests/test_ops_core.py::test_core_op_table[khronos-erf]": {
+        f"{TABLE}[khronos-erf]": {
             "kinds": {"khronos": ["aten::erf"]},
             "overloads": ["aten::erf.default"],
         },
-        "tests/test_ops_core.py::test_core_op_table[tract-erf]": {
+        f"{TABLE}[tract-erf]": {
             "kinds": {"tract": ["aten::erf"]},
             "overloads": ["aten::erf.default"],
         },

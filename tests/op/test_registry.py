@@ -17,7 +17,7 @@ def test_every_registration_resolves_against_torch_ops():
 
 def test_a_name_torch_does_not_have_is_reported():
     @register("aten::no_such_operator_here")
-    def made_up(ctx, node):  # pragma: no cover - never called
+    def made_up(ctx, self):  # pragma: no cover - never called
         raise AssertionError
 
     try:
@@ -38,11 +38,13 @@ def test_parameters_that_differ_from_the_schema_are_reported():
         op.registry._REGISTRY.pop("aten::hardshrink")
 
 
-def test_malformed_and_duplicate_names_are_refused():
+def test_malformed_duplicate_and_whole_node_registrations_are_refused():
     with pytest.raises(RegistryError, match="malformed"):
-        register("relu")(lambda ctx, node: None)
+        register("relu")(lambda ctx, self: None)
     with pytest.raises(RegistryError, match="registered twice"):
-        register("aten::relu")(lambda ctx, node: None)
+        register("aten::relu")(lambda ctx, self: None)
+    with pytest.raises(RegistryError, match="takes the whole node"):
+        register("aten::hardshrink")(lambda ctx, node: None)
 
 
 def test_arguments_are_bound_by_name_and_overload():
@@ -60,7 +62,7 @@ def test_arguments_are_bound_by_name_and_overload():
         assert seen == {"self": x, "lambd": 0.5, "out": y}
         translate_node(ctx, Node("aten::hardshrink", (x, {"lambd": 0.25}), (y,)))
         assert seen["lambd"] == 0.25
-        assert op.resolve("aten::hardshrink", "out") is None  # bound translations take their overload alone
+        assert op.resolve("aten::hardshrink", "out") is None  # a translation takes its own overload alone
         with pytest.raises(RegistryError, match=r"aten::hardshrink at <top>: its arguments do not fit"):
             translate_node(ctx, Node("aten::hardshrink", (x, 0.5, 3), (y,)))
     finally:

@@ -390,7 +390,7 @@ def test_import_does_not_import_torch():
 
 
 def test_docs_example(tmp_path, monkeypatch):
-    page = (Path(__file__).resolve().parents[1] / "docs" / "tensors.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "tensors.md").read_text()
     section = page[page.index("## Export tensors alone") :]
     code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
     monkeypatch.chdir(tmp_path)

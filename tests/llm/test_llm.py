@@ -160,7 +160,7 @@ def test_transformers_release_under_test():
     expected = os.environ.get("T2N_EXPECT_TRANSFORMERS")
     pinned = next(
         line.split("==")[1].strip()
-        for line in (Path(__file__).parent.parent / "requirements-dev.txt").read_text().splitlines()
+        for line in (Path(__file__).parent.parent.parent / "requirements-dev.txt").read_text().splitlines()
         if line.startswith("transformers==")
     )
     assert transformers.__version__ == (expected or pinned)
