@@ -36,10 +36,10 @@ def rng() -> np.random.Generator:
 
 
 # Every passing test records the operators (with their overloads) its successful exports translated,
-# per target. A run of the whole suite then checks, from its own record, that every registered
-# operator was translated by some passing test and that docs/supported_ops.md says what this run
-# measured; with T2N_RECORD_OP_CASES=<path> (``make coverage``) it writes the record to <path> and
-# regenerates the page instead.
+# per target. A run of the whole suite then renders docs/supported_ops.md from its own record (which
+# operators each passing test translated, which registered ones none did) and fails when the
+# committed page says otherwise; with T2N_RECORD_OP_CASES=<path> (``make coverage``) it writes the
+# record to <path> and the page instead.
 _RECORDS: dict[str, dict[str, Any]] = {}
 _CURRENT: dict[str, Any] = {}
 _DESELECTED: list[str] = []
@@ -94,7 +94,7 @@ def _record() -> dict[str, Any]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if exitstatus != 0 or not _whole_suite(session):
+    if exitstatus != 0 or session.config.option.collectonly or not _whole_suite(session):
         return
     record = _record()
     page = coverage.render(record, coverage.load_floors(FLOORS))
@@ -105,15 +105,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         Path(path).write_text(f'{{\n "torch": {torch_version},\n "cases": {{\n' + ",\n".join(lines) + "\n }\n}\n")
         DOC.write_text(page)
         return
-    problems = []
-    untested = coverage.untested_ops(record)
-    if untested:
-        problems.append(f"registered operators that no passing test translated: {untested}; add a case for each")
-    if DOC.read_text() != page:
-        problems.append("docs/supported_ops.md differs from what this run measured: run `make coverage`")
-    if problems:
+    if (DOC.read_text() if DOC.exists() else "") != page:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        for problem in problems:
-            if reporter is not None:
-                reporter.write_line(f"OP COVERAGE: {problem}", red=True)
+        if reporter is not None:
+            reporter.write_line(
+                "OP COVERAGE: docs/supported_ops.md differs from what this run measured (a case added, deleted or "
+                "failing to translate what it did, an operator registered or removed): run `make coverage`",
+                red=True,
+            )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,13 +1,12 @@
 """Measures which tract releases run what the exporter writes.
 
 Every case of the op tables is exported once for TractNNEF into folders, with its inputs and
-PyTorch's outputs: the plain tables (tests/test_export.py, test_ops_nn.py, test_ops_tensor.py,
-test_ops_extra.py, test_ops_core.py, test_signal.py, test_attention_precision.py), the dynamic-axis
-cases, a few models (Q4_0 linear, SDPA reified, RMS norm, recurrent layers), the lowered kinds
-(test_ops_lowered.py, captured with torch's core decompositions as its fixture does), the older
-torch forms (test_ops_core.OLDER_FORMS, the graph rewritten as that test does), the int8 models of
-test_quantized.py and every op-table case through the jit front-end (test_jit_frontend.py), and the
-recurrent layers and cells. Each case is exported for the oldest release, or, when the exporter
+PyTorch's outputs: the op tables of tests/op/ and tests/op/nn/ (their ``CASES``), the dynamic-axis
+cases (their ``DYNAMIC_CASES``), a few models (Q4_0 linear, SDPA reified, RMS norm, recurrent
+layers), the lowered kinds (tests/op/test_lowered.py, captured with torch's core decompositions as
+its fixture does), the older torch forms (the ``OLDER_FORMS`` tables, the graph rewritten as their
+test does), the int8 models of tests/op/test_quantized.py and every op-table case through the jit
+front-end (tests/capture/test_jit.py), and the recurrent layers and cells. Each case is exported for the oldest release, or, when the exporter
 refuses it, for the oldest probed release it accepts (older ones count against the kinds and
 operators the refusal names). Each tract release from PyPI is then installed into its own folder
 and asked, in a separate process, to load and run every archive folder (with its ``graph.quant``);
@@ -145,17 +144,30 @@ class _FloatOut1(_FloatOut):
 
 
 TABLES = (
-    "test_export",
-    "test_ops_nn",
-    "test_ops_tensor",
-    "test_ops_extra",
-    "test_ops_core",
+    "test_elementwise",
+    "test_reductions",
+    "test_shape",
+    "test_indexing",
+    "test_creation",
+    "test_linalg",
     "test_signal",
-    "test_attention_precision",
+    "test_activation",
+    "test_conv",
+    "test_norm",
+    "test_pool",
+    "test_resize",
+    "test_attention",
+    "test_loss",
 )
-"""Test modules whose module-level case lists (``(id, module, inputs, ...)`` tuples) are probed."""
+"""Test modules whose module-level case lists (``OpCase`` s, or ``(id, module, inputs, ...)`` tuples) are probed."""
 
-SPECIAL_TABLES = {("test_ops_core", "OLDER_FORMS")}
+DYNAMIC_TABLES = ("test_creation", "test_shape", "test_reductions", "test_indexing", "test_linalg")
+"""Test modules with ``DYNAMIC_CASES``: ``(id, function of one tensor, shape)``, the axis 1 dynamic."""
+
+OLDER_FORM_TABLES = ("test_elementwise", "test_shape")
+"""Test modules with ``OLDER_FORMS``: cases whose captured graph is rewritten to another release's form."""
+
+SPECIAL_TABLES = {(t, "OLDER_FORMS") for t in OLDER_FORM_TABLES}
 """Case lists that need their own capture (gathered by :func:`gather_cases`, not as plain cases)."""
 
 GROUPS = ("tables", "dynamic", "models", "lowered", "older-forms", "quantized", "recurrent", "jit")
@@ -185,9 +197,12 @@ def _table_cases(module: Any) -> list[tuple[str, torch.nn.Module, tuple[torch.Te
         if not (attr.isupper() and isinstance(table, list)) or (module.__name__, attr) in SPECIAL_TABLES:
             continue
         for item in table:
-            if not (isinstance(item, tuple) and len(item) >= 3 and isinstance(item[0], str)):
+            if all(hasattr(item, a) for a in ("id", "module", "inputs")):  # an OpCase
+                name, mod, inputs = item.id, item.module, item.inputs
+            elif isinstance(item, tuple) and len(item) >= 3 and isinstance(item[0], str):
+                name, mod, inputs = item[:3]
+            else:
                 continue
-            name, mod, inputs = item[:3]
             if isinstance(inputs, torch.Tensor):
                 inputs = (inputs,)
             if isinstance(mod, torch.nn.Module) and isinstance(inputs, tuple):
@@ -213,10 +228,10 @@ def _decompositions(run: Callable[..., Any]) -> Iterator[None]:
 
 
 def _lowered(keep: list[Any]) -> Callable[[], AbstractContextManager[None]]:
-    """The capture of ``tests/test_ops_lowered.py``: torch's core decompositions, less ``keep``."""
-    import test_ops_lowered
+    """The capture of ``tests/op/test_lowered.py``: torch's core decompositions, less ``keep``."""
+    import test_lowered
 
-    return lambda: _decompositions(lambda original, program, _: original(program, test_ops_lowered._core_table(keep)))
+    return lambda: _decompositions(lambda original, program, _: original(program, test_lowered.core_table(keep)))
 
 
 def _older_form(rewrite: Callable[[Any], None]) -> Callable[[], AbstractContextManager[None]]:
@@ -231,7 +246,7 @@ def _older_form(rewrite: Callable[[Any], None]) -> Callable[[], AbstractContextM
 
 
 def _quantized_cases() -> list[Case]:
-    """The int8 models of ``tests/test_quantized.py`` (eager and FX), through the jit front-end; each
+    """The int8 models of ``tests/op/test_quantized.py`` (eager and FX), through the jit front-end; each
     compared within its allowed quantization steps.
     """
     from torch import nn
@@ -282,8 +297,10 @@ def gather_cases(groups: Sequence[str]) -> list[Case]:
     """The cases of ``groups`` (see :data:`GROUPS`)."""
     import importlib
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from optable import Fn
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    for folder in sorted({p.parent for p in tests.rglob("*.py")}):  # as tests/conftest.py does
+        sys.path.insert(0, str(folder))
+    from harness import Fn, Fn1
     from torch_to_nnef.io.qtensor import fp_to_tract_q4_0_with_min_max_calibration
 
     unknown = sorted(set(groups) - set(GROUPS))
@@ -296,12 +313,10 @@ def gather_cases(groups: Sequence[str]) -> list[Case]:
             for name, module, inputs in _table_cases(mod):
                 cases.append(Case(f"{table[5:]}-{name}", _FloatOut(module), inputs))
     if "dynamic" in groups:
-        import test_ops_tensor
-
-        for name, fn, shape in test_ops_tensor.DYNAMIC_CASES:
-            dynamic = {"dynamic_axes": {"input_0": {1: "S"}}}
-            module = _FloatOut1(test_ops_tensor.Fn1(fn))
-            cases.append(Case(f"dynamic-{name}", module, (torch.randn(*shape),), dynamic))
+        for table in DYNAMIC_TABLES:
+            for name, fn, shape in importlib.import_module(table).DYNAMIC_CASES:
+                dynamic = {"dynamic_axes": {"input_0": {1: "S"}}}
+                cases.append(Case(f"dynamic-{name}", _FloatOut1(Fn1(fn)), (torch.randn(*shape),), dynamic))
     if "models" in groups:
         q4 = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU())
         q4[0].weight = fp_to_tract_q4_0_with_min_max_calibration(q4[0].weight.detach())
@@ -318,23 +333,24 @@ def gather_cases(groups: Sequence[str]) -> list[Case]:
             dynamic = {"dynamic_axes": {"input_0": {1: "T"}}}
             cases.append(Case(f"model-{name}", _FloatOut1(_First(rnn)), (torch.randn(2, 5, 4),), dynamic))
     if "lowered" in groups:
-        import test_ops_lowered
+        import test_lowered
 
-        for name, module, inputs, _, keep, _ in test_ops_lowered.CASES:
-            cases.append(Case(f"lowered-{name}", _FloatOut(module), inputs, capture=_lowered(keep)))
+        for lowered in test_lowered.CASES:
+            capture = _lowered(lowered.keep)
+            cases.append(Case(f"lowered-{lowered.id}", _FloatOut(lowered.module), lowered.inputs, capture=capture))
     if "older-forms" in groups:
-        import test_ops_core
-
-        for name, module, inputs, _, rewrite, _ in test_ops_core.OLDER_FORMS:
-            cases.append(Case(f"older-form-{name}", _FloatOut(module), inputs, capture=_older_form(rewrite)))
+        for table in OLDER_FORM_TABLES:
+            for form in importlib.import_module(table).OLDER_FORMS:
+                capture = _older_form(form.rewrite)
+                cases.append(Case(f"older-form-{form.id}", _FloatOut(form.module), form.inputs, capture=capture))
     if "quantized" in groups:
         cases.extend(_quantized_cases())
     if "recurrent" in groups:
         cases.extend(_recurrent_cases())
     if "jit" in groups:
-        import test_jit_frontend
+        import test_jit
 
-        for name, module, inputs in [*test_jit_frontend.CASES, *test_jit_frontend.EXTRA]:
+        for name, module, inputs in [*test_jit.CASES, *test_jit.EXTRA]:
             cid = "jit-" + name.replace("/", "-")
             cases.append(Case(cid, _FloatOut(module), inputs, frontend="jit"))
     return cases
@@ -353,29 +369,30 @@ def _refusing_kinds(named: list[str]) -> Iterator[None]:
     """Appends to ``named`` the kind of each translation that raises while inside (a translation's
     refusal names its node's place in the model, not its kind).
     """
-    from torch_to_nnef import op
+    from torch_to_nnef.nnef import translate
+    from torch_to_nnef.op.registry import Registration
 
-    original = op.lookup
+    original = translate.resolve
 
-    def lookup(kind: str) -> Any:
-        translation = original(kind)
-        if translation is None:
+    def resolve(kind: str, overload: str = "") -> Any:
+        found = original(kind, overload)
+        if found is None:
             return None
 
-        def translate(ctx: Any, node: Any) -> Any:
+        def refusing(ctx: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                return translation(ctx, node)
+                return found.fn(ctx, *args, **kwargs)
             except Exception:
-                named.append(node.kind)
+                named.append(kind)
                 raise
 
-        return translate
+        return Registration(found.name, refusing)
 
-    op.lookup = lookup  # type: ignore[assignment]
+    translate.resolve = resolve  # type: ignore[assignment]
     try:
         yield
     finally:
-        op.lookup = original
+        translate.resolve = original
 
 
 def _newer_target(error: str, version: str, versions: Sequence[str]) -> str | None:

@@ -1,4 +1,4 @@
-"""The published supported-op page is generated from the registry and the recorded op cases, and kept current."""
+"""The supported-op page: rendered from the registry and what a run of the suite translated, and checked by that run."""
 
 from __future__ import annotations
 
@@ -16,29 +16,15 @@ from harness import Fn, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.export import observe_exports
-from torch_to_nnef.op import coverage, lookup, supported_kinds
+from torch_to_nnef.op import coverage, registrations, supported_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "supported_ops.md"
-CASES = ROOT / "docs" / "op_cases.json"
 FLOORS = ROOT / "docs" / "tract_releases.json"
-TABLE = f"{(Path(__file__).resolve().parent / 'test_elementwise.py').relative_to(ROOT).as_posix()}::test_op_table"
-REGENERATE = "run `make coverage` (or python -m torch_to_nnef.op.coverage docs/supported_ops.md)"
-
-
-def test_supported_ops_table_is_current():
-    assert DOC.read_text() == coverage.render(coverage.load_cases(CASES), coverage.load_floors(FLOORS)), (
-        f"docs/supported_ops.md is stale: {REGENERATE}"
-    )
-
-
-def test_every_registered_kind_has_a_recorded_case():
-    untested = coverage.untested_kinds(coverage.load_cases(CASES))
-    assert untested == [], f"registered kinds without a passing recorded case: {untested}; add cases, then {REGENERATE}"
 
 
 def test_every_translation_documents_its_schema():
-    undocumented = [k for k in supported_kinds() if not (lookup(k).__doc__ or "").strip()]
+    undocumented = [r.name for r in registrations() if not (r.fn.__doc__ or "").strip()]
     assert undocumented == []
 
 
@@ -72,14 +58,17 @@ def test_measured_floors_cover_the_probed_kinds():
         assert entry["since"] in floors["releases"] and entry["cases"] >= 1, kind
 
 
-def test_render_counts_cases_per_kind_and_target():
+def test_render_counts_cases_per_operator_and_target():
     cases: dict[str, Any] = {
         "cases": {
             "t::a": {
                 "kinds": {"khronos": ["aten::relu"], "tract": ["aten::relu"]},
                 "overloads": ["aten::relu.default"],
             },
-            "t::b": {"kinds": {"tract": ["aten::erf", "aten::relu"]}, "overloads": ["aten::relu.default"]},
+            "t::b": {
+                "kinds": {"tract": ["aten::erf", "aten::relu", "aten::add.Tensor"]},
+                "overloads": ["aten::relu.default"],
+            },
         }
     }
     floors = {"releases": ["0.21.5"], "cases": 1, "kinds": {"aten::relu": {"since": "0.21.5", "cases": 1}}}
@@ -87,6 +76,8 @@ def test_render_counts_cases_per_kind_and_target():
     oldest = ".".join(map(str, coverage.OLDEST_TRACT))
     assert "| `aten::relu` | 0.21.5 | yes | 2 |" in text
     assert f"| `aten::erf` | {oldest} (not probed) | no | 1 |" in text
+    assert f"| `aten::add.Tensor` | {oldest} (not probed) | no | 1 |" in text
+    assert "| `aten::add.Scalar` | no case | no | 0 |" in text  # another overload: counted apart
     assert "| `aten::abs` | no case | no | 0 |" in text
     # erf's overload was not recorded: registered, but not counted as tested
     assert "| `aten::erf.default` | registered, no recorded case of this overload |" in text
@@ -95,9 +86,11 @@ def test_render_counts_cases_per_kind_and_target():
     assert "| `aten::atan2.out` | not applicable (mutation)" in text
     core = coverage.core_aten_overloads()
     assert f"1 of the {len(core)} core overloads are translated and tested" in text
-    assert "aten::abs" in coverage.untested_kinds(cases)
+    untested = coverage.untested_ops(cases)
+    assert "aten::abs" in untested and "aten::add.Scalar" in untested and "aten::relu" not in untested
+    assert "`aten::add.Scalar`" in text.split("Registered operators that no passing test translated: ", 1)[1]
     for kind in coverage.unknown_to_torch():  # no graph can hold them: listed, not required
-        assert kind not in coverage.untested_kinds(cases)
+        assert kind not in untested
         assert f"`{kind}`" in text.split("Registered kinds that are no operator of torch", 1)[1].split("\n")[0]
 
 
@@ -121,34 +114,69 @@ def test_observer_sees_only_exports_that_succeed(tmp_path: Path):
     assert seen == [(["aten::erf"], ["aten::erf.default"], False)]
 
 
-def test_recording_run_writes_the_cases_of_passing_tests(tmp_path: Path):
-    out = tmp_path / "cases.json"
-    env = {**os.environ, coverage.RECORD_ENV: str(out)}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *(f"{TABLE}[{t}-erf]" for t in ("tract", "khronos")),
-        ],
-        cwd=ROOT,
-        env=env,
+WHOLE_SUITE = """
+import torch
+
+from harness import Fn, OpCase, export_and_check, op_params, r
+
+CASES = [OpCase("erf", Fn(torch.erf), (r(2, 3),), ("aten::erf",), True)]
+
+
+@pytest.mark.parametrize(("target", "case"), op_params(CASES))
+def test_op_table(tmp_path, target, case):
+    export_and_check(tmp_path, target, case)
+"""
+
+
+def _suite(tmp_path: Path) -> Path:
+    """A test tree of its own (this conftest and harness, one op table of one case), run whole."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    here = Path(__file__).resolve().parents[1]
+    for name in ("conftest.py", "harness.py"):
+        (tests / name).write_text((here / name).read_text())
+    (tests / "test_table.py").write_text("import pytest\n" + WHOLE_SUITE)
+    (tmp_path / "docs").mkdir()
+    return tests
+
+
+def _run(tests: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests.parent), *args],
+        cwd=tests.parent,
+        env={**env, "PYTHONPATH": str(tests)},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    cases = json.loads(out.read_text())["cases"]
+
+
+def test_a_whole_run_checks_the_page_against_its_own_record(tmp_path: Path):
+    tests = _suite(tmp_path)
+    page = tmp_path / "docs" / "supported_ops.md"
+    env = {k: v for k, v in os.environ.items() if k != coverage.RECORD_ENV}
+    stale = _run(tests, env, "tests")
+    assert stale.returncode != 0 and "OP COVERAGE: docs/supported_ops.md differs" in stale.stdout, stale.stdout[-2000:]
+    record = tmp_path / "cases.json"
+    recorded = _run(tests, {**env, coverage.RECORD_ENV: str(record)}, "tests")
+    assert recorded.returncode == 0, recorded.stdout[-2000:] + recorded.stderr[-2000:]
+    cases = json.loads(record.read_text())["cases"]
     assert cases == {
-        f"{TABLE}[khronos-erf]": {
+        "tests/test_table.py::test_op_table[khronos-erf]": {
             "kinds": {"khronos": ["aten::erf"]},
             "overloads": ["aten::erf.default"],
         },
-        f"{TABLE}[tract-erf]": {
+        "tests/test_table.py::test_op_table[tract-erf]": {
             "kinds": {"tract": ["aten::erf"]},
             "overloads": ["aten::erf.default"],
         },
     }
+    assert "| `aten::erf` |" in page.read_text() and "| yes | 2 |" in page.read_text()
+    assert _run(tests, env, "tests").returncode == 0  # the page now says what the run measures
+    (tests / "test_table.py").write_text(
+        "import pytest\n"
+        + WHOLE_SUITE.replace('"erf", Fn(torch.erf)', '"exp", Fn(torch.exp)').replace("aten::erf", "aten::exp")
+    )
+    changed = _run(tests, env, "tests")  # the erf case deleted, an exp case added
+    assert changed.returncode != 0 and "OP COVERAGE" in changed.stdout
+    assert _run(tests, env, "tests", "-k", "tract").returncode == 0  # a partial run checks nothing

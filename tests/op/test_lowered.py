@@ -27,7 +27,7 @@ from torch_to_nnef.errors import TranslationError
 aten = torch.ops.aten
 
 
-def _core_table(keep: Sequence[Any]) -> Any:
+def core_table(keep: Sequence[Any]) -> Any:
     """torch's core decomposition table without the entries of ``keep``."""
     if hasattr(torch.export, "default_decompositions"):
         table = torch.export.default_decompositions()
@@ -45,7 +45,7 @@ def lowered(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Sequence[Any]
     original = torch.export.ExportedProgram.run_decompositions
 
     def use(keep: Sequence[Any]) -> None:
-        table = _core_table(keep)
+        table = core_table(keep)
 
         def run(self: Any, decomp_table: Any = None, *args: Any, **kwargs: Any) -> Any:
             return original(self, table)

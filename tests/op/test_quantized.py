@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,6 +117,17 @@ def export_and_compare(tmp_path: Path, model: nn.Module, inputs: tuple[torch.Ten
     return path
 
 
+class Fn(nn.Module):
+    """A module around a function of one tensor."""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
 def r(*shape: int) -> torch.Tensor:
     return torch.randn(*shape)
 
@@ -144,6 +156,9 @@ CASES = [
     ("hardswish", nn.Hardswish(), (X4,), None, 0),
     ("sigmoid", nn.Sigmoid(), (X4,), None, 0),
     ("maxpool-flatten", nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), (X4,), None, 0),
+    # ATen ops on quantized tensors under a non-default overload (upsample_nearest2d.vec, mean.dim)
+    ("interpolate-nearest", Fn(lambda x: nn.functional.interpolate(x, scale_factor=2, mode="nearest")), (X4,), None, 0),
+    ("mean-over-axes", Fn(lambda x: x.mean((2, 3), keepdim=True)), (X4,), None, 1),
 ]
 
 

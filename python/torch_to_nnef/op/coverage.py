@@ -254,7 +254,7 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
             "",
             "Generated from the op registry and what a run of the whole test suite translated: `make coverage`",
             "runs the suite and regenerates this page, and `make test` fails when the page differs from what its",
-            "own run measured, or when a registered operator was translated by no passing test.",
+            "own run measured (a case deleted or translating other operators, an operator registered or removed).",
             "",
             "Columns: the oldest tract release the translation runs on (`no case`: no TractNNEF case passed),",
             "whether a KhronosNNEF case containing the operator passed, and how many passing tests translated it.",
@@ -275,6 +275,10 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
             "",
             f"Registered kinds that are no operator of torch {version} (kept for other releases): "
             + (", ".join(f"`{k}`" for k in unknown_to_torch()) or "none")
+            + ".",
+            "",
+            "Registered operators that no passing test translated: "
+            + (", ".join(f"`{n}`" for n in untested_ops(cases)) or "none")
             + ".",
             "",
             f"## Core ATen operator set (torch {version})",

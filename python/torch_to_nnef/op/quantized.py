@@ -26,7 +26,7 @@ How each op runs in tract:
 
 Against torch (fbgemm), each op above gives the same integers in the tests; whole models may land
 one or two steps apart on a few values (a rounding boundary crossed in a different order of the
-float epilogue, then carried by the next layers): see tests/test_quantized.py.
+float epilogue, then carried by the next layers): see tests/op/test_quantized.py.
 
 Per-channel weights must be symmetric (zero points 0, torch's ``per_channel_symmetric``): the
 accumulator does not depend on the weight scales, which are applied per output channel in f32; in the
