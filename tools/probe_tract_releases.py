@@ -6,14 +6,15 @@ cases (their ``DYNAMIC_CASES``), a few models (Q4_0 linear, SDPA reified, RMS no
 layers), the lowered kinds (tests/op/test_lowered.py, captured with torch's core decompositions as
 its fixture does), the older torch forms (the ``OLDER_FORMS`` tables, the graph rewritten as their
 test does), the int8 models of tests/op/test_quantized.py and every op-table case through the jit
-front-end (tests/capture/test_jit.py), and the recurrent layers and cells. Each case is exported for the oldest release, or, when the exporter
-refuses it, for the oldest probed release it accepts (older ones count against the kinds and
-operators the refusal names). Each tract release from PyPI is then installed into its own folder
-and asked, in a separate process, to load and run every archive folder (with its ``graph.quant``);
-the outputs are compared with PyTorch's (quantized models within their allowed steps). The NNEF
-operators and the registered ATen kinds of each archive are listed (the kinds as ``make coverage``
-records them, through :func:`torch_to_nnef.export.observe_exports`), so the oldest release that runs
-every archive using a kind or operator is its floor.
+front-end (tests/capture/test_jit.py), and the recurrent layers and cells. Each case is exported for
+the oldest release, or, when the exporter refuses it, for the oldest probed release it accepts
+(older ones count against the kinds and operators the refusal names). Each tract release from PyPI
+is then installed into its own folder and asked, in a separate process, to load and run every
+archive folder (with its ``graph.quant``); the outputs are compared with PyTorch's (quantized models
+within their allowed steps). The NNEF operators and the registered ATen kinds of each archive are
+listed (the kinds as ``make coverage`` records them, through
+:func:`torch_to_nnef.export.observe_exports`), so the oldest release that runs every archive using a
+kind or operator is its floor.
 
     python tools/probe_tract_releases.py WORKDIR 0.21.5 0.21.13 0.22.1 0.23.0 ... 0.23.9
 
@@ -249,10 +250,9 @@ def _quantized_cases() -> list[Case]:
     """The int8 models of ``tests/op/test_quantized.py`` (eager and FX), through the jit front-end; each
     compared within its allowed quantization steps.
     """
+    import test_quantized as tq_tests
     from torch import nn
     from torch.ao.quantization import QConfigMapping, quantize_fx
-
-    import test_quantized as tq_tests
 
     models: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], float]] = []
     for name, body, inputs, fuse, steps in tq_tests.CASES:
