@@ -38,8 +38,8 @@ def rng() -> np.random.Generator:
 
 # Every passing test records the operators (with their overloads) its successful exports translated,
 # per target. A run of the whole suite then renders docs/supported_ops.md from its own record (which
-# operators each passing test translated, which registered ones none did) and, when the committed
-# page says otherwise, says so and writes what it measured beside the temporary files; with
+# operators each passing test translated, which registered ones none did) and fails when the
+# committed page says otherwise, writing what it measured beside the temporary files; with
 # T2N_RECORD_OP_CASES=<path> (``make coverage``) it writes the record to <path> and the page instead.
 _RECORDS: dict[str, dict[str, Any]] = {}
 _CURRENT: dict[str, Any] = {}
@@ -114,5 +114,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(
                 f"OP COVERAGE: docs/supported_ops.md differs from what this run measured ({measured}): a case "
                 "added, deleted or translating other operators, an operator registered or removed; run `make coverage`",
-                yellow=True,
+                red=True,
             )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

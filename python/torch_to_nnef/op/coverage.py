@@ -253,8 +253,8 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
             "# Supported ATen operators",
             "",
             "Generated from the op registry and what a run of the whole test suite translated: `make coverage`",
-            "runs the suite and regenerates this page, and a run of the whole suite reports where the page differs",
-            "from what it measured (a case deleted or translating other operators, an operator registered or removed).",
+            "runs the suite and regenerates this page, and `make test` fails when the page differs from what its",
+            "own run measured (a case deleted or translating other operators, an operator registered or removed).",
             "",
             "Columns: the oldest tract release the translation runs on (`no case`: no TractNNEF case passed),",
             "whether a KhronosNNEF case containing the operator passed, and how many passing tests translated it.",
@@ -305,20 +305,23 @@ def render(cases: Mapping[str, Any], floors: Mapping[str, Any] | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Writes the page to the given path (default: stdout) from the record ``--cases`` (what
-    ``make coverage`` recorded; by default ``op_cases.json`` beside the page).
+    ``make coverage`` recorded; by default ``op_cases.json`` beside the page) and the release floors
+    ``--floors`` (by default ``tract_releases.json`` beside the page, or ``docs/tract_releases.json``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    cases_path = None
-    if "--cases" in args:
-        at = args.index("--cases")
-        if at + 1 >= len(args):
-            raise InvalidArgumentError("--cases needs a path: --cases docs/op_cases.json")
-        cases_path = Path(args[at + 1])
-        del args[at : at + 2]
+    options: dict[str, Path] = {}
+    for flag, example in (("--cases", "op_cases.json"), ("--floors", "docs/tract_releases.json")):
+        if flag in args:
+            at = args.index(flag)
+            if at + 1 >= len(args):
+                raise InvalidArgumentError(f"{flag} needs a path: {flag} {example}")
+            options[flag] = Path(args[at + 1])
+            del args[at : at + 2]
     out = Path(args[0]) if args else None
-    if cases_path is None:
-        cases_path = out.with_name("op_cases.json") if out else Path("docs/op_cases.json")
-    text = render(load_cases(cases_path), load_floors(cases_path.with_name("tract_releases.json")))
+    folder = out.parent if out else Path("docs")
+    cases_path = options.get("--cases", folder / "op_cases.json")
+    floors_path = options.get("--floors", folder / "tract_releases.json")
+    text = render(load_cases(cases_path), load_floors(floors_path))
     if out:
         out.write_text(text)
     else:
