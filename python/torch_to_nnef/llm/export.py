@@ -44,6 +44,7 @@ from torch_to_nnef.llm.loading import (
     load_model,
     pick_dtype,
 )
+from torch_to_nnef.llm.moe import rewrite_experts
 from torch_to_nnef.llm.staging import (
     ARCHIVE_NAME,
     EXPORT_DIR_STRUCTS,
@@ -398,6 +399,7 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         merge_peft=options.merge_peft,
     )
     model = model.to(options.torch_dtype)  # a no-op unless the checkpoint holds other dtypes
+    rewrite_experts(model)
     architecture = describe_architecture(config)
     cache_dtype = None if options.cache_type == options.float_type else options.cache_torch_dtype
     try:
