@@ -419,6 +419,35 @@ CASES: list[OpCase] = [
         covers=("aten::pow",),
         khronos=True,
     ),
+    # mixed float and integer operands: torch computes the power in the promoted (float) dtype
+    OpCase(
+        "pow-float-base-int-exponents",
+        Fn(lambda e: torch.pow(torch.full((), 0.25), e)),  # ALiBi's slopes, as BLOOM computes them
+        (torch.arange(1, 5, dtype=torch.int32),),
+        covers=("aten::pow",),
+        khronos=False,
+    ),
+    OpCase(
+        "pow-float-int-tensors",
+        Fn(lambda a, b: aten.pow.Tensor_Tensor(a, b) + aten.pow.Tensor_Tensor(b, a)),
+        (within(0.5, 2.0, 2, 3), ints(2, 3, low=0, high=4)),
+        covers=("aten::add", "aten::pow"),
+        khronos=False,
+    ),
+    OpCase(
+        "pow-int-base-float-exponents",
+        Fn(lambda a: torch.pow(a, 0.5) + a**2.0 + 2.0**a),
+        (ints(3, 4, low=0, high=6),),
+        covers=("aten::add", "aten::pow"),
+        khronos=False,
+    ),
+    OpCase(
+        "pow-half-base-float-tensor-exponent",
+        Fn(lambda a, b: torch.pow(a, b) + a**1.5),
+        (within(0.5, 2.0, 2, 3).half(), torch.tensor(1.25)),
+        covers=("aten::add", "aten::pow"),
+        khronos=False,
+    ),
     # a product of one integer wire by itself: tract's square operator has no integer kernels
     OpCase(
         "square-int",

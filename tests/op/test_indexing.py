@@ -527,6 +527,13 @@ DYNAMIC_CASES: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], tuple[int
         (2, 5),
     ),
     ("gather-dynamic", lambda x: x.gather(1, torch.tensor([[0, 1], [1, 0]])) + x.unbind(0)[1].sum(), (2, 5)),
+    # starts of Python's max over a size (sympy's Max, as MPT slices its ALiBi table), one of them
+    # never positive and written with a leading minus (-2*S - 1): the whole axis
+    (
+        "slice-max-bounds",
+        lambda x: x[:, max(0, x.size(1) - 3) :].sum(1) + x[:, max(0, -2 * x.size(1) - 1) :].mean(1),
+        (2, 5),
+    ),
 ]
 
 

@@ -43,11 +43,16 @@ def literal(value: Any) -> str:
 
 def dim_literal(d: Dim) -> str:
     """A dimension: an int or a symbol expression in tract's syntax (no spaces; torch's floor
-    division ``//`` is tract's ``/`` on these non-negative sizes).
+    division ``//`` is tract's ``/`` on these non-negative sizes; sympy's ``Max`` and ``Min``, as
+    from Python's ``max(0, n - S)`` on a size, are tract's ``max`` and ``min``). A leading minus is
+    written as a subtraction from 0: tract's parser reads ``-P-S+1`` as ``-(P-S+1)``, and reads no
+    unary minus in a dimension.
     """
     if isinstance(d, int):
         return str(d)
     text = re.sub(r"\s+", "", d).replace("//", "/")
+    text = re.sub(r"\b(Max|Min)\(", lambda m: m[1].lower() + "(", text)
+    text = re.sub(r"(^|[(,])-", r"\g<1>0-", text)
     # tract has no powers: H_8**2 (a flattened square of one symbol) as H_8*H_8
     return re.sub(r"([A-Za-z_]\w*)\*\*(\d+)", lambda m: "*".join([m[1]] * int(m[2])), text)
 

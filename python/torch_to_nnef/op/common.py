@@ -299,13 +299,14 @@ def operand_ref(ctx: Context, node: Node, v: Any, dtype: str, rank: int) -> Any:
 
 
 def expressible(d: Dim) -> bool:
-    """Whether tract can read a dimension: an int, or arithmetic over the user's single-letter symbols
-    and those of the axes taken in steps (``H_8``), not over torch's own (``u0``: a size from data).
+    """Whether tract can read a dimension: an int, or arithmetic (with ``Max`` and ``Min``) over the
+    user's single-letter symbols and those of the axes taken in steps (``H_8``), not over torch's own
+    (``u0``: a size from data).
     """
     if isinstance(d, int):
         return True
-    names = re.findall(r"[A-Za-z_]\w*", d)
-    return re.fullmatch(r"[\w+\-*/() ]+", d) is not None and all(re.fullmatch(r"[A-Za-z](_\d+)?", n) for n in names)
+    names = [n for n in re.findall(r"[A-Za-z_]\w*", d) if n not in ("Max", "Min")]
+    return re.fullmatch(r"[\w+\-*/(), ]+", d) is not None and all(re.fullmatch(r"[A-Za-z](_\d+)?", n) for n in names)
 
 
 def dim_of(node: Node, d: Dim) -> Any:

@@ -304,29 +304,32 @@ def aten_where(ctx: Context, condition: Value, self: Any, other: Any) -> Ref:
 
 
 def _number_to_power(ctx: Context, base: Any, exponent: Any) -> Ref:
-    """A number raised to a tensor, in the (floating) output dtype."""
-    out = ctx.out
+    """A number raised to a tensor, in the (floating) output dtype (an integer exponent cast to it)."""
+    node, out = current_node(ctx), ctx.out
     if not out.dtype.startswith("f"):
-        raise TranslationError(f"{current_node(ctx).where()}: pow of a number to an integer tensor is not supported")
+        raise TranslationError(f"{node.where()}: pow of a number to an integer tensor is not supported")
     number = scalar_const(ctx, float(base), out.dtype, out.rank)
-    return ctx.g.op("pow", number, align_rank(ctx, exponent, out.rank, out), out=out.name)
+    return ctx.g.op("pow", number, operand_ref(ctx, node, exponent, out.dtype, out.rank), out=out.name)
 
 
 @register("aten::pow.Tensor_Tensor", "aten::pow.Tensor_Scalar")
 def aten_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
     """pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor (pow.Tensor_Scalar too: a Scalar exponent).
 
-    A square is ``sqr`` (signed integers squared without tract's float-only ``square``).
+    Both operands are cast to the promoted output dtype, as torch computes (``0.25 ** arange(1, 5,
+    dtype=int32)`` in f32, ALiBi's slopes; an integer tensor to a float power): tract has no mixed
+    pow and would take the float operand's dtype. A square is ``sqr`` (signed integers squared
+    without tract's float-only ``square``).
     """
-    out = ctx.out
+    node, out = current_node(ctx), ctx.out
     if not isinstance(self, Value):  # a number as the base, as in pow.Scalar
         return _number_to_power(ctx, self, exponent)
-    if exponent == 2:
+    base = operand_ref(ctx, node, self, out.dtype, out.rank)
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and exponent == 2:
         if ctx.tract and out.dtype in SIGNED_INTS:
-            return integer_square(ctx, ctx.ref(self), out.name)
-        return ctx.g.op("sqr", ctx.ref(self), out=out.name)
-    rb = align_rank(ctx, exponent, out.rank, out)
-    return ctx.g.op("pow", ctx.ref(self), float(rb) if isinstance(rb, (int, float)) else rb, out=out.name)
+            return integer_square(ctx, base, out.name)
+        return ctx.g.op("sqr", base, out=out.name)
+    return ctx.g.op("pow", base, operand_ref(ctx, node, exponent, out.dtype, out.rank), out=out.name)
 
 
 @register("aten::pow.Scalar")
