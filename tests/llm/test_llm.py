@@ -23,6 +23,8 @@ from torch_to_nnef.llm import io_names, main
 
 HIDDEN, HEADS, KV_HEADS, LAYERS, VOCAB = 64, 4, 2, 3, 128
 HEAD_DIM = HIDDEN // HEADS
+MLA = dict(kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24)
+"""Multi-head latent attention sizes: keys of 16 + 8 per head, values of 24, latents of 32."""
 COMMON = dict(
     vocab_size=VOCAB,
     hidden_size=HIDDEN,
@@ -53,12 +55,60 @@ CONFIGS = {
         sliding_window=4,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     ),
+    # per-layer cache shapes: the full-attention layer has heads of global_head_dim
+    "gemma4": lambda: transformers.Gemma4TextConfig(
+        **COMMON,
+        head_dim=HEAD_DIM,
+        global_head_dim=2 * HEAD_DIM,
+        sliding_window=4,
+        vocab_size_per_layer_input=VOCAB,
+        hidden_size_per_layer_input=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    ),
+    # multi-head latent attention; every layer dense (mixture-of-experts layers from first_k_dense_replace on)
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        **{**COMMON, "num_key_value_heads": HEADS}, **MLA, q_lora_rank=16, first_k_dense_replace=LAYERS
+    ),
+    "deepseek_v2": lambda: transformers.DeepseekV2Config(
+        **{**COMMON, "num_key_value_heads": HEADS}, **MLA, q_lora_rank=None, first_k_dense_replace=LAYERS
+    ),
+    # ALiBi: a bias linear in the key position instead of rotary embeddings; BLOOM computes its slopes as
+    # powers of a float by integers, MPT slices a table of max_seq_len positions from a bound of max()
+    "bloom": lambda: transformers.BloomConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, bos_token_id=1, eos_token_id=2
+    ),
+    "mpt": lambda: transformers.MptConfig(
+        vocab_size=VOCAB, d_model=HIDDEN, n_layers=LAYERS, n_heads=HEADS, max_seq_len=64, expansion_ratio=2
+    ),
+    # Falcon rounds its ALiBi slopes to bf16 on purpose (exact for 4 heads: powers of 2)
+    "falcon": lambda: transformers.FalconConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        alibi=True,
+        new_decoder_architecture=True,
+        num_kv_heads=HEADS,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
 }
-SLIDING = {"gemma2", "gemma3"}
-"""Families whose layers 0 and 2 attend through a sliding window: transformers keeps only the window
-in those layers' caches, where the graph's caches keep every position (the mask drops the others)."""
-KV_HEADS_OF = {"gpt2": HEADS}
-ATTENTION_WEIGHT = {"gpt2": "transformer.h.0.attn.c_attn", "phi3": "model.layers.0.self_attn.qkv_proj"}
+SLIDING = {"gemma2": {0, 2}, "gemma3": {0, 2}, "gemma4": {0, 1}}
+"""Families whose layers attend through a sliding window, and those layers: transformers keeps only the
+window in those layers' caches, where the graph's caches keep every position (the mask drops the others)."""
+KV_HEADS_OF = {"gpt2": HEADS, "bloom": HEADS, "mpt": HEADS, "falcon": HEADS}
+ATTENTION_WEIGHT = {
+    "gpt2": "transformer.h.0.attn.c_attn",
+    "phi3": "model.layers.0.self_attn.qkv_proj",
+    "deepseek_v3": "model.layers.0.self_attn.q_a_proj",
+    "bloom": "transformer.h.0.self_attention.query_key_value",
+    "mpt": "transformer.blocks.0.attn.Wqkv",
+    "falcon": "transformer.h.0.self_attention.query_key_value",
+}
+UNBOUNDED = {"bloom"}
+"""Families whose config gives no context length (max_position_embeddings, n_positions or MPT's
+max_seq_len): no ``S+P`` bound is asserted."""
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +151,26 @@ def dtype_np(dtype: torch.dtype) -> type:
     return np.float16 if dtype == torch.float16 else np.float32
 
 
+F16_TOLERANCE = {"deepseek_v3": "very", "deepseek_v2": "very"}
+"""Families whose f16 exports differ from transformers' f16 run by more than ``approximate`` allows
+(a few f16 steps on the normalised latents of deeper layers): both are as far from the f32 model."""
+CACHE_DIMS = {
+    # transformers caches the latents: [1, 1, P, kv_lora_rank] as keys, [1, 1, P, qk_rope_head_dim] as values
+    "deepseek_v3": [(1, MLA["kv_lora_rank"]), (1, MLA["qk_rope_head_dim"])] * LAYERS,
+    "deepseek_v2": [(1, MLA["kv_lora_rank"]), (1, MLA["qk_rope_head_dim"])] * LAYERS,
+    "gemma4": [(KV_HEADS, HEAD_DIM)] * 4 + [(KV_HEADS, 2 * HEAD_DIM)] * 2,
+}
+"""Heads and head size of each cache tensor (layer after layer, key then value) of the families whose
+caches are not all [1, KV heads, P, head size]."""
+
+
+def cache_dims(family: str) -> list[tuple[int, int]]:
+    """Heads and head size of each cache tensor of ``family``'s tiny model, in graph order."""
+    return CACHE_DIMS.get(family, [(KV_HEADS_OF.get(family, KV_HEADS), HEAD_DIM)] * 2 * LAYERS)
+
+
 def empty_caches(family: str, dtype: np.dtype) -> list[np.ndarray]:
-    heads = KV_HEADS_OF.get(family, KV_HEADS)
-    return [np.zeros((1, heads, 0, HEAD_DIM), dtype=dtype) for _ in range(2 * LAYERS)]
+    return [np.zeros((1, heads, 0, dim), dtype=dtype) for heads, dim in cache_dims(family)]
 
 
 def cache_of(out):
@@ -122,10 +189,11 @@ def flat(cache) -> list[torch.Tensor]:
 
 def same_as_transformers(family: str, ref, got: list[np.ndarray], names: list[str], tolerance: str) -> None:
     """Compares tract's last logits and caches with transformers' (for a sliding-window family, the
-    caches of its full-attention layer only; its logits show that the windowed caches were right too).
+    caches of its full-attention layers only; its logits show that the windowed caches were right too).
     """
     expected = [ref.logits[:, -1:], *flat(cache_of(ref))]
-    keep = [0, 3, 4] if family in SLIDING else range(len(names))  # layers 0 and 2 slide
+    sliding = SLIDING.get(family, set())
+    keep = [0, *(1 + i for i in range(len(names) - 1) if i // 2 not in sliding)]
     check_outputs(
         [expected[i] for i in keep], [got[i] for i in keep], tolerance=tolerance, names=[names[i] for i in keep]
     )
@@ -151,6 +219,16 @@ CASES = [
     ("gemma2", "f32", ["-dwtac"]),
     ("gemma2", "f16", ["-f16"]),
     ("gemma3", "f32", ["-dwtac"]),
+    ("gemma4", "f32", []),
+    ("deepseek_v3", "f32", []),
+    ("deepseek_v3", "f16", ["-f16"]),
+    ("deepseek_v2", "f32", []),
+    ("deepseek_v2", "f16", ["-f16"]),
+    ("bloom", "f32", []),
+    ("bloom", "f16", ["-f16"]),
+    ("mpt", "f32", []),
+    ("mpt", "f16", ["-f16"]),
+    ("falcon", "f32", []),
 ]
 
 
@@ -190,7 +268,7 @@ def test_export_runs_like_transformers(
         tar.extractall(tmp_path / "unpacked", filter="data")
     graph = (tmp_path / "unpacked" / "graph.nnef").read_text()
     for bound in ("S>=1", "P>=0", "S+P<=64"):  # max_position_embeddings / n_positions of the configs
-        assert f"extension tract_assert {bound};" in graph
+        assert (f"extension tract_assert {bound};" in graph) == (family not in UNBOUNDED or "+" not in bound)
     weight = read_dat(
         tmp_path / "unpacked" / f"model.{ATTENTION_WEIGHT.get(family, 'model.layers.0.self_attn.q_proj')}.weight.dat"
     )
@@ -199,7 +277,7 @@ def test_export_runs_like_transformers(
     f16 = label.startswith(("f16", "bf16"))
     dtype = torch.float16 if f16 else torch.float32
     # tiny models: f16 and Q4_0 exports match transformers (same dtype, same quantized weights) this closely
-    tolerance = "approximate"
+    tolerance = F16_TOLERANCE.get(family, "approximate") if f16 else "approximate"
     compression = flags[flags.index("-c") + 1] if "-c" in flags else None
     model = reference(folder, dtype, compression)
     tract = TractModel(archive)
@@ -214,7 +292,7 @@ def test_export_runs_like_transformers(
     got = tract.run([ids.numpy(), *empty_caches(family, np.float16 if f16_caches else np.float32)])
     assert got[1].dtype == (np.float16 if f16_caches else np.float32) and got[0].dtype == dtype_np(dtype)
     assert got[0].shape == (1, 1, VOCAB)
-    assert got[1].shape == (1, KV_HEADS_OF.get(family, KV_HEADS), 6, HEAD_DIM)
+    assert [g.shape for g in got[1:]] == [(1, heads, 6, dim) for heads, dim in cache_dims(family)]
     same_as_transformers(family, ref, got, outputs, tolerance)
 
     # a step with a past: the next token after the caches tract returned
@@ -231,6 +309,36 @@ def test_export_runs_like_transformers(
         ref3 = model(input_ids=more, **past(model, cache_of(ref2)), use_cache=True)
     got3 = tract.run([more.numpy(), *got2[1:]])
     same_as_transformers(family, ref3, got3, outputs, tolerance)
+
+
+@pytest.mark.parametrize("family", ["deepseek_v3", "gemma4"])
+def test_io_spec_gives_each_cache_its_shape(saved, tmp_path: Path, family: str):
+    """io_spec.json, the test bundles and the export's result give each cache tensor its own shape and
+    layer: DeepSeek's latents (keys of kv_lora_rank, values of qk_rope_head_dim), Gemma 4's wider heads
+    in its full-attention layer."""
+    from torch_to_nnef.llm import export_llm_to_tract
+
+    out = tmp_path / "export"
+    result = export_llm_to_tract(out, local_dir=saved(family), verify=False)
+    spec = json.loads((out / "model" / "io_spec.json").read_text())
+    dims = cache_dims(family)
+    inputs, outputs = io_names(LAYERS)
+    assert [i["name"] for i in spec["inputs"]] == inputs and [o["name"] for o in spec["outputs"]] == outputs
+    assert [i["shape"] for i in spec["inputs"][1:]] == [[1, heads, "P", dim] for heads, dim in dims]
+    assert [o["shape"] for o in spec["outputs"][1:]] == [[1, heads, "P+S", dim] for heads, dim in dims]
+    each = [(layer, kind) for layer in range(LAYERS) for kind in ("key", "value")]
+    assert [(i["layer"], i["kind"]) for i in spec["inputs"][1:]] == each
+    assert [(o["layer"], o["kind"]) for o in spec["outputs"][1:]] == each
+    assert all(i["dtype"] == "f32" for i in spec["inputs"][1:])
+    for step, past in (("prompt", 0), ("prompt_with_past", 5)):
+        given = np.load(out / "tests" / f"{step}_inputs.npz")
+        assert [given[n].shape for n in inputs[1:]] == [(1, heads, past, dim) for heads, dim in dims]
+    assert (result.num_layers, result.kv_heads, result.head_dim) == (LAYERS, *dims[0])
+    assert [t.sizes(7) for t in result.cache_layout.tensors] == [(1, heads, 7, dim) for heads, dim in dims]
+    assert result.cache_layout.alike() == (family != "gemma4")
+    tract = TractModel(result.archive)
+    got = tract.run([np.array([[5, 9]]), *empty_caches(family, np.float32)])
+    assert [g.shape for g in got[1:]] == [(1, heads, 2, dim) for heads, dim in dims]
 
 
 def test_dump_with_tokenizer_and_conf_bundles_io_spec_and_all_logits(saved, tmp_path: Path):
@@ -532,13 +640,21 @@ def test_cli_help_has_an_example(capsys):
 
 @pytest.mark.parametrize(
     ("family", "stacked", "extra"),
-    [("llama", True, []), ("llama", True, ["-idt", "f16"]), ("gpt2", True, []), ("gemma2", False, [])],
-    ids=["llama", "llama-f16-caches", "gpt2", "gemma2"],
+    [
+        ("llama", True, []),
+        ("llama", True, ["-idt", "f16"]),
+        ("gpt2", True, []),
+        ("deepseek_v3", True, []),
+        ("gemma2", False, []),
+        ("gemma4", False, []),
+    ],
+    ids=["llama", "llama-f16-caches", "gpt2", "deepseek_v3", "gemma2", "gemma4"],
 )
 def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str, stacked: bool, extra: list[str]):
     """Two alike layers traced and the second repeated compute exactly what a trace of every layer
-    computes (with f16 caches, each layer's cache casts outside the layers are repeated too); layers
-    of different types (Gemma 2 alternates sliding and full attention) are all traced."""
+    computes (with f16 caches, each layer's cache casts outside the layers are repeated too; DeepSeek's
+    latent caches of two sizes are repeated alike); layers of different types (Gemma 2 alternates sliding
+    and full attention, Gemma 4's full-attention layer also caches wider heads) are all traced."""
     folder = saved(family)
     archives = {}
     for label, flags in (("repeated", extra), ("all", ["--trace-all-layers", *extra])):
@@ -558,14 +674,53 @@ def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str
     ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(3)).numpy()
     rng = np.random.default_rng(4)
     caches = [
-        rng.standard_normal((1, KV_HEADS_OF.get(family, KV_HEADS), 2, HEAD_DIM), dtype=np.float32).astype(
-            np.float16 if extra else np.float32
-        )
-        for _ in range(2 * LAYERS)
+        rng.standard_normal((1, heads, 2, dim), dtype=np.float32).astype(np.float16 if extra else np.float32)
+        for heads, dim in cache_dims(family)
     ]
     repeated, full = (TractModel(archives[k]).run([ids, *caches]) for k in ("repeated", "all"))
     for name, a, b in zip(io_names(LAYERS)[1], repeated, full):
         assert np.array_equal(a, b), name
+
+
+def test_layers_caching_different_shapes_are_not_repeated(saved, caplog):
+    """Alike layers whose caches differ in shape are all traced: each repeated layer would take the
+    second layer's cache shapes."""
+    from torch_to_nnef.check.targets import TractNNEF
+    from torch_to_nnef.llm import CacheLayout, CacheTensor, wrap_causal_lm
+    from torch_to_nnef.llm.tracing import _capture_stacked
+
+    wrapper, layout = wrap_causal_lm(reference(saved("llama"), torch.float32, None))
+    assert layout == CacheLayout.key_value(LAYERS, KV_HEADS, HEAD_DIM) and layout.alike()
+    shape = f"[1, {KV_HEADS}, 'P', {HEAD_DIM}]"
+    assert layout.describe() == f"{LAYERS} layers of key {shape}, value {shape}"
+    wider = CacheTensor(2, "value", (1, KV_HEADS, "P", 2 * HEAD_DIM))
+    wrapper.layout = CacheLayout(LAYERS, (*layout.tensors[:-1], wider))
+    assert not wrapper.layout.alike()
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        assert _capture_stacked(wrapper, [], TractNNEF(), "", {}) is None
+    assert "the caches of the layers of LlamaForCausalLM are not all of one shape" in caplog.text
+    assert f"layers 2: key [1, {KV_HEADS}, 'P', {HEAD_DIM}], value [1, {KV_HEADS}, 'P', {2 * HEAD_DIM}]" in caplog.text
+
+
+def test_cache_layout_checks_its_tensors():
+    from torch_to_nnef.errors import InvalidArgumentError
+    from torch_to_nnef.llm import CacheLayout, CacheTensor
+
+    key, value = CacheTensor(0, "key", (1, 1, "P", 32)), CacheTensor(0, "value", (1, 1, "P", 8))
+    layout = CacheLayout(1, (key, value))
+    assert (key.input_name, value.output_name, value.past_axis) == ("in_cache_key_0", "out_cache_value_0", 2)
+    assert layout.dynamic_axes() == {"input_ids": {1: "S"}, "in_cache_key_0": {2: "P"}, "in_cache_value_0": {2: "P"}}
+    assert [t.shape for t in layout.random(3, torch.float16, seed=0)] == [(1, 1, 3, 32), (1, 1, 3, 8)]
+    for bad in (
+        lambda: CacheLayout(1, (value, key)),  # value before key
+        lambda: CacheLayout(1, (key, key)),
+        lambda: CacheLayout(1, (CacheTensor(1, "key", (1, 1, "P", 32)),)),  # no layer 1
+        lambda: CacheLayout(1, (CacheTensor(0, "key", (1, 1, 4, 32)),)),  # no P axis anywhere
+        lambda: CacheTensor(0, "key", (1, "P", "P", 32)),
+        lambda: CacheTensor(0, "conv", (1, 4, 3)),
+    ):
+        with pytest.raises(InvalidArgumentError):
+            bad()
 
 
 def test_layers_that_differ_are_not_repeated():

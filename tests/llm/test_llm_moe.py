@@ -1,6 +1,7 @@
 """Mixture-of-experts language models: transformers' routed experts rewritten into their static form
-(every expert computed, weighted by the routing) compute what transformers does, and export, in f32,
-f16 and Q4_0, to archives that tract runs like transformers."""
+(every expert computed, weighted by the routing) compute what transformers does; the layers whose
+routing and gate tract's ``tract_moe_ffn`` computes are recognised as such; both forms export, in
+f32, f16 and Q4_0, to archives that tract runs like transformers."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import transformers
 
 from torch_to_nnef import Q40Tensor, TractModel, check_outputs, compress_model, read_dat
 from torch_to_nnef.llm import main
-from torch_to_nnef.llm.moe import is_routed_experts, rewrite_experts
+from torch_to_nnef.llm.moe import FusedRouting, is_routed_experts, rewrite_experts
 
 VOCAB = 128
 COMMON = dict(
@@ -112,12 +113,44 @@ def empty_inputs(spec: dict[str, Any], ids: np.ndarray) -> list[np.ndarray]:
     return inputs
 
 
+FUSED = {
+    "mixtral": ("softmax_topk", False, None),
+    "qwen2_moe": ("softmax_all", False, None),  # norm_topk_prob=False
+    "qwen3_moe": ("softmax_topk", False, None),  # norm_topk_prob=True
+    "olmoe": ("softmax_all", False, None),
+    "granitemoe": ("softmax_topk", False, None),
+    "gpt_oss": ("softmax_topk", True, (1.702, 7.0)),  # router bias, interleaved rows, clamped SwiGLU
+    "phimoe": None,  # sparse-mixer routing: no gate mode of tract's
+}
+
+
+@pytest.mark.parametrize("family", sorted(FUSED))
+def test_fusable_routing_is_recognised(family: str):
+    model = build(family)
+    rewrite_experts(model, fused=True)
+    routings = [m.__dict__.get("_t2n_fused_routing") for m in model.modules() if hasattr(m, "down_linears")]
+    assert len(routings) == COMMON["num_hidden_layers"]
+    expected = FUSED[family]
+    if expected is None:
+        assert routings == [None] * len(routings)
+        return
+    gate, interleaved, clamp = expected
+    for routing in routings:
+        assert isinstance(routing, FusedRouting)
+        assert (routing.gate, routing.interleaved, routing.k, routing.activation) == (gate, interleaved, 2, "silu")
+        assert routing.clamp == (pytest.approx(clamp) if clamp else None)
+        assert (routing.router_bias is not None) == (family == "gpt_oss")
+
+
+OLDER = ["--tract-specific-version", "0.23.8"]  # before tract_moe_ffn: the dense form
 CASES = [
     ("mixtral", []),
+    ("mixtral", OLDER),
     ("qwen2_moe", ["-f16"]),
     ("qwen2_moe", ["-c", "min_max_q4_0"]),
     ("gpt_oss", ["-f16", "-c", "min_max_q4_0"]),
-    ("olmoe", ["-f16"]),
+    ("phimoe", ["-f16"]),
+    ("olmoe", [*OLDER, "-c", "min_max_q4_0"]),
 ]
 
 
@@ -127,15 +160,20 @@ def test_moe_export_runs_like_transformers(saved, tmp_path: Path, caplog, family
     out = tmp_path / "export"
     with caplog.at_level(logging.INFO, logger="torch_to_nnef"):
         assert main(["-d", str(folder), "-e", str(out), *flags]) == 0
-    assert "computed densely, weighted by their routing" in caplog.text
+    fused = FUSED[family] is not None and flags[:2] != OLDER
+    assert ("written as tract_moe_ffn" in caplog.text) == fused
+    assert ("computed densely, weighted by their routing" in caplog.text) == (not fused)
     if family != "gpt_oss":  # its sliding and full attention layers alternate
         assert "with 2 of its 3 alike layers" in caplog.text
 
     archive = out / "model" / "model.nnef.tgz"
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
-    expert_weights = sorted((tmp_path / "unpacked").rglob("*experts.down_linears.*.weight.dat"))
-    assert len(expert_weights) == 3 * 4
+    graph = (tmp_path / "unpacked" / "graph.nnef").read_text()
+    assert graph.count("tract_moe_ffn(") == (3 if fused else 0)
+    pattern = "*experts.w[123].dat" if fused else "*experts.*_linears.*.weight.dat"
+    expert_weights = sorted((tmp_path / "unpacked").rglob(pattern))
+    assert len(expert_weights) == (3 * 3 if fused else 3 * 2 * 4)
     assert all(isinstance(read_dat(p), Q40Tensor) == ("-c" in flags) for p in expert_weights)
 
     # tract against transformers' own eager experts (not the rewritten ones the export checked); Q4_0

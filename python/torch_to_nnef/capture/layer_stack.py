@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -119,6 +119,8 @@ class _Layers:
     """Value name -> (layer 0 or 1, position of its node in that layer's list)."""
     producers: dict[str, Node]
     """Value name -> the node computing it, for every node of the graph."""
+    extractors: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The extractor of each opaque node kind."""
 
     @classmethod
     def find(cls, graph: Graph, path: str, own_inputs: tuple[set[str], set[str]]) -> _Layers:
@@ -192,7 +194,8 @@ def repeat_layers(
     num_layers: int,
     tensor: Callable[[str], Any],
     per_layer_inputs: Mapping[str, Callable[[int], str]],
-    opaque_kinds: Collection[str] = (),
+    opaque_kinds: MutableMapping[str, Any] | None = None,
+    module: Callable[[str], Any] | None = None,
 ) -> Graph:
     """The graph of the model with ``num_layers`` layers, from ``graph`` captured with two.
 
@@ -203,7 +206,11 @@ def repeat_layers(
         tensor: the full model's tensor of a PyTorch name (``model.model.layers.5.mlp.up_proj.weight``).
         per_layer_inputs: the graph inputs of the second layer (its cache), each with the name of
             that input for layer ``j`` (``0`` gives the first layer's).
-        opaque_kinds: node kinds of opaque modules (each extractor knows one module).
+        opaque_kinds: the extractor of each opaque module's node kind (each knows one module): the
+            copies of an opaque module of the second layer get a kind of their own, whose
+            extractor (of the same class) knows that layer's module, given by ``module``.
+        module: the full model's submodule of a path (``model.model.layers.5.mlp.experts``); without
+            it, a layer holding an opaque module is not repeated.
 
     Raises:
         StackMismatch: the first two layers differ, values cross the stack in a way the copies
@@ -217,9 +224,11 @@ def repeat_layers(
     first, second = layers.first, layers.second
     if not second or len(first) != len(second):
         raise StackMismatch(f"layers 0 and 1 have {len(first)} and {len(second)} nodes")
-    opaque = sorted({graph.nodes[i].kind for i in second} & set(opaque_kinds))
-    if opaque:
+    extractors = opaque_kinds if opaque_kinds is not None else {}
+    opaque = sorted({graph.nodes[i].kind for i in second} & set(extractors))
+    if opaque and module is None:
         raise StackMismatch(f"layer 1 holds opaque modules ({', '.join(opaque)})")
+    layers.extractors = extractors
     shared_params = {v for v, p in graph.parameters.items() if not p.torch_name.startswith(f"{path}.")}
     for a, b in zip(first, second):
         _compare(graph.nodes[a], graph.nodes[b], layers, own, shared_params)
@@ -280,7 +289,15 @@ def repeat_layers(
         module_path = node.module_path
         if module_path == second_prefix or module_path.startswith(second_prefix + "."):
             module_path = prefix + module_path[len(second_prefix) :]
-        return dataclasses.replace(node, args=_substitute(node.args, mapping), outputs=outs, module_path=module_path)
+        kind = node.kind
+        if kind in extractors and module is not None:  # the same extractor, on layer j's module
+            extractor = extractors[kind]
+            path_j = prefix + extractor.path[len(second_prefix) :]
+            kind = unique(f"{node.kind}_layer{j}")
+            extractors[kind] = type(extractor)(module(path_j), path_j)
+        return dataclasses.replace(
+            node, kind=kind, args=_substitute(node.args, mapping), outputs=outs, module_path=module_path
+        )
 
     identity = {o.name: o for i in second for o in graph.nodes[i].outputs}
     # each group of the second layer's nodes is repeated after its last node: the order of a
@@ -353,7 +370,15 @@ def _compare(a: Node, b: Node, layers: _Layers, own: tuple[set[str], set[str]], 
     first does, on the second layer's operands.
     """
     where = f"{b.kind} at {b.where()}"
-    if a.kind != b.kind or len(a.outputs) != len(b.outputs):
+    opaque_a, opaque_b = layers.extractors.get(a.kind), layers.extractors.get(b.kind)
+    same_kind = a.kind == b.kind or (
+        opaque_a is not None
+        and opaque_b is not None
+        and type(opaque_a) is type(opaque_b)
+        and opaque_a.path.startswith(f"{layers.path}.0.")
+        and opaque_b.path == f"{layers.path}.1." + opaque_a.path[len(layers.path) + 3 :]
+    )
+    if not same_kind or len(a.outputs) != len(b.outputs):
         raise StackMismatch(f"{a.kind} in layer 0 but {where} in layer 1")
     for x, y in zip(a.outputs, b.outputs):
         if x.dtype != y.dtype or x.shape != y.shape:

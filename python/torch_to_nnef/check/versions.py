@@ -21,6 +21,9 @@ TRANSFORMERS_TRACT = (0, 21, 13)
 SDPA_TRACT = (0, 22, 0)
 """First release with ``tract_transformers_sdpa``."""
 
+MOE_FFN_TRACT = (0, 23, 9)
+"""First release with ``tract_moe_ffn`` (the ``tract_transformers`` mixture-of-experts block)."""
+
 COPY_TRACT = (0, 23, 0)
 """First release reading the standard ``copy``, ``any_reduce`` and ``all_reduce`` (an output that
 repeats a value is written as a cast to its own type before, a requantization as a cast to its
@@ -63,6 +66,7 @@ OPERATOR_SINCE: dict[str, tuple[int, int, int]] = {
     "tract_core_cumsum": CUMSUM_TRACT,
     "tract_core_grid_sample": GRID_SAMPLE_TRACT,
     "tract_transformers_sdpa": SDPA_TRACT,
+    "tract_moe_ffn": MOE_FFN_TRACT,
 }
 """NNEF operator -> first tract release that reads it and computes it as PyTorch does."""
 

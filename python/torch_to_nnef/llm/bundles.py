@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from torch_to_nnef.check.targets import TractNNEF
+from torch_to_nnef.llm.cache_layout import PAST, CacheLayout, CacheTensor
 from torch_to_nnef.llm.staging import ARCHIVE_NAME, Layout
 from torch_to_nnef.llm.wrapper import CausalLMGraph
 
@@ -31,12 +32,9 @@ __all__ = [
 ]
 
 
-def random_caches(
-    num_layers: int, heads: int, past: int, head_dim: int, dtype: torch.dtype, seed: int
-) -> list[torch.Tensor]:
-    """Random key and value caches of ``past`` tokens for every layer, seeded by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(1, heads, past, head_dim, generator=generator).to(dtype) for _ in range(2 * num_layers)]
+def random_caches(layout: CacheLayout, past: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    """Random cache tensors of ``layout`` holding ``past`` tokens, seeded by ``seed`` (``past = 0``: empty caches)."""
+    return layout.random(past, dtype, seed)
 
 
 def random_token_ids(vocab: int, length: int, seed: int) -> torch.Tensor:
@@ -126,20 +124,24 @@ def write_bundles(
 def write_io_spec(
     path: Path,
     layout: Layout,
-    input_names: list[str],
-    output_names: list[str],
+    caches: CacheLayout,
     float_type: str,
     cache_type: str,
-    heads: int,
-    head_dim: int,
     vocab: int,
     num_logits_to_keep: int,
     target: TractNNEF,
 ) -> None:
-    """Writes ``io_spec.json``: the graph's inputs and outputs, and where the archive and the bundles are."""
+    """Writes ``io_spec.json``: the graph's inputs and outputs, and where the archive and the bundles are.
+
+    Each cache input and output gives its shape (``P`` on the axis of the cached tokens, ``P+S`` in
+    the outputs), its layer and its kind.
+    """
     kept: int | str = num_logits_to_keep if num_logits_to_keep else "S"
-    cache_in = [1, heads, "P", head_dim]
-    cache_out = [1, heads, "P+S", head_dim]
+
+    def cache_entry(tensor: CacheTensor, name: str, past: str) -> dict[str, Any]:
+        shape = tensor.spec(past)
+        return {"name": name, "dtype": cache_type, "shape": shape, "layer": tensor.layer, "kind": tensor.kind}
+
     tests = {
         step: [(layout.tests / f"{step}_{kind}.npz").as_posix() for kind in ("inputs", "outputs")]
         for step in ("prompt", "prompt_with_past")
@@ -151,9 +153,9 @@ def write_io_spec(
         "tract_version": target.version,
         "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
         "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
-        + [{"name": n, "dtype": cache_type, "shape": cache_in} for n in input_names[1:]],
+        + [cache_entry(t, t.input_name, PAST) for t in caches.tensors],
         "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
-        + [{"name": n, "dtype": cache_type, "shape": cache_out} for n in output_names[1:]],
+        + [cache_entry(t, t.output_name, f"{PAST}+S") for t in caches.tensors],
         "tests": tests,
         "generation": (layout.tests / "generation.npz").as_posix(),
     }

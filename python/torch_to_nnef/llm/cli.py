@@ -38,9 +38,10 @@ The export is written into a temporary folder beside EXPORT_DIR and renamed to E
 complete and checked: a failed export leaves nothing behind.
 
 Graph: inputs input_ids (i64 [1, S]) then, per layer, in_cache_key_{i} and in_cache_value_{i}
-([1, heads, P, head size]); outputs logits then out_cache_key_{i} and out_cache_value_{i}
-([1, heads, P + S, head size]). Run a prompt with P = 0 and each next token with the caches
-the previous step returned."""
+([1, heads, P, head size], as the model caches them: sizes may differ between layers and between a
+layer's key and value; io_spec.json gives each one); outputs logits then out_cache_key_{i} and
+out_cache_value_{i} ([1, heads, P + S, head size]). Run a prompt with P = 0 and each next token
+with the caches the previous step returned."""
 
 _EPILOG = """\
 examples:

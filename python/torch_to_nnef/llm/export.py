@@ -24,6 +24,7 @@ import torch
 from torch_to_nnef.capture.errors import CaptureError
 from torch_to_nnef.check.targets import TractNNEF
 from torch_to_nnef.check.tract import Tolerance
+from torch_to_nnef.check.versions import MOE_FFN_TRACT
 from torch_to_nnef.errors import InvalidArgumentError, UnsupportedOpsError
 from torch_to_nnef.io.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
 from torch_to_nnef.io.qtensor import QTensor
@@ -35,6 +36,7 @@ from torch_to_nnef.llm.bundles import (
     write_bundles,
     write_io_spec,
 )
+from torch_to_nnef.llm.cache_layout import CacheLayout
 from torch_to_nnef.llm.errors import LLMExportError
 from torch_to_nnef.llm.loading import (
     ATTN_IMPLEMENTATIONS,
@@ -44,6 +46,7 @@ from torch_to_nnef.llm.loading import (
     load_model,
     pick_dtype,
 )
+from torch_to_nnef.llm.mla import rewrite_latent_attention
 from torch_to_nnef.llm.moe import rewrite_experts
 from torch_to_nnef.llm.staging import (
     ARCHIVE_NAME,
@@ -57,7 +60,7 @@ from torch_to_nnef.llm.staging import (
 )
 from torch_to_nnef.llm.tracing import length_bounds, random_trace_inputs, write_graph
 from torch_to_nnef.llm.verify import DEFAULT_TOLERANCE, TOLERANCES, size_checks, verify_export
-from torch_to_nnef.llm.wrapper import CausalLMGraph, dynamic_axes, io_names, vocab_size, wrap_causal_lm
+from torch_to_nnef.llm.wrapper import CausalLMGraph, vocab_size, wrap_causal_lm
 from torch_to_nnef.nnef.builder import NAMING_SCHEMES
 
 __all__ = ["DEFAULT_TRACT_VERSION", "LLMExportResult", "export_llm_to_tract"]
@@ -76,13 +79,17 @@ class LLMExportResult:
     archive: Path
     num_layers: int
     kv_heads: int
+    """The heads of layer 0's keys (``cache_layout`` gives every cache tensor's shape)."""
     head_dim: int
+    """The head size of layer 0's keys."""
     dtype: str
     compression: str | None
     tolerance: Tolerance | None
     """The tolerance the export was verified at (None: not verified)."""
     generated_tokens: list[int]
     """The tokens of the greedy generation the verification ran (empty: not verified)."""
+    cache_layout: CacheLayout
+    """The cache tensors the graph takes and returns, with their layers and shapes."""
 
 
 @dataclass
@@ -208,20 +215,24 @@ class _LoadedLM:
     """The model's class and ``model_type``, for error messages."""
     model_name: str
     """The model's class name."""
-    num_layers: int
-    heads: int
-    head_dim: int
+    caches: CacheLayout
+    """The cache tensors the graph takes and returns."""
     vocab: int
+
+    @property
+    def num_layers(self) -> int:
+        """The model's decoder layers."""
+        return self.caches.num_layers
 
     @property
     def input_names(self) -> list[str]:
         """The graph's input names."""
-        return io_names(self.num_layers)[0]
+        return self.caches.input_names
 
     @property
     def output_names(self) -> list[str]:
         """The graph's output names."""
-        return io_names(self.num_layers)[1]
+        return self.caches.output_names
 
 
 def export_llm_to_tract(
@@ -346,9 +357,9 @@ def export_llm_to_tract(
     target = options.tract_target()
     check_export_dir(export_dir, options.ignore_already_exist_dir)
     wrapper, lm = _load_wrapped(options)
-    target.dynamic_axes = dynamic_axes(lm.num_layers)
+    target.dynamic_axes = lm.caches.dynamic_axes()
     target.specific_properties = _properties(options, lm)
-    trace_inputs = random_trace_inputs(lm.vocab, lm.num_layers, lm.heads, lm.head_dim, options.cache_torch_dtype)
+    trace_inputs = random_trace_inputs(lm.vocab, lm.caches, options.cache_torch_dtype)
     layout = options.layout
     staging = staging_dir(export_dir)
     try:
@@ -357,7 +368,7 @@ def export_llm_to_tract(
         _write_archive(archive, wrapper, trace_inputs, target, lm, options)
         steps, generated = _write_test_files(staging, wrapper, target, lm, options)
         if options.verify:
-            checks = size_checks(wrapper, trace_inputs, lm.vocab, lm.heads, lm.head_dim, options.cache_torch_dtype)
+            checks = size_checks(wrapper, trace_inputs, lm.vocab, options.cache_torch_dtype)
             # tract holds its own copy of the weights: PyTorch's are freed first
             del wrapper, trace_inputs
             gc.collect()
@@ -374,12 +385,13 @@ def export_llm_to_tract(
         export_dir=export_dir,
         archive=archive,
         num_layers=lm.num_layers,
-        kv_heads=lm.heads,
-        head_dim=lm.head_dim,
+        kv_heads=lm.caches.tensors[0].heads,
+        head_dim=lm.caches.tensors[0].head_dim,
         dtype=options.float_type,
         compression=options.compression_method,
         tolerance=options.check_tolerance if options.verify else None,
         generated_tokens=generated,
+        cache_layout=lm.caches,
     )
 
 
@@ -399,11 +411,12 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         merge_peft=options.merge_peft,
     )
     model = model.to(options.torch_dtype)  # a no-op unless the checkpoint holds other dtypes
-    rewrite_experts(model)
+    rewrite_experts(model, fused=options.tract_target().version_tuple >= MOE_FFN_TRACT)
+    rewrite_latent_attention(model)
     architecture = describe_architecture(config)
     cache_dtype = None if options.cache_type == options.float_type else options.cache_torch_dtype
     try:
-        wrapper, (num_layers, heads, head_dim) = wrap_causal_lm(model, options.num_logits_to_keep, cache_dtype)
+        wrapper, caches = wrap_causal_lm(model, options.num_logits_to_keep, cache_dtype)
     except LLMExportError as exc:
         raise LLMExportError(f"unsupported architecture {architecture}: {exc}") from exc
     if options.compression_method is not None:
@@ -413,9 +426,7 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         tokenizer=tokenizer,
         architecture=architecture,
         model_name=type(model).__name__,
-        num_layers=num_layers,
-        heads=heads,
-        head_dim=head_dim,
+        caches=caches,
         vocab=vocab_size(model),
     )
     return wrapper, lm
@@ -495,18 +506,15 @@ def _write_test_files(
     """
     layout = options.layout
     prompt = random_token_ids(lm.vocab, options.prompt_length, seed=3)
-    empty = random_caches(lm.num_layers, lm.heads, 0, lm.head_dim, options.cache_torch_dtype, seed=0)
+    empty = random_caches(lm.caches, 0, options.cache_torch_dtype, seed=0)
     steps, generated = torch_generation(wrapper, prompt, empty, max(options.generated_tokens, 1))
     write_bundles(staging / layout.tests, steps, generated, lm.input_names, lm.output_names)
     write_io_spec(
         staging / layout.model / IO_SPEC_NAME,
         layout,
-        lm.input_names,
-        lm.output_names,
+        lm.caches,
         options.float_type,
         options.cache_type,
-        lm.heads,
-        lm.head_dim,
         lm.vocab,
         options.num_logits_to_keep,
         target,

@@ -21,19 +21,45 @@ projections...), activation, biases and post-expert norm are used as they are. T
 softmax, normalisation, shared experts) is left to the model's own code, which traces as it is.
 This costs every expert's compute per token (``E / k`` times the routed compute): the numbers are
 transformers' own.
+
+tract 0.23.9 and later compute a whole routed block (router, top-k, experts) as one operator,
+``tract_moe_ffn``, which runs only the experts each token picked. With ``fused=True``,
+:func:`rewrite_experts` gives each layer that operator when what the layer computes is one it
+computes; what it checks, on a forward run of the model (:func:`fuse_routing`):
+
+- the router: the experts' indices and weights are, for every token, the top-k of a linear layer
+  of the block (``[E, D]`` weight, optional bias) over the experts' own inputs, weighted by the
+  softmax of the k logits (Mixtral, Qwen-MoE normalised, GraniteMoE, gpt-oss), the softmax of
+  all of them (OLMoE, Qwen-MoE unnormalised), their sigmoid or the raw logits;
+- the experts: their gate is SiLU-gated (gate and up halves, or interleaved rows) or gpt-oss'
+  clamped SwiGLU, or a SiLU/ReLU activation without gate; no post-expert norm.
+
+Other layers (DeepSeek's grouped sigmoid routing, PhiMoE's sparse mixer...) keep the exact dense
+form; the log says which form each layer got. Shared experts and anything else of the block stay
+the model's own code.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import MethodType
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["is_routed_experts", "rewrite_experts"]
+from torch_to_nnef._rust import Q40Tensor
+from torch_to_nnef.io.qtensor import QTensorTractScaleOnly
+from torch_to_nnef.ir import Node
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
+from torch_to_nnef.op.custom_extractors import INSTANCE_EXTRACTOR, ModuleInfoExtractor
+
+__all__ = ["FusedRouting", "fuse_routing", "is_routed_experts", "rewrite_experts"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +83,13 @@ def is_routed_experts(module: nn.Module) -> bool:
     )
 
 
-def rewrite_experts(model: nn.Module) -> int:
+def rewrite_experts(model: nn.Module, fused: bool = False) -> int:
     """Rewrites every routed experts layer of ``model`` (see the module's docstring), in place.
+
+    Args:
+        model: a transformers model.
+        fused: give the layers that tract's ``tract_moe_ffn`` computes that operator (the target
+            is tract >= 0.23.9); the others keep the dense form.
 
     Returns:
         How many layers were rewritten.
@@ -66,14 +97,31 @@ def rewrite_experts(model: nn.Module) -> int:
     found = [(name, module) for name, module in model.named_modules() if is_routed_experts(module)]
     for _, module in found:
         _rewrite(module)
-    if found:
-        first = found[0][1]
+    if not found:
+        return 0
+    first = found[0][1]
+    fusable = fuse_routing(model, [m for _, m in found]) if fused else {}
+    dense = [name for name, module in found if module not in fusable]
+    if fusable:
         LOGGER.info(
-            "mixture of experts: %d layers of %d experts (%s) computed densely, weighted by their routing",
-            len(found),
+            "mixture of experts: %d layers of %d experts (%s) written as tract_moe_ffn (%s routing, top %d)",
+            len(fusable),
             len(first.down_linears),
             type(first).__name__,
+            next(iter(fusable.values())).gate,
+            next(iter(fusable.values())).k,
         )
+    if dense:
+        LOGGER.info(
+            "mixture of experts: %d layers of %d experts (%s) computed densely, weighted by their routing%s",
+            len(dense),
+            len(first.down_linears),
+            type(first).__name__,
+            "" if not fused else ": tract_moe_ffn cannot compute their routing or gate as the model does",
+        )
+    for module, routing in fusable.items():
+        module.__dict__[_FUSED] = routing
+        module.__dict__[INSTANCE_EXTRACTOR] = MoeFfnExtractor
     return len(found)
 
 
@@ -99,6 +147,7 @@ def _rewrite(module: Any) -> None:
     has_bias = bool(getattr(module, "has_bias", False))
     transposed = bool(module.is_transposed)
     up, down = getattr(module, up_name), module.down_proj
+    module.__dict__[_STACKED] = (up.detach(), down.detach())
     up_bias = getattr(module, f"{up_name}_bias", None) if has_bias else None
     down_bias = getattr(module, "down_proj_bias", None) if has_bias else None
     parameters = list(inspect.signature(module.forward).parameters)
@@ -133,3 +182,251 @@ def _dense_forward(self: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
             projected = self.post_expert_norm(projected)
         out = out + (projected * routing[:, e, None]).to(out.dtype)
     return out.reshape(shape)
+
+
+_STACKED = "_t2n_stacked_experts"
+"""Attribute of a rewritten layer: its stacked ``(up, down)`` weights, which its linear layers view."""
+_FUSED = "_t2n_fused_routing"
+"""Attribute of a layer written as ``tract_moe_ffn``: its :class:`FusedRouting`."""
+
+_GATES = ("softmax_topk", "softmax_all", "sigmoid", "raw")
+"""``tract_moe_ffn``'s gate modes."""
+
+
+@dataclass(frozen=True)
+class FusedRouting:
+    """What ``tract_moe_ffn`` needs of a layer beyond its experts' weights."""
+
+    router_weight: torch.Tensor
+    """``[E, D]``."""
+    router_bias: torch.Tensor | None
+    k: int
+    gate: str
+    """One of tract's gate modes (``softmax_topk``, ``softmax_all``, ``sigmoid``, ``raw``)."""
+    interleaved: bool
+    """Gate and up projections alternate by rows (gpt-oss) rather than being two halves."""
+    activation: str
+    """``silu`` (with an up projection: SwiGLU) or ``relu``."""
+    clamp: tuple[float, float] | None
+    """gpt-oss' clamped SwiGLU: ``(alpha, limit)``."""
+
+
+def fuse_routing(model: nn.Module, layers: Sequence[nn.Module]) -> dict[nn.Module, FusedRouting]:
+    """The rewritten experts ``layers`` of ``model`` that ``tract_moe_ffn`` computes as the model does.
+
+    The model runs once on 24 random tokens; each layer's inputs (hidden states, indices and
+    weights of the picked experts) are compared with what each gate mode of tract computes from
+    each ``[E, D]`` weight of the block around it, and its gate function with tract's activations.
+    """
+    seen: dict[nn.Module, tuple[torch.Tensor, ...]] = {}
+
+    def keep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if module not in seen:
+            names = module._routed_inputs
+            bound = dict(zip(names, args))
+            bound.update({k: v for k, v in kwargs.items() if k in names})
+            seen[module] = tuple(bound[n].detach() for n in names)
+
+    hooks = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in layers]
+    forward: Any = model
+    try:
+        first = next(iter(model.parameters()))
+        embeddings = forward.get_input_embeddings() if hasattr(forward, "get_input_embeddings") else None
+        vocab = int(getattr(embeddings, "num_embeddings", 2))
+        ids = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(11)).to(first.device)
+        with torch.no_grad():
+            forward(input_ids=ids, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    parents = {id(child): parent for parent in model.modules() for child in parent.children()}
+    found: dict[nn.Module, FusedRouting] = {}
+    for layer in layers:
+        parent = parents.get(id(layer))
+        if layer not in seen or parent is None or getattr(layer, "has_post_expert_norm", False):
+            continue
+        routing = _routing(layer, parent, *seen[layer])
+        if routing is not None:
+            found[layer] = routing
+    return found
+
+
+def _routing(layer: Any, parent: nn.Module, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> Any:
+    """The :class:`FusedRouting` of ``layer`` if tract computes its routing and gate, else None."""
+    experts = len(layer.down_linears)
+    hidden = layer.down_linears[0].weight.shape[0]
+    own = {id(p) for p in layer.parameters()}
+    candidates = [
+        (name, p) for name, p in parent.named_parameters() if id(p) not in own and tuple(p.shape) == (experts, hidden)
+    ]
+    if len(candidates) != 1:
+        return None
+    name, router_weight = candidates[0]
+    owner = parent.get_submodule(name.rpartition(".")[0]) if "." in name else parent
+    bias = getattr(owner, "bias", None)
+    router_bias = bias if isinstance(bias, torch.Tensor) and tuple(bias.shape) == (experts,) else None
+    x2 = x.reshape(-1, hidden).float()
+    index = index.reshape(x2.shape[0], -1)
+    weights = weights.reshape(x2.shape[0], -1).float()
+    k = index.shape[-1]
+    logits = F.linear(x2, router_weight.detach().float(), None if router_bias is None else router_bias.float())
+    top = logits.topk(k, dim=-1)
+    if not torch.equal(top.indices.sort(-1).values, index.sort(-1).values):
+        return None
+    picked = logits.gather(-1, index)
+    tolerance = 1e-2 if x.dtype == torch.float16 else 1e-4
+    gate = next(
+        (
+            mode
+            for mode in _GATES
+            if torch.allclose(_gate_weights(mode, logits, picked, index), weights, atol=tolerance, rtol=tolerance)
+        ),
+        None,
+    )
+    activation = _activation(layer, x.dtype)
+    if gate is None or activation is None:
+        return None
+    interleaved, act, clamp = activation
+    return FusedRouting(router_weight.detach(), router_bias, k, gate, interleaved, act, clamp)
+
+
+def _gate_weights(mode: str, logits: torch.Tensor, picked: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The weights tract's gate ``mode`` gives the picked experts (``index``, their ``picked`` logits)."""
+    if mode == "softmax_all":
+        return torch.softmax(logits, dim=-1).gather(-1, index)
+    if mode == "softmax_topk":
+        return torch.softmax(picked, dim=-1)
+    return torch.sigmoid(picked) if mode == "sigmoid" else picked
+
+
+def _activation(layer: Any, dtype: torch.dtype) -> tuple[bool, str, tuple[float, float] | None] | None:
+    """How tract computes ``layer``'s gate (interleaved rows, activation, clamp), if it can."""
+    intermediate = layer.down_linears[0].weight.shape[1]
+    generator = torch.Generator().manual_seed(12)
+    tolerance = 1e-2 if dtype == torch.float16 else 1e-5
+    with torch.no_grad():
+        if not layer.has_gate:
+            v = (torch.randn(8, intermediate, generator=generator) * 4).to(dtype)
+            got = layer.act_fn(v).float()
+            for act, fn in (("silu", F.silu), ("relu", F.relu)):
+                if torch.allclose(got, fn(v.float()), atol=tolerance, rtol=tolerance):
+                    return False, act, None
+            return None
+        v = (torch.randn(8, 2 * intermediate, generator=generator) * 4).to(dtype)
+        got = layer._apply_gate(v).float()
+        alpha, limit = getattr(layer, "alpha", None), getattr(layer, "limit", None)
+        for interleaved in (False, True):
+            gate, up = (v[:, 0::2], v[:, 1::2]) if interleaved else v.chunk(2, dim=-1)
+            gate, up = gate.float(), up.float()
+            if torch.allclose(got, F.silu(gate) * up, atol=tolerance, rtol=tolerance):
+                return interleaved, "silu", None
+            if isinstance(alpha, (int, float)) and isinstance(limit, (int, float)):
+                g = gate.clamp(max=limit)
+                clamped = (up.clamp(-limit, limit) + 1) * g * torch.sigmoid(g * alpha)
+                if torch.allclose(got, clamped, atol=tolerance, rtol=tolerance):
+                    return interleaved, "silu", (float(alpha), float(limit))
+    return None
+
+
+class MoeFfnExtractor(ModuleInfoExtractor):
+    """Writes a rewritten experts layer, with its block's router, as one ``tract_moe_ffn``.
+
+    The router ops the model computes before the layer are left unused: tract drops them.
+    """
+
+    def convert_to_nnef(
+        self,
+        g: NNEFBuilder,
+        node: Node,
+        name_to_tensor: dict[str, Ref],
+        null_ref: Ref,
+        torch_graph: Any,
+        **kwargs: Any,
+    ) -> Ref:
+        module: Any = self.module
+        routing: FusedRouting = module.__dict__[_FUSED]
+        x = name_to_tensor[node.args[0][0].name]
+        g.need("tract_registry tract_transformers")
+        w1, w3, w2, layout = self._weights(module, routing)
+        refs = {name: self.variable(g, name, tensor) for name, tensor in (("w1", w1), ("w2", w2), ("w3", w3))}
+        attrs: dict[str, Any] = {}
+        if module.has_gate:
+            attrs["w3"] = refs["w3"]
+        if routing.router_bias is not None:
+            attrs["wg_bias"] = self.variable(g, "router_bias", routing.router_bias.detach())
+        if module.gate_up_linears[0].bias is not None:
+            up_bias = torch.stack([lin.bias.detach() for lin in module.gate_up_linears])
+            gate_bias, up_part = _split(up_bias, routing.interleaved, module.has_gate, axis=1)
+            attrs["w1_bias"] = self.variable(g, "w1_bias", gate_bias)
+            if module.has_gate:
+                attrs["w3_bias"] = self.variable(g, "w3_bias", up_part)
+            attrs["w2_bias"] = self.variable(
+                g, "w2_bias", torch.stack([lin.bias.detach() for lin in module.down_linears])
+            )
+        if routing.clamp is not None:
+            attrs["act_alpha"], attrs["act_limit"] = routing.clamp
+        wg = self.variable(g, "router_weight", routing.router_weight)
+        return g.op(
+            "tract_moe_ffn",
+            x,
+            wg,
+            refs["w1"],
+            refs["w2"],
+            k=routing.k,
+            activation=routing.activation,
+            gate=routing.gate,
+            expert_layout=layout,
+            **attrs,
+            out=node.outputs[0].name,
+        )
+
+    @staticmethod
+    def _weights(module: Any, routing: FusedRouting) -> tuple[Any, Any, Any, str]:
+        """``(w1, w3, w2, layout)``: Q4_0 ``[E, out, in]`` blocks where the linear layers were packed,
+        else views of the stacked weights in their own layout (``linear``: ``[E, out, in]``;
+        ``canonical``: ``[E, in, out]``, the transposed classes').
+        """
+        ups = [lin.weight for lin in module.gate_up_linears]
+        downs = [lin.weight for lin in module.down_linears]
+        if all(isinstance(w, QTensorTractScaleOnly) for w in [*ups, *downs]):
+            blocks = _stack_q4_0([w.to_q4_0() for w in ups])
+            gate_blocks, up_blocks = _split_q4_0_rows(blocks, routing.interleaved, module.has_gate)
+            return gate_blocks, up_blocks, _stack_q4_0([w.to_q4_0() for w in downs]), "linear"
+        stacked_up, stacked_down = module.__dict__[_STACKED]
+        if any(isinstance(w, QTensorTractScaleOnly) for w in [*ups, *downs]) or stacked_up.dtype != ups[0].dtype:
+            stacked_up = torch.stack([w.detach() for w in ups])
+            stacked_down = torch.stack([w.detach() for w in downs])
+            transposed = False
+        else:
+            transposed = bool(module.is_transposed)
+        gate, up_part = _split(stacked_up, routing.interleaved, module.has_gate, axis=2 if transposed else 1)
+        return gate, up_part, stacked_down, "canonical" if transposed else "linear"
+
+
+def _split(tensor: torch.Tensor, interleaved: bool, has_gate: bool, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate and up parts of the stacked gate-up ``tensor`` along ``axis`` (without gate: it twice)."""
+    if not has_gate:
+        return tensor, tensor
+    size = tensor.shape[axis]
+    if interleaved:
+        index = [slice(None)] * tensor.dim()
+        gate, up = list(index), list(index)
+        gate[axis], up[axis] = slice(0, size, 2), slice(1, size, 2)
+        return tensor[tuple(gate)], tensor[tuple(up)]
+    return tensor.narrow(axis, 0, size // 2), tensor.narrow(axis, size // 2, size // 2)
+
+
+def _stack_q4_0(blocks: Sequence[Q40Tensor]) -> Q40Tensor:
+    """The Q4_0 tensor ``[E, *shape]`` of ``E`` Q4_0 tensors of one shape (blocks run along rows)."""
+    return Q40Tensor.from_blocks(b"".join(b.to_bytes() for b in blocks), [len(blocks), *blocks[0].shape])
+
+
+def _split_q4_0_rows(up: Q40Tensor, interleaved: bool, has_gate: bool) -> tuple[Q40Tensor, Q40Tensor]:
+    """The gate and up rows of the stacked Q4_0 gate-up weights ``[E, 2I, D]`` (whole blocks per row)."""
+    if not has_gate:
+        return up, up
+    experts, rows, cols = up.shape
+    data = np.frombuffer(up.to_bytes(), dtype=np.uint8).reshape(experts, rows, cols // 32 * 18)
+    gate, up_part = (data[:, 0::2], data[:, 1::2]) if interleaved else (data[:, : rows // 2], data[:, rows // 2 :])
+    shape = [experts, rows // 2, cols]
+    return Q40Tensor.from_blocks(gate.tobytes(), shape), Q40Tensor.from_blocks(up_part.tobytes(), shape)

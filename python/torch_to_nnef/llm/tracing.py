@@ -7,9 +7,10 @@ depth.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from torch_to_nnef.io.dat import writable
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT
 from torch_to_nnef.ir import Graph
 from torch_to_nnef.llm.bundles import random_caches, random_token_ids
+from torch_to_nnef.llm.cache_layout import CacheLayout, CacheTensor
 from torch_to_nnef.llm.progress import Progress, format_size, writing_reported
-from torch_to_nnef.llm.wrapper import CausalLMGraph, graph_module, io_names
+from torch_to_nnef.llm.wrapper import CausalLMGraph, graph_module
 from torch_to_nnef.nnef.translate import translate
 from torch_to_nnef.op import custom_extractors as extractors
 
@@ -39,13 +41,11 @@ TRACE_PAST_TOKENS = 2
 prompt step (``P = 0``) is verified separately, by running the export."""
 
 
-def random_trace_inputs(
-    vocab: int, num_layers: int, heads: int, head_dim: int, cache_dtype: torch.dtype
-) -> list[torch.Tensor]:
+def random_trace_inputs(vocab: int, layout: CacheLayout, cache_dtype: torch.dtype) -> list[torch.Tensor]:
     """The inputs the graph is traced with: :data:`TRACE_NEW_TOKENS` tokens on caches of :data:`TRACE_PAST_TOKENS`."""
     return [
         random_token_ids(vocab, TRACE_NEW_TOKENS, seed=1),
-        *random_caches(num_layers, heads, TRACE_PAST_TOKENS, head_dim, cache_dtype, seed=2),
+        *random_caches(layout, TRACE_PAST_TOKENS, cache_dtype, seed=2),
     ]
 
 
@@ -56,7 +56,10 @@ def length_bounds(config: Any) -> list[str]:
     """
     bounds = ["tract_assert S>=1", "tract_assert P>=0"]
     text = getattr(config, "get_text_config", lambda: config)()
-    limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+    limit = next(
+        (v for v in (getattr(text, n, None) for n in ("max_position_embeddings", "n_positions", "max_seq_len")) if v),
+        None,
+    )
     if isinstance(limit, int) and limit > 0:
         bounds.append(f"tract_assert S+P<={limit}")
     return bounds
@@ -81,12 +84,12 @@ def write_graph(
     the second repeated for the others (see :mod:`torch_to_nnef.capture.layer_stack`).
     """
     started = time.monotonic()
-    sizes = f"S = {trace_inputs[0].shape[1]}, P = {trace_inputs[1].shape[2]}"
+    sizes = f"S = {trace_inputs[0].shape[1]}, P = {wrapper.layout.past_length(trace_inputs[1:])}"
     with torch.no_grad(), extractors.opaque(wrapper) as opaque:
         graph = _capture_stacked(wrapper, trace_inputs, target, sizes, opaque) if repeat_layers else None
         if graph is None:
             LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
-            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes)
+            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes, _bf16_as(wrapper))
         LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
         doc, tensors, quant = translate(
             graph,
@@ -125,15 +128,22 @@ def _capture_stacked(
     trace_inputs: Sequence[torch.Tensor],
     target: TractNNEF,
     sizes: str,
-    opaque: Mapping[str, Any],
+    opaque: MutableMapping[str, Any],
 ) -> Graph | None:
     """The graph of ``wrapper`` traced with two decoder layers and the second repeated.
 
-    None when the layers are not all alike.
+    None when the layers are not all alike (their code, their weights or their caches' shapes).
     """
-    num_layers = wrapper.num_layers
+    num_layers, layout = wrapper.num_layers, wrapper.layout
     stack = layer_stack.find_stack(wrapper, num_layers)
     if stack is None:
+        return None
+    if not layout.alike():
+        LOGGER.info(
+            "the caches of the layers of %s are not all of one shape (%s): tracing all of them",
+            type(wrapper.model).__name__,
+            layout.describe(),
+        )
         return None
     LOGGER.info(
         "tracing %s with torch.export (%s) with 2 of its %d alike layers (%s)",
@@ -142,11 +152,13 @@ def _capture_stacked(
         num_layers,
         stack,
     )
-    short_inputs, _ = io_names(2)
+    short_layout = layout.truncated(2)
+    short_inputs = short_layout.input_names
     dynamic_axes = {n: a for n, a in (target.dynamic_axes or {}).items() if n in short_inputs}
     with layer_stack.truncated(wrapper, stack):
-        short = graph_module(wrapper.model, 2, wrapper.num_logits_to_keep, wrapper.cache_dtype)
-        graph, _ = capture(short, list(trace_inputs[: len(short_inputs)]), short_inputs, dynamic_axes)
+        short = graph_module(wrapper.model, short_layout, wrapper.num_logits_to_keep, wrapper.cache_dtype)
+        short_trace = list(trace_inputs[: len(short_inputs)])
+        graph, _ = capture(short, short_trace, short_inputs, dynamic_axes, _bf16_as(wrapper))
     tensors = dict(wrapper.named_buffers(remove_duplicate=False))
     tensors.update(wrapper.state_dict(keep_vars=True))
     try:
@@ -155,14 +167,22 @@ def _capture_stacked(
             stack,
             num_layers,
             tensors.__getitem__,
-            {f"in_cache_{kind}_1": _cache_name(kind) for kind in ("key", "value")},
+            {t.input_name: _cache_name(t) for t in layout.layer(1)},
             opaque_kinds=opaque,
+            module=wrapper.get_submodule,
         )
     except layer_stack.StackMismatch as exc:
         LOGGER.info("the layers of %s differ (%s): tracing all of them", type(wrapper.model).__name__, exc)
         return None
 
 
-def _cache_name(kind: str) -> Callable[[int], str]:
-    """The name of layer ``j``'s input cache of ``kind`` (``key`` or ``value``)."""
-    return lambda j: f"in_cache_{kind}_{j}"
+def _cache_name(tensor: CacheTensor) -> Callable[[int], str]:
+    """The name of layer ``j``'s graph input of ``tensor``'s kind."""
+    return lambda j: dataclasses.replace(tensor, layer=j).input_name
+
+
+def _bf16_as(wrapper: CausalLMGraph) -> str:
+    """The float type bfloat16 values a model computes on purpose (Falcon rounds its ALiBi slopes to
+    bf16) take in the export: the model's own.
+    """
+    return "f16" if wrapper.model_dtype == torch.float16 else "f32"

@@ -36,8 +36,6 @@ def size_checks(
     wrapper: CausalLMGraph,
     trace_inputs: Sequence[torch.Tensor],
     vocab: int,
-    heads: int,
-    head_dim: int,
     cache_dtype: torch.dtype,
 ) -> list[Step]:
     """PyTorch's outputs at the traced sizes (on ``trace_inputs``) and at larger ones.
@@ -46,7 +44,7 @@ def size_checks(
     """
     grown = [
         random_token_ids(vocab, TRACE_NEW_TOKENS + 7, seed=4),
-        *random_caches(wrapper.num_layers, heads, TRACE_PAST_TOKENS + 7, head_dim, cache_dtype, seed=5),
+        *random_caches(wrapper.layout, TRACE_PAST_TOKENS + 7, cache_dtype, seed=5),
     ]
     return [
         Step(label, run_torch(wrapper, inputs), inputs=inputs)

@@ -106,8 +106,18 @@ class ModuleInfoExtractor(abc.ABC):
         return g.variable(tensor, label)
 
 
+INSTANCE_EXTRACTOR = "_t2n_extractor"
+"""Attribute of a module instance naming the extractor class of that instance alone (it takes
+precedence over the one registered for the module's class)."""
+
+
 def extractor_for(module: torch.nn.Module) -> type[ModuleInfoExtractor] | None:
-    """The registered extractor class of ``module``'s exact class, if any."""
+    """The extractor class of ``module``: its own (:data:`INSTANCE_EXTRACTOR`), else the one
+    registered for its exact class, if any.
+    """
+    own = module.__dict__.get(INSTANCE_EXTRACTOR)
+    if own is not None:
+        return own  # type: ignore[no-any-return]
     return ModuleInfoExtractor._registry.get(type(module))
 
 
