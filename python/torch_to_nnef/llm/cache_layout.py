@@ -145,8 +145,12 @@ class CacheLayout:
         for i, layer in enumerate(layers):
             held = {kind: getattr(layer, attr, None) for kind, attr in CACHE_KINDS.items()}
             if not all(isinstance(t, torch.Tensor) for t in held.values()):
+                recurrent = hasattr(layer, "conv_states") or hasattr(layer, "recurrent_states")
+                what = (
+                    " (a linear-attention or state-space layer: convolution and recurrent states)" if recurrent else ""
+                )
                 raise LLMExportError(
-                    f"cache layer {i} ({type(layer).__name__}) holds no key and value tensors: only attention "
+                    f"cache layer {i} ({type(layer).__name__}{what}) holds no key and value tensors: only attention "
                     "layers with a key-value cache can be exported"
                 )
             for kind, tensor in held.items():
