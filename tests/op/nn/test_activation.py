@@ -32,6 +32,15 @@ CASES: list[OpCase] = [
     OpCase("log-softmax", nn.LogSoftmax(dim=-1), (r(2, 3, 8) * 5,), covers=("aten::log_softmax",), khronos=True),
     OpCase("softplus", nn.Softplus(beta=2.0, threshold=5.0), (r(2, 8) * 4,), covers=("aten::softplus",), khronos=True),
     OpCase("mish", nn.Mish(), (r(2, 8) * 4,), covers=("aten::mish",), khronos=True),
+    # f16: the constants take the input's type (a literal would make tract compute in f32)
+    OpCase(
+        "softplus-f16",
+        nn.Softplus(beta=2.0, threshold=5.0),
+        ((r(2, 8) * 4).half(),),
+        covers=("aten::softplus",),
+        khronos=False,
+    ),
+    OpCase("mish-f16", nn.Mish(), ((r(2, 8) * 4).half(),), covers=("aten::mish",), khronos=False),
     OpCase("prelu-channels", nn.PReLU(3, init=0.1), (r(2, 3, 5),), covers=("aten::prelu",), khronos=True),
     OpCase("prelu-single", nn.PReLU(), (r(2, 4),), covers=("aten::prelu",), khronos=True),
     OpCase("glu", nn.GLU(dim=1), (r(2, 6, 3),), covers=("aten::glu",), khronos=True),

@@ -59,12 +59,13 @@ def aten_celu(ctx: Context, self: Value, alpha: float = 1.0) -> Ref:
 
 
 def _softplus(ctx: Context, x: Ref, beta: float, threshold: float) -> Ref:
-    g = ctx.g
-    bx = g.op("mul", x, beta) if beta != 1.0 else x
-    soft = g.op("log", g.op("add", g.op("exp", bx), 1.0))
+    """``log(1 + exp(beta x)) / beta``, ``x`` where ``beta x > threshold``; constants of the output's dtype."""
+    g, c = ctx.g, partial(const_ref, ctx, current_node(ctx))
+    bx = g.op("mul", x, c(beta)) if beta != 1.0 else x
+    soft = g.op("log", g.op("add", g.op("exp", bx), c(1.0)))
     if beta != 1.0:
-        soft = g.op("div", soft, beta)
-    return g.op("select", g.op("gt", bx, threshold), x, soft)
+        soft = g.op("div", soft, c(beta))
+    return g.op("select", g.op("gt", bx, c(threshold)), x, soft)
 
 
 @register("aten::softplus")
