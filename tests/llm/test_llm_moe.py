@@ -191,3 +191,18 @@ def test_moe_export_runs_like_transformers(saved, tmp_path: Path, caplog, family
     got = TractModel(archive).run(empty_inputs(spec, ids.numpy()))
     tolerance = "super" if f16 else "approximate"
     check_outputs([ref.logits[:, -1:]], [got[0]], tolerance=tolerance, names=["logits"])
+
+
+def test_a_router_that_only_looks_like_tracts_is_not_fused():
+    """AFMoE normalises sigmoid scores picked with a selection bias: freshly initialised, its router
+    gives every expert the same score, which every gate mode of tract reproduces; the routers are
+    probed with random weights and biases, so the layer keeps the dense form."""
+    config = transformers.AutoConfig.for_model("afmoe", **{**COMMON, "num_hidden_layers": 2})
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    router = next(m for m in model.modules() if hasattr(m, "route_scale"))
+    before = router.gate.weight.detach().clone()
+    assert rewrite_experts(model, fused=True) >= 1
+    experts = [m for m in model.modules() if hasattr(m, "down_linears")]
+    assert experts and all(m.__dict__.get("_t2n_fused_routing") is None for m in experts)
+    assert torch.equal(router.gate.weight, before)  # the probe's random values are put back

@@ -214,9 +214,12 @@ class FusedRouting:
 def fuse_routing(model: nn.Module, layers: Sequence[nn.Module]) -> dict[nn.Module, FusedRouting]:
     """The rewritten experts ``layers`` of ``model`` that ``tract_moe_ffn`` computes as the model does.
 
-    The model runs once on 24 random tokens; each layer's inputs (hidden states, indices and
-    weights of the picked experts) are compared with what each gate mode of tract computes from
-    each ``[E, D]`` weight of the block around it, and its gate function with tract's activations.
+    The model runs once on 24 random tokens, the ``[E, D]`` and ``[E]`` tensors of the blocks
+    around the layers (their routers' weights, biases, selection biases) replaced by random values
+    for that run so that no routing looks like another by chance (a freshly initialised router
+    gives every expert the same score). Each layer's inputs (hidden states, indices and weights of
+    the picked experts) are compared with what each gate mode of tract computes from each ``[E, D]``
+    weight of its block, and its gate function with tract's activations.
     """
     seen: dict[nn.Module, tuple[torch.Tensor, ...]] = {}
 
@@ -225,29 +228,48 @@ def fuse_routing(model: nn.Module, layers: Sequence[nn.Module]) -> dict[nn.Modul
             names = module._routed_inputs
             bound = dict(zip(names, args))
             bound.update({k: v for k, v in kwargs.items() if k in names})
-            seen[module] = tuple(bound[n].detach() for n in names)
+            seen[module] = tuple(bound[n].detach().clone() for n in names)
 
+    parents = {id(child): parent for parent in model.modules() for child in parent.children()}
+    generator = torch.Generator().manual_seed(11)
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer in layers:
+        parent = parents.get(id(layer))
+        if parent is None:
+            continue
+        downs: Any = layer.down_linears
+        experts, hidden = len(downs), downs[0].weight.shape[0]
+        own = {id(t) for t in layer.parameters()}
+        for t in [*parent.parameters(), *parent.buffers()]:
+            if id(t) in own or not t.is_floating_point() or tuple(t.shape) not in ((experts, hidden), (experts,)):
+                continue
+            scale = 2.0 / hidden**0.5 if t.dim() == 2 else 1.0
+            saved.append((t, t.detach().clone()))
+            with torch.no_grad():
+                t.copy_(torch.randn(t.shape, generator=generator) * scale)
     hooks = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in layers]
     forward: Any = model
+    found: dict[nn.Module, FusedRouting] = {}
     try:
         first = next(iter(model.parameters()))
         embeddings = forward.get_input_embeddings() if hasattr(forward, "get_input_embeddings") else None
         vocab = int(getattr(embeddings, "num_embeddings", 2))
-        ids = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(11)).to(first.device)
+        ids = torch.randint(0, vocab, (1, 24), generator=generator).to(first.device)
         with torch.no_grad():
             forward(input_ids=ids, use_cache=False)
+        for layer in layers:
+            parent = parents.get(id(layer))
+            if layer not in seen or parent is None or getattr(layer, "has_post_expert_norm", False):
+                continue
+            routing = _routing(layer, parent, *seen[layer])
+            if routing is not None:
+                found[layer] = routing
     finally:
         for hook in hooks:
             hook.remove()
-    parents = {id(child): parent for parent in model.modules() for child in parent.children()}
-    found: dict[nn.Module, FusedRouting] = {}
-    for layer in layers:
-        parent = parents.get(id(layer))
-        if layer not in seen or parent is None or getattr(layer, "has_post_expert_norm", False):
-            continue
-        routing = _routing(layer, parent, *seen[layer])
-        if routing is not None:
-            found[layer] = routing
+        with torch.no_grad():
+            for t, values in saved:  # the routings hold views of these tensors: back to the model's values
+                t.copy_(values)
     return found
 
 
