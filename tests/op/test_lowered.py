@@ -87,6 +87,13 @@ def _write_rows(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _write_every_third(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """As CohereCompass's rotary embedding recomposes its frequencies."""
+    y = x.clone()
+    y[..., 1:7:3] = z[..., 1:7:3]
+    return y
+
+
 _SDPA = [aten._scaled_dot_product_flash_attention_for_cpu.default]
 _PADS = [
     aten.reflection_pad1d.default,
@@ -384,6 +391,54 @@ CASES: list[LoweredCase] = [
         keep=[],
     ),
     LoweredCase(
+        "slice-scatter-step2-last-axis",
+        Fn(lambda x, v: torch.slice_scatter(x, v, dim=-1, step=2)),
+        (r(2, 3, 7), r(2, 3, 4)),
+        covers=("aten::slice_scatter",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
+        "slice-scatter-step3-start-end",
+        Fn(lambda x, v: torch.slice_scatter(x, v, dim=1, start=1, end=8, step=3)),
+        (r(2, 10), r(2, 3)),
+        covers=("aten::slice_scatter",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
+        "slice-scatter-step2-axis0-end-past",
+        Fn(lambda x, v: torch.slice_scatter(x, v, dim=0, start=2, end=100, step=2)),
+        (r(8, 3), r(3, 3)),
+        covers=("aten::slice_scatter",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
+        "slice-scatter-step3-negative-start",
+        Fn(lambda x, v: torch.slice_scatter(x, v, dim=-1, start=-7, end=-1, step=3)),
+        (r(3, 9), r(3, 2)),
+        covers=("aten::slice_scatter",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
+        "slice-scatter-step4-one-position",
+        Fn(lambda x, v: torch.slice_scatter(x, v, dim=0, start=-2, step=4)),
+        (r(5, 2), r(1, 2)),
+        covers=("aten::slice_scatter",),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
+        "slice-writes-every-third",
+        Fn(_write_every_third),
+        (r(2, 3, 8), r(2, 3, 8)),
+        covers=("aten::copy", "aten::slice_scatter"),
+        khronos=True,
+        keep=[],
+    ),
+    LoweredCase(
         "row-writes",
         Fn(_write_rows),
         (r(3, 4), r(3)),
@@ -411,16 +466,36 @@ def test_lowered_op_table(
     export_and_check(tmp_path, target, case)
 
 
-def test_slice_scatter_with_a_step_is_refused(tmp_path: Path, lowered: Callable[[Sequence[Any]], None]) -> None:
-    def every_other(x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        y[:, ::2] = 0.0
-        return y
+def test_slice_scatter_step_dynamic_batch(tmp_path: Path, lowered: Callable[[Sequence[Any]], None]) -> None:
+    """A strided write on the last axis keeps a dynamic first axis."""
+
+    class EveryOther(nn.Module):
+        def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[:, 1::2] = z * 2
+            return y
 
     lowered([])
-    assert "aten::slice_scatter" in _kinds(Fn(every_other), (r(2, 5),))
+    inputs = (r(3, 7), r(3, 3))
+    assert "aten::slice_scatter" in _kinds(EveryOther(), inputs)
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {0: "B"}, "z": {0: "B"}})
+    path = export_model_to_nnef(EveryOther(), inputs, tmp_path / "m.nnef", target, input_names=["x", "z"])
+    assert "tract_symbol B" in (path / "graph.nnef").read_text()
+
+
+def test_slice_scatter_step_over_a_dynamic_axis_is_refused(
+    tmp_path: Path, lowered: Callable[[Sequence[Any]], None]
+) -> None:
+    class EveryOther(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[:, ::2] = 0.0
+            return y
+
+    lowered([])
+    target = TractNNEF(dynamic_axes={"x": {1: "S"}})
     with pytest.raises(TranslationError, match="step"):
-        export_model_to_nnef(Fn(every_other), (r(2, 5),), tmp_path / "m.nnef", TractNNEF())
+        export_model_to_nnef(EveryOther(), (r(2, 6),), tmp_path / "m.nnef", target, input_names=["x"])
 
 
 def test_max_pool_indices_in_use_are_named(tmp_path: Path, lowered: Callable[[Sequence[Any]], None]) -> None:

@@ -83,18 +83,57 @@ def _scatter_slice(ctx: Context, x: Value, src: Any, axis: int, start: Any, end:
     return ctx.g.op("concat", parts, axis=axis, out=out.name)
 
 
+def _scatter_strided(ctx: Context, x: Value, src: Value, axis: int, start: Any, end: Any, step: int) -> Ref:
+    """``x`` with ``x[start:end:step]`` on ``axis`` replaced by ``src`` (``step`` > 1, a static size on ``axis``).
+
+    The bounds are normalised as torch does (negative ones counted from the end, then clamped to the axis, an
+    end before the start taking nothing). The ``k`` positions written are ``start + i * step``: the first
+    ``k - 1`` of them head groups of ``step`` elements of ``x``, so that window, reshaped to ``[k - 1, step]``,
+    has its first column replaced by ``src[:k - 1]``; the last one takes ``src[k - 1]`` alone. The parts of
+    ``x`` around them are concatenated back: exact, for any dtype, with only slice, reshape and concat.
+    """
+    node, out, g = current_node(ctx), ctx.out, ctx.g
+    (size,) = static_sizes(node, x, [axis], "slice_scatter with a step other than 1")
+    if any(isinstance(v, SymInt) for v in (start, end)):
+        raise TranslationError(f"{node.where()}: slice_scatter with a step other than 1 at symbolic bounds")
+    begin = slice_bound(0 if start is None else start, size)
+    stop = max(begin, slice_bound(BIG if end is None else end, size))
+    count = -(-(stop - begin) // step)
+    if count == 0:
+        return g.op("copy", ctx.ref(x), out=out.name)
+    last = begin + (count - 1) * step
+    parts: list[Any] = []
+    if begin > 0:
+        parts.append(slice_ref(ctx, x, axis, 0, begin, 1, out.name + "_before"))
+    if count > 1:
+        window = slice_ref(ctx, x, axis, begin, last, 1, out.name + "_window")
+        window = g.op("reshape", window, shape=[count - 1, step], axis_start=axis, axis_count=1)
+        rest = g.op("slice", window, axes=[axis + 1], begin=[1], end=[step], stride=[1])
+        head = slice_ref(ctx, src, axis, 0, count - 1, 1, out.name + "_head")
+        head = g.op("unsqueeze", head, axes=[axis + 1])
+        window = g.op("concat", [head, rest], axis=axis + 1)
+        parts.append(g.op("reshape", window, shape=[(count - 1) * step], axis_start=axis, axis_count=2))
+    parts.append(slice_ref(ctx, src, axis, count - 1, count, 1, out.name + "_last"))
+    if last + 1 < size:
+        parts.append(slice_ref(ctx, x, axis, last + 1, size, 1, out.name + "_after"))
+    return g.op("concat", parts, axis=axis, out=out.name)
+
+
 @register("aten::slice_scatter")
 def aten_slice_scatter(
     ctx: Context, self: Value, src: Value, dim: int = 0, start: Any = None, end: Any = None, step: int = 1
 ) -> Ref:
     """slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1) -> Tensor.
 
-    ``x[..., start:end] = src`` out of place (in-place writes into a slice): slices of ``self`` around
-    ``src``, concatenated; steps other than 1 are not supported.
+    ``x[..., start:end:step] = src`` out of place (in-place writes into a slice): slices of ``self`` around
+    ``src``, concatenated. With a step other than 1 (a static size on ``dim``), the strided positions are
+    written through a reshape of the window they span into groups of ``step``.
     """
     axis = wrap_axis(dim, self.rank)
     if step != 1:
-        raise TranslationError(f"{ctx.where()}: slice_scatter with a step other than 1 is not supported yet")
+        if not isinstance(step, int) or step < 1:
+            raise TranslationError(f"{ctx.where()}: slice_scatter with the step {step} is not supported")
+        return _scatter_strided(ctx, self, src, axis, start, end, step)
     return _scatter_slice(ctx, self, ctx.ref(src), axis, start, end)
 
 
