@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.ready-$(REQ_HASH)
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml
 
 
-.PHONY: demo test build venv lint test-rust test-python test-llm-previous-transformers coverage tract-releases bench clean-cache
+.PHONY: demo test build venv lint test-rust test-python test-llm-previous-transformers coverage tract-releases llm-sweep bench clean-cache
 
 demo: build
 	$(PY) -m torch_to_nnef.demo
@@ -74,6 +74,13 @@ tract-releases: build
 	rm -rf $(PROBE_DIR)/ops.json $(PROBE_DIR)/kinds.json $(PROBE_DIR)/refused.json $(PROBE_DIR)/results.json $(PROBE_DIR)/cases
 	$(PY) tools/probe_tract_releases.py $(PROBE_DIR) $(PROBE_RELEASES)
 	cp $(PROBE_DIR)/floors.json docs/tract_releases.json
+
+# docs/supported_llms.json and docs/supported_llms.md: every causal LM type of the pinned transformers
+# exported as a tiny random model and checked in tract (30 to 60 minutes; tools/llm_sweep.py --types a,b
+# runs some types again). `make test` checks the page against the record and a slice of the families.
+LLM_SWEEP_JOBS ?= 1
+llm-sweep: build
+	$(PY) tools/llm_sweep.py --jobs $(LLM_SWEEP_JOBS)
 
 bench: build
 	$(PY) benches/bench_dat_write.py
