@@ -37,6 +37,8 @@ COMMON = dict(
     eos_token_id=2,
     pad_token_id=0,
 )
+LAYERS_OF = {"deepseek_v3_moe": 5, "gpt_oss": 5, "gemma3_by_2": 6}
+"""Families of more layers than :data:`LAYERS`."""
 CONFIGS = {
     "llama": lambda: transformers.LlamaConfig(**COMMON),
     "gpt2": lambda: transformers.GPT2Config(
@@ -71,6 +73,35 @@ CONFIGS = {
     ),
     "deepseek_v2": lambda: transformers.DeepseekV2Config(
         **{**COMMON, "num_key_value_heads": HEADS}, **MLA, q_lora_rank=None, first_k_dense_replace=LAYERS
+    ),
+    # layers that repeat after a prefix or by periods (see test_alike_layers_are_traced_once), deeper:
+    # a dense layer, then mixture-of-experts layers
+    "deepseek_v3_moe": lambda: transformers.DeepseekV3Config(
+        **{**COMMON, "num_hidden_layers": LAYERS_OF["deepseek_v3_moe"], "num_key_value_heads": HEADS},
+        **MLA,
+        q_lora_rank=16,
+        first_k_dense_replace=1,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_group=1,
+        topk_group=1,
+        moe_intermediate_size=32,
+    ),
+    # sliding-window and full attention alternating, the last period partial; experts as tract_moe_ffn
+    "gpt_oss": lambda: transformers.GptOssConfig(
+        **{**COMMON, "num_hidden_layers": LAYERS_OF["gpt_oss"]},
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        head_dim=HEAD_DIM,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"] * 2 + ["sliding_attention"],
+    ),
+    # a sliding-window layer, then a full-attention one (Gemma 3's pattern of 2)
+    "gemma3_by_2": lambda: transformers.Gemma3TextConfig(
+        **{**COMMON, "num_hidden_layers": LAYERS_OF["gemma3_by_2"]},
+        head_dim=HEAD_DIM,
+        sliding_window=4,
+        sliding_window_pattern=2,
     ),
     # ALiBi: a bias linear in the key position instead of rotary embeddings; BLOOM computes its slopes as
     # powers of a float by integers, MPT slices a table of max_seq_len positions from a bound of max()
@@ -159,6 +190,7 @@ CACHE_DIMS = {
     "deepseek_v3": [(1, MLA["kv_lora_rank"]), (1, MLA["qk_rope_head_dim"])] * LAYERS,
     "deepseek_v2": [(1, MLA["kv_lora_rank"]), (1, MLA["qk_rope_head_dim"])] * LAYERS,
     "gemma4": [(KV_HEADS, HEAD_DIM)] * 4 + [(KV_HEADS, 2 * HEAD_DIM)] * 2,
+    "deepseek_v3_moe": [(1, MLA["kv_lora_rank"]), (1, MLA["qk_rope_head_dim"])] * LAYERS_OF["deepseek_v3_moe"],
 }
 """Heads and head size of each cache tensor (layer after layer, key then value) of the families whose
 caches are not all [1, KV heads, P, head size]."""
@@ -166,7 +198,8 @@ caches are not all [1, KV heads, P, head size]."""
 
 def cache_dims(family: str) -> list[tuple[int, int]]:
     """Heads and head size of each cache tensor of ``family``'s tiny model, in graph order."""
-    return CACHE_DIMS.get(family, [(KV_HEADS_OF.get(family, KV_HEADS), HEAD_DIM)] * 2 * LAYERS)
+    layers = LAYERS_OF.get(family, LAYERS)
+    return CACHE_DIMS.get(family, [(KV_HEADS_OF.get(family, KV_HEADS), HEAD_DIM)] * 2 * layers)
 
 
 def empty_caches(family: str, dtype: np.dtype) -> list[np.ndarray]:
@@ -639,29 +672,52 @@ def test_cli_help_has_an_example(capsys):
 
 
 @pytest.mark.parametrize(
-    ("family", "stacked", "extra"),
+    ("family", "traced", "extra"),
     [
-        ("llama", True, []),
-        ("llama", True, ["-idt", "f16"]),
-        ("gpt2", True, []),
-        ("deepseek_v3", True, []),
-        ("gemma2", False, []),
-        ("gemma4", False, []),
+        ("llama", 2, []),
+        ("llama", 2, ["-idt", "f16"]),
+        ("gpt2", 2, []),
+        ("deepseek_v3", 2, []),
+        ("deepseek_v3_moe", 3, []),
+        ("gpt_oss", 4, []),
+        ("gemma3_by_2", 4, []),
+        ("gemma2", None, []),
+        ("gemma4", None, []),
     ],
-    ids=["llama", "llama-f16-caches", "gpt2", "deepseek_v3", "gemma2", "gemma4"],
+    ids=[
+        "llama",
+        "llama-f16-caches",
+        "gpt2",
+        "deepseek_v3",
+        "deepseek_v3-dense-then-moe",
+        "gpt_oss-by-periods",
+        "gemma3-by-periods",
+        "gemma2",
+        "gemma4",
+    ],
 )
-def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str, stacked: bool, extra: list[str]):
-    """Two alike layers traced and the second repeated compute exactly what a trace of every layer
-    computes (with f16 caches, each layer's cache casts outside the layers are repeated too; DeepSeek's
-    latent caches of two sizes are repeated alike); layers of different types (Gemma 2 alternates sliding
-    and full attention, Gemma 4's full-attention layer also caches wider heads) are all traced."""
+def test_alike_layers_are_traced_once(
+    saved, tmp_path: Path, capsys, caplog, family: str, traced: int | None, extra: list[str]
+):
+    """Layers that repeat, traced and the others repeated, compute exactly what a trace of every layer
+    computes, and pass the check against transformers: alike layers, two traced (with f16 caches, each
+    layer's cache casts outside the layers are repeated too; DeepSeek's latent caches of two sizes are
+    repeated alike); a dense DeepSeek layer before mixture-of-experts ones, traced with two of these;
+    gpt-oss' and Gemma 3's sliding-window and full attention layers alternating, traced by two periods
+    (gpt-oss' last period is partial, its experts are tract_moe_ffn operators of each layer). Gemma 2's
+    and Gemma 4's three layers (sliding, full, sliding; Gemma 4's full-attention layer also caches
+    wider heads) leave no layer to repeat: they are all traced."""
     folder = saved(family)
+    layers = LAYERS_OF.get(family, LAYERS)
     archives = {}
-    for label, flags in (("repeated", extra), ("all", ["--trace-all-layers", *extra])):
+    for label, flags in (("repeated", extra), ("all", ["-nv", "--trace-all-layers", *extra])):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
-            assert main(["-d", str(folder), "-e", str(tmp_path / label), "-nv", *flags]) == 0
-        assert (f"with 2 of its {LAYERS} alike layers" in caplog.text) == (stacked and label == "repeated")
+            assert main(["-d", str(folder), "-e", str(tmp_path / label), *flags]) == 0
+        assert (f" of its {layers} layers" in caplog.text) == (traced is not None and label == "repeated")
+        if traced is not None and label == "repeated":
+            assert f"with {traced} of its {layers} layers" in caplog.text
+            assert "checked in tract at tolerance" in capsys.readouterr().out
         assert "differ" not in caplog.text
         archives[label] = tmp_path / label / "model" / "model.nnef.tgz"
     names = {}
@@ -670,7 +726,7 @@ def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str
             # the weights (each layer's empty cache is one constant in the repeated graph)
             names[label] = sorted(n for n in tar.getnames() if n.endswith(".dat") and "lifted_tensor" not in n)
     assert names["repeated"] == names["all"]
-    assert sum(f".layers.{LAYERS - 1}." in n or f".h.{LAYERS - 1}." in n for n in names["all"]) > 3
+    assert sum(f".layers.{layers - 1}." in n or f".h.{layers - 1}." in n for n in names["all"]) > 3
     ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(3)).numpy()
     rng = np.random.default_rng(4)
     caches = [
@@ -678,13 +734,13 @@ def test_alike_layers_are_traced_once(saved, tmp_path: Path, caplog, family: str
         for heads, dim in cache_dims(family)
     ]
     repeated, full = (TractModel(archives[k]).run([ids, *caches]) for k in ("repeated", "all"))
-    for name, a, b in zip(io_names(LAYERS)[1], repeated, full):
+    for name, a, b in zip(io_names(layers)[1], repeated, full):
         assert np.array_equal(a, b), name
 
 
 def test_layers_caching_different_shapes_are_not_repeated(saved, caplog):
-    """Alike layers whose caches differ in shape are all traced: each repeated layer would take the
-    second layer's cache shapes."""
+    """Alike layers whose caches do not repeat as they do are all traced: each repeated layer would take
+    the cache shapes of the layer it repeats."""
     from torch_to_nnef.check.targets import TractNNEF
     from torch_to_nnef.llm import CacheLayout, CacheTensor, wrap_causal_lm
     from torch_to_nnef.llm.tracing import _capture_stacked
@@ -698,7 +754,7 @@ def test_layers_caching_different_shapes_are_not_repeated(saved, caplog):
     assert not wrapper.layout.alike()
     with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
         assert _capture_stacked(wrapper, [], TractNNEF(), "", {}) is None
-    assert "the caches of the layers of LlamaForCausalLM are not all of one shape" in caplog.text
+    assert "the caches of the layers of LlamaForCausalLM do not repeat as their layers do" in caplog.text
     assert f"layers 2: key [1, {KV_HEADS}, 'P', {HEAD_DIM}], value [1, {KV_HEADS}, 'P', {2 * HEAD_DIM}]" in caplog.text
 
 
@@ -721,27 +777,3 @@ def test_cache_layout_checks_its_tensors():
     ):
         with pytest.raises(InvalidArgumentError):
             bad()
-
-
-def test_layers_that_differ_are_not_repeated():
-    from torch import nn
-
-    from torch_to_nnef.capture.layer_stack import find_stack
-
-    class Block(nn.Module):
-        def __init__(self, scale: float) -> None:
-            super().__init__()
-            self.linear = nn.Linear(4, 4)
-            self.scale = scale
-
-    class Net(nn.Module):
-        def __init__(self, scales: list[float]) -> None:
-            super().__init__()
-            self.layers = nn.ModuleList(Block(s) for s in scales)
-
-    assert find_stack(Net([1.0, 1.0, 1.0]), 3) == "layers"
-    assert find_stack(Net([1.0, 1.0, 2.0]), 3) is None  # a different constant in the code
-    assert find_stack(Net([1.0, 1.0]), 2) is None  # nothing to repeat
-    net = Net([1.0, 1.0, 1.0])
-    net.layers[2].linear = nn.Linear(4, 4, bias=False)
-    assert find_stack(net, 3) is None

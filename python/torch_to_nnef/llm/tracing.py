@@ -1,16 +1,16 @@
 """Tracing the wrapped language model with torch.export and writing it as an NNEF archive.
 
-A model whose decoder layers are all alike is traced with two of them, the second repeated for
-the others (see :mod:`torch_to_nnef.capture.layer_stack`): tracing then costs the same for any
-depth.
+A model whose decoder layers repeat (all alike, alike after a few different ones, or alike by
+periods, as sliding-window and full attention layers alternate) is traced with the layers before
+the repetition and two periods, the second period repeated for the others (see
+:mod:`torch_to_nnef.capture.layer_stack`): tracing then costs the same for any depth.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch_to_nnef.io.dat import writable
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT
 from torch_to_nnef.ir import Graph
 from torch_to_nnef.llm.bundles import random_caches, random_token_ids
-from torch_to_nnef.llm.cache_layout import CacheLayout, CacheTensor
+from torch_to_nnef.llm.cache_layout import CacheLayout
 from torch_to_nnef.llm.progress import Progress, format_size, writing_reported
 from torch_to_nnef.llm.wrapper import CausalLMGraph, graph_module
 from torch_to_nnef.nnef.translate import translate
@@ -80,8 +80,9 @@ def write_graph(
 
     The progress of each step (tracing, packing the tensors, writing the archive) is logged.
 
-    With ``repeat_layers``, a model whose decoder layers are all alike is traced with two of them,
-    the second repeated for the others (see :mod:`torch_to_nnef.capture.layer_stack`).
+    With ``repeat_layers``, a model whose decoder layers repeat is traced with the layers before
+    the repetition and two periods of it, the second period repeated for the others (see
+    :mod:`torch_to_nnef.capture.layer_stack`).
     """
     started = time.monotonic()
     sizes = f"S = {trace_inputs[0].shape[1]}, P = {wrapper.layout.past_length(trace_inputs[1:])}"
@@ -130,55 +131,62 @@ def _capture_stacked(
     sizes: str,
     opaque: MutableMapping[str, Any],
 ) -> Graph | None:
-    """The graph of ``wrapper`` traced with two decoder layers and the second repeated.
+    """The graph of ``wrapper`` captured with its first layers only (those before the layers
+    repeat, and two periods of these), the others repeated.
 
-    None when the layers are not all alike (their code, their weights or their caches' shapes).
+    None when no layer can be repeated: the layers differ (their code, their weights or their
+    caches' shapes) in no offset-and-period pattern that leaves a layer to repeat, or the traced
+    periods differ.
     """
     num_layers, layout = wrapper.num_layers, wrapper.layout
-    stack = layer_stack.find_stack(wrapper, num_layers)
+    caches = [tuple((t.kind, t.shape) for t in layout.layer(i)) for i in range(num_layers)]
+    stack = layer_stack.find_stack(wrapper, num_layers, caches)
     if stack is None:
-        return None
-    if not layout.alike():
-        LOGGER.info(
-            "the caches of the layers of %s are not all of one shape (%s): tracing all of them",
-            type(wrapper.model).__name__,
-            layout.describe(),
-        )
+        if layer_stack.find_stack(wrapper, num_layers) is not None:
+            LOGGER.info(
+                "the caches of the layers of %s do not repeat as their layers do (%s): tracing all of them",
+                type(wrapper.model).__name__,
+                layout.describe(),
+            )
         return None
     LOGGER.info(
-        "tracing %s with torch.export (%s) with 2 of its %d alike layers (%s)",
+        "tracing %s with torch.export (%s) with %d of its %d layers (%s)",
         type(wrapper.model).__name__,
         sizes,
+        stack.traced,
         num_layers,
-        stack,
+        stack.describe(),
     )
-    short_layout = layout.truncated(2)
+    short_layout = layout.truncated(stack.traced)
     short_inputs = short_layout.input_names
     dynamic_axes = {n: a for n, a in (target.dynamic_axes or {}).items() if n in short_inputs}
-    with layer_stack.truncated(wrapper, stack):
+    with layer_stack.truncated(wrapper, stack.path, stack.traced):
         short = graph_module(wrapper.model, short_layout, wrapper.num_logits_to_keep, wrapper.cache_dtype)
         short_trace = list(trace_inputs[: len(short_inputs)])
         graph, _ = capture(short, short_trace, short_inputs, dynamic_axes, _bf16_as(wrapper))
     tensors = dict(wrapper.named_buffers(remove_duplicate=False))
     tensors.update(wrapper.state_dict(keep_vars=True))
     try:
-        return layer_stack.repeat_layers(
+        graph = layer_stack.repeat_layers(
             graph,
             stack,
-            num_layers,
             tensors.__getitem__,
-            {t.input_name: _cache_name(t) for t in layout.layer(1)},
+            lambda j: [t.input_name for t in layout.layer(j)],
             opaque_kinds=opaque,
             module=wrapper.get_submodule,
         )
     except layer_stack.StackMismatch as exc:
         LOGGER.info("the layers of %s differ (%s): tracing all of them", type(wrapper.model).__name__, exc)
         return None
-
-
-def _cache_name(tensor: CacheTensor) -> Callable[[int], str]:
-    """The name of layer ``j``'s graph input of ``tensor``'s kind."""
-    return lambda j: dataclasses.replace(tensor, layer=j).input_name
+    if [v.name for v in graph.inputs] != layout.input_names or len(graph.outputs) != len(layout.output_names):
+        LOGGER.info(
+            "the layers of %s differ (the repeated graph has %d inputs and %d outputs): tracing all of them",
+            type(wrapper.model).__name__,
+            len(graph.inputs),
+            len(graph.outputs),
+        )
+        return None
+    return graph
 
 
 def _bf16_as(wrapper: CausalLMGraph) -> str:
