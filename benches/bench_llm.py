@@ -1,22 +1,39 @@
-"""Language-model export end to end: our ``export_llm_to_tract`` vs the published
-``t2n_export_llm_to_tract`` (torch-to-nnef-llm 0.24.12), side by side on one saved model.
+"""Language-model export end to end, a dense and a mixture-of-experts model of about the same weight size:
+our ``export_llm_to_tract`` vs the published ``t2n_export_llm_to_tract`` (torch-to-nnef-llm 0.24.12), side by
+side on each saved model.
 
-The model is Llama-shaped with TinyLlama-1.1B's sizes (hidden 2048, MLP 5632, 22 layers, 32 heads,
-4 key-value heads, vocabulary 32000: 1.1B parameters, 2.2 GB of f16) and random weights. It is built
-in f16 on the meta device then filled in place, saved with ``save_pretrained`` (safetensors, with a
-small word-level tokenizer) in a temporary folder, deleted at the end.
+Two cases, random weights, vocabulary 32000, 22 layers each (``--case`` picks one):
+
+- dense: Llama-shaped with TinyLlama-1.1B's sizes (hidden 2048, MLP 5632, 32 heads, 4 key-value heads):
+  1.10B parameters, 2.20 GB of f16;
+- moe: Mixtral-shaped (hidden 1024, 8 experts of MLP 1792, top-2 routing, 16 heads, 4 key-value heads):
+  1.09B parameters, 2.18 GB of f16, 89% of them in the experts.
+
+Each model is built in f16 on the meta device then filled in place (in a process of its own, not
+measured), saved with ``save_pretrained`` (safetensors, with a small word-level tokenizer; Mixtral's
+experts as the checkpoints have them, one ``w1``/``w2``/``w3`` per expert) in a temporary folder,
+exported, and deleted with its exports before the next case.
 
 Each CLI run is a fresh process, timed from its start (imports included) to its end; its peak RSS
 is its own ``ru_maxrss``. Measured: ``-f16 -nv``, ``-f16 -c min_max_q4_0 -nv`` and ``-f16`` with the
-checks in tract, for ours; the same two unchecked exports for the published CLI, run in its own
-virtual environment (set up by ../shared/tools/published-exporter.sh) against its stand-in tract
-binary; it needs transformers there, a release it supports: 5.14.1 works, 5.24.0 does not (its
-DynamicLayer.update patch gets an unexpected ``kwargs`` argument):
+checks in tract, for ours; for the mixture of experts, whose layers are written as tract's
+``tract_moe_ffn`` by default (tract 0.23.9), the two unchecked exports again with
+``--tract-specific-version 0.23.8``, where they keep the dense form (every expert computed, weighted
+by the routing); the same two unchecked exports for the published CLI, run in its own virtual
+environment (set up by ../shared/tools/published-exporter.sh) against a stand-in tract binary that
+only answers ``--version`` with 0.23.9 (the published exporter writes mixtures of experts as
+``tract_moe_ffn`` too and refuses them for an older tract; its ``-c min_max_q4_0`` leaves the
+experts' weights in f16, hence the export's size on each line); it needs transformers there, a
+release it supports: 5.14.1 works, 5.24.0 does not (its DynamicLayer.update patch gets an
+unexpected ``kwargs`` argument):
 ``$PY -m pip install transformers==5.14.1 tokenizers safetensors accelerate protobuf sentencepiece``.
-Throughputs are MB/s of f16 weights. Goals: peak RSS below 1.5x the f16 model, ours >= 5x faster
-than the published.
 
-    python benches/bench_llm.py [--layers N] [--no-verify-run]
+Reported per run: seconds, seconds per GB of f16 weights, peak RSS over the f16 size and the size of
+the export; then the
+ratios mixture of experts / dense of those two, and published / ours per case. Goals: peak RSS
+below 1.5x the f16 model, ours >= 5x faster than the published.
+
+    python benches/bench_llm.py [--case dense|moe|both] [--layers N] [--no-verify-run] [--no-moe-dense-form]
 
 Set T2N_SKIP_PUBLISHED=1 to measure ours alone, T2N_PUBLISHED_PYTHON to skip the set-up script.
 """
@@ -30,24 +47,64 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
-from _common import MiB
+from _common import GB, MiB
 
 HERE = Path(__file__).resolve().parent
 GiB = 1 << 30
-SIZES = dict(
-    hidden_size=2048,
-    intermediate_size=5632,
-    num_attention_heads=32,
-    num_key_value_heads=4,
-    vocab_size=32000,
-    max_position_embeddings=2048,
-    bos_token_id=1,
-    eos_token_id=2,
-)
 LAYERS = 22
 TOKENIZER_WORDS = 1000
+COMMON_SIZES: dict[str, int] = dict(vocab_size=32000, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model shape of the bench: its transformers classes and sizes."""
+
+    name: str
+    title: str
+    config_class: str
+    model_class: str
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+CASES: dict[str, Case] = {
+    "dense": Case(
+        "dense",
+        "Llama (TinyLlama-1.1B's sizes)",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4, **COMMON_SIZES),
+    ),
+    "moe": Case(
+        "moe",
+        "Mixtral-shaped, 8 experts, top-2",
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(
+            hidden_size=1024,
+            intermediate_size=1792,
+            num_attention_heads=16,
+            num_key_value_heads=4,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            **COMMON_SIZES,
+        ),
+    ),
+}
+# The release the published exporter's stand-in tract answers: the first with tract_moe_ffn, which it needs for
+# mixtures of experts, and ours' default.
+PUBLISHED_TRACT = "0.23.9"
+# The mixture of experts exported for tract 0.23.8, which has no tract_moe_ffn: the dense form.
+DENSE_FORM = ["--tract-specific-version", "0.23.8"]
+# Runs compared between the cases and with the published exporter: (ours, published).
+PAIRS = (
+    ("ours -f16 -nv", "published -dt f16 -nv"),
+    ("ours -f16 -c min_max_q4_0 -nv", "published -dt f16 -c min_max_q4_0 -nv"),
+)
 
 # Runs a CLI's main in this fresh process and reports its wall time and peak RSS on the last line.
 CHILD = """
@@ -74,16 +131,16 @@ print(json.dumps({"rc": rc, "seconds": t2 - t0, "import_s": t1 - t0, "peak": pea
 """
 
 
-def build(folder: Path, layers: int) -> None:
-    """Subprocess: a random Llama of ``layers`` layers saved in f16 to ``folder``, with a tokenizer."""
+def build(case: Case, folder: Path, layers: int) -> None:
+    """Subprocess: a random ``case`` model of ``layers`` layers saved in f16 to ``folder``, with a tokenizer."""
     import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    config = transformers.LlamaConfig(**SIZES, num_hidden_layers=layers, dtype="float16")
+    config = getattr(transformers, case.config_class)(**case.sizes, num_hidden_layers=layers, dtype="float16")
     torch.set_default_dtype(torch.float16)
     with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config)
+        model = getattr(transformers, case.model_class)(config)
     torch.set_default_dtype(torch.float32)
     model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(0)
@@ -101,17 +158,16 @@ def build(folder: Path, layers: int) -> None:
         tokenizer_object=tokenizer, unk_token="w0", bos_token="w1", eos_token="w2"
     )
     fast.save_pretrained(folder)
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters())}))
+    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "experts": experts}))
 
 
-def published() -> tuple[str, str] | str:
-    """(python, stand-in tract) of the published exporter, or why it cannot be used."""
+def published() -> Path | str:
+    """The Python of the published exporter's environment, or why it cannot be used."""
     if os.environ.get("T2N_SKIP_PUBLISHED"):
         return "T2N_SKIP_PUBLISHED is set"
     if "T2N_PUBLISHED_PYTHON" in os.environ:
-        python = os.environ["T2N_PUBLISHED_PYTHON"]
-        home = Path(os.environ.get("T2N_PUBLISHED_HOME", Path.home() / ".cache" / "t2n-published"))
-        return python, str(home / "bin" / "tract")
+        return Path(os.environ["T2N_PUBLISHED_PYTHON"])
     script = HERE.parent.parent / "shared" / "tools" / "published-exporter.sh"
     if not script.exists():
         return f"{script} not found"
@@ -121,9 +177,8 @@ def published() -> tuple[str, str] | str:
         return f"set-up script failed: {exc.stderr.strip()[-300:]}"
     lines = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
     python = lines.get("python")
-    stand_in = next((v for k, v in lines.items() if k.startswith("stand-in tract")), "")
-    if not python or not stand_in:
-        return f"set-up script gave no python or no stand-in tract:\n{text}"
+    if not python:
+        return f"set-up script gave no python:\n{text}"
     probe = subprocess.run([python, "-c", "import transformers, torch_to_nnef_llm.cli"], capture_output=True, text=True)
     if probe.returncode != 0:
         return (
@@ -131,10 +186,24 @@ def published() -> tuple[str, str] | str:
             f"transformers there: {python} -m pip install transformers==5.14.1 tokenizers safetensors accelerate "
             "protobuf sentencepiece"
         )
-    return python, stand_in
+    return Path(python)
+
+
+def stand_in(folder: Path) -> Path:
+    """A stand-in tract binary in ``folder`` that only answers ``--version`` with PUBLISHED_TRACT."""
+    path = folder / "tract"
+    path.write_text(f'#!/bin/sh\necho "tract {PUBLISHED_TRACT}"\n')
+    path.chmod(0o755)
+    return path
+
+
+def tree_size(folder: Path) -> int:
+    """Bytes of the files under ``folder``."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def run(python: str, kind: str, argv: list[str], env: dict[str, str]) -> dict[str, float] | str:
+    """One CLI run in a fresh process: its result line, or why it failed."""
     proc = subprocess.run(
         [python, "-c", CHILD, kind, *argv], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
     )
@@ -150,80 +219,132 @@ def run(python: str, kind: str, argv: list[str], env: dict[str, str]) -> dict[st
 
 
 def report(name: str, r: dict[str, float] | str, size: int) -> None:
+    """Prints one run's line: time, time per GB of f16 weights and peak RSS against the f16 size."""
     if isinstance(r, str):
-        print(f"  {name:36s} FAILED: {r}")
+        print(f"  {name:52s} FAILED: {r}", flush=True)
         return
     print(
-        f"  {name:36s} {r['seconds']:7.1f} s ({r['import_s']:4.1f} s of imports)  "
-        f"{size / r['seconds'] / 1e6:6.1f} MB/s  peak RSS {r['peak'] / GiB:5.2f} GiB = "
-        f"{r['peak'] / size:4.2f}x f16 model (goal < 1.5x)",
+        f"  {name:52s} {r['seconds']:7.1f} s ({r['import_s']:4.1f} s of imports)  "
+        f"{r['seconds'] / (size / GB):6.1f} s/GB  peak RSS {r['peak'] / GiB:5.2f} GiB = "
+        f"{r['peak'] / size:4.2f}x f16 model (goal < 1.5x)  export {r['export'] / 1e6:5.0f} MB",
         flush=True,
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=LAYERS, help="decoder layers (default: %(default)s)")
-    parser.add_argument("--no-verify-run", action="store_true", help="skip our export with the checks on")
-    args = parser.parse_args()
-    theirs = published()
+Results = dict[str, Union[dict[str, float], str]]
+
+
+def measure(case: Case, layers: int, verify: bool, dense_form: bool, theirs: Path | str) -> tuple[int, Results]:
+    """Builds, exports and deletes one case: its f16 size in bytes and its runs' results."""
     ours_env = {**os.environ}
     theirs_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    with tempfile.TemporaryDirectory(prefix="t2n-bench-llm-") as tmp:
-        saved = Path(tmp, "llama")
+    results: Results = {}
+    with tempfile.TemporaryDirectory(prefix=f"t2n-bench-llm-{case.name}-") as tmp:
+        saved = Path(tmp, case.name)
         built = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--build", str(saved), str(args.layers)],
+            [sys.executable, str(Path(__file__).resolve()), "--build", case.name, str(saved), str(layers)],
             capture_output=True,
             text=True,
             check=True,
         )
-        params = json.loads(built.stdout.strip().splitlines()[-1])["params"]
-        size = params * 2
+        counts = json.loads(built.stdout.strip().splitlines()[-1])
+        size = counts["params"] * 2
         weights = sum(f.stat().st_size for f in saved.glob("*.safetensors"))
+        experts = f", {counts['experts'] / counts['params']:.0%} in experts" if counts["experts"] else ""
         print(
-            f"Llama, {args.layers} layers, hidden {SIZES['hidden_size']}, {params / 1e9:.2f}B parameters: "
-            f"{size / 1e6:.0f} MB of f16 ({weights / MiB:.0f} MiB of safetensors)",
+            f"{case.name}: {case.title}, {layers} layers, hidden {case.sizes['hidden_size']}, "
+            f"{counts['params'] / 1e9:.2f}B parameters{experts}: {size / 1e6:.0f} MB of f16 "
+            f"({weights / MiB:.0f} MiB of safetensors)",
             flush=True,
         )
         runs: list[tuple[str, str, str, list[str]]] = [
             ("ours -f16 -nv", sys.executable, "ours", ["-f16", "-nv"]),
             ("ours -f16 -c min_max_q4_0 -nv", sys.executable, "ours", ["-f16", "-c", "min_max_q4_0", "-nv"]),
         ]
-        if not args.no_verify_run:
-            runs.append(("ours -f16 (checked in tract)", sys.executable, "ours", ["-f16"]))
-        if isinstance(theirs, tuple):
-            python, stand_in = theirs
-            common = ["--tract-specific-path", stand_in, "-nv", "-dt", "f16"]
+        if dense_form and counts["experts"]:
             runs += [
-                ("published -dt f16 -nv", python, "published", common),
-                ("published -dt f16 -c min_max_q4_0 -nv", python, "published", [*common, "-c", "min_max_q4_0"]),
+                ("ours -f16 -nv, 0.23.8 (dense form)", sys.executable, "ours", ["-f16", "-nv", *DENSE_FORM]),
+                (
+                    "ours -f16 -c min_max_q4_0 -nv, 0.23.8 (dense form)",
+                    sys.executable,
+                    "ours",
+                    ["-f16", "-c", "min_max_q4_0", "-nv", *DENSE_FORM],
+                ),
             ]
-        results: dict[str, dict[str, float] | str] = {}
+        if verify:
+            runs.append(("ours -f16 (checked in tract)", sys.executable, "ours", ["-f16"]))
+        if isinstance(theirs, Path):
+            common = ["--tract-specific-path", str(stand_in(Path(tmp))), "-nv", "-dt", "f16"]
+            runs += [
+                ("published -dt f16 -nv", str(theirs), "published", common),
+                (
+                    "published -dt f16 -c min_max_q4_0 -nv",
+                    str(theirs),
+                    "published",
+                    [*common, "-c", "min_max_q4_0"],
+                ),
+            ]
         for i, (name, python, kind, flags) in enumerate(runs):
             out = Path(tmp, f"export{i}")
             argv = ["-d", str(saved), "-e", str(out), *flags]
-            results[name] = run(python, kind, argv, ours_env if kind == "ours" else theirs_env)
-            report(name, results[name], size)
+            result = run(python, kind, argv, ours_env if kind == "ours" else theirs_env)
+            if isinstance(result, dict):
+                result["export"] = tree_size(out)
+            results[name] = result
+            report(name, result, size)
             shutil.rmtree(out, ignore_errors=True)
-    if not isinstance(theirs, tuple):
-        print(f"published torch-to-nnef-llm 0.24.12 not measured: {theirs}")
+    return size, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=[*CASES, "both"], default="both", help="model(s) measured (default: both)")
+    parser.add_argument(
+        "--layers", type=int, default=LAYERS, help="decoder layers of each model (default: %(default)s)"
+    )
+    parser.add_argument("--no-verify-run", action="store_true", help="skip our export with the checks on")
+    parser.add_argument(
+        "--no-moe-dense-form",
+        action="store_true",
+        help="skip the mixture of experts' exports for tract 0.23.8 (dense form)",
+    )
+    args = parser.parse_args()
+    theirs = published()
+    if not isinstance(theirs, Path):
+        print(f"published torch-to-nnef-llm 0.24.12 not measured: {theirs}", flush=True)
+    names = list(CASES) if args.case == "both" else [args.case]
+    measured = {
+        name: measure(CASES[name], args.layers, not args.no_verify_run, not args.no_moe_dense_form, theirs)
+        for name in names
+    }
+    for name, (_, results) in measured.items():
+        if not isinstance(theirs, Path):
+            break
+        for ours_name, theirs_name in PAIRS:
+            a, b = results[ours_name], results[theirs_name]
+            if isinstance(a, dict) and isinstance(b, dict):
+                print(
+                    f"{name}, {ours_name}: {b['seconds'] / a['seconds']:.1f}x faster than the published "
+                    f"(goal >= 5x), peak RSS published / ours {b['peak'] / a['peak']:.2f}"
+                )
+            else:
+                print(f"{name}, {ours_name}: no ratio against the published, a run failed")
+    if "dense" not in measured or "moe" not in measured:
         return
-    for ours_name, theirs_name in (
-        ("ours -f16 -nv", "published -dt f16 -nv"),
-        ("ours -f16 -c min_max_q4_0 -nv", "published -dt f16 -c min_max_q4_0 -nv"),
-    ):
-        a, b = results[ours_name], results[theirs_name]
-        if isinstance(a, dict) and isinstance(b, dict):
-            print(
-                f"{ours_name}: {b['seconds'] / a['seconds']:.1f}x faster than the published (goal >= 5x), "
-                f"peak RSS published / ours {b['peak'] / a['peak']:.2f}"
-            )
-        else:
-            print(f"{ours_name}: no ratio, a run failed")
+    (dense_size, dense), (moe_size, moe) = measured["dense"], measured["moe"]
+    compared = [(n, n) for pair in PAIRS for n in pair]
+    compared += [(f"{n}, 0.23.8 (dense form)", n) for n, _ in PAIRS]
+    for moe_name, dense_name in compared:
+        m, d = moe.get(moe_name), dense.get(dense_name)
+        if not isinstance(m, dict) or not isinstance(d, dict):
+            continue
+        per_gb = (m["seconds"] / moe_size) / (d["seconds"] / dense_size)
+        rss = (m["peak"] / moe_size) / (d["peak"] / dense_size)
+        print(f"moe / dense, {moe_name}: {per_gb:.2f}x the s/GB, {rss:.2f}x the peak RSS per GB")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--build":
-        build(Path(sys.argv[2]), int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--build":
+        build(CASES[sys.argv[2]], Path(sys.argv[3]), int(sys.argv[4]))
     else:
         main()
