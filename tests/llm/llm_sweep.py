@@ -500,11 +500,19 @@ def _cache_of(out: Any) -> Any:
     return getattr(out, "past_key_values", None) if cache is None else cache
 
 
+def _holds_tensors(held: Any) -> bool:
+    """Whether a cache layer's attribute holds a tensor (keys), or a dict of them (states by index)."""
+    import torch
+
+    values = held.values() if isinstance(held, dict) else [held]
+    return any(isinstance(v, torch.Tensor) for v in values)
+
+
 def run_with_cache(model: Any, vocab: int) -> str | None:
     """Runs ``model`` on a prompt, then on a token after it with the cache it returned.
 
     Returns:
-        None, or why the model is out of scope (its cache holds no key and value tensors).
+        None, or why the model is out of scope (its cache holds no keys, values or states).
 
     Raises:
         Exception: whatever transformers raises.
@@ -520,9 +528,10 @@ def run_with_cache(model: Any, vocab: int) -> str | None:
         layers = getattr(cache, "layers", None)
         if layers is None:
             return f"no key-value cache ({type(cache).__name__})"
-        if not any(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
+        states = ("keys", "conv_states", "recurrent_states")
+        if not any(_holds_tensors(getattr(layer, attr, None)) for layer in layers for attr in states):
             kinds = sorted({type(layer).__name__ for layer in layers})
-            return f"no key-value cache (recurrent state only: {', '.join(kinds)})"
+            return f"no cache tensors (keys, values or states) after a run: {', '.join(kinds)}"
         kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         model(input_ids=ids[:, -1:], use_cache=True, **{kwarg: cache})
     return None

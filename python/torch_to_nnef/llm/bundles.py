@@ -21,6 +21,9 @@ from torch_to_nnef.llm.cache_layout import PAST, CacheLayout, CacheTensor
 from torch_to_nnef.llm.staging import ARCHIVE_NAME, Layout
 from torch_to_nnef.llm.wrapper import CausalLMGraph
 
+DTYPE_NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+"""The names ``io_spec.json`` gives float types."""
+
 __all__ = [
     "Step",
     "random_caches",
@@ -134,13 +137,22 @@ def write_io_spec(
     """Writes ``io_spec.json``: the graph's inputs and outputs, and where the archive and the bundles are.
 
     Each cache input and output gives its shape (``P`` on the axis of the cached tokens, ``P+S`` in
-    the outputs), its layer and its kind.
+    the outputs; a state's shape is fixed), its float type, its layer and its kind (``key``,
+    ``value``, ``conv`` or ``recurrent``; a state also gives its index among the layer's states of
+    that kind).
     """
     kept: int | str = num_logits_to_keep if num_logits_to_keep else "S"
 
     def cache_entry(tensor: CacheTensor, name: str, past: str) -> dict[str, Any]:
-        shape = tensor.spec(past)
-        return {"name": name, "dtype": cache_type, "shape": shape, "layer": tensor.layer, "kind": tensor.kind}
+        dtype = cache_type if tensor.dtype is None else DTYPE_NAMES[tensor.dtype]
+        entry = {"name": name, "dtype": dtype, "shape": tensor.spec(past), "layer": tensor.layer, "kind": tensor.kind}
+        if tensor.is_state:
+            entry["state"] = tensor.state
+        return entry
+
+    symbols = {"S": "tokens given at this step"}
+    if caches.has_past:
+        symbols["P"] = "tokens already in the caches (0 for a prompt)"
 
     tests = {
         step: [(layout.tests / f"{step}_{kind}.npz").as_posix() for kind in ("inputs", "outputs")]
@@ -151,7 +163,7 @@ def write_io_spec(
         "paths": "relative to the export folder",
         "archive": (layout.model / ARCHIVE_NAME).as_posix(),
         "tract_version": target.version,
-        "symbols": {"S": "tokens given at this step", "P": "tokens already in the caches (0 for a prompt)"},
+        "symbols": symbols,
         "inputs": [{"name": "input_ids", "dtype": "i64", "shape": [1, "S"]}]
         + [cache_entry(t, t.input_name, PAST) for t in caches.tensors],
         "outputs": [{"name": "logits", "dtype": float_type, "shape": [1, kept, vocab]}]
@@ -159,4 +171,6 @@ def write_io_spec(
         "tests": tests,
         "generation": (layout.tests / "generation.npz").as_posix(),
     }
+    if any(t.is_state for t in caches.tensors):
+        document["states"] = "conv and recurrent states are zeros before a prompt; each step returns them for the next"
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

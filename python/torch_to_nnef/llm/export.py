@@ -48,6 +48,7 @@ from torch_to_nnef.llm.loading import (
 )
 from torch_to_nnef.llm.mla import rewrite_latent_attention
 from torch_to_nnef.llm.moe import rewrite_experts
+from torch_to_nnef.llm.recurrence import rewrite_recurrences
 from torch_to_nnef.llm.staging import (
     ARCHIVE_NAME,
     EXPORT_DIR_STRUCTS,
@@ -79,9 +80,10 @@ class LLMExportResult:
     archive: Path
     num_layers: int
     kv_heads: int
-    """The heads of layer 0's keys (``cache_layout`` gives every cache tensor's shape)."""
+    """The heads of the first layer's keys that has some (``cache_layout`` gives every cache tensor's
+    shape); 0 for a model that caches states only."""
     head_dim: int
-    """The head size of layer 0's keys."""
+    """The head size of those keys (0 for a model that caches states only)."""
     dtype: str
     compression: str | None
     tolerance: Tolerance | None
@@ -385,8 +387,8 @@ def export_llm_to_tract(
         export_dir=export_dir,
         archive=archive,
         num_layers=lm.num_layers,
-        kv_heads=lm.caches.tensors[0].heads,
-        head_dim=lm.caches.tensors[0].head_dim,
+        kv_heads=next((t.heads for t in lm.caches.tensors if t.kind == "key"), 0),
+        head_dim=next((t.head_dim for t in lm.caches.tensors if t.kind == "key"), 0),
         dtype=options.float_type,
         compression=options.compression_method,
         tolerance=options.check_tolerance if options.verify else None,
@@ -413,6 +415,7 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
     model = model.to(options.torch_dtype)  # a no-op unless the checkpoint holds other dtypes
     rewrite_experts(model, fused=options.tract_target().version_tuple >= MOE_FFN_TRACT)
     rewrite_latent_attention(model)
+    rewrite_recurrences(model)
     architecture = describe_architecture(config)
     cache_dtype = None if options.cache_type == options.float_type else options.cache_torch_dtype
     try:
@@ -488,7 +491,7 @@ def _write_archive(
             lm.input_names,
             lm.output_names,
             options.naming_scheme,
-            length_bounds(lm.config),
+            length_bounds(lm.config, lm.caches.has_past),
             repeat_layers=not options.trace_all_layers,
         )
     except (UnsupportedOpsError, CaptureError) as exc:

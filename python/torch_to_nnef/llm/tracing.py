@@ -49,12 +49,16 @@ def random_trace_inputs(vocab: int, layout: CacheLayout, cache_dtype: torch.dtyp
     ]
 
 
-def length_bounds(config: Any) -> list[str]:
+def length_bounds(config: Any, has_past: bool = True) -> list[str]:
     """Assertions for tract on the symbols.
 
-    ``S >= 1``, ``P >= 0`` and, when the config gives the model's context, ``S + P <= max positions``.
+    ``S >= 1``, ``P >= 0`` and, when the config gives the model's context, ``S + P <= max positions``;
+    ``S >= 1`` only for a model that caches states only (``has_past`` False: no ``P``, no positions).
     """
-    bounds = ["tract_assert S>=1", "tract_assert P>=0"]
+    bounds = ["tract_assert S>=1"]
+    if not has_past:
+        return bounds
+    bounds.append("tract_assert P>=0")
     text = getattr(config, "get_text_config", lambda: config)()
     limit = next(
         (v for v in (getattr(text, n, None) for n in ("max_position_embeddings", "n_positions", "max_seq_len")) if v),

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.llm.cache_layout import CACHE_KINDS, PAST, CacheLayout
+from torch_to_nnef.llm.cache_layout import PAST, CacheLayout
 from torch_to_nnef.llm.errors import LLMExportError
 from torch_to_nnef.llm.loading import import_transformers
 
@@ -44,7 +44,7 @@ def io_names(layout: CacheLayout | int) -> tuple[list[str], list[str]]:
     """The graph's input and output names for ``layout`` (or a number of layers, each caching a key and a value)."""
     if isinstance(layout, CacheLayout):
         return layout.input_names, layout.output_names
-    caches = [f"{kind}_{i}" for i in range(layout) for kind in CACHE_KINDS]
+    caches = [f"{kind}_{i}" for i in range(layout) for kind in ("key", "value")]
     return ["input_ids", *(f"in_cache_{c}" for c in caches)], ["logits", *(f"out_cache_{c}" for c in caches)]
 
 
@@ -97,27 +97,69 @@ class CausalLMGraph(nn.Module):
         """The float type of the model's weights."""
         parameters = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._positions = layout.has_past and "position_ids" in parameters
+        """Whether the model is given the positions of the new tokens (a model of states only knows none)."""
 
     def forward(self, input_ids: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Runs ``input_ids`` after the ``P`` tokens held by ``caches``."""
-        if self.cache_dtype is not None:
-            caches = tuple(c.to(self.model_dtype) for c in caches)
-        cache_cls = import_transformers().DynamicCache
-        layers = self.layout.per_layer(caches)
-        cache = cache_cls(ddp_cache_data=[(layer["key"], layer["value"]) for layer in layers])
+        tensors = self.layout.tensors
+        if self.cache_dtype is not None:  # states of their own float type keep it
+            caches = tuple(c.to(self.model_dtype) if t.dtype is None else c for t, c in zip(tensors, caches))
+        cache = self._cache(caches)
         past = self.layout.past_length(caches)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) + past
-        out = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=self.num_logits_to_keep,
-            **{self._cache_kwarg: cache},
-        )
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache}
+        if self._positions:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) + past
+            kwargs["position_ids"] = positions
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=self.num_logits_to_keep, **kwargs)
         new_caches = self.layout.flatten(_output_cache(out))
         if self.cache_dtype is not None:
-            new_caches = [c.to(self.cache_dtype) for c in new_caches]
+            new_caches = [c.to(self.cache_dtype) if t.dtype is None else c for t, c in zip(tensors, new_caches)]
         return (out.logits, *new_caches)
+
+    def _cache(self, caches: tuple[torch.Tensor, ...]) -> Any:
+        """The transformers cache holding ``caches`` (in the layout's order).
+
+        A model of keys and values only gets a ``DynamicCache`` built from them. A layer with states
+        gets a linear-attention cache layer (with keys and values as well: a hybrid layer) whose
+        states are copies of the inputs (transformers updates them in place) marked as a previous
+        state: the prompt's states are zeros, so that every step runs the same code.
+        """
+        per_layer = self.layout.per_layer(caches)
+        if not any(t.is_state for t in self.layout.tensors) and all(per_layer):
+            cache_cls = import_transformers().DynamicCache
+            return cache_cls(ddp_cache_data=[(layer[("key", 0)], layer[("value", 0)]) for layer in per_layer])
+        cache_utils = import_transformers().cache_utils
+        layers: list[Any] = []
+        for held in per_layer:
+            states = {k: v for k, v in held.items() if k[0] != "key" and k[0] != "value"}
+            if not held:
+                layers.append(cache_utils.DummyLayer())
+                continue
+            if not states:
+                layer = cache_utils.DynamicLayer()
+            else:
+                count = 1 + max(index for _, index in states)
+                has_keys = ("key", 0) in held
+                cls = cache_utils.LinearAttentionAndFullAttentionLayer if has_keys else cache_utils.LinearAttentionLayer
+                layer = cls(number_of_states=count)
+                for (kind, index), state in states.items():
+                    layer.dtype, layer.device = state.dtype, state.device
+                    if kind == "conv":
+                        layer.conv_states[index] = state.clone()
+                        layer.conv_kernel_size[index] = int(state.shape[-1])
+                        layer.is_conv_states_initialized[index] = True
+                    else:
+                        layer.recurrent_states[index] = state.clone()
+                        layer.is_recurrent_states_initialized[index] = True
+                    layer.has_previous_state[index] = True
+            if ("key", 0) in held:
+                layer.update(held[("key", 0)], held[("value", 0)])
+            layers.append(layer)
+        cache = import_transformers().DynamicCache()
+        cache.layers = layers
+        cache.layer_class_to_replicate = None
+        return cache
 
 
 def _output_cache(out: Any) -> Any:
@@ -149,7 +191,8 @@ def wrap_causal_lm(
     ids = torch.zeros(1, LAYOUT_RUN_TOKENS, dtype=torch.int64, device=first.device)
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
-    layout = CacheLayout.of_cache(_output_cache(out), LAYOUT_RUN_TOKENS)
+    model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    layout = CacheLayout.of_cache(_output_cache(out), LAYOUT_RUN_TOKENS, model_dtype)
     return graph_module(model, layout, num_logits_to_keep, cache_dtype), layout
 
 

@@ -131,6 +131,10 @@ BIG = 1 << 62
 def slice_bound(value: Any, dim: Any) -> Any:
     """A slice bound as NNEF can take it: negative ones counted from the end, clamped to the dim."""
     if isinstance(value, SymInt):
+        if _negative(value.expr):  # ``x[-S:]``: counted from the end, as tract takes no negative bound
+            if _is_negated(value.expr):
+                return Ref(f"{dim_literal(dim)}-({dim_literal(value.expr.strip()[1:])})")
+            return Ref(f"{dim_literal(dim)}+({dim_literal(value.expr)})")
         return Ref(dim_literal(value.expr))
     if isinstance(dim, int):
         if value < 0:
@@ -141,6 +145,23 @@ def slice_bound(value: Any, dim: Any) -> Any:
     if value < 0:
         return Ref(f"{dim_literal(dim)}-{-value}")
     return value
+
+
+def _negative(expr: str) -> bool:
+    """Whether the size expression ``expr`` is negative for every value of its symbols (sizes, at least 1)."""
+    import sympy  # type: ignore[import-untyped]
+
+    names = set(re.findall(r"[A-Za-z_]\w*", expr))
+    try:
+        tree = sympy.sympify(expr, locals={n: sympy.Symbol(n, positive=True, integer=True) for n in names})
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return False
+    return bool(tree.is_negative)
+
+
+def _is_negated(expr: str) -> bool:
+    """Whether ``expr`` is a minus before a single symbol or parenthesised term (``-S``, ``-(P+S)``)."""
+    return re.fullmatch(r"-([A-Za-z_]\w*|\([^()]*\))", expr.strip()) is not None
 
 
 def reduce_axes(x: Value, dims: Any) -> list[int]:

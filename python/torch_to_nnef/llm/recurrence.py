@@ -1,0 +1,363 @@
+"""Linear-attention and state-space recurrences as one loop over the tokens, whatever their number.
+
+transformers computes Gated DeltaNet (Qwen3-Next, Qwen3.5, OLMo-hybrid, ...) and Kimi delta
+attention (Kimi-Linear, Bailing-hybrid) on a prompt by chunks of 64 tokens, with Python loops over
+the chunks and over the positions in a chunk, and Mamba's selective scan (Mamba, Falcon-Mamba,
+Jamba) with a Python loop over the tokens: torch.export unrolls them at the traced length, so that
+the graph would hold for prompts of one length (or of at most one chunk). :func:`rewrite_recurrences`
+has each such layer compute its recurrence token by token instead (transformers' own recurrent
+form, exact for any length) through :class:`DeltaRuleScan` or :class:`StateScan`, which the export
+writes as a ``tract_core_scan`` over the tokens: the state is the loop's state.
+
+Mamba's selective scan starts from the layer's cached state: transformers' own sequence form starts
+from zeros (only its one-token form reads the state), so a prompt given in several steps gives the
+results of one prompt given at once.
+
+The layer's other computations (projections, its causal convolution on the cached inputs, the
+gated norm) are traced as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_to_nnef.errors import TranslationError
+from torch_to_nnef.ir import Graph, Node
+from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
+from torch_to_nnef.op.custom_extractors import INSTANCE_EXTRACTOR, ModuleInfoExtractor
+
+__all__ = ["DeltaRuleScan", "StateScan", "rewrite_recurrences"]
+
+RULE_ATTRIBUTE = "t2n_recurrence"
+"""The name of the scan submodule given to each rewritten layer."""
+
+
+class DeltaRuleScan(nn.Module):
+    """The gated delta rule, token after token, on tensors prepared for it (f32).
+
+    For each token ``t`` and head, with ``S`` the ``[Dk, Dv]`` state::
+
+        S = S * decay_t                      (decay per head, or per head and key channel)
+        S = S + k_t (x) ((v_t - k_t S) * beta_t)
+        o_t = q_t S
+
+    ``forward(query, key, value, decay, beta, state)`` takes ``query`` and ``key`` ``[B, T, H, Dk]``
+    (normalized and scaled as the layer wants), ``value`` ``[B, T, H, Dv]``, ``decay`` ``[B, T, H, 1]``
+    or ``[B, T, H, Dk]`` (already exponentiated), ``beta`` ``[B, T, H]`` and the initial ``state``
+    ``[B, H, Dk, Dv]``; it returns the outputs ``[B, T, H, Dv]`` and the last state.
+    """
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        decay: torch.Tensor,
+        beta: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs of every token and the state after the last."""
+        outputs = []
+        for t in range(query.shape[1]):
+            state = state * decay[:, t, :, :, None]
+            k_t = key[:, t, :, :, None]
+            remembered = (state * k_t).sum(dim=-2)
+            delta = (value[:, t] - remembered) * beta[:, t, :, None]
+            state = state + k_t * delta[:, :, None, :]
+            outputs.append((state * query[:, t, :, :, None]).sum(dim=-2))
+        if not outputs:
+            return value.new_zeros(value.shape), state
+        return torch.stack(outputs, dim=1), state
+
+
+class DeltaRuleExtractor(ModuleInfoExtractor):
+    """Writes a :class:`DeltaRuleScan` as a ``tract_core_scan`` over the tokens (axis 1)."""
+
+    def convert_to_nnef(
+        self,
+        g: NNEFBuilder,
+        node: Node,
+        name_to_tensor: dict[str, Ref],
+        null_ref: Ref,
+        torch_graph: Graph,
+        **kwargs: Any,
+    ) -> list[Ref]:
+        """Emits the loop: the prepared tensors scanned token by token, the state carried."""
+        _tract_only(self.path, kwargs, g)
+        query, key, value, decay, beta, state = (name_to_tensor[v.name] for v in node.args[0])
+        body = NNEFBuilder(tract=True, naming_scheme=g.naming_scheme)
+        pq, pk, pv, pd, pb, ps = (body.fresh(n, keep=True) for n in ("q", "k", "v", "decay", "beta", "state"))
+
+        def column(x: Ref, name: str) -> Ref:  # [B, 1, H, D] -> [B, H, D, 1]
+            return body.op("unsqueeze", body.op("squeeze", x, axes=[1]), axes=[3], out=name)
+
+        q_t, k_t, d_t = column(pq, "q_t"), column(pk, "k_t"), column(pd, "decay_t")
+        v_t = body.op("unsqueeze", body.op("squeeze", pv, axes=[1]), axes=[2], out="v_t")  # [B, H, 1, Dv]
+        b_t = body.op("unsqueeze", body.op("squeeze", pb, axes=[1]), axes=[2, 3], out="beta_t")  # [B, H, 1, 1]
+        decayed = body.op("mul", ps, d_t, out="decayed")
+        remembered = body.op("sum_reduce", body.op("mul", decayed, k_t), axes=[2], out="remembered")
+        delta = body.op("mul", body.op("sub", v_t, remembered), b_t, out="delta")
+        new_state = body.op("add", decayed, body.op("mul", k_t, delta), out="new_state")
+        o_t = body.op("sum_reduce", body.op("mul", new_state, q_t), axes=[2], out="o_t")  # [B, H, 1, Dv]
+        y = body.op("unsqueeze", body.op("squeeze", o_t, axes=[2]), axes=[1], out="y")  # [B, 1, H, Dv]
+        name = g.fragment("delta_rule_step", [pq, pk, pv, pd, pb, ps], [y, new_state], body)
+        g.need("tract_registry tract_core")
+        names = [o.name for o in node.outputs]
+        return g.ops(
+            "tract_core_scan",
+            body=name,
+            scan=[(str(p), ref, 1, 1) for p, ref in zip((pq, pk, pv, pd, pb), (query, key, value, decay, beta))],
+            full=[],
+            state=[(str(ps), state, str(new_state))],
+            output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
+            outs=names,
+        )
+
+
+class StateScan(nn.Module):
+    """A linear recurrence, token after token: ``state = a_t * state + b_t``, ``y_t = sum(state * c_t, last axis)``.
+
+    ``forward(a, b, c, state)`` takes ``a``, ``b`` and ``c`` with the tokens on axis 1 (``[B, T, ...]``,
+    broadcasting against the state) and the initial ``state`` ``[B, ...]``; it returns the outputs
+    ``[B, T, ...]`` (the state's axes but the last) and the last state. Mamba's selective scan is one:
+    ``a = exp(dt A)``, ``b = dt B x``, ``c = C``.
+    """
+
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs of every token and the state after the last."""
+        outputs = []
+        for t in range(a.shape[1]):
+            state = a[:, t] * state + b[:, t]
+            outputs.append((state * c[:, t]).sum(dim=-1))
+        if not outputs:
+            return state.new_zeros((state.shape[0], 0, *state.shape[1:-1])), state
+        return torch.stack(outputs, dim=1), state
+
+
+class StateScanExtractor(ModuleInfoExtractor):
+    """Writes a :class:`StateScan` as a ``tract_core_scan`` over the tokens (axis 1)."""
+
+    def convert_to_nnef(
+        self,
+        g: NNEFBuilder,
+        node: Node,
+        name_to_tensor: dict[str, Ref],
+        null_ref: Ref,
+        torch_graph: Graph,
+        **kwargs: Any,
+    ) -> list[Ref]:
+        """Emits the loop: ``a``, ``b`` and ``c`` scanned token by token, the state carried."""
+        _tract_only(self.path, kwargs, g)
+        a, b, c, state = (name_to_tensor[v.name] for v in node.args[0])
+        rank = node.args[0][3].rank
+        body = NNEFBuilder(tract=True, naming_scheme=g.naming_scheme)
+        pa, pb, pc, ps = (body.fresh(n, keep=True) for n in ("a", "b", "c", "state"))
+        a_t, b_t, c_t = (body.op("squeeze", p, axes=[1], out=f"{n}_t") for p, n in ((pa, "a"), (pb, "b"), (pc, "c")))
+        new_state = body.op("add", body.op("mul", a_t, ps), b_t, out="new_state")
+        y_t = body.op("sum_reduce", body.op("mul", new_state, c_t), axes=[rank - 1], out="y_t")
+        y = body.op("unsqueeze", body.op("squeeze", y_t, axes=[rank - 1]), axes=[1], out="y")
+        name = g.fragment("state_scan_step", [pa, pb, pc, ps], [y, new_state], body)
+        g.need("tract_registry tract_core")
+        return g.ops(
+            "tract_core_scan",
+            body=name,
+            scan=[(str(p), ref, 1, 1) for p, ref in zip((pa, pb, pc), (a, b, c))],
+            full=[],
+            state=[(str(ps), state, str(new_state))],
+            output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
+            outs=[o.name for o in node.outputs],
+        )
+
+
+def _tract_only(path: str, kwargs: dict[str, Any], g: NNEFBuilder) -> None:
+    """Raises unless the export targets tract: a loop over the tokens is a ``tract_core_scan``."""
+    target = kwargs.get("inference_target")
+    if not getattr(target, "is_tract", g.tract):
+        raise TranslationError(
+            f"{path}: a recurrence over the tokens is a loop, which only TractNNEF (tract_core_scan) can write: "
+            "export to TractNNEF"
+        )
+
+
+def _selective_scan(
+    scan: nn.Module,
+    initial_state: torch.Tensor | None,
+    hidden_states: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Transformers' ``mamba_selective_scan`` (its recurrent form) through ``scan``, from ``initial_state``
+    (zeros when None): the same arguments and results.
+    """
+    input_dtype = hidden_states.dtype
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dt.dtype)[..., None]
+    if delta_softplus:
+        dt = torch.nn.functional.softplus(dt)
+    B, C = B.transpose(1, 2), C.transpose(1, 2)
+    discrete_a = torch.exp(A[None, :, None, :] * dt[:, :, :, None])
+    delta_b_u = dt[:, :, :, None] * B[:, None, :, :].float() * hidden_states[:, :, :, None].float()
+    if initial_state is None:
+        state = delta_b_u.new_zeros(hidden_states.shape[0], hidden_states.shape[1], A.shape[-1])
+    else:
+        state = initial_state.to(delta_b_u.dtype)
+    out, state = scan(discrete_a.transpose(1, 2), delta_b_u.transpose(1, 2), C[:, :, None, :].float(), state)
+    scan_output = out.transpose(1, 2).to(input_dtype)
+    if D is not None:
+        scan_output = scan_output + hidden_states * D[None, :, None]
+    if z is not None:
+        scan_output = scan_output * torch.nn.functional.silu(z)
+    return (scan_output, state) if return_last_state else scan_output
+
+
+def _l2norm(x: torch.Tensor) -> torch.Tensor:
+    """``x`` divided by its norm over the last axis, as transformers' ``l2norm`` (``eps = 1e-6`` inside the root)."""
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-6)
+
+
+def _gated_delta_rule(
+    scan: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *args: Any,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    per_channel: bool = False,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Transformers' gated delta rule (``torch_recurrent_gated_delta_rule``, or Kimi delta attention
+    when ``per_channel``: a decay per key channel) through ``scan``: the same arguments and results.
+    """
+    initial_dtype = query.dtype
+    heads, k_dim = key.shape[2], key.shape[3]
+    v_heads, v_dim = value.shape[2], value.shape[3]
+    if heads != v_heads:  # each query and key head serves consecutive value heads
+        query = query.repeat_interleave(v_heads // heads, dim=2)
+        key = key.repeat_interleave(v_heads // heads, dim=2)
+    query, key, value, g, beta = (x.to(torch.float32) for x in (query, key, value, g, beta))
+    if use_qk_l2norm_in_kernel:
+        query, key = _l2norm(query), _l2norm(key)
+    query = query * (1 / k_dim**0.5) if per_channel else query / (k_dim**0.5)
+    decay = g.exp() if per_channel else g.exp()[..., None]
+    if initial_state is None:
+        state = value.new_zeros(value.shape[0], v_heads, k_dim, v_dim)
+    else:
+        state = initial_state.to(torch.float32)
+    out, state = scan(query, key, value, decay, beta, state)
+    return out.to(initial_dtype), state if output_final_state else None
+
+
+RULES: dict[str, bool] = {
+    "torch_chunk_gated_delta_rule": False,
+    "torch_recurrent_gated_delta_rule": False,
+    "chunk_kimi_delta_attention": True,
+    "recurrent_kimi_delta_attention": True,
+}
+"""The functions of transformers' modeling modules that compute a delta rule, and whether their decay
+is per key channel (Kimi delta attention) rather than per head (Gated DeltaNet)."""
+
+SELECTIVE_SCAN = "mamba_selective_scan"
+"""The function of transformers' modeling modules that computes Mamba's selective scan."""
+
+SELECTIVE_SCAN_LAYERS = frozenset({"MambaMixer", "FalconMambaMixer", "JambaMambaMixer"})
+"""The layers whose selective scan is rewritten: one scan over the whole layer's state (Zamba's layers
+scan each head apart)."""
+
+
+def _called(module: nn.Module, names: Any) -> list[str]:
+    """The functions of ``names`` that ``module``'s ``forward`` calls by name from its module's globals."""
+    forward = inspect.unwrap(type(module).forward)
+    code = getattr(forward, "__code__", None)
+    called = set(code.co_names) if code is not None else set()
+    module_globals = getattr(forward, "__globals__", {})
+    return [name for name in names if name in called and name in module_globals]
+
+
+@contextmanager
+def _swapped(namespace: dict[str, Any], replacements: dict[str, Any]) -> Iterator[None]:
+    """``namespace`` (a module's globals) with ``replacements`` while the block runs."""
+    saved = {name: namespace[name] for name in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        namespace.update(saved)
+
+
+def _cached_state(module: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any) -> torch.Tensor | None:
+    """The recurrent state the cache given to ``module``'s ``forward`` holds for its layer (None: none yet)."""
+    bound = inspect.signature(forward).bind_partial(*args, **kwargs).arguments
+    cache = next((bound[n] for n in ("cache", "cache_params", "past_key_values") if bound.get(n) is not None), None)
+    if cache is None or not hasattr(cache, "get_recurrent_state"):
+        return None
+    state = cache.get_recurrent_state(module.layer_idx)
+    return state if isinstance(state, torch.Tensor) else None
+
+
+def rewrite_recurrences(model: nn.Module) -> int:
+    """Has every layer of ``model`` that computes a delta rule or a selective scan compute it token by
+    token with a :class:`DeltaRuleScan` or :class:`StateScan`.
+
+    Each such layer gets the scan as a submodule (``t2n_recurrence``) and a ``forward`` that calls it
+    instead of transformers' chunked or recurrent functions: eager runs give the recurrent form's
+    results, and the export writes the loop.
+
+    Returns:
+        How many layers were rewritten.
+    """
+    count = 0
+    for module in list(model.modules()):
+        if RULE_ATTRIBUTE in module._modules:
+            continue
+        rules = _called(module, RULES)
+        mamba = type(module).__name__ in SELECTIVE_SCAN_LAYERS and _called(module, [SELECTIVE_SCAN])
+        if not rules and not mamba:
+            continue
+        scan: nn.Module = StateScan() if mamba else DeltaRuleScan()
+        scan.__dict__[INSTANCE_EXTRACTOR] = StateScanExtractor if mamba else DeltaRuleExtractor
+        module.add_module(RULE_ATTRIBUTE, scan)
+        namespace = inspect.unwrap(type(module).forward).__globals__
+        original = module.forward
+
+        def forward(
+            *args: Any,
+            _module: nn.Module = module,
+            _scan: nn.Module = scan,
+            _original: Callable[..., Any] = original,
+            _namespace: dict[str, Any] = namespace,
+            _rules: list[str] = rules,
+            **kwargs: Any,
+        ) -> Any:
+            replacements: dict[str, Callable[..., Any]] = {
+                name: functools.partial(_gated_delta_rule, _scan, per_channel=RULES[name]) for name in _rules
+            }
+            if not _rules:
+                state = _cached_state(_module, _original, args, kwargs)
+                replacements[SELECTIVE_SCAN] = functools.partial(_selective_scan, _scan, state)
+            with _swapped(_namespace, replacements):
+                return _original(*args, **kwargs)
+
+        module.forward = forward  # type: ignore[method-assign]
+        count += 1
+    return count
