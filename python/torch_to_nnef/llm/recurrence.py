@@ -122,21 +122,24 @@ class DeltaRuleExtractor(ModuleInfoExtractor):
 
 
 class StateScan(nn.Module):
-    """A linear recurrence, token after token: ``state = a_t * state + b_t``, ``y_t = sum(state * c_t, last axis)``.
+    """A linear recurrence, token after token: ``state = a_t * state + u_t * v_t``, ``y_t = sum(state * c_t)``
+    (the sum over the state's last axis).
 
-    ``forward(a, b, c, state)`` takes ``a``, ``b`` and ``c`` with the tokens on axis 1 (``[B, T, ...]``,
-    broadcasting against the state) and the initial ``state`` ``[B, ...]``; it returns the outputs
-    ``[B, T, ...]`` (the state's axes but the last) and the last state. Mamba's selective scan is one:
-    ``a = exp(dt A)``, ``b = dt B x``, ``c = C``.
+    ``forward(a, u, v, c, state)`` takes ``a``, ``u``, ``v`` and ``c`` with the tokens on axis 1
+    (``[B, T, ...]``, broadcasting against the state) and the initial ``state`` ``[B, ...]``; it
+    returns the outputs ``[B, T, ...]`` (the state's axes but the last) and the last state. The
+    input ``u_t * v_t`` is an outer product, computed in the loop (its ``[B, T, ...]`` whole would
+    hold a state per token). Mamba's selective scan is one: ``a = exp(dt A)``, ``u = dt x``,
+    ``v = B``, ``c = C``.
     """
 
     def forward(
-        self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, state: torch.Tensor
+        self, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, c: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The outputs of every token and the state after the last."""
         outputs = []
         for t in range(a.shape[1]):
-            state = a[:, t] * state + b[:, t]
+            state = a[:, t] * state + u[:, t] * v[:, t]
             outputs.append((state * c[:, t]).sum(dim=-1))
         if not outputs:
             return state.new_zeros((state.shape[0], 0, *state.shape[1:-1])), state
@@ -155,22 +158,23 @@ class StateScanExtractor(ModuleInfoExtractor):
         torch_graph: Graph,
         **kwargs: Any,
     ) -> list[Ref]:
-        """Emits the loop: ``a``, ``b`` and ``c`` scanned token by token, the state carried."""
+        """Emits the loop: ``a``, ``u``, ``v`` and ``c`` scanned token by token, the state carried."""
         _tract_only(self.path, kwargs, g)
-        a, b, c, state = (name_to_tensor[v.name] for v in node.args[0])
-        rank = node.args[0][3].rank
+        a, u, v, c, state = (name_to_tensor[x.name] for x in node.args[0])
+        rank = node.args[0][4].rank
         body = NNEFBuilder(tract=True, naming_scheme=g.naming_scheme)
-        pa, pb, pc, ps = (body.fresh(n, keep=True) for n in ("a", "b", "c", "state"))
-        a_t, b_t, c_t = (body.op("squeeze", p, axes=[1], out=f"{n}_t") for p, n in ((pa, "a"), (pb, "b"), (pc, "c")))
-        new_state = body.op("add", body.op("mul", a_t, ps), b_t, out="new_state")
+        pa, pu, pv, pc, ps = (body.fresh(n, keep=True) for n in ("a", "u", "v", "c", "state"))
+        a_t, u_t, v_t, c_t = (body.op("squeeze", p, axes=[1], out=f"{p}_t") for p in (pa, pu, pv, pc))
+        given = body.op("mul", u_t, v_t, out="given")
+        new_state = body.op("add", body.op("mul", a_t, ps), given, out="new_state")
         y_t = body.op("sum_reduce", body.op("mul", new_state, c_t), axes=[rank - 1], out="y_t")
         y = body.op("unsqueeze", body.op("squeeze", y_t, axes=[rank - 1]), axes=[1], out="y")
-        name = g.fragment("state_scan_step", [pa, pb, pc, ps], [y, new_state], body)
+        name = g.fragment("state_scan_step", [pa, pu, pv, pc, ps], [y, new_state], body)
         g.need("tract_registry tract_core")
         return g.ops(
             "tract_core_scan",
             body=name,
-            scan=[(str(p), ref, 1, 1) for p, ref in zip((pa, pb, pc), (a, b, c))],
+            scan=[(str(p), ref, 1, 1) for p, ref in zip((pa, pu, pv, pc), (a, u, v, c))],
             full=[],
             state=[(str(ps), state, str(new_state))],
             output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
@@ -212,19 +216,60 @@ def _selective_scan(
     if delta_softplus:
         dt = torch.nn.functional.softplus(dt)
     B, C = B.transpose(1, 2), C.transpose(1, 2)
-    discrete_a = torch.exp(A[None, :, None, :] * dt[:, :, :, None])
-    delta_b_u = dt[:, :, :, None] * B[:, None, :, :].float() * hidden_states[:, :, :, None].float()
+    discrete_a = torch.exp(A[None, :, None, :] * dt[:, :, :, None]).transpose(1, 2)  # [batch, tokens, channels, N]
+    dt_x = (dt * hidden_states.float()).transpose(1, 2)[..., None]  # [batch, tokens, channels, 1]
     if initial_state is None:
-        state = delta_b_u.new_zeros(hidden_states.shape[0], hidden_states.shape[1], A.shape[-1])
+        state = dt_x.new_zeros(hidden_states.shape[0], hidden_states.shape[1], A.shape[-1])
     else:
-        state = initial_state.to(delta_b_u.dtype)
-    out, state = scan(discrete_a.transpose(1, 2), delta_b_u.transpose(1, 2), C[:, :, None, :].float(), state)
+        state = initial_state.to(dt_x.dtype)
+    out, state = scan(discrete_a, dt_x, B[:, :, None, :].float(), C[:, :, None, :].float(), state)
     scan_output = out.transpose(1, 2).to(input_dtype)
     if D is not None:
         scan_output = scan_output + hidden_states * D[None, :, None]
     if z is not None:
         scan_output = scan_output * torch.nn.functional.silu(z)
     return (scan_output, state) if return_last_state else scan_output
+
+
+def _chunk_scan(
+    scan: nn.Module,
+    hidden_states: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int = 0,
+    D: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    initial_states: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    dt_limit: tuple[float, float] = (0.0, float("inf")),
+    return_final_states: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Transformers' ``mamba2_chunk_scan`` (Mamba-2's state-space duality by chunks) token by token
+    through ``scan``: the same arguments and results.
+    """
+    batch, _, heads, _ = hidden_states.shape
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(dt.dtype)
+    if dt_softplus:
+        dt = torch.nn.functional.softplus(dt)
+    dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1]).float()  # [batch, tokens, heads]
+    x = hidden_states.float()  # [batch, tokens, heads, head size]
+    groups = B.shape[2]
+    B = B.float().repeat_interleave(heads // groups, dim=2, output_size=heads)
+    C = C.float().repeat_interleave(heads // groups, dim=2, output_size=heads)
+    decay = torch.exp(A.float() * dt)[..., None, None]  # [batch, tokens, heads, 1, 1]
+    dt_x = (x * dt[..., None])[..., None]  # [batch, tokens, heads, head size, 1]
+    if initial_states is None:
+        state = x.new_zeros(batch, heads, x.shape[3], B.shape[3])
+    else:
+        state = initial_states.to(torch.float32)
+    out, state = scan(decay, dt_x, B[:, :, :, None, :], C[:, :, :, None, :], state)
+    if D is not None:
+        out = out + D[..., None] * x
+    return (out, state) if return_final_states else out
 
 
 def _l2norm(x: torch.Tensor) -> torch.Tensor:
@@ -280,6 +325,10 @@ is per key channel (Kimi delta attention) rather than per head (Gated DeltaNet).
 SELECTIVE_SCAN = "mamba_selective_scan"
 """The function of transformers' modeling modules that computes Mamba's selective scan."""
 
+CHUNK_SCAN = "mamba2_chunk_scan"
+"""The function of transformers' modeling modules that computes Mamba-2's scan by chunks (Mamba-2,
+Bamba, Falcon-H1, Granite-hybrid, Nemotron-H, Zamba2)."""
+
 SELECTIVE_SCAN_LAYERS = frozenset({"MambaMixer", "FalconMambaMixer", "JambaMambaMixer"})
 """The layers whose selective scan is rewritten: one scan over the whole layer's state (Zamba's layers
 scan each head apart)."""
@@ -332,10 +381,11 @@ def rewrite_recurrences(model: nn.Module) -> int:
             continue
         rules = _called(module, RULES)
         mamba = type(module).__name__ in SELECTIVE_SCAN_LAYERS and _called(module, [SELECTIVE_SCAN])
-        if not rules and not mamba:
+        mamba2 = _called(module, [CHUNK_SCAN])
+        if not rules and not mamba and not mamba2:
             continue
-        scan: nn.Module = StateScan() if mamba else DeltaRuleScan()
-        scan.__dict__[INSTANCE_EXTRACTOR] = StateScanExtractor if mamba else DeltaRuleExtractor
+        scan: nn.Module = DeltaRuleScan() if rules else StateScan()
+        scan.__dict__[INSTANCE_EXTRACTOR] = DeltaRuleExtractor if rules else StateScanExtractor
         module.add_module(RULE_ATTRIBUTE, scan)
         namespace = inspect.unwrap(type(module).forward).__globals__
         original = module.forward
@@ -347,12 +397,15 @@ def rewrite_recurrences(model: nn.Module) -> int:
             _original: Callable[..., Any] = original,
             _namespace: dict[str, Any] = namespace,
             _rules: list[str] = rules,
+            _chunked: bool = bool(mamba2),
             **kwargs: Any,
         ) -> Any:
             replacements: dict[str, Callable[..., Any]] = {
                 name: functools.partial(_gated_delta_rule, _scan, per_channel=RULES[name]) for name in _rules
             }
-            if not _rules:
+            if _chunked:
+                replacements[CHUNK_SCAN] = functools.partial(_chunk_scan, _scan)
+            elif not _rules:
                 state = _cached_state(_module, _original, args, kwargs)
                 replacements[SELECTIVE_SCAN] = functools.partial(_selective_scan, _scan, state)
             with _swapped(_namespace, replacements):

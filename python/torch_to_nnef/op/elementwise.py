@@ -371,9 +371,10 @@ def _clamp(ctx: Context, x: Value, lo: Any, hi: Any) -> Ref:
             return operand_ref(ctx, node, v, out.dtype, out.rank)
         return float(v)
 
-    if lo is not None:
+    # an infinite bound (Mamba-2's time-step limits default to (0, inf)) is no bound
+    if lo is not None and not (isinstance(lo, float) and lo == -math.inf):
         y = ctx.g.op("max", y, bound(lo))
-    if hi is not None:
+    if hi is not None and not (isinstance(hi, float) and hi == math.inf):
         y = ctx.g.op("min", y, bound(hi))
     return ctx.g.op("copy", y, out=out.name)
 
