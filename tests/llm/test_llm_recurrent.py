@@ -126,6 +126,7 @@ def test_rewritten_layers_compute_what_transformers_computes():
         ("kimi_linear", DeltaRuleScan),
         ("mamba", StateScan),
         ("mamba2", StateScan),
+        ("zamba", StateScan),  # a scan per head
     )
     for family, scan in rewritten_families:
         reference, rewritten = build(family), build(family)

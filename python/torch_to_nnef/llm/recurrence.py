@@ -3,8 +3,10 @@
 transformers computes Gated DeltaNet (Qwen3-Next, Qwen3.5, OLMo-hybrid, ...) and Kimi delta
 attention (Kimi-Linear, Bailing-hybrid) on a prompt by chunks of 64 tokens, with Python loops over
 the chunks and over the positions in a chunk, and Mamba's selective scan (Mamba, Falcon-Mamba,
-Jamba) with a Python loop over the tokens: torch.export unrolls them at the traced length, so that
-the graph would hold for prompts of one length (or of at most one chunk). :func:`rewrite_recurrences`
+Jamba, Zamba) with a Python loop over the tokens: torch.export unrolls these loops at the traced
+length. Mamba-2's scan (Mamba-2, Bamba, Falcon-H1, Granite-hybrid, Nemotron-H, Zamba2) is computed
+by chunks without a loop, but torch.export fixes the number of chunks in its masks. Either way the
+graph would hold for prompts of one length, or of at most one chunk. :func:`rewrite_recurrences`
 has each such layer compute its recurrence token by token instead (transformers' own recurrent
 form, exact for any length) through :class:`DeltaRuleScan` or :class:`StateScan`, which the export
 writes as a ``tract_core_scan`` over the tokens: the state is the loop's state.
@@ -329,9 +331,26 @@ CHUNK_SCAN = "mamba2_chunk_scan"
 """The function of transformers' modeling modules that computes Mamba-2's scan by chunks (Mamba-2,
 Bamba, Falcon-H1, Granite-hybrid, Nemotron-H, Zamba2)."""
 
-SELECTIVE_SCAN_LAYERS = frozenset({"MambaMixer", "FalconMambaMixer", "JambaMambaMixer"})
-"""The layers whose selective scan is rewritten: one scan over the whole layer's state (Zamba's layers
-scan each head apart)."""
+SELECTIVE_SCAN_LAYERS = frozenset({"MambaMixer", "FalconMambaMixer", "JambaMambaMixer", "ZambaMambaMixer"})
+"""The layers whose selective scan is rewritten: one scan over the whole layer's state, or one per
+head (:data:`PER_HEAD_SCANS`)."""
+
+PER_HEAD_SCANS = frozenset({"ZambaMambaMixer"})
+"""The layers that scan each of their heads apart, the state of head ``k`` at ``state[:, k]``."""
+
+
+class _HeadByHead:
+    """The selective scan of a layer that scans its heads one call after the other: call ``k`` starts
+    from ``state[:, k]``.
+    """
+
+    def __init__(self, scan: nn.Module, state: torch.Tensor | None) -> None:
+        self.scan, self.state, self.calls = scan, state, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        state = None if self.state is None else self.state[:, self.calls]
+        self.calls += 1
+        return _selective_scan(self.scan, state, *args, **kwargs)
 
 
 def _called(module: nn.Module, names: Any) -> list[str]:
@@ -407,7 +426,10 @@ def rewrite_recurrences(model: nn.Module) -> int:
                 replacements[CHUNK_SCAN] = functools.partial(_chunk_scan, _scan)
             elif not _rules:
                 state = _cached_state(_module, _original, args, kwargs)
-                replacements[SELECTIVE_SCAN] = functools.partial(_selective_scan, _scan, state)
+                if type(_module).__name__ in PER_HEAD_SCANS:
+                    replacements[SELECTIVE_SCAN] = _HeadByHead(_scan, state)
+                else:
+                    replacements[SELECTIVE_SCAN] = functools.partial(_selective_scan, _scan, state)
             with _swapped(_namespace, replacements):
                 return _original(*args, **kwargs)
 
