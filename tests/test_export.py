@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,33 @@ def test_dynamic_time_axis_is_checked_at_two_lengths(tmp_path):
     x = torch.randn(1, 20, 123)
     (got,) = tm.run([x])
     torch.testing.assert_close(torch.from_numpy(got), model.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+class FirstChunk(nn.Module):
+    """Code that holds for at most 16 steps (as a chunked scan traced with one chunk)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._check(x.shape[1] <= 16)
+        return x.cumsum(1)
+
+
+def test_a_size_bounded_by_the_models_code_is_asserted_in_tract(tmp_path, caplog):
+    """A dynamic size that torch.export proves the code right for up to a bound only is said in a
+    warning and asserted in the graph (``tract_assert``), for tract and for whoever runs it."""
+    path = export_model_to_nnef(
+        FirstChunk(),
+        torch.randn(1, 5),
+        tmp_path / "chunk.nnef.tgz",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S"}}),
+        input_names=["x"],
+    )
+    assert "S <= 16 only" in caplog.text
+    with tarfile.open(path) as archive:
+        member = archive.extractfile("graph.nnef")
+        assert member is not None
+        assert "extension tract_assert S<=16;" in member.read().decode()
+    (got,) = TractModel(path).run([torch.ones(1, 16)])
+    assert got[0, -1] == 16
 
 
 class VarArgs(nn.Module):

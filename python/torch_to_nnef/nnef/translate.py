@@ -8,6 +8,7 @@ extractor claims is handed to it; the ``TractNNEF.force_*_in_f32`` flags run the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from torch_to_nnef.nnef.builder import NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.op.quantized import graph_quant
 from torch_to_nnef.op.registry import Context, Registration, resolve, translate_node
+
+LOGGER = logging.getLogger(__name__)
 
 
 def unsupported_nodes(graph: Graph) -> list[Node]:
@@ -68,8 +71,17 @@ def translate(
     tract_version = getattr(target, "version_tuple", None) if target.is_tract else None
     g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme, tract_version=tract_version)
     g.reserve([*input_names, *output_names])
-    for letter in graph.symbols:
+    for letter, (_, high) in graph.symbols.items():
         g.need(f"tract_symbol {letter}")
+        if high is not None and target.is_tract:
+            # torch.export proved the model's code right up to this size only (a loop it unrolled, a
+            # mask it sized): tract refuses larger inputs rather than computing something else
+            LOGGER.warning(
+                "the model's code holds for %s <= %d only (torch.export's range for it): tract will refuse more",
+                letter,
+                high,
+            )
+            g.need(f"tract_assert {letter}<={high}")
     for extension in custom_extensions:
         g.need(_over_steps(extension, graph.steps))
     labels: dict[int, Ref] = {}
