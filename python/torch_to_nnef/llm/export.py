@@ -412,7 +412,7 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         with_tokenizer=options.dump_with_tokenizer_and_conf,
         merge_peft=options.merge_peft,
     )
-    model = model.to(options.torch_dtype)  # a no-op unless the checkpoint holds other dtypes
+    _to_float_type(model, options.torch_dtype)
     rewrite_experts(model, fused=options.tract_target().version_tuple >= MOE_FFN_TRACT)
     rewrite_latent_attention(model)
     rewrite_recurrences(model)
@@ -433,6 +433,18 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         vocab=vocab_size(model),
     )
     return wrapper, lm
+
+
+def _to_float_type(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Casts ``model``'s float weights to ``dtype`` when the checkpoint held them in another type.
+
+    Weights in f32 stay so: loading in ``dtype`` casts every weight but those a model keeps in f32 on
+    purpose (routers and gates computed in f32, as Inkling's).
+    """
+    for tensors in (model.parameters(), model.buffers()):
+        for tensor in tensors:
+            if tensor.is_floating_point() and tensor.dtype not in (dtype, torch.float32):
+                tensor.data = tensor.data.to(dtype)
 
 
 def _compress(wrapper: CausalLMGraph, method: str, registry: str, model_name: str) -> CausalLMGraph:
