@@ -206,3 +206,25 @@ def test_a_router_that_only_looks_like_tracts_is_not_fused():
     experts = [m for m in model.modules() if hasattr(m, "down_linears")]
     assert experts and all(m.__dict__.get("_t2n_fused_routing") is None for m in experts)
     assert torch.equal(router.gate.weight, before)  # the probe's random values are put back
+
+
+@pytest.mark.parametrize("family", ["dbrx", "longcat_flash"])
+def test_experts_with_their_own_loop_get_their_dense_form(tmp_path: Path, family: str):
+    """DBRX's and LongCat-Flash's experts loop over the picked experts in their own class: rewritten into
+    their dense form they give transformers' logits (LongCat's zero experts included), and export."""
+    from llm_sweep import causal_lm_types, tiny_config
+
+    from torch_to_nnef.llm import export_llm_to_tract
+
+    def build_it() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return getattr(transformers, causal_lm_types()[family])(tiny_config(family)).eval()
+
+    reference, rewritten = build_it(), build_it()
+    assert rewrite_experts(rewritten) > 0
+    ids = torch.randint(0, 100, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(input_ids=ids).logits, reference(input_ids=ids).logits)
+    reference.save_pretrained(tmp_path / "source")
+    result = export_llm_to_tract(tmp_path / "export", local_dir=tmp_path / "source")
+    assert result.tolerance == "approximate" and result.generated_tokens

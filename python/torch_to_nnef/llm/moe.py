@@ -37,6 +37,11 @@ computes; what it checks, on a forward run of the model (:func:`fuse_routing`):
 Other layers (DeepSeek's grouped sigmoid routing, PhiMoE's sparse mixer...) keep the exact dense
 form; the log says which form each layer got. Shared experts and anything else of the block stay
 the model's own code.
+
+Two families write their experts' loop in their own class, without the decorator: DBRX (its
+experts' weights concatenated ``[E * F, D]``) and LongCat-Flash (routed experts and "zero"
+experts that return their input). :data:`OWN_LOOPS` gives each its dense form, the same sum in
+the same order; their weights stay as they are (not packed by ``min_max_q4_0``).
 """
 
 from __future__ import annotations
@@ -83,6 +88,47 @@ def is_routed_experts(module: nn.Module) -> bool:
     )
 
 
+def _routing_weight(top_k_index: torch.Tensor, top_k_weights: torch.Tensor, expert: int) -> torch.Tensor:
+    """Each token's routing weight for ``expert``: ``[T, 1]``, zero where the token did not pick it."""
+    return (top_k_weights * (top_k_index == expert).to(top_k_weights.dtype)).sum(dim=-1, keepdim=True)
+
+
+def _dbrx_dense(
+    self: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+) -> torch.Tensor:
+    """``DbrxExperts.forward``: every expert for every token, weighted by its routing weight."""
+    batch = hidden_states.shape[0]
+    x = hidden_states.reshape(-1, self.hidden_size)
+    shape = (-1, self.ffn_hidden_size, self.hidden_size)
+    out = torch.zeros_like(x)
+    for e in range(self.num_experts):
+        mlp = self.mlp
+        y = mlp(x, mlp.w1.view(shape)[e], mlp.v1.view(shape)[e], mlp.w2.view(shape)[e])
+        out = out + y.view(-1, self.hidden_size) * _routing_weight(top_k_index, top_k_weights, e)
+    return out.view(batch, -1, self.hidden_size)
+
+
+def _longcat_dense(
+    self: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+) -> torch.Tensor:
+    """``LongcatFlashExperts.forward``: every expert for every token (the zero experts return their
+    input), weighted by its routing weight.
+    """
+    out = torch.zeros_like(hidden_states)
+    for e in range(self.total_experts):
+        if e >= self.num_routed_experts or self.gate_up_proj is None:
+            y = hidden_states
+        else:
+            gate, up = F.linear(hidden_states, self.gate_up_proj[e]).chunk(2, dim=-1)
+            y = F.linear(self.act_fn(gate) * up, self.down_proj[e])
+        out = out + (y * _routing_weight(top_k_index, top_k_weights, e)).to(hidden_states.dtype)
+    return out
+
+
+OWN_LOOPS = {"DbrxExperts": _dbrx_dense, "LongcatFlashExperts": _longcat_dense}
+"""The experts classes that loop over their picked experts in their own code, and their dense forms."""
+
+
 def rewrite_experts(model: nn.Module, fused: bool = False) -> int:
     """Rewrites every routed experts layer of ``model`` (see the module's docstring), in place.
 
@@ -94,11 +140,20 @@ def rewrite_experts(model: nn.Module, fused: bool = False) -> int:
     Returns:
         How many layers were rewritten.
     """
+    own = [module for module in model.modules() if type(module).__name__ in OWN_LOOPS]
+    for module in own:
+        module.forward = MethodType(OWN_LOOPS[type(module).__name__], module)  # type: ignore[method-assign]
+    if own:
+        LOGGER.info(
+            "mixture of experts: %d layers (%s) computed densely, weighted by their routing",
+            len(own),
+            type(own[0]).__name__,
+        )
     found = [(name, module) for name, module in model.named_modules() if is_routed_experts(module)]
     for _, module in found:
         _rewrite(module)
     if not found:
-        return 0
+        return len(own)
     first = found[0][1]
     fusable = fuse_routing(model, [m for _, m in found]) if fused else {}
     dense = [name for name, module in found if module not in fusable]
@@ -122,7 +177,7 @@ def rewrite_experts(model: nn.Module, fused: bool = False) -> int:
     for module, routing in fusable.items():
         module.__dict__[_FUSED] = routing
         module.__dict__[INSTANCE_EXTRACTOR] = MoeFfnExtractor
-    return len(found)
+    return len(found) + len(own)
 
 
 def _linears(weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> nn.ModuleList:
