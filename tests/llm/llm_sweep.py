@@ -500,6 +500,21 @@ def _cache_of(out: Any) -> Any:
     return getattr(out, "past_key_values", None) if cache is None else cache
 
 
+def draw_zero_matrices(model: Any) -> None:
+    """Draws the matrices a family initialises to zeros (AFMoE's router) from N(0, 0.02), in place.
+
+    A router of zeros gives every expert the same score: which experts a token gets is then a tie
+    that PyTorch and tract break each their own way, which says nothing of the export.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2 and parameter.numel() > 1 and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+
+
 def _holds_tensors(held: Any) -> bool:
     """Whether a cache layer's attribute holds a tensor (keys), or a dict of them (states by index)."""
     import torch
@@ -566,6 +581,7 @@ def _sweep_in_process(model_type: str, modes: list[str], write: Callable[..., No
             config = tiny_config(model_type)
             torch.manual_seed(0)
             model = getattr(transformers, causal_lm_types()[model_type])(config).eval()
+            draw_zero_matrices(model)
             reason = run_with_cache(model, config.get_text_config().vocab_size)
             model.save_pretrained(Path(tmp) / "model")
         except Exception as exc:  # transformers' own failure: recorded as such

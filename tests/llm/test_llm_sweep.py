@@ -27,7 +27,8 @@ SLICE = {
     "bloom": ("f32",),  # ALiBi
     "mixtral": ("f32", "q4_0"),  # mixture of experts
     "deepseek_v3": ("f32",),  # multi-head latent attention
-    "mamba": ("f32",),  # recurrent: out of scope, found by running it
+    "mamba": ("f32",),  # recurrent states only, no positions
+    "qwen3_next": ("f32",),  # Gated DeltaNet beside attention layers, experts
 }
 """One type per family, and the modes it is exported in (f16 and Q4_0 for a few: each export takes seconds)."""
 
