@@ -45,7 +45,7 @@ test-rust:
 	cargo test --release
 
 test-python: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 # The LLM command must work with the transformers release before the pinned one too: its families
 # are exported again with that release laid over the virtualenv's (installed once, cached).
@@ -58,13 +58,13 @@ $(PREVIOUS_TRANSFORMERS_DIR)/.ready: | venv
 
 test-llm-previous-transformers: build $(PREVIOUS_TRANSFORMERS_DIR)/.ready
 	T2N_EXPECT_TRANSFORMERS=$(PREVIOUS_TRANSFORMERS) PYTHONPATH=$(PREVIOUS_TRANSFORMERS_DIR) \
-		$(PY) -m pytest -q tests/llm/test_llm.py -k "release_under_test or runs_like_transformers or (alike_layers and (llama or moe))"
+		$(PY) -m pytest -q -n auto tests/llm/test_llm.py -k "release_under_test or runs_like_transformers or (alike_layers and (llama or moe))"
 
 # Runs the whole suite, which measures which operators each passing test translated, and regenerates
 # docs/supported_ops.md from that record (a plain `make test` fails when the page differs from it);
 # the record itself is kept in the cache for inspection.
 coverage: build
-	T2N_RECORD_OP_CASES=$(CACHE)/op_cases.json $(PY) -m pytest -q tests
+	T2N_RECORD_OP_CASES=$(CACHE)/op_cases.json $(PY) -m pytest -q -n auto tests
 
 # docs/tract_releases.json: the op-table cases run in tract releases from PyPI (installed under
 # $(PROBE_DIR)); the supported-op page reads each kind's oldest release from it (then `make coverage`).

@@ -72,22 +72,52 @@ def _record_op_cases() -> Iterator[None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call" and report.passed and _CURRENT.get("kinds"):
-        _RECORDS[item.nodeid] = {
+        # carried by the report, which pytest-xdist's workers send to the process that runs the session
+        record = {
             "kinds": {target: sorted(kinds) for target, kinds in sorted(_CURRENT["kinds"].items())},
             "overloads": sorted(_CURRENT.get("overloads", ())),
         }
+        report.user_properties.append((_OP_CASES, record))
     return report
+
+
+_OP_CASES = "op_cases"
+"""The user property of a test report holding the operators its exports translated."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        for key, value in report.user_properties:
+            if key == _OP_CASES:
+                _RECORDS[report.nodeid] = value
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
     _DESELECTED.extend(item.nodeid for item in items)
 
 
+_COLLECTED: set[Path] = set()
+"""The test modules pytest-xdist's workers collected (the session's own items are theirs)."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    _COLLECTED.update((ROOT / nodeid.split("::")[0]).resolve() for nodeid in ids)
+
+
 def _whole_suite(session: pytest.Session) -> bool:
-    """Whether this run collected every test module of the suite and deselected nothing."""
-    collected = {Path(str(item.path)).resolve() for item in session.items}
+    """Whether this run collected every test module of the suite and deselected nothing (with pytest-xdist:
+    its workers collected every module, and no -k or -m expression deselects)."""
+    collected = {Path(str(item.path)).resolve() for item in session.items} | _COLLECTED
     every = {p.resolve() for p in TESTS.rglob("test_*.py")}
-    return not _DESELECTED and every <= collected
+    options = session.config.option
+    filtered = bool(getattr(options, "keyword", "") or getattr(options, "markexpr", ""))
+    return not _DESELECTED and not (_COLLECTED and filtered) and every <= collected
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: one core each
+        torch.set_num_threads(1)
 
 
 def _record() -> dict[str, Any]:
@@ -95,6 +125,8 @@ def _record() -> dict[str, Any]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):  # the process running the session checks the page
+        return
     if exitstatus != 0 or session.config.option.collectonly or not _whole_suite(session):
         return
     record = _record()

@@ -575,12 +575,12 @@ def test_unsupported_architectures(tmp_path: Path, capsys):
     assert main(["-d", str(vit), "-e", str(tmp_path / "out")]) == 1
     err = error_line(capsys)
     assert "unsupported architecture ViTModel (model_type 'vit')" in err and "Llama" in err
-    mamba = tmp_path / "mamba"
-    config = transformers.MambaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, state_size=4)
-    transformers.MambaForCausalLM(config).save_pretrained(mamba)
-    assert main(["-d", str(mamba), "-e", str(tmp_path / "out")]) == 1
+    gpt = tmp_path / "openai-gpt"
+    config = transformers.OpenAIGPTConfig(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=16)
+    transformers.OpenAIGPTLMHeadModel(config).save_pretrained(gpt)
+    assert main(["-d", str(gpt), "-e", str(tmp_path / "out")]) == 1
     err = error_line(capsys)
-    assert "unsupported architecture MambaForCausalLM (model_type 'mamba')" in err and "key-value cache" in err
+    assert "unsupported architecture OpenAIGPTLMHeadModel (model_type 'openai-gpt')" in err and "no cache" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -773,7 +773,8 @@ def test_cache_layout_checks_its_tensors():
         lambda: CacheLayout(1, (CacheTensor(1, "key", (1, 1, "P", 32)),)),  # no layer 1
         lambda: CacheLayout(1, (CacheTensor(0, "key", (1, 1, 4, 32)),)),  # no P axis anywhere
         lambda: CacheTensor(0, "key", (1, "P", "P", 32)),
-        lambda: CacheTensor(0, "conv", (1, 4, 3)),
+        lambda: CacheTensor(0, "conv", (1, 4, "P")),  # a state has a fixed shape
+        lambda: CacheTensor(0, "key", (1, 1, "P", 32), state=1),  # only states have an index
     ):
         with pytest.raises(InvalidArgumentError):
             bad()
