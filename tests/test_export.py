@@ -99,6 +99,32 @@ def test_a_size_bounded_by_the_models_code_is_asserted_in_tract(tmp_path, caplog
     assert got[0, -1] == 16
 
 
+class SparseSelection(nn.Module):
+    """Sparse attention's key selection: the best ``min(4, T)`` keys of each query marked in a mask."""
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        picked = scores.topk(min(4, scores.shape[-1]), dim=-1).indices
+        return torch.ones_like(scores, dtype=torch.bool).scatter(-1, picked, False).float()
+
+
+def test_topk_of_at_most_a_number_of_a_dynamic_axis(tmp_path):
+    """``topk(min(c, T))`` over a dynamic axis ``T``: all of it while it is shorter than ``c``, ``c`` after."""
+    model = SparseSelection()
+    path = export_model_to_nnef(
+        model,
+        torch.randn(1, 3, 3),
+        tmp_path / "topk.nnef.tgz",
+        TractNNEF(check_io=True, dynamic_axes={"scores": {1: "S", 2: "T"}}),
+        input_names=["scores"],
+    )
+    tm = TractModel(path)
+    for length in (2, 4, 9):
+        x = torch.randn(1, 5, length, generator=torch.Generator().manual_seed(length))
+        (got,) = tm.run([x])
+        assert (got == 0).sum(-1).tolist() == [[min(4, length)] * 5]
+        torch.testing.assert_close(torch.from_numpy(got), model(x))
+
+
 class VarArgs(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -39,12 +39,14 @@ PAST = "P"
 CACHE_KINDS: dict[str, str] = {
     "key": "keys",
     "value": "values",
+    "indexer": "indexer_keys",
     "conv": "conv_states",
     "recurrent": "recurrent_states",
 }
 """Kinds of cache tensor, each with the attribute of a transformers cache layer that holds it, in
-the order a layer's tensors are given. Keys and values grow by the new tokens; ``conv`` and
-``recurrent`` states (held per state index) keep their shape."""
+the order a layer's tensors are given. Keys, values and the indexer keys of sparse-attention layers
+(DeepSeek-V3.2, GLM-MoE-DSA: ``[1, P, D]``) grow by the new tokens; ``conv`` and ``recurrent``
+states (held per state index) keep their shape."""
 
 STATE_KINDS = ("conv", "recurrent")
 """The kinds of cache tensor that are states: a fixed shape, zeros before the prompt."""
@@ -217,6 +219,14 @@ class CacheLayout:
                             f"[1, heads, {tokens}, head size]"
                         )
                     found.append(CacheTensor(i, kind, (1, int(tensor.shape[1]), PAST, int(tensor.shape[3]))))
+            indexer = getattr(layer, "indexer_keys", None)
+            if isinstance(indexer, torch.Tensor):
+                if indexer.dim() != 3 or indexer.shape[0] != 1 or indexer.shape[1] != tokens:
+                    raise LLMExportError(
+                        f"the indexer keys of cache layer {i} are {list(indexer.shape)} after {tokens} tokens, not "
+                        f"[1, {tokens}, indexer head size]"
+                    )
+                found.append(CacheTensor(i, "indexer", (1, PAST, int(indexer.shape[2]))))
             for (kind, index), tensor in sorted(states.items(), key=lambda item: (item[0][0] != "conv", item[0][1])):
                 if tensor.dim() < 2 or tensor.shape[0] != 1:
                     raise LLMExportError(

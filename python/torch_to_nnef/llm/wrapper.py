@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from torch_to_nnef.errors import InvalidArgumentError
-from torch_to_nnef.llm.cache_layout import PAST, CacheLayout
+from torch_to_nnef.llm.cache_layout import PAST, STATE_KINDS, CacheLayout
 from torch_to_nnef.llm.errors import LLMExportError
 from torch_to_nnef.llm.loading import import_transformers
 
@@ -126,17 +126,20 @@ class CausalLMGraph(nn.Module):
         state: the prompt's states are zeros, so that every step runs the same code.
         """
         per_layer = self.layout.per_layer(caches)
-        if not any(t.is_state for t in self.layout.tensors) and all(per_layer):
+        if all(set(layer) == {("key", 0), ("value", 0)} for layer in per_layer):
             cache_cls = import_transformers().DynamicCache
             return cache_cls(ddp_cache_data=[(layer[("key", 0)], layer[("value", 0)]) for layer in per_layer])
         cache_utils = import_transformers().cache_utils
         layers: list[Any] = []
         for held in per_layer:
-            states = {k: v for k, v in held.items() if k[0] != "key" and k[0] != "value"}
+            states = {k: v for k, v in held.items() if k[0] in STATE_KINDS}
             if not held:
                 layers.append(cache_utils.DummyLayer())
                 continue
-            if not states:
+            if ("indexer", 0) in held:
+                layer = cache_utils.DynamicIndexedLayer()
+                layer.update_indexer(held[("indexer", 0)])
+            elif not states:
                 layer = cache_utils.DynamicLayer()
             else:
                 count = 1 + max(index for _, index in states)

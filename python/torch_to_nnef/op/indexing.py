@@ -5,6 +5,7 @@ advanced indexing, scatters, sorting and top-k, and the ops whose output shape d
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -393,9 +394,38 @@ def _topk(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, 
         return [_ranked_values(ctx, node, x, k, axis, largest, names[0])]
     ctx.g.need("tract_registry tract_core")
     kref = k if isinstance(k, int) else _runtime_size(ctx, x, axis) if k == x.shape[axis] else None
+    bound = _bound_by_axis(k, x.shape[axis]) if kref is None else None
+    if bound is not None:  # ``min(c, axis size)``: at most c, fewer when the axis is shorter (sparse attention)
+        kref = ctx.g.op("min", _runtime_size(ctx, x, axis), scalar_const(ctx, bound, "i64", 0))
     if kref is None:
-        raise TranslationError(f"{node.where()}: topk of a symbolic k other than the axis size is not supported")
+        raise TranslationError(
+            f"{node.where()}: topk of a symbolic k other than the axis size, or the least of it and a number, "
+            "is not supported"
+        )
     return _multi(ctx, "tract_core_topk", [ctx.ref(x), kref], names, axis=axis, largest=largest)
+
+
+def _bound_by_axis(k: Any, size: Any) -> int | None:
+    """``c`` when the symbolic ``k`` is ``min(c, size)`` for a number ``c`` (None otherwise)."""
+    if not isinstance(k, SymInt) or isinstance(size, int):
+        return None
+    import sympy  # type: ignore[import-untyped]
+
+    def parse(text: str) -> Any:
+        names = set(re.findall(r"[A-Za-z_]\w*", text)) - {"Min", "Max"}
+        return sympy.sympify(text, locals={n: sympy.Symbol(n, integer=True, nonnegative=True) for n in names})
+
+    try:
+        tree, axis = parse(k.expr), parse(str(size))
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return None
+    if tree.func is not sympy.Min or len(tree.args) != 2:
+        return None
+    numbers = [a for a in tree.args if a.is_Integer]
+    others = [a for a in tree.args if not a.is_Integer]
+    if len(numbers) == 1 and len(others) == 1 and sympy.simplify(others[0] - axis) == 0:
+        return int(numbers[0])
+    return None
 
 
 def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, out: str) -> Ref:
