@@ -21,6 +21,7 @@ gated norm) are traced as they are.
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 from collections.abc import Callable, Iterator
@@ -79,8 +80,20 @@ class DeltaRuleScan(nn.Module):
         return torch.stack(outputs, dim=1), state
 
 
-class DeltaRuleExtractor(ModuleInfoExtractor):
-    """Writes a :class:`DeltaRuleScan` as a ``tract_core_scan`` over the tokens (axis 1)."""
+class _TokenScanExtractor(ModuleInfoExtractor):
+    """Writes a scan module as a ``tract_core_scan`` over the tokens (axis 1 of every input but the
+    last, the initial state): the body, a fragment, is one token's :meth:`step`; the loop returns
+    every token's output and the last state.
+    """
+
+    INPUTS: tuple[str, ...] = ()
+    """The body's parameters, one per scanned input, in ``forward``'s order (the state follows)."""
+    STEP = ""
+    """The fragment's name."""
+
+    @abc.abstractmethod
+    def step(self, body: NNEFBuilder, node: Node, inputs: list[Ref], state: Ref) -> tuple[Ref, Ref]:
+        """One token: ``inputs`` (each ``[B, 1, ...]``) and the state give ``(y [B, 1, ...], new state)``."""
 
     def convert_to_nnef(
         self,
@@ -91,11 +104,40 @@ class DeltaRuleExtractor(ModuleInfoExtractor):
         torch_graph: Graph,
         **kwargs: Any,
     ) -> list[Ref]:
-        """Emits the loop: the prepared tensors scanned token by token, the state carried."""
-        _tract_only(self.path, kwargs, g)
-        query, key, value, decay, beta, state = (name_to_tensor[v.name] for v in node.args[0])
+        """Emits the loop: the inputs scanned token by token, the state carried."""
+        target = kwargs.get("inference_target")
+        if not getattr(target, "is_tract", g.tract):
+            raise TranslationError(
+                f"{self.path}: a recurrence over the tokens is a loop, which only TractNNEF (tract_core_scan) can "
+                "write: export to TractNNEF"
+            )
+        *scanned, state = (name_to_tensor[v.name] for v in node.args[0])
         body = NNEFBuilder(tract=True, naming_scheme=g.naming_scheme)
-        pq, pk, pv, pd, pb, ps = (body.fresh(n, keep=True) for n in ("q", "k", "v", "decay", "beta", "state"))
+        params = [body.fresh(n, keep=True) for n in self.INPUTS]
+        ps = body.fresh("state", keep=True)
+        y, new_state = self.step(body, node, params, ps)
+        name = g.fragment(self.STEP, [*params, ps], [y, new_state], body)
+        g.need("tract_registry tract_core")
+        return g.ops(
+            "tract_core_scan",
+            body=name,
+            scan=[(str(p), ref, 1, 1) for p, ref in zip(params, scanned)],
+            full=[],
+            state=[(str(ps), state, str(new_state))],
+            output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
+            outs=[o.name for o in node.outputs],
+        )
+
+
+class DeltaRuleExtractor(_TokenScanExtractor):
+    """Writes a :class:`DeltaRuleScan` as a ``tract_core_scan`` over the tokens."""
+
+    INPUTS = ("q", "k", "v", "decay", "beta")
+    STEP = "delta_rule_step"
+
+    def step(self, body: NNEFBuilder, node: Node, inputs: list[Ref], state: Ref) -> tuple[Ref, Ref]:
+        """One delta-rule update, on the state ``[B, H, Dk, Dv]``."""
+        pq, pk, pv, pd, pb = inputs
 
         def column(x: Ref, name: str) -> Ref:  # [B, 1, H, D] -> [B, H, D, 1]
             return body.op("unsqueeze", body.op("squeeze", x, axes=[1]), axes=[3], out=name)
@@ -103,24 +145,13 @@ class DeltaRuleExtractor(ModuleInfoExtractor):
         q_t, k_t, d_t = column(pq, "q_t"), column(pk, "k_t"), column(pd, "decay_t")
         v_t = body.op("unsqueeze", body.op("squeeze", pv, axes=[1]), axes=[2], out="v_t")  # [B, H, 1, Dv]
         b_t = body.op("unsqueeze", body.op("squeeze", pb, axes=[1]), axes=[2, 3], out="beta_t")  # [B, H, 1, 1]
-        decayed = body.op("mul", ps, d_t, out="decayed")
+        decayed = body.op("mul", state, d_t, out="decayed")
         remembered = body.op("sum_reduce", body.op("mul", decayed, k_t), axes=[2], out="remembered")
         delta = body.op("mul", body.op("sub", v_t, remembered), b_t, out="delta")
         new_state = body.op("add", decayed, body.op("mul", k_t, delta), out="new_state")
         o_t = body.op("sum_reduce", body.op("mul", new_state, q_t), axes=[2], out="o_t")  # [B, H, 1, Dv]
         y = body.op("unsqueeze", body.op("squeeze", o_t, axes=[2]), axes=[1], out="y")  # [B, 1, H, Dv]
-        name = g.fragment("delta_rule_step", [pq, pk, pv, pd, pb, ps], [y, new_state], body)
-        g.need("tract_registry tract_core")
-        names = [o.name for o in node.outputs]
-        return g.ops(
-            "tract_core_scan",
-            body=name,
-            scan=[(str(p), ref, 1, 1) for p, ref in zip((pq, pk, pv, pd, pb), (query, key, value, decay, beta))],
-            full=[],
-            state=[(str(ps), state, str(new_state))],
-            output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
-            outs=names,
-        )
+        return y, new_state
 
 
 class StateScan(nn.Module):
@@ -148,50 +179,21 @@ class StateScan(nn.Module):
         return torch.stack(outputs, dim=1), state
 
 
-class StateScanExtractor(ModuleInfoExtractor):
-    """Writes a :class:`StateScan` as a ``tract_core_scan`` over the tokens (axis 1)."""
+class StateScanExtractor(_TokenScanExtractor):
+    """Writes a :class:`StateScan` as a ``tract_core_scan`` over the tokens."""
 
-    def convert_to_nnef(
-        self,
-        g: NNEFBuilder,
-        node: Node,
-        name_to_tensor: dict[str, Ref],
-        null_ref: Ref,
-        torch_graph: Graph,
-        **kwargs: Any,
-    ) -> list[Ref]:
-        """Emits the loop: ``a``, ``u``, ``v`` and ``c`` scanned token by token, the state carried."""
-        _tract_only(self.path, kwargs, g)
-        a, u, v, c, state = (name_to_tensor[x.name] for x in node.args[0])
-        rank = node.args[0][4].rank
-        body = NNEFBuilder(tract=True, naming_scheme=g.naming_scheme)
-        pa, pu, pv, pc, ps = (body.fresh(n, keep=True) for n in ("a", "u", "v", "c", "state"))
-        a_t, u_t, v_t, c_t = (body.op("squeeze", p, axes=[1], out=f"{p}_t") for p in (pa, pu, pv, pc))
+    INPUTS = ("a", "u", "v", "c")
+    STEP = "state_scan_step"
+
+    def step(self, body: NNEFBuilder, node: Node, inputs: list[Ref], state: Ref) -> tuple[Ref, Ref]:
+        """``state = a * state + u * v``, ``y = sum(state * c)`` over the state's last axis."""
+        last = node.args[0][4].rank - 1
+        a_t, u_t, v_t, c_t = (body.op("squeeze", p, axes=[1], out=f"{p}_t") for p in inputs)
         given = body.op("mul", u_t, v_t, out="given")
-        new_state = body.op("add", body.op("mul", a_t, ps), given, out="new_state")
-        y_t = body.op("sum_reduce", body.op("mul", new_state, c_t), axes=[rank - 1], out="y_t")
-        y = body.op("unsqueeze", body.op("squeeze", y_t, axes=[rank - 1]), axes=[1], out="y")
-        name = g.fragment("state_scan_step", [pa, pu, pv, pc, ps], [y, new_state], body)
-        g.need("tract_registry tract_core")
-        return g.ops(
-            "tract_core_scan",
-            body=name,
-            scan=[(str(p), ref, 1, 1) for p, ref in zip((pa, pu, pv, pc), (a, u, v, c))],
-            full=[],
-            state=[(str(ps), state, str(new_state))],
-            output=[(str(y), "full", 1, 1), (str(new_state), "last", 0, 1)],
-            outs=[o.name for o in node.outputs],
-        )
-
-
-def _tract_only(path: str, kwargs: dict[str, Any], g: NNEFBuilder) -> None:
-    """Raises unless the export targets tract: a loop over the tokens is a ``tract_core_scan``."""
-    target = kwargs.get("inference_target")
-    if not getattr(target, "is_tract", g.tract):
-        raise TranslationError(
-            f"{path}: a recurrence over the tokens is a loop, which only TractNNEF (tract_core_scan) can write: "
-            "export to TractNNEF"
-        )
+        new_state = body.op("add", body.op("mul", a_t, state), given, out="new_state")
+        y_t = body.op("sum_reduce", body.op("mul", new_state, c_t), axes=[last], out="y_t")
+        y = body.op("unsqueeze", body.op("squeeze", y_t, axes=[last]), axes=[1], out="y")
+        return y, new_state
 
 
 def _selective_scan(
