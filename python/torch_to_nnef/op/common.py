@@ -147,16 +147,23 @@ def slice_bound(value: Any, dim: Any) -> Any:
     return value
 
 
-def _negative(expr: str) -> bool:
-    """Whether the size expression ``expr`` is negative for every value of its symbols (sizes, at least 1)."""
+def parse_size(text: str) -> Any:
+    """The size expression ``text`` (symbols, ``Min``, ``Max``) as a sympy expression whose symbols are
+    sizes (integers, at least 1); None when sympy cannot read it.
+    """
     import sympy  # type: ignore[import-untyped]
 
-    names = set(re.findall(r"[A-Za-z_]\w*", expr))
+    names = set(re.findall(r"[A-Za-z_]\w*", text)) - {"Min", "Max"}
     try:
-        tree = sympy.sympify(expr, locals={n: sympy.Symbol(n, positive=True, integer=True) for n in names})
+        return sympy.sympify(text, locals={n: sympy.Symbol(n, positive=True, integer=True) for n in names})
     except (sympy.SympifyError, TypeError, SyntaxError):
-        return False
-    return bool(tree.is_negative)
+        return None
+
+
+def _negative(expr: str) -> bool:
+    """Whether the size expression ``expr`` is negative for every value of its symbols (sizes, at least 1)."""
+    tree = parse_size(expr)
+    return tree is not None and bool(tree.is_negative)
 
 
 def _is_negated(expr: str) -> bool:

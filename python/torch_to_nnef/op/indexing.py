@@ -5,7 +5,6 @@ advanced indexing, scatters, sorting and top-k, and the ops whose output shape d
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch_to_nnef.op.common import (
     current_node,
     dim_of,
     operand_ref,
+    parse_size,
     scalar_const,
     slice_bound,
     static_sizes,
@@ -411,13 +411,8 @@ def _bound_by_axis(k: Any, size: Any) -> int | None:
         return None
     import sympy  # type: ignore[import-untyped]
 
-    def parse(text: str) -> Any:
-        names = set(re.findall(r"[A-Za-z_]\w*", text)) - {"Min", "Max"}
-        return sympy.sympify(text, locals={n: sympy.Symbol(n, integer=True, nonnegative=True) for n in names})
-
-    try:
-        tree, axis = parse(k.expr), parse(str(size))
-    except (sympy.SympifyError, TypeError, SyntaxError):
+    tree, axis = parse_size(k.expr), parse_size(str(size))
+    if tree is None or axis is None:
         return None
     if tree.func is not sympy.Min or len(tree.args) != 2:
         return None
