@@ -143,7 +143,7 @@ def _capture_stacked(
     periods differ.
     """
     num_layers, layout = wrapper.num_layers, wrapper.layout
-    caches = [tuple((t.kind, t.shape) for t in layout.layer(i)) for i in range(num_layers)]
+    caches = [layout.signature(i) for i in range(num_layers)]
     stack = layer_stack.find_stack(wrapper, num_layers, caches)
     if stack is None:
         if layer_stack.find_stack(wrapper, num_layers) is not None:
