@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod q40tensor;
 pub mod q4_0;
 pub mod runner;
+pub mod stream;
 pub mod view;
 
 #[cfg(feature = "python")]

@@ -14,12 +14,13 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::archive::{self, ArchiveKind, ModelFiles};
 use crate::compare::{self as cmp, Tolerance};
-use crate::dat::{self, DatContent, DatOptions, DatSource};
+use crate::dat::{self, DatContent, DatHeader, DatOptions, DatSource};
 use crate::dtype::{DType, Flavor};
 use crate::error::Error;
 use crate::q40tensor::{self, Q40Ref, Q40Tensor as CoreQ40Tensor};
 use crate::q4_0::{self, Q40Input, Q40Layout};
 use crate::runner::{ModelSource, RawTensor, Registries, TractModel as CoreModel};
+use crate::stream::ArchiveStream;
 use crate::view::TensorView;
 
 /// Raises the package exception class matching a core error.
@@ -452,17 +453,7 @@ fn write_archive(
     overwrite: bool,
 ) -> PyResult<()> {
     let opts = options(flavor, q4_0_legacy)?;
-    let kind = match kind {
-        None => ArchiveKind::from_path(&path, compression_level),
-        Some("folder") => ArchiveKind::Folder,
-        Some("tar") => ArchiveKind::Tar,
-        Some("tgz") => ArchiveKind::TarGz(compression_level),
-        Some(other) => {
-            return Err(to_pyerr(Error::InvalidArgument(format!(
-                "unknown archive kind {other:?}: use \"folder\", \"tar\" or \"tgz\""
-            ))))
-        }
-    };
+    let kind = archive_kind(&path, kind, compression_level)?;
     let held = hold_all(tensors)?;
     let files = ModelFiles {
         graph_nnef,
@@ -471,6 +462,172 @@ fn write_archive(
     };
     py.detach(|| archive::write_archive(&path, kind, &files, &opts, overwrite))
         .py_err()
+}
+
+/// An archive written member by member, each tensor whole or in pieces (see `stream.rs`):
+/// nothing appears at its path until `finish`; dropped unfinished, it leaves nothing.
+#[pyclass(module = "torch_to_nnef._rust")]
+pub struct ArchiveWriter {
+    inner: Option<ArchiveStream>,
+}
+
+impl ArchiveWriter {
+    fn stream(&mut self) -> PyResult<&mut ArchiveStream> {
+        self.inner.as_mut().ok_or_else(|| {
+            to_pyerr(Error::InvalidArgument(
+                "this archive is finished or aborted: start another one".into(),
+            ))
+        })
+    }
+}
+
+#[pymethods]
+impl ArchiveWriter {
+    /// Starts an archive (folder, .tar or .tgz, from `kind` or the path's suffix).
+    #[new]
+    #[pyo3(signature = (path, *, kind = None, compression_level = 0, flavor = "tract",
+        q4_0_legacy = false, overwrite = false))]
+    fn new(
+        path: PathBuf,
+        kind: Option<&str>,
+        compression_level: u32,
+        flavor: &str,
+        q4_0_legacy: bool,
+        overwrite: bool,
+    ) -> PyResult<ArchiveWriter> {
+        let opts = options(flavor, q4_0_legacy)?;
+        let kind = archive_kind(&path, kind, compression_level)?;
+        let inner = ArchiveStream::create(&path, kind, opts, overwrite).py_err()?;
+        Ok(ArchiveWriter { inner: Some(inner) })
+    }
+
+    /// Bytes written so far (members' headers and payloads).
+    #[getter]
+    fn written(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |s| s.written())
+    }
+
+    /// Adds a text member such as `graph.nnef`.
+    fn add_text(&mut self, py: Python<'_>, name: &str, text: &str) -> PyResult<()> {
+        let stream = self.stream()?;
+        let bytes = text.as_bytes().to_vec();
+        py.detach(|| stream.add_file(name, bytes)).py_err()
+    }
+
+    /// Adds a whole tensor (numpy array or Q40Tensor) as `<label>.dat`.
+    fn add_tensor(
+        &mut self,
+        py: Python<'_>,
+        label: &str,
+        tensor: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let held = hold(tensor, label)?;
+        let source = source_of(&held, label)?;
+        let stream = self.stream()?;
+        py.detach(|| stream.add_tensor(label, &source)).py_err()
+    }
+
+    /// Starts `<label>.dat` of `shape`: dense elements of `dtype` (`"f16"`, `"i64"`, ...), or Q4_0
+    /// blocks with `q4_0=True` (`dtype` ignored). Its pieces follow (`write`), then `end_tensor`.
+    #[pyo3(signature = (label, dtype, shape, *, q4_0 = false))]
+    fn begin_tensor(
+        &mut self,
+        py: Python<'_>,
+        label: &str,
+        dtype: &str,
+        shape: Vec<usize>,
+        q4_0: bool,
+    ) -> PyResult<()> {
+        let stream = self.stream()?;
+        let opts = stream_options(stream);
+        let (header, element) = if q4_0 {
+            (
+                DatHeader::for_q4_0(label, &shape, opts.q40_layout).py_err()?,
+                None,
+            )
+        } else {
+            let element = DType::parse(dtype).ok_or_else(|| {
+                to_pyerr(Error::InvalidArgument(format!(
+                    "{label}: unknown element type {dtype:?}: use f16, f32, f64, i8..i64, u8..u64 or bool"
+                )))
+            })?;
+            (
+                DatHeader::for_dense(label, element, &shape, opts.flavor).py_err()?,
+                Some(element),
+            )
+        };
+        py.detach(|| stream.begin_tensor(label, header, element))
+            .py_err()
+    }
+
+    /// Appends a piece of the open tensor: a C-contiguous numpy array of its element type (dense),
+    /// or float values whose Q4_0 blocks are appended (f32 or f16, whole blocks of 32).
+    #[pyo3(signature = (array, *, threads = None))]
+    fn write(
+        &mut self,
+        py: Python<'_>,
+        array: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<()> {
+        let arr = as_array(array, "piece")?;
+        let view = view_of(&arr, "piece")?;
+        let stream = self.stream()?;
+        let Some(bytes) = view.as_contiguous() else {
+            return Err(to_pyerr(Error::InvalidArgument(
+                "pieces must be C-contiguous: pass numpy.ascontiguousarray(x)".into(),
+            )));
+        };
+        if stream.is_q4_0() {
+            let values = Q40Input::from_view(&view, false, "piece").py_err()?;
+            return py.detach(|| stream.write_q4_0(values, threads)).py_err();
+        }
+        let dtype = view.dtype();
+        py.detach(|| stream.write_dense(dtype, bytes)).py_err()
+    }
+
+    /// Closes the open tensor (every byte of its payload must have been written).
+    fn end_tensor(&mut self) -> PyResult<()> {
+        self.stream()?.end_tensor().py_err()
+    }
+
+    /// Writes the end of the archive and moves it into place.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
+        let stream = self.inner.take().ok_or_else(|| {
+            to_pyerr(Error::InvalidArgument(
+                "this archive is finished or aborted already".into(),
+            ))
+        })?;
+        py.detach(|| stream.finish()).py_err()
+    }
+
+    /// Stops writing: nothing is left at the path, nor any temporary file.
+    fn abort(&mut self, py: Python<'_>) {
+        if let Some(stream) = self.inner.take() {
+            py.detach(|| drop(stream));
+        }
+    }
+}
+
+fn stream_options(stream: &ArchiveStream) -> DatOptions {
+    stream.options()
+}
+
+fn archive_kind(
+    path: &std::path::Path,
+    kind: Option<&str>,
+    compression_level: u32,
+) -> PyResult<ArchiveKind> {
+    Ok(match kind {
+        None => ArchiveKind::from_path(path, compression_level),
+        Some("folder") => ArchiveKind::Folder,
+        Some("tar") => ArchiveKind::Tar,
+        Some("tgz") => ArchiveKind::TarGz(compression_level),
+        Some(other) => {
+            return Err(to_pyerr(Error::InvalidArgument(format!(
+                "unknown archive kind {other:?}: use \"folder\", \"tar\" or \"tgz\""
+            ))))
+        }
+    })
 }
 
 /// Lists the members of a .tar/.tgz (path or bytes), refusing unsafe ones.
@@ -647,6 +804,7 @@ fn tract_version() -> &'static str {
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Q40Tensor>()?;
     m.add_class::<TractModel>()?;
+    m.add_class::<ArchiveWriter>()?;
     m.add_function(wrap_pyfunction!(write_dat, m)?)?;
     m.add_function(wrap_pyfunction!(write_dats, m)?)?;
     m.add_function(wrap_pyfunction!(read_dat, m)?)?;

@@ -8,6 +8,7 @@ import numpy as np
 _Path = str | PathLike[str]
 
 __all__ = [
+    "ArchiveWriter",
     "Q40Tensor",
     "TractModel",
     "check_labels",
@@ -21,6 +22,28 @@ __all__ = [
     "write_dat",
     "write_dats",
 ]
+
+@final
+class ArchiveWriter:
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        kind: str | None = None,
+        compression_level: int = 0,
+        flavor: str = "tract",
+        q4_0_legacy: bool = False,
+        overwrite: bool = False,
+    ) -> ArchiveWriter: ...
+    @property
+    def written(self) -> int: ...
+    def add_text(self, name: str, text: str) -> None: ...
+    def add_tensor(self, label: str, tensor: np.ndarray | Q40Tensor) -> None: ...
+    def begin_tensor(self, label: str, dtype: str, shape: Sequence[int], *, q4_0: bool = False) -> None: ...
+    def write(self, array: np.ndarray, *, threads: int | None = None) -> None: ...
+    def end_tensor(self) -> None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
 
 @final
 class Q40Tensor:

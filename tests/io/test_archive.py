@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from torch_to_nnef import TractModel, _rust, list_archive, quantize_q4_0, write_nnef_archive
-from torch_to_nnef.errors import InvalidArgumentError, OutputExistsError, UnsafePathError
+from torch_to_nnef.errors import (
+    InvalidArgumentError,
+    NameClashError,
+    OutputExistsError,
+    ShapeError,
+    UnsafePathError,
+)
+from torch_to_nnef.io.archive import ArchiveWriter
 
 GRAPH = """version 1.0;
 
@@ -117,3 +124,73 @@ def test_symlinks_in_model_folders_are_refused(tmp_path):
     (model / "extra.dat").symlink_to("/etc/hostname")
     with pytest.raises(UnsafePathError, match="symbolic links"):
         TractModel(model)
+
+
+def _members(path):
+    """Each member of a .tar/.tgz or file of a folder, with its bytes."""
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+@pytest.mark.parametrize("name", ["m.nnef", "m.nnef.tar", "m.nnef.tgz"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_archive_written_in_pieces_is_the_archive_written_at_once(tmp_path, name, legacy):
+    """Tensors cut in pieces at arbitrary rows (dense) or blocks (Q4_0) give the very bytes the
+    one-call writer gives for the whole tensors, and the archive runs in tract."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 3)).astype(np.float32)
+    big = rng.standard_normal((37, 5, 7)).astype(np.float16)
+    ids = rng.integers(-9, 9, size=(11,), dtype=np.int64)
+    values = rng.standard_normal((12, 96)).astype(np.float32)
+    whole = {"nested/w": w, "big": big, "ids": ids, "q": quantize_q4_0(values)}
+    (tmp_path / "whole").mkdir()
+    expected = write_nnef_archive(tmp_path / "whole" / name, GRAPH, whole, compression_level=0, q4_0_legacy=legacy)
+    with ArchiveWriter(tmp_path / name, q4_0_legacy=legacy) as out:
+        out.add_text("graph.nnef", GRAPH)
+        out.add_tensor("nested/w", w)
+        out.add_pieces("big", "f16", big.shape, [big[:1], big[1:20], big[20:]])
+        out.add_pieces("ids", "i64", ids.shape, [ids[:5], ids[5:]])
+        flat = values.reshape(-1)
+        out.add_pieces("q", "f32", values.shape, [flat[:32], flat[32:640], flat[640:]], q4_0=True)
+    assert _members(tmp_path / name) == _members(expected)
+    if not (tmp_path / name).is_dir():
+        assert (tmp_path / name).read_bytes() == expected.read_bytes()
+    x = np.ones((2, 3), np.float32)
+    (y,) = TractModel(tmp_path / name).run([x])
+    np.testing.assert_array_equal(y, x + w)
+
+
+def test_archive_writer_refuses_wrong_pieces_and_leaves_nothing(tmp_path):
+    path = tmp_path / "m.nnef.tgz"
+    with pytest.raises(ShapeError, match="missing"):
+        with ArchiveWriter(path) as out:
+            out.add_text("graph.nnef", GRAPH)
+            out.add_pieces("w", "f32", (2, 3), [np.zeros(5, np.float32)])
+    with pytest.raises(ShapeError, match="remain"):
+        with ArchiveWriter(path) as out:
+            out.add_pieces("w", "f32", (2, 3), [np.zeros(7, np.float32)])
+    with pytest.raises(InvalidArgumentError, match="f16 for a tensor of f32"):
+        with ArchiveWriter(path) as out:
+            out.add_pieces("w", "f32", (2, 3), [np.zeros(6, np.float16)])
+    with pytest.raises(ShapeError, match="whole Q4_0 blocks"):
+        with ArchiveWriter(path) as out:
+            out.add_pieces("q", "f32", (2, 64), [np.zeros(40, np.float32), np.zeros(88, np.float32)], q4_0=True)
+    with pytest.raises(NameClashError):
+        with ArchiveWriter(path) as out:
+            out.add_tensor("w", np.zeros(3, np.float32))
+            out.add_tensor("w", np.zeros(3, np.float32))
+    with pytest.raises(UnsafePathError):
+        with ArchiveWriter(path) as out:
+            out.add_tensor("../w", np.zeros(3, np.float32))
+    with pytest.raises(RuntimeError, match="boom"):
+        with ArchiveWriter(path) as out:
+            out.add_tensor("w", np.zeros(3, np.float32))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with ArchiveWriter(path) as out:
+        out.add_text("graph.nnef", GRAPH)
+    with pytest.raises(OutputExistsError):
+        ArchiveWriter(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
