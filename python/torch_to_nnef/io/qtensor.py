@@ -38,6 +38,7 @@ import torch
 from torch_to_nnef.errors import DTypeError, QTensorError, ShapeError
 from torch_to_nnef.io.q4_0 import Q40Tensor, quantize_q4_0
 from torch_to_nnef.ir import Graph, Value
+from torch_to_nnef.ir.quantized import PendingQ4_0
 
 LOGGER = logging.getLogger(__name__)
 
@@ -121,9 +122,31 @@ class QTensorTractScaleOnly(QTensor):
     def __init__(self, values: torch.Tensor, blocks: Q40Tensor | None, *, requires_grad: bool = False) -> None:
         super().__init__(values)
         self._q4_0 = blocks
+        self.percentile = 1.0
+        """For a weight on the meta device: the percentile its values are clipped to, block by block,
+        before they are quantized (see :meth:`calibrated`)."""
 
     def _rebuilt(self, values: torch.Tensor) -> QTensorTractScaleOnly:
-        return type(self)(values, self._q4_0, requires_grad=self.requires_grad)
+        rebuilt = type(self)(values, self._q4_0, requires_grad=self.requires_grad)
+        rebuilt.percentile = self.percentile
+        return rebuilt
+
+    @property
+    def pending(self) -> bool:
+        """True for a weight on the meta device: its blocks are made from its float values as they
+        are read (:meth:`calibrated`), when the archive is written.
+        """
+        return self.device.type == "meta"
+
+    def calibrated(self, rows: torch.Tensor) -> torch.Tensor:
+        """The values whose Q4_0 blocks (min-max, as :func:`quantize_q4_0` makes them) stand for
+        ``rows`` of a pending weight's float values: a piece of whole blocks of 32, clipped to
+        :attr:`percentile` block by block. Blocks are independent, so the pieces of a weight give
+        the blocks of the whole weight.
+        """
+        if self.percentile >= 1.0:
+            return rows
+        return _clip_to_percentile(rows, self.percentile)
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         blocks = self.to_q4_0()
@@ -140,8 +163,11 @@ class QTensorTractScaleOnly(QTensor):
         when written); others are quantized and checked now.
 
         Raises:
-            QTensorError: the values were changed to values that Q4_0 cannot hold exactly.
+            QTensorError: the values were changed to values that Q4_0 cannot hold exactly, or the
+                weight is on the meta device (it has no values yet: see :attr:`pending`).
         """
+        if self.pending:
+            raise QTensorError("a Q4_0 weight on the meta device has no blocks until its values are read")
         if self._q4_0 is None:
             values = self.detach()
             if self._version != self._quantized_version:  # refused now rather than when written
@@ -230,7 +256,10 @@ def fp_to_tract_q4_0_with_min_max_calibration(
             its float weights.
 
     Returns:
-        A :class:`QTensorTractScaleOnly` of the same dtype and device, ``requires_grad=False``.
+        A :class:`QTensorTractScaleOnly` of the same dtype and device, ``requires_grad=False``. For
+        a weight on the meta device (a model built without its weights), a pending one
+        (:attr:`QTensorTractScaleOnly.pending`): its blocks are made as its values are read from
+        the model's checkpoint, when the archive is written.
 
     Raises:
         ShapeError: rank below 2, or rows whose size is not a multiple of 32.
@@ -244,8 +273,10 @@ def fp_to_tract_q4_0_with_min_max_calibration(
     _check_blockable(values.shape)
     if not 0.0 < percentile <= 1.0:
         raise QTensorError(f"percentile must be in (0, 1], got {percentile}")
-    if values.device.type == "meta":
-        raise QTensorError("a weight on the meta device has no values to quantize: materialize it first")
+    if values.device.type == "meta":  # quantized as its values are read, when exported
+        pending = QTensorTractScaleOnly(values, None)
+        pending.percentile = percentile
+        return pending
     # A finite sum proves every value finite without a full-size mask; only an overflowing or
     # non-finite sum needs the exact check.
     if not (bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())):
@@ -295,8 +326,11 @@ def _use_refusal(kind: str, index: int, weight: Value, target: Any, widened: fro
     return f"{kind} cannot read Q4_0 blocks"
 
 
-def q4_0_weights_for_export(graph: Graph, target: Any, widened: frozenset[str] = frozenset()) -> dict[str, Q40Tensor]:
-    """The Q4_0 blocks to write for the graph's QTensor parameters, by placeholder name.
+def q4_0_weights_for_export(
+    graph: Graph, target: Any, widened: frozenset[str] = frozenset()
+) -> dict[str, Q40Tensor | PendingQ4_0]:
+    """The Q4_0 blocks to write for the graph's QTensor parameters, by placeholder name (a
+    :class:`PendingQ4_0` for a weight on the meta device).
 
     A QTensor parameter is written as Q4_0 when every use of it is one tract reads Q4_0 in:
     the weight of ``linear``, the left operand of a 2-D ``matmul``/``mm``, the kernel of a
@@ -339,4 +373,8 @@ def q4_0_weights_for_export(graph: Graph, target: Any, widened: frozenset[str] =
                         refusals.setdefault(a.name, []).append(f"{reason} (at {node.where()})")
     for name, reasons in refusals.items():
         LOGGER.warning("%s written as dequantized floats, not Q4_0: %s", quantized[name].torch_name, "; ".join(reasons))
-    return {name: p.tensor.to_q4_0() for name, p in quantized.items() if name not in refusals}
+    return {
+        name: PendingQ4_0(tuple(p.tensor.shape)) if p.tensor.pending else p.tensor.to_q4_0()
+        for name, p in quantized.items()
+        if name not in refusals
+    }

@@ -34,6 +34,7 @@ from torch_to_nnef.errors import (
     OutputExistsError,
     UnsafeFileError,
 )
+from torch_to_nnef.io.checkpoint import safe_open
 from torch_to_nnef.io.dat import Bf16Policy, PathLike, Target, as_numpy, write_dats
 
 if TYPE_CHECKING:
@@ -428,21 +429,10 @@ def _select_all(name: str) -> bool:
 # readers
 
 
-def _safe_open(path: Path) -> Any:
-    try:
-        from safetensors import safe_open
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InvalidArgumentError(f"{path}: reading .safetensors needs `pip install safetensors`") from exc
-    try:
-        return safe_open(os.fspath(path), framework="pt", device="cpu")
-    except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
-        raise FormatError(f"{path}: not a valid .safetensors file ({exc})") from exc
-
-
 def _from_safetensors(
     path: Path, selected: Callable[[str], bool]
 ) -> tuple[dict[str, Any], Callable[[list[str]], Mapping[str, Any]]]:
-    handle = _safe_open(path)
+    handle = safe_open(path)
     with handle as f:
         keys = f.offset_keys() if hasattr(f, "offset_keys") else f.keys()  # file order: sequential reads
         found = {k: f.get_tensor(k) for k in keys if selected(k)}  # views of the mapping, nothing read yet
@@ -450,7 +440,7 @@ def _from_safetensors(
     def load_batch(batch: list[str]) -> Mapping[str, Any]:
         # A mapping per batch, unmapped once the batch is written, so that the pages read do
         # not stay resident (the tensors returned to the caller view another, untouched mapping).
-        with _safe_open(path) as g:
+        with safe_open(path) as g:
             return {n: g.get_tensor(n) for n in batch}
 
     return found, load_batch

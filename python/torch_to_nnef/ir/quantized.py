@@ -9,6 +9,8 @@ ATen op computed in float and requantized, as ``quantized::aten_<name>``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PASS_THROUGH = frozenset(
     f"aten::{k}"
     for k in (
@@ -82,3 +84,13 @@ UNPACKED_SCHEMAS = {
 """The schemas of torch's quantized convolutions and linear layers as the IR holds them: their packed
 weights unpacked into the int8 ``weight`` (a quantized value), the float ``bias`` and, for per-channel
 weights, the f32 ``weight_scales`` (None for a per-tensor weight)."""
+
+
+@dataclass(frozen=True)
+class PendingQ4_0:
+    """The Q4_0 blocks of a weight that is not in memory (a model whose weights are on the meta
+    device): declared in the graph like the blocks themselves, and packed from the weight's values
+    when the archive is written (see :class:`~torch_to_nnef.io.qtensor.QTensorTractScaleOnly`).
+    """
+
+    shape: tuple[int, ...]

@@ -13,6 +13,7 @@ from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.check.versions import needs_newer
 from torch_to_nnef.errors import DTypeError
 from torch_to_nnef.ir import Dim, Value
+from torch_to_nnef.ir.quantized import PendingQ4_0
 
 
 class Ref(str):
@@ -303,8 +304,9 @@ class NNEFBuilder:
 
     def variable(self, tensor: Any, label: str) -> Ref:
         """Declares a weight stored as ``<label>.dat`` (once per label: the same label gives the
-        same ref, so callers must use one label per content). A :class:`Q40Tensor` is declared as
-        a float variable of its logical shape and listed in :attr:`block_quantized`.
+        same ref, so callers must use one label per content). A :class:`Q40Tensor` (or the
+        :class:`PendingQ4_0` of a weight not in memory) is declared as a float variable of its
+        logical shape and listed in :attr:`block_quantized`.
         """
         if label in self._variable_refs:
             return self._variable_refs[label]
@@ -313,7 +315,7 @@ class NNEFBuilder:
             ref = self.fresh(base)
         else:
             ref = self.fresh(_camel(base) if self.naming_scheme == "natural_verbose_camel" else base, keep=True)
-        if isinstance(tensor, Q40Tensor):  # tract reads the blocks as a block-quantized float constant
+        if isinstance(tensor, (Q40Tensor, PendingQ4_0)):  # tract reads the blocks as a block-quantized float constant
             kind, dims = "scalar", tuple(tensor.shape)
             self.block_quantized.add(ref)
         elif hasattr(tensor, "detach"):  # a torch tensor: its dtype and shape, not its data (it may be on a GPU)
