@@ -352,7 +352,7 @@ def test_io_spec_gives_each_cache_its_shape(saved, tmp_path: Path, family: str):
     from torch_to_nnef.llm import export_llm_to_tract
 
     out = tmp_path / "export"
-    result = export_llm_to_tract(out, local_dir=saved(family), verify=False)
+    result = export_llm_to_tract(out, local_dir=saved(family), verify=False, stream=False)
     spec = json.loads((out / "model" / "io_spec.json").read_text())
     dims = cache_dims(family)
     inputs, outputs = io_names(LAYERS)
@@ -509,7 +509,7 @@ def test_progress_lines(saved, tmp_path: Path, caplog, monkeypatch):
 
     monkeypatch.setattr(torch_to_nnef.llm.progress, "PROGRESS_INTERVAL_S", 0.0)  # a line for every step
     with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
-        assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out"), "-nv"]) == 0
+        assert main(["-d", str(saved("llama")), "-e", str(tmp_path / "out"), "-nv", "--no-stream"]) == 0
     text = caplog.text
     assert "loading " in text and "loaded LlamaForCausalLM: " in text
     assert "tracing LlamaForCausalLM with torch.export (S = 3, P = 2)" in text

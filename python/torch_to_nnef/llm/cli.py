@@ -54,6 +54,9 @@ examples:
   # a LoRA adapter merged into its base model, with the tokenizer and config, all files in one folder
   export_llm_to_tract -d ./my-llama -mp ./my-lora-adapter -e ./llama_lora -dwtac --export-dir-struct flat
 
+  # a model larger than memory: unchecked, its weights streamed from its safetensors shards
+  export_llm_to_tract -d ./my-llama-70b -e ./llama70b_q4_0 -f16 -c min_max_q4_0 -nv
+
   # a compressor of your own: MY_REGISTRY maps names to function(model, **options) -> model
   export_llm_to_tract -d ./my-llama -e ./out --compression-registry my_pkg.compressors.MY_REGISTRY -c gptq_q4_0
 
@@ -201,7 +204,18 @@ def _parser() -> argparse.ArgumentParser:
         "-nv",
         "--no-verify",
         action="store_true",
-        help="skip the checks in tract (the test .npz files are still written)",
+        help="skip the checks in tract (the weights are then streamed where they can be, see --stream; "
+        "a model loaded in memory still gets its test .npz files)",
+    )
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="never load the model: build it without weights and copy each weight from the folder's "
+        ".safetensors files into the archive (cast or quantized on the way), so memory holds a few "
+        "tensors whatever the model's size; no test .npz files. Default: stream unchecked exports (-nv) "
+        "of a folder when the model allows it, else load it (the log says which and why); --stream "
+        "fails when it cannot stream, --no-stream always loads the model",
     )
     parser.add_argument(
         "--trace-all-layers",
@@ -251,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             merge_peft=args.merge_peft,
             verify=not args.no_verify,
             trace_all_layers=args.trace_all_layers,
+            stream=args.stream,
         )
     except Exception as exc:
         if args.verbose:
@@ -258,5 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     checked = f"checked in tract at tolerance {result.tolerance!r}" if result.tolerance else "not checked"
+    if result.streamed:
+        checked += ", weights streamed from the checkpoint"
     print(f"exported {result.num_layers} layers ({result.dtype}) to {result.archive}, {checked}")
     return 0

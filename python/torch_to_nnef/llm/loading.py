@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from torch_to_nnef.capture.meta import weights_on_meta
 from torch_to_nnef.errors import InvalidArgumentError
 from torch_to_nnef.llm.errors import LLMExportError
 from torch_to_nnef.llm.peft_merge import import_peft, merge_peft_adapter
@@ -25,6 +26,7 @@ __all__ = [
     "DTYPES",
     "TORCH_DTYPES",
     "DType",
+    "build_skeleton",
     "describe_architecture",
     "import_transformers",
     "load_model",
@@ -100,6 +102,57 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 otherwise makes up an empty one for some architectures)."""
 
 
+def _read_config(
+    transformers: Any, model_slug: str | None, local_dir: str | os.PathLike[str] | None, trust_remote_code: bool
+) -> tuple[Any, str, dict[str, Any]]:
+    """The model's config, the source it was read from, and the options every later read takes.
+
+    Raises:
+        LLMExportError: not exactly one source given, the source cannot be read, or it is not a
+            causal language model.
+    """
+    if (model_slug is None) == (local_dir is None):
+        raise LLMExportError("pass the model with one of -s/--model-slug or -d/--local-dir")
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if local_dir is not None:
+        folder = Path(local_dir)
+        if not (folder / "config.json").is_file():
+            raise LLMExportError(
+                f"{local_dir} is not a saved model folder (no config.json): give a folder written by save_pretrained"
+            )
+        source: str = os.fspath(folder)
+        common["local_files_only"] = True
+    else:
+        assert model_slug is not None
+        source = model_slug
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, **common)
+    except OSError as exc:
+        if local_dir is not None:
+            raise LLMExportError(f"cannot read the model config of {local_dir}: {exc}") from exc
+        raise LLMExportError(
+            f"cannot get {model_slug!r} from the Hugging Face Hub (offline, unknown or private model?): "
+            f"{' '.join(str(exc).split())[:300]}; save the model with save_pretrained and pass its folder with "
+            "-d/--local-dir"
+        ) from exc
+    except ValueError as exc:  # unknown architecture, or code that trust_remote_code would run
+        raise LLMExportError(f"cannot load the config of {source}: {' '.join(str(exc).split())[:400]}") from exc
+    _check_causal_lm(transformers, config, trust_remote_code)
+    return config, source, common
+
+
+def _tokenizer(transformers: Any, source: str, local_dir: str | os.PathLike[str] | None, common: dict[str, Any]) -> Any:
+    """The model's tokenizer, or None when its folder has none (or none loads)."""
+    if local_dir is not None and not any((Path(local_dir) / f).is_file() for f in _TOKENIZER_FILES):
+        LOGGER.info("no tokenizer exported: %s has no tokenizer files (%s)", source, ", ".join(_TOKENIZER_FILES))
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(source, **common)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        LOGGER.info("no tokenizer exported: %s has none that loads (%s)", source, type(exc).__name__)
+        return None
+
+
 def load_model(
     model_slug: str | None,
     local_dir: str | os.PathLike[str] | None,
@@ -122,37 +175,11 @@ def load_model(
             causal language model; or the adapter cannot be merged.
     """
     transformers = import_transformers()
-    if (model_slug is None) == (local_dir is None):
-        raise LLMExportError("pass the model with one of -s/--model-slug or -d/--local-dir")
-    common = {"trust_remote_code": trust_remote_code}
-    if local_dir is not None:
-        folder = Path(local_dir)
-        if not (folder / "config.json").is_file():
-            raise LLMExportError(
-                f"{local_dir} is not a saved model folder (no config.json): give a folder written by save_pretrained"
-            )
-        source: str = os.fspath(folder)
-        common["local_files_only"] = True
-    else:
-        assert model_slug is not None
-        source = model_slug
     if merge_peft is not None:
         import_peft()  # before any weight is read
     started = time.monotonic()
+    config, source, common = _read_config(transformers, model_slug, local_dir, trust_remote_code)
     LOGGER.info("loading %s", source)
-    try:
-        config = transformers.AutoConfig.from_pretrained(source, **common)
-    except OSError as exc:
-        if local_dir is not None:
-            raise LLMExportError(f"cannot read the model config of {local_dir}: {exc}") from exc
-        raise LLMExportError(
-            f"cannot get {model_slug!r} from the Hugging Face Hub (offline, unknown or private model?): "
-            f"{' '.join(str(exc).split())[:300]}; save the model with save_pretrained and pass its folder with "
-            "-d/--local-dir"
-        ) from exc
-    except ValueError as exc:  # unknown architecture, or code that trust_remote_code would run
-        raise LLMExportError(f"cannot load the config of {source}: {' '.join(str(exc).split())[:400]}") from exc
-    _check_causal_lm(transformers, config, trust_remote_code)
     try:
         chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
         model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -174,12 +201,62 @@ def load_model(
     )
     if merge_peft is not None:
         model = merge_peft_adapter(model, merge_peft)
-    tokenizer = None
-    if with_tokenizer and local_dir is not None and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        LOGGER.info("no tokenizer exported: %s has no tokenizer files (%s)", source, ", ".join(_TOKENIZER_FILES))
-    elif with_tokenizer:
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            LOGGER.info("no tokenizer exported: %s has none that loads (%s)", source, type(exc).__name__)
+    tokenizer = _tokenizer(transformers, source, local_dir, common) if with_tokenizer else None
     return model, config, tokenizer
+
+
+def build_skeleton(
+    local_dir: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool,
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+    with_tokenizer: bool = True,
+) -> tuple[nn.Module, Any, Any]:
+    """Builds the causal language model saved in ``local_dir`` without its weights.
+
+    Every parameter is on the meta device (see :func:`torch_to_nnef.capture.meta.weights_on_meta`),
+    in the type loading it in ``dtype`` gives it (``dtype``, but for the modules the model keeps in
+    f32); buffers are computed by the model's code, as loading computes them. Building costs the
+    same for any size of model.
+
+    Returns:
+        The model, its config, and its tokenizer (None when not asked for or when the folder has
+        none).
+
+    Raises:
+        LLMExportError: the folder cannot be read, or it is not a causal language model.
+    """
+    transformers = import_transformers()
+    config, source, common = _read_config(transformers, None, local_dir, trust_remote_code)
+    chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+    try:
+        with weights_on_meta():
+            model = transformers.AutoModelForCausalLM.from_config(
+                config, dtype=dtype, trust_remote_code=trust_remote_code, **chosen
+            )
+    except (OSError, ValueError, TypeError) as exc:
+        raise LLMExportError(
+            f"cannot build {source} ({describe_architecture(config)}) as a causal language model: "
+            f"{' '.join(str(exc).split())[:400]}"
+        ) from exc
+    _keep_in_f32(model)
+    tokenizer = _tokenizer(transformers, source, local_dir, common) if with_tokenizer else None
+    return model.eval(), config, tokenizer
+
+
+def _keep_in_f32(model: nn.Module) -> None:
+    """Puts back in f32 the weights of the modules ``model`` keeps in f32 (``_keep_in_fp32_modules``),
+    as loading it in a narrower float type does.
+    """
+    kept: set[str] = set()
+    for attribute in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
+        kept.update(getattr(model, attribute, None) or ())
+    if not kept:
+        return
+    for name, module in model.named_modules():
+        if not kept.intersection(name.split(".")):
+            continue
+        for leaf, param in module.named_parameters(recurse=False):
+            if param.is_floating_point() and param.dtype != torch.float32:
+                setattr(module, leaf, nn.Parameter(param.to(torch.float32), requires_grad=False))

@@ -31,7 +31,14 @@ from torch_to_nnef.llm.wrapper import CausalLMGraph, graph_module
 from torch_to_nnef.nnef.translate import translate
 from torch_to_nnef.op import custom_extractors as extractors
 
-__all__ = ["TRACE_NEW_TOKENS", "TRACE_PAST_TOKENS", "length_bounds", "random_trace_inputs", "write_graph"]
+__all__ = [
+    "TRACE_NEW_TOKENS",
+    "TRACE_PAST_TOKENS",
+    "length_bounds",
+    "random_trace_inputs",
+    "translate_graph",
+    "write_graph",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +76,46 @@ def length_bounds(config: Any, has_past: bool = True) -> list[str]:
     return bounds
 
 
+def translate_graph(
+    wrapper: CausalLMGraph,
+    trace_inputs: Sequence[torch.Tensor],
+    target: TractNNEF,
+    input_names: list[str],
+    output_names: list[str],
+    naming_scheme: str,
+    extensions: list[str],
+    repeat_layers: bool = True,
+) -> tuple[str, dict[str, Any], str | None]:
+    """Traces ``wrapper`` and translates it to NNEF.
+
+    With ``repeat_layers``, a model whose decoder layers repeat is traced with the layers before
+    the repetition and two periods of it, the second period repeated for the others (see
+    :mod:`torch_to_nnef.capture.layer_stack`).
+
+    Returns:
+        The ``graph.nnef`` document, its tensors by label and its ``graph.quant`` (None without
+        quantized tensors), as :func:`torch_to_nnef.nnef.translate.translate` gives them.
+    """
+    started = time.monotonic()
+    sizes = f"S = {trace_inputs[0].shape[1]}, P = {wrapper.layout.past_length(trace_inputs[1:])}"
+    with torch.no_grad(), extractors.opaque(wrapper) as opaque:
+        graph = _capture_stacked(wrapper, trace_inputs, target, sizes, opaque) if repeat_layers else None
+        if graph is None:
+            LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
+            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes, _bf16_as(wrapper))
+        LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
+        return translate(
+            graph,
+            target,
+            input_names,
+            output_names,
+            export_metadata(wrapper, target),
+            naming_scheme=naming_scheme,
+            custom_extensions=extensions,
+            opaque=opaque,
+        )
+
+
 def write_graph(
     wrapper: CausalLMGraph,
     trace_inputs: Sequence[torch.Tensor],
@@ -80,33 +127,13 @@ def write_graph(
     extensions: list[str],
     repeat_layers: bool = True,
 ) -> None:
-    """Traces ``wrapper``, translates it to NNEF and writes the archive.
+    """Traces ``wrapper``, translates it to NNEF (:func:`translate_graph`) and writes the archive.
 
     The progress of each step (tracing, packing the tensors, writing the archive) is logged.
-
-    With ``repeat_layers``, a model whose decoder layers repeat is traced with the layers before
-    the repetition and two periods of it, the second period repeated for the others (see
-    :mod:`torch_to_nnef.capture.layer_stack`).
     """
-    started = time.monotonic()
-    sizes = f"S = {trace_inputs[0].shape[1]}, P = {wrapper.layout.past_length(trace_inputs[1:])}"
-    with torch.no_grad(), extractors.opaque(wrapper) as opaque:
-        graph = _capture_stacked(wrapper, trace_inputs, target, sizes, opaque) if repeat_layers else None
-        if graph is None:
-            LOGGER.info("tracing %s with torch.export (%s)", type(wrapper.model).__name__, sizes)
-            graph, _ = capture(wrapper, list(trace_inputs), input_names, target.dynamic_axes, _bf16_as(wrapper))
-        LOGGER.info("traced %d operations in %.1f s", len(graph.nodes), time.monotonic() - started)
-        doc, tensors, quant = translate(
-            graph,
-            target,
-            input_names,
-            output_names,
-            export_metadata(wrapper, target),
-            naming_scheme=naming_scheme,
-            custom_extensions=extensions,
-            opaque=opaque,
-        )
-    del graph
+    doc, tensors, quant = translate_graph(
+        wrapper, trace_inputs, target, input_names, output_names, naming_scheme, extensions, repeat_layers
+    )
     progress = Progress("packed", len(tensors), "tensors")
     packed: dict[str, Any] = {}
     for label in list(tensors):

@@ -1,0 +1,209 @@
+"""Exporting a language model without loading it: its weights go from the checkpoint to the archive.
+
+A model saved as safetensors shards is built without its weights (on the meta device, see
+:func:`torch_to_nnef.llm.loading.build_skeleton`), wrapped and compressed like a loaded one
+(a compressor that quantizes weights with
+:func:`~torch_to_nnef.io.qtensor.fp_to_tract_q4_0_with_min_max_calibration` leaves them pending,
+to be quantized as they are read), traced on the meta device, and written with each weight read
+from its shard in pieces (:func:`torch_to_nnef.io.streamed.write_streamed_archive`). Tracing and
+memory then cost the same for any size of model; the time is that of reading the shards,
+quantizing and writing the archive, which overlap.
+
+What cannot go this way is said in a :class:`NotStreamable` error: a folder without safetensors
+files, a weight the checkpoint does not hold under the model's name (a model whose loading
+converts its checkpoint), or a compressor that needs the weights' values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
+from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT, QTensorTractScaleOnly
+from torch_to_nnef.io.streamed import StreamedTotals, WeightSource, write_streamed_archive
+from torch_to_nnef.ir.quantized import PendingQ4_0
+from torch_to_nnef.llm.errors import LLMExportError
+from torch_to_nnef.llm.progress import WriteProgress
+
+__all__ = [
+    "NotStreamable",
+    "estimated_size",
+    "needs_values",
+    "open_checkpoint",
+    "pending_quantized",
+    "weight_sources",
+    "write_archive_streamed",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+_SHOWN = 5
+"""Names shown in a message listing many."""
+
+
+class NotStreamable(LLMExportError):
+    """The model cannot be exported without loading it (the message says why)."""
+
+
+@contextlib.contextmanager
+def needs_values(step: str) -> Iterator[None]:
+    """Turns the failure of ``step`` on tensors without values (the model's code reading a weight,
+    as a check of its routing does) into :class:`NotStreamable`.
+
+    Raises:
+        NotStreamable: ``step`` raised an error about meta tensors.
+    """
+    try:
+        yield
+    except NotStreamable:
+        raise
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+        text, cause = str(exc), exc.__cause__
+        while "meta" not in text.lower() and cause is not None:  # a capture error explains its cause
+            text, cause = str(cause), cause.__cause__
+        if "meta" not in text.lower():
+            raise
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise NotStreamable(f"{step} needs the weights' values ({type(exc).__name__}: {first[:200]})") from exc
+
+
+def open_checkpoint(local_dir: str | os.PathLike[str]) -> SafetensorsCheckpoint:
+    """The safetensors checkpoint of a model folder.
+
+    Raises:
+        NotStreamable: the folder has no safetensors files.
+    """
+    checkpoint = SafetensorsCheckpoint.of_folder(local_dir)
+    if checkpoint is None:
+        raise NotStreamable(f"{local_dir} holds no .safetensors files (only they can be read weight by weight)")
+    return checkpoint
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"
+
+
+def weight_sources(
+    wrapper: nn.Module, checkpoint: SafetensorsCheckpoint, prefix: str = "model."
+) -> dict[str, WeightSource]:
+    """Where each weight of ``wrapper`` (a model built on the meta device, whose own names are
+    ``prefix`` + the checkpoint's) is read from, by its name in ``wrapper``.
+
+    A weight tied to others (a language-model head sharing the embeddings) is read under whichever
+    of its names the checkpoint holds; buffers that are real (computed by the model's code) are not
+    listed.
+
+    Raises:
+        NotStreamable: weights that the checkpoint does not hold (the message names them), or
+            whose shapes differ.
+    """
+    names: dict[int, list[str]] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    for name, tensor in [
+        *wrapper.named_parameters(remove_duplicate=False),
+        *wrapper.named_buffers(remove_duplicate=False),
+    ]:
+        if tensor.device.type == "meta":
+            names.setdefault(id(tensor), []).append(name)
+            tensors[id(tensor)] = tensor
+    sources: dict[str, WeightSource] = {}
+    missing: list[str] = []
+    reshaped: list[str] = []
+    for key, aliases in names.items():
+        stored = [n[len(prefix) :] for n in aliases if n.startswith(prefix) and n[len(prefix) :] in checkpoint]
+        if not stored:
+            missing.append(aliases[0])
+            continue
+        weight = tensors[key]
+        entry = checkpoint.tensors[stored[0]]
+        if entry.shape != tuple(weight.shape):
+            reshaped.append(f"{stored[0]} ({list(entry.shape)} stored, {list(weight.shape)} in the model)")
+            continue
+        for alias in aliases:
+            sources[alias] = WeightSource(stored[0], weight)
+    if missing:
+        raise NotStreamable(
+            f"the checkpoint holds no tensor for {len(missing)} weight(s) of the model under its own names "
+            f"({_listed(missing)}): loading converts this checkpoint"
+        )
+    if reshaped:
+        raise NotStreamable(f"the checkpoint's tensors differ in shape from the model's: {_listed(reshaped)}")
+    return sources
+
+
+def estimated_size(tensors: Mapping[str, Any]) -> int:
+    """The bytes of the ``.dat`` files of ``tensors`` (the archive's size but for its container)."""
+    total = 0
+    for tensor in tensors.values():
+        if isinstance(tensor, PendingQ4_0):
+            total += math.prod(tensor.shape) // 32 * 18
+        elif isinstance(tensor, torch.Tensor):
+            total += tensor.numel() * tensor.element_size()
+        else:
+            total += int(getattr(tensor, "nbytes", 0))
+        total += 128
+    return total
+
+
+def write_archive_streamed(
+    archive: Path,
+    doc: str,
+    tensors: dict[str, Any],
+    quant: str | None,
+    sources: Mapping[str, WeightSource],
+    real_buffers: Mapping[str, torch.Tensor],
+    checkpoint: SafetensorsCheckpoint,
+    tract_version: tuple[int, ...],
+) -> StreamedTotals:
+    """Writes the archive of a model traced on the meta device: ``tensors`` as the translation
+    gave them, each weight read from ``checkpoint``, each buffer (meta in the trace) written from
+    its real value in ``real_buffers``, with the progress logged.
+
+    Raises:
+        NotStreamable: a tensor of the graph that is neither a weight of the checkpoint nor a real
+            buffer.
+    """
+    ready: dict[str, Any] = {}
+    for label, tensor in tensors.items():
+        if label in sources:
+            ready[label] = tensor
+        elif isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
+            if label not in real_buffers:
+                raise NotStreamable(f"{label} has no values: it is neither in the checkpoint nor computed by the model")
+            ready[label] = real_buffers[label]
+        else:
+            ready[label] = tensor
+    quantized = sum(isinstance(t, PendingQ4_0) for t in ready.values())
+    progress = WriteProgress(archive.name, len(ready), len(doc) + len(quant or "") + estimated_size(ready))
+    LOGGER.info(
+        "writing %s: %d tensors (%d of them read from the checkpoint, %d quantized to Q4_0 as they are read)",
+        archive.name,
+        len(ready),
+        sum(label in sources for label in ready),
+        quantized,
+    )
+    return write_streamed_archive(
+        archive,
+        doc,
+        ready,
+        sources,
+        checkpoint,
+        graph_quant=quant,
+        q4_0_legacy=tract_version < Q4_0_GGML_TRACT,
+        on_tensor=lambda _, totals: progress.step(totals.tensors, totals.written),
+    )
+
+
+def pending_quantized(wrapper: nn.Module) -> int:
+    """The weights of ``wrapper`` left to quantize to Q4_0 as they are read."""
+    return sum(isinstance(p, QTensorTractScaleOnly) and p.pending for p in wrapper.parameters())

@@ -1,0 +1,223 @@
+"""export_llm_to_tract without loading the model: weights streamed from safetensors shards.
+
+A streamed export is compared with the export of the same model loaded in memory: every tensor
+file byte for byte, and the graph run in tract on the loaded export's test bundles against the
+outputs PyTorch computed for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from torch_to_nnef import TractModel, check_outputs
+from torch_to_nnef.errors import FormatError, InvalidArgumentError, NameClashError
+from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
+from torch_to_nnef.io.compress import DEFAULT_COMPRESSION, quantize_weights_min_max_q4_0
+from torch_to_nnef.llm import export_llm_to_tract
+from torch_to_nnef.llm.streaming import NotStreamable
+
+SMALL = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+FAMILIES = {
+    "llama": transformers.LlamaConfig(**SMALL, tie_word_embeddings=False),
+    # tied head: one weight under two names, the checkpoint holding one of them
+    "qwen2": transformers.Qwen2Config(**SMALL, tie_word_embeddings=True),
+    # a normalisation weight offset by one, scaled embeddings, alternating layer kinds
+    "gemma2": transformers.Gemma2Config(**SMALL, head_dim=16),
+    "phi3": transformers.Phi3Config(**{**SMALL, "num_key_value_heads": 4}, pad_token_id=0),
+}
+
+STREAM_COMPRESSION = {
+    **DEFAULT_COMPRESSION,
+    "clipped_q4_0": functools.partial(quantize_weights_min_max_q4_0, percentile=0.9),
+    "needs_values": lambda model: _scaled(model),
+}
+"""Compressors of the tests' own registry (``--compression-registry``)."""
+
+
+def _scaled(model: torch.nn.Module) -> torch.nn.Module:
+    """A compressor that reads the weights' values (as a calibration would)."""
+    for p in model.parameters():
+        if float(p.abs().max()) > 1e9:
+            raise AssertionError("weights are finite")
+    return model
+
+
+REGISTRY = f"{__name__}.STREAM_COMPRESSION"
+
+
+def _saved(folder: Path, config: transformers.PretrainedConfig, shard: str = "60KB") -> Path:
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    model.save_pretrained(folder, max_shard_size=shard)
+    return folder
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def _numel(dat: bytes) -> int:
+    """The element count a ``.dat`` header gives."""
+    rank = int.from_bytes(dat[8:12], "little")
+    return int(np.prod([int.from_bytes(dat[12 + 4 * i : 16 + 4 * i], "little") for i in range(rank)]))
+
+
+def _run_bundle(archive: Path, tests: Path, stem: str, tolerance: str) -> None:
+    """Runs ``archive`` on the inputs of the bundle ``stem`` and checks its outputs."""
+    inputs, outputs = np.load(tests / f"{stem}_inputs.npz"), np.load(tests / f"{stem}_outputs.npz")
+    model = TractModel(archive)
+    names = [name for name, _, _ in model.outputs]
+    got = model.run([inputs[name] for name, _, _ in model.inputs])
+    check_outputs([outputs[n] for n in names], got, names=names, tolerance=tolerance)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(("dtype", "compression"), [("f16", "min_max_q4_0"), ("f32", None)])
+def test_streamed_export_is_the_loaded_export(tmp_path, family, dtype, compression):
+    source = _saved(tmp_path / "model", FAMILIES[family])
+    assert len(SafetensorsCheckpoint.of_folder(source).files) > 1
+    options = {"local_dir": source, "dtype": dtype, "compression_method": compression}
+    streamed = export_llm_to_tract(tmp_path / "streamed", verify=False, **options)
+    loaded = export_llm_to_tract(tmp_path / "loaded", verify=False, stream=False, **options)
+    assert streamed.streamed and not loaded.streamed
+    ours, theirs = _members(streamed.archive), _members(loaded.archive)
+    tensors = {n for n in ours if n.endswith(".dat")}
+    assert tensors <= set(theirs)
+    # the loaded capture records empty constants (the cache's initial tensors) that the meta capture drops
+    assert all(_numel(theirs[n]) == 0 for n in set(theirs) - set(ours))
+    assert {n: ours[n] for n in tensors} == {n: theirs[n] for n in tensors}
+    assert not (streamed.export_dir / "tests").exists() or not any((streamed.export_dir / "tests").iterdir())
+    assert json.loads((streamed.export_dir / "model" / "io_spec.json").read_text()) == json.loads(
+        (loaded.export_dir / "model" / "io_spec.json").read_text()
+    )
+    tolerance = "super" if dtype == "f16" else "approximate"
+    for stem in ("prompt", "prompt_with_past"):
+        _run_bundle(streamed.archive, loaded.export_dir / "tests", stem, tolerance)
+
+
+def test_streamed_compression_of_a_registry_with_clipping(tmp_path):
+    source = _saved(tmp_path / "model", FAMILIES["llama"])
+    options = {"local_dir": source, "dtype": "f16", "compression_method": "clipped_q4_0"}
+    options["compression_registry"] = REGISTRY
+    streamed = export_llm_to_tract(tmp_path / "streamed", verify=False, stream=True, **options)
+    loaded = export_llm_to_tract(tmp_path / "loaded", verify=False, stream=False, **options)
+    ours, theirs = _members(streamed.archive), _members(loaded.archive)
+    assert {n: b for n, b in ours.items() if n.endswith(".dat")} == {n: theirs[n] for n in ours if n.endswith(".dat")}
+
+
+def test_what_cannot_stream_is_said_and_loaded(tmp_path, caplog):
+    source = _saved(tmp_path / "model", FAMILIES["llama"])
+    options = {"local_dir": source, "compression_method": "needs_values", "compression_registry": REGISTRY}
+    with pytest.raises(NotStreamable, match="compressor 'needs_values' needs the weights' values"):
+        export_llm_to_tract(tmp_path / "a", verify=False, stream=True, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        result = export_llm_to_tract(tmp_path / "b", verify=False, **options)
+    assert not result.streamed
+    assert "loading the model in memory: compressor 'needs_values'" in caplog.text
+
+    torch_saved = tmp_path / "bin"
+    torch_saved.mkdir()
+    (torch_saved / "config.json").write_text((source / "config.json").read_text())
+    torch.save(
+        transformers.AutoModelForCausalLM.from_config(FAMILIES["llama"]).state_dict(), torch_saved / "pytorch_model.bin"
+    )
+    with pytest.raises(NotStreamable, match="holds no .safetensors files"):
+        export_llm_to_tract(tmp_path / "c", local_dir=torch_saved, verify=False, stream=True)
+    with pytest.raises(InvalidArgumentError, match="check in tract needs the model in memory"):
+        export_llm_to_tract(tmp_path / "d", local_dir=source, stream=True)
+    with pytest.raises(InvalidArgumentError, match="pass local_dir"):
+        export_llm_to_tract(tmp_path / "e", model_slug="some/model", verify=False, stream=True)
+
+
+def test_a_checkpoint_that_is_not_the_model_is_refused(tmp_path):
+    source = _saved(tmp_path / "model", FAMILIES["llama"])
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(NotStreamable, match="differ in shape"):
+        export_llm_to_tract(tmp_path / "a", local_dir=source, verify=False, stream=True)
+    (source / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 5}))
+    with pytest.raises(NotStreamable, match=r"holds no tensor for 9 weight\(s\).*layers\.4"):
+        export_llm_to_tract(tmp_path / "a", local_dir=source, verify=False, stream=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_checkpoint_pieces_are_whole_rows_of_the_tensor(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors = {
+        "w": torch.randn(37, 5, 3, dtype=torch.bfloat16),
+        "i": torch.arange(11, dtype=torch.int64),
+        "s": torch.tensor(2.5),
+        "e": torch.zeros(0, 4),
+        "b": torch.rand(6, 2) > 0.5,
+    }
+    save_file(tensors, tmp_path / "a.safetensors")
+    checkpoint = SafetensorsCheckpoint([tmp_path / "a.safetensors"])
+    assert checkpoint.nbytes == sum(t.numel() * t.element_size() for t in tensors.values())
+    for name, tensor in tensors.items():
+        for piece_bytes in (1, 30, 64, 1 << 20):
+            pieces = [p.clone() for p in checkpoint.pieces(name, piece_bytes)]
+            row = tensor[0].numel() if tensor.dim() and tensor.shape[0] else 1
+            assert all(p.numel() % row == 0 for p in pieces)
+            assert torch.equal(torch.cat(pieces).reshape(tensor.shape), tensor)
+        assert torch.equal(checkpoint.read(name), tensor)
+
+
+def test_hostile_or_broken_checkpoints_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(4)}, tmp_path / "a.safetensors")
+    save_file({"a": torch.ones(4)}, tmp_path / "b.safetensors")
+    with pytest.raises(NameClashError, match="'a' is in both"):
+        SafetensorsCheckpoint([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    (tmp_path / "c.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(FormatError, match="not a valid .safetensors file"):
+        SafetensorsCheckpoint([tmp_path / "c.safetensors"])
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../a.safetensors"}}))
+    with pytest.raises(FormatError, match="not a file of"):
+        SafetensorsCheckpoint.of_folder(folder)
+    (folder / "model.safetensors.index.json").write_text("[]")
+    with pytest.raises(FormatError, match="not a safetensors index"):
+        SafetensorsCheckpoint.of_folder(folder)
+
+
+def test_streamed_export_logs_its_progress_and_totals(tmp_path, caplog, monkeypatch, capsys):
+    import torch_to_nnef.llm.progress
+    from torch_to_nnef.llm import main
+
+    source = _saved(tmp_path / "model", FAMILIES["llama"])
+    monkeypatch.setattr(torch_to_nnef.llm.progress, "PROGRESS_INTERVAL_S", 0.0)  # a line for every tensor
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        assert main(["-d", str(source), "-e", str(tmp_path / "out"), "-nv", "-f16", "-c", "min_max_q4_0"]) == 0
+    text = caplog.text
+    assert "weights streamed from the checkpoint" in capsys.readouterr().out
+    assert re.search(r"streaming the weights of model \(39 tensors, [\d.]+ kB in \d+ file\(s\)\)", text)
+    assert "compression 'min_max_q4_0' runs streamed: 29 weights are quantized as they are read" in text
+    lines = re.findall(r"wrote (\d+)/(\d+) tensors, ([\d.]+) kB of ([\d.]+) kB \(", text)
+    assert [int(done) for done, *_ in lines] == list(range(1, int(lines[0][1]) + 1))
+    assert lines[-1][2] == lines[-1][3]  # the size written is the size announced
+    assert re.search(r"about \d+ s left", text)
+    assert re.search(r"read [\d.]+ kB of weights from the checkpoint, wrote [\d.]+ kB of tensors", text)
+    assert re.search(r"exported .* in [\d.]+ s \([\d.]+ kB written\), peak memory [\d.]+ [MG]B anonymous", text)
