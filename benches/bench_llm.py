@@ -47,11 +47,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from _common import GB, MiB
+from _common import GB, MiB, best_of
 
 HERE = Path(__file__).resolve().parent
 GiB = 1 << 30
@@ -202,19 +203,41 @@ def tree_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def _anonymous(pid: int) -> int:
+    """Bytes of anonymous memory of process ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run(python: str, kind: str, argv: list[str], env: dict[str, str]) -> dict[str, float] | str:
-    """One CLI run in a fresh process: its result line, or why it failed."""
-    proc = subprocess.run(
-        [python, "-c", CHILD, kind, *argv], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
-    )
-    last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+    """One CLI run in a fresh process: its result line (with ``peak_anon``, its peak anonymous
+    memory sampled every 50 ms), or why it failed."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [python, "-c", CHILD, kind, *argv], stdout=out, stderr=err, text=True, env=env, cwd=tempfile.gettempdir()
+        )
+        peak_anon = 0
+        while proc.poll() is None:
+            peak_anon = max(peak_anon, _anonymous(proc.pid))
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    last = stdout.strip().splitlines()[-1:] if stdout.strip() else []
     try:
         result: dict[str, float] = json.loads(last[0])
     except (IndexError, json.JSONDecodeError):
         result = {"rc": proc.returncode}
     if proc.returncode != 0 or result["rc"] != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip())[-1500:]
+        tail = (stderr.strip() or stdout.strip())[-1500:]
         return f"exit status {proc.returncode}/{result['rc']}:\n{tail}"
+    result["peak_anon"] = peak_anon
     return result
 
 
@@ -298,7 +321,15 @@ def measure(case: Case, layers: int, verify: bool, dense_form: bool, theirs: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=[*CASES, "both"], default="both", help="model(s) measured (default: both)")
+    parser.add_argument(
+        "--case",
+        choices=[*CASES, "both", *LARGE],
+        default="both",
+        help="model(s) measured (default: both); 8b and 14b: checkpoints larger than memory or nearly, streamed",
+    )
+    parser.add_argument(
+        "--loaded-too", action="store_true", help="8b/14b: also export with the model loaded (--no-stream)"
+    )
     parser.add_argument(
         "--layers", type=int, default=LAYERS, help="decoder layers of each model (default: %(default)s)"
     )
@@ -312,6 +343,9 @@ def main() -> None:
     theirs = published()
     if not isinstance(theirs, Path):
         print(f"published torch-to-nnef-llm 0.24.12 not measured: {theirs}", flush=True)
+    if args.case in LARGE:
+        measure_large(args.case, theirs, args.loaded_too)
+        return
     names = list(CASES) if args.case == "both" else [args.case]
     measured = {
         name: measure(CASES[name], args.layers, not args.no_verify_run, not args.no_moe_dense_form, theirs)
@@ -341,6 +375,192 @@ def main() -> None:
         per_gb = (m["seconds"] / moe_size) / (d["seconds"] / dense_size)
         rss = (m["peak"] / moe_size) / (d["peak"] / dense_size)
         print(f"moe / dense, {moe_name}: {per_gb:.2f}x the s/GB, {rss:.2f}x the peak RSS per GB")
+
+
+# --- models larger than memory -------------------------------------------------------------------------
+
+LARGE: dict[str, dict[str, int]] = {
+    # Llama-3-8B: 8.03B parameters, 16.1 GB of f16
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        num_hidden_layers=32,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        shards=4,
+    ),
+    # Qwen2.5-14B's sizes as a Llama: 14.8B parameters, 29.5 GB of f16 (more than this machine's memory)
+    "14b": dict(
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_attention_heads=40,
+        num_key_value_heads=8,
+        num_hidden_layers=48,
+        vocab_size=152064,
+        max_position_embeddings=8192,
+        shards=8,
+    ),
+}
+"""Big Llama-shaped checkpoints, written one tensor at a time (never held in memory)."""
+
+POOL_VALUES = 1 << 24
+"""Random f16 values every tensor of a big checkpoint is cut from, at its own offset."""
+
+
+def write_checkpoint(folder: Path, sizes: dict[str, int]) -> tuple[int, int]:
+    """A random f16 Llama checkpoint of ``sizes`` in ``folder``: ``config.json``, safetensors shards
+    written tensor by tensor from a pool of random values (the working set is the pool), and their
+    index. Returns its parameters and the values of its linear layers (those Q4_0 quantizes)."""
+    import numpy as np
+    import torch
+    import transformers
+
+    sizes = dict(sizes)
+    shards = sizes.pop("shards")
+    config = transformers.LlamaConfig(**sizes, tie_word_embeddings=False, dtype="float16")
+    config.save_pretrained(folder)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    entries = [(n, tuple(t.shape)) for n, t in model.state_dict().items()]
+    total = sum(int(np.prod(shape)) for _, shape in entries)
+    pool = (np.random.default_rng(0).standard_normal(POOL_VALUES) * 0.02).astype(np.float16)
+    ones = np.ones(1 << 16, np.float16)
+    groups: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    filled = 0
+    for name, shape in entries:
+        if filled >= total * len(groups) / shards and len(groups) < shards:
+            groups.append([])
+        groups[-1].append((name, shape))
+        filled += int(np.prod(shape))
+    weight_map = {}
+    for i, group in enumerate(groups):
+        shard = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        header, offset = {}, 0
+        for name, shape in group:
+            size = int(np.prod(shape)) * 2
+            header[name] = {"dtype": "F16", "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+            weight_map[name] = shard
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        with open(folder / shard, "wb") as f:
+            f.write(len(text).to_bytes(8, "little") + text)
+            for j, (name, shape) in enumerate(group):
+                left = int(np.prod(shape))
+                source = ones if name.endswith("norm.weight") else pool
+                at = (j * 7919) % len(source)
+                while left:
+                    n = min(left, len(source) - at)
+                    f.write(source[at : at + n].tobytes())
+                    left -= n
+                    at = 0
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total * 2}, "weight_map": weight_map})
+    )
+    linear = sum(int(np.prod(s)) for n, s in entries if len(s) == 2 and "embed_tokens" not in n)
+    return total, linear
+
+
+def floor_read(files: list[Path]) -> float:
+    """Seconds to read ``files`` with plain 16 MiB reads."""
+    buffer = bytearray(16 * MiB)
+    view = memoryview(buffer)
+    started = time.perf_counter()
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(view):
+                pass
+    return time.perf_counter() - started
+
+
+def floor_write(path: Path, size: int) -> float:
+    """Seconds to write a file of ``size`` bytes with plain 16 MiB writes (then delete it)."""
+    block = os.urandom(16 * MiB)
+    started = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        left = size
+        while left > 0:
+            left -= f.write(block[: min(left, len(block))])
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return elapsed
+
+
+def q4_0_seconds_per_value() -> float:
+    """Seconds per f16 value of our Q4_0 kernel on weights in memory (best of 3 over 256 Mi values
+    in 32 MiB pieces, the export's piece size)."""
+    import numpy as np
+
+    from torch_to_nnef import Q40Tensor
+
+    values = (np.random.default_rng(1).standard_normal(1 << 28) * 0.02).astype(np.float16).reshape(-1, 4096)
+    rows = (32 * MiB) // (4096 * 2)
+
+    def quantize() -> None:
+        for start in range(0, values.shape[0], rows):
+            Q40Tensor.quantize(values[start : start + rows])
+
+    return best_of(quantize) / values.size
+
+
+def measure_large(name: str, published_python: Path | str, loaded_too: bool) -> None:
+    """Writes the ``name`` checkpoint, measures the floors and the exports, then deletes them."""
+    sizes = LARGE[name]
+    with tempfile.TemporaryDirectory(prefix=f"t2n-bench-llm-{name}-") as tmp:
+        folder = Path(tmp, "model")
+        folder.mkdir()
+        started = time.perf_counter()
+        params, linear = write_checkpoint(folder, sizes)
+        files = sorted(folder.glob("*.safetensors"))
+        size = sum(f.stat().st_size for f in files)
+        print(
+            f"{name}: Llama-shaped, {sizes['num_hidden_layers']} layers, hidden {sizes['hidden_size']}, vocabulary "
+            f"{sizes['vocab_size']}: {params / 1e9:.2f}B parameters, {size / GB:.1f} GB of f16 in {len(files)} "
+            f"safetensors shards (written in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        read_s = floor_read(files)
+        q4_s = q4_0_seconds_per_value() * linear
+        runs = [("ours -f16 -c min_max_q4_0 -nv (streamed)", ["-f16", "-c", "min_max_q4_0", "-nv"])]
+        if loaded_too:
+            runs.append(
+                ("ours -f16 -c min_max_q4_0 -nv --no-stream", ["-f16", "-c", "min_max_q4_0", "-nv", "--no-stream"])
+            )
+        archive_size = 0
+        for label, flags in runs:
+            out = Path(tmp, "export")
+            r = run(sys.executable, "ours", ["-d", str(folder), "-e", str(out), *flags], {**os.environ})
+            if isinstance(r, str):
+                print(f"  {label:48s} FAILED: {r}", flush=True)
+                continue
+            archive_size = archive_size or tree_size(out)
+            print(
+                f"  {label:48s} {r['seconds']:6.1f} s ({r['import_s']:.1f} s of imports)  peak anonymous "
+                f"{r['peak_anon'] / GiB:5.2f} GiB (goal <= 2 GiB)  peak RSS {r['peak'] / GiB:5.2f} GiB  "
+                f"archive {tree_size(out) / GB:.2f} GB",
+                flush=True,
+            )
+            if "streamed" in label:
+                streamed = r
+            shutil.rmtree(out, ignore_errors=True)
+        write_s = floor_write(Path(tmp, "floor.bin"), archive_size) if archive_size else float("nan")
+        floor = read_s + write_s + q4_s
+        print(
+            f"  floor: read the shards {read_s:.1f} s ({size / GB / read_s:.2f} GB/s) + write "
+            f"{archive_size / GB:.2f} GB {write_s:.1f} s + our Q4_0 kernel over {linear / 1e9:.2f}B values in memory "
+            f"{q4_s:.1f} s = {floor:.1f} s",
+            flush=True,
+        )
+        if archive_size and "streamed" in locals():
+            print(
+                f"  {name} streamed: {streamed['seconds'] / floor:.2f}x the floor (goal <= 1.5x), "
+                f"peak anonymous {streamed['peak_anon'] / GiB:.2f} GiB (goal <= 2 GiB)",
+                flush=True,
+            )
+    if isinstance(published_python, Path):
+        print("  published exporter: not run on this case (it loads the model whole: 969 s and 21.0 GiB on 8B here)")
 
 
 if __name__ == "__main__":
