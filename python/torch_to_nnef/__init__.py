@@ -33,6 +33,7 @@ _LAZY = {
     "export_tensors_to_nnef": "torch_to_nnef.io.tensor_export",
     "export_tensors_from_disk_to_nnef": "torch_to_nnef.io.tensor_export",
     "export_peft_to_nnef": "torch_to_nnef.peft",
+    "weights_on_meta": "torch_to_nnef.capture.meta",
 }
 
 
@@ -65,6 +66,7 @@ __all__ = [
     "load_compression_registry",
     "quantize_q4_0",
     "read_dat",
+    "weights_on_meta",
     "write_dat",
     "write_dats",
     "write_nnef_archive",

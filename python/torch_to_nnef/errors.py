@@ -67,6 +67,12 @@ class TractError(T2NError, RuntimeError):
     """tract refused to load or run a model; the message carries tract's own explanation."""
 
 
+class CheckpointMismatchError(T2NError, ValueError):
+    """A checkpoint that does not hold a model's weights under its names and shapes (the message
+    names them).
+    """
+
+
 class IOMismatchError(T2NError, AssertionError):
     """Outputs computed by tract differ from the expected ones beyond the tolerance."""
 

@@ -4,6 +4,7 @@ archive -> check, each stage in its own package (see docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -18,13 +19,16 @@ import torch
 from torch_to_nnef import __version__
 from torch_to_nnef.capture.errors import CaptureError
 from torch_to_nnef.capture.jit import capture_jit, reason_for_jit
+from torch_to_nnef.capture.meta import buffers_on_meta
 from torch_to_nnef.capture.torch_export import capture
 from torch_to_nnef.check.export_check import LOGGER as CHECK_LOGGER
 from torch_to_nnef.check.export_check import check_export
 from torch_to_nnef.check.targets import InferenceTarget, KhronosNNEF, TractNNEF
 from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameClashError, UnsupportedOpsError
 from torch_to_nnef.io.archive import write_nnef_archive
+from torch_to_nnef.io.dat import Target
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT
+from torch_to_nnef.io.streamed import open_checkpoint, weight_sources, with_values, write_streamed_archive
 from torch_to_nnef.ir import Graph
 from torch_to_nnef.nnef.builder import LITERAL_PREFIXES, NAMING_SCHEMES
 from torch_to_nnef.nnef.translate import translate
@@ -120,6 +124,7 @@ def export_model_to_nnef(
     custom_extensions: Sequence[str] | None = None,
     overwrite: bool = False,
     frontend: str = "auto",
+    weights_checkpoint: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Exports ``model`` called on ``args`` to an NNEF archive for ``inference_target``.
 
@@ -152,9 +157,22 @@ def export_model_to_nnef(
             only) or ``"auto"`` (``torch.jit.trace`` for quantized models, otherwise ``torch.export``,
             falling back to ``torch.jit.trace`` when it refuses the model, unless the trace would only
             hold for this example's path through the code; the reason is logged).
+        weights_checkpoint: for a model built without its weights (its parameters on the meta
+            device, e.g. built under :func:`torch_to_nnef.weights_on_meta`, which keeps the
+            buffers its code computes), the safetensors files they are read from: a folder (its
+            ``model.safetensors.index.json`` shards, or its ``*.safetensors``), a file, or a list
+            of files, holding each weight under its name in ``model.state_dict()``. The model is
+            captured on the meta device and each weight is read, converted and written one at a
+            time: memory holds a few tensors whatever the model's size. Needs ``torch.export``
+            (``frontend`` ``"auto"`` or ``"export"``) and ``check_io=False`` (the check runs the model
+            in PyTorch, which needs its weights in memory).
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointMismatchError: ``weights_checkpoint`` lacks weights of the model, or holds them in
+            other shapes (the message names them).
     """
     LOGGER.setLevel(log_level)
     CHECK_LOGGER.setLevel(log_level)
@@ -172,6 +190,19 @@ def export_model_to_nnef(
     path = Path(file_path_export)
     if not path.parent.is_dir():
         raise MissingFolderError(f"cannot write {path}: its folder {path.parent} does not exist")
+    checkpoint, sources = None, {}
+    if weights_checkpoint is not None:
+        if inference_target.check_io:
+            raise InvalidArgumentError(
+                "check_io runs the model in PyTorch, which needs its weights in memory: pass check_io=False with "
+                "weights_checkpoint (or load the weights into the model)"
+            )
+        if frontend == "jit":
+            raise InvalidArgumentError("weights_checkpoint needs torch.export: use frontend='auto' or 'export'")
+        checkpoint = open_checkpoint(weights_checkpoint)
+        sources = weight_sources(model, checkpoint)  # before anything runs: the checkpoint is the model's
+        frontend = "export"
+        args = _on_meta(args)
     flat_args = _flatten_args(args)
     input_names = list(input_names or [f"input_{i}" for i in range(len(flat_args))])
     if len(input_names) != len(flat_args):
@@ -179,68 +210,99 @@ def export_model_to_nnef(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
-        output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
-        if len(output_names) != len(expected):
-            raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
-        names = input_names + output_names
-        clashes = sorted({n for n in names if names.count(n) > 1})
-        if clashes:
-            raise NameClashError(f"names used more than once among inputs and outputs: {clashes}")
-        for n in names:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
-                raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
-            if inference_target.is_tract and n.startswith(LITERAL_PREFIXES):
-                raise InvalidArgumentError(
-                    f"{n!r} starts with {next(p for p in LITERAL_PREFIXES if n.startswith(p))!r}, which tract's "
-                    "parser reads as a logical literal: choose another name"
+        with contextlib.ExitStack() as stack:
+            # a model without its weights runs on the meta device whole; its real buffers are written
+            real_buffers = stack.enter_context(buffers_on_meta(model)) if checkpoint is not None else {}
+            with torch.no_grad():
+                expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
+            output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
+            if len(output_names) != len(expected):
+                raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
+            names = input_names + output_names
+            clashes = sorted({n for n in names if names.count(n) > 1})
+            if clashes:
+                raise NameClashError(f"names used more than once among inputs and outputs: {clashes}")
+            for n in names:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
+                    raise InvalidArgumentError(f"{n!r} is not a valid NNEF identifier (letters, digits, '_')")
+                if inference_target.is_tract and n.startswith(LITERAL_PREFIXES):
+                    raise InvalidArgumentError(
+                        f"{n!r} starts with {next(p for p in LITERAL_PREFIXES if n.startswith(p))!r}, which tract's "
+                        "parser reads as a logical literal: choose another name"
+                    )
+            with extractors.opaque(model) as opaque:
+                graph, exported = _capture(
+                    model, flat_args, input_names, inference_target.dynamic_axes, frontend, inference_target.bf16_as
                 )
-        with extractors.opaque(model) as opaque:
-            graph, exported = _capture(
-                model, flat_args, input_names, inference_target.dynamic_axes, frontend, inference_target.bf16_as
-            )
-            doc, tensors, quant = translate(
-                graph,
-                inference_target,
-                input_names,
-                output_names,
-                export_metadata(model, inference_target),
-                naming_scheme=nnef_variable_naming_scheme,
-                custom_extensions=extensions,
-                opaque=opaque,
-            )
-        written = write_nnef_archive(
-            path,
-            doc,
-            tensors,
-            graph_quant=quant,
-            compression_level=compression_level,
-            target="tract" if inference_target.is_tract else "khronos",
-            q4_0_legacy=isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT,
-            overwrite=overwrite,
-            bf16=inference_target.bf16_as,
-        )
-        LOGGER.info("exported %s to %s", type(model).__name__, written)
-        if inference_target.check_io:
-            check_export(
-                lambda inputs: _flatten_outputs(model(*inputs)),
-                export_metadata(model, inference_target),
-                flat_args,
-                expected,
-                written,
-                inference_target,
-                input_names,
-                output_names,
-                debug_bundle_path,
-                check_io_names_qte_match,
-                graph.steps,
-            )
+                doc, tensors, quant = translate(
+                    graph,
+                    inference_target,
+                    input_names,
+                    output_names,
+                    export_metadata(model, inference_target),
+                    naming_scheme=nnef_variable_naming_scheme,
+                    custom_extensions=extensions,
+                    opaque=opaque,
+                )
+            q4_0_legacy = isinstance(inference_target, TractNNEF) and inference_target.version_tuple < Q4_0_GGML_TRACT
+            target: Target = "tract" if inference_target.is_tract else "khronos"
+            if checkpoint is None:
+                written = write_nnef_archive(
+                    path,
+                    doc,
+                    tensors,
+                    graph_quant=quant,
+                    compression_level=compression_level,
+                    target=target,
+                    q4_0_legacy=q4_0_legacy,
+                    overwrite=overwrite,
+                    bf16=inference_target.bf16_as,
+                )
+            else:
+                totals = write_streamed_archive(
+                    path,
+                    doc,
+                    with_values(tensors, sources, real_buffers),
+                    sources,
+                    checkpoint,
+                    graph_quant=quant,
+                    compression_level=compression_level,
+                    target=target,
+                    q4_0_legacy=q4_0_legacy,
+                    overwrite=overwrite,
+                    bf16=inference_target.bf16_as or "error",
+                )
+                written = path
+                LOGGER.info("read %d bytes of weights from the checkpoint", totals.read)
+            LOGGER.info("exported %s to %s", type(model).__name__, written)
+            if inference_target.check_io:
+                check_export(
+                    lambda inputs: _flatten_outputs(model(*inputs)),
+                    export_metadata(model, inference_target),
+                    flat_args,
+                    expected,
+                    written,
+                    inference_target,
+                    input_names,
+                    output_names,
+                    debug_bundle_path,
+                    check_io_names_qte_match,
+                    graph.steps,
+                )
         for observer in list(_OBSERVERS):
             observer(graph, exported, inference_target)
     finally:
         model.train(was_training)
     return written
+
+
+def _on_meta(args: Any) -> Any:
+    """``args`` (nested tuples and lists of tensors) with each tensor on the meta device."""
+    if isinstance(args, torch.Tensor):
+        return args.to("meta")
+    if isinstance(args, (list, tuple)):
+        return type(args)(_on_meta(a) for a in args)
+    return args
 
 
 def _capture(

@@ -18,6 +18,7 @@ import math
 import os
 import struct
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,29 +155,39 @@ class SafetensorsCheckpoint:
         """The tensor ``name``, flattened, in pieces of whole rows (along its first axis) of about
         ``piece_bytes`` bytes, read from its file in order.
 
-        Each piece views one buffer that the next piece overwrites: use (or copy) it before asking
-        for the next one.
+        The next piece is read by a thread while the caller uses the current one, into the other
+        of two buffers: a piece stays valid until the caller asks for the piece after the next one
+        (use, or copy, each before asking for more than one more).
         """
         tensor = self.tensors[name]
+        torch = _torch()
+        if tensor.nbytes == 0:
+            yield torch.empty(0, dtype=tensor.dtype)
+            return
         row_bytes = tensor.nbytes // tensor.shape[0] if tensor.shape and tensor.shape[0] else tensor.nbytes
-        step = max(1, piece_bytes // max(row_bytes, 1)) * max(row_bytes, 1)
-        buffer = np.empty(min(step, tensor.nbytes), dtype=np.uint8)
-        with open(tensor.path, "rb", buffering=0) as file:
-            file.seek(tensor.offset)
-            done = 0
-            while done < tensor.nbytes:
-                size = min(step, tensor.nbytes - done)
-                view = buffer.data[:size]
+        step = max(1, piece_bytes // row_bytes) * row_bytes
+        starts = list(range(0, tensor.nbytes, step))
+        buffers = [np.empty(min(step, tensor.nbytes), dtype=np.uint8) for _ in range(min(2, len(starts)))]
+        with open(tensor.path, "rb", buffering=0) as file, ThreadPoolExecutor(1) as reader:
+
+            def read(i: int) -> memoryview:
+                size = min(step, tensor.nbytes - starts[i])
+                view = buffers[i % 2].data[:size]
+                file.seek(tensor.offset + starts[i])
                 got = 0
                 while got < size:
                     n = file.readinto(view[got:])
                     if not n:
                         raise FormatError(f"{tensor.path} ends inside tensor {name!r}: the file is truncated")
                     got += n
-                yield _torch().frombuffer(view, dtype=tensor.dtype)
-                done += size
-        if tensor.nbytes == 0:
-            yield _torch().empty(0, dtype=tensor.dtype)
+                return view
+
+            ahead = reader.submit(read, 0)
+            for i in range(len(starts)):
+                view = ahead.result()
+                if i + 1 < len(starts):
+                    ahead = reader.submit(read, i + 1)
+                yield torch.frombuffer(view, dtype=tensor.dtype)
 
     def read(self, name: str) -> torch.Tensor:
         """The whole tensor ``name`` (for small ones: a copy in memory)."""

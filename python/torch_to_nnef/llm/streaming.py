@@ -27,9 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch_to_nnef.errors import CheckpointMismatchError
 from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT, QTensorTractScaleOnly
-from torch_to_nnef.io.streamed import StreamedTotals, WeightSource, write_streamed_archive
+from torch_to_nnef.io.streamed import StreamedTotals, WeightSource, with_values, write_streamed_archive
+from torch_to_nnef.io.streamed import weight_sources as streamed_weight_sources
 from torch_to_nnef.ir.quantized import PendingQ4_0
 from torch_to_nnef.llm.errors import LLMExportError
 from torch_to_nnef.llm.progress import WriteProgress
@@ -45,9 +47,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
-
-_SHOWN = 5
-"""Names shown in a message listing many."""
 
 
 class NotStreamable(LLMExportError):
@@ -88,57 +87,21 @@ def open_checkpoint(local_dir: str | os.PathLike[str]) -> SafetensorsCheckpoint:
     return checkpoint
 
 
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"
-
-
 def weight_sources(
     wrapper: nn.Module, checkpoint: SafetensorsCheckpoint, prefix: str = "model."
 ) -> dict[str, WeightSource]:
-    """Where each weight of ``wrapper`` (a model built on the meta device, whose own names are
-    ``prefix`` + the checkpoint's) is read from, by its name in ``wrapper``.
-
-    A weight tied to others (a language-model head sharing the embeddings) is read under whichever
-    of its names the checkpoint holds; buffers that are real (computed by the model's code) are not
-    listed.
+    """Where each weight of ``wrapper`` (built on the meta device; its own names are ``prefix`` + the
+    checkpoint's) is read from, by its name in ``wrapper`` (see
+    :func:`torch_to_nnef.io.streamed.weight_sources`).
 
     Raises:
-        NotStreamable: weights that the checkpoint does not hold (the message names them), or
-            whose shapes differ.
+        NotStreamable: weights that the checkpoint does not hold under the model's names (a
+            model whose loading converts its checkpoint), or whose shapes differ.
     """
-    names: dict[int, list[str]] = {}
-    tensors: dict[int, torch.Tensor] = {}
-    for name, tensor in [
-        *wrapper.named_parameters(remove_duplicate=False),
-        *wrapper.named_buffers(remove_duplicate=False),
-    ]:
-        if tensor.device.type == "meta":
-            names.setdefault(id(tensor), []).append(name)
-            tensors[id(tensor)] = tensor
-    sources: dict[str, WeightSource] = {}
-    missing: list[str] = []
-    reshaped: list[str] = []
-    for key, aliases in names.items():
-        stored = [n[len(prefix) :] for n in aliases if n.startswith(prefix) and n[len(prefix) :] in checkpoint]
-        if not stored:
-            missing.append(aliases[0])
-            continue
-        weight = tensors[key]
-        entry = checkpoint.tensors[stored[0]]
-        if entry.shape != tuple(weight.shape):
-            reshaped.append(f"{stored[0]} ({list(entry.shape)} stored, {list(weight.shape)} in the model)")
-            continue
-        for alias in aliases:
-            sources[alias] = WeightSource(stored[0], weight)
-    if missing:
-        raise NotStreamable(
-            f"the checkpoint holds no tensor for {len(missing)} weight(s) of the model under its own names "
-            f"({_listed(missing)}): loading converts this checkpoint"
-        )
-    if reshaped:
-        raise NotStreamable(f"the checkpoint's tensors differ in shape from the model's: {_listed(reshaped)}")
-    return sources
+    try:
+        return streamed_weight_sources(wrapper, checkpoint, prefix)
+    except CheckpointMismatchError as exc:
+        raise NotStreamable(str(exc)) from exc
 
 
 def estimated_size(tensors: Mapping[str, Any]) -> int:
@@ -173,16 +136,10 @@ def write_archive_streamed(
         NotStreamable: a tensor of the graph that is neither a weight of the checkpoint nor a real
             buffer.
     """
-    ready: dict[str, Any] = {}
-    for label, tensor in tensors.items():
-        if label in sources:
-            ready[label] = tensor
-        elif isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
-            if label not in real_buffers:
-                raise NotStreamable(f"{label} has no values: it is neither in the checkpoint nor computed by the model")
-            ready[label] = real_buffers[label]
-        else:
-            ready[label] = tensor
+    try:
+        ready = with_values(tensors, sources, real_buffers)
+    except CheckpointMismatchError as exc:
+        raise NotStreamable(str(exc)) from exc
     quantized = sum(isinstance(t, PendingQ4_0) for t in ready.values())
     progress = WriteProgress(archive.name, len(ready), len(doc) + len(quant or "") + estimated_size(ready))
     LOGGER.info(
