@@ -143,8 +143,8 @@ def test_what_cannot_stream_is_said_and_loaded(tmp_path, caplog):
     )
     with pytest.raises(NotStreamable, match="holds no .safetensors files"):
         export_llm_to_tract(tmp_path / "c", local_dir=torch_saved, verify=False, stream=True)
-    with pytest.raises(InvalidArgumentError, match="check in tract needs the model in memory"):
-        export_llm_to_tract(tmp_path / "d", local_dir=source, stream=True)
+    with pytest.raises(InvalidArgumentError, match="with the check on"):
+        export_llm_to_tract(tmp_path / "d", local_dir=source, verify=False, check_layers=2)
     with pytest.raises(InvalidArgumentError, match="pass local_dir"):
         export_llm_to_tract(tmp_path / "e", model_slug="some/model", verify=False, stream=True)
 
@@ -221,3 +221,41 @@ def test_streamed_export_logs_its_progress_and_totals(tmp_path, caplog, monkeypa
     assert re.search(r"about \d+ s left", text)
     assert re.search(r"read [\d.]+ kB of weights from the checkpoint, wrote [\d.]+ kB of tensors", text)
     assert re.search(r"exported .* in [\d.]+ s \([\d.]+ kB written\), peak memory [\d.]+ [MG]B anonymous", text)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_checked_streamed_export_checks_its_first_layers(tmp_path, caplog, family):
+    """A checked streamed export is checked on a copy cut to its first layers (Gemma 2's layer kinds
+    cut alike), then the whole archive runs the prompt in tract."""
+    config = FAMILIES[family]
+    source = _saved(tmp_path / "model", config)
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        result = export_llm_to_tract(tmp_path / "out", local_dir=source, dtype="f16", check_layers=2)
+    assert result.streamed and result.checked_layers == 2 and result.tolerance == "super"
+    assert len(result.generated_tokens) == 4
+    text = caplog.text
+    assert "checking the export on its first 2 layers and the head" in text
+    assert "(its first 2 layers)" in text
+    assert re.search(r"tracing \w+ with torch.export \(S = 3, P = 2\)", text)
+    assert "tract matches PyTorch at tolerance 'super'" in text
+    assert "the whole archive loads and runs the prompt in tract (finite logits)" in text
+    assert sorted(p.name for p in result.export_dir.iterdir()) == ["model", "tests"]
+    assert sorted(p.name for p in (result.export_dir / "model").iterdir()) == ["io_spec.json", "model.nnef.tgz"]
+    with tarfile.open(result.archive) as tar:  # the archive holds every layer
+        layers = {int(m) for m in re.findall(r"layers\.(\d+)\.", " ".join(tar.getnames()))}
+    assert layers == set(range(config.num_hidden_layers))
+
+
+def test_checked_export_streams_when_the_model_does_not_fit(tmp_path, caplog, monkeypatch):
+    import torch_to_nnef.llm.export as export_module
+
+    source = _saved(tmp_path / "model", FAMILIES["llama"])
+    monkeypatch.setattr(export_module, "available_memory", lambda: 100_000)  # bytes: less than the weights
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
+        result = export_llm_to_tract(tmp_path / "out", local_dir=source)
+    assert result.streamed and result.checked_layers == 2 and result.tolerance == "approximate"
+    assert re.search(r"do not fit in the memory available \(100\.0 kB\): they are streamed", caplog.text)
+    assert "the whole archive (" in caplog.text and "is not run in tract: it does not fit" in caplog.text
+    monkeypatch.setattr(export_module, "available_memory", lambda: 1 << 40)
+    loaded = export_llm_to_tract(tmp_path / "out2", local_dir=source)
+    assert not loaded.streamed and loaded.checked_layers is None

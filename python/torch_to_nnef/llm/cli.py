@@ -215,7 +215,17 @@ def _parser() -> argparse.ArgumentParser:
         ".safetensors files into the archive (cast or quantized on the way), so memory holds a few "
         "tensors whatever the model's size; no test .npz files. Default: stream unchecked exports (-nv) "
         "of a folder when the model allows it, else load it (the log says which and why); --stream "
-        "fails when it cannot stream, --no-stream always loads the model",
+        "fails when it cannot stream, --no-stream always loads the model. Checked exports stream too "
+        "when the model does not fit in memory: see --check-layers",
+    )
+    parser.add_argument(
+        "--check-layers",
+        type=int,
+        metavar="K",
+        default=None,
+        help="stream the weights and check the export on a copy of the model cut to its first K layers "
+        "and its head (same code, those weights only loaded); the whole archive is then loaded and run "
+        "in tract where it fits in memory. Default when a checked model does not fit in memory: 2",
     )
     parser.add_argument(
         "--trace-all-layers",
@@ -266,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             verify=not args.no_verify,
             trace_all_layers=args.trace_all_layers,
             stream=args.stream,
+            check_layers=args.check_layers,
         )
     except Exception as exc:
         if args.verbose:
@@ -273,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     checked = f"checked in tract at tolerance {result.tolerance!r}" if result.tolerance else "not checked"
+    if result.checked_layers is not None and result.tolerance:
+        checked += f" on its first {result.checked_layers} layers and the head"
     if result.streamed:
         checked += ", weights streamed from the checkpoint"
     print(f"exported {result.num_layers} layers ({result.dtype}) to {result.archive}, {checked}")

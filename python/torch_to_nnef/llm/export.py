@@ -10,8 +10,10 @@ and moves the folder into place.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import math
 import os
 import shutil
 import time
@@ -19,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from torch_to_nnef.capture.errors import CaptureError
 from torch_to_nnef.capture.meta import buffers_on_meta
 from torch_to_nnef.check.targets import TractNNEF
-from torch_to_nnef.check.tract import Tolerance
+from torch_to_nnef.check.tract import Tolerance, TractModel
 from torch_to_nnef.check.versions import MOE_FFN_TRACT
-from torch_to_nnef.errors import InvalidArgumentError, UnsupportedOpsError
+from torch_to_nnef.errors import InvalidArgumentError, TractError, UnsupportedOpsError
+from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
 from torch_to_nnef.io.compress import DEFAULT_COMPRESSION_REGISTRY, compress_model, load_compression_registry
 from torch_to_nnef.io.qtensor import QTensor
 from torch_to_nnef.llm.bundles import (
@@ -50,7 +54,7 @@ from torch_to_nnef.llm.loading import (
 )
 from torch_to_nnef.llm.mla import rewrite_latent_attention
 from torch_to_nnef.llm.moe import rewrite_experts
-from torch_to_nnef.llm.progress import MemoryWatch, format_size
+from torch_to_nnef.llm.progress import MemoryWatch, available_memory, format_size
 from torch_to_nnef.llm.recurrence import rewrite_recurrences
 from torch_to_nnef.llm.staging import (
     ARCHIVE_NAME,
@@ -108,6 +112,9 @@ class LLMExportResult:
     streamed: bool = False
     """True when the weights went from the checkpoint to the archive one at a time (the model was
     never loaded); False when the model was loaded in memory."""
+    checked_layers: int | None = None
+    """When the check ran on the model's first layers and its head only (a streamed export): their
+    number; None when it ran on the whole model (or did not run)."""
 
 
 @dataclass
@@ -147,6 +154,9 @@ class _Options:
     prompt_length: int
     generated_tokens: int
     stream: bool | None
+    check_layers: int | None = None
+    layers: int | None = None
+    """Load only the model's first layers (the truncated copy a streamed export is checked on)."""
     float_type: str = field(init=False)
     """The float type the export is made in (bf16 is made in f16)."""
     cache_type: str = field(init=False)
@@ -177,9 +187,12 @@ class _Options:
             self.attn_implementation = "sdpa"
         if self.prompt_length < 1 or self.generated_tokens < 0:
             raise InvalidArgumentError("prompt_length must be >= 1 and generated_tokens >= 0")
-        if self.stream:
+        if self.check_layers is not None and (not self.verify or self.check_layers < 1):
+            raise InvalidArgumentError(
+                "check_layers is the number of layers the check runs on: >= 1, and with the check on (no -nv)"
+            )
+        if self.stream or self.check_layers is not None:
             refused = (
-                "the check in tract needs the model in memory: pass verify=False (-nv)" if self.verify else None,
                 "streaming reads a model folder: pass local_dir (-d)" if self.local_dir is None else None,
                 "merging a PEFT adapter needs the model in memory" if self.merge_peft is not None else None,
             )
@@ -197,12 +210,38 @@ class _Options:
             self.tolerance or DEFAULT_TOLERANCE["f16" if "f16" in (self.float_type, self.cache_type) else "f32"]
         )
 
-    @property
-    def may_stream(self) -> bool:
-        """Whether the export tries to stream the weights (see :mod:`torch_to_nnef.llm.streaming`)."""
-        if self.stream is not None:
-            return self.stream
-        return not self.verify and self.local_dir is not None and self.merge_peft is None
+    def plan(self) -> bool:
+        """Whether the export streams the weights (see :mod:`torch_to_nnef.llm.streaming`); sets
+        :attr:`check_layers` when the check then runs on the model's first layers.
+
+        By default an unchecked export of a folder streams, and a checked one too when its
+        weights do not fit in the memory available (the check then runs on
+        :data:`DEFAULT_CHECK_LAYERS` layers); ``check_layers`` streams.
+        """
+        if self.stream is False or self.local_dir is None or self.merge_peft is not None:
+            return False
+        if not self.verify:
+            return True
+        if self.check_layers is None and self.stream is None:
+            checkpoint = SafetensorsCheckpoint.of_folder(self.local_dir)
+            available = available_memory()
+            if checkpoint is None or available is None:
+                return False
+            need = _weights_bytes(checkpoint, self.torch_dtype)
+            if need * FITS_MARGIN <= available:
+                return False
+            self.check_layers = DEFAULT_CHECK_LAYERS
+            LOGGER.info(
+                "the model's weights (%s in %s) do not fit in the memory available (%s): they are streamed, and "
+                "the check runs on the first %d layers and the head (--check-layers)",
+                format_size(need),
+                self.float_type,
+                format_size(available),
+                self.check_layers,
+            )
+        elif self.check_layers is None:
+            self.check_layers = DEFAULT_CHECK_LAYERS
+        return True
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -234,6 +273,23 @@ class _Options:
             force_norm_in_f32=self.force_f32_normalization,
             reify_sdpa_operator=self.reify_sdpa_operator,
         )
+
+
+DEFAULT_CHECK_LAYERS = 2
+"""The layers a streamed export is checked on when not told (with the head)."""
+
+FITS_MARGIN = 1.25
+"""How much more memory than its weights loading a model and checking it takes (the check's own
+buffers, tract's copy of the weights once PyTorch's are freed): a model fits when its weights times
+this margin are available."""
+
+
+def _weights_bytes(checkpoint: SafetensorsCheckpoint, dtype: torch.dtype) -> int:
+    """The memory the checkpoint's tensors take once loaded in ``dtype`` (floats) or as they are."""
+    return sum(
+        math.prod(t.shape) * (dtype.itemsize if t.dtype.is_floating_point else t.dtype.itemsize)
+        for t in checkpoint.tensors.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -298,6 +354,7 @@ def export_llm_to_tract(
     prompt_length: int = 5,
     generated_tokens: int = 3,
     stream: bool | None = None,
+    check_layers: int | None = None,
 ) -> LLMExportResult:
     """Exports a HuggingFace causal LM to NNEF for tract, in the folder ``export_dirpath``.
 
@@ -356,9 +413,14 @@ def export_llm_to_tract(
             each weight goes from the folder's safetensors files to the archive (cast, or
             quantized by the compressor, on the way), so that memory holds a few tensors whatever
             the model's size (see :mod:`torch_to_nnef.llm.streaming`). No test bundles are written
-            then. ``None`` (default): stream an unchecked export (``verify=False``) of a folder
-            when the model allows it, else load it (the log says which ran and why); True: stream
-            or fail saying why; False: load the model.
+            then, and the check (``verify``) runs on a copy of the model's first
+            ``check_layers`` layers and its head, loaded and exported with the same code; the whole
+            archive is then loaded in tract and run on the prompt where it fits in memory.
+            ``None`` (default): stream an unchecked export of a folder, or a checked one whose
+            weights do not fit in the memory available, when the model allows it (the log says
+            which ran and why); True: stream or fail saying why; False: load the model.
+        check_layers: check a streamed export on its first ``check_layers`` layers and its head
+            (default 2 when streamed); implies streaming.
 
     Raises:
         LLMExportError: the model cannot be loaded, is not a causal LM with a key-value cache, or
@@ -398,15 +460,17 @@ def export_llm_to_tract(
         prompt_length=prompt_length,
         generated_tokens=generated_tokens,
         stream=stream,
+        check_layers=check_layers,
     )
     check_export_dir(export_dir, options.ignore_already_exist_dir)
     with MemoryWatch() as memory:
-        if options.may_stream:
+        if options.plan():
             try:
                 result = _export_streamed(export_dir, options)
             except NotStreamable as exc:
-                if options.stream:
+                if options.stream or (options.check_layers is not None and check_layers is not None):
                     raise
+                options.check_layers = None
                 LOGGER.info("loading the model in memory: %s", exc)
             else:
                 _log_done(result, started, memory, read=result.archive.stat().st_size)
@@ -518,6 +582,9 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
             format_size(totals.written),
         )
         _write_descriptions(staging, target, lm, options)
+        checked = _check_first_layers(staging, options) if options.check_layers is not None else None
+        if checked is not None:
+            _run_whole(archive, lm, options)
         move_into_place(staging, export_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -530,11 +597,75 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
         head_dim=next((t.head_dim for t in lm.caches.tensors if t.kind == "key"), 0),
         dtype=options.float_type,
         compression=options.compression_method,
-        tolerance=None,
-        generated_tokens=[],
+        tolerance=None if checked is None else checked.tolerance,
+        generated_tokens=[] if checked is None else checked.generated_tokens,
         cache_layout=lm.caches,
         architecture=lm.architecture,
         streamed=True,
+        checked_layers=options.check_layers,
+    )
+
+
+CHECK_DIRNAME = ".check"
+"""The folder of the staging folder where a streamed export's truncated copy is exported and checked."""
+
+
+def _check_first_layers(staging: Path, options: _Options) -> LLMExportResult:
+    """Exports and checks in tract a copy of the model cut to its first ``options.check_layers``
+    layers and its head: loaded (those weights only) and exported with the same code as the
+    whole model, into a folder of ``staging`` removed once checked.
+
+    Raises:
+        TractError, IOMismatchError: tract cannot run the copy, or differs from PyTorch.
+    """
+    assert options.check_layers is not None
+    LOGGER.info("checking the export on its first %d layers and the head", options.check_layers)
+    copy = dataclasses.replace(
+        options,
+        stream=False,
+        check_layers=None,
+        layers=options.check_layers,
+        dump_with_tokenizer_and_conf=False,
+        ignore_already_exist_dir=False,
+    )
+    folder = staging / CHECK_DIRNAME
+    try:
+        return _export_in_memory(folder, copy)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+WHOLE_MARGIN = 1.5
+"""How much more memory than its size loading an archive in tract and running it takes."""
+
+
+def _run_whole(archive: Path, lm: _LoadedLM, options: _Options) -> None:
+    """Loads the whole archive in tract and runs the prompt step on it, where it fits in memory:
+    it must load, and give finite logits of the expected shape.
+
+    Raises:
+        TractError: tract cannot load or run the archive, or its logits are not finite.
+    """
+    size, available = archive.stat().st_size, available_memory()
+    if available is not None and size * WHOLE_MARGIN > available:
+        LOGGER.info(
+            "the whole archive (%s) is not run in tract: it does not fit in the memory available (%s)",
+            format_size(size),
+            format_size(available),
+        )
+        return
+    started = time.monotonic()
+    model = TractModel(archive)
+    prompt = random_token_ids(lm.vocab, options.prompt_length, seed=3)
+    logits = model.run([prompt, *random_caches(lm.caches, 0, options.cache_torch_dtype, seed=0)])[0]
+    length = options.prompt_length
+    kept = length if options.num_logits_to_keep == 0 else min(options.num_logits_to_keep, length)
+    if logits.shape != (1, kept, lm.vocab):
+        raise TractError(f"the whole archive gives logits of shape {list(logits.shape)}, not {[1, kept, lm.vocab]}")
+    if not np.isfinite(logits).all():
+        raise TractError("the whole archive gives logits that are not finite on the prompt")
+    LOGGER.info(
+        "the whole archive loads and runs the prompt in tract (finite logits) in %.1f s", time.monotonic() - started
     )
 
 
@@ -552,6 +683,7 @@ def _load_wrapped(options: _Options) -> tuple[CausalLMGraph, _LoadedLM]:
         dtype=options.torch_dtype,
         with_tokenizer=options.dump_with_tokenizer_and_conf,
         merge_peft=options.merge_peft,
+        layers=options.layers,
     )
     _to_float_type(model, options.torch_dtype)
     return _wrapped(model, config, tokenizer, options, on_meta=False)

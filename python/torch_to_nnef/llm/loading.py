@@ -28,6 +28,7 @@ __all__ = [
     "DType",
     "build_skeleton",
     "describe_architecture",
+    "first_layers",
     "import_transformers",
     "load_model",
     "pick_dtype",
@@ -141,6 +142,26 @@ def _read_config(
     return config, source, common
 
 
+def first_layers(config: Any, layers: int) -> None:
+    """Cuts ``config`` (its text config, for a model that has one) to its first ``layers`` decoder
+    layers: ``num_hidden_layers`` and every per-layer list (``layer_types``, ...), so that the same
+    code builds the model's first layers and its head.
+
+    Raises:
+        InvalidArgumentError: ``layers`` is not below the model's layers.
+    """
+    text = getattr(config, "get_text_config", lambda: config)()
+    total = getattr(text, "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise InvalidArgumentError(f"{type(config).__name__} gives no num_hidden_layers: its layers cannot be cut")
+    if not 1 <= layers < total:
+        raise InvalidArgumentError(f"cannot keep {layers} of the model's {total} layers: keep 1 to {total - 1}")
+    for name, value in list(vars(text).items()):
+        if isinstance(value, (list, tuple)) and len(value) == total and name != "architectures":
+            setattr(text, name, type(value)(value[:layers]))
+    text.num_hidden_layers = layers
+
+
 def _tokenizer(transformers: Any, source: str, local_dir: str | os.PathLike[str] | None, common: dict[str, Any]) -> Any:
     """The model's tokenizer, or None when its folder has none (or none loads)."""
     if local_dir is not None and not any((Path(local_dir) / f).is_file() for f in _TOKENIZER_FILES):
@@ -162,8 +183,12 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     with_tokenizer: bool = True,
     merge_peft: str | os.PathLike[str] | None = None,
+    layers: int | None = None,
 ) -> tuple[nn.Module, Any, Any]:
     """Loads a causal language model from the Hugging Face Hub (``model_slug``) or a folder (``local_dir``).
+
+    With ``layers``, only its first ``layers`` decoder layers and its head are built and read (see
+    :func:`first_layers`).
 
     Returns:
         The model (its weights cast to ``dtype`` as they load: one copy in memory; with
@@ -179,7 +204,9 @@ def load_model(
         import_peft()  # before any weight is read
     started = time.monotonic()
     config, source, common = _read_config(transformers, model_slug, local_dir, trust_remote_code)
-    LOGGER.info("loading %s", source)
+    if layers is not None:
+        first_layers(config, layers)
+    LOGGER.info("loading %s%s", source, "" if layers is None else f" (its first {layers} layers)")
     try:
         chosen = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
         model = transformers.AutoModelForCausalLM.from_pretrained(

@@ -19,6 +19,7 @@ from types import TracebackType
 
 __all__ = [
     "PROGRESS_INTERVAL_S",
+    "available_memory",
     "MemoryWatch",
     "Progress",
     "WriteProgress",
@@ -91,6 +92,18 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return int(found[1]) if found else None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (``MemAvailable``), None where it does
+    not say.
+    """
+    try:
+        with open("/proc/meminfo") as meminfo:
+            found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found[1]) * 1024 if found else None
 
 
 class MemoryWatch:
