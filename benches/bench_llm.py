@@ -249,7 +249,8 @@ def report(name: str, r: dict[str, float] | str, size: int) -> None:
     print(
         f"  {name:52s} {r['seconds']:7.1f} s ({r['import_s']:4.1f} s of imports)  "
         f"{r['seconds'] / (size / GB):6.1f} s/GB  peak RSS {r['peak'] / GiB:5.2f} GiB = "
-        f"{r['peak'] / size:4.2f}x f16 model (goal < 1.5x)  export {r['export'] / 1e6:5.0f} MB",
+        f"{r['peak'] / size:4.2f}x f16 model (goal < 1.5x), {r.get('peak_anon', 0) / GiB:5.2f} GiB anonymous  "
+        f"export {r['export'] / 1e6:5.0f} MB",
         flush=True,
     )
 
@@ -283,6 +284,14 @@ def measure(case: Case, layers: int, verify: bool, dense_form: bool, theirs: Pat
         runs: list[tuple[str, str, str, list[str]]] = [
             ("ours -f16 -nv", sys.executable, "ours", ["-f16", "-nv"]),
             ("ours -f16 -c min_max_q4_0 -nv", sys.executable, "ours", ["-f16", "-c", "min_max_q4_0", "-nv"]),
+            # the model loaded in memory, as unchecked exports were before they streamed
+            ("ours -f16 -nv --no-stream", sys.executable, "ours", ["-f16", "-nv", "--no-stream"]),
+            (
+                "ours -f16 -c min_max_q4_0 -nv --no-stream",
+                sys.executable,
+                "ours",
+                ["-f16", "-c", "min_max_q4_0", "-nv", "--no-stream"],
+            ),
         ]
         if dense_form and counts["experts"]:
             runs += [
@@ -523,7 +532,13 @@ def measure_large(name: str, published_python: Path | str, loaded_too: bool) -> 
         )
         read_s = floor_read(files)
         q4_s = q4_0_seconds_per_value() * linear
-        runs = [("ours -f16 -c min_max_q4_0 -nv (streamed)", ["-f16", "-c", "min_max_q4_0", "-nv"])]
+        runs = [
+            ("ours -f16 -c min_max_q4_0 -nv (streamed)", ["-f16", "-c", "min_max_q4_0", "-nv"]),
+            (
+                "ours -f16 -c min_max_q4_0 --check-layers 2",
+                ["-f16", "-c", "min_max_q4_0", "--check-layers", "2"],
+            ),
+        ]
         if loaded_too:
             runs.append(
                 ("ours -f16 -c min_max_q4_0 -nv --no-stream", ["-f16", "-c", "min_max_q4_0", "-nv", "--no-stream"])
