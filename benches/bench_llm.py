@@ -551,9 +551,10 @@ def measure_large(name: str, published_python: Path | str, loaded_too: bool) -> 
                 print(f"  {label:48s} FAILED: {r}", flush=True)
                 continue
             archive_size = archive_size or tree_size(out)
+            goal = "2 GiB" if "-nv" in flags else "3 GiB + the archive in tract"
             print(
                 f"  {label:48s} {r['seconds']:6.1f} s ({r['import_s']:.1f} s of imports)  peak anonymous "
-                f"{r['peak_anon'] / GiB:5.2f} GiB (goal <= 2 GiB)  peak RSS {r['peak'] / GiB:5.2f} GiB  "
+                f"{r['peak_anon'] / GiB:5.2f} GiB (goal <= {goal})  peak RSS {r['peak'] / GiB:5.2f} GiB  "
                 f"archive {tree_size(out) / GB:.2f} GB",
                 flush=True,
             )

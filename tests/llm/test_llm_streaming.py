@@ -145,6 +145,8 @@ def test_what_cannot_stream_is_said_and_loaded(tmp_path, caplog):
         export_llm_to_tract(tmp_path / "c", local_dir=torch_saved, verify=False, stream=True)
     with pytest.raises(InvalidArgumentError, match="with the check on"):
         export_llm_to_tract(tmp_path / "d", local_dir=source, verify=False, check_layers=2)
+    with pytest.raises(InvalidArgumentError, match="check_layers 4 is not below the model's 4 layers"):
+        export_llm_to_tract(tmp_path / "d", local_dir=source, check_layers=4)
     with pytest.raises(InvalidArgumentError, match="pass local_dir"):
         export_llm_to_tract(tmp_path / "e", model_slug="some/model", verify=False, stream=True)
 
@@ -220,7 +222,9 @@ def test_streamed_export_logs_its_progress_and_totals(tmp_path, caplog, monkeypa
     assert lines[-1][2] == lines[-1][3]  # the size written is the size announced
     assert re.search(r"about \d+ s left", text)
     assert re.search(r"read [\d.]+ kB of weights from the checkpoint, wrote [\d.]+ kB of tensors", text)
-    assert re.search(r"exported .* in [\d.]+ s \([\d.]+ kB written\), peak memory [\d.]+ [MG]B anonymous", text)
+    assert re.search(
+        r"exported .* in [\d.]+ s \(read [\d.]+ kB, wrote [\d.]+ kB\), peak memory [\d.]+ [MG]B anonymous", text
+    )
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])

@@ -112,6 +112,8 @@ class LLMExportResult:
     streamed: bool = False
     """True when the weights went from the checkpoint to the archive one at a time (the model was
     never loaded); False when the model was loaded in memory."""
+    bytes_read: int = 0
+    """The bytes of weights read from the checkpoint (a streamed export)."""
     checked_layers: int | None = None
     """When the check ran on the model's first layers and its head only (a streamed export): their
     number; None when it ran on the whole model (or did not run)."""
@@ -473,20 +475,22 @@ def export_llm_to_tract(
                 options.check_layers = None
                 LOGGER.info("loading the model in memory: %s", exc)
             else:
-                _log_done(result, started, memory, read=result.archive.stat().st_size)
+                _log_done(result, started, memory)
                 return result
         result = _export_in_memory(export_dir, options)
     _log_done(result, started, memory)
     return result
 
 
-def _log_done(result: LLMExportResult, started: float, memory: MemoryWatch, read: int | None = None) -> None:
-    """The last line of an export: its time, the bytes written and the peak memory."""
+def _log_done(result: LLMExportResult, started: float, memory: MemoryWatch) -> None:
+    """The last line of an export: its time, the bytes read (streamed) and written, and the peak memory."""
+    read = f"read {format_size(result.bytes_read)}, " if result.streamed else ""
     LOGGER.info(
-        "exported %s to %s in %.1f s (%s written), peak memory %s",
+        "exported %s to %s in %.1f s (%swrote %s), peak memory %s",
         result.architecture,
         result.archive,
         time.monotonic() - started,
+        read,
         format_size(result.archive.stat().st_size),
         memory.describe(),
     )
@@ -562,6 +566,11 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
     with needs_values("rewriting the model for the export"):
         wrapper, lm = _wrapped(model, config, tokenizer, options, on_meta=True)
     sources = weight_sources(wrapper, checkpoint)
+    if options.check_layers is not None and options.check_layers >= lm.num_layers:
+        raise InvalidArgumentError(
+            f"check_layers {options.check_layers} is not below the model's {lm.num_layers} layers: check it whole "
+            "(--no-stream), or on fewer layers"
+        )
     target.dynamic_axes = lm.caches.dynamic_axes()
     target.specific_properties = _properties(options, lm)
     trace_inputs = [t.to("meta") for t in random_trace_inputs(lm.vocab, lm.caches, options.cache_torch_dtype)]
@@ -602,6 +611,7 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
         cache_layout=lm.caches,
         architecture=lm.architecture,
         streamed=True,
+        bytes_read=totals.read,
         checked_layers=options.check_layers,
     )
 
