@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::q40tensor::{self, Q40Ref, Q40Tensor as CoreQ40Tensor};
 use crate::q4_0::{self, Q40Input, Q40Layout};
 use crate::runner::{ModelSource, RawTensor, Registries, TractModel as CoreModel};
-use crate::stream::ArchiveStream;
+use crate::stream::{ArchiveStream, RegionValues};
 use crate::view::TensorView;
 
 /// Raises the package exception class matching a core error.
@@ -583,6 +583,35 @@ impl ArchiveWriter {
         }
         let dtype = view.dtype();
         py.detach(|| stream.write_dense(dtype, bytes)).py_err()
+    }
+
+    /// Appends `length` bytes of the file `path` from `offset` to the open tensor, read (by a
+    /// thread) without passing through Python: a dense tensor's elements as stored, or with
+    /// `values` (`"f32"`, `"f16"`, `"bf16"`) little-endian values quantized to Q4_0 as they are read.
+    #[pyo3(signature = (path, offset, length, *, values = None, threads = None))]
+    fn write_file_region(
+        &mut self,
+        py: Python<'_>,
+        path: PathBuf,
+        offset: u64,
+        length: u64,
+        values: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<()> {
+        let values = match values {
+            None => None,
+            Some("f32") => Some(RegionValues::F32),
+            Some("f16") => Some(RegionValues::F16),
+            Some("bf16") => Some(RegionValues::Bf16),
+            Some(other) => {
+                return Err(to_pyerr(Error::InvalidArgument(format!(
+                    "values {other:?} cannot be quantized: use \"f32\", \"f16\" or \"bf16\""
+                ))))
+            }
+        };
+        let stream = self.stream()?;
+        py.detach(|| stream.write_file_region(&path, offset, length, values, threads))
+            .py_err()
     }
 
     /// Closes the open tensor (every byte of its payload must have been written).

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -27,6 +27,29 @@ use crate::q4_0::{self, Q40Input, Q40Layout};
 /// Pieces that may wait for the writer thread: the memory a stream holds beyond the piece being
 /// made is at most this many pieces.
 pub const QUEUED_PIECES: usize = 4;
+
+/// Bytes of a file read at a time by [`ArchiveStream::write_file_region`].
+pub const REGION_PIECE_BYTES: usize = 32 << 20;
+
+/// The type of the values a file region holds, for a Q4_0 tensor quantized as it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionValues {
+    /// f32 values.
+    F32,
+    /// f16 values.
+    F16,
+    /// bf16 values.
+    Bf16,
+}
+
+impl RegionValues {
+    fn size(self) -> usize {
+        match self {
+            RegionValues::F32 => 4,
+            RegionValues::F16 | RegionValues::Bf16 => 2,
+        }
+    }
+}
 
 enum Piece {
     /// A new member of `size` bytes; its bytes follow.
@@ -209,6 +232,75 @@ impl ArchiveStream {
             q4_0::ggml_to_legacy(&mut blocks);
         }
         self.push(blocks)
+    }
+
+    /// Appends `len` bytes of the file `path` from `offset` to the open tensor, read by a thread of
+    /// its own while the previous piece is handed on: a dense tensor's elements as they are
+    /// stored, or, for a Q4_0 tensor, little-endian `values` quantized as they are read. The memory
+    /// held is a few pieces of [`REGION_PIECE_BYTES`].
+    pub fn write_file_region(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        len: u64,
+        values: Option<RegionValues>,
+        threads: Option<usize>,
+    ) -> Result<()> {
+        if cfg!(target_endian = "big") {
+            return Err(Error::InvalidArgument(
+                "file regions hold little-endian values: read them on a little-endian machine"
+                    .into(),
+            ));
+        }
+        let open = self.expect_open()?;
+        let q4_0 = open.dtype.is_none();
+        if q4_0 != values.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a Q4_0 tensor reads values of a given type, a dense one its elements as they are",
+                open.label
+            )));
+        }
+        let unit = values.map_or(1, |v| v.size() * q4_0::BLOCK_LEN);
+        if !len.is_multiple_of(unit as u64) {
+            return Err(Error::Shape {
+                what: open.label.clone(),
+                reason: format!("a region of {len} bytes is not whole Q4_0 blocks of {unit} bytes"),
+            });
+        }
+        let step = (REGION_PIECE_BYTES / unit).max(1) * unit;
+        let (sender, receiver) = sync_channel::<Result<Piece32>>(1);
+        let source = path.to_path_buf();
+        let reader = std::thread::spawn(move || read_region(&source, offset, len, step, &sender));
+        let mut result = Ok(());
+        for piece in receiver.iter() {
+            result = piece.and_then(|piece| self.push_read(piece, values, threads));
+            if result.is_err() {
+                break;
+            }
+        }
+        drop(receiver);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(Error::io(path, io::Error::other("the reader panicked"))));
+        result.and(read)
+    }
+
+    /// Hands on a piece read by [`Self::write_file_region`]: its bytes, or its Q4_0 blocks.
+    fn push_read(
+        &mut self,
+        piece: Piece32,
+        values: Option<RegionValues>,
+        threads: Option<usize>,
+    ) -> Result<()> {
+        let Some(kind) = values else {
+            return self.push(piece.bytes().to_vec());
+        };
+        let input = match kind {
+            RegionValues::F32 => Q40Input::F32(piece.values()),
+            RegionValues::F16 => Q40Input::F16(piece.values()),
+            RegionValues::Bf16 => Q40Input::Bf16(piece.values()),
+        };
+        self.write_q4_0(input, threads)
     }
 
     /// Closes the open tensor, checking that its whole payload was written.
@@ -446,4 +538,69 @@ fn write_folder(dir: AtomicDir, receiver: &Receiver<Piece>, overwrite: bool) -> 
             Err(_) => return Err(aborted(dir.path())),
         }
     }
+}
+
+/// A piece of a file read into 4-byte aligned memory (the alignment of every value type Q4_0 reads).
+struct Piece32 {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Piece32 {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialised bytes (see `read_region`); u8 has no
+        // alignment and every bit pattern is a u8.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+
+    /// The piece as values of `T` (f32, f16 or bf16: any bit pattern is a value, alignment <= 4).
+    fn values<T: Copy>(&self) -> &[T] {
+        debug_assert!(std::mem::align_of::<T>() <= 4);
+        // SAFETY: the words are 4-byte aligned, `T` needs no more and any bit pattern is a `T`
+        // (only called with f32, f16 and bf16); `len / size_of::<T>()` values lie in the piece.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.words.as_ptr() as *const T,
+                self.len / std::mem::size_of::<T>(),
+            )
+        }
+    }
+}
+
+/// Reads `len` bytes of `path` from `offset` in pieces of `step` bytes, sent one by one (the
+/// bounded queue keeps one piece ahead of its reader).
+fn read_region(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    step: usize,
+    sender: &SyncSender<Result<Piece32>>,
+) -> Result<()> {
+    let io_err = |e| Error::io(path, e);
+    let mut file = File::open(path).map_err(io_err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+    let mut left = len;
+    while left > 0 {
+        let size = (left as usize).min(step);
+        let mut words = vec![0u32; size.div_ceil(4)];
+        // SAFETY: the words own `4 * words.len() >= size` writable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, size) };
+        if let Err(e) = file.read_exact(bytes) {
+            let error = if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Format {
+                    path: path.display().to_string(),
+                    reason: format!("it ends inside a region of {len} bytes from offset {offset}: the file is truncated"),
+                }
+            } else {
+                io_err(e)
+            };
+            let _ = sender.send(Err(error));
+            return Ok(());
+        }
+        if sender.send(Ok(Piece32 { words, len: size })).is_err() {
+            return Ok(()); // the writer stopped: its error is the one reported
+        }
+        left -= size as u64;
+    }
+    Ok(())
 }

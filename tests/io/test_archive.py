@@ -8,6 +8,7 @@ import pytest
 
 from torch_to_nnef import TractModel, _rust, list_archive, quantize_q4_0, write_nnef_archive
 from torch_to_nnef.errors import (
+    FormatError,
     InvalidArgumentError,
     NameClashError,
     OutputExistsError,
@@ -160,6 +161,38 @@ def test_archive_written_in_pieces_is_the_archive_written_at_once(tmp_path, name
     x = np.ones((2, 3), np.float32)
     (y,) = TractModel(tmp_path / name).run([x])
     np.testing.assert_array_equal(y, x + w)
+
+
+@pytest.mark.parametrize("name", ["m.nnef", "m.nnef.tgz"])
+def test_file_regions_are_written_as_the_arrays_they_hold(tmp_path, name):
+    """Regions of a file read by the Rust core give the bytes of the same arrays given whole:
+    elements as stored, and f16/f32 values quantized to Q4_0 as they are read."""
+    rng = np.random.default_rng(1)
+    dense = rng.integers(-100, 100, size=(33, 7), dtype=np.int8)
+    half = rng.standard_normal((40, 64)).astype(np.float16)
+    single = rng.standard_normal((3, 96)).astype(np.float32)
+    blob = tmp_path / "weights.bin"
+    blob.write_bytes(b"head" + dense.tobytes() + half.tobytes() + single.tobytes())
+    at = {"dense": 4, "half": 4 + dense.nbytes, "single": 4 + dense.nbytes + half.nbytes}
+    (tmp_path / "whole").mkdir()
+    whole = {"dense": dense, "half": quantize_q4_0(half), "single": quantize_q4_0(single)}
+    expected = write_nnef_archive(tmp_path / "whole" / name, GRAPH, whole, compression_level=0)
+    with ArchiveWriter(tmp_path / name) as out:
+        out.add_text("graph.nnef", GRAPH)
+        out.add_file_region("dense", "i8", dense.shape, blob, at["dense"], dense.nbytes)
+        out.add_file_region("half", "f16", half.shape, blob, at["half"], half.nbytes, q4_0_values="f16")
+        out.add_file_region("single", "f32", single.shape, blob, at["single"], single.nbytes, q4_0_values="f32")
+    assert _members(tmp_path / name) == _members(expected)
+    with pytest.raises(FormatError, match="truncated"):
+        with ArchiveWriter(tmp_path / "t.nnef.tgz") as out:
+            out.add_file_region("half", "f16", (60, 64), blob, at["half"], 60 * 64 * 2, q4_0_values="f16")
+    with pytest.raises(ShapeError, match="not whole Q4_0 blocks"):
+        with ArchiveWriter(tmp_path / "t.nnef.tgz") as out:
+            out.add_file_region("half", "f16", (40, 64), blob, at["half"], 100, q4_0_values="f16")
+    with pytest.raises(ShapeError, match="missing"):
+        with ArchiveWriter(tmp_path / "t.nnef.tgz") as out:
+            out.add_file_region("dense", "i8", dense.shape, blob, at["dense"], dense.nbytes - 1)
+    assert not (tmp_path / "t.nnef.tgz").exists()
 
 
 def test_archive_writer_refuses_wrong_pieces_and_leaves_nothing(tmp_path):

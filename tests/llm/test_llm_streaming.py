@@ -63,9 +63,11 @@ def _scaled(model: torch.nn.Module) -> torch.nn.Module:
 REGISTRY = f"{__name__}.STREAM_COMPRESSION"
 
 
-def _saved(folder: Path, config: transformers.PretrainedConfig, shard: str = "60KB") -> Path:
+def _saved(
+    folder: Path, config: transformers.PretrainedConfig, shard: str = "60KB", dtype: torch.dtype = torch.bfloat16
+) -> Path:
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(dtype)
     model.save_pretrained(folder, max_shard_size=shard)
     return folder
 
@@ -91,9 +93,17 @@ def _run_bundle(archive: Path, tests: Path, stem: str, tolerance: str) -> None:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize(("dtype", "compression"), [("f16", "min_max_q4_0"), ("f32", None)])
-def test_streamed_export_is_the_loaded_export(tmp_path, family, dtype, compression):
-    source = _saved(tmp_path / "model", FAMILIES[family])
+@pytest.mark.parametrize(
+    ("stored", "dtype", "compression"),
+    [
+        (torch.bfloat16, "f16", "min_max_q4_0"),  # converted in PyTorch, piece by piece
+        (torch.bfloat16, "f32", None),
+        (torch.float16, "f16", "min_max_q4_0"),  # as stored: read (and quantized) by the Rust core
+    ],
+    ids=["bf16-f16-q4_0", "bf16-f32", "f16-f16-q4_0"],
+)
+def test_streamed_export_is_the_loaded_export(tmp_path, family, stored, dtype, compression):
+    source = _saved(tmp_path / "model", FAMILIES[family], dtype=stored)
     assert len(SafetensorsCheckpoint.of_folder(source).files) > 1
     options = {"local_dir": source, "dtype": dtype, "compression_method": compression}
     streamed = export_llm_to_tract(tmp_path / "streamed", verify=False, **options)

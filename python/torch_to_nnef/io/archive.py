@@ -169,6 +169,31 @@ class ArchiveWriter:
             self._writer.write(piece, threads=threads)
         self._writer.end_tensor()
 
+    def add_file_region(
+        self,
+        label: str,
+        dtype: str,
+        shape: Iterable[int],
+        path: PathLike,
+        offset: int,
+        length: int,
+        *,
+        q4_0_values: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Adds ``<label>.dat`` of ``shape`` from ``length`` bytes of the file ``path`` at ``offset``,
+        read by the Rust core without passing through Python: the tensor's elements as stored
+        (little-endian ``dtype``), or, with ``q4_0_values`` (``"f32"``, ``"f16"``, ``"bf16"``), values of
+        that type quantized to Q4_0 blocks as they are read.
+
+        Raises:
+            ShapeError: the region does not hold the tensor's elements (or values) exactly.
+            FormatError: the file ends inside the region.
+        """
+        self._writer.begin_tensor(label, dtype, list(shape), q4_0=q4_0_values is not None)
+        self._writer.write_file_region(path, offset, length, values=q4_0_values, threads=threads)
+        self._writer.end_tensor()
+
     def finish(self) -> Path:
         """Writes the end of the archive and moves it into place."""
         self._writer.finish()

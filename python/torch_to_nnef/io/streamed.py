@@ -270,8 +270,16 @@ def _add_weight(
     dtype = NNEF_TYPES.get(written)
     if dtype is None:
         raise DTypeError(f"{label}: dtype {weight.dtype} cannot be stored in NNEF; cast it first")
-    pieces = (piece.to(written) for piece in checkpoint.pieces(source.key))
     quantized = source.q4_0
+    direct = stored.dtype == written and (quantized is None or (as_blocks and quantized.percentile >= 1.0))
+    if direct and (quantized is None or written in _QUANTIZABLE):
+        # as stored: the Rust core reads the file itself (and quantizes), Python never sees the bytes
+        values = _QUANTIZABLE[written] if quantized is not None else None
+        out.add_file_region(
+            label, dtype, weight.shape, stored.path, stored.offset, stored.nbytes, q4_0_values=values, threads=threads
+        )
+        return
+    pieces = (piece.to(written) for piece in checkpoint.pieces(source.key))
     if quantized is None:
         out.add_pieces(label, dtype, weight.shape, (p.numpy() for p in pieces))
     elif as_blocks:
@@ -285,6 +293,10 @@ def _add_weight(
         )
     else:
         out.add_pieces(label, dtype, weight.shape, _dequantized(quantized, pieces, written, threads))
+
+
+_QUANTIZABLE = {torch.float32: "f32", torch.float16: "f16"}
+"""The float types the Q4_0 kernel reads straight from a file, by name."""
 
 
 def _quantizable(values: torch.Tensor) -> np.ndarray:

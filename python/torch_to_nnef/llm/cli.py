@@ -54,8 +54,10 @@ examples:
   # a LoRA adapter merged into its base model, with the tokenizer and config, all files in one folder
   export_llm_to_tract -d ./my-llama -mp ./my-lora-adapter -e ./llama_lora -dwtac --export-dir-struct flat
 
-  # a model larger than memory: unchecked, its weights streamed from its safetensors shards
+  # a model larger than memory: its weights streamed from its safetensors shards, unchecked
   export_llm_to_tract -d ./my-llama-70b -e ./llama70b_q4_0 -f16 -c min_max_q4_0 -nv
+  # ... or checked on a copy of its first 2 layers and its head
+  export_llm_to_tract -d ./my-llama-70b -e ./llama70b_q4_0 -f16 -c min_max_q4_0 --check-layers 2
 
   # a compressor of your own: MY_REGISTRY maps names to function(model, **options) -> model
   export_llm_to_tract -d ./my-llama -e ./out --compression-registry my_pkg.compressors.MY_REGISTRY -c gptq_q4_0
@@ -213,7 +215,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="never load the model: build it without weights and copy each weight from the folder's "
         ".safetensors files into the archive (cast or quantized on the way), so memory holds a few "
-        "tensors whatever the model's size; no test .npz files. Default: stream unchecked exports (-nv) "
+        "tensors whatever the model's size; no test .npz files, and the check runs on the first layers "
+        "(--check-layers). Default: stream unchecked exports (-nv) "
         "of a folder when the model allows it, else load it (the log says which and why); --stream "
         "fails when it cannot stream, --no-stream always loads the model. Checked exports stream too "
         "when the model does not fit in memory: see --check-layers",
