@@ -268,39 +268,39 @@ impl ArchiveStream {
             });
         }
         let step = (REGION_PIECE_BYTES / unit).max(1) * unit;
-        let (sender, receiver) = sync_channel::<Result<Piece32>>(1);
+        let (sender, receiver) = sync_channel::<Result<ReadPiece>>(1);
+        // Q4_0 pieces come back once quantized, to be read into again: two buffers in all
+        let (recycle, recycled) = sync_channel::<Vec<u32>>(2);
         let source = path.to_path_buf();
-        let reader = std::thread::spawn(move || read_region(&source, offset, len, step, &sender));
+        let dense = values.is_none();
+        let reader = std::thread::spawn(move || {
+            read_region(&source, offset, len, step, dense, &sender, &recycled)
+        });
         let mut result = Ok(());
         for piece in receiver.iter() {
-            result = piece.and_then(|piece| self.push_read(piece, values, threads));
+            result = piece.and_then(|piece| match piece {
+                ReadPiece::Bytes(bytes) => self.push(bytes),
+                ReadPiece::Values(words, size) => {
+                    let input = match values.expect("values for a Q4_0 tensor") {
+                        RegionValues::F32 => Q40Input::F32(as_values(&words, size)),
+                        RegionValues::F16 => Q40Input::F16(as_values(&words, size)),
+                        RegionValues::Bf16 => Q40Input::Bf16(as_values(&words, size)),
+                    };
+                    let written = self.write_q4_0(input, threads);
+                    let _ = recycle.try_send(words);
+                    written
+                }
+            });
             if result.is_err() {
                 break;
             }
         }
         drop(receiver);
+        drop(recycle);
         let read = reader
             .join()
             .unwrap_or_else(|_| Err(Error::io(path, io::Error::other("the reader panicked"))));
         result.and(read)
-    }
-
-    /// Hands on a piece read by [`Self::write_file_region`]: its bytes, or its Q4_0 blocks.
-    fn push_read(
-        &mut self,
-        piece: Piece32,
-        values: Option<RegionValues>,
-        threads: Option<usize>,
-    ) -> Result<()> {
-        let Some(kind) = values else {
-            return self.push(piece.bytes().to_vec());
-        };
-        let input = match kind {
-            RegionValues::F32 => Q40Input::F32(piece.values()),
-            RegionValues::F16 => Q40Input::F16(piece.values()),
-            RegionValues::Bf16 => Q40Input::Bf16(piece.values()),
-        };
-        self.write_q4_0(input, threads)
     }
 
     /// Closes the open tensor, checking that its whole payload was written.
@@ -540,41 +540,34 @@ fn write_folder(dir: AtomicDir, receiver: &Receiver<Piece>, overwrite: bool) -> 
     }
 }
 
-/// A piece of a file read into 4-byte aligned memory (the alignment of every value type Q4_0 reads).
-struct Piece32 {
-    words: Vec<u32>,
-    len: usize,
+/// A piece of a file region: bytes handed on as they are, or values (in 4-byte aligned memory,
+/// the alignment of every value type Q4_0 reads) with their size in bytes.
+enum ReadPiece {
+    Bytes(Vec<u8>),
+    Values(Vec<u32>, usize),
 }
 
-impl Piece32 {
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `words` holds at least `len` initialised bytes (see `read_region`); u8 has no
-        // alignment and every bit pattern is a u8.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
-    }
-
-    /// The piece as values of `T` (f32, f16 or bf16: any bit pattern is a value, alignment <= 4).
-    fn values<T: Copy>(&self) -> &[T] {
-        debug_assert!(std::mem::align_of::<T>() <= 4);
-        // SAFETY: the words are 4-byte aligned, `T` needs no more and any bit pattern is a `T`
-        // (only called with f32, f16 and bf16); `len / size_of::<T>()` values lie in the piece.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.words.as_ptr() as *const T,
-                self.len / std::mem::size_of::<T>(),
-            )
-        }
+/// The first `size` bytes of `words` as values of `T` (f32, f16 or bf16).
+fn as_values<T: Copy>(words: &[u32], size: usize) -> &[T] {
+    assert!(std::mem::align_of::<T>() <= 4 && size <= words.len() * 4);
+    // SAFETY: the words are 4-byte aligned, `T` needs no more, any bit pattern is a `T` (only
+    // called with f32, f16 and bf16), and `size / size_of::<T>()` values lie within the words.
+    unsafe {
+        std::slice::from_raw_parts(words.as_ptr() as *const T, size / std::mem::size_of::<T>())
     }
 }
 
 /// Reads `len` bytes of `path` from `offset` in pieces of `step` bytes, sent one by one (the
-/// bounded queue keeps one piece ahead of its reader).
+/// bounded queue keeps one piece ahead of its reader): fresh byte buffers for a `dense` region
+/// (handed on to the writer), else word buffers, reused once `recycled`.
 fn read_region(
     path: &Path,
     offset: u64,
     len: u64,
     step: usize,
-    sender: &SyncSender<Result<Piece32>>,
+    dense: bool,
+    sender: &SyncSender<Result<ReadPiece>>,
+    recycled: &Receiver<Vec<u32>>,
 ) -> Result<()> {
     let io_err = |e| Error::io(path, e);
     let mut file = File::open(path).map_err(io_err)?;
@@ -582,22 +575,45 @@ fn read_region(
     let mut left = len;
     while left > 0 {
         let size = (left as usize).min(step);
-        let mut words = vec![0u32; size.div_ceil(4)];
-        // SAFETY: the words own `4 * words.len() >= size` writable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, size) };
-        if let Err(e) = file.read_exact(bytes) {
-            let error = if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Format {
-                    path: path.display().to_string(),
-                    reason: format!("it ends inside a region of {len} bytes from offset {offset}: the file is truncated"),
-                }
-            } else {
-                io_err(e)
-            };
-            let _ = sender.send(Err(error));
-            return Ok(());
+        let truncated = || {
+            Error::Format {
+            path: path.display().to_string(),
+            reason: format!("it ends inside a region of {len} bytes from offset {offset}: the file is truncated"),
         }
-        if sender.send(Ok(Piece32 { words, len: size })).is_err() {
+        };
+        let piece = if dense {
+            // read into spare capacity: no zero-filling first
+            let mut bytes = Vec::with_capacity(size);
+            let read = (&mut file).take(size as u64).read_to_end(&mut bytes);
+            match read {
+                Ok(n) if n == size => ReadPiece::Bytes(bytes),
+                Ok(_) => {
+                    let _ = sender.send(Err(truncated()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = sender.send(Err(io_err(e)));
+                    return Ok(());
+                }
+            }
+        } else {
+            let mut words = recycled.try_recv().unwrap_or_default();
+            words.resize(size.div_ceil(4), 0u32);
+            // SAFETY: the words own `4 * words.len() >= size` writable bytes, any byte is valid.
+            let target =
+                unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, size) };
+            if let Err(e) = file.read_exact(target) {
+                let error = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    truncated()
+                } else {
+                    io_err(e)
+                };
+                let _ = sender.send(Err(error));
+                return Ok(());
+            }
+            ReadPiece::Values(words, size)
+        };
+        if sender.send(Ok(piece)).is_err() {
             return Ok(()); // the writer stopped: its error is the one reported
         }
         left -= size as u64;

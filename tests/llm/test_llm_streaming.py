@@ -106,9 +106,14 @@ def test_streamed_export_is_the_loaded_export(tmp_path, family, stored, dtype, c
     source = _saved(tmp_path / "model", FAMILIES[family], dtype=stored)
     assert len(SafetensorsCheckpoint.of_folder(source).files) > 1
     options = {"local_dir": source, "dtype": dtype, "compression_method": compression}
-    streamed = export_llm_to_tract(tmp_path / "streamed", verify=False, **options)
+    # by default, compressed exports stream and small float ones load
+    streamed = export_llm_to_tract(
+        tmp_path / "streamed", verify=False, stream=True if compression is None else None, **options
+    )
     loaded = export_llm_to_tract(tmp_path / "loaded", verify=False, stream=False, **options)
     assert streamed.streamed and not loaded.streamed
+    if compression is None:
+        assert not export_llm_to_tract(tmp_path / "default", verify=False, **options).streamed
     ours, theirs = _members(streamed.archive), _members(loaded.archive)
     tensors = {n for n in ours if n.endswith(".dat")}
     assert tensors <= set(theirs)

@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
         "-nv",
         "--no-verify",
         action="store_true",
-        help="skip the checks in tract (the weights are then streamed where they can be, see --stream; "
+        help="skip the checks in tract (compressed or large models then stream their weights, see --stream; "
         "a model loaded in memory still gets its test .npz files)",
     )
     parser.add_argument(
@@ -216,10 +216,10 @@ def _parser() -> argparse.ArgumentParser:
         help="never load the model: build it without weights and copy each weight from the folder's "
         ".safetensors files into the archive (cast or quantized on the way), so memory holds a few "
         "tensors whatever the model's size; no test .npz files, and the check runs on the first layers "
-        "(--check-layers). Default: stream unchecked exports (-nv) "
-        "of a folder when the model allows it, else load it (the log says which and why); --stream "
-        "fails when it cannot stream, --no-stream always loads the model. Checked exports stream too "
-        "when the model does not fit in memory: see --check-layers",
+        "(--check-layers). Default, when the model allows it (the log says which ran and why): stream "
+        "unchecked exports (-nv) of a folder that compress the weights (-c) or whose weights take more "
+        "than a quarter of the memory available, and checked ones that do not fit in memory; --stream "
+        "fails when it cannot stream, --no-stream always loads the model",
     )
     parser.add_argument(
         "--check-layers",

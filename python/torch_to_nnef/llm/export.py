@@ -216,33 +216,38 @@ class _Options:
         """Whether the export streams the weights (see :mod:`torch_to_nnef.llm.streaming`); sets
         :attr:`check_layers` when the check then runs on the model's first layers.
 
-        By default an unchecked export of a folder streams, and a checked one too when its
-        weights do not fit in the memory available (the check then runs on
-        :data:`DEFAULT_CHECK_LAYERS` layers); ``check_layers`` streams.
+        By default an unchecked export of a folder streams when it compresses the weights, or when
+        they take more than :data:`STREAM_ABOVE` of the memory available (a small float model
+        exports faster loaded: tracing it with its weights is quicker than on the meta device);
+        a checked one streams when its weights do not fit in the memory available (the check then
+        runs on :data:`DEFAULT_CHECK_LAYERS` layers); ``stream=True`` or ``check_layers`` stream.
         """
         if self.stream is False or self.local_dir is None or self.merge_peft is not None:
             return False
-        if not self.verify:
+        if self.stream or self.check_layers is not None:
+            if self.verify and self.check_layers is None:
+                self.check_layers = DEFAULT_CHECK_LAYERS
             return True
-        if self.check_layers is None and self.stream is None:
-            checkpoint = SafetensorsCheckpoint.of_folder(self.local_dir)
-            available = available_memory()
-            if checkpoint is None or available is None:
+        checkpoint = SafetensorsCheckpoint.of_folder(self.local_dir)
+        available = available_memory()
+        if checkpoint is None:
+            return False
+        need = _weights_bytes(checkpoint, self.torch_dtype)
+        if not self.verify:
+            if self.compression_method is None and available is not None and need <= STREAM_ABOVE * available:
                 return False
-            need = _weights_bytes(checkpoint, self.torch_dtype)
-            if need * FITS_MARGIN <= available:
-                return False
-            self.check_layers = DEFAULT_CHECK_LAYERS
-            LOGGER.info(
-                "the model's weights (%s in %s) do not fit in the memory available (%s): they are streamed, and "
-                "the check runs on the first %d layers and the head (--check-layers)",
-                format_size(need),
-                self.float_type,
-                format_size(available),
-                self.check_layers,
-            )
-        elif self.check_layers is None:
-            self.check_layers = DEFAULT_CHECK_LAYERS
+            return True
+        if available is None or need * FITS_MARGIN <= available:
+            return False
+        self.check_layers = DEFAULT_CHECK_LAYERS
+        LOGGER.info(
+            "the model's weights (%s in %s) do not fit in the memory available (%s): they are streamed, and "
+            "the check runs on the first %d layers and the head (--check-layers)",
+            format_size(need),
+            self.float_type,
+            format_size(available),
+            self.check_layers,
+        )
         return True
 
     @property
@@ -279,6 +284,10 @@ class _Options:
 
 DEFAULT_CHECK_LAYERS = 2
 """The layers a streamed export is checked on when not told (with the head)."""
+
+STREAM_ABOVE = 0.25
+"""An unchecked export without compression streams when its weights take more than this part of
+the memory available."""
 
 FITS_MARGIN = 1.25
 """How much more memory than its weights loading a model and checking it takes (the check's own
@@ -418,9 +427,10 @@ def export_llm_to_tract(
             then, and the check (``verify``) runs on a copy of the model's first
             ``check_layers`` layers and its head, loaded and exported with the same code; the whole
             archive is then loaded in tract and run on the prompt where it fits in memory.
-            ``None`` (default): stream an unchecked export of a folder, or a checked one whose
-            weights do not fit in the memory available, when the model allows it (the log says
-            which ran and why); True: stream or fail saying why; False: load the model.
+            ``None`` (default): stream, when the model allows it (the log says which ran and why),
+            an unchecked export of a folder that compresses its weights or whose weights take more
+            than a quarter of the memory available, and a checked one whose weights do not fit in
+            it; True: stream or fail saying why; False: load the model.
         check_layers: check a streamed export on its first ``check_layers`` layers and its head
             (default 2 when streamed); implies streaming.
 
