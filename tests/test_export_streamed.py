@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from torch_to_nnef import TractModel, TractNNEF, compress_model, export_model_to_nnef, weights_on_meta
+from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, compress_model, export_model_to_nnef, weights_on_meta
 from torch_to_nnef.errors import CheckpointMismatchError, InvalidArgumentError
 
 
@@ -105,3 +105,32 @@ def test_a_model_on_meta_is_refused_what_needs_its_weights(tmp_path, loaded):
         export_model_to_nnef(empty, x, tmp_path / "a.nnef.tgz", TractNNEF(check_io=False), weights_checkpoint=folder)
     assert not (tmp_path / "a.nnef.tgz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+class Masked(nn.Module):
+    """A boolean buffer saved with the weights (Khronos packs booleans in bits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("mask", torch.zeros(4, dtype=torch.bool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask, x, self.lin(x))
+
+
+@pytest.mark.parametrize("target", [TractNNEF(check_io=False), KhronosNNEF(check_io=False)], ids=["tract", "khronos"])
+def test_boolean_weights_stream_for_either_target(tmp_path, target):
+    loaded = Masked()
+    loaded.mask[1] = True
+    save_file(loaded.state_dict(), tmp_path / "w.safetensors")
+    with weights_on_meta():
+        empty = Masked()
+    x = torch.randn(1, 4)
+    ours = export_model_to_nnef(
+        empty, x, tmp_path / "a.nnef.tgz", target, weights_checkpoint=tmp_path / "w.safetensors"
+    )
+    theirs = export_model_to_nnef(loaded, x, tmp_path / "b.nnef.tgz", target)
+    a, b = _members(ours), _members(theirs)
+    assert sorted(n for n in a if n.endswith(".dat")) == ["lin.bias.dat", "lin.weight.dat", "mask.dat"]
+    assert {n: v for n, v in a.items() if n.endswith(".dat")} == {n: v for n, v in b.items() if n.endswith(".dat")}

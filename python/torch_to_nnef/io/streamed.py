@@ -270,6 +270,9 @@ def _add_weight(
     dtype = NNEF_TYPES.get(written)
     if dtype is None:
         raise DTypeError(f"{label}: dtype {weight.dtype} cannot be stored in NNEF; cast it first")
+    if written == torch.bool:  # Khronos packs booleans in bits, a whole tensor at a time
+        out.add_tensor(label, checkpoint.read(source.key).to(torch.bool))
+        return
     quantized = source.q4_0
     direct = stored.dtype == written and (quantized is None or (as_blocks and quantized.percentile >= 1.0))
     if direct and (quantized is None or written in _QUANTIZABLE):
