@@ -23,6 +23,16 @@ pub enum ArchiveKind {
 }
 
 impl ArchiveKind {
+    /// Refuses a gzip level out of 0..=9.
+    pub fn check(self) -> Result<()> {
+        if let ArchiveKind::TarGz(level @ 10..) = self {
+            return Err(Error::InvalidArgument(format!(
+                "gzip compression level {level} is out of range: use 0 (none) to 9 (best)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The kind a path asks for: `.tgz` / `.tar.gz` gzip, `.tar` tar, anything else a folder.
     pub fn from_path(path: &Path, compression_level: u32) -> ArchiveKind {
         let name = path
@@ -81,11 +91,7 @@ pub fn write_archive(
             dir.commit(overwrite)
         }
         ArchiveKind::Tar | ArchiveKind::TarGz(_) => {
-            if let ArchiveKind::TarGz(level @ 10..) = kind {
-                return Err(Error::InvalidArgument(format!(
-                    "gzip compression level {level} is out of range: use 0 (none) to 9 (best)"
-                )));
-            }
+            kind.check()?;
             let mut out = AtomicFile::create(path, overwrite)?;
             let w = BufWriter::with_capacity(1 << 20, out.file());
             let w = match kind {

@@ -539,7 +539,7 @@ impl ArchiveWriter {
         q4_0: bool,
     ) -> PyResult<()> {
         let stream = self.stream()?;
-        let opts = stream_options(stream);
+        let opts = stream.options();
         let (header, element) = if q4_0 {
             (
                 DatHeader::for_q4_0(label, &shape, opts.q40_layout).py_err()?,
@@ -635,10 +635,6 @@ impl ArchiveWriter {
             py.detach(|| drop(stream));
         }
     }
-}
-
-fn stream_options(stream: &ArchiveStream) -> DatOptions {
-    stream.options()
 }
 
 fn archive_kind(

@@ -91,11 +91,7 @@ impl ArchiveStream {
         opts: DatOptions,
         overwrite: bool,
     ) -> Result<Self> {
-        if let ArchiveKind::TarGz(level @ 10..) = kind {
-            return Err(Error::InvalidArgument(format!(
-                "gzip compression level {level} is out of range: use 0 (none) to 9 (best)"
-            )));
-        }
+        kind.check()?;
         let (sender, receiver) = sync_channel(QUEUED_PIECES);
         let worker = match kind {
             ArchiveKind::Folder => {
@@ -268,7 +264,7 @@ impl ArchiveStream {
             });
         }
         let step = (REGION_PIECE_BYTES / unit).max(1) * unit;
-        let (sender, receiver) = sync_channel::<Result<ReadPiece>>(1);
+        let (sender, receiver) = sync_channel::<ReadPiece>(1);
         // Q4_0 pieces come back once quantized, to be read into again: two buffers in all
         let (recycle, recycled) = sync_channel::<Vec<u32>>(2);
         let source = path.to_path_buf();
@@ -278,7 +274,7 @@ impl ArchiveStream {
         });
         let mut result = Ok(());
         for piece in receiver.iter() {
-            result = piece.and_then(|piece| match piece {
+            result = match piece {
                 ReadPiece::Bytes(bytes) => self.push(bytes),
                 ReadPiece::Values(words, size) => {
                     let input = match values.expect("values for a Q4_0 tensor") {
@@ -290,7 +286,7 @@ impl ArchiveStream {
                     let _ = recycle.try_send(words);
                     written
                 }
-            });
+            };
             if result.is_err() {
                 break;
             }
@@ -559,62 +555,56 @@ fn as_values<T: Copy>(words: &[u32], size: usize) -> &[T] {
 
 /// Reads `len` bytes of `path` from `offset` in pieces of `step` bytes, sent one by one (the
 /// bounded queue keeps one piece ahead of its reader): fresh byte buffers for a `dense` region
-/// (handed on to the writer), else word buffers, reused once `recycled`.
+/// (handed on to the writer), else word buffers, reused once `recycled`. Stops quietly when the
+/// receiving side is gone (its own error is the one reported).
 fn read_region(
     path: &Path,
     offset: u64,
     len: u64,
     step: usize,
     dense: bool,
-    sender: &SyncSender<Result<ReadPiece>>,
+    sender: &SyncSender<ReadPiece>,
     recycled: &Receiver<Vec<u32>>,
 ) -> Result<()> {
-    let io_err = |e| Error::io(path, e);
+    let io_err = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::Format {
+                path: path.display().to_string(),
+                reason: format!(
+                    "it ends inside a region of {len} bytes from offset {offset}: the file is truncated"
+                ),
+            }
+        } else {
+            Error::io(path, e)
+        }
+    };
     let mut file = File::open(path).map_err(io_err)?;
     file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
     let mut left = len;
     while left > 0 {
         let size = (left as usize).min(step);
-        let truncated = || {
-            Error::Format {
-            path: path.display().to_string(),
-            reason: format!("it ends inside a region of {len} bytes from offset {offset}: the file is truncated"),
-        }
-        };
         let piece = if dense {
             // read into spare capacity: no zero-filling first
             let mut bytes = Vec::with_capacity(size);
-            let read = (&mut file).take(size as u64).read_to_end(&mut bytes);
-            match read {
-                Ok(n) if n == size => ReadPiece::Bytes(bytes),
-                Ok(_) => {
-                    let _ = sender.send(Err(truncated()));
-                    return Ok(());
-                }
-                Err(e) => {
-                    let _ = sender.send(Err(io_err(e)));
-                    return Ok(());
-                }
+            let read = (&mut file)
+                .take(size as u64)
+                .read_to_end(&mut bytes)
+                .map_err(io_err)?;
+            if read != size {
+                return Err(io_err(io::ErrorKind::UnexpectedEof.into()));
             }
+            ReadPiece::Bytes(bytes)
         } else {
             let mut words = recycled.try_recv().unwrap_or_default();
             words.resize(size.div_ceil(4), 0u32);
             // SAFETY: the words own `4 * words.len() >= size` writable bytes, any byte is valid.
             let target =
                 unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, size) };
-            if let Err(e) = file.read_exact(target) {
-                let error = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    truncated()
-                } else {
-                    io_err(e)
-                };
-                let _ = sender.send(Err(error));
-                return Ok(());
-            }
+            file.read_exact(target).map_err(io_err)?;
             ReadPiece::Values(words, size)
         };
-        if sender.send(Ok(piece)).is_err() {
-            return Ok(()); // the writer stopped: its error is the one reported
+        if sender.send(piece).is_err() {
+            return Ok(());
         }
         left -= size as u64;
     }

@@ -94,3 +94,11 @@ class PendingQ4_0:
     """
 
     shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the blocks (18 bytes per 32 values)."""
+        size = 1
+        for d in self.shape:
+            size *= d
+        return size // 32 * 18

@@ -518,7 +518,7 @@ def _export_in_memory(export_dir: Path, options: _Options) -> LLMExportResult:
     try:
         layout.make_folders(staging)
         archive = staging / layout.model / ARCHIVE_NAME
-        _write_archive(archive, wrapper, trace_inputs, target, lm, options)
+        write_graph(archive, *_translated(wrapper, trace_inputs, target, lm, options), target)
         steps, generated = _write_test_files(staging, wrapper, target, lm, options)
         if options.verify:
             checks = size_checks(wrapper, trace_inputs, lm.vocab, options.cache_torch_dtype)
@@ -827,36 +827,6 @@ def _translated(
         return translate_graph(
             wrapper,
             trace_inputs,
-            target,
-            lm.input_names,
-            lm.output_names,
-            options.naming_scheme,
-            length_bounds(lm.config, lm.caches.has_past),
-            repeat_layers=not options.trace_all_layers,
-        )
-    except (UnsupportedOpsError, CaptureError) as exc:
-        raise type(exc)(f"cannot export {lm.architecture}: {exc}") from exc
-
-
-def _write_archive(
-    archive: Path,
-    wrapper: CausalLMGraph,
-    trace_inputs: list[torch.Tensor],
-    target: TractNNEF,
-    lm: _LoadedLM,
-    options: _Options,
-) -> None:
-    """Traces the graph and writes it as ``archive``.
-
-    Raises:
-        UnsupportedOpsError, CaptureError: the model cannot be traced or translated (the message
-            names its architecture).
-    """
-    try:
-        write_graph(
-            wrapper,
-            trace_inputs,
-            archive,
             target,
             lm.input_names,
             lm.output_names,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch_to_nnef.errors import CheckpointMismatchError
 from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT, QTensorTractScaleOnly
 from torch_to_nnef.io.streamed import StreamedTotals, WeightSource, with_values, write_streamed_archive
+from torch_to_nnef.io.streamed import open_checkpoint as open_folder_checkpoint
 from torch_to_nnef.io.streamed import weight_sources as streamed_weight_sources
 from torch_to_nnef.ir.quantized import PendingQ4_0
 from torch_to_nnef.llm.errors import LLMExportError
@@ -76,15 +76,15 @@ def needs_values(step: str) -> Iterator[None]:
 
 
 def open_checkpoint(local_dir: str | os.PathLike[str]) -> SafetensorsCheckpoint:
-    """The safetensors checkpoint of a model folder.
+    """The safetensors checkpoint of a model folder (see :func:`torch_to_nnef.io.streamed.open_checkpoint`).
 
     Raises:
         NotStreamable: the folder has no safetensors files.
     """
-    checkpoint = SafetensorsCheckpoint.of_folder(local_dir)
-    if checkpoint is None:
-        raise NotStreamable(f"{local_dir} holds no .safetensors files (only they can be read weight by weight)")
-    return checkpoint
+    try:
+        return open_folder_checkpoint(local_dir)
+    except CheckpointMismatchError as exc:
+        raise NotStreamable(f"{exc} (only they can be read weight by weight)") from exc
 
 
 def weight_sources(
@@ -106,16 +106,7 @@ def weight_sources(
 
 def estimated_size(tensors: Mapping[str, Any]) -> int:
     """The bytes of the ``.dat`` files of ``tensors`` (the archive's size but for its container)."""
-    total = 0
-    for tensor in tensors.values():
-        if isinstance(tensor, PendingQ4_0):
-            total += math.prod(tensor.shape) // 32 * 18
-        elif isinstance(tensor, torch.Tensor):
-            total += tensor.numel() * tensor.element_size()
-        else:
-            total += int(getattr(tensor, "nbytes", 0))
-        total += 128
-    return total
+    return sum(int(tensor.nbytes) + 128 for tensor in tensors.values())
 
 
 def write_archive_streamed(

@@ -116,24 +116,11 @@ def translate_graph(
         )
 
 
-def write_graph(
-    wrapper: CausalLMGraph,
-    trace_inputs: Sequence[torch.Tensor],
-    archive: Path,
-    target: TractNNEF,
-    input_names: list[str],
-    output_names: list[str],
-    naming_scheme: str,
-    extensions: list[str],
-    repeat_layers: bool = True,
-) -> None:
-    """Traces ``wrapper``, translates it to NNEF (:func:`translate_graph`) and writes the archive.
+def write_graph(archive: Path, doc: str, tensors: dict[str, Any], quant: str | None, target: TractNNEF) -> None:
+    """Writes the archive of a graph translated by :func:`translate_graph`, its tensors in memory.
 
-    The progress of each step (tracing, packing the tensors, writing the archive) is logged.
+    The progress of each step (packing the tensors, writing the archive) is logged.
     """
-    doc, tensors, quant = translate_graph(
-        wrapper, trace_inputs, target, input_names, output_names, naming_scheme, extensions, repeat_layers
-    )
     progress = Progress("packed", len(tensors), "tensors")
     packed: dict[str, Any] = {}
     for label in list(tensors):
