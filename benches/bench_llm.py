@@ -284,6 +284,8 @@ def measure(case: Case, layers: int, verify: bool, dense_form: bool, theirs: Pat
         runs: list[tuple[str, str, str, list[str]]] = [
             ("ours -f16 -nv", sys.executable, "ours", ["-f16", "-nv"]),
             ("ours -f16 -c min_max_q4_0 -nv", sys.executable, "ours", ["-f16", "-c", "min_max_q4_0", "-nv"]),
+            # a float export streamed too (by default a model this small loads)
+            ("ours -f16 -nv --stream", sys.executable, "ours", ["-f16", "-nv", "--stream"]),
             # the model loaded in memory, as unchecked exports were before they streamed
             ("ours -f16 -nv --no-stream", sys.executable, "ours", ["-f16", "-nv", "--no-stream"]),
             (

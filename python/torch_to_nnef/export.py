@@ -28,7 +28,13 @@ from torch_to_nnef.errors import InvalidArgumentError, MissingFolderError, NameC
 from torch_to_nnef.io.archive import write_nnef_archive
 from torch_to_nnef.io.dat import Target
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT
-from torch_to_nnef.io.streamed import open_checkpoint, weight_sources, with_values, write_streamed_archive
+from torch_to_nnef.io.streamed import (
+    CheckpointRows,
+    open_checkpoint,
+    weight_sources,
+    with_values,
+    write_streamed_archive,
+)
 from torch_to_nnef.ir import Graph
 from torch_to_nnef.nnef.builder import LITERAL_PREFIXES, NAMING_SCHEMES
 from torch_to_nnef.nnef.translate import translate
@@ -190,7 +196,7 @@ def export_model_to_nnef(
     path = Path(file_path_export)
     if not path.parent.is_dir():
         raise MissingFolderError(f"cannot write {path}: its folder {path.parent} does not exist")
-    checkpoint, sources = None, {}
+    checkpoint, sources, rows = None, {}, None
     if weights_checkpoint is not None:
         if inference_target.check_io:
             raise InvalidArgumentError(
@@ -201,6 +207,7 @@ def export_model_to_nnef(
             raise InvalidArgumentError("weights_checkpoint needs torch.export: use frontend='auto' or 'export'")
         checkpoint = open_checkpoint(weights_checkpoint)
         sources = weight_sources(model, checkpoint)  # before anything runs: the checkpoint is the model's
+        rows = CheckpointRows.by_name(model, checkpoint)  # and views of its weights that the graph declares
         frontend = "export"
         args = _on_meta(args)
     flat_args = _flatten_args(args)
@@ -259,10 +266,11 @@ def export_model_to_nnef(
                     bf16=inference_target.bf16_as,
                 )
             else:
+                ready, sources = with_values(tensors, sources, real_buffers, rows)
                 totals = write_streamed_archive(
                     path,
                     doc,
-                    with_values(tensors, sources, real_buffers),
+                    ready,
                     sources,
                     checkpoint,
                     graph_quant=quant,

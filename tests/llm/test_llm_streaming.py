@@ -129,6 +129,56 @@ def test_streamed_export_is_the_loaded_export(tmp_path, family, stored, dtype, c
         _run_bundle(streamed.archive, loaded.export_dir / "tests", stem, tolerance)
 
 
+MOE = {
+    # experts saved one by one (w1, w3, w2), stacked and concatenated by transformers' loading
+    "mixtral": transformers.MixtralConfig(**SMALL, num_local_experts=4, num_experts_per_tok=2),
+    # a shared expert beside the routed ones, saved one by one too
+    "qwen2_moe": transformers.Qwen2MoeConfig(
+        **SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=64
+    ),
+}
+MOE_CASES = [
+    ("mixtral", "f16", "min_max_q4_0", None),  # tract_moe_ffn of Q4_0 blocks, quantized as read
+    ("mixtral", "f32", None, "0.23.8"),  # the dense form: one linear layer per expert
+    ("qwen2_moe", "f32", None, None),
+    ("qwen2_moe", "f16", "min_max_q4_0", "0.23.8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "dtype", "compression", "tract"), MOE_CASES, ids=["-".join(map(str, c)) for c in MOE_CASES]
+)
+def test_streamed_mixture_of_experts_is_the_loaded_export(tmp_path, caplog, family, dtype, compression, tract):
+    """The checkpoint holds each expert's weights apart: the stacked weights of the model, and the
+    views the export makes of them, are read from those tensors' rows."""
+    source = _saved(tmp_path / "model", MOE[family])
+    held = SafetensorsCheckpoint.of_folder(source).tensors
+    assert any(re.search(r"experts\.0\.", name) for name in held)
+    options = {"local_dir": source, "dtype": dtype, "compression_method": compression, "tract_version": tract}
+    with caplog.at_level(logging.INFO, logger="torch_to_nnef"):
+        streamed = export_llm_to_tract(tmp_path / "streamed", verify=False, stream=True, **options)
+    fused = tract is None
+    assert ("written as tract_moe_ffn" in caplog.text) == fused
+    loaded = export_llm_to_tract(tmp_path / "loaded", verify=False, stream=False, **options)
+    ours, theirs = _members(streamed.archive), _members(loaded.archive)
+    tensors = {n for n in ours if n.endswith(".dat")}
+    assert tensors <= set(theirs) and all(_numel(theirs[n]) == 0 for n in set(theirs) - set(ours))
+    assert {n: ours[n] for n in tensors} == {n: theirs[n] for n in tensors}
+    experts = [n for n in tensors if re.search(r"experts\.w[123]\.dat|_linears\.\d+\.weight\.dat", n)]
+    assert len(experts) == (3 if fused else 2 * 4) * SMALL["num_hidden_layers"]
+    tolerance = "super" if dtype == "f16" else "approximate"
+    for stem in ("prompt", "prompt_with_past"):
+        _run_bundle(streamed.archive, loaded.export_dir / "tests", stem, tolerance)
+
+
+def test_experts_stored_transposed_are_loaded(tmp_path, caplog):
+    config = transformers.GptOssConfig(**SMALL, num_local_experts=4, num_experts_per_tok=2, head_dim=16)
+    source = _saved(tmp_path / "model", config)
+    with pytest.raises(NotStreamable, match=r"GptOssExperts stores its experts' weights \[E, in, out\]"):
+        export_llm_to_tract(tmp_path / "a", local_dir=source, verify=False, stream=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_streamed_compression_of_a_registry_with_clipping(tmp_path):
     source = _saved(tmp_path / "model", FAMILIES["llama"])
     options = {"local_dir": source, "dtype": "f16", "compression_method": "clipped_q4_0"}
@@ -194,10 +244,16 @@ def test_checkpoint_pieces_are_whole_rows_of_the_tensor(tmp_path):
     for name, tensor in tensors.items():
         for piece_bytes in (1, 30, 64, 1 << 20):
             pieces = [p.clone() for p in checkpoint.pieces(name, piece_bytes)]
-            row = tensor[0].numel() if tensor.dim() and tensor.shape[0] else 1
-            assert all(p.numel() % row == 0 for p in pieces)
+            row = tensor.shape[-1] if tensor.dim() else 1
+            assert all(p.numel() % row == 0 for p in pieces) if row else len(pieces) == 1
             assert torch.equal(torch.cat(pieces).reshape(tensor.shape), tensor)
         assert torch.equal(checkpoint.read(name), tensor)
+    rows = tensors["w"].reshape(-1, 3)
+    for first, count in ((0, 185), (7, 1), (100, 85), (184, 1), (3, 0)):
+        got = torch.cat([p.clone() for p in checkpoint.pieces("w", 30, rows=(first, count))])
+        assert torch.equal(got, rows[first : first + count].reshape(-1))
+    with pytest.raises(ValueError, match="outside tensor 'w'"):
+        next(checkpoint.pieces("w", rows=(180, 6)))
 
 
 def test_hostile_or_broken_checkpoints_are_refused(tmp_path):

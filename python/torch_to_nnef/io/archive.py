@@ -190,8 +190,28 @@ class ArchiveWriter:
             ShapeError: the region does not hold the tensor's elements (or values) exactly.
             FormatError: the file ends inside the region.
         """
+        self.add_file_regions(label, dtype, shape, [(path, offset, length)], q4_0_values=q4_0_values, threads=threads)
+
+    def add_file_regions(
+        self,
+        label: str,
+        dtype: str,
+        shape: Iterable[int],
+        regions: Iterable[tuple[PathLike, int, int]],
+        *,
+        q4_0_values: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Adds ``<label>.dat`` of ``shape`` from file ``regions`` (path, offset, length) one after the
+        other, as :meth:`add_file_region` does from one (a Q4_0 tensor's regions each whole blocks).
+
+        Raises:
+            ShapeError: the regions do not hold the tensor's elements (or values) exactly.
+            FormatError: a file ends inside its region.
+        """
         self._writer.begin_tensor(label, dtype, list(shape), q4_0=q4_0_values is not None)
-        self._writer.write_file_region(path, offset, length, values=q4_0_values, threads=threads)
+        for path, offset, length in regions:
+            self._writer.write_file_region(path, offset, length, values=q4_0_values, threads=threads)
         self._writer.end_tensor()
 
     def finish(self) -> Path:

@@ -151,9 +151,12 @@ class SafetensorsCheckpoint:
         """The size of all its tensors."""
         return sum(t.nbytes for t in self.tensors.values())
 
-    def pieces(self, name: str, piece_bytes: int = PIECE_BYTES) -> Iterator[torch.Tensor]:
-        """The tensor ``name``, flattened, in pieces of whole rows (along its first axis) of about
-        ``piece_bytes`` bytes, read from its file in order.
+    def pieces(
+        self, name: str, piece_bytes: int = PIECE_BYTES, rows: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The tensor ``name``, flattened, in pieces of whole rows (runs of its last axis) of about
+        ``piece_bytes`` bytes, read from its file in order; with ``rows`` (first, count), those
+        rows only.
 
         The next piece is read by a thread while the caller uses the current one, into the other
         of two buffers: a piece stays valid until the caller asks for the piece after the next one
@@ -161,21 +164,24 @@ class SafetensorsCheckpoint:
         """
         tensor = self.tensors[name]
         torch = _torch()
-        if tensor.nbytes == 0:
+        row_bytes = (tensor.shape[-1] if tensor.shape else 1) * tensor.dtype.itemsize
+        begin, size = (0, tensor.nbytes) if rows is None else (rows[0] * row_bytes, rows[1] * row_bytes)
+        if begin < 0 or size < 0 or begin + size > tensor.nbytes:
+            raise ValueError(f"rows {rows} are outside tensor {name!r} of shape {list(tensor.shape)}")
+        if size == 0:
             yield torch.empty(0, dtype=tensor.dtype)
             return
-        row_bytes = tensor.nbytes // tensor.shape[0] if tensor.shape and tensor.shape[0] else tensor.nbytes
-        step = max(1, piece_bytes // row_bytes) * row_bytes
-        starts = list(range(0, tensor.nbytes, step))
-        buffers = [np.empty(min(step, tensor.nbytes), dtype=np.uint8) for _ in range(min(2, len(starts)))]
+        step = max(1, piece_bytes // row_bytes) * row_bytes if row_bytes else size
+        starts = list(range(begin, begin + size, step))
+        buffers = [np.empty(min(step, size), dtype=np.uint8) for _ in range(min(2, len(starts)))]
         with open(tensor.path, "rb", buffering=0) as file, ThreadPoolExecutor(1) as reader:
 
             def read(i: int) -> memoryview:
-                size = min(step, tensor.nbytes - starts[i])
-                view = buffers[i % 2].data[:size]
+                length = min(step, begin + size - starts[i])
+                view = buffers[i % 2].data[:length]
                 file.seek(tensor.offset + starts[i])
                 got = 0
-                while got < size:
+                while got < length:
                     n = file.readinto(view[got:])
                     if not n:
                         raise FormatError(f"{tensor.path} ends inside tensor {name!r}: the file is truncated")

@@ -374,7 +374,7 @@ def q4_0_weights_for_export(
     for name, reasons in refusals.items():
         LOGGER.warning("%s written as dequantized floats, not Q4_0: %s", quantized[name].torch_name, "; ".join(reasons))
     return {
-        name: PendingQ4_0(tuple(p.tensor.shape)) if p.tensor.pending else p.tensor.to_q4_0()
+        name: PendingQ4_0(tuple(p.tensor.shape), p.tensor) if p.tensor.pending else p.tensor.to_q4_0()
         for name, p in quantized.items()
         if name not in refusals
     }

@@ -9,7 +9,8 @@ ATen op computed in float and requantized, as ``quantized::aten_<name>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 PASS_THROUGH = frozenset(
     f"aten::{k}"
@@ -94,6 +95,8 @@ class PendingQ4_0:
     """
 
     shape: tuple[int, ...]
+    values: Any = field(default=None, compare=False, repr=False)
+    """The pending weight (on the meta device) the blocks are made from, when known."""
 
     @property
     def nbytes(self) -> int:

@@ -68,6 +68,7 @@ from torch_to_nnef.llm.staging import (
 )
 from torch_to_nnef.llm.streaming import (
     NotStreamable,
+    checkpoint_rows,
     needs_values,
     open_checkpoint,
     pending_quantized,
@@ -572,10 +573,11 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
         dtype=options.torch_dtype,
         with_tokenizer=options.dump_with_tokenizer_and_conf,
     )
-    weight_sources(model, checkpoint, prefix="")  # before any rewrite: the checkpoint is the model's
+    rows = checkpoint_rows(model, checkpoint)  # before any rewrite: the model's weights as loading reads them
+    weight_sources(model, checkpoint, rows, prefix="")
     with needs_values("rewriting the model for the export"):
         wrapper, lm = _wrapped(model, config, tokenizer, options, on_meta=True)
-    sources = weight_sources(wrapper, checkpoint)
+    sources = weight_sources(wrapper, checkpoint, rows)
     if options.check_layers is not None and options.check_layers >= lm.num_layers:
         raise InvalidArgumentError(
             f"check_layers {options.check_layers} is not below the model's {lm.num_layers} layers: check it whole "
@@ -592,7 +594,7 @@ def _export_streamed(export_dir: Path, options: _Options) -> LLMExportResult:
         with buffers_on_meta(wrapper) as real_buffers, needs_values("tracing the model"):
             doc, tensors, quant = _translated(wrapper, trace_inputs, target, lm, options)
         totals = write_archive_streamed(
-            archive, doc, tensors, quant, sources, real_buffers, checkpoint, target.version_tuple
+            archive, doc, tensors, quant, sources, real_buffers, checkpoint, target.version_tuple, rows
         )
         LOGGER.info(
             "read %s of weights from the checkpoint, wrote %s of tensors; no test bundles (they need the model "

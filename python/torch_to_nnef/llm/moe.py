@@ -25,7 +25,7 @@ transformers' own.
 tract 0.23.9 and later compute a whole routed block (router, top-k, experts) as one operator,
 ``tract_moe_ffn``, which runs only the experts each token picked. With ``fused=True``,
 :func:`rewrite_experts` gives each layer that operator when what the layer computes is one it
-computes; what it checks, on a forward run of the model (:func:`fuse_routing`):
+computes; what it checks, on a run of each block alone on random values (:func:`fuse_routing`):
 
 - the router: the experts' indices and weights are, for every token, the top-k of a linear layer
   of the block (``[E, D]`` weight, optional bias) over the experts' own inputs, weighted by the
@@ -46,6 +46,7 @@ the same order; their weights stay as they are (not packed by ``min_max_q4_0``).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Sequence
@@ -59,8 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_to_nnef._rust import Q40Tensor
-from torch_to_nnef.io.qtensor import QTensorTractScaleOnly
+from torch_to_nnef.io.qtensor import QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
 from torch_to_nnef.ir import Node
+from torch_to_nnef.ir.quantized import PendingQ4_0
 from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 from torch_to_nnef.op.custom_extractors import INSTANCE_EXTRACTOR, ModuleInfoExtractor
 
@@ -202,6 +204,13 @@ def _rewrite(module: Any) -> None:
     has_bias = bool(getattr(module, "has_bias", False))
     transposed = bool(module.is_transposed)
     up, down = getattr(module, up_name), module.down_proj
+    if transposed and up.device.type == "meta":
+        from torch_to_nnef.llm.streaming import NotStreamable
+
+        raise NotStreamable(
+            f"{type(module).__name__} stores its experts' weights [E, in, out]: each expert's linear weight is "
+            "their transpose, made from their values"
+        )
     module.__dict__[_STACKED] = (up.detach(), down.detach())
     up_bias = getattr(module, f"{up_name}_bias", None) if has_bias else None
     down_bias = getattr(module, "down_proj_bias", None) if has_bias else None
@@ -269,89 +278,141 @@ class FusedRouting:
 def fuse_routing(model: nn.Module, layers: Sequence[nn.Module]) -> dict[nn.Module, FusedRouting]:
     """The rewritten experts ``layers`` of ``model`` that ``tract_moe_ffn`` computes as the model does.
 
-    The model runs once on 24 random tokens, the ``[E, D]`` and ``[E]`` tensors of the blocks
-    around the layers (their routers' weights, biases, selection biases) replaced by random values
-    for that run so that no routing looks like another by chance (a freshly initialised router
-    gives every expert the same score). Each layer's inputs (hidden states, indices and weights of
-    the picked experts) are compared with what each gate mode of tract computes from each ``[E, D]``
-    weight of its block, and its gate function with tract's activations.
+    Each layer's block (the module that holds it and its router) runs alone on 24 random tokens,
+    every tensor of the block outside the experts given random values for that run (the model's
+    own are neither read nor changed, so the weights may be on the meta device): no routing looks
+    like another by chance, as a freshly initialised router giving every expert the same score
+    would. The run stops where the experts start. Their inputs (hidden states, indices and weights
+    of the picked experts) are compared with what each gate mode of tract computes from each
+    ``[E, D]`` weight of the block, and the experts' gate function with tract's activations.
+    Blocks of one class with tensors of the same shapes compute alike: the first one is probed,
+    and the others take its routing with their own router's weights.
     """
-    seen: dict[nn.Module, tuple[torch.Tensor, ...]] = {}
-
-    def keep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if module not in seen:
-            names = module._routed_inputs
-            bound = dict(zip(names, args))
-            bound.update({k: v for k, v in kwargs.items() if k in names})
-            seen[module] = tuple(bound[n].detach().clone() for n in names)
-
     parents = {id(child): parent for parent in model.modules() for child in parent.children()}
-    generator = torch.Generator().manual_seed(11)
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    found: dict[nn.Module, FusedRouting] = {}
+    probed: dict[tuple[Any, ...], FusedRouting | None] = {}
     for layer in layers:
         parent = parents.get(id(layer))
-        if parent is None:
+        if parent is None or getattr(layer, "has_post_expert_norm", False):
             continue
-        downs: Any = layer.down_linears
-        experts, hidden = len(downs), downs[0].weight.shape[0]
-        own = {id(t) for t in layer.parameters()}
-        for t in [*parent.parameters(), *parent.buffers()]:
-            if id(t) in own or not t.is_floating_point() or tuple(t.shape) not in ((experts, hidden), (experts,)):
-                continue
-            scale = 2.0 / hidden**0.5 if t.dim() == 2 else 1.0
-            saved.append((t, t.detach().clone()))
-            with torch.no_grad():
-                t.copy_(torch.randn(t.shape, generator=generator) * scale)
-    hooks = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in layers]
-    forward: Any = model
-    found: dict[nn.Module, FusedRouting] = {}
-    try:
-        first = next(iter(model.parameters()))
-        embeddings = forward.get_input_embeddings() if hasattr(forward, "get_input_embeddings") else None
-        vocab = int(getattr(embeddings, "num_embeddings", 2))
-        ids = torch.randint(0, vocab, (1, 24), generator=generator).to(first.device)
-        with torch.no_grad():
-            forward(input_ids=ids, use_cache=False)
-        for layer in layers:
-            parent = parents.get(id(layer))
-            if layer not in seen or parent is None or getattr(layer, "has_post_expert_norm", False):
-                continue
-            routing = _routing(layer, parent, *seen[layer])
-            if routing is not None:
-                found[layer] = routing
-    finally:
-        for hook in hooks:
-            hook.remove()
-        with torch.no_grad():
-            for t, values in saved:  # the routings hold views of these tensors: back to the model's values
-                t.copy_(values)
+        outside = _outside(layer, parent)
+        signature = (type(parent), type(layer), tuple((n, tuple(t.shape), t.dtype) for n, t in outside.items()))
+        if signature not in probed:
+            probed[signature] = _probe(layer, parent, outside)
+        routing = probed[signature]
+        if routing is None:
+            continue
+        router = _router(layer, parent)
+        if router is not None:
+            weight, bias = router
+            found[layer] = dataclasses.replace(
+                routing,
+                router_weight=parent.get_parameter(weight).detach(),
+                router_bias=None if bias is None else parent.get_parameter(bias).detach(),
+            )
     return found
 
 
-def _routing(layer: Any, parent: nn.Module, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> Any:
-    """The :class:`FusedRouting` of ``layer`` if tract computes its routing and gate, else None."""
+class _ExpertsReached(Exception):
+    """Ends a block's probe run where its experts start."""
+
+
+def _outside(layer: nn.Module, parent: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``parent`` outside the experts ``layer``, by name."""
+    own = {id(t) for t in [*layer.parameters(), *layer.buffers()]}
+    return {name: t for name, t in [*parent.named_parameters(), *parent.named_buffers()] if id(t) not in own}
+
+
+def _router(layer: Any, parent: nn.Module) -> tuple[str, str | None] | None:
+    """The names in ``parent`` of the router of ``layer``: the one ``[E, D]`` weight outside the
+    experts, and the ``[E]`` bias of its module if it has one.
+    """
     experts = len(layer.down_linears)
     hidden = layer.down_linears[0].weight.shape[0]
     own = {id(p) for p in layer.parameters()}
     candidates = [
-        (name, p) for name, p in parent.named_parameters() if id(p) not in own and tuple(p.shape) == (experts, hidden)
+        name for name, p in parent.named_parameters() if id(p) not in own and tuple(p.shape) == (experts, hidden)
     ]
     if len(candidates) != 1:
         return None
-    name, router_weight = candidates[0]
-    owner = parent.get_submodule(name.rpartition(".")[0]) if "." in name else parent
-    bias = getattr(owner, "bias", None)
-    router_bias = bias if isinstance(bias, torch.Tensor) and tuple(bias.shape) == (experts,) else None
+    owner, _, _ = candidates[0].rpartition(".")
+    bias = f"{owner}.bias" if owner else "bias"
+    found = dict(parent.named_parameters()).get(bias)
+    return candidates[0], (bias if found is not None and tuple(found.shape) == (experts,) else None)
+
+
+def _probe(layer: Any, parent: nn.Module, outside: dict[str, torch.Tensor]) -> FusedRouting | None:
+    """The routing of ``layer`` learnt from a run of its block alone on random values, if tract
+    computes it (its router tensors in the result are the random ones of the run).
+    """
+    experts = len(layer.down_linears)
+    hidden = layer.down_linears[0].weight.shape[0]
+    dtype = layer.down_linears[0].weight.dtype
+    generator = torch.Generator().manual_seed(11)
+    values = {}
+    for name, t in outside.items():
+        if not t.is_floating_point():
+            values[name] = t if t.device.type != "meta" else torch.zeros(t.shape, dtype=t.dtype)
+        elif tuple(t.shape) == (experts, hidden):
+            values[name] = (torch.randn(t.shape, generator=generator) * 2.0 / hidden**0.5).to(t.dtype)
+        elif t.dim() <= 1:  # norms' scales, biases, the routers' selection biases
+            values[name] = (1.0 + torch.randn(t.shape, generator=generator) * 0.5).to(t.dtype)
+        else:
+            fan_in = t.shape[-1] if t.dim() > 1 else 1
+            values[name] = (torch.randn(t.shape, generator=generator) / fan_in**0.5).to(t.dtype)
+    seen: list[tuple[torch.Tensor, ...]] = []
+
+    def stop(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        names = module._routed_inputs
+        bound = dict(zip(names, args))
+        bound.update({k: v for k, v in kwargs.items() if k in names})
+        seen.append(tuple(bound[n].detach() for n in names))
+        raise _ExpertsReached
+
+    hook = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    x = torch.randn(1, 24, hidden, generator=generator).to(dtype)
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(parent, values, (x,), strict=False)
+    except _ExpertsReached:
+        pass
+    except Exception as exc:  # a block that does not run alone on one tensor keeps the dense form
+        LOGGER.debug(
+            "mixture of experts: %s did not run alone (%s: %s)", type(parent).__name__, type(exc).__name__, exc
+        )
+    finally:
+        hook.remove()
+    router = _router(layer, parent)
+    if not seen or router is None:
+        return None
+    weight, bias = router
+    return _routing(layer, dtype, values[weight], None if bias is None else values[bias], *seen[0])
+
+
+def _routing(
+    layer: Any,
+    dtype: torch.dtype,
+    router_weight: torch.Tensor,
+    router_bias: torch.Tensor | None,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    weights: torch.Tensor,
+) -> FusedRouting | None:
+    """The :class:`FusedRouting` of ``layer`` (its experts' inputs ``x``, ``index`` and ``weights``
+    computed from the router ``router_weight``, ``router_bias``), if tract computes its routing
+    and gate, else None.
+    """
+    hidden = router_weight.shape[1]
     x2 = x.reshape(-1, hidden).float()
     index = index.reshape(x2.shape[0], -1)
     weights = weights.reshape(x2.shape[0], -1).float()
     k = index.shape[-1]
-    logits = F.linear(x2, router_weight.detach().float(), None if router_bias is None else router_bias.float())
+    logits = F.linear(x2, router_weight.float(), None if router_bias is None else router_bias.float())
     top = logits.topk(k, dim=-1)
     if not torch.equal(top.indices.sort(-1).values, index.sort(-1).values):
         return None
     picked = logits.gather(-1, index)
-    tolerance = 1e-2 if x.dtype == torch.float16 else 1e-4
+    tolerance = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
     gate = next(
         (
             mode
@@ -360,11 +421,11 @@ def _routing(layer: Any, parent: nn.Module, x: torch.Tensor, index: torch.Tensor
         ),
         None,
     )
-    activation = _activation(layer, x.dtype)
+    activation = _activation(layer, dtype)
     if gate is None or activation is None:
         return None
     interleaved, act, clamp = activation
-    return FusedRouting(router_weight.detach(), router_bias, k, gate, interleaved, act, clamp)
+    return FusedRouting(router_weight, router_bias, k, gate, interleaved, act, clamp)
 
 
 def _gate_weights(mode: str, logits: torch.Tensor, picked: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -465,6 +526,8 @@ class MoeFfnExtractor(ModuleInfoExtractor):
         """
         ups = [lin.weight for lin in module.gate_up_linears]
         downs = [lin.weight for lin in module.down_linears]
+        if all(isinstance(w, QTensorTractScaleOnly) and w.pending for w in [*ups, *downs]):
+            return _pending_weights(module, routing, ups, downs)
         if all(isinstance(w, QTensorTractScaleOnly) for w in [*ups, *downs]):
             blocks = _stack_q4_0([w.to_q4_0() for w in ups])
             gate_blocks, up_blocks = _split_q4_0_rows(blocks, routing.interleaved, module.has_gate)
@@ -478,6 +541,33 @@ class MoeFfnExtractor(ModuleInfoExtractor):
             transposed = bool(module.is_transposed)
         gate, up_part = _split(stacked_up, routing.interleaved, module.has_gate, axis=2 if transposed else 1)
         return gate, up_part, stacked_down, "canonical" if transposed else "linear"
+
+
+def _pending_weights(module: Any, routing: FusedRouting, ups: list[Any], downs: list[Any]) -> tuple[Any, Any, Any, str]:
+    """``(w1, w3, w2, "linear")`` as the :class:`PendingQ4_0` blocks of the stacked ``[E, out, in]``
+    weights' parts, for experts whose Q4_0 weights are pending (on the meta device): their blocks
+    are made as the rows of the stacked weights are read.
+
+    Raises:
+        NotStreamable: the experts store their weights ``[E, in, out]`` (their rows are not the
+            linear layers' rows), or were quantized unlike one another.
+    """
+    from torch_to_nnef.llm.streaming import NotStreamable
+
+    percentiles = {w.percentile for w in [*ups, *downs]}
+    if module.is_transposed or len(percentiles) != 1:
+        raise NotStreamable(
+            f"{type(module).__name__}: experts stored [E, in, out], or quantized unlike one another, need their "
+            "weights' values to be packed together"
+        )
+    percentile = percentiles.pop()
+    stacked_up, stacked_down = module.__dict__[_STACKED]
+    gate, up_part = _split(stacked_up, routing.interleaved, module.has_gate, axis=1)
+
+    def pending(values: torch.Tensor) -> PendingQ4_0:
+        return PendingQ4_0(tuple(values.shape), fp_to_tract_q4_0_with_min_max_calibration(values, percentile))
+
+    return pending(gate), pending(up_part), pending(stacked_down), "linear"
 
 
 def _split(tensor: torch.Tensor, interleaved: bool, has_gate: bool, axis: int) -> tuple[torch.Tensor, torch.Tensor]:

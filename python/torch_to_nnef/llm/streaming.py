@@ -9,9 +9,11 @@ from its shard in pieces (:func:`torch_to_nnef.io.streamed.write_streamed_archiv
 memory then cost the same for any size of model; the time is that of reading the shards,
 quantizing and writing the archive, which overlap.
 
-What cannot go this way is said in a :class:`NotStreamable` error: a folder without safetensors
-files, a weight the checkpoint does not hold under the model's name (a model whose loading
-converts its checkpoint), or a compressor that needs the weights' values.
+A weight that loading assembles from several checkpoint tensors (experts saved one by one,
+stacked and concatenated) is read from their rows (:func:`checkpoint_rows`). What cannot go this way
+is said in a :class:`NotStreamable` error: a folder without safetensors files, a weight the
+checkpoint holds neither under the model's name nor in rows that its conversion takes it from, or
+a compressor that needs the weights' values.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from torch_to_nnef.errors import CheckpointMismatchError
 from torch_to_nnef.io.checkpoint import SafetensorsCheckpoint
 from torch_to_nnef.io.qtensor import Q4_0_GGML_TRACT, QTensorTractScaleOnly
-from torch_to_nnef.io.streamed import StreamedTotals, WeightSource, with_values, write_streamed_archive
+from torch_to_nnef.io.streamed import (
+    CheckpointRows,
+    StreamedTotals,
+    WeightSource,
+    with_values,
+    write_streamed_archive,
+)
 from torch_to_nnef.io.streamed import open_checkpoint as open_folder_checkpoint
 from torch_to_nnef.io.streamed import weight_sources as streamed_weight_sources
 from torch_to_nnef.ir.quantized import PendingQ4_0
@@ -38,6 +47,7 @@ from torch_to_nnef.llm.progress import WriteProgress
 
 __all__ = [
     "NotStreamable",
+    "checkpoint_rows",
     "estimated_size",
     "needs_values",
     "open_checkpoint",
@@ -87,19 +97,79 @@ def open_checkpoint(local_dir: str | os.PathLike[str]) -> SafetensorsCheckpoint:
         raise NotStreamable(f"{exc} (only they can be read weight by weight)") from exc
 
 
-def weight_sources(
-    wrapper: nn.Module, checkpoint: SafetensorsCheckpoint, prefix: str = "model."
-) -> dict[str, WeightSource]:
-    """Where each weight of ``wrapper`` (built on the meta device; its own names are ``prefix`` + the
-    checkpoint's) is read from, by its name in ``wrapper`` (see
-    :func:`torch_to_nnef.io.streamed.weight_sources`).
+def checkpoint_rows(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> CheckpointRows:
+    """Where the weights of ``model`` (a transformers model built on the meta device, before any
+    rewriting) lie in ``checkpoint``: under their own names, or, for a weight that loading assembles
+    from the checkpoint's tensors (experts saved one by one and stacked, gate and up projections
+    concatenated), in the rows transformers' own conversion takes them from.
+
+    Each weight is traced through the inverse of that conversion (what ``save_pretrained`` applies)
+    as a tensor of its row numbers: the checkpoint tensors it comes out as say which of the
+    weight's rows each of their rows is. A conversion that moves values within rows (a transpose
+    of the last axis) leaves the weight unmapped, and :func:`weight_sources` then says so.
 
     Raises:
-        NotStreamable: weights that the checkpoint does not hold under the model's names (a
-            model whose loading converts its checkpoint), or whose shapes differ.
+        NotStreamable: transformers' conversion of the model fails on the traced rows.
+    """
+    rows = CheckpointRows.by_name(model, checkpoint)
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    missing = {name: t for name, t in named if t.device.type == "meta" and rows.rows_of(t) is None}
+    if not missing:
+        return rows
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without conversions: the names are the checkpoint's
+        return rows
+    probes: dict[str, torch.Tensor] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    total = 0
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        count = tensor.numel() // tensor.shape[-1] if tensor.dim() and tensor.shape[-1] else (0 if tensor.dim() else 1)
+        numbers = torch.arange(total, total + count, dtype=torch.int64)
+        probes[name] = numbers.reshape(*tensor.shape[:-1], 1) if tensor.dim() else numbers.reshape(())
+        spans[name] = (total, count)
+        total += count
+    try:
+        converted = revert_weight_conversion(model, probes)  # type: ignore[arg-type]
+    except Exception as exc:  # transformers' conversions raise what their operations raise
+        raise NotStreamable(
+            f"transformers' conversion of the checkpoint could not be followed ({type(exc).__name__}: {exc})"
+        ) from exc
+    names = list(checkpoint.tensors)
+    keys = np.full(total, -1, dtype=np.int64)
+    at = np.full(total, -1, dtype=np.int64)
+    for index, name in enumerate(names):
+        probe = converted.get(name)
+        stored = checkpoint.tensors[name].shape
+        if not isinstance(probe, torch.Tensor) or probe.dim() != len(stored):
+            continue
+        if probe.dim() and (tuple(probe.shape[:-1]) != stored[:-1] or probe.shape[-1] != 1):
+            continue  # not whole rows of the model's weights
+        held = probe.reshape(-1).numpy()
+        keys[held] = index
+        at[held] = np.arange(len(held))
+    by_id = {id(t): name for name, t in model.state_dict(keep_vars=True).items()}
+    for name, tensor in missing.items():
+        span = spans.get(by_id.get(id(tensor), name))
+        if span is not None:
+            first, count = span
+            rows.add_mapped(tensor, names, keys[first : first + count], at[first : first + count])
+    return rows
+
+
+def weight_sources(
+    wrapper: nn.Module, checkpoint: SafetensorsCheckpoint, rows: CheckpointRows, prefix: str = "model."
+) -> dict[str, WeightSource]:
+    """Where each weight of ``wrapper`` (built on the meta device; its own names are ``prefix`` + the
+    checkpoint's) is read from, by its name in ``wrapper``: under that name, or in the rows
+    ``rows`` (:func:`checkpoint_rows`) finds for it (see :func:`torch_to_nnef.io.streamed.weight_sources`).
+
+    Raises:
+        NotStreamable: weights that the checkpoint holds neither under the model's names nor in
+            rows that loading takes them from (a conversion not followed), or whose shapes differ.
     """
     try:
-        return streamed_weight_sources(wrapper, checkpoint, prefix)
+        return streamed_weight_sources(wrapper, checkpoint, prefix, rows)
     except CheckpointMismatchError as exc:
         raise NotStreamable(str(exc)) from exc
 
@@ -118,6 +188,7 @@ def write_archive_streamed(
     real_buffers: Mapping[str, torch.Tensor],
     checkpoint: SafetensorsCheckpoint,
     tract_version: tuple[int, ...],
+    rows: CheckpointRows | None = None,
 ) -> StreamedTotals:
     """Writes the archive of a model traced on the meta device: ``tensors`` as the translation
     gave them, each weight read from ``checkpoint``, each buffer (meta in the trace) written from
@@ -128,7 +199,7 @@ def write_archive_streamed(
             buffer.
     """
     try:
-        ready = with_values(tensors, sources, real_buffers)
+        ready, sources = with_values(tensors, sources, real_buffers, rows)
     except CheckpointMismatchError as exc:
         raise NotStreamable(str(exc)) from exc
     quantized = sum(isinstance(t, PendingQ4_0) for t in ready.values())
