@@ -37,6 +37,7 @@ __all__ = [
     "StreamedTotals",
     "WeightSource",
     "open_checkpoint",
+    "row_count",
     "weight_sources",
     "with_values",
     "write_streamed_archive",
@@ -105,6 +106,11 @@ def _width(shape: Sequence[int]) -> int:
     return int(shape[-1]) if len(shape) else 1
 
 
+def row_count(shape: Sequence[int]) -> int:
+    """The rows of a tensor of ``shape``: runs of its last axis (a scalar is one row)."""
+    return math.prod(shape[:-1]) if len(shape) else 1
+
+
 def _runs(keys: np.ndarray, rows: np.ndarray, names: Sequence[str]) -> tuple[Rows, ...] | None:
     """The runs of consecutive rows of one checkpoint tensor in (``keys``, ``rows``), one pair per
     row of a weight (-1: a row no checkpoint tensor holds, then None).
@@ -146,7 +152,7 @@ class CheckpointRows:
             if tensor.device.type == "meta" and key in checkpoint:
                 stored = checkpoint.tensors[key]
                 if stored.shape == tuple(tensor.shape):
-                    found.add(tensor, (Rows(key, 0, stored.nbytes // stored.dtype.itemsize // _width(stored.shape)),))
+                    found.add(tensor, (Rows(key, 0, row_count(stored.shape)),))
         return found
 
     def add(self, weight: torch.Tensor, parts: tuple[Rows, ...]) -> None:
@@ -172,9 +178,6 @@ class CheckpointRows:
             return False
         self.add(weight, parts)
         return True
-
-    def __len__(self) -> int:
-        return len(self._bases)
 
     def rows_of(self, tensor: torch.Tensor) -> tuple[Rows, ...] | None:
         """The checkpoint rows ``tensor`` holds, in its order: a registered weight, or a view of one
@@ -279,7 +282,7 @@ def weight_sources(
         if entry.shape != tuple(weight.shape):
             reshaped.append(f"{stored[0]} ({list(entry.shape)} stored, {list(weight.shape)} in the model)")
             continue
-        whole = (Rows(stored[0], 0, math.prod(entry.shape) // _width(entry.shape)),)
+        whole = (Rows(stored[0], 0, row_count(entry.shape)),)
         for alias in aliases:
             sources[alias] = WeightSource(whole, weight)
     if missing:

@@ -15,6 +15,7 @@ import gc
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -217,9 +218,10 @@ class _Options:
         """Whether the export streams the weights (see :mod:`torch_to_nnef.llm.streaming`); sets
         :attr:`check_layers` when the check then runs on the model's first layers.
 
-        By default an unchecked export of a folder streams when it compresses the weights, or when
-        they take more than :data:`STREAM_ABOVE` of the memory available (a small float model
-        exports faster loaded: tracing it with its weights is quicker than on the meta device);
+        By default an unchecked export of a folder streams when it compresses the weights, when its
+        checkpoint holds experts one by one (loading would stack them in a copy), or when they take
+        more than :data:`STREAM_ABOVE` of the memory available (a small float model exports faster
+        loaded: tracing it with its weights is quicker than on the meta device);
         a checked one streams when its weights do not fit in the memory available (the check then
         runs on :data:`DEFAULT_CHECK_LAYERS` layers); ``stream=True`` or ``check_layers`` stream.
         """
@@ -235,6 +237,12 @@ class _Options:
             return False
         need = _weights_bytes(checkpoint, self.torch_dtype)
         if not self.verify:
+            if _experts_apart(checkpoint):
+                LOGGER.info(
+                    "the checkpoint holds its experts one by one, which loading would stack in a copy: "
+                    "they are streamed from their rows instead"
+                )
+                return True
             if self.compression_method is None and available is not None and need <= STREAM_ABOVE * available:
                 return False
             return True
@@ -294,6 +302,17 @@ FITS_MARGIN = 1.25
 """How much more memory than its weights loading a model and checking it takes (the check's own
 buffers, tract's copy of the weights once PyTorch's are freed): a model fits when its weights times
 this margin are available."""
+
+
+def _experts_apart(checkpoint: SafetensorsCheckpoint) -> bool:
+    """Whether ``checkpoint`` holds a mixture of experts' weights expert by expert (``.experts.N.``),
+    which transformers' models hold stacked.
+    """
+    return any(_ONE_EXPERT.search(name) for name in checkpoint.tensors)
+
+
+_ONE_EXPERT = re.compile(r"\.experts\.\d+\.")
+"""A checkpoint name of one expert's weight."""
 
 
 def _weights_bytes(checkpoint: SafetensorsCheckpoint, dtype: torch.dtype) -> int:

@@ -358,8 +358,7 @@ def _probe(layer: Any, parent: nn.Module, outside: dict[str, torch.Tensor]) -> F
         elif t.dim() <= 1:  # norms' scales, biases, the routers' selection biases
             values[name] = (1.0 + torch.randn(t.shape, generator=generator) * 0.5).to(t.dtype)
         else:
-            fan_in = t.shape[-1] if t.dim() > 1 else 1
-            values[name] = (torch.randn(t.shape, generator=generator) / fan_in**0.5).to(t.dtype)
+            values[name] = (torch.randn(t.shape, generator=generator) / t.shape[-1] ** 0.5).to(t.dtype)
     seen: list[tuple[torch.Tensor, ...]] = []
 
     def stop(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

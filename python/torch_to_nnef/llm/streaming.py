@@ -36,6 +36,7 @@ from torch_to_nnef.io.streamed import (
     CheckpointRows,
     StreamedTotals,
     WeightSource,
+    row_count,
     with_values,
     write_streamed_archive,
 )
@@ -124,7 +125,7 @@ def checkpoint_rows(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> Chec
     spans: dict[str, tuple[int, int]] = {}
     total = 0
     for name, tensor in model.state_dict(keep_vars=True).items():
-        count = tensor.numel() // tensor.shape[-1] if tensor.dim() and tensor.shape[-1] else (0 if tensor.dim() else 1)
+        count = row_count(tensor.shape)
         numbers = torch.arange(total, total + count, dtype=torch.int64)
         probes[name] = numbers.reshape(*tensor.shape[:-1], 1) if tensor.dim() else numbers.reshape(())
         spans[name] = (total, count)
