@@ -261,6 +261,37 @@ def test_custom_extractor_takes_over_a_submodule_and_keeps_dynamic_axes(tmp_path
     assert model.steps.forward.__func__ is StepwiseScale.forward  # the module is given back unchanged
 
 
+class CountedSteps(StepwiseScale):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        CountedSteps.calls += 1
+        return super().forward(x)
+
+
+class CountedStepsExtractor(StepwiseScaleExtractor):
+    MODULE_CLASS = CountedSteps
+
+
+class ShapedStepsExtractor(StepwiseScaleExtractor):
+    MODULE_CLASS = type("ShapedSteps", (CountedSteps,), {})
+    OUTPUT_LIKE_INPUT = 0
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["probed", "declared"])
+def test_an_extractor_may_declare_its_output_shaped_as_an_input(tmp_path, declared):
+    """With ``OUTPUT_LIKE_INPUT`` the module is not run to learn its output's shape."""
+    model = WithStepwise().eval()
+    model.steps = (ShapedStepsExtractor if declared else CountedStepsExtractor).MODULE_CLASS(6)  # type: ignore[misc]
+    CountedSteps.calls = 0
+    path = export_model_to_nnef(
+        model, torch.randn(2, 9, 6), tmp_path / "m.nnef.tgz", TractNNEF(dynamic_axes={"x": {1: "T"}}), ["x"]
+    )
+    assert (CountedSteps.calls == 1) == declared  # once for the reference outputs, more when probed
+    x = torch.randn(2, 17, 6)
+    torch.testing.assert_close(torch.from_numpy(TractModel(path).run([x])[0]), model(x), atol=1e-5, rtol=1e-5)
+
+
 def test_without_its_extractor_the_loop_specialises_the_axis(tmp_path):
     class Loop(StepwiseScale):  # same forward, no extractor registered for this class
         pass

@@ -471,6 +471,8 @@ class MoeFfnExtractor(ModuleInfoExtractor):
     The router ops the model computes before the layer are left unused: tract drops them.
     """
 
+    OUTPUT_LIKE_INPUT = 0  # the hidden states' shape and type
+
     def convert_to_nnef(
         self,
         g: NNEFBuilder,

@@ -52,6 +52,9 @@ class ModuleInfoExtractor(abc.ABC):
     """
 
     MODULE_CLASS: ClassVar[type[torch.nn.Module] | None] = None
+    OUTPUT_LIKE_INPUT: ClassVar[int | None] = None
+    """When set: the module returns one tensor of the shape and dtype of its tensor argument at this
+    position (flattened), so that tracing needs not run it to learn its output's shape."""
     _registry: ClassVar[dict[type[torch.nn.Module], type[ModuleInfoExtractor]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -170,6 +173,11 @@ class _OpaqueCall:
 
     def _fake(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         from torch._guards import detect_fake_mode
+
+        like = getattr(extractor_for(self.module), "OUTPUT_LIKE_INPUT", None)
+        if like is not None:
+            self.out_spec = pytree.tree_flatten(xs[like])[1]
+            return [torch.empty_like(xs[like])]
 
         mode = detect_fake_mode(list(xs))
         env = getattr(mode, "shape_env", None)
