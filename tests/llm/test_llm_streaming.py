@@ -300,11 +300,12 @@ def test_streamed_export_logs_its_progress_and_totals(tmp_path, caplog, monkeypa
     )
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mixtral"])
 def test_checked_streamed_export_checks_its_first_layers(tmp_path, caplog, family):
     """A checked streamed export is checked on a copy cut to its first layers (Gemma 2's layer kinds
-    cut alike), then the whole archive runs the prompt in tract."""
-    config = FAMILIES[family]
+    cut alike; Mixtral's experts read from their one-by-one tensors), then the whole archive runs
+    the prompt in tract."""
+    config = {**FAMILIES, **MOE}[family]
     source = _saved(tmp_path / "model", config)
     with caplog.at_level(logging.INFO, logger="torch_to_nnef.llm"):
         result = export_llm_to_tract(tmp_path / "out", local_dir=source, dtype="f16", check_layers=2)
