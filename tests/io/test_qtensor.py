@@ -310,6 +310,35 @@ def test_matmul_q4_0_on_the_left_float_on_the_right(tmp_path: Path, caplog: pyte
     assert "right written as dequantized floats" in caplog.text and "contracts its first axis" in caplog.text
 
 
+class ConcatenatedInputs(nn.Module):
+    """Linear layers fed by concatenations: along the axis they contract (transposed on the way,
+    as Zamba's heads are), and along another one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contracted = nn.Linear(64, 32)
+        self.other = nn.Linear(32, 32)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a, b: [B, 32, T]
+        heads = torch.cat([a.relu(), b.sigmoid()], dim=1).transpose(1, 2)  # [B, T, 64]
+        times = torch.cat([a, b], dim=2).transpose(1, 2)  # [B, 2T, 32]
+        return self.contracted(heads).sum(1) + self.other(times).sum(1)
+
+
+def test_a_concatenation_along_the_contracted_axis_keeps_the_weight_float(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tract splits such a product over the concatenated pieces, slicing the weight: Q4_0 blocks
+    cannot be sliced, so that weight is written as floats; the other keeps its blocks and loads."""
+    model = compress_model(ConcatenatedInputs(), "min_max_q4_0")
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.qtensor"):
+        out = export(model, (torch.randn(2, 32, 5), torch.randn(2, 32, 5)), tmp_path / "m", TractNNEF(check_io=True))
+    assert dat_header(out / "contracted.weight.dat") == ([32, 64], FLOAT)
+    assert dat_header(out / "other.weight.dat") == ([32, 32], Q40)
+    assert "contracted.weight written as dequantized floats" in caplog.text
+    assert "concatenation along the contracted axis" in caplog.text and "other.weight written" not in caplog.text
+
+
 def test_khronos_target_writes_dequantized_floats(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = compress_model(LinearStack(), "min_max_q4_0")
     with caplog.at_level(logging.WARNING, logger="torch_to_nnef.io.qtensor"):

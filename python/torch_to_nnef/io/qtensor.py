@@ -326,6 +326,34 @@ def _use_refusal(kind: str, index: int, weight: Value, target: Any, widened: fro
     return f"{kind} cannot read Q4_0 blocks"
 
 
+_SAME_AXES = frozenset({"aten::contiguous", "aten::clone", "aten::alias", "aten::_to_copy", "aten::to"})
+
+
+def _concatenated_contraction(x: Any, producers: Mapping[str, Any]) -> bool:
+    """Whether the input ``x`` of a linear layer is, through transpositions, a concatenation along
+    the axis the layer contracts (its last).
+    """
+    if not isinstance(x, Value) or not x.rank:
+        return False
+    axis = x.rank - 1
+    node = producers.get(x.name)
+    while node is not None:
+        source = node.args[0] if node.args else None
+        rank = source[0].rank if isinstance(source, (list, tuple)) and source else getattr(source, "rank", 0)
+        if node.kind == "aten::cat":
+            dim = node.args[1] if len(node.args) > 1 and isinstance(node.args[1], int) else 0
+            return bool(rank) and dim % rank == axis
+        if node.kind == "aten::transpose" and len(node.args) == 3 and rank:
+            first, second = node.args[1] % rank, node.args[2] % rank
+            axis = second if axis == first else first if axis == second else axis
+        elif node.kind == "aten::permute" and len(node.args) == 2 and rank:
+            axis = list(node.args[1])[axis] % rank
+        elif node.kind not in _SAME_AXES:
+            return False
+        node = producers.get(source.name) if isinstance(source, Value) else None
+    return False
+
+
 def q4_0_weights_for_export(
     graph: Graph, target: Any, widened: frozenset[str] = frozenset()
 ) -> dict[str, Q40Tensor | PendingQ4_0]:
@@ -363,12 +391,18 @@ def q4_0_weights_for_export(
             f"export the float model; quantized: {names}"
         )
     refusals: dict[str, list[str]] = {}
+    producers = {out.name: node for node in graph.nodes for out in node.outputs}
     for node in graph.nodes:
         for index, arg in enumerate(node.args):
             args: Any = arg.values() if isinstance(arg, Mapping) else arg if isinstance(arg, (list, tuple)) else [arg]
             for a in args:
                 if isinstance(a, Value) and a.name in quantized:
                     reason = _use_refusal(node.kind, index if a is arg else -1, a, target, widened)
+                    if reason is None and node.kind in _LINEAR and _concatenated_contraction(node.args[0], producers):
+                        reason = (
+                            "its input is a concatenation along the contracted axis, which tract splits the "
+                            "product over, slicing the weight (it cannot slice Q4_0 blocks)"
+                        )
                     if reason is not None:
                         refusals.setdefault(a.name, []).append(f"{reason} (at {node.where()})")
     for name, reasons in refusals.items():
