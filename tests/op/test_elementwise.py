@@ -239,6 +239,15 @@ CASES: list[OpCase] = [
     OpCase("erf", Fn(torch.erf), (r(3, 5) * 2,), covers=("aten::erf",), khronos=True),
     OpCase("erfc", Fn(torch.erfc), (r(3, 5) * 2,), covers=("aten::erfc",), khronos=True),
     OpCase("erf-int", Fn(torch.erf), (ints(2, 3, low=-2, high=3),), covers=("aten::erf",), khronos=False),
+    # both parts of the approximation (|x| above ~0.9966 is the tails), the poles and outside [-1, 1]
+    OpCase("erfinv", Fn(torch.erfinv), (within(-0.9999, 0.9999, 4, 6),), covers=("aten::erfinv",), khronos=True),
+    OpCase(
+        "erfinv-edges",
+        Fn(torch.erfinv),
+        (torch.tensor([-1.0, -0.99999, -0.997, -0.5, 0.0, 1e-6, 0.3, 0.9966, 0.99999, 1.0, 1.5, -2.0]),),
+        covers=("aten::erfinv",),
+        khronos=True,
+    ),
     # exponentials and logarithms
     OpCase("expm1", Fn(torch.expm1), (SPREAD,), covers=("aten::expm1",), khronos=True),
     OpCase("log1p", Fn(torch.log1p), (SPREAD.clamp(min=-0.9),), covers=("aten::log1p",), khronos=True),

@@ -633,6 +633,59 @@ def aten_erf(ctx: Context, self: Value) -> Ref:
     return ctx.g.op("copy", y, out=ctx.out.name)
 
 
+_ERFINV_CENTRAL = (
+    2.81022636e-08,
+    3.43273939e-07,
+    -3.5233877e-06,
+    -4.39150654e-06,
+    0.00021858087,
+    -0.00125372503,
+    -0.00417768164,
+    0.246640727,
+    1.50140941,
+)
+_ERFINV_TAIL = (
+    -0.000200214257,
+    0.000100950558,
+    0.00134934322,
+    -0.00367342844,
+    0.00573950773,
+    -0.0076224613,
+    0.00943887047,
+    1.00167406,
+    2.83297682,
+)
+"""M. Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011), single precision:
+``erfinv(x) = x * p(w)`` with ``w = -log((1 - x)(1 + x))``, ``p`` a polynomial in ``w - 2.5`` for
+``w < 5`` (the central part), in ``sqrt(w) - 3`` beyond (the tails); a few float32 ulps from
+the exact value."""
+
+
+@register("aten::erfinv")
+def aten_erfinv(ctx: Context, self: Value) -> Ref:
+    """erfinv(Tensor self) -> Tensor: the inverse error function, as Giles' approximation in the
+    operators of tract and of the specification (``+-inf`` at ``+-1``, NaN outside ``[-1, 1]``, as
+    PyTorch gives).
+    """
+    node = current_node(ctx)
+    g = ctx.g
+    c = partial(const_ref, ctx, node)
+    x = float_operand(ctx, node, self)
+    w = g.op("neg", g.op("log", g.op("mul", g.op("sub", c(1.0), x), g.op("add", c(1.0), x))))
+
+    def polynomial(coefficients: tuple[float, ...], t: Ref) -> Ref:
+        p = c(coefficients[0])
+        for coefficient in coefficients[1:]:
+            p = g.op("add", g.op("mul", p, t), c(coefficient))
+        return p
+
+    central = polynomial(_ERFINV_CENTRAL, g.op("sub", w, c(2.5)))
+    tail = polynomial(_ERFINV_TAIL, g.op("sub", g.op("sqrt", w), c(3.0)))
+    p = g.op("select", g.op("lt", w, c(5.0)), central, tail)
+    pole = g.op("eq", g.op("abs", x), c(1.0))  # +-1 / 0: +-inf, where the tails' polynomial turns
+    return g.op("select", pole, g.op("div", x, c(0.0)), g.op("mul", p, x), out=ctx.out.name)
+
+
 @register("aten::expm1")
 def aten_expm1(ctx: Context, self: Value) -> Ref:
     """expm1(Tensor self) -> Tensor: exp(x) - 1, accurate near 0.
