@@ -674,7 +674,7 @@ def aten_erfinv(ctx: Context, self: Value) -> Ref:
     w = g.op("neg", g.op("log", g.op("mul", g.op("sub", c(1.0), x), g.op("add", c(1.0), x))))
 
     def polynomial(coefficients: tuple[float, ...], t: Ref) -> Ref:
-        p = c(coefficients[0])
+        p: Ref = c(coefficients[0])
         for coefficient in coefficients[1:]:
             p = g.op("add", g.op("mul", p, t), c(coefficient))
         return p
