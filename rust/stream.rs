@@ -31,6 +31,10 @@ pub const QUEUED_PIECES: usize = 4;
 /// Bytes of a file read at a time by [`ArchiveStream::write_file_region`].
 pub const REGION_PIECE_BYTES: usize = 32 << 20;
 
+/// Buffers of values to quantize that [`ArchiveStream::write_file_region`] reads into: one being
+/// quantized, one waiting, one being read.
+const REGION_BUFFERS: usize = 3;
+
 /// The type of the values a file region holds, for a Q4_0 tensor quantized as it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionValues {
@@ -80,6 +84,8 @@ pub struct ArchiveStream {
     labels: HashSet<String>,
     open: Option<OpenTensor>,
     written: u64,
+    /// Buffers of file regions' values, kept for the next region.
+    region_buffers: Vec<Vec<u32>>,
 }
 
 impl ArchiveStream {
@@ -112,6 +118,7 @@ impl ArchiveStream {
             labels: HashSet::new(),
             open: None,
             written: 0,
+            region_buffers: Vec::new(),
         })
     }
 
@@ -265,12 +272,18 @@ impl ArchiveStream {
         }
         let step = (REGION_PIECE_BYTES / unit).max(1) * unit;
         let (sender, receiver) = sync_channel::<ReadPiece>(1);
-        // Q4_0 pieces come back once quantized, to be read into again: two buffers in all
-        let (recycle, recycled) = sync_channel::<Vec<u32>>(2);
+        // Q4_0 pieces come back once quantized, to be read into again: at most REGION_BUFFERS
+        // buffers in all, kept from one region to the next (no fresh pages to fault in and zero)
+        let (recycle, recycled) = sync_channel::<Vec<u32>>(REGION_BUFFERS);
+        let kept = self.region_buffers.len();
+        for words in self.region_buffers.drain(..) {
+            let _ = recycle.try_send(words);
+        }
         let source = path.to_path_buf();
         let dense = values.is_none();
         let reader = std::thread::spawn(move || {
-            read_region(&source, offset, len, step, dense, &sender, &recycled)
+            let read = read_region(&source, offset, len, step, dense, &sender, &recycled, kept);
+            (read, recycled)
         });
         let mut result = Ok(());
         for piece in receiver.iter() {
@@ -293,9 +306,13 @@ impl ArchiveStream {
         }
         drop(receiver);
         drop(recycle);
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(Error::io(path, io::Error::other("the reader panicked"))));
+        let read = match reader.join() {
+            Ok((read, recycled)) => {
+                self.region_buffers.extend(recycled.try_iter());
+                read
+            }
+            Err(_) => Err(Error::io(path, io::Error::other("the reader panicked"))),
+        };
         result.and(read)
     }
 
@@ -557,6 +574,7 @@ fn as_values<T: Copy>(words: &[u32], size: usize) -> &[T] {
 /// bounded queue keeps one piece ahead of its reader): fresh byte buffers for a `dense` region
 /// (handed on to the writer), else word buffers, reused once `recycled`. Stops quietly when the
 /// receiving side is gone (its own error is the one reported).
+#[allow(clippy::too_many_arguments)]
 fn read_region(
     path: &Path,
     offset: u64,
@@ -565,6 +583,7 @@ fn read_region(
     dense: bool,
     sender: &SyncSender<ReadPiece>,
     recycled: &Receiver<Vec<u32>>,
+    mut buffers: usize,
 ) -> Result<()> {
     let io_err = |e: io::Error| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -595,7 +614,17 @@ fn read_region(
             }
             ReadPiece::Bytes(bytes)
         } else {
-            let mut words = recycled.try_recv().unwrap_or_default();
+            let mut words = match recycled.try_recv() {
+                Ok(words) => words,
+                Err(_) if buffers < REGION_BUFFERS => {
+                    buffers += 1;
+                    Vec::new()
+                }
+                Err(_) => match recycled.recv() {
+                    Ok(words) => words,
+                    Err(_) => return Ok(()), // the consumer stopped
+                },
+            };
             words.resize(size.div_ceil(4), 0u32);
             // SAFETY: the words own `4 * words.len() >= size` writable bytes, any byte is valid.
             let target =

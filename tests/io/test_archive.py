@@ -2,6 +2,7 @@
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,40 @@ def test_file_regions_are_written_as_the_arrays_they_hold(tmp_path, name):
         with ArchiveWriter(tmp_path / "t.nnef.tgz") as out:
             out.add_file_region("dense", "i8", dense.shape, blob, at["dense"], dense.nbytes - 1)
     assert not (tmp_path / "t.nnef.tgz").exists()
+
+
+def test_several_regions_make_one_tensor(tmp_path):
+    """A tensor from regions of several places, each read in pieces (regions larger than a piece),
+    the buffers read into kept from one region and one tensor to the next: the bytes of the
+    concatenated arrays given whole."""
+    rng = np.random.default_rng(2)
+    first = (rng.standard_normal((600, 32768)) * 0.1).astype(np.float16)  # 39 MB: two pieces
+    second = (rng.standard_normal((1100, 32768)) * 0.1).astype(np.float16)  # 72 MB: three pieces
+    blob = tmp_path / "weights.bin"
+    with open(blob, "wb") as f:
+        f.write(first.tobytes())
+        f.write(second.tobytes())
+    row = 32768 * 2
+
+    def rows(array_at: int, first_row: int, count: int) -> tuple[Path, int, int]:
+        return blob, array_at + first_row * row, count * row
+
+    (tmp_path / "whole").mkdir()
+    whole = {
+        "both": quantize_q4_0(np.concatenate([first, second])),
+        "swapped": quantize_q4_0(np.concatenate([second[100:], first[:50]])),
+        "dense": np.concatenate([second[:7], first[599:]]),
+    }
+    expected = write_nnef_archive(tmp_path / "whole" / "m.nnef.tgz", GRAPH, whole, compression_level=0)
+    with ArchiveWriter(tmp_path / "m.nnef.tgz") as out:
+        out.add_text("graph.nnef", GRAPH)
+        out.add_file_regions(
+            "both", "f16", (1700, 32768), [rows(0, 0, 600), rows(first.nbytes, 0, 1100)], q4_0_values="f16"
+        )
+        regions = [rows(first.nbytes, 100, 1000), rows(0, 0, 50)]
+        out.add_file_regions("swapped", "f16", (1050, 32768), regions, q4_0_values="f16")
+        out.add_file_regions("dense", "f16", (8, 32768), [rows(first.nbytes, 0, 7), rows(0, 599, 1)])
+    assert _members(tmp_path / "m.nnef.tgz") == _members(expected)
 
 
 def test_archive_writer_refuses_wrong_pieces_and_leaves_nothing(tmp_path):
