@@ -63,6 +63,7 @@ from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.io.qtensor import QTensorTractScaleOnly, fp_to_tract_q4_0_with_min_max_calibration
 from torch_to_nnef.ir import Node
 from torch_to_nnef.ir.quantized import PendingQ4_0
+from torch_to_nnef.llm.streaming import NotStreamable
 from torch_to_nnef.nnef.builder import NNEFBuilder, Ref
 from torch_to_nnef.op.custom_extractors import INSTANCE_EXTRACTOR, ModuleInfoExtractor
 
@@ -205,8 +206,6 @@ def _rewrite(module: Any) -> None:
     transposed = bool(module.is_transposed)
     up, down = getattr(module, up_name), module.down_proj
     if transposed and up.device.type == "meta":
-        from torch_to_nnef.llm.streaming import NotStreamable
-
         raise NotStreamable(
             f"{type(module).__name__} stores its experts' weights [E, in, out]: each expert's linear weight is "
             "their transpose, made from their values"
@@ -553,8 +552,6 @@ def _pending_weights(module: Any, routing: FusedRouting, ups: list[Any], downs: 
         NotStreamable: the experts store their weights ``[E, in, out]`` (their rows are not the
             linear layers' rows), or were quantized unlike one another.
     """
-    from torch_to_nnef.llm.streaming import NotStreamable
-
     percentiles = {w.percentile for w in [*ups, *downs]}
     if module.is_transposed or len(percentiles) != 1:
         raise NotStreamable(

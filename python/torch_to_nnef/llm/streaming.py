@@ -124,7 +124,8 @@ def checkpoint_rows(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> Chec
     probes: dict[str, torch.Tensor] = {}
     spans: dict[str, tuple[int, int]] = {}
     total = 0
-    for name, tensor in model.state_dict(keep_vars=True).items():
+    state = model.state_dict(keep_vars=True)
+    for name, tensor in state.items():
         count = row_count(tensor.shape)
         numbers = torch.arange(total, total + count, dtype=torch.int64)
         probes[name] = numbers.reshape(*tensor.shape[:-1], 1) if tensor.dim() else numbers.reshape(())
@@ -142,14 +143,16 @@ def checkpoint_rows(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> Chec
     for index, name in enumerate(names):
         probe = converted.get(name)
         stored = checkpoint.tensors[name].shape
-        if not isinstance(probe, torch.Tensor) or probe.dim() != len(stored):
+        if not isinstance(probe, torch.Tensor) or probe.dtype != torch.int64 or probe.dim() != len(stored):
             continue
         if probe.dim() and (tuple(probe.shape[:-1]) != stored[:-1] or probe.shape[-1] != 1):
             continue  # not whole rows of the model's weights
         held = probe.reshape(-1).numpy()
+        if held.size and (held.min() < 0 or held.max() >= total):
+            continue  # values computed from the row numbers, not moved
         keys[held] = index
         at[held] = np.arange(len(held))
-    by_id = {id(t): name for name, t in model.state_dict(keep_vars=True).items()}
+    by_id = {id(t): name for name, t in state.items()}
     for name, tensor in missing.items():
         span = spans.get(by_id.get(id(tensor), name))
         if span is not None:
