@@ -17,8 +17,9 @@ exported, and deleted with its exports before the next case.
 Each CLI run is a fresh process, timed from its start (imports included) to its end; its peak RSS
 is its own ``ru_maxrss``. Measured: ``-f16 -nv``, ``-f16 -c min_max_q4_0 -nv`` (as chosen by default:
 streamed or loaded), ``-f16 -nv --stream``, both unchecked exports again with ``--no-stream`` (the
-model loaded), and ``-f16`` with the checks in tract, for ours; for the mixture of experts, whose layers are written as tract's
-``tract_moe_ffn`` by default (tract 0.23.9), the two unchecked exports again with
+model loaded), and ``-f16`` with the checks in tract, for ours; for the mixture of experts, whose
+layers are written as tract's ``tract_moe_ffn`` by default (tract 0.23.9), the two unchecked exports
+again with
 ``--tract-specific-version 0.23.8``, where they keep the dense form (every expert computed, weighted
 by the routing); the same two unchecked exports for the published CLI, run in its own virtual
 environment (set up by ../shared/tools/published-exporter.sh) against a stand-in tract binary that
