@@ -171,7 +171,7 @@ class SafetensorsCheckpoint:
         if size == 0:
             yield torch.empty(0, dtype=tensor.dtype)
             return
-        step = max(1, piece_bytes // row_bytes) * row_bytes if row_bytes else size
+        step = max(1, piece_bytes // row_bytes) * row_bytes  # rows are not empty: size > 0
         starts = list(range(begin, begin + size, step))
         buffers = [np.empty(min(step, size), dtype=np.uint8) for _ in range(min(2, len(starts)))]
         with open(tensor.path, "rb", buffering=0) as file, ThreadPoolExecutor(1) as reader:

@@ -546,17 +546,17 @@ class MoeFfnExtractor(ModuleInfoExtractor):
 def _pending_weights(module: Any, routing: FusedRouting, ups: list[Any], downs: list[Any]) -> tuple[Any, Any, Any, str]:
     """``(w1, w3, w2, "linear")`` as the :class:`PendingQ4_0` blocks of the stacked ``[E, out, in]``
     weights' parts, for experts whose Q4_0 weights are pending (on the meta device): their blocks
-    are made as the rows of the stacked weights are read.
+    are made as the rows of the stacked weights are read. Experts stored ``[E, in, out]`` never
+    get here: :func:`rewrite_experts` refuses them on the meta device.
 
     Raises:
-        NotStreamable: the experts store their weights ``[E, in, out]`` (their rows are not the
-            linear layers' rows), or were quantized unlike one another.
+        NotStreamable: the experts were quantized unlike one another.
     """
     percentiles = {w.percentile for w in [*ups, *downs]}
-    if module.is_transposed or len(percentiles) != 1:
+    if len(percentiles) != 1:
         raise NotStreamable(
-            f"{type(module).__name__}: experts stored [E, in, out], or quantized unlike one another, need their "
-            "weights' values to be packed together"
+            f"{type(module).__name__}: experts quantized unlike one another need their weights' values to be "
+            "packed together"
         )
     percentile = percentiles.pop()
     stacked_up, stacked_down = module.__dict__[_STACKED]
