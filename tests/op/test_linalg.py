@@ -15,7 +15,8 @@ from cases_common import Named
 from torch import nn
 
 from harness import Fn, Fn1, OpCase, export_and_check, ints, op_params, r
-from torch_to_nnef import TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef import KhronosNNEF, TractModel, TractNNEF, export_model_to_nnef
+from torch_to_nnef.errors import TranslationError
 
 CASES: list[OpCase] = [
     OpCase("linear-2d", nn.Linear(6, 4), (r(3, 6),), covers=("aten::linear",), khronos=True),
@@ -240,6 +241,98 @@ CASES: list[OpCase] = [
         covers=("aten::einsum",),
         khronos=True,
     ),
+    # an operand repeating a letter: its diagonal on those axes
+    OpCase(
+        "einsum-diagonal",
+        Fn(lambda a: torch.einsum("ii->i", a)),
+        (r(4, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-trace",
+        Fn(lambda a: torch.einsum("ii", a)),
+        (r(4, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-trace-explicit",
+        Fn(lambda a: torch.einsum("ii->", a)),
+        (r(4, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-batched-diagonal",
+        Fn(lambda a: torch.einsum("bii->bi", a)),
+        (r(2, 4, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-batched-trace",
+        Fn(lambda a: torch.einsum("bjii->bj", a)),
+        (r(2, 3, 4, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-leading-diagonal",
+        Fn(lambda a: torch.einsum("iij->ij", a)),
+        (r(3, 3, 5),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-triple-diagonal",
+        Fn(lambda a: torch.einsum("iii->i", a)),
+        (r(3, 3, 3),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-two-diagonals",
+        Fn(lambda a: torch.einsum("ijij->ji", a)),
+        (r(3, 4, 3, 4),),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-diagonal-times-vector",
+        Fn(lambda a, b: torch.einsum("ii,i->i", a, b)),
+        (r(4, 4), r(4)),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-batched-diagonal-outer",
+        Fn(lambda a, b: torch.einsum("bii,bj->bij", a, b)),
+        (r(2, 4, 4), r(2, 5)),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-diagonal-contracted",
+        Fn(lambda a, b: torch.einsum("bii,bi->b", a, b)),
+        (r(2, 4, 4), r(2, 4)),
+        covers=("aten::einsum",),
+        khronos=True,
+    ),
+    OpCase(
+        "einsum-diagonal-int",
+        Fn(lambda a: torch.einsum("bii->bi", a)),
+        (ints(2, 4, 4),),
+        covers=("aten::einsum",),
+        khronos=False,
+    ),
+    OpCase(
+        "einsum-trace-int",
+        Fn(lambda a: torch.einsum("ii", a)),
+        (ints(4, 4),),
+        covers=("aten::einsum",),
+        khronos=False,
+    ),
 ]
 
 
@@ -285,3 +378,30 @@ def test_dynamic_axis(tmp_path: Path, fn: Callable[[torch.Tensor], torch.Tensor]
     x = torch.randn(shape[0], 11)
     (got,) = model.run([x])
     torch.testing.assert_close(torch.from_numpy(got), fn(x), atol=1e-4, rtol=1e-4)
+
+
+def test_einsum_diagonal_of_dynamic_axes(tmp_path: Path) -> None:
+    """The repeated letter on two axes of the same symbol: the mask of the diagonal is computed in tract
+    (``range(S) == range(S)``), checked at a second size of S.
+    """
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bii->bi", x) * torch.einsum("bii", x)[:, None]
+
+    path = export_model_to_nnef(
+        Fn1(fn),
+        torch.randn(2, 4, 4),
+        tmp_path / "m.nnef",
+        TractNNEF(check_io=True, dynamic_axes={"x": {1: "S", 2: "S"}}),
+        input_names=["x"],
+    )
+    assert "tract_core_range" in (path / "graph.nnef").read_text()
+    x = torch.randn(2, 7, 7)
+    (got,) = TractModel(path).run([x])
+    torch.testing.assert_close(torch.from_numpy(got), fn(x), atol=1e-4, rtol=1e-4)
+
+
+def test_einsum_integer_diagonal_needs_tract(tmp_path: Path) -> None:
+    """The diagonal of an integer operand sums integers, which the NNEF specification cannot: refused for Khronos."""
+    with pytest.raises(TranslationError, match="i64 needs integer arithmetic"):
+        export_model_to_nnef(Fn(lambda a: torch.einsum("ii", a)), (ints(4, 4),), tmp_path / "m.nnef", KhronosNNEF())

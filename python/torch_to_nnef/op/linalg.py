@@ -19,10 +19,13 @@ from torch_to_nnef.op.common import (
     cast_to,
     const_ref,
     current_node,
+    dim_of,
     filled_like,
     finish_reduction,
+    int_arith,
     norm_over,
     operand_ref,
+    scalar_const,
     shape_attr,
     tract_only,
     vector_norm,
@@ -155,6 +158,41 @@ def _unmerge(ctx: Context, node: Node, y: Any, start: int, dims: list[Dim]) -> A
     return ctx.g.op("reshape", y, shape=shape_attr(ctx, node, dims), axis_start=start, axis_count=1)
 
 
+def _diagonal_mask(ctx: Context, node: Node, n: Dim, rank: int, first: int, second: int) -> Any:
+    """A boolean tensor of ``rank`` axes, of size ``n`` on axes ``first`` and ``second`` (1 elsewhere), true where
+    their indices are equal: a constant for a static ``n``, ``range(n) == range(n)`` in tract for a dynamic one.
+    """
+    if isinstance(n, int):
+        shape = [n if a in (first, second) else 1 for a in range(rank)]
+        eye = np.eye(n, dtype=bool).reshape(shape)
+        return ctx.g.variable(eye, f"einsum_diagonal_{n}_{first}_{second}_r{rank}")
+    tract_only(ctx, node, f"takes the diagonal of the dynamic axis {n}, which needs tract_core_range")
+    g = ctx.g
+    i, j = (
+        g.op("unsqueeze", g.op("tract_core_range", 0, dim_of(node, n), 1), axes=[a for a in range(rank) if a != k])
+        for k in (first, second)
+    )
+    return g.op("eq", i, j)
+
+
+def _diagonal(ctx: Context, node: Node, t: _Term, v: Value) -> _Term:
+    """The operand ``t`` (of ``v``) with each letter it repeats once: the elements off the diagonal of two of its
+    axes set to zero, then summed over the second axis, until no letter repeats.
+    """
+    g = ctx.g
+    ref, letters, shape = t.ref, list(t.letters), list(v.shape)
+    for c in dict.fromkeys(letters):
+        while letters.count(c) > 1:
+            int_arith(ctx, node, v.dtype)
+            first = letters.index(c)
+            second = letters.index(c, first + 1)
+            mask = _diagonal_mask(ctx, node, shape[first], len(letters), first, second)
+            ref = g.op("select", mask, ref, scalar_const(ctx, 0, v.dtype, len(letters)))
+            ref = g.op("squeeze", g.op("sum_reduce", ref, axes=[second]), axes=[second])
+            del letters[second], shape[second]
+    return _Term(ref, letters)
+
+
 def _contract(ctx: Context, node: Node, a: _Term, b: _Term, keep: set[str], sizes: dict[str, Dim]) -> _Term:
     """The einsum of two operands, keeping the letters in ``keep``: a batched matmul (or a product)."""
     a = _sum_out(ctx, a, [c for c in a.letters if c not in b.letters and c not in keep])
@@ -188,7 +226,9 @@ def _contract(ctx: Context, node: Node, a: _Term, b: _Term, keep: set[str], size
 
 
 def einsum_ref(ctx: Context, node: Node, equation: str, operands: list[Value]) -> Ref:
-    """``einsum`` of ``operands`` by ``equation``, as tract's einsum or a product and sum of the spec."""
+    """``einsum`` of ``operands`` by ``equation``, as pairwise matmuls, products and sums of the spec (an operand
+    repeating a letter is first reduced to its diagonal on those axes).
+    """
     out = node.outputs[0]
     eq = equation.replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
@@ -201,6 +241,7 @@ def einsum_ref(ctx: Context, node: Node, equation: str, operands: list[Value]) -
     ellipsis = spare[:ellipsis_rank]
     terms: list[_Term] = []
     sizes: dict[str, Dim] = {}
+    counts: list[str] = []  # every letter of the operands, a repeated one as often as it appears
     for spec, v in zip(specs, operands):
         if "..." in spec:
             before, after = spec.split("...")
@@ -209,16 +250,15 @@ def einsum_ref(ctx: Context, node: Node, equation: str, operands: list[Value]) -
             letters = list(spec)
         if len(letters) != v.rank:
             raise TranslationError(f"{node.where()}: einsum {equation!r} does not match an operand of rank {v.rank}")
-        if len(set(letters)) != len(letters):
-            raise TranslationError(f"{node.where()}: einsum {equation!r} takes a diagonal, which is not supported")
         for c, d in zip(letters, v.shape):
             if d != 1 or c not in sizes:
                 sizes[c] = d
-        terms.append(_Term(ctx.ref(v), letters))
+        counts += [c for c in letters if c not in ellipsis]
+        term = _Term(ctx.ref(v), letters)
+        terms.append(_diagonal(ctx, node, term, v) if len(set(letters)) != len(letters) else term)
     if arrow:
         target = list(rhs.replace("...", "".join(ellipsis)))
     else:
-        counts = [c for t in terms for c in t.letters if c not in ellipsis]
         target = ellipsis + sorted(c for c in set(counts) if counts.count(c) == 1)
     result = terms[0]
     for i, other in enumerate(terms[1:], start=2):
