@@ -307,3 +307,69 @@ def test_jit_graph_keeps_module_paths_dtypes_shapes_and_source_lines():
     line = capture_jit(Fn(lambda x: x * 2), [r(3)], ["x"])[0].nodes[0].source
     assert "test_jit.py" in line and "x * 2" in line
     assert [p.torch_name for p in graph.parameters.values()] == ["0.weight", "0.bias"]
+
+
+@pytest.mark.parametrize(
+    ("fn", "inputs", "match"),
+    [
+        pytest.param(
+            lambda x, s, e: x[torch.arange(s, e)],
+            (r(10), torch.tensor(2), torch.tensor(5)),
+            "aten::index at .*: arange has a length computed from the values of a tensor",
+            id="indexed-by-a-range",
+        ),
+        pytest.param(
+            lambda n: torch.arange(n).view(-1, 1),
+            (torch.tensor(3),),
+            "aten::view at .*: arange has a length computed from the values of a tensor",
+            id="range-reshaped",
+        ),
+        pytest.param(
+            lambda x, n: x[: n.item()],
+            (r(10), torch.tensor(3)),
+            "only the path this example takes: .*Converting a tensor to a Python number",
+            id="item-in-a-slice",
+        ),
+        pytest.param(
+            lambda x, n: x[:n],
+            (r(10), torch.tensor(3)),
+            "aten::Int at .*turns the tensor input_1 into a Python number",
+            id="tensor-in-a-slice",
+        ),
+    ],
+)
+def test_auto_refuses_numbers_from_tensors_it_cannot_follow(
+    tmp_path: Path, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...], match: str
+):
+    """torch.export refuses a number read from a tensor; the jit front-end, tried next, refuses it unless it keeps
+    the tensor (a range's bounds, a fill value) and follows the range's length (elementwise ops): nothing is
+    frozen at the traced value."""
+    from torch_to_nnef.capture.torch_export import CaptureError
+
+    with pytest.raises(CaptureError, match=f"(?s)reads a number from a tensor.*jit.trace was tried too.*{match}"):
+        export_model_to_nnef(Fn(fn), inputs, tmp_path / "m.nnef", TractNNEF())
+
+
+def test_export_frontend_refuses_a_number_read_from_a_tensor(tmp_path: Path):
+    from torch_to_nnef.capture.torch_export import CaptureError
+
+    with pytest.raises(CaptureError, match="reads a number from a tensor .*frontend='auto' tries next") as err:
+        export_model_to_nnef(
+            Fn(lambda x: torch.arange(x.max())),
+            (torch.tensor([3, 5]),),
+            tmp_path / "m.nnef",
+            TractNNEF(),
+            frontend="export",
+        )
+    assert "was tried too" not in str(err.value)
+
+
+def test_jit_graph_gives_a_range_of_tensor_bounds_a_size_from_data():
+    graph, _ = capture_jit(
+        Fn(lambda s, e: (torch.arange(s, e)[None, :] * 2).float()), [torch.tensor(1), torch.tensor(4)], ["s", "e"]
+    )
+    arange = next(n for n in graph.nodes if n.kind == "aten::arange")
+    assert arange.overload == "start" and arange.args[:2] == tuple(graph.inputs)
+    assert arange.outputs[0].shape == ("u0",)
+    assert [n.kind for n in graph.nodes] == ["aten::arange", "aten::unsqueeze", "aten::mul", "aten::_to_copy"]
+    assert graph.outputs[0].shape == (1, "u0") and graph.outputs[0].dtype == "f32"

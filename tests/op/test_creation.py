@@ -4,6 +4,7 @@ linspace, eye, diag, triangles, each checked numerically, over static and dynami
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,3 +194,65 @@ def test_dynamic_axis(tmp_path: Path, fn: Callable[[torch.Tensor], torch.Tensor]
     x = torch.randn(shape[0], 11)
     (got,) = model.run([x])
     torch.testing.assert_close(torch.from_numpy(got), fn(x), atol=1e-4, rtol=1e-4)
+
+
+def _t(*values: float, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """0-d tensors (int64 for ints, float32 for floats, unless ``dtype`` says)."""
+    return tuple(torch.tensor(v, dtype=dtype) for v in values)
+
+
+SIZES_FROM_DATA: list[tuple[str, Callable[..., torch.Tensor], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = [
+    ("arange-three-tensors", lambda s, e, st: torch.arange(s, e, st), _t(2, 11, 3), _t(-4, 20, 5)),
+    ("arange-negative-step", lambda s, e, st: torch.arange(s, e, st), _t(10, 1, -3), _t(7, -8, -2)),
+    ("arange-float-step", lambda e: torch.arange(0.0, e, 0.5), _t(3.0), _t(4.75)),
+    ("arange-float-tensors", lambda s, e, st: torch.arange(s, e, st), _t(0.5, 3.0, 0.25), _t(-1.0, 2.0, 0.1)),
+    ("arange-int-bounds-float-step", lambda s, e: torch.arange(s, e, 0.5), _t(1, 4), _t(-2, 7)),
+    ("arange-int32", lambda s, e: torch.arange(s, e), _t(2, 5, dtype=torch.int32), _t(-1, 9, dtype=torch.int32)),
+    (
+        "arange-dtype",
+        lambda n: torch.arange(1, n, dtype=torch.float32) * 2 - torch.arange(1, n, dtype=torch.int32),
+        _t(4),
+        _t(9),
+    ),
+    ("arange-end-computed", lambda x: torch.arange(x.max()) * 2, (torch.tensor([3, 5]),), (torch.tensor([2, 9]),)),
+    (
+        "length-mask",
+        lambda lengths: torch.arange(lengths.max())[None, :] < lengths[:, None],
+        (torch.tensor([3, 5]),),
+        (torch.tensor([2, 9]),),
+    ),
+]
+"""Sizes from data: ``torch.arange`` of 0-d tensors (inputs, or computed), whose length comes from their values.
+torch.export refuses them; the torch.jit.trace front-end keeps the bounds as tensors. Each case: the inputs of
+the export, and other values that give another length."""
+
+
+@pytest.mark.parametrize(("fn", "inputs", "others"), [pytest.param(f, i, o, id=n) for n, f, i, o in SIZES_FROM_DATA])
+def test_sizes_from_data(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fn: Callable[..., torch.Tensor],
+    inputs: tuple[torch.Tensor, ...],
+    others: tuple[torch.Tensor, ...],
+):
+    """Captured by torch.jit.trace after torch.export refuses them (the reason logged), checked in tract, then run
+    in tract on the other values."""
+    with caplog.at_level(logging.WARNING, logger="torch_to_nnef"):
+        path = export_model_to_nnef(Fn(fn), inputs, tmp_path / "m.nnef", TractNNEF(check_io=True))
+    assert any("capturing with torch.jit.trace instead" in rec.getMessage() for rec in caplog.records)
+    (got,) = TractModel(path).run(list(others))
+    expected = fn(*others)
+    assert expected.shape != fn(*inputs).shape
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=0, rtol=0)
+
+
+def test_fill_value_from_a_tensor(tmp_path: Path):
+    """``torch.full`` and ``new_full`` of a 0-d tensor value: the value is read at run time."""
+
+    def fn(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.full((3,), v) + x.new_full((3,), v) * x
+
+    path = export_model_to_nnef(Fn(fn), (r(3), torch.tensor(2.5)), tmp_path / "m.nnef", TractNNEF(check_io=True))
+    x, v = r(3), torch.tensor(-4.0)
+    (got,) = TractModel(path).run([x, v])
+    torch.testing.assert_close(torch.from_numpy(got), fn(x, v))

@@ -18,6 +18,9 @@ become the ``view_as_real`` and ``select`` that ``torch.export`` records.
 Quantized tensors become :class:`QuantizedValue` (the raw ``u8``/``i8`` integers with their scale
 and zero point); a quantized op's packed weights are unpacked into int8 parameters. The traced
 shapes are fixed: dynamic axes are refused with a clear error (use the ``torch.export`` front-end).
+The one size that follows the data is the length of a ``torch.arange`` of 0-d tensors (its bounds are
+kept as tensors, where ``torch.export`` gives a number tied to no input): ``u0``, followed through
+elementwise ops, ``unsqueeze`` and whole slices, refused elsewhere rather than frozen at its traced value.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from torch_to_nnef.capture.errors import JitCaptureError
 from torch_to_nnef.capture.quantized import output_qparams, unpack_node
 from torch_to_nnef.capture.torch_export import TORCH_DTYPES, complex_io_advice, touches_complex
-from torch_to_nnef.ir import COMPLEX_DTYPES, Graph, Node, Parameter, QuantizedValue, Value
+from torch_to_nnef.ir import COMPLEX_DTYPES, Dim, Graph, Node, Parameter, QuantizedValue, Value
 from torch_to_nnef.ir.quantized import PASS_THROUGH, UNPACKED_SCHEMAS
 
 LOGGER = logging.getLogger(__name__)
@@ -178,6 +181,27 @@ _FOLDED = {
 }
 """Integer bookkeeping evaluated at trace time (the shapes are fixed)."""
 
+_TAKES_TENSOR_NUMBERS = {"aten::arange", "aten::full", "aten::new_full"}
+"""Ops whose numbers may be 0-d tensors of the model (``torch.arange(start, end, step)``, ``torch.full(size, v)``
+of tensors): the tensor is kept (tract's range takes tensors, a fill value may be one) where
+``aten::ScalarImplicit`` would make it a number."""
+
+_FOLLOWS_DATA_SIZES = {
+    f"aten::{name}"
+    for name in (
+        "abs neg exp log sqrt rsqrt sin cos tanh sigmoid relu floor ceil round trunc sign reciprocal square "
+        "bitwise_not logical_not _to_copy clone detach alias contiguous lift_fresh "
+        "add sub rsub mul div floor_divide remainder fmod pow eq ne lt le gt ge maximum minimum "
+        "bitwise_and bitwise_or bitwise_xor __and__ __or__ __xor__ logical_and logical_or logical_xor "
+        "where clamp clamp_min clamp_max masked_fill"
+    ).split()
+}
+"""Elementwise ops (their result is the broadcast of their tensors) that a tensor whose length comes from
+data (a range of tensor bounds) may go through: its length is followed as a symbol."""
+
+_WHOLE_END = 2**63 - 1
+"""The end a trace records for a slice to the end of an axis (``x[None, :]``)."""
+
 
 def capture_jit(
     model: torch.nn.Module,
@@ -287,6 +311,14 @@ def _dtype_of(v: torch._C.Value, where: str) -> tuple[str, tuple[int, ...], bool
     return _SCALAR_TYPES[scalar], tuple(int(s) for s in sizes), scalar.startswith("Q")
 
 
+def _broadcast_dim(dims: list[Dim]) -> Dim:
+    """One axis of tensors broadcast together: a static size other than 1 where there is one, else a size
+    from data, else 1.
+    """
+    sizes = [d for d in dims if d != 1]
+    return next((d for d in sizes if isinstance(d, int)), sizes[0] if sizes else 1)
+
+
 def _source(node: torch._C.Node) -> str:
     """``file:line in function: code`` of the innermost frame of the user's code."""
     text = str(node.sourceRange() or "")
@@ -324,6 +356,9 @@ class _Converter:
         self.derived: dict[torch._C.Value, list[torch._C.Value]] = {}
         self.stale: set[torch._C.Value] = set()
         self.pending: dict[torch._C.Value, tuple[torch._C.Value, torch._C.Node, str]] = {}
+        self.data_sizes: dict[str, int] = {}
+        """The sizes that come from data (``u0``: the length of a range of tensor bounds), with their traced
+        value."""
 
     def name(self, base: str) -> str:
         base = re.sub(r"\W", "_", base).strip("_") or "v"
@@ -435,6 +470,9 @@ class _Converter:
             for out, item in zip(outs, inputs[0]):
                 self.values[out] = item
             return
+        if kind == "aten::ScalarImplicit" and isinstance(inputs[0], Value) and self.tensor_number(outs[0]):
+            self.values[outs[0]] = inputs[0]  # kept a tensor: tract's range and fills take tensors
+            return
         if kind in _FOLDED:
             self.values[outs[0]] = self.fold(kind, inputs, where)
             return
@@ -459,9 +497,25 @@ class _Converter:
             kind, inputs = self.normalise(node, kind, inputs)
         else:
             kind, inputs = self.normalise(node, kind, inputs)
+        sized = self.sized_by_data(inputs)
+        if sized is not None:
+            if kind == "aten::slice" and inputs[2] in (0, None) and inputs[3] in (None, _WHOLE_END) and inputs[4] == 1:
+                self.values[outs[0]] = inputs[0]  # x[None, :]: the whole axis
+                self.alias(outs[0], _View(node.inputsAt(0)))
+                return
+            if kind not in _FOLLOWS_DATA_SIZES and kind != "aten::unsqueeze":
+                raise JitCaptureError(
+                    f"{kind} at {where}: {sized.name} has a length computed from the values of a tensor (a "
+                    "torch.arange of tensor bounds), which this front-end follows through elementwise operations, "
+                    "unsqueeze and whole slices only; compute the rest outside the exported module"
+                )
         if kind in ("aten::real", "aten::imag") and touches_complex(inputs[:1]):
             kind, inputs = self.complex_part(node, kind, inputs[0])
         ir_outs = tuple(self.output_value(o, kind, node, inputs, where) for o in outs)
+        if kind == "aten::arange" and any(isinstance(i, Value) for i in inputs):
+            ir_outs = (self.range_of_tensors(ir_outs[0], where),)
+        elif sized is not None:
+            ir_outs = tuple(self.followed(kind, inputs, o, where) for o in ir_outs)
         unpacked = [self.unpacked_list(o, kind, inputs, where) for o in outs]
         if any(u is not None for u in unpacked):
             for jit_out, items in zip(outs, unpacked):
@@ -637,7 +691,57 @@ class _Converter:
         self.emit(node, "complex::view_as_real", [x], (parts,))
         return "aten::select", [parts, x.rank, 0 if kind == "aten::real" else 1]
 
+    @staticmethod
+    def tensor_number(number: torch._C.Value) -> bool:
+        """Whether the number a trace made of a 0-d tensor is used only by ops that may take the tensor."""
+        uses = number.uses()
+        return bool(uses) and all(u.user.kind() in _TAKES_TENSOR_NUMBERS for u in uses)
+
+    @staticmethod
+    def sized_by_data(inputs: list[Any]) -> Value | None:
+        """The first tensor among ``inputs`` with a size that comes from data (the traced sizes are fixed)."""
+        flat = [x for i in inputs for x in (i if isinstance(i, (list, tuple)) else [i])]
+        return next((x for x in flat if isinstance(x, Value) and not all(isinstance(d, int) for d in x.shape)), None)
+
+    def range_of_tensors(self, out: Value, where: str) -> Value:
+        """The result of a ``torch.arange`` of tensor bounds: its length a new size from data."""
+        size = f"u{len(self.data_sizes)}"
+        self.data_sizes[size] = int(out.shape[0])
+        LOGGER.info(
+            "torch.arange at %s has tensor bounds: its length (%d in the trace) is computed from their values at run "
+            "time",
+            where,
+            out.shape[0],
+        )
+        return Value(out.name, out.dtype, (size,))
+
+    def followed(self, kind: str, inputs: list[Any], out: Any, where: str) -> Any:
+        """The result of an elementwise op or unsqueeze of tensors sized by data, with their sizes from data."""
+        if not isinstance(out, Value):
+            return out
+        shape: tuple[Dim, ...]
+        if kind == "aten::unsqueeze":
+            x, dim = inputs[:2]
+            dim %= x.rank + 1
+            shape = (*x.shape[:dim], 1, *x.shape[dim:])
+        else:
+            shapes = [x.shape for x in inputs if isinstance(x, Value)]
+            rank = max(len(s) for s in shapes)
+            dims = [[s[a - rank + len(s)] for s in shapes if a - rank + len(s) >= 0] for a in range(rank)]
+            shape = tuple(_broadcast_dim(d) for d in dims)
+        if tuple(self.data_sizes[d] if isinstance(d, str) else d for d in shape) != out.shape:
+            raise JitCaptureError(
+                f"{kind} at {where}: the trace gives its result the shape {out.shape}, not the one of its tensors "
+                f"{shape}; compute it outside the exported module"
+            )
+        return Value(out.name, out.dtype, shape)
+
     def fold(self, kind: str, inputs: list[Any], where: str) -> Any:
+        if kind in ("aten::size", "aten::numel") and self.sized_by_data(inputs[:1]) is not None:
+            raise JitCaptureError(
+                f"{kind} at {where}: the size of {inputs[0].name} comes from the values of a tensor (a torch.arange "
+                "of tensor bounds): this front-end cannot use it as a number; compute it outside the exported module"
+            )
         if kind == "aten::size":
             x = inputs[0]
             return list(x.shape) if len(inputs) == 1 else x.shape[inputs[1]]

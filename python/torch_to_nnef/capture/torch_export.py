@@ -836,6 +836,13 @@ class _IRBuilder:
                 return
             outs = ()
         else:  # a symbolic integer (x.size(2) under a dynamic axis)
+            if kind in _READS_A_NUMBER and not isinstance(meta, (int, float, bool)) and _used_beyond_checks(node):
+                raise CaptureError(
+                    f"torch.export's graph reads a number from a tensor at {_source_line(node) or node.name} (.item(), "
+                    "or a tensor given where torch expects a number, as torch.arange's bounds), a number it ties to no "
+                    "input: compute it outside the exported module (the torch.jit.trace front-end, which "
+                    "frontend='auto' tries next, keeps torch.arange's and torch.full's tensor numbers as tensors)"
+                )
             self.values[node.name] = SymInt(str(self.symbols.expr(meta)))
             return
         args = tuple(self.convert_arg(a) for a in node.args)
@@ -892,6 +899,35 @@ class _IRBuilder:
 _FFT_NORMS = ("backward", "ortho", "forward")
 """``norm`` of a forward transform by torch's normalization code (0: none, 1: 1/sqrt(n), 2: 1/n);
 an inverse transform reads the tuple backwards."""
+
+
+_READS_A_NUMBER = ("aten::item", "aten::_local_scalar_dense")
+"""Ops that read a number from a tensor: torch.export gives it a symbol of its own (``u0``), tied to no input."""
+
+_CHECKS = (
+    "aten::_assert_scalar",
+    "aten::_assert_async",
+    "aten::sym_constrain_range",
+    "aten::sym_constrain_range_for_size",
+)
+"""Ops that only check a number (dropped from the IR)."""
+
+
+def _used_beyond_checks(node: torch.fx.Node) -> bool:
+    """Whether an ATen op other than a check uses the number ``node`` gives (through Python arithmetic on it)."""
+    import operator
+
+    for user in node.users:
+        target = user.target
+        if isinstance(target, torch._ops.OpOverload):
+            if _kind(target) not in _CHECKS:
+                return True
+        elif getattr(operator, getattr(target, "__name__", ""), None) is target:
+            if _used_beyond_checks(user):
+                return True
+        else:
+            return True
+    return False
 
 
 def _fft_as_kept(kind: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:

@@ -11,12 +11,14 @@ from torch_to_nnef.ir import SymInt, Value
 from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref, dim_literal
 from torch_to_nnef.op.common import (
+    cast_to,
     current_node,
     dim_of,
     filled_like,
     operand_ref,
     scalar_const,
     static_sizes,
+    symint_ref,
     tract_only,
 )
 from torch_to_nnef.op.registry import Context, register
@@ -223,6 +225,8 @@ def _arange(ctx: Context, start: Any, end: Any, step: Any) -> Ref:
         label = f"arange_{out.dtype}_{_label_value(start)}_{_label_value(end)}_{_label_value(step)}"
         return g.op("copy", g.variable(array, label), out=out.name)
     tract_only(ctx, node, "with a dynamic length needs tract_core_range, which the NNEF specification lacks")
+    if any(isinstance(v, Value) for v in (start, end, step)):
+        return _arange_of_tensors(ctx, start, end, step)
     if all(isinstance(v, (int, SymInt)) and not isinstance(v, bool) for v in (start, end, step)):
         bounds = [Ref(dim_literal(v.expr)) if isinstance(v, SymInt) else v for v in (start, end, step)]
         return g.op("tract_core_cast", g.op("tract_core_range", *bounds), to=out.dtype, out=out.name)
@@ -233,6 +237,34 @@ def _arange(ctx: Context, start: Any, end: Any, step: Any) -> Ref:
     if start != 0:
         y = g.op("add", y, operand_ref(ctx, node, start, out.dtype, 1))
     return g.op("copy", y, out=out.name)
+
+
+def _range_bound(ctx: Context, v: Any, dtype: str) -> Any:
+    """A bound of tract's range: a 0-d tensor of ``dtype`` (the three bounds share their dtype)."""
+    node = current_node(ctx)
+    if isinstance(v, Value):
+        ref = ctx.ref(v) if v.rank == 0 else ctx.g.op("squeeze", ctx.ref(v), axes=list(range(v.rank)))
+        return cast_to(ctx, node, ref, v.dtype, dtype)
+    if isinstance(v, SymInt):
+        return symint_ref(ctx, node, v, dtype, 0)
+    return ctx.g.variable(np.array(v, dtype=NUMPY[dtype]), f"constant_{dtype}_{_label_value(v)}")
+
+
+def _arange_of_tensors(ctx: Context, start: Any, end: Any, step: Any) -> Ref:
+    """A range whose bounds are tensors of the model (its length comes from their values): tract's range over
+    i64 for an integer result, over f64 for a float one (torch's length ``ceil((end - start) / step)`` and
+    values ``start + i * step`` are computed in doubles), cast to the output's dtype.
+    """
+    node, out = current_node(ctx), ctx.out
+    bounds = (start, end, step)
+    floats = any(v.dtype.startswith("f") if isinstance(v, Value) else isinstance(v, float) for v in bounds)
+    if floats and not out.dtype.startswith("f"):
+        raise TranslationError(f"{node.where()}: arange of float bounds into {out.dtype}: round the bounds first")
+    dtype = "f64" if out.dtype.startswith("f") else "i64"
+    refs = [_range_bound(ctx, v, dtype) for v in bounds]
+    if dtype == out.dtype:
+        return ctx.g.op("tract_core_range", *refs, out=out.name)
+    return ctx.g.op("tract_core_cast", ctx.g.op("tract_core_range", *refs), to=out.dtype, out=out.name)
 
 
 @register("aten::arange")
