@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cases_common import Named, OlderForm, check_older_form, retarget
 from torch import nn
 
-from harness import Fn, OpCase, export_and_check, export_checked, ints, op_params, r
+from harness import Fn, Fn1, OpCase, export_and_check, export_checked, ints, op_params, r
 from torch_to_nnef import KhronosNNEF, TractNNEF, export_model_to_nnef
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.op import supported_kinds
@@ -704,6 +704,73 @@ CASES: list[OpCase] = [
 ]
 
 
+class WithBuffer(nn.Module):
+    """A constant of ``dtype`` (a buffer) added to the input in i64."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("table", (torch.arange(6) * 9000).reshape(2, 3).to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table.to(torch.int64) + x
+
+
+WIDE_UNSIGNED = {"u16": torch.uint16, "u32": torch.uint32, "u64": torch.uint64}
+"""torch's unsigned integers wider than a byte (torch only casts, multiplies, compares and moves them)."""
+
+# tract computes them: casts from and to them, and model inputs, outputs and weights of them (drawn
+# aside: the other tables' inputs stay those of the global seed)
+with torch.random.fork_rng(devices=[]):
+    CASES += [
+        case
+        for name, dtype in WIDE_UNSIGNED.items()
+        for case in (
+            OpCase(
+                f"cast-f32-{name}-i64-f32",
+                Fn(
+                    lambda x, dtype=dtype: (x * 1000).abs().to(dtype).to(torch.int64) + (x * 50).abs().to(dtype).float()
+                ),
+                (r(2, 5),),
+                covers=("aten::_to_copy",),
+                khronos=False,
+            ),
+            OpCase(
+                f"output-{name}",
+                Fn(lambda x, dtype=dtype: (x * 1000).abs().to(dtype)),
+                (r(2, 5),),
+                covers=("aten::_to_copy",),
+                khronos=False,
+            ),
+            OpCase(
+                f"input-{name}",
+                Fn(lambda x: x.float() * 0.5),
+                (ints(2, 5, low=0, high=60000).to(dtype),),
+                covers=("aten::_to_copy", "aten::mul"),
+                khronos=False,
+            ),
+            # tract's square, which x * x becomes, has no kernels for them
+            OpCase(
+                f"square-{name}",
+                Fn(lambda x: x * x),
+                (ints(2, 5, low=0, high=60000).to(dtype),),
+                covers=("aten::mul",),
+                khronos=False,
+            ),
+            OpCase(f"weight-{name}", WithBuffer(dtype), (ints(2, 3),), covers=("aten::_to_copy",), khronos=False),
+        )
+    ]
+    CASES.append(
+        # tract's square saturates u8 where PyTorch wraps around
+        OpCase(
+            "square-u8-wraps",
+            Fn(lambda x: x * x),
+            (ints(2, 5, low=0, high=256).to(torch.uint8),),
+            covers=("aten::mul",),
+            khronos=False,
+        )
+    )
+
+
 @pytest.mark.parametrize(("target", "case"), op_params(CASES))
 def test_op_table(tmp_path: Path, target: str, case: OpCase) -> None:
     """Each case exported and checked in tract (Khronos cases also by the Khronos parser and interpreter),
@@ -816,6 +883,51 @@ def test_khronos_refuses_tract_only_ops(tmp_path: Path, name: str, module: nn.Mo
     with pytest.raises(TranslationError, match="TractNNEF") as err:
         export_model_to_nnef(module, inputs, tmp_path / "m.nnef", KhronosNNEF())
     assert "aten::" in str(err.value)
+    assert not (tmp_path / "m.nnef").exists()
+
+
+@pytest.mark.parametrize("dtype", WIDE_UNSIGNED.values(), ids=WIDE_UNSIGNED.keys())
+def test_wide_unsigned_jit(tmp_path: Path, dtype: torch.dtype) -> None:
+    """The jit front-end carries them too: a weight, a cast to them in the model and an output of them."""
+
+    class Model(WithBuffer):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            return (x * 1000).abs().to(dtype), self.table.to(torch.float32) * x
+
+    export_model_to_nnef(Model(dtype), (r(2, 3),), tmp_path / "m.nnef", TractNNEF(check_io=True), frontend="jit")
+
+
+def test_wide_unsigned_dynamic_input(tmp_path: Path) -> None:
+    """A u16 input with a dynamic axis: the check draws the second size's input in the first one's range."""
+    target = TractNNEF(check_io=True, dynamic_axes={"x": {0: "B"}})
+    inputs = (ints(2, 3, low=0, high=60000).to(torch.uint16),)
+    path = export_model_to_nnef(Fn1(lambda x: x.float() * 0.5), inputs, tmp_path / "m.nnef", target, input_names=["x"])
+    assert "datum_type = 'u16'" in (path / "graph.nnef").read_text()
+
+
+@pytest.mark.parametrize("frontend", ["export", "jit"])
+@pytest.mark.parametrize(
+    ("name", "module", "inputs", "where"),
+    [
+        (
+            "cast",
+            Fn(lambda x: (x * 100).abs().to(torch.uint16).to(torch.int64)),
+            (torch.ones(2, 3),),
+            "aten::_to_copy at",
+        ),
+        ("input", Fn(lambda x: x.float()), (torch.arange(3).to(torch.uint32),), "input input_0"),
+        ("weight", WithBuffer(torch.uint64), (torch.arange(6).reshape(2, 3),), "weight table"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_khronos_refuses_wide_unsigned(
+    tmp_path: Path, frontend: str, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], where: str
+) -> None:
+    """The specification's tools read no u16, u32 or u64: the error names the tensor, its dtype and TractNNEF."""
+    dtype = {"cast": "u16", "input": "u32", "weight": "u64"}[name]
+    with pytest.raises(TranslationError, match=f"{where}.*: {dtype} tensors cannot be exported for KhronosNNEF") as err:
+        export_model_to_nnef(module, inputs, tmp_path / "m.nnef", KhronosNNEF(), frontend=frontend)
+    assert "TractNNEF writes them" in str(err.value)
     assert not (tmp_path / "m.nnef").exists()
 
 

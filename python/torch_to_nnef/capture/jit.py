@@ -53,6 +53,9 @@ _SCALAR_TYPES = {
     "Short": "i16",
     "Char": "i8",
     "Byte": "u8",
+    "UInt16": "u16",
+    "UInt32": "u32",
+    "UInt64": "u64",
     "Bool": "bool",
     "QUInt8": "u8",
     "QInt8": "i8",
@@ -75,6 +78,9 @@ _SCALAR_TYPE_CODES = {
     9: "c64",
     10: "c128",
     11: "bool",
+    27: "u16",
+    28: "u32",
+    29: "u64",
 }
 """``c10::ScalarType`` codes, as ``torch.jit.trace`` records a ``dtype`` argument."""
 

@@ -111,7 +111,8 @@ def check_export(
         elif a.dtype.is_floating_point:
             grown.append(torch.randn(shape, dtype=a.dtype, device=a.device))
         else:
-            low, high = (int(a.min()), int(a.max()) + 1) if a.numel() else (0, 2)
+            values = a.detach().cpu().numpy()  # torch has no min and max of u16, u32 and u64
+            low, high = (int(values.min()), int(values.max()) + 1) if a.numel() else (0, 2)
             grown.append(torch.randint(low, high, shape, dtype=a.dtype, device=a.device))
     with torch.no_grad():
         expected2 = reference(grown)

@@ -50,12 +50,16 @@ FLOATS = tuple(n for n, d in DTYPES.items() if d.kind == "float")
 """``f16``, ``f32``, ``f64``."""
 SIGNED_INTS = tuple(n for n, d in DTYPES.items() if d.kind == "signed")
 """``i8`` to ``i64``."""
+UNSIGNED_INTS = tuple(n for n, d in DTYPES.items() if d.kind == "unsigned")
+"""``u8`` to ``u64``."""
 INTEGERS = ("bool", "u8", *SIGNED_INTS)
 """The integer dtypes torch computes with (and ``bool``), as translations meet them."""
 COMPLEX_PARTS = {"c64": "f32", "c128": "f64"}
 """Complex dtypes and the real dtype of their parts."""
-CAPTURED = (*FLOATS, *SIGNED_INTS, "u8", "bool", "c64", "c128")
-"""The dtypes a captured model's tensors may have (torch's other unsigned integers are refused)."""
+WIDE_UNSIGNED = UNSIGNED_INTS[1:]
+"""``u16``, ``u32``, ``u64``: tract reads and computes them; KhronosNNEF refuses them."""
+CAPTURED = (*FLOATS, *SIGNED_INTS, "u8", *WIDE_UNSIGNED, "bool", "c64", "c128")
+"""The dtypes a captured model's tensors may have."""
 NUMPY = {n: d.numpy for n, d in DTYPES.items() if d.kind != "complex"}
 """numpy's name of each real dtype."""
 TRACT = frozenset(n for n, d in DTYPES.items() if d.kind != "complex")

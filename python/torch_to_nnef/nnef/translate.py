@@ -15,9 +15,10 @@ from typing import Any
 
 from torch_to_nnef.check.targets import InferenceTarget
 from torch_to_nnef.check.versions import version_text
-from torch_to_nnef.errors import UnsupportedOpsError
+from torch_to_nnef.errors import TranslationError, UnsupportedOpsError
 from torch_to_nnef.io.qtensor import q4_0_weights_for_export
-from torch_to_nnef.ir import Graph, Node, SizeStep, Value
+from torch_to_nnef.ir import Graph, Node, SizeStep, Value, values_in
+from torch_to_nnef.ir.dtypes import WIDE_UNSIGNED
 from torch_to_nnef.nnef.builder import NNEFBuilder, Ref, literal
 from torch_to_nnef.op import custom_extractors as extractors
 from torch_to_nnef.op.quantized import graph_quant
@@ -68,6 +69,8 @@ def translate(
         raise UnsupportedOpsError(
             f"{len(missing)} operation(s) of {len(kinds)} kind(s) cannot be exported yet ({', '.join(kinds)}):\n{lines}"
         )
+    if not target.is_tract:
+        _refuse_wide_unsigned(graph)
     tract_version = getattr(target, "version_tuple", None) if target.is_tract else None
     g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme, tract_version=tract_version)
     g.reserve([*input_names, *output_names])
@@ -146,6 +149,26 @@ def translate(
     header = properties_fragment(properties) if (properties and target.is_tract) else []
     doc = g.document("network", input_refs, output_refs, header=header)
     return doc, g.variables, graph_quant(g)
+
+
+def _refuse_wide_unsigned(graph: Graph) -> None:
+    """Refuses the model's first tensor of u16, u32 or u64 (an input, a weight or an operation's
+    output): the NNEF specification's tools read no such integers, tract does.
+    """
+    found = [(f"input {v.name}", v.dtype) for v in graph.inputs if v.dtype in WIDE_UNSIGNED]
+    for node in graph.nodes:
+        found += [
+            (f"weight {graph.parameters[v.name].torch_name}", v.dtype)
+            for v in values_in(node.args)
+            if v.dtype in WIDE_UNSIGNED and v.name in graph.parameters
+        ]
+        found += [(f"{node.kind} at {node.where()}", v.dtype) for v in node.outputs if v.dtype in WIDE_UNSIGNED]
+    if found:
+        where, dtype = found[0]
+        raise TranslationError(
+            f"{where}: {dtype} tensors cannot be exported for KhronosNNEF (the NNEF specification's tools "
+            f"read no {dtype}): TractNNEF writes them, or cast to a signed integer in the model"
+        )
 
 
 def _over_steps(extension: str, steps: Mapping[str, SizeStep]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, SymInt, Value
-from torch_to_nnef.ir.dtypes import FLOATS, INTEGERS, NUMPY, SIGNED_INTS
+from torch_to_nnef.ir.dtypes import FLOATS, INTEGERS, NUMPY, SIGNED_INTS, UNSIGNED_INTS
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
     align_rank,
@@ -89,8 +89,8 @@ def _arithmetic(ctx: Context, a: Any, b: Any, alpha: Any) -> Ref:
     ra, rb = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (a, b))
     if alpha != 1:
         rb = ctx.g.op("mul", rb, scalar_const(ctx, alpha, out.dtype, out.rank), out=out.name + "_alpha")
-    if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in SIGNED_INTS:
-        return integer_square(ctx, ra, out.name)
+    if node.kind == "aten::mul" and a is b and ctx.tract and out.dtype in (*SIGNED_INTS, *UNSIGNED_INTS):
+        return integer_square(ctx, ra, out.name, out.dtype)
     return ctx.g.op(BINARY[node.kind], ra, rb, out=out.name)
 
 
@@ -113,7 +113,7 @@ def aten_add_scalar(ctx: Context, self: Any, other: Any, alpha: float = 1) -> Re
 def aten_mul(ctx: Context, self: Any, other: Any) -> Ref:
     """mul.Tensor(Tensor self, Tensor other) -> Tensor (mul.Scalar, div.Tensor, div.Scalar too).
 
-    ``x * x`` of signed integers avoids tract's float-only ``square`` (:func:`integer_square`).
+    ``x * x`` of integers avoids tract's float-only ``square`` (:func:`integer_square`).
     """
     return _arithmetic(ctx, self, other, 1)
 
@@ -141,10 +141,13 @@ def _float_only_for_khronos(ctx: Context, node: Node, dtype: str) -> None:
         )
 
 
-def integer_square(ctx: Context, x: Ref, out: str) -> Ref:
-    """``x * x`` of signed integers as ``abs(x) * abs(-x)``: tract turns a product of one wire by
-    itself into its ``square`` operator, which has no integer kernels.
+def integer_square(ctx: Context, x: Ref, out: str, dtype: str) -> Ref:
+    """``x * x`` of integers of ``dtype``: ``abs(x) * abs(-x)`` for signed ones, ``x * max(x, x)``
+    for unsigned ones. tract turns a product of one wire by itself into its ``square`` operator,
+    which has no kernels for wider integers and saturates u8 where PyTorch wraps around.
     """
+    if dtype in UNSIGNED_INTS:
+        return ctx.g.op("mul", x, ctx.g.op("max", x, x, out=out + "_same"), out=out)
     left = ctx.g.op("abs", x, out=out + "_abs")
     right = ctx.g.op("abs", ctx.g.op("neg", x, out=out + "_neg"), out=out + "_negabs")
     return ctx.g.op("mul", left, right, out=out)
@@ -318,7 +321,7 @@ def aten_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
 
     Both operands are cast to the promoted output dtype, as torch computes (``0.25 ** arange(1, 5,
     dtype=int32)`` in f32, ALiBi's slopes; an integer tensor to a float power): tract has no mixed
-    pow and would take the float operand's dtype. A square is ``sqr`` (signed integers squared
+    pow and would take the float operand's dtype. A square is ``sqr`` (integers squared
     without tract's float-only ``square``).
     """
     node, out = current_node(ctx), ctx.out
@@ -326,8 +329,8 @@ def aten_pow(ctx: Context, self: Any, exponent: Any) -> Ref:
         return _number_to_power(ctx, self, exponent)
     base = operand_ref(ctx, node, self, out.dtype, out.rank)
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and exponent == 2:
-        if ctx.tract and out.dtype in SIGNED_INTS:
-            return integer_square(ctx, base, out.name)
+        if ctx.tract and out.dtype in (*SIGNED_INTS, *UNSIGNED_INTS):
+            return integer_square(ctx, base, out.name, out.dtype)
         return ctx.g.op("sqr", base, out=out.name)
     return ctx.g.op("pow", base, operand_ref(ctx, node, exponent, out.dtype, out.rank), out=out.name)
 
