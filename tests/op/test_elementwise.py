@@ -135,7 +135,25 @@ CASES: list[OpCase] = [
         Fn(lambda a: torch.round(a * 2)),
         (torch.tensor([[0.25, 0.75, -0.25, 1.25, 3.3]]),),
         covers=("aten::mul", "aten::round"),
-        khronos=False,
+        khronos=True,
+    ),
+    OpCase(
+        "round-halves-and-large",
+        Fn(torch.round),
+        (
+            torch.tensor(
+                [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 0.49999997, -0.49999997, 8388609.0, -1e9, 2.0**23 - 0.5]
+            ),
+        ),
+        covers=("aten::round",),
+        khronos=True,
+    ),
+    OpCase(
+        "round-decimals",
+        Fn(lambda a: torch.round(a, decimals=2) + torch.round(a * 100, decimals=-1)),
+        (r(4, 6) * 10,),
+        covers=("aten::round",),
+        khronos=True,
     ),
     OpCase(
         "le-lt-ge scalars",

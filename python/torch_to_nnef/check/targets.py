@@ -123,19 +123,24 @@ class TractNNEF:
 
 @dataclass
 class KhronosNNEF:
-    """Export restricted to the operators of the Khronos NNEF specification.
+    """Export for the Khronos NNEF tools: the operators their parser (``nnef``) and interpreter
+    (NNEF-Tools) define, or, with ``strict_spec``, those of the specification's text only.
 
     A bfloat16 model is exported as f32 (see :attr:`bf16_as`).
 
     Args:
         version: specification version (only ``1.0.x`` exists).
-        check_io: verify the export with tract restricted to the specification's operators.
-        check_io_tolerance: tract tolerance level used by the check.
+        check_io: verify the export with the Khronos interpreter and with tract restricted to its
+            standard registry (when it reads every operator used), each against PyTorch.
+        check_io_tolerance: tolerance level used by the check.
+        strict_spec: only the operators of the NNEF 1.0.5 text (:data:`SPEC_OPERATORS`): no
+            ``gather``, ``cast``, ``any_reduce``... that the tools added (:data:`TOOLS_OPERATORS`).
     """
 
     version: str = "1.0.5"
     check_io: bool = False
     check_io_tolerance: Tolerance = "approximate"
+    strict_spec: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"1\.0\.\d+", self.version):

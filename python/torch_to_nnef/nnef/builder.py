@@ -11,7 +11,7 @@ import numpy as np
 
 from torch_to_nnef._rust import Q40Tensor
 from torch_to_nnef.check.versions import needs_newer
-from torch_to_nnef.errors import DTypeError
+from torch_to_nnef.errors import DTypeError, TranslationError
 from torch_to_nnef.ir import Dim, Value
 from torch_to_nnef.ir.quantized import PendingQ4_0
 
@@ -77,6 +77,38 @@ _COORDINATE_OPS = frozenset(
 )
 """Ops whose result tract still sees as a function of coordinates when their operands are."""
 
+TOOLS_OPERATORS = frozenset(
+    {
+        *("gather", "cast", "any_reduce", "all_reduce"),
+        *("gelu", "silu", "selu"),
+        *("tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"),
+        *("min_max_linear_quantize", "zero_point_linear_quantize"),
+    }
+)
+"""Operators the Khronos tools define (``nnef.StandardOperations``, the NNEF-Tools interpreter) that
+the NNEF 1.0.5 text lacks: written for ``KhronosNNEF()``, refused with ``KhronosNNEF(strict_spec=True)``."""
+
+SPEC_OPERATORS = frozenset(
+    {
+        *("external", "variable", "constant", "update"),
+        *("reshape", "transpose", "concat", "split", "slice", "squeeze", "unsqueeze", "stack", "unstack"),
+        *("tile", "pad"),
+        *("add", "sub", "mul", "div", "pow", "exp", "log", "log2", "sin", "cos", "abs", "sign", "rcp", "neg"),
+        *("copy", "lt", "gt", "le", "ge", "eq", "ne", "and", "or", "not", "floor", "ceil", "round"),
+        *("select", "sqr", "sqrt", "rsqr", "rsqrt", "min", "max", "clamp", "matmul", "linear"),
+        *("conv", "deconv", "separable_conv", "separable_deconv", "box", "debox", "argmax_pool", "sample"),
+        *("desample", "nearest_downsample", "area_downsample", "nearest_upsample", "multilinear_upsample"),
+        *("sum_reduce", "max_reduce", "min_reduce", "argmax_reduce", "argmin_reduce", "mean_reduce", "moments"),
+        *("relu", "sigmoid", "tanh", "softabs", "softmax", "softplus", "elu", "prelu", "leaky_relu"),
+        *("max_pool_with_index", "max_pool", "avg_pool", "rms_pool"),
+        *("local_response_normalization", "local_mean_normalization", "local_variance_normalization"),
+        *("local_contrast_normalization", "l1_normalization", "l2_normalization", "batch_normalization"),
+        *("avg_roi_pool", "max_roi_pool", "roi_resample", "avg_roi_align", "max_roi_align"),
+        *("linear_quantize", "logarithmic_quantize", "copy_n", "add_n"),
+    }
+)
+"""The operators of the NNEF 1.0.5 text, all that ``KhronosNNEF(strict_spec=True)`` writes."""
+
 LITERAL_PREFIXES = ("true", "false")
 """Identifiers starting with these are read as the logical literal by tract's parser."""
 
@@ -85,17 +117,25 @@ class NNEFBuilder:
     """Accumulates the body of an NNEF graph for one target."""
 
     def __init__(
-        self, *, tract: bool, naming_scheme: str = "raw", tract_version: tuple[int, int, int] | None = None
+        self,
+        *,
+        tract: bool,
+        naming_scheme: str = "raw",
+        tract_version: tuple[int, int, int] | None = None,
+        spec_only: bool = False,
     ) -> None:
         """Args:
         tract: tract's extensions may be used.
         naming_scheme: how intermediate identifiers are named (one of :data:`NAMING_SCHEMES`).
         tract_version: the target tract release: operators it cannot read are listed in
             :attr:`too_new`.
+        spec_only: no operator of :data:`TOOLS_OPERATORS` (the tools define them, the
+            specification's text does not): one raises a :class:`TranslationError`.
         """
         if naming_scheme not in NAMING_SCHEMES:
             raise ValueError(f"unknown naming scheme {naming_scheme!r}: use one of {', '.join(NAMING_SCHEMES)}")
         self.tract = tract
+        self.spec_only = spec_only
         self.naming_scheme = naming_scheme
         self.scope = ""
         """The module path of the node being translated (used by the natural schemes)."""
@@ -204,6 +244,11 @@ class NNEFBuilder:
         """Notes ``operator`` in :attr:`too_new` when the target tract release cannot run it (every
         emitted operator goes through here).
         """
+        if self.spec_only and operator.split("<", 1)[0] in TOOLS_OPERATORS:
+            raise TranslationError(
+                f"{self.where or 'the graph'}: needs {operator.split('<', 1)[0]}, which the NNEF 1.0.5 text lacks "
+                "(KhronosNNEF(strict_spec=True)): KhronosNNEF() writes it for the Khronos tools"
+            )
         if self.tract_version is not None:
             since = needs_newer(operator, self.tract_version)
             if since is not None:

@@ -72,7 +72,12 @@ def translate(
     if not target.is_tract:
         _refuse_wide_unsigned(graph)
     tract_version = getattr(target, "version_tuple", None) if target.is_tract else None
-    g = NNEFBuilder(tract=target.is_tract, naming_scheme=naming_scheme, tract_version=tract_version)
+    g = NNEFBuilder(
+        tract=target.is_tract,
+        naming_scheme=naming_scheme,
+        tract_version=tract_version,
+        spec_only=bool(getattr(target, "strict_spec", False)),
+    )
     g.reserve([*input_names, *output_names])
     for letter, (_, high) in graph.symbols.items():
         g.need(f"tract_symbol {letter}")
@@ -114,28 +119,42 @@ def translate(
         ref = g.external(v, name)
         ctx.refs[v.name] = ref
         input_refs.append(ref)
+    refused: list[str] = []
     for node in graph.nodes:
         g.scope = node.module_path.replace(".", "_")
         g.where = f"{node.kind} at {node.where()}"
         extractor = opaque.get(node.kind)
-        if extractor is not None:
-            g.scope = extractor.path.replace(".", "_")
-            for v in node.args[0]:
-                ctx.ref(v)
-            result = extractor.convert_to_nnef(g, node, ctx.refs, Ref("0.0"), graph, inference_target=target, ctx=ctx)
-        else:
-            registration = resolve(node.kind, node.overload)
-            assert registration is not None  # checked above
-            if target.is_tract and any(ctx.flag(f) and node.kind in kinds for f, kinds in F32_FORCED.items()):
-                result = in_f32(ctx, node, registration)
+        try:
+            if extractor is not None:
+                g.scope = extractor.path.replace(".", "_")
+                for v in node.args[0]:
+                    ctx.ref(v)
+                result = extractor.convert_to_nnef(
+                    g, node, ctx.refs, Ref("0.0"), graph, inference_target=target, ctx=ctx
+                )
             else:
-                result = translate_node(ctx, node, registration)
+                registration = resolve(node.kind, node.overload)
+                assert registration is not None  # checked above
+                if target.is_tract and any(ctx.flag(f) and node.kind in kinds for f, kinds in F32_FORCED.items()):
+                    result = in_f32(ctx, node, registration)
+                else:
+                    result = translate_node(ctx, node, registration)
+        except TranslationError as exc:
+            # the rest is translated still, so that one error lists every operation the target refuses
+            refused.append(str(exc))
+            result = [Ref(f"refused_{out.name}") for out in node.outputs]
+        except Exception as exc:
+            if refused:  # a consequence of an earlier refusal, which is the error to report
+                raise TranslationError(_refusal(refused, target)) from exc
+            raise
         refs: list[Ref] = [result] if isinstance(result, Ref) else list(result)
         for out, ref in zip(node.outputs, refs):
             ctx.refs[out.name] = ref
         for out in node.outputs[len(refs) :]:
             unproduced[out.name] = node
     g.scope = ""
+    if refused:
+        raise TranslationError(_refusal(refused, target))
     output_refs = [g.output(ctx.ref(v), name, v.dtype) for v, name in zip(graph.outputs, output_names)]
     if g.too_new:
         lines = "\n".join(f"  {where}: {op} needs tract >= {version_text(since)}" for op, since, where in g.too_new)
@@ -149,6 +168,14 @@ def translate(
     header = properties_fragment(properties) if (properties and target.is_tract) else []
     doc = g.document("network", input_refs, output_refs, header=header)
     return doc, g.variables, graph_quant(g)
+
+
+def _refusal(refused: Sequence[str], target: InferenceTarget) -> str:
+    """One message for every operation the target refused, and the target that writes them."""
+    if len(refused) == 1:
+        return refused[0]
+    lines = "\n".join(f"  - {r}" for r in dict.fromkeys(refused))
+    return f"{len(refused)} operations cannot be written for {type(target).__name__}:\n{lines}"
 
 
 def _refuse_wide_unsigned(graph: Graph) -> None:

@@ -232,20 +232,49 @@ def dim_ref(d: Any) -> Any:
 def tract_only(ctx: Context, node: Node, why: str) -> None:
     """Raises unless the target is tract (``why`` says what plain NNEF lacks)."""
     if not ctx.tract:
-        raise TranslationError(f"{node.where()}: {node.kind} {why}: use TractNNEF")
+        raise TranslationError(f"{node.where()}: {node.kind} {why}: TractNNEF writes it")
     ctx.g.need("tract_registry tract_core")
 
 
-def cast_to(ctx: Context, node: Node, ref: Any, src: str, dst: str) -> Any:
-    """``ref`` converted from ``src`` to ``dst`` (tract casts; the specification only turns booleans to floats)."""
+KHRONOS_TYPES = {"bool": "logical", "f32": "scalar", **{d: "integer" for d in ("u8", "i8", "i16", "i32", "i64")}}
+"""The Khronos type of each dtype the tools' ``cast`` converts between."""
+
+
+def tools_gather(ctx: Context, node: Node, what: str) -> None:
+    """Raises for ``KhronosNNEF(strict_spec=True)``, which cannot gather (``what`` names the need)."""
+    if not ctx.tract and not ctx.khronos_tools:
+        raise TranslationError(
+            f"{node.where()}: {node.kind} {what}, which the NNEF 1.0.5 text lacks: KhronosNNEF() writes it "
+            "for the Khronos tools, and TractNNEF"
+        )
+
+
+def cast_to(ctx: Context, node: Node, ref: Any, src: str, dst: str, out: str | None = None) -> Any:
+    """``ref`` converted from ``src`` to ``dst``: tract's cast; for Khronos, the tools' ``cast``
+    (floats truncated toward zero, any non-zero true, as in PyTorch) between f32, booleans and
+    integers widened, and with the specification alone booleans to floats only.
+    """
+    g = ctx.g
     if src == dst:
-        return ref
+        return g.op("copy", ref, out=out) if out else ref
     if ctx.tract:
-        ctx.g.need("tract_registry tract_core")
-        return ctx.g.op("tract_core_cast", ref, to=dst)
+        g.need("tract_registry tract_core")
+        return g.op("tract_core_cast", ref, to=dst, out=out)
     if src == "bool" and dst.startswith("f"):
-        return ctx.g.op("select", ref, 1.0, 0.0)
-    raise TranslationError(f"{node.where()}: {node.kind} needs a cast from {src} to {dst}: use TractNNEF")
+        return g.op("select", ref, 1.0, 0.0, out=out)
+    if ctx.khronos_tools and src in KHRONOS_TYPES and dst in KHRONOS_TYPES:
+        kinds = KHRONOS_TYPES[src], KHRONOS_TYPES[dst]
+        widened = np.can_cast(NUMPY[src], NUMPY[dst], casting="safe")
+        if kinds[0] == kinds[1] and widened:  # every value of src is one of dst
+            return g.op("copy", ref, out=out) if out else ref
+        if kinds[0] != kinds[1]:
+            return g.op(f"cast<{kinds[1]}>", ref, out=out)
+    hint = (
+        "TractNNEF writes it"
+        if ctx.khronos_tools or src not in KHRONOS_TYPES or dst not in KHRONOS_TYPES
+        else "KhronosNNEF() (without strict_spec) or TractNNEF writes it"
+    )
+    raise TranslationError(f"{node.where()}: {node.kind} needs a cast from {src} to {dst}: {hint}")
 
 
 def symint_ref(ctx: Context, node: Node, value: SymInt, dtype: str, rank: int) -> Ref:
@@ -633,6 +662,46 @@ def const_ref(ctx: Context, node: Node, value: float) -> Any:
     """A scalar operand of the output's dtype (a literal in f32)."""
     out = node.outputs[0]
     return scalar_const(ctx, value, out.dtype, out.rank)
+
+
+ERF_NUMERATOR = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+ERF_DENOMINATOR = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+"""erf(x) = x p(x^2) / q(x^2) over [-4, 4] (a rational minimax fit of single-precision libraries;
+erf is 1 to f32 rounding beyond): within 7 f32 ulps of PyTorch's erf everywhere, relative accuracy
+kept near zero. Coefficients from the highest power down."""
+
+
+def erf_ref(ctx: Context, node: Node, x: Any) -> Ref:
+    """The erf of the float operand ``x``: tract's ``tract_core_erf``; for Khronos the rational form of
+    :data:`ERF_NUMERATOR` / :data:`ERF_DENOMINATOR` in the specification's operators.
+    """
+    g = ctx.g
+    if ctx.tract:
+        ctx.g.need("tract_registry tract_core")
+        return g.op("tract_core_erf", x)
+    c = partial(const_ref, ctx, node)
+    xc = g.op("clamp", x, c(-4.0), c(4.0))
+    x2 = g.op("mul", xc, xc)
+    p, q = c(ERF_NUMERATOR[0]), c(ERF_DENOMINATOR[0])
+    for coefficient in ERF_NUMERATOR[1:]:
+        p = g.op("add", g.op("mul", p, x2), c(coefficient))
+    for coefficient in ERF_DENOMINATOR[1:]:
+        q = g.op("add", g.op("mul", q, x2), c(coefficient))
+    return g.op("div", g.op("mul", xc, p), q)
 
 
 def norm_over(ctx: Context, node: Node, diff: Any, p: float, axes: list[int], keep: bool) -> Ref:

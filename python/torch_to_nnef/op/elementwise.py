@@ -17,8 +17,10 @@ from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
     align_rank,
     as_bool,
+    cast_to,
     const_ref,
     current_node,
+    erf_ref,
     float_operand,
     int_arith,
     operand_ref,
@@ -242,21 +244,50 @@ def aten_bitwise_not(ctx: Context, self: Value) -> Ref:
 
 
 def _round_even(ctx: Context, x: Value, decimals: int) -> Ref:
-    """``x`` rounded half to even, as tract_core_round_even (the specification's round differs)."""
-    if not ctx.tract or (decimals or 0) != 0:
-        raise TranslationError(f"{current_node(ctx).where()}: round (half to even, no decimals) needs TractNNEF")
-    return ctx.g.op("tract_core_round_even", ctx.ref(x), out=ctx.out.name)
+    """``x`` rounded half to even to ``decimals`` (as PyTorch: ``x * 10^d`` rounded, then divided by
+    ``10^d``; for negative ``d``, divided then multiplied): tract's ``tract_core_round_even``; for
+    Khronos, whose ``round`` takes halves away from zero, from floor, comparisons and select.
+    """
+    g, node, out = ctx.g, current_node(ctx), ctx.out
+    if x.dtype not in FLOATS:  # integers are whole already
+        return g.op("copy", ctx.ref(x), out=out.name)
+    scale = 10.0 ** abs(int(decimals or 0))
+    y = ctx.ref(x)
+    if decimals:
+        y = g.op("mul" if decimals > 0 else "div", y, const_ref(ctx, node, scale))
+    if ctx.tract:
+        g.need("tract_registry tract_core")
+        y = g.op("tract_core_round_even", y, out=None if decimals else out.name)
+    else:
+        y = _round_half_even(ctx, node, y, None if decimals else out.name)
+    if decimals:
+        y = g.op("div" if decimals > 0 else "mul", y, const_ref(ctx, node, scale), out=out.name)
+    return y
+
+
+def _round_half_even(ctx: Context, node: Node, x: Any, out: str | None) -> Ref:
+    """Half to even in the specification's operators: ``floor(x)``, plus one above the half, plus
+    the parity of the floor at the half; numbers of 2^23 and more (whole, or infinite) kept.
+    """
+    g = ctx.g
+    c = partial(const_ref, ctx, node)
+    down = g.op("floor", x)
+    rest = g.op("sub", x, down)
+    odd = g.op("sub", down, g.op("mul", g.op("floor", g.op("mul", down, c(0.5))), c(2.0)))
+    step = g.op("select", g.op("gt", rest, c(0.5)), c(1.0), g.op("select", g.op("lt", rest, c(0.5)), c(0.0), odd))
+    whole = g.op("ge", g.op("abs", x), c(float(1 << 23)))
+    return g.op("select", whole, x, g.op("add", down, step), out=out)
 
 
 @register("aten::round")
 def aten_round(ctx: Context, self: Value) -> Ref:
-    """round(Tensor self) -> Tensor: half to even (TractNNEF)."""
+    """round(Tensor self) -> Tensor: half to even."""
     return _round_even(ctx, self, 0)
 
 
 @register("aten::round.decimals")
 def aten_round_decimals(ctx: Context, self: Value, *, decimals: int) -> Ref:
-    """round.decimals(Tensor self, *, int decimals) -> Tensor: with 0 decimals only, half to even (TractNNEF)."""
+    """round.decimals(Tensor self, *, int decimals) -> Tensor: half to even at ``decimals`` places."""
     return _round_even(ctx, self, decimals)
 
 
@@ -397,16 +428,8 @@ def aten_hardtanh(ctx: Context, self: Value, min_val: float = -1, max_val: float
 def _cast(ctx: Context, x: Value) -> Ref:
     """``x`` cast to the output's dtype (a copy when it has it already)."""
     out = ctx.out
-    if x.dtype == out.dtype:
-        return ctx.g.op("copy", ctx.ref(x), out=out.name)
-    if ctx.tract:
-        ctx.g.need("tract_registry tract_core")
-        return ctx.g.op("tract_core_cast", ctx.ref(x), to=out.dtype, out=out.name)
-    if x.dtype == "bool" and out.dtype.startswith("f"):
-        return ctx.g.op("select", ctx.ref(x), 1.0, 0.0, out=out.name)
-    raise TranslationError(
-        f"{current_node(ctx).where()}: the NNEF specification cannot cast {x.dtype} to {out.dtype}; use TractNNEF"
-    )
+    result: Ref = cast_to(ctx, current_node(ctx), ctx.ref(x), x.dtype, out.dtype, out=out.name)
+    return result
 
 
 @register("aten::_to_copy")
@@ -595,30 +618,12 @@ def aten_bitwise_xor(ctx: Context, self: Any, other: Any) -> Ref:
     return _xor(ctx, a, b, out.name)
 
 
-def _erf(ctx: Context, node: Node, x: Any) -> Ref:
-    """erf: tract's ``tract_core_erf``; for the specification, Abramowitz and Stegun 7.1.26
-    (absolute error below 1.5e-7), ``sign(x) * (1 - poly(t) * exp(-x^2))`` with ``t = 1 / (1 + p|x|)``.
-    """
-    g = ctx.g
-    if ctx.tract:
-        return g.op("tract_core_erf", x)
-    c = partial(const_ref, ctx, node)
-    ax = g.op("abs", x)
-    t = g.op("div", c(1.0), g.op("add", c(1.0), g.op("mul", ax, c(0.3275911))))
-    poly = c(1.061405429)
-    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly = g.op("add", g.op("mul", poly, t), c(coefficient))
-    poly = g.op("mul", poly, t)
-    tail = g.op("mul", poly, g.op("exp", g.op("neg", g.op("sqr", ax))))
-    return g.op("mul", g.op("sign", x), g.op("sub", c(1.0), tail))
-
-
 INVERSE_HYPERBOLIC = {"aten::asinh": "asinh", "aten::acosh": "acosh", "aten::atanh": "atanh"}
 
 
 @register(*INVERSE_HYPERBOLIC)
 def aten_inverse_hyperbolic(ctx: Context, self: Value) -> Ref:
-    """asinh(Tensor self) -> Tensor (acosh, atanh too): operators of tract and of the specification."""
+    """asinh(Tensor self) -> Tensor (acosh, atanh too): operators of tract and of the Khronos tools."""
     node = current_node(ctx)
     return ctx.g.op(INVERSE_HYPERBOLIC[node.kind], float_operand(ctx, node, self), out=ctx.out.name)
 
@@ -630,7 +635,7 @@ def aten_erf(ctx: Context, self: Value) -> Ref:
     tract's erf; the specification's operators through a rational approximation (error < 1.5e-7).
     """
     node = current_node(ctx)
-    y = _erf(ctx, node, float_operand(ctx, node, self))
+    y = erf_ref(ctx, node, float_operand(ctx, node, self))
     if node.kind == "aten::erfc":
         return ctx.g.op("sub", const_ref(ctx, node, 1.0), y, out=ctx.out.name)
     return ctx.g.op("copy", y, out=ctx.out.name)

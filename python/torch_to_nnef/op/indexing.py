@@ -26,6 +26,7 @@ from torch_to_nnef.op.common import (
     slice_bound,
     static_sizes,
     tile_to,
+    tools_gather,
     tract_only,
     wrap_axis,
 )
@@ -161,7 +162,9 @@ def aten_select(ctx: Context, self: Value, dim: int, index: Any) -> Ref:
 def _gather(ctx: Context, data: Value, indices: Value, axis: int) -> Ref:
     node, out = current_node(ctx), ctx.out
     if not ctx.tract:
-        raise TranslationError(f"{node.where()}: {node.kind} needs a gather, which the NNEF specification lacks")
+        tools_gather(ctx, node, "needs a gather")
+        index = cast_to(ctx, node, ctx.ref(indices), indices.dtype, "i64")
+        return ctx.g.op("gather", ctx.ref(data), index, axis=axis, out=out.name)
     ctx.g.need("tract_registry tract_core")
     table = ctx.ref(data)
     # tract gathers rows of Q4_0 blocks only when told the dtype to decode them to.
@@ -208,10 +211,86 @@ def aten_masked_fill(ctx: Context, self: Value, mask: Value, value: Any) -> Ref:
 
 @register("aten::gather")
 def aten_gather(ctx: Context, self: Value, dim: int, index: Value, *, sparse_grad: bool = False) -> Ref:
-    """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor."""
-    tract_only(ctx, current_node(ctx), "needs an elementwise gather, which the NNEF specification lacks")
+    """gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> Tensor.
+
+    For Khronos: a gather from the flattened tensor at each element's offset in it (the index
+    times the axis' stride, plus the offset of its other coordinates, computed in f32: exact below
+    2^24 elements).
+    """
     axis = wrap_axis(dim, self.rank)
+    if not ctx.tract:
+        return _flat_gather(ctx, self, axis, index)
     return ctx.g.op("tract_core_gather_elements", ctx.ref(self), ctx.ref(index), axis=axis, out=ctx.out.name)
+
+
+def _flat_gather(ctx: Context, x: Value, axis: int, index: Value) -> Ref:
+    """``torch.gather`` for Khronos (see :func:`aten_gather`)."""
+    node, out, g = current_node(ctx), ctx.out, ctx.g
+    tools_gather(ctx, node, "needs an elementwise gather")
+    sizes = static_sizes(node, x, list(range(x.rank)), "gather for KhronosNNEF")
+    shape = static_sizes(node, index, list(range(index.rank)), "gather for KhronosNNEF")
+    _exact_offsets(node, math.prod(sizes))
+    strides = [math.prod(sizes[a + 1 :]) for a in range(x.rank)]
+    coordinates = np.indices(shape, dtype=np.float64)
+    base = sum(coordinates[a] * strides[a] for a in range(x.rank) if a != axis)
+    base_ref = g.variable(np.asarray(base, dtype=np.float32).reshape(shape), f"gather_offsets_{out.name}")
+    offset = g.op("mul", cast_to(ctx, node, ctx.ref(index), index.dtype, "f32"), float(strides[axis]))
+    flat_index = cast_to(ctx, node, g.op("add", offset, base_ref), "f32", "i64")
+    flat = g.op("reshape", ctx.ref(x), shape=[math.prod(sizes)])
+    return g.op("gather", flat, flat_index, axis=0, out=out.name)
+
+
+def _exact_offsets(node: Node, count: int) -> None:
+    """Refuses offsets computed in f32 that could be inexact (2^24 elements or more)."""
+    if count >= 1 << 24:
+        raise TranslationError(
+            f"{node.where()}: {node.kind} for KhronosNNEF computes offsets in f32, exact below 2^24 elements, "
+            f"and this tensor has {count}: TractNNEF writes it"
+        )
+
+
+def _wrapped_index(ctx: Context, node: Node, index: Value, size: int) -> Ref:
+    """A Khronos index tensor (as f32) with negative entries counted from the end of an axis of ``size``."""
+    g = ctx.g
+    _exact_offsets(node, size)
+    f = cast_to(ctx, node, ctx.ref(index), index.dtype, "f32")
+    return g.op("select", g.op("lt", f, 0.0), g.op("add", f, float(size)), f)
+
+
+def _khronos_index(ctx: Context, x: Value, indices: list[Value | None]) -> Ref:
+    """``x[idx]``, ``x[:, i, j]`` for Khronos: the indexed axes are moved to the front and merged, and
+    the broadcast indices combined into one offset (in f32, exact below 2^24) to gather from them.
+    """
+    node, out, g = current_node(ctx), ctx.out, ctx.g
+    tools_gather(ctx, node, "needs a gather")
+    positions = [k for k, i in enumerate(indices) if i is not None]
+    chosen = [i for i in indices if i is not None]
+    sizes = static_sizes(node, x, positions, "indexing for KhronosNNEF")
+    batch = broadcast_shape([i.shape for i in chosen])
+    offset: Any = None
+    for k, (idx, size) in enumerate(zip(chosen, sizes)):
+        term = _wrapped_index(ctx, node, idx, size)
+        if idx.rank < len(batch):  # NNEF broadcasts from the leading axes: align on the trailing ones
+            term = g.op("unsqueeze", term, axes=list(range(len(batch) - idx.rank)))
+        stride = math.prod(sizes[k + 1 :])
+        term = g.op("mul", term, float(stride)) if stride != 1 else term
+        offset = term if offset is None else g.op("add", offset, term)
+    _exact_offsets(node, math.prod(sizes))
+    flat_index = cast_to(ctx, node, offset, "f32", "i64")
+    others = [a for a in range(x.rank) if a not in positions]
+    perm = positions + others
+    xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
+    if len(positions) > 1:
+        xr = g.op("reshape", xr, shape=[math.prod(sizes)], axis_start=0, axis_count=len(positions))
+    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+    if len(positions) == 1:  # one index keeps the axis in place
+        return g.op("gather", ctx.ref(x), flat_index, axis=positions[0], out=out.name)
+    y = g.op("gather", xr, flat_index, axis=0)
+    if adjacent and positions[0] > 0:
+        nb, lead = len(batch), positions[0]
+        back = list(range(nb, nb + lead)) + list(range(nb)) + list(range(nb + lead, out.rank))
+        return g.op("transpose", y, axes=back, out=out.name)
+    return g.op("copy", y, out=out.name)
 
 
 def _broadcast_to(ctx: Context, v: Value, shape: list[Dim]) -> Any:
@@ -241,9 +320,11 @@ def aten_index(ctx: Context, self: Value, indices: list[Value | None]) -> Ref:
     """
     x, out, node = self, ctx.out, current_node(ctx)
     indices = list(indices)
-    tract_only(ctx, node, "needs a gather, which tract reads only as its tract_core_gather extensions")
     if any(isinstance(i, Value) and i.dtype == "bool" for i in indices):
         raise TranslationError(f"{node.where()}: indexing with a boolean mask gives a data-dependent shape")
+    if not ctx.tract:
+        return _khronos_index(ctx, x, indices)
+    ctx.g.need("tract_registry tract_core")
     g = ctx.g
     positions = [k for k, i in enumerate(indices) if i is not None]
     if len(positions) == 1:
@@ -336,32 +417,42 @@ def aten_embedding_bag(
     """
     out, node = ctx.out, current_node(ctx)
     bag_mode = _BAG_MODES[int(mode)]
-    tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    if not ctx.tract:
+        tools_gather(ctx, node, "needs a gather")
     if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
         raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
     g = ctx.g
     n = math.prod(int(d) for d in indices.shape)
     bags = int(out.shape[0])
+    # positions are compared as i64 in tract, as f32 (exact below 2^24) with the Khronos tools
+    idt = "i64" if ctx.tract else "f32"
+    if not ctx.tract:
+        _exact_offsets(node, n)
     flat = g.op("reshape", ctx.ref(indices), shape=[n]) if indices.rank != 1 else ctx.ref(indices)
-    rows = g.op("tract_core_gather", ctx.ref(weight), flat, axis=0)  # [n, d]
+    if ctx.tract:
+        rows = g.op("tract_core_gather", ctx.ref(weight), flat, axis=0)  # [n, d]
+    else:
+        rows = g.op("gather", ctx.ref(weight), cast_to(ctx, node, flat, indices.dtype, "i64"), axis=0)
     if indices.rank == 2:  # fixed-size bags: offsets are 0, L, 2L...
         length = int(indices.shape[1])
-        starts: Any = g.variable(np.arange(0, n, length, dtype=np.int64).reshape(bags, 1), f"bag_starts_{n}_{length}")
+        starts: Any = g.variable(
+            np.arange(0, n, length, dtype=NUMPY[idt]).reshape(bags, 1), f"bag_starts_{idt}_{n}_{length}"
+        )
         ends: Any = g.variable(
-            np.arange(length, n + 1, length, dtype=np.int64).reshape(bags, 1), f"bag_ends_{n}_{length}"
+            np.arange(length, n + 1, length, dtype=NUMPY[idt]).reshape(bags, 1), f"bag_ends_{idt}_{n}_{length}"
         )
     else:
-        offs = g.op("unsqueeze", cast_to(ctx, node, ctx.ref(offsets), offsets.dtype, "i64"), axes=[1])  # [k, 1]
+        offs = g.op("unsqueeze", cast_to(ctx, node, ctx.ref(offsets), offsets.dtype, idt), axes=[1])  # [k, 1]
         starts = g.op("slice", offs, axes=[0], begin=[0], end=[bags], stride=[1])
         if include_last_offset:
             ends = g.op("slice", offs, axes=[0], begin=[1], end=[bags + 1], stride=[1])
         else:
-            last = g.variable(np.full((1, 1), n, dtype=np.int64), f"bag_total_{n}")
+            last = g.variable(np.full((1, 1), n, dtype=NUMPY[idt]), f"bag_total_{idt}_{n}")
             ends = g.op("concat", [g.op("slice", offs, axes=[0], begin=[1], end=[bags], stride=[1]), last], axis=0)
-    positions = g.variable(np.arange(n, dtype=np.int64).reshape(1, n), f"bag_positions_{n}")
+    positions = g.variable(np.arange(n, dtype=NUMPY[idt]).reshape(1, n), f"bag_positions_{idt}_{n}")
     member = g.op("and", g.op("ge", positions, starts), g.op("lt", positions, ends))  # [bags, n]
     if padding_idx is not None and padding_idx >= 0:
-        keep = g.op("ne", cast_to(ctx, node, flat, indices.dtype, "i64"), scalar_const(ctx, int(padding_idx), "i64", 1))
+        keep = g.op("ne", cast_to(ctx, node, flat, indices.dtype, idt), scalar_const(ctx, int(padding_idx), idt, 1))
         member = g.op("and", member, g.op("unsqueeze", keep, axes=[0]))
     one, zero = scalar_const(ctx, 1.0, out.dtype, 2), scalar_const(ctx, 0.0, out.dtype, 2)
     mask = g.op("select", member, one, zero)  # [bags, n] in the output's dtype

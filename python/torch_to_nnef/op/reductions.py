@@ -326,9 +326,9 @@ def _any_all(ctx: Context, x: Value, dim: Any, keep: bool) -> Ref:
     any_ = node.kind == "aten::any"
     if not axes:
         y = truth
-    elif not ctx.tract or ctx.tract_at_least(COPY_TRACT):
+    elif ctx.khronos_tools or ctx.tract_at_least(COPY_TRACT):
         y = g.op("any_reduce" if any_ else "all_reduce", truth, axes=axes)
-    else:  # older tract: the largest (any) or smallest (all) of 0/1 values
+    else:  # older tract, the specification's text: the largest (any) or smallest (all) of 0/1 values
         ones = g.op("select", truth, 1.0, 0.0)
         y = g.op("gt", g.op("max_reduce" if any_ else "min_reduce", ones, axes=axes), 0.5)
     return finish_reduction(ctx, y, axes, keep, out.name)

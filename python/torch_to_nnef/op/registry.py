@@ -74,6 +74,13 @@ class Context:
         """A boolean option of the inference target (``force_norm_in_f32``...); False if it has none."""
         return bool(getattr(self.target, name, False))
 
+    @property
+    def khronos_tools(self) -> bool:
+        """Whether the target is Khronos and may write the operators its tools added to the
+        specification (``gather``, ``cast``...: ``KhronosNNEF()``, not ``strict_spec``).
+        """
+        return not self.tract and not bool(getattr(self.target, "strict_spec", False))
+
     def tract_at_least(self, version: tuple[int, int, int]) -> bool:
         """Whether the target is tract at ``version`` or later."""
         return self.tract and tuple(getattr(self.target, "version_tuple", (0, 0, 0))) >= version

@@ -28,7 +28,15 @@ CASES: list[OpCase] = [
     OpCase("hardsigmoid", nn.Hardsigmoid(), (r(2, 8) * 4,), covers=("aten::hardsigmoid",), khronos=True),
     OpCase("hardswish", nn.Hardswish(), (r(2, 8) * 4,), covers=("aten::hardswish",), khronos=True),
     OpCase("gelu-tanh", nn.GELU(approximate="tanh"), (r(2, 8) * 3,), covers=("aten::gelu",), khronos=True),
-    OpCase("gelu", nn.GELU(), (r(2, 8) * 3,), covers=("aten::gelu",), khronos=False),
+    OpCase("gelu", nn.GELU(), (r(2, 8) * 3,), covers=("aten::gelu",), khronos=True),
+    # the exact form over its whole range: tails, the flat middle, values near zero
+    OpCase(
+        "gelu-range",
+        nn.GELU(),
+        (torch.cat([torch.linspace(-12, 12, 961), torch.logspace(-30, 0, 64), -torch.logspace(-30, 0, 64)]),),
+        covers=("aten::gelu",),
+        khronos=True,
+    ),
     OpCase("log-softmax", nn.LogSoftmax(dim=-1), (r(2, 3, 8) * 5,), covers=("aten::log_softmax",), khronos=True),
     OpCase("softplus", nn.Softplus(beta=2.0, threshold=5.0), (r(2, 8) * 4,), covers=("aten::softplus",), khronos=True),
     OpCase("mish", nn.Mish(), (r(2, 8) * 4,), covers=("aten::mish",), khronos=True),
@@ -96,8 +104,9 @@ def test_rrelu_in_training_mode_is_refused(tmp_path: Path):
 
 
 def test_khronos_rejects_tract_only_layers(tmp_path):
-    """A Khronos export of a layer the specification cannot express names the op and the fix."""
-    with pytest.raises(TranslationError, match=r"(?s)gelu.*TractNNEF"):
-        export_model_to_nnef(
-            nn.Sequential(nn.ConvTranspose1d(2, 2, 3), nn.GELU()), r(1, 2, 5), tmp_path / "m", KhronosNNEF()
-        )
+    """A layer the specification's text cannot express names the op and the targets that write it."""
+    model = nn.Sequential(nn.Embedding(10, 4), nn.GELU())
+    with pytest.raises(TranslationError, match=r"(?s)aten::embedding.*1\.0\.5 text.*KhronosNNEF\(\) writes it"):
+        export_model_to_nnef(model, torch.tensor([[1, 7]]), tmp_path / "m", KhronosNNEF(strict_spec=True))
+    assert not (tmp_path / "m").exists()
+    export_model_to_nnef(model, torch.tensor([[1, 7]]), tmp_path / "m", KhronosNNEF(check_io=True))

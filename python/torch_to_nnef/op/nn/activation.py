@@ -16,6 +16,7 @@ from torch_to_nnef.op.common import (
     align_rank,
     const_ref,
     current_node,
+    erf_ref,
     float_operand,
     operand_ref,
     scalar_const,
@@ -132,17 +133,15 @@ def aten_hard(ctx: Context, self: Value) -> Ref:
 
 @register("aten::gelu")
 def aten_gelu(ctx: Context, self: Value, *, approximate: str = "none") -> Ref:
-    """gelu(Tensor self, *, str approximate="none") -> Tensor: tanh form anywhere, exact form with tract's erf."""
+    """gelu(Tensor self, *, str approximate="none") -> Tensor: the tanh form, or the exact form
+    ``x/2 (1 + erf(x/sqrt(2)))`` with tract's erf or, for Khronos, an erf to f32 rounding (the
+    tools' own ``gelu`` is the sigmoid approximation, not PyTorch's).
+    """
     g, x, out = ctx.g, ctx.ref(self), ctx.out.name
     if approximate == "tanh":
         inner = g.op("mul", g.op("add", x, g.op("mul", g.op("pow", x, 3.0), 0.044715)), 0.7978845608028654)
         return g.op("mul", g.op("mul", x, 0.5), g.op("add", g.op("tanh", inner), 1.0), out=out)
-    if not ctx.tract:
-        raise TranslationError(
-            f"{ctx.where()}: exact gelu needs erf, which the NNEF specification lacks: "
-            "use gelu(approximate='tanh') or TractNNEF"
-        )
-    erf = g.op("tract_core_erf", g.op("mul", x, 0.7071067811865476))
+    erf = erf_ref(ctx, current_node(ctx), g.op("mul", x, 0.7071067811865476))
     return g.op("mul", g.op("mul", x, 0.5), g.op("add", erf, 1.0), out=out)
 
 
