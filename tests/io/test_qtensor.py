@@ -485,3 +485,35 @@ def test_deferred_blocks_survive_copies_and_casts(tmp_path: Path) -> None:
     model.half()  # f16 roundings of Q4_0 values are Q4_0 values
     assert isinstance(model[0].weight, QTensorTractScaleOnly) and model[0].weight.dtype == torch.float16
     assert model[0].weight.to_q4_0().to_bytes() == blocks
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["blocks", "values-only"])
+def test_a_parameter_made_from_a_qtensor_is_that_qtensor(tmp_path: Path, deferred: bool) -> None:
+    """``module.weight = nn.Parameter(q, requires_grad=False)``, as compressors are often written:
+    the parameter is a QTensor of the same blocks and memory, and exports as Q4_0."""
+    model = LinearStack()
+    x = torch.randn(5, 64)
+    for linear in model.children():
+        if isinstance(linear, nn.Linear):
+            q = fp_to_tract_q4_0_with_min_max_calibration(linear.weight)
+            if deferred:
+                q = QTensorTractScaleOnly(q.dequantize().clone(), None)
+            linear.weight = nn.Parameter(q, requires_grad=False)
+            param = linear.weight
+            assert isinstance(param, QTensorTractScaleOnly) and isinstance(param, nn.Parameter)
+            assert not param.requires_grad and param.data_ptr() == q.data_ptr()
+            assert param.to_q4_0().to_bytes() == q.to_q4_0().to_bytes()
+            assert type(param.detach()) is torch.Tensor and type(param.dequantize()) is torch.Tensor
+    expected = outputs(model, x)
+    out = export(model, (x,), tmp_path / "m", TractNNEF(check_io=True))
+    for name, linear in model.named_children():
+        if isinstance(linear, nn.Linear):
+            dat = out / f"{name}.weight.dat"
+            assert dat_header(dat) == (list(linear.weight.shape), Q40)
+            assert payload(dat) == linear.weight.to_q4_0().to_bytes()
+    np.testing.assert_allclose(TractModel(out).run([x.numpy()])[0], expected[0].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_qtensor_needs_its_blocks_argument() -> None:
+    with pytest.raises(TypeError, match="blocks"):
+        QTensorTractScaleOnly(torch.zeros(2, 32))  # type: ignore[call-arg]

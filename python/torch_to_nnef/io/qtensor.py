@@ -15,6 +15,8 @@ How it behaves with the usual tools:
 - operations, ``.detach()``, ``.clone()``, ``tensor.to(other dtype or device)`` give plain float
   tensors of the dequantized values; ``module.to(...)``, ``.half()``, ``.cuda()`` keep the QTensor
   (PyTorch swaps its data in place) and its blocks;
+- ``nn.Parameter(q, requires_grad=False)`` is a QTensor of the same blocks over the same memory
+  (and exports as Q4_0), so ``module.weight = nn.Parameter(q)`` keeps the quantized weight;
 - ``copy.deepcopy`` copies it with its blocks (which are immutable and shared);
 - ``module.state_dict()`` holds the dequantized values as plain tensors: they quantize back to the
   very same blocks, so saving a state dict and compressing again loses nothing;
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +64,7 @@ Q4_0_CONV_TRACT = (0, 21, 12)
 """First tract release that convolves with Q4_0 kernels."""
 
 _BLOCK = 32
+_PARAMETER_NEW = torch.nn.Parameter.__new__.__code__
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -86,6 +90,24 @@ class QTensor(torch.nn.Parameter):
     def _rebuilt(self, values: torch.Tensor) -> QTensor:
         """A QTensor of the same class and stored form over ``values``."""
         raise NotImplementedError(f"{type(self).__name__} must define _rebuilt")
+
+    def detach(self) -> torch.Tensor:  # type: ignore[override]
+        """The dequantized values as a plain tensor, as for any parameter (``state_dict()`` holds
+        them); for ``nn.Parameter(q)``, which requires a tensor of its own class, this QTensor
+        without autograd history (same class, stored form and memory).
+        """
+        if sys._getframe(1).f_code is not _PARAMETER_NEW:
+            return self.dequantize()
+        rebuilt = self._rebuilt(self.dequantize())
+        rebuilt._quantized_version = self._quantized_version  # detached tensors share the version counter
+        return rebuilt
+
+    def dequantize(self) -> torch.Tensor:  # type: ignore[override]
+        """The dequantized values as a plain float tensor over this tensor's memory (of its dtype
+        and device).
+        """
+        values: torch.Tensor = torch.Tensor.detach(self)
+        return values
 
     def __repr__(self) -> str:  # type: ignore[override]
         return f"{type(self).__name__}(shape={list(self.shape)}, dtype={self.dtype}, device={self.device})"
@@ -119,7 +141,13 @@ class QTensorTractScaleOnly(QTensor):
             _check_blockable(values.shape)
         return super().__new__(cls, values, requires_grad=requires_grad)  # type: ignore[return-value]
 
-    def __init__(self, values: torch.Tensor, blocks: Q40Tensor | None, *, requires_grad: bool = False) -> None:
+    def __init__(self, values: torch.Tensor, *args: Any, requires_grad: bool = False) -> None:
+        if "_q4_0" in self.__dict__:
+            # ``nn.Parameter(q)`` returns ``q.detach()``, built already, and Python initialises it again
+            return
+        if len(args) != 1:
+            raise TypeError("QTensorTractScaleOnly(values, blocks) takes the Q4_0 blocks (or None) after the values")
+        (blocks,) = args
         super().__init__(values)
         self._q4_0 = blocks
         self.percentile = 1.0
@@ -169,7 +197,7 @@ class QTensorTractScaleOnly(QTensor):
         if self.pending:
             raise QTensorError("a Q4_0 weight on the meta device has no blocks until its values are read")
         if self._q4_0 is None:
-            values = self.detach()
+            values = self.dequantize()
             if self._version != self._quantized_version:  # refused now rather than when written
                 _requantized(values)
                 self._quantized_version = self._version
@@ -177,12 +205,8 @@ class QTensorTractScaleOnly(QTensor):
                 return Q40Tensor.of_values(values.numpy(), name="QTensor")
             return _requantized(values)
         if self._version != self._quantized_version:
-            self._q4_0, self._quantized_version = _requantized(self.detach()), self._version
+            self._q4_0, self._quantized_version = _requantized(self.dequantize()), self._version
         return self._q4_0
-
-    def dequantize(self) -> torch.Tensor:  # type: ignore[override]
-        """The dequantized values as a plain float tensor (of this tensor's dtype and device)."""
-        return self.detach()
 
     @property
     def q4_0_nbytes(self) -> int:
