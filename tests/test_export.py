@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -262,6 +265,33 @@ def test_non_tensor_outputs_are_dropped_with_a_warning(tmp_path, caplog):
     path = export_model_to_nnef(Mixed(), torch.randn(2, 3), tmp_path / "m.nnef", TractNNEF(check_io=True))
     assert [n for n, _, _ in TractModel(path).outputs] == ["output_0", "output_1"]
     assert "NoneType among its outputs" in caplog.text and "int among its outputs" in caplog.text
+
+
+class ReturnsNoTensor(nn.Module):
+    def __init__(self, returns: Callable[[torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.returns = returns
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.returns(x)
+
+
+@pytest.mark.parametrize(
+    ("returns", "said"),
+    [
+        (lambda x: x.shape[0], "returned 2 (an int)"),
+        (lambda x: None, "returned None"),
+        (lambda x: (x.shape[1], None), "returned a tuple of 3 (an int), None"),
+        (lambda x: {}, "returned a dict of nothing"),
+    ],
+    ids=["shape", "none", "tuple", "empty-dict"],
+)
+@pytest.mark.parametrize("target", [TractNNEF(check_io=True), KhronosNNEF(check_io=True)], ids=["tract", "khronos"])
+def test_a_forward_returning_no_tensor_is_refused(tmp_path, returns, said, target):
+    """An export without outputs would pass any check: refused, naming what the forward returned."""
+    with pytest.raises(InvalidArgumentError, match=rf"ReturnsNoTensor\.forward {re.escape(said)}, no tensor"):
+        export_model_to_nnef(ReturnsNoTensor(returns), torch.randn(2, 3), tmp_path / "m.nnef", target)
+    assert not (tmp_path / "m.nnef").exists()
 
 
 class TinyEncoder(nn.Module):

@@ -70,6 +70,18 @@ def _flatten_outputs(out: Any) -> list[torch.Tensor]:
     return []
 
 
+def _describe_returned(out: Any) -> str:
+    """What a forward returned, for messages (``None``, ``3 (an int)``, ``a tuple of an int and None``)."""
+    if out is None:
+        return "None"
+    if isinstance(out, (list, tuple, dict)):
+        items = list(out.values()) if isinstance(out, dict) else list(out)
+        inner = ", ".join(_describe_returned(o) for o in items) or "nothing"
+        return f"a {type(out).__name__} of {inner}"
+    kind = type(out).__name__
+    return f"{repr(out)[:40]} ({'an' if kind[:1] in 'aeiou' else 'a'} {kind})"
+
+
 ExportObserver = Callable[[Graph, Any, InferenceTarget], None]
 """``observer(graph, exported_program, inference_target)``: see :func:`observe_exports`."""
 _OBSERVERS: list[ExportObserver] = []
@@ -221,7 +233,14 @@ def export_model_to_nnef(
             # a model without its weights runs on the meta device whole; its real buffers are written
             real_buffers = stack.enter_context(buffers_on_meta(model)) if checkpoint is not None else {}
             with torch.no_grad():
-                expected = _flatten_outputs(model(*args) if isinstance(args, (list, tuple)) else model(args))
+                returned = model(*args) if isinstance(args, (list, tuple)) else model(args)
+            expected = _flatten_outputs(returned)
+            if not expected:
+                raise InvalidArgumentError(
+                    f"{type(model).__name__}.forward returned {_describe_returned(returned)}, no tensor: the export "
+                    "would have no output. Return the tensors to export (a Python number, such as x.shape[0], "
+                    "is not an output of the graph)"
+                )
             output_names = list(output_names or [f"output_{i}" for i in range(len(expected))])
             if len(output_names) != len(expected):
                 raise NameClashError(f"{len(output_names)} output names for {len(expected)} output tensors")
