@@ -59,9 +59,13 @@ def aten_celu(ctx: Context, self: Value, alpha: float = 1.0) -> Ref:
     return g.op("add", g.op("max", x, 0.0), g.op("min", negative, 0.0), out=ctx.out.name)
 
 
-def _softplus(ctx: Context, x: Ref, beta: float, threshold: float) -> Ref:
-    """``log(1 + exp(beta x)) / beta``, ``x`` where ``beta x > threshold``; constants of the output's dtype."""
-    g, c = ctx.g, partial(const_ref, ctx, current_node(ctx))
+def _softplus(ctx: Context, x: Ref, beta: float, threshold: float, dtype: str | None = None) -> Ref:
+    """``log(1 + exp(beta x)) / beta``, ``x`` where ``beta x > threshold``; constants of ``dtype``
+    (the output's by default).
+    """
+    out = ctx.out
+    g = ctx.g
+    c = partial(scalar_const, ctx, dtype=dtype or out.dtype, rank=out.rank)
     bx = g.op("mul", x, c(beta)) if beta != 1.0 else x
     soft = g.op("log", g.op("add", g.op("exp", bx), c(1.0)))
     if beta != 1.0:
@@ -77,9 +81,16 @@ def aten_softplus(ctx: Context, self: Value, beta: float = 1.0, threshold: float
 
 @register("aten::mish")
 def aten_mish(ctx: Context, self: Value) -> Ref:
-    """mish(Tensor self) -> Tensor: x * tanh(softplus(x))."""
-    x = ctx.ref(self)
-    return ctx.g.op("mul", x, ctx.g.op("tanh", _softplus(ctx, x, 1.0, 20.0)), out=ctx.out.name)
+    """mish(Tensor self) -> Tensor: x * tanh(softplus(x)); of f16 in f32, as PyTorch computes it
+    (in f16 steps, values near zero lose every digit).
+    """
+    g, x = ctx.g, ctx.ref(self)
+    if not (ctx.tract and self.dtype == "f16"):
+        return g.op("mul", x, g.op("tanh", _softplus(ctx, x, 1.0, 20.0)), out=ctx.out.name)
+    g.need("tract_registry tract_core")
+    wide = g.op("tract_core_cast", x, to="f32")
+    y = g.op("mul", wide, g.op("tanh", _softplus(ctx, wide, 1.0, 20.0, "f32")))
+    return g.op("tract_core_cast", y, to="f16", out=ctx.out.name)
 
 
 def _prelu(ctx: Context, x: Value, slope: Any, out: str) -> Ref:
