@@ -160,9 +160,17 @@ def test_releases_older_than_the_oldest_refused():
     ("floor", "operator", "fn", "inputs"),
     [
         (SCATTER_TRACT, "tract_core_scatter_elements", lambda x: x.scatter_add(1, IDX, x), (r(2, 3),)),
+        pytest.param(
+            SCATTER_TRACT,
+            "tract_core_scatter_elements",
+            lambda x: torch.scatter(x, 1, IDX, x, reduce="multiply"),
+            (r(2, 3),),
+            marks=pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter"),
+        ),
+        (SCATTER_TRACT, "tract_core_scatter_elements", lambda x: x.scatter_reduce(1, IDX, x, "amax"), (r(2, 3),)),
         (TOPK_TRACT, "tract_core_topk", lambda x: x.topk(2, 1).values, (r(2, 5),)),
     ],
-    ids=["scatter", "topk"],
+    ids=["scatter", "scatter-reduce-argument", "scatter-reduce", "topk"],
 )
 def test_operators_refused_before_their_measured_release(tmp_path: Path, floor, operator, fn, inputs):
     with pytest.raises(UnsupportedOpsError, match=f"{operator} needs tract >= {version_text(floor)}"):

@@ -131,7 +131,7 @@ CASES: list[OpCase] = [
         covers=("aten::var",),
         khronos=True,
     ),
-    OpCase("any-dims", Fn(lambda x: aten.any.dims(x > 1, [0, 2])), (r(3, 4, 2),), covers=("aten::any",), khronos=False),
+    OpCase("any-dims", Fn(lambda x: aten.any.dims(x > 1, [0, 2])), (r(3, 4, 2),), covers=("aten::any",), khronos=True),
     # cumulative product
     OpCase("cumprod-last", Fn(lambda x: torch.cumprod(x, -1)), (r(3, 7),), covers=("aten::cumprod",), khronos=True),
     OpCase("cumprod-dim0", Fn(lambda x: torch.cumprod(x, 0)), (r(5, 2, 3),), covers=("aten::cumprod",), khronos=True),

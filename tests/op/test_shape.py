@@ -101,14 +101,14 @@ CASES: list[OpCase] = [
         Fn(lambda x: torch.as_strided(x, (3, 2), (1, 3), 1) * 2),
         (r(4, 3),),
         covers=("aten::as_strided",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "as-strided-overlapping",
         Fn(lambda x: torch.as_strided(x, (4, 3), (2, 1))),
         (r(12),),
         covers=("aten::as_strided",),
-        khronos=False,
+        khronos=True,
     ),
     # windows (Tensor.unfold)
     OpCase("tensor-unfold", Fn(lambda x: x.unfold(1, 3, 2)), (r(2, 7),), covers=("aten::unfold",), khronos=True),
@@ -160,7 +160,7 @@ CASES: list[OpCase] = [
         "roll-larger-than-axis", Fn(lambda x: torch.roll(x, 7, 1)), (r(2, 5),), covers=("aten::roll",), khronos=True
     ),
     OpCase("flip", Fn(lambda x: torch.flip(x, (0, -1))), (r(3, 4, 2),), covers=("aten::flip",), khronos=True),
-    OpCase("flip-int", Fn(lambda x: x.flip(1)), (ints(3, 4),), covers=("aten::flip",), khronos=False),
+    OpCase("flip-int", Fn(lambda x: x.flip(1)), (ints(3, 4),), covers=("aten::flip",), khronos=True),
     OpCase(
         "unbind",
         Fn(lambda x: sum(t * (i + 1) for i, t in enumerate(x.unbind(1)))),

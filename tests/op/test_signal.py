@@ -1047,14 +1047,14 @@ COMPLEX_CASES: list[OpCase] = [
         Fn(lambda x: real(C(x)[..., torch.tensor([0, 2, 2])])),
         (r(3, 4, 2),),
         covers=("complex::index", "complex::view_as_complex", "complex::view_as_real"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "index-two-axes",
         Fn(lambda x: real(C(x)[torch.tensor([2, 0]), torch.tensor([1, 3])])),
         (r(3, 4, 2),),
         covers=("complex::index", "complex::view_as_complex", "complex::view_as_real"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "cumsum",
@@ -1075,7 +1075,7 @@ COMPLEX_CASES: list[OpCase] = [
         Fn(lambda x: real(C(x).index_select(1, torch.tensor([3, 0, 3])))),
         (r(3, 4, 2),),
         covers=("complex::index_select", "complex::view_as_complex", "complex::view_as_real"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "stack",

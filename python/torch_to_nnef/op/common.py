@@ -267,6 +267,9 @@ def cast_to(ctx: Context, node: Node, ref: Any, src: str, dst: str, out: str | N
         widened = np.can_cast(NUMPY[src], NUMPY[dst], casting="safe")
         if kinds[0] == kinds[1] and widened:  # every value of src is one of dst
             return g.op("copy", ref, out=out) if out else ref
+        if kinds[1] == "logical":  # non-zero is true (the interpreter casts to no logical type)
+            number = ref if kinds[0] == "scalar" else g.op("cast<scalar>", ref)
+            return g.op("ne", number, 0.0, out=out)
         if kinds[0] != kinds[1]:
             return g.op(f"cast<{kinds[1]}>", ref, out=out)
     hint = (

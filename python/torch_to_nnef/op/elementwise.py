@@ -1044,6 +1044,7 @@ def aten_addcmul(ctx: Context, self: Any, tensor1: Any, tensor2: Any, *, value: 
     node, out = current_node(ctx), ctx.out
     if node.kind == "aten::addcdiv" and not out.dtype.startswith("f"):
         raise TranslationError(f"{node.where()}: addcdiv of {out.dtype} is not supported (floats only)")
+    _float_only_for_khronos(ctx, node, out.dtype)
     x, a, b = (operand_ref(ctx, node, v, out.dtype, out.rank) for v in (self, tensor1, tensor2))
     g = ctx.g
     term = g.op("mul" if node.kind == "aten::addcmul" else "div", a, b)

@@ -24,7 +24,7 @@ from torch_to_nnef.op.common import (
     slice_bound,
     static_sizes,
     tile_to,
-    tract_only,
+    tools_gather,
     wrap_axis,
 )
 from torch_to_nnef.op.registry import Context, register
@@ -542,13 +542,17 @@ def aten_as_strided(ctx: Context, self: Value, size: list[Any], stride: list[Any
     """as_strided(Tensor self, SymInt[] size, SymInt[] stride, SymInt? storage_offset=None) -> Tensor.
 
     The input is read as the contiguous tensor a functionalised graph holds: element ``i`` of the
-    result is element ``offset + sum(i_k * stride_k)`` of its flattened values, gathered (tract).
+    result is element ``offset + sum(i_k * stride_k)`` of its flattened values, gathered (tract's
+    gather, the Khronos tools' ``gather``).
     """
     x, out = self, ctx.out
     node = current_node(ctx)
     size, stride = list(size), list(stride)
     offset = storage_offset or 0
-    tract_only(ctx, node, "needs a gather, which the NNEF specification lacks")
+    if ctx.tract:
+        ctx.g.need("tract_registry tract_core")
+    else:
+        tools_gather(ctx, node, "needs a gather")
     static = [*x.shape, *size, *stride, offset]
     if not all(isinstance(d, int) for d in static):
         raise TranslationError(f"{node.where()}: as_strided over a dynamic shape is not supported")
@@ -561,7 +565,7 @@ def aten_as_strided(ctx: Context, self: Value, size: list[Any], stride: list[Any
     g = ctx.g
     flat = g.op("reshape", ctx.ref(x), shape=[total])
     label = f"as_strided_{'x'.join(map(str, size))}_{'_'.join(map(str, stride))}_{offset}_of_{total}"
-    return g.op("tract_core_gather", flat, g.variable(index, label), axis=0, out=out.name)
+    return g.op("tract_core_gather" if ctx.tract else "gather", flat, g.variable(index, label), axis=0, out=out.name)
 
 
 @register("aten::pixel_shuffle")

@@ -96,7 +96,7 @@ MHA_CASES: list[OpCase] = [
         mha(batch_first=False),
         _qkv(False),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "sequence-first-weights",
@@ -105,20 +105,20 @@ MHA_CASES: list[OpCase] = [
         covers=("aten::bmm", "aten::softmax"),
         khronos=True,
     ),
-    OpCase("weights-averaged", mha(need_weights=True), _qkv(), covers=("aten::bmm", "aten::softmax"), khronos=False),
+    OpCase("weights-averaged", mha(need_weights=True), _qkv(), covers=("aten::bmm", "aten::softmax"), khronos=True),
     OpCase(
         "weights-per-head",
         mha(need_weights=True, average=False),
         _qkv(),
         covers=("aten::bmm", "aten::softmax"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "key-padding-bool",
         mha(("key_padding_mask",)),
         (*_qkv(), KP_BOOL),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "key-padding-float",
@@ -132,21 +132,21 @@ MHA_CASES: list[OpCase] = [
         mha(("key_padding_mask",), need_weights=True),
         (*_qkv(), KP_FLOAT),
         covers=("aten::baddbmm", "aten::bmm", "aten::softmax"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "attn-mask-bool-2d",
         mha(("attn_mask",)),
         (*_qkv(), AM_BOOL),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "attn-mask-float-2d",
         mha(("attn_mask",)),
         (*_qkv(), AM_FLOAT),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "attn-mask-bool-3d",
@@ -174,7 +174,7 @@ MHA_CASES: list[OpCase] = [
         mha(("attn_mask", "key_padding_mask")),
         (*_qkv(), AM_FLOAT, KP_BOOL),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "kdim-vdim",
@@ -188,17 +188,17 @@ MHA_CASES: list[OpCase] = [
         mha(kdim=6, vdim=4, need_weights=True),
         _qkv(kdim=6, vdim=4),
         covers=("aten::bmm", "aten::softmax"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "kdim-vdim-sequence-first",
         mha(kdim=6, vdim=4, batch_first=False),
         _qkv(False, 6, 4),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
-    OpCase("no-bias", mha(bias=False), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False),
-    OpCase("add-bias-kv", mha(add_bias_kv=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False),
+    OpCase("no-bias", mha(bias=False), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=True),
+    OpCase("add-bias-kv", mha(add_bias_kv=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=True),
     OpCase(
         "add-bias-kv-masks",
         mha(("attn_mask", "key_padding_mask"), add_bias_kv=True, need_weights=True),
@@ -207,7 +207,7 @@ MHA_CASES: list[OpCase] = [
         khronos=True,
     ),
     OpCase(
-        "add-zero-attn", mha(add_zero_attn=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=False
+        "add-zero-attn", mha(add_zero_attn=True), _qkv(), covers=("aten::scaled_dot_product_attention",), khronos=True
     ),
     OpCase(
         "add-zero-attn-masks",
@@ -221,14 +221,14 @@ MHA_CASES: list[OpCase] = [
         mha(("key_padding_mask",), add_bias_kv=True, add_zero_attn=True),
         (*_qkv(), KP_FLOAT),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "dropout-in-eval",
         mha(dropout=0.5, need_weights=True),
         _qkv(),
         covers=("aten::bmm", "aten::softmax"),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "unbatched",
@@ -303,15 +303,13 @@ SD_PADDING[0, ..., -2:] = False
 # Khronos for a representative subset.
 SDPA_CASES: list[OpCase] = [
     OpCase("plain", sdpa(), (Q, K_FULL, V_FULL), covers=("aten::scaled_dot_product_attention",), khronos=True),
-    OpCase(
-        "scale", sdpa(scale=0.2), (Q, K_FULL, V_FULL), covers=("aten::scaled_dot_product_attention",), khronos=False
-    ),
+    OpCase("scale", sdpa(scale=0.2), (Q, K_FULL, V_FULL), covers=("aten::scaled_dot_product_attention",), khronos=True),
     OpCase(
         "causal-equal-lengths",
         sdpa(is_causal=True),
         (Q, Q.clone(), Q.clone()),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "causal-fewer-queries",
@@ -335,17 +333,17 @@ SDPA_CASES: list[OpCase] = [
         sdpa(),
         (Q, K_FULL, V_FULL, r(B, 1, L, S)),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
-        "value-dim", sdpa(), (Q, K_FULL, r(B, HQ, S, 3)), covers=("aten::scaled_dot_product_attention",), khronos=False
+        "value-dim", sdpa(), (Q, K_FULL, r(B, HQ, S, 3)), covers=("aten::scaled_dot_product_attention",), khronos=True
     ),
     OpCase(
         "rank-3-causal",
         sdpa(is_causal=True),
         (Q[0], K_FULL[0], V_FULL[0]),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase("gqa", sdpa(enable_gqa=True), (Q, K, V), covers=("aten::scaled_dot_product_attention",), khronos=True),
     OpCase(
@@ -360,7 +358,7 @@ SDPA_CASES: list[OpCase] = [
         sdpa(enable_gqa=True),
         (Q, K, V, SD_BOOL),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "gqa-bool-mask-per-head",
@@ -388,14 +386,14 @@ SDPA_CASES: list[OpCase] = [
         sdpa(enable_gqa=True),
         (Q, K[:, :1], V[:, :1]),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "gqa-equal-heads",
         sdpa(enable_gqa=True),
         (Q, K_FULL, V_FULL),
         covers=("aten::scaled_dot_product_attention",),
-        khronos=False,
+        khronos=True,
     ),
 ]
 

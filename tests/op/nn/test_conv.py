@@ -112,7 +112,7 @@ CASES: list[OpCase] = [
         nn.Conv2d(2, 3, 3, padding=2, padding_mode="replicate"),
         (r(1, 2, 7, 6),),
         covers=("aten::conv2d",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "conv-transpose1d", nn.ConvTranspose1d(3, 4, 3), (r(1, 3, 7),), covers=("aten::conv_transpose1d",), khronos=True
