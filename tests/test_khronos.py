@@ -112,3 +112,48 @@ def test_casts_for_the_khronos_tools_truncate_as_pytorch(tmp_path: Path, dtype: 
 
     path = export_model_to_nnef(Cast(), values, tmp_path / "m.nnef", KhronosNNEF(check_io=True))
     assert "cast" in _operators(path) or (dtype == torch.bool and values.dtype.is_floating_point)
+
+
+class Fn(nn.Module):
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*xs)
+
+
+INDEX = torch.tensor([[0, 3, 1, 3], [4, 4, 2, 0]])
+
+
+@pytest.mark.parametrize(
+    ("fn", "inputs", "said"),
+    [
+        (
+            lambda x, s: x.scatter_reduce(1, INDEX, s, "prod"),
+            (torch.randn(2, 5), torch.randn(2, 4)),
+            "aten::scatter_reduce of f32 needs a product of the updates",
+        ),
+        (
+            lambda x, s: x.scatter_add(1, INDEX, s),
+            (torch.randint(-5, 5, (2, 5)), torch.randint(-5, 5, (2, 4))),
+            "aten::scatter_add of i64 needs integer arithmetic",
+        ),
+    ],
+    ids=["product", "integers"],
+)
+def test_scatters_the_tools_cannot_compose_are_refused(tmp_path: Path, fn, inputs, said: str) -> None:
+    with pytest.raises(
+        TranslationError, match=rf"{re.escape(said)}, which the Khronos tools lack: TractNNEF writes it"
+    ):
+        export_model_to_nnef(Fn(fn), inputs, tmp_path / "m.nnef", KhronosNNEF())
+    assert not (tmp_path / "m.nnef").exists()
+
+
+def test_the_specification_text_has_no_scatter(tmp_path: Path) -> None:
+    module = Fn(lambda x, s: x.scatter_add(1, INDEX, s))
+    inputs = (torch.randn(2, 5), torch.randn(2, 4))
+    with pytest.raises(TranslationError, match=r"aten::scatter_add needs a scatter, which the NNEF 1\.0\.5 text lacks"):
+        export_model_to_nnef(module, inputs, tmp_path / "m.nnef", KhronosNNEF(strict_spec=True))
+    path = export_model_to_nnef(module, inputs, tmp_path / "m.nnef", KhronosNNEF(check_io=True))
+    assert "gather" not in _operators(path) and "any_reduce" in _operators(path)  # composed from a mask

@@ -113,14 +113,14 @@ CASES: list[OpCase] = [
         Fn(lambda x: torch.count_nonzero(torch.relu(x), 1)),
         (r(3, 4),),
         covers=("aten::count_nonzero",),
-        khronos=False,
+        khronos=True,
     ),
     OpCase(
         "count-nonzero-all-int",
         Fn(torch.count_nonzero),
         (ints(3, 4, low=-1, high=2),),
         covers=("aten::count_nonzero",),
-        khronos=False,
+        khronos=True,
     ),
     # other kinds and overloads of the core ATen set
     OpCase("mean-all", Fn(lambda x: aten.mean.default(x)), (r(3, 4),), covers=("aten::mean",), khronos=True),
@@ -143,7 +143,7 @@ CASES: list[OpCase] = [
         khronos=True,
     ),
     # a count of booleans (int64) along an axis
-    OpCase("sum-of-booleans", Fn(lambda x: (x > 0).sum(1)), (r(3, 6),), covers=("aten::sum",), khronos=False),
+    OpCase("sum-of-booleans", Fn(lambda x: (x > 0).sum(1)), (r(3, 6),), covers=("aten::sum",), khronos=True),
     # reductions
     OpCase("prod-dim", Fn(lambda x: x.prod(1)), (r(2, 5, 3),), covers=("aten::prod",), khronos=True),
     OpCase("prod-all", Fn(lambda x: x.prod()), (r(2, 3) + 0.5,), covers=("aten::prod",), khronos=True),

@@ -172,10 +172,11 @@ def translate(
 
 def _refusal(refused: Sequence[str], target: InferenceTarget) -> str:
     """One message for every operation the target refused, and the target that writes them."""
-    if len(refused) == 1:
-        return refused[0]
-    lines = "\n".join(f"  - {r}" for r in dict.fromkeys(refused))
-    return f"{len(refused)} operations cannot be written for {type(target).__name__}:\n{lines}"
+    distinct = list(dict.fromkeys(refused))  # one line for the operations of one source line alike
+    if len(distinct) == 1:
+        return distinct[0]
+    lines = "\n".join(f"  - {r}" for r in distinct)
+    return f"{len(distinct)} operations cannot be written for {type(target).__name__}:\n{lines}"
 
 
 def _refuse_wide_unsigned(graph: Graph) -> None:

@@ -623,8 +623,77 @@ def aten_topk(ctx: Context, self: Value, k: Any, dim: int = -1, largest: bool = 
 _REDUCTIONS = {"sum": "add", "add": "add", "prod": "mul", "multiply": "mul", "amax": "max", "amin": "min"}
 
 
-def _scatter_elements(ctx: Context, x: Any, index: Any, updates: Any, axis: int, reduction: str, out: str) -> Ref:
-    return ctx.g.op("tract_core_scatter_elements", x, index, updates, axis=axis, reduction=reduction, out=out)
+def _scatter_elements(
+    ctx: Context, x: Any, index: Any, updates: Any, axis: int, reduction: str, out: str, index_of: Value
+) -> Ref:
+    """``x`` (of the output's shape) with ``updates`` written or combined at ``index`` (of the shape and
+    dtype of ``index_of``) along ``axis``: tract's scatter, or for the Khronos tools a mask of the
+    places each update goes to (:func:`_masked_scatter`).
+    """
+    if ctx.tract:
+        ctx.g.need("tract_registry tract_core")
+        return ctx.g.op("tract_core_scatter_elements", x, index, updates, axis=axis, reduction=reduction, out=out)
+    return _masked_scatter(ctx, x, index, updates, axis, reduction, out, index_of)
+
+
+_MASKED_SCATTER_LIMIT = 1 << 22
+"""The largest mask (output elements times updates) a Khronos scatter is composed with."""
+
+
+def _masked_scatter(
+    ctx: Context,
+    x: Any,
+    index: Any,
+    updates: Any,
+    axis: int,
+    reduction: str,
+    out: str,
+    index_of: Value,
+    into: Value | None = None,
+) -> Ref:
+    """A scatter for the Khronos tools: the flat offset of each update (its index times the axis'
+    stride plus the offset of its other coordinates, in f32) compared with every offset of the
+    output gives a ``[n, m]`` mask; written places take the sum of their updates (one update for a
+    plain write), the largest or smallest, or add them.
+    """
+    into = into or ctx.out  # what is written into: the output unless told
+    node, g, dtype = current_node(ctx), ctx.g, into.dtype
+    tools_gather(ctx, node, "needs a scatter")
+    if dtype != "f32" or reduction == "mul":
+        what = "integer arithmetic" if dtype != "f32" else "a product of the updates"
+        raise TranslationError(
+            f"{node.where()}: {node.kind} of {dtype} needs {what}, which the Khronos tools lack: TractNNEF writes it"
+        )
+    sizes = static_sizes(node, into, list(range(into.rank)), "a scatter for KhronosNNEF")
+    shape = static_sizes(node, index_of, list(range(index_of.rank)), "a scatter for KhronosNNEF")
+    n, m = math.prod(sizes), math.prod(shape)
+    _exact_offsets(node, n)
+    if n * m > _MASKED_SCATTER_LIMIT:
+        raise TranslationError(
+            f"{node.where()}: {node.kind} for KhronosNNEF compares each of {n} places with each of {m} updates, "
+            "too many here: TractNNEF writes it"
+        )
+    strides = [math.prod(sizes[a + 1 :]) for a in range(len(sizes))]
+    coordinates = np.indices(shape, dtype=np.float64)
+    base = sum((coordinates[a] * strides[a] for a in range(len(shape)) if a != axis), np.zeros(shape))
+    label = f"scatter_offsets_{out}"
+    base_ref = g.variable(np.asarray(base, dtype=np.float32).reshape(1, m), label)
+    offsets = g.op("reshape", cast_to(ctx, node, index, index_of.dtype, "f32"), shape=[1, m])
+    offsets = g.op("add", g.op("mul", offsets, float(strides[axis])), base_ref)
+    places = g.variable(np.arange(n, dtype=np.float32).reshape(n, 1), f"scatter_places_{n}")
+    mask = g.op("eq", places, offsets)  # [n, m]: update q goes to place p
+    values = g.op("reshape", updates, shape=[1, m])
+    flat = g.op("reshape", x, shape=[n])
+    hit = g.op("squeeze", g.op("any_reduce", mask, axes=[1]), axes=[1])
+    if reduction in ("none", "add"):
+        total = g.op("squeeze", g.op("sum_reduce", g.op("select", mask, values, 0.0), axes=[1]), axes=[1])
+        y = g.op("add", flat, total) if reduction == "add" else g.op("select", hit, total, flat)
+    else:
+        lowest = float(np.finfo(np.float32).max) * (-1.0 if reduction == "max" else 1.0)
+        picked = g.op("select", mask, values, lowest)
+        best = g.op("squeeze", g.op(f"{reduction}_reduce", picked, axes=[1]), axes=[1])
+        y = g.op("select", hit, g.op(reduction, flat, best), flat)
+    return g.op("reshape", y, shape=sizes, out=out)
 
 
 def _updates(ctx: Context, src: Any, index: Value, dtype: str) -> Any:
@@ -654,11 +723,10 @@ def _scatter(ctx: Context, x: Value, dim: int, index: Value, src: Any, reduce: s
     ('add' or 'multiply').
     """
     out = ctx.out
-    tract_only(ctx, current_node(ctx), "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
     axis = wrap_axis(dim, x.rank)
     reduction = "none" if reduce is None else _REDUCTIONS[reduce]
     updates = _updates(ctx, src, index, out.dtype)
-    return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, reduction, out.name)
+    return _scatter_elements(ctx, ctx.ref(x), ctx.ref(index), updates, axis, reduction, out.name, index)
 
 
 @register("aten::scatter.src", "aten::scatter.reduce")
@@ -696,7 +764,6 @@ def aten_scatter_reduce(
     Without ``include_self`` the scattered places are first reset to the reduction's identity.
     """
     x, out, node = self, ctx.out, current_node(ctx)
-    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
     axis = wrap_axis(dim, x.rank)
     include_self = bool(include_self)
     updates = _updates(ctx, src, index, out.dtype)
@@ -708,13 +775,13 @@ def aten_scatter_reduce(
             xr
             if include_self
             else _scatter_elements(
-                ctx, xr, ir, _filled_like(ctx, index, 0.0, out.dtype), axis, "none", out.name + "_reset"
+                ctx, xr, ir, _filled_like(ctx, index, 0.0, out.dtype), axis, "none", out.name + "_reset", index
             )
         )
-        total = _scatter_elements(ctx, base, ir, updates, axis, "add", out.name + "_sum")
+        total = _scatter_elements(ctx, base, ir, updates, axis, "add", out.name + "_sum", index)
         ones = _filled_like(ctx, index, 1.0, out.dtype)
         start = _filled_like(ctx, x, 1.0 if include_self else 0.0, out.dtype)
-        count = _scatter_elements(ctx, start, ir, ones, axis, "add", out.name + "_count")
+        count = _scatter_elements(ctx, start, ir, ones, axis, "add", out.name + "_count", index)
         mean = g.op("div", total, g.op("max", count, 1.0))
         return g.op("select", g.op("gt", count, 0.0), mean, xr, out=out.name)
     if reduce not in _REDUCTIONS:
@@ -727,8 +794,8 @@ def aten_scatter_reduce(
             info = np.iinfo(NUMPY[out.dtype])
         identity = {"add": 0, "mul": 1, "max": info.min, "min": info.max}[reduction]
         reset = _filled_like(ctx, index, identity, out.dtype)
-        xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset")
-    return _scatter_elements(ctx, xr, ir, updates, axis, reduction, out.name)
+        xr = _scatter_elements(ctx, xr, ir, reset, axis, "none", out.name + "_reset", index)
+    return _scatter_elements(ctx, xr, ir, updates, axis, reduction, out.name, index)
 
 
 def _index_along(ctx: Context, index: Value, axis: int, like: Value) -> Ref:
@@ -747,7 +814,6 @@ def _index_write(ctx: Context, x: Value, dim: int, index: Value, source: Value, 
     ``dim``.
     """
     out, node = ctx.out, current_node(ctx)
-    tract_only(ctx, node, "needs tract_core_scatter_elements (the NNEF specification has no scatter)")
     axis = wrap_axis(dim, x.rank)
     updates = cast_to(ctx, node, ctx.ref(source), source.dtype, out.dtype)
     if alpha != 1:
@@ -756,7 +822,8 @@ def _index_write(ctx: Context, x: Value, dim: int, index: Value, source: Value, 
         updates = ctx.g.op("unsqueeze", updates, axes=[0])
     like = source if source.rank else Value(source.name, source.dtype, (1,))
     positions = _index_along(ctx, index, axis, like)
-    return _scatter_elements(ctx, ctx.ref(x), positions, updates, axis, reduction, out.name)
+    along = Value(index.name + "_along", index.dtype, like.shape)
+    return _scatter_elements(ctx, ctx.ref(x), positions, updates, axis, reduction, out.name, along)
 
 
 @register("aten::index_copy")
@@ -791,24 +858,14 @@ def aten_index_put(
     masks = [i for i in indices if isinstance(i, Value) and i.dtype == "bool"]
     if masks:
         return _masked_put(ctx, x, indices, values, accumulate)
-    tract_only(ctx, node, "needs tract_core_scatter_nd (the NNEF specification has no scatter)")
     positions = [k for k, i in enumerate(indices) if i is not None]
     chosen = [i for i in indices if i is not None]
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
     batch = broadcast_shape([i.shape for i in chosen])
-    columns = []
-    for k, idx in zip(positions, chosen):
-        ref = cast_to(ctx, node, tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
-        size = operand_ref(
-            ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
-        )
-        wrapped = g.op("select", g.op("lt", ref, scalar_const(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
-        columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
-    stacked = g.op("concat", columns, axis=len(batch)) if len(columns) > 1 else columns[0]
     # The values broadcast against x[indices]: [lead..., batch..., trail...] when the indexed axes are
-    # adjacent and not first, else [batch..., others...]; scatter_nd wants [batch..., others...].
+    # adjacent and not first, else [batch..., others...]; the scatter wants [batch..., others...].
     adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
     lead = positions[0] if adjacent else 0
     rest = [x.shape[a] for a in others]
@@ -820,10 +877,75 @@ def aten_index_put(
         vr = g.op(
             "transpose", vr, axes=list(range(lead, lead + nb)) + list(range(lead)) + list(range(lead + nb, len(result)))
         )
-    y = g.op("tract_core_scatter_nd", xr, stacked, vr, reduction="add" if accumulate else "none")
+    if ctx.tract:
+        ctx.g.need("tract_registry tract_core")
+        y = g.op(
+            "tract_core_scatter_nd",
+            xr,
+            _stacked_indices(ctx, x, positions, chosen, batch),
+            vr,
+            reduction="add" if accumulate else "none",
+        )
+    else:
+        y = _khronos_put(ctx, x, xr, positions, chosen, batch, vr, accumulate)
     if perm == list(range(x.rank)):
         return g.op("copy", y, out=out.name)
     return g.op("transpose", y, axes=[perm.index(a) for a in range(x.rank)], out=out.name)
+
+
+def _stacked_indices(ctx: Context, x: Value, positions: list[int], chosen: list[Value], batch: list[Dim]) -> Ref:
+    """The indices of tract's ``scatter_nd``: the broadcast index tensors, wrapped, stacked on a last axis."""
+    node, g = current_node(ctx), ctx.g
+    columns = []
+    for k, idx in zip(positions, chosen):
+        ref = cast_to(ctx, node, tile_to(ctx, node, ctx.ref(idx), idx.shape, batch), idx.dtype, "i64")
+        size = operand_ref(
+            ctx, node, x.shape[k] if isinstance(x.shape[k], int) else SymInt(str(x.shape[k])), "i64", len(batch)
+        )
+        wrapped = g.op("select", g.op("lt", ref, scalar_const(ctx, 0, "i64", len(batch))), g.op("add", ref, size), ref)
+        columns.append(g.op("unsqueeze", wrapped, axes=[len(batch)]))
+    return g.op("concat", columns, axis=len(batch)) if len(columns) > 1 else columns[0]
+
+
+def _khronos_put(
+    ctx: Context,
+    x: Value,
+    xr: Any,
+    positions: list[int],
+    chosen: list[Value],
+    batch: list[Dim],
+    vr: Any,
+    accumulate: bool,
+) -> Ref:
+    """``x[i, j] = v`` for the Khronos tools, on ``xr`` (the indexed axes first) and ``vr`` (values as
+    ``[batch..., others...]``): the indexed axes merged into one, the indices into one offset along it
+    (in f32), then the masked scatter of :func:`_masked_scatter` along that axis.
+    """
+    node, g = current_node(ctx), ctx.g
+    sizes = static_sizes(node, x, list(range(x.rank)), "index_put for KhronosNNEF")
+    if not all(isinstance(d, int) for d in batch):
+        raise TranslationError(f"{node.where()}: index_put for KhronosNNEF over dynamic indices is not supported")
+    batch_sizes: list[Dim] = [int(d) for d in batch]
+    merged = [sizes[k] for k in positions]
+    rest = [sizes[a] for a in range(x.rank) if a not in positions]
+    width, count = math.prod(merged), math.prod(int(d) for d in batch_sizes)
+    offset: Any = None
+    for k, idx in enumerate(chosen):
+        term = _wrapped_index(ctx, node, idx, merged[k])
+        term = tile_to(ctx, node, term, idx.shape, batch_sizes)
+        stride = math.prod(merged[k + 1 :])
+        term = g.op("mul", term, float(stride)) if stride != 1 else term
+        offset = term if offset is None else g.op("add", offset, term)
+    offset = g.op("reshape", offset, shape=[count] + [1] * len(rest))
+    offset = g.op("tile", offset, repeats=[1, *rest]) if rest else offset
+    flat_x = g.op("reshape", xr, shape=[width, *rest])
+    flat_v = g.op("reshape", vr, shape=[count, *rest])
+    shape = Value(ctx.out.name + "_merged", ctx.out.dtype, (width, *rest))
+    along = Value(ctx.out.name + "_offsets", "f32", (count, *rest))
+    y = _masked_scatter(
+        ctx, flat_x, offset, flat_v, 0, "add" if accumulate else "none", ctx.out.name + "_put", along, shape
+    )
+    return g.op("reshape", y, shape=[*merged, *rest])
 
 
 def _masked_put(ctx: Context, x: Value, indices: list[Any], values: Value, accumulate: bool) -> Ref:

@@ -22,6 +22,7 @@ from torch_to_nnef.op.common import (
     cast_to,
     current_node,
     finish_reduction,
+    int_arith,
     mean_and_spread,
     norm_over,
     operand_ref,
@@ -44,6 +45,15 @@ def _sum_or_mean(ctx: Context, x: Value, dim: Any, keep: bool) -> Ref:
     if x.dtype != out.dtype and ctx.tract:  # booleans counted in i64, or the dtype argument: tract casts first
         ctx.g.need("tract_registry tract_core")
         xr = ctx.g.op("tract_core_cast", xr, to=out.dtype)
+    if not ctx.tract and out.dtype != "f32":
+        # Khronos sums floats: booleans are counted in f32 (exact below 2^24), then cast
+        node = current_node(ctx)
+        if x.dtype != "bool":
+            int_arith(ctx, node, x.dtype)
+        xr = cast_to(ctx, node, xr, x.dtype, "f32")
+        y = ctx.g.op(op, xr, axes=axes)
+        y = y if keep else ctx.g.op("squeeze", y, axes=axes)
+        return cast_to(ctx, node, y, "f32", out.dtype, out=out.name)  # type: ignore[no-any-return]
     y = ctx.g.op(op, xr, axes=axes, out=out.name if keep else out.name + "_keep")
     return y if keep else ctx.g.op("squeeze", y, axes=axes, out=out.name)
 
@@ -439,14 +449,24 @@ def aten_nansum(
 
 @register("aten::count_nonzero", "aten::count_nonzero.dim_IntList")
 def aten_count_nonzero(ctx: Context, self: Value, dim: int | list[int] | None = None) -> Ref:
-    """count_nonzero(Tensor self, int? dim=None) -> Tensor (i64); .dim_IntList alike (int[] dim)."""
+    """count_nonzero(Tensor self, int? dim=None) -> Tensor (i64); .dim_IntList alike (int[] dim).
+
+    For the Khronos tools, counted in f32 (exact below 2^24) and cast.
+    """
     x, out, node = self, ctx.out, current_node(ctx)
-    tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
+    if not (ctx.tract or ctx.khronos_tools):
+        tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
     g = ctx.g
     xr = ctx.ref(x)
+    axes = reduce_axes(x, dim)
+    if not ctx.tract:
+        nonzero = cast_to(ctx, node, xr, x.dtype, "bool")
+        counted = g.op("select", nonzero, 1.0, 0.0)
+        if axes:
+            counted = g.op("squeeze", g.op("sum_reduce", counted, axes=axes), axes=axes)
+        return cast_to(ctx, node, counted, "f32", out.dtype, out=out.name)  # type: ignore[no-any-return]
     nonzero = xr if x.dtype == "bool" else g.op("ne", xr, scalar_const(ctx, 0, x.dtype, x.rank))
     y = g.op("tract_core_cast", nonzero, to=out.dtype)
-    axes = reduce_axes(x, dim)
     if not axes:
         return g.op("copy", y, out=out.name)
     return g.op("squeeze", g.op("sum_reduce", y, axes=axes), axes=axes, out=out.name)

@@ -46,12 +46,12 @@ CASES: list[OpCase] = [
         True,
         covers=("aten::huber_loss",),
     ),
-    *loss_cases("cross-entropy", F.cross_entropy, (r(5, 4), LABELS), False, covers=("aten::cross_entropy_loss",)),
+    *loss_cases("cross-entropy", F.cross_entropy, (r(5, 4), LABELS), True, covers=("aten::cross_entropy_loss",)),
     *loss_cases(
         "cross-entropy-smoothing",
         lambda a, t, reduction: F.cross_entropy(a, t, reduction=reduction, label_smoothing=0.2),
         (r(5, 4), LABELS),
-        False,
+        True,
         covers=("aten::cross_entropy_loss",),
     ),
     *loss_cases(
@@ -60,11 +60,11 @@ CASES: list[OpCase] = [
             a, t, weight=w, ignore_index=3, reduction=reduction, label_smoothing=0.1
         ),
         (r(5, 4), LABELS, torch.rand(4) + 0.5),
-        False,
+        True,
         covers=("aten::cross_entropy_loss",),
     ),
     *loss_cases(
-        "cross-entropy-2d", F.cross_entropy, (r(2, 4, 2, 2), LABELS_2D), False, covers=("aten::cross_entropy_loss",)
+        "cross-entropy-2d", F.cross_entropy, (r(2, 4, 2, 2), LABELS_2D), True, covers=("aten::cross_entropy_loss",)
     ),
     *loss_cases(
         "cross-entropy-probabilities",
@@ -80,12 +80,12 @@ CASES: list[OpCase] = [
         True,
         covers=("aten::cross_entropy_loss",),
     ),
-    *loss_cases("nll", F.nll_loss, (torch.log_softmax(r(5, 4), -1), LABELS), False, covers=("aten::nll_loss_nd",)),
+    *loss_cases("nll", F.nll_loss, (torch.log_softmax(r(5, 4), -1), LABELS), True, covers=("aten::nll_loss_nd",)),
     *loss_cases(
         "nll-2d-weight",
         lambda x, t, w, reduction: F.nll_loss(x, t, weight=w, reduction=reduction),
         (torch.log_softmax(r(2, 4, 2, 2), 1), LABELS_2D, torch.rand(4) + 0.5),
-        False,
+        True,
         covers=("aten::nll_loss_nd",),
     ),
     OpCase(
@@ -93,7 +93,7 @@ CASES: list[OpCase] = [
         Fn(lambda x, t: F.nll_loss(x, t)),
         (torch.log_softmax(r(4), -1), torch.tensor(2)),
         covers=("aten::nll_loss_nd",),
-        khronos=False,
+        khronos=True,
     ),
     *loss_cases(
         "bce",

@@ -8,6 +8,7 @@ import numpy as np
 
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
+from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import align_rank, cast_to, current_node, scalar_const, static_sizes, tract_only
 from torch_to_nnef.op.registry import Context, register
@@ -97,19 +98,24 @@ def _class_terms(
     ctx: Context, node: Node, logp: Any, x: Value, target: Value, weight: Value | None, ignore: int
 ) -> tuple[Ref, Ref, Ref]:
     """For class-index targets: ``(-w[t] * logp[t], w[t] masked, valid)`` per element (classes on axis 1 of a
-    batched input, axis 0 of a single one); ignored elements give 0.
+    batched input, axis 0 of a single one); ignored elements give 0. Class numbers are compared as
+    i64 in tract, as f32 (exact below 2^24 classes) with the Khronos tools, whose comparisons take floats.
     """
-    tract_only(ctx, node, "with class indices needs integer comparisons, which the NNEF specification lacks")
+    if not (ctx.tract or ctx.khronos_tools):
+        tract_only(ctx, node, "with class indices needs integer comparisons, which the NNEF specification lacks")
     g = ctx.g
     axis = 1 if x.rank > 1 else 0
     (classes,) = static_sizes(node, x, [axis], "a loss over classes")
     shape = [1] * x.rank
     shape[axis] = classes
-    ids = g.variable(np.arange(classes, dtype=np.int64).reshape(shape), f"class_ids_{classes}_r{x.rank}_a{axis}")
+    idt = "i64" if ctx.tract else "f32"
+    ids = g.variable(
+        np.arange(classes, dtype=NUMPY[idt]).reshape(shape), f"class_ids_{idt}_{classes}_r{x.rank}_a{axis}"
+    )
     t = g.op("unsqueeze", ctx.ref(target), axes=[axis])
-    t = cast_to(ctx, node, t, target.dtype, "i64")
+    t = cast_to(ctx, node, t, target.dtype, idt)
     onehot = g.op("eq", t, ids)
-    valid = g.op("ne", t, scalar_const(ctx, ignore, "i64", x.rank))
+    valid = g.op("ne", t, scalar_const(ctx, ignore, idt, x.rank))
     w = _class_weight(ctx, node, x, weight, axis)
     picked = g.op("select", onehot, g.op("mul", logp, w) if w is not None else logp, 0.0)
     picked_weight = g.op("select", onehot, w if w is not None else 1.0, 0.0)
