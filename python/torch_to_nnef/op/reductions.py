@@ -15,7 +15,7 @@ import numpy as np
 from torch_to_nnef.check.versions import COPY_TRACT, CUMSUM_TRACT
 from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Value
-from torch_to_nnef.ir.dtypes import NUMPY
+from torch_to_nnef.ir.dtypes import INTEGERS, NUMPY
 from torch_to_nnef.nnef.builder import Ref
 from torch_to_nnef.op.common import (
     as_bool,
@@ -45,7 +45,7 @@ def _sum_or_mean(ctx: Context, x: Value, dim: Any, keep: bool) -> Ref:
     if x.dtype != out.dtype and ctx.tract:  # booleans counted in i64, or the dtype argument: tract casts first
         ctx.g.need("tract_registry tract_core")
         xr = ctx.g.op("tract_core_cast", xr, to=out.dtype)
-    if not ctx.tract and out.dtype != "f32":
+    if not ctx.tract and out.dtype in INTEGERS:
         # Khronos sums floats: booleans are counted in f32 (exact below 2^24), then cast
         node = current_node(ctx)
         if x.dtype != "bool":
