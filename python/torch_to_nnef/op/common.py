@@ -240,8 +240,10 @@ KHRONOS_TYPES = {"bool": "logical", "f32": "scalar", **{d: "integer" for d in ("
 """The Khronos type of each dtype the tools' ``cast`` converts between."""
 
 
-def tools_gather(ctx: Context, node: Node, what: str) -> None:
-    """Raises for ``KhronosNNEF(strict_spec=True)``, which cannot gather (``what`` names the need)."""
+def tools_only(ctx: Context, node: Node, what: str) -> None:
+    """Raises for ``KhronosNNEF(strict_spec=True)``, whose text lacks what the Khronos tools add (a
+    gather, a cast: ``what`` names the need).
+    """
     if not ctx.tract and not ctx.khronos_tools:
         raise TranslationError(
             f"{node.where()}: {node.kind} {what}, which the NNEF 1.0.5 text lacks: KhronosNNEF() writes it "

@@ -26,7 +26,7 @@ from torch_to_nnef.op.common import (
     slice_bound,
     static_sizes,
     tile_to,
-    tools_gather,
+    tools_only,
     tract_only,
     wrap_axis,
 )
@@ -162,7 +162,7 @@ def aten_select(ctx: Context, self: Value, dim: int, index: Any) -> Ref:
 def _gather(ctx: Context, data: Value, indices: Value, axis: int) -> Ref:
     node, out = current_node(ctx), ctx.out
     if not ctx.tract:
-        tools_gather(ctx, node, "needs a gather")
+        tools_only(ctx, node, "needs a gather")
         index = cast_to(ctx, node, ctx.ref(indices), indices.dtype, "i64")
         return ctx.g.op("gather", ctx.ref(data), index, axis=axis, out=out.name)
     ctx.g.need("tract_registry tract_core")
@@ -226,7 +226,7 @@ def aten_gather(ctx: Context, self: Value, dim: int, index: Value, *, sparse_gra
 def _flat_gather(ctx: Context, x: Value, axis: int, index: Value) -> Ref:
     """``torch.gather`` for Khronos (see :func:`aten_gather`)."""
     node, out, g = current_node(ctx), ctx.out, ctx.g
-    tools_gather(ctx, node, "needs an elementwise gather")
+    tools_only(ctx, node, "needs an elementwise gather")
     sizes = static_sizes(node, x, list(range(x.rank)), "gather for KhronosNNEF")
     shape = static_sizes(node, index, list(range(index.rank)), "gather for KhronosNNEF")
     _exact_offsets(node, math.prod(sizes))
@@ -262,7 +262,7 @@ def _khronos_index(ctx: Context, x: Value, indices: list[Value | None]) -> Ref:
     the broadcast indices combined into one offset (in f32, exact below 2^24) to gather from them.
     """
     node, out, g = current_node(ctx), ctx.out, ctx.g
-    tools_gather(ctx, node, "needs a gather")
+    tools_only(ctx, node, "needs a gather")
     positions = [k for k, i in enumerate(indices) if i is not None]
     chosen = [i for i in indices if i is not None]
     sizes = static_sizes(node, x, positions, "indexing for KhronosNNEF")
@@ -418,7 +418,7 @@ def aten_embedding_bag(
     out, node = ctx.out, current_node(ctx)
     bag_mode = _BAG_MODES[int(mode)]
     if not ctx.tract:
-        tools_gather(ctx, node, "needs a gather")
+        tools_only(ctx, node, "needs a gather")
     if not all(isinstance(d, int) for d in (*indices.shape, *offsets.shape, *out.shape)):
         raise TranslationError(f"{node.where()}: embedding_bag over a dynamic number of indices is not supported")
     g = ctx.g
@@ -658,7 +658,7 @@ def _masked_scatter(
     """
     into = into or ctx.out  # what is written into: the output unless told
     node, g, dtype = current_node(ctx), ctx.g, into.dtype
-    tools_gather(ctx, node, "needs a scatter")
+    tools_only(ctx, node, "needs a scatter")
     if dtype != "f32" or reduction == "mul":
         what = "integer arithmetic" if dtype != "f32" else "a product of the updates"
         raise TranslationError(

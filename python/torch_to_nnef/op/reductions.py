@@ -29,7 +29,7 @@ from torch_to_nnef.op.common import (
     reduce_axes,
     scalar_const,
     static_sizes,
-    tract_only,
+    tools_only,
     vector_norm,
     wrap_axis,
 )
@@ -454,8 +454,8 @@ def aten_count_nonzero(ctx: Context, self: Value, dim: int | list[int] | None = 
     For the Khronos tools, counted in f32 (exact below 2^24) and cast.
     """
     x, out, node = self, ctx.out, current_node(ctx)
-    if not (ctx.tract or ctx.khronos_tools):
-        tract_only(ctx, node, "counts into an integer tensor, which the NNEF specification cannot")
+    if not ctx.tract:
+        tools_only(ctx, node, "counts into an integer tensor, which needs a cast")
     g = ctx.g
     xr = ctx.ref(x)
     axes = reduce_axes(x, dim)

@@ -24,7 +24,7 @@ from torch_to_nnef.op.common import (
     slice_bound,
     static_sizes,
     tile_to,
-    tools_gather,
+    tools_only,
     wrap_axis,
 )
 from torch_to_nnef.op.registry import Context, register
@@ -552,7 +552,7 @@ def aten_as_strided(ctx: Context, self: Value, size: list[Any], stride: list[Any
     if ctx.tract:
         ctx.g.need("tract_registry tract_core")
     else:
-        tools_gather(ctx, node, "needs a gather")
+        tools_only(ctx, node, "needs a gather")
     static = [*x.shape, *size, *stride, offset]
     if not all(isinstance(d, int) for d in static):
         raise TranslationError(f"{node.where()}: as_strided over a dynamic shape is not supported")

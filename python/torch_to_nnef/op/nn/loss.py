@@ -10,7 +10,7 @@ from torch_to_nnef.errors import TranslationError
 from torch_to_nnef.ir import Node, Value
 from torch_to_nnef.ir.dtypes import NUMPY
 from torch_to_nnef.nnef.builder import Ref
-from torch_to_nnef.op.common import align_rank, cast_to, current_node, scalar_const, static_sizes, tract_only
+from torch_to_nnef.op.common import align_rank, cast_to, current_node, scalar_const, static_sizes, tools_only
 from torch_to_nnef.op.registry import Context, register
 
 _REDUCTION_NAMES = ("none", "mean", "sum")
@@ -101,8 +101,8 @@ def _class_terms(
     batched input, axis 0 of a single one); ignored elements give 0. Class numbers are compared as
     i64 in tract, as f32 (exact below 2^24 classes) with the Khronos tools, whose comparisons take floats.
     """
-    if not (ctx.tract or ctx.khronos_tools):
-        tract_only(ctx, node, "with class indices needs integer comparisons, which the NNEF specification lacks")
+    if not ctx.tract:
+        tools_only(ctx, node, "with class indices needs a cast of the indices")
     g = ctx.g
     axis = 1 if x.rank > 1 else 0
     (classes,) = static_sizes(node, x, [axis], "a loss over classes")
