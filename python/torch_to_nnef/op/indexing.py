@@ -27,7 +27,6 @@ from torch_to_nnef.op.common import (
     static_sizes,
     tile_to,
     tools_only,
-    tract_only,
     wrap_axis,
 )
 from torch_to_nnef.op.registry import Context, register
@@ -364,10 +363,12 @@ def aten_masked_scatter(ctx: Context, self: Value, mask: Value, source: Value) -
 
     The positions where the (broadcast) mask holds take the source's elements in row-major
     order: element ``k`` of the flat source goes to the ``k``-th true position, found by a
-    cumulative sum over the flat mask and gathered (tract).
+    cumulative sum over the flat mask and gathered. For the Khronos tools the sum is a product by a
+    triangle of ones (in f32, up to :data:`_TRIANGLE_LIMIT` positions).
     """
     x, out, node = self, ctx.out, current_node(ctx)
-    tract_only(ctx, node, "needs a cumulative sum and a gather, which the NNEF specification lacks")
+    if not ctx.tract:
+        tools_only(ctx, node, "needs a gather")
     if any(not isinstance(d, int) for d in (*out.shape, *source.shape)):
         raise TranslationError(f"{node.where()}: masked_scatter with a dynamic shape is not supported yet")
     g = ctx.g
@@ -379,17 +380,33 @@ def aten_masked_scatter(ctx: Context, self: Value, mask: Value, source: Value) -
     if any(r != 1 for r in repeats):
         m = g.op("tile", m, repeats=repeats)
     flat_mask = g.op("reshape", m, shape=[total])
-    counts = g.op(
-        "tract_core_cumsum", g.op("tract_core_cast", flat_mask, to="i64"), axis=0, exclusive=True, reverse=False
-    )
     source_size = math.prod(int(d) for d in source.shape)
-    # Positions past the source (where the mask is false) are clamped: select drops them.
-    index = g.op("min", counts, scalar_const(ctx, max(source_size - 1, 0), "i64", 1))
     flat_source = g.op("reshape", ctx.ref(source), shape=[source_size])
-    picked = g.op("reshape", g.op("tract_core_gather", flat_source, index, axis=0), shape=shape)
+    if ctx.tract:
+        counts = g.op(
+            "tract_core_cumsum", g.op("tract_core_cast", flat_mask, to="i64"), axis=0, exclusive=True, reverse=False
+        )
+        # Positions past the source (where the mask is false) are clamped: select drops them.
+        index = g.op("min", counts, scalar_const(ctx, max(source_size - 1, 0), "i64", 1))
+        gathered = g.op("tract_core_gather", flat_source, index, axis=0)
+    else:
+        if total > _TRIANGLE_LIMIT:
+            raise TranslationError(
+                f"{node.where()}: masked_scatter for KhronosNNEF counts the positions before each of {total} with a "
+                f"triangle of ones, up to {_TRIANGLE_LIMIT} positions: TractNNEF writes it"
+            )
+        ones = g.op("reshape", g.op("select", flat_mask, 1.0, 0.0), shape=[1, total])
+        before = g.variable(np.triu(np.ones((total, total), dtype=np.float32), 1), f"positions_before_{total}")
+        counts = g.op("reshape", g.op("matmul", ones, before), shape=[total])
+        index = g.op("min", counts, float(max(source_size - 1, 0)))
+        gathered = g.op("gather", flat_source, cast_to(ctx, node, index, "f32", "i64"), axis=0)
+    picked = g.op("reshape", gathered, shape=shape)
     base = cast_to(ctx, node, align_rank(ctx, x, out.rank, out), x.dtype, out.dtype)
     return g.op("select", m, picked, base, out=out.name)
 
+
+_TRIANGLE_LIMIT = 2048
+"""The most positions a Khronos ``masked_scatter`` counts with a ``[n, n]`` triangle of ones."""
 
 _BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
 
@@ -480,9 +497,11 @@ def _multi(ctx: Context, op: str, args: list[Any], outs: list[str], **attrs: Any
 
 
 def _topk(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, names: list[str]) -> list[Ref]:
-    """``[values, indices]`` of the ``k`` largest (smallest) along ``axis``, sorted; for Khronos the values only."""
+    """``[values, indices]`` of the ``k`` largest (smallest) along ``axis``, sorted; for Khronos by
+    ranking (:func:`_ranked`), the indices with the Khronos tools only.
+    """
     if not ctx.tract:
-        return [_ranked_values(ctx, node, x, k, axis, largest, names[0])]
+        return _ranked(ctx, node, x, k, axis, largest, names)
     ctx.g.need("tract_registry tract_core")
     kref = k if isinstance(k, int) else _runtime_size(ctx, x, axis) if k == x.shape[axis] else None
     bound = _bound_by_axis(k, x.shape[axis]) if kref is None else None
@@ -514,11 +533,13 @@ def _bound_by_axis(k: Any, size: Any) -> int | None:
     return None
 
 
-def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, out: str) -> Ref:
+def _ranked(ctx: Context, node: Node, x: Value, k: Any, axis: int, largest: bool, names: list[str]) -> list[Ref]:
     """The first ``k`` values in order with specification ops (static sizes): each element's rank is the count
     of the elements before it (smaller or larger, or equal at a lower index), and output ``j`` sums the
-    elements of rank ``j``. The indices need integer arithmetic, which the specification lacks.
+    elements of rank ``j``. Their indices likewise sum the positions of rank ``j``, in f32 (exact below
+    2^24), cast to integers by the Khronos tools' ``cast`` (the specification's text has none).
     """
+    out = names[0]
     (n,) = static_sizes(node, x, [axis], f"{node.kind} for KhronosNNEF")
     if not isinstance(k, int) or not x.dtype.startswith("f"):
         raise TranslationError(
@@ -533,11 +554,18 @@ def _ranked_values(ctx: Context, node: Node, x: Value, k: Any, axis: int, larges
     ahead = g.op("or", g.op("gt" if largest else "lt", other, mine), g.op("and", g.op("eq", other, mine), earlier))
     rank = g.op("sum_reduce", g.op("select", ahead, 1.0, 0.0), axes=[last + 1])  # [.., n, 1]
     slots = g.variable(np.arange(k, dtype=np.float32).reshape((*lead, 1, k)), f"sort_slots_{k}_r{x.rank}")
-    picked = g.op("select", g.op("eq", rank, slots), mine, 0.0)  # [.., n, k]
+    placed = g.op("eq", rank, slots)  # [.., n, k]: element i is the j-th
+    picked = g.op("select", placed, mine, 0.0)
     values = g.op("squeeze", g.op("sum_reduce", picked, axes=[last]), axes=[last])
-    if axis == last:
-        return g.op("copy", values, out=out)
-    return g.op("transpose", values, axes=[perm.index(a) for a in range(x.rank)], out=out)
+    back = [perm.index(a) for a in range(x.rank)]
+    results = [g.op("copy", values, out=out) if axis == last else g.op("transpose", values, axes=back, out=out)]
+    if len(names) > 1 and ctx.khronos_tools:
+        _exact_offsets(node, n)
+        positions = g.variable(np.arange(n, dtype=np.float32).reshape((*lead, n, 1)), f"sort_positions_{n}_r{x.rank}")
+        where = g.op("squeeze", g.op("sum_reduce", g.op("select", placed, positions, 0.0), axes=[last]), axes=[last])
+        where = where if axis == last else g.op("transpose", where, axes=back)
+        results.append(cast_to(ctx, node, where, "f32", "i64", out=names[1]))
+    return results
 
 
 def _runtime_size(ctx: Context, x: Value, axis: int) -> Ref:
@@ -586,10 +614,7 @@ def _argsort(ctx: Context, x: Value, dim: int, descending: bool) -> Ref:
     node, out = current_node(ctx), ctx.out
     axis = wrap_axis(dim, x.rank)
     if not ctx.tract:
-        raise TranslationError(
-            f"{node.where()}: argsort gives indices, which need integer arithmetic that the NNEF specification "
-            "lacks: use TractNNEF"
-        )
+        tools_only(ctx, node, "gives indices, which need a cast")
     _, indices = _topk(ctx, node, x, x.shape[axis], axis, bool(descending), [out.name + "_values", out.name])
     return indices
 
