@@ -241,98 +241,25 @@ CASES: list[OpCase] = [
         covers=("aten::einsum",),
         khronos=True,
     ),
-    # an operand repeating a letter: its diagonal on those axes
-    OpCase(
-        "einsum-diagonal",
-        Fn(lambda a: torch.einsum("ii->i", a)),
-        (r(4, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-trace",
-        Fn(lambda a: torch.einsum("ii", a)),
-        (r(4, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-trace-explicit",
-        Fn(lambda a: torch.einsum("ii->", a)),
-        (r(4, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-batched-diagonal",
-        Fn(lambda a: torch.einsum("bii->bi", a)),
-        (r(2, 4, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-batched-trace",
-        Fn(lambda a: torch.einsum("bjii->bj", a)),
-        (r(2, 3, 4, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-leading-diagonal",
-        Fn(lambda a: torch.einsum("iij->ij", a)),
-        (r(3, 3, 5),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-triple-diagonal",
-        Fn(lambda a: torch.einsum("iii->i", a)),
-        (r(3, 3, 3),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-two-diagonals",
-        Fn(lambda a: torch.einsum("ijij->ji", a)),
-        (r(3, 4, 3, 4),),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-diagonal-times-vector",
-        Fn(lambda a, b: torch.einsum("ii,i->i", a, b)),
-        (r(4, 4), r(4)),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-batched-diagonal-outer",
-        Fn(lambda a, b: torch.einsum("bii,bj->bij", a, b)),
-        (r(2, 4, 4), r(2, 5)),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-diagonal-contracted",
-        Fn(lambda a, b: torch.einsum("bii,bi->b", a, b)),
-        (r(2, 4, 4), r(2, 4)),
-        covers=("aten::einsum",),
-        khronos=True,
-    ),
-    OpCase(
-        "einsum-diagonal-int",
-        Fn(lambda a: torch.einsum("bii->bi", a)),
-        (ints(2, 4, 4),),
-        covers=("aten::einsum",),
-        khronos=False,
-    ),
-    OpCase(
-        "einsum-trace-int",
-        Fn(lambda a: torch.einsum("ii", a)),
-        (ints(4, 4),),
-        covers=("aten::einsum",),
-        khronos=False,
-    ),
+    # an operand repeating a letter: its diagonal on those axes (integers: tract only)
+    *[
+        OpCase(f"einsum-{name}", Fn(lambda *xs, eq=eq: torch.einsum(eq, *xs)), inputs, ("aten::einsum",), khronos)
+        for name, eq, inputs, khronos in [
+            ("diagonal", "ii->i", (r(4, 4),), True),
+            ("trace", "ii", (r(4, 4),), True),
+            ("trace-explicit", "ii->", (r(4, 4),), True),
+            ("batched-diagonal", "bii->bi", (r(2, 4, 4),), True),
+            ("batched-trace", "bjii->bj", (r(2, 3, 4, 4),), True),
+            ("leading-diagonal", "iij->ij", (r(3, 3, 5),), True),
+            ("triple-diagonal", "iii->i", (r(3, 3, 3),), True),
+            ("two-diagonals", "ijij->ji", (r(3, 4, 3, 4),), True),
+            ("diagonal-times-vector", "ii,i->i", (r(4, 4), r(4)), True),
+            ("batched-diagonal-outer", "bii,bj->bij", (r(2, 4, 4), r(2, 5)), True),
+            ("diagonal-contracted", "bii,bi->b", (r(2, 4, 4), r(2, 4)), True),
+            ("diagonal-int", "bii->bi", (ints(2, 4, 4),), False),
+            ("trace-int", "ii", (ints(4, 4),), False),
+        ]
+    ],
 ]
 
 

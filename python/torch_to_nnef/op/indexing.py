@@ -229,14 +229,22 @@ def _flat_gather(ctx: Context, x: Value, axis: int, index: Value) -> Ref:
     sizes = static_sizes(node, x, list(range(x.rank)), "gather for KhronosNNEF")
     shape = static_sizes(node, index, list(range(index.rank)), "gather for KhronosNNEF")
     _exact_offsets(node, math.prod(sizes))
-    strides = [math.prod(sizes[a + 1 :]) for a in range(x.rank)]
-    coordinates = np.indices(shape, dtype=np.float64)
-    base = sum(coordinates[a] * strides[a] for a in range(x.rank) if a != axis)
-    base_ref = g.variable(np.asarray(base, dtype=np.float32).reshape(shape), f"gather_offsets_{out.name}")
+    strides, base = _flat_offsets(sizes, shape, axis)
+    base_ref = g.variable(base, f"gather_offsets_{out.name}")
     offset = g.op("mul", cast_to(ctx, node, ctx.ref(index), index.dtype, "f32"), float(strides[axis]))
     flat_index = cast_to(ctx, node, g.op("add", offset, base_ref), "f32", "i64")
     flat = g.op("reshape", ctx.ref(x), shape=[math.prod(sizes)])
     return g.op("gather", flat, flat_index, axis=0, out=out.name)
+
+
+def _flat_offsets(sizes: list[int], shape: list[int], axis: int) -> tuple[list[int], np.ndarray]:
+    """The strides of a contiguous tensor of ``sizes``, and for each element of an index of ``shape``
+    along ``axis`` the flat offset of its other coordinates (f32, of ``shape``).
+    """
+    strides = [math.prod(sizes[a + 1 :]) for a in range(len(sizes))]
+    coordinates = np.indices(shape, dtype=np.float64)
+    base = sum((coordinates[a] * strides[a] for a in range(len(shape)) if a != axis), np.zeros(shape))
+    return strides, np.asarray(base, dtype=np.float32)
 
 
 def _exact_offsets(node: Node, count: int) -> None:
@@ -256,6 +264,23 @@ def _wrapped_index(ctx: Context, node: Node, index: Value, size: int) -> Ref:
     return g.op("select", g.op("lt", f, 0.0), g.op("add", f, float(size)), f)
 
 
+def _merged_offset(ctx: Context, node: Node, chosen: list[Value], sizes: list[int], rank: int) -> Any:
+    """The offset (f32, of the ``rank`` axes the index tensors ``chosen`` broadcast to) of each indexed
+    element in the axes of ``sizes`` merged into one: the wrapped indices times their strides, summed.
+    """
+    g = ctx.g
+    _exact_offsets(node, math.prod(sizes))
+    offset: Any = None
+    for k, (idx, size) in enumerate(zip(chosen, sizes)):
+        term = _wrapped_index(ctx, node, idx, size)
+        if idx.rank < rank:  # NNEF broadcasts from the leading axes: align on the trailing ones
+            term = g.op("unsqueeze", term, axes=list(range(rank - idx.rank)))
+        stride = math.prod(sizes[k + 1 :])
+        term = g.op("mul", term, float(stride)) if stride != 1 else term
+        offset = term if offset is None else g.op("add", offset, term)
+    return offset
+
+
 def _khronos_index(ctx: Context, x: Value, indices: list[Value | None]) -> Ref:
     """``x[idx]``, ``x[:, i, j]`` for Khronos: the indexed axes are moved to the front and merged, and
     the broadcast indices combined into one offset (in f32, exact below 2^24) to gather from them.
@@ -266,16 +291,7 @@ def _khronos_index(ctx: Context, x: Value, indices: list[Value | None]) -> Ref:
     chosen = [i for i in indices if i is not None]
     sizes = static_sizes(node, x, positions, "indexing for KhronosNNEF")
     batch = broadcast_shape([i.shape for i in chosen])
-    offset: Any = None
-    for k, (idx, size) in enumerate(zip(chosen, sizes)):
-        term = _wrapped_index(ctx, node, idx, size)
-        if idx.rank < len(batch):  # NNEF broadcasts from the leading axes: align on the trailing ones
-            term = g.op("unsqueeze", term, axes=list(range(len(batch) - idx.rank)))
-        stride = math.prod(sizes[k + 1 :])
-        term = g.op("mul", term, float(stride)) if stride != 1 else term
-        offset = term if offset is None else g.op("add", offset, term)
-    _exact_offsets(node, math.prod(sizes))
-    flat_index = cast_to(ctx, node, offset, "f32", "i64")
+    flat_index = cast_to(ctx, node, _merged_offset(ctx, node, chosen, sizes, len(batch)), "f32", "i64")
     others = [a for a in range(x.rank) if a not in positions]
     perm = positions + others
     xr = g.op("transpose", ctx.ref(x), axes=perm) if perm != list(range(x.rank)) else ctx.ref(x)
@@ -698,11 +714,8 @@ def _masked_scatter(
             f"{node.where()}: {node.kind} for KhronosNNEF compares each of {n} places with each of {m} updates, "
             "too many here: TractNNEF writes it"
         )
-    strides = [math.prod(sizes[a + 1 :]) for a in range(len(sizes))]
-    coordinates = np.indices(shape, dtype=np.float64)
-    base = sum((coordinates[a] * strides[a] for a in range(len(shape)) if a != axis), np.zeros(shape))
-    label = f"scatter_offsets_{out}"
-    base_ref = g.variable(np.asarray(base, dtype=np.float32).reshape(1, m), label)
+    strides, base = _flat_offsets(sizes, shape, axis)
+    base_ref = g.variable(base.reshape(1, m), f"scatter_offsets_{out}")
     offsets = g.op("reshape", cast_to(ctx, node, index, index_of.dtype, "f32"), shape=[1, m])
     offsets = g.op("add", g.op("mul", offsets, float(strides[axis])), base_ref)
     places = g.variable(np.arange(n, dtype=np.float32).reshape(n, 1), f"scatter_places_{n}")
@@ -950,17 +963,10 @@ def _khronos_put(
     sizes = static_sizes(node, x, list(range(x.rank)), "index_put for KhronosNNEF")
     if not all(isinstance(d, int) for d in batch):
         raise TranslationError(f"{node.where()}: index_put for KhronosNNEF over dynamic indices is not supported")
-    batch_sizes: list[Dim] = [int(d) for d in batch]
     merged = [sizes[k] for k in positions]
     rest = [sizes[a] for a in range(x.rank) if a not in positions]
-    width, count = math.prod(merged), math.prod(int(d) for d in batch_sizes)
-    offset: Any = None
-    for k, idx in enumerate(chosen):
-        term = _wrapped_index(ctx, node, idx, merged[k])
-        term = tile_to(ctx, node, term, idx.shape, batch_sizes)
-        stride = math.prod(merged[k + 1 :])
-        term = g.op("mul", term, float(stride)) if stride != 1 else term
-        offset = term if offset is None else g.op("add", offset, term)
+    width, count = math.prod(merged), math.prod(int(d) for d in batch)
+    offset = _merged_offset(ctx, node, chosen, merged, len(batch))  # of the shape of the batch
     offset = g.op("reshape", offset, shape=[count] + [1] * len(rest))
     offset = g.op("tile", offset, repeats=[1, *rest]) if rest else offset
     flat_x = g.op("reshape", xr, shape=[width, *rest])
